@@ -1,0 +1,261 @@
+//! What clients ask the ledger to do, and what it answers. Every type here is
+//! replicated through the Raft log, so changing one changes the log format.
+
+use lapse_credential::{KeyId, StatusIndex, TenantId, WorkloadId};
+use serde::{Deserialize, Serialize};
+
+/// The id of a broker, equal to its Raft node id.
+pub type NodeId = u64;
+
+/// A sha256 digest: of a join token, of a leaked secret, of a state.
+pub type Sha256 = [u8; 32];
+
+/// The most revocations one `RevokeMany` command may carry.
+pub const MAX_BATCH: usize = 4096;
+/// The most indices one lease may grant.
+pub const MAX_LEASE_COUNT: u64 = 1 << 22;
+/// The longest accepted request id, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// A client-chosen id that makes a request idempotent: a retried request with
+/// the same id gets the first answer and is not applied twice.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RequestId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestIdError {
+    #[error("request id is empty")]
+    Empty,
+    #[error("request id is {0} bytes long; the limit is {MAX_REQUEST_ID_LEN}")]
+    TooLong(usize),
+    #[error("request id contains {0:?}; allowed are ASCII letters, digits, '-', '_', '.', ':'")]
+    BadCharacter(char),
+}
+
+impl RequestId {
+    pub fn new(value: impl Into<String>) -> Result<Self, RequestIdError> {
+        let value = value.into();
+        if value.is_empty() {
+            return Err(RequestIdError::Empty);
+        }
+        if value.len() > MAX_REQUEST_ID_LEN {
+            return Err(RequestIdError::TooLong(value.len()));
+        }
+        if let Some(c) = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+        {
+            return Err(RequestIdError::BadCharacter(c));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RequestId {
+    type Error = RequestIdError;
+    fn try_from(value: String) -> Result<Self, RequestIdError> {
+        Self::new(value)
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(id: RequestId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One entry of the replicated log as the application sees it: a client
+/// request plus the time the leader stamped on it. `apply` reads time only
+/// from here, never from a clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request_id: RequestId,
+    /// Milliseconds since the Unix epoch on the leader when it proposed this.
+    pub stamped_at_ms: u64,
+    pub command: Command,
+}
+
+/// What can be revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Revocation {
+    /// One credential, by its status index.
+    Index(StatusIndex),
+    /// Every credential of one workload issued before a time. `None` means
+    /// the commit time of the revocation.
+    Subject {
+        tenant: TenantId,
+        subject: WorkloadId,
+        issued_before_ms: Option<u64>,
+    },
+    /// Every credential of a tenant issued before a time.
+    Tenant {
+        tenant: TenantId,
+        issued_before_ms: Option<u64>,
+    },
+    /// Every credential a signing key signed.
+    Key(KeyId),
+    /// A leaked static secret, by the sha256 of its bytes.
+    SecretHash(Sha256),
+}
+
+/// What a join token lets its holder do, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinGrant {
+    /// Join the cluster as a broker (first as a learner). When `address` is
+    /// set, only a broker advertising that address may use the token.
+    Broker { address: Option<String> },
+    /// Obtain a credential for this workload of this tenant.
+    Workload {
+        tenant: TenantId,
+        workload: WorkloadId,
+    },
+}
+
+/// What is presented when a join token is used; checked against its grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinUse {
+    Broker { node_id: NodeId, address: String },
+    Workload,
+}
+
+/// A state change. Everything that changes the ledger is one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Revoke(Revocation),
+    /// Up to [`MAX_BATCH`] revocations in one log entry, each answered alone.
+    RevokeMany(Vec<Revocation>),
+    /// Grant `broker` the next `count` status indices, to issue from for
+    /// `lease_ms` after the commit.
+    LeaseIndices {
+        broker: NodeId,
+        count: u64,
+        lease_ms: u64,
+    },
+    RegisterKey {
+        key_id: KeyId,
+        broker: NodeId,
+        public_key: Vec<u8>,
+        not_before_ms: u64,
+        not_after_ms: u64,
+    },
+    RetireKey {
+        key_id: KeyId,
+    },
+    CreateJoinToken {
+        token_hash: Sha256,
+        grant: JoinGrant,
+        expires_at_ms: u64,
+    },
+    ConsumeJoinToken {
+        token_hash: Sha256,
+        presented: JoinUse,
+    },
+}
+
+/// The answer to a proposal. Refusals are part of the replicated outcome:
+/// every replica refuses the same command for the same reason.
+pub type Outcome = Result<Applied, Refusal>;
+
+/// The answer stored for a request id, returned again on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The log index at which the request was first applied.
+    pub log_index: u64,
+    /// The cluster time of that apply.
+    pub applied_at_ms: u64,
+    pub outcome: Outcome,
+    /// True when this answer is a replay of an earlier apply.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A revocation took effect; `epoch` is its log index.
+    Revoked {
+        epoch: u64,
+        committed_at_ms: u64,
+    },
+    /// Each item of a `RevokeMany`, in order.
+    RevokedMany {
+        epoch: u64,
+        committed_at_ms: u64,
+        items: Vec<Result<(), Refusal>>,
+    },
+    Leased {
+        /// First index of the block.
+        start: u64,
+        /// One past the last index of the block.
+        end: u64,
+        lease_expires_at_ms: u64,
+        /// Every credential issued from the block has expired by then.
+        credentials_expire_by_ms: u64,
+    },
+    KeyRegistered,
+    KeyRetired,
+    JoinTokenCreated,
+    JoinTokenConsumed(JoinGrant),
+}
+
+/// Why the ledger refused a command. Each maps to a precise client error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("status index {index} was never leased to any broker")]
+    IndexNotIssued { index: u64 },
+    #[error("status index {index} belongs to credentials that have all expired")]
+    IndexExpired { index: u64 },
+    #[error("already revoked at epoch {epoch}")]
+    AlreadyRevoked { epoch: u64 },
+    #[error("issued-before time {issued_before_ms} is after the commit time {now_ms}")]
+    IssuedBeforeInFuture { issued_before_ms: u64, now_ms: u64 },
+    #[error("no signing key with id {key_id}")]
+    UnknownKey { key_id: String },
+    #[error("a signing key with id {key_id} is already registered")]
+    KeyExists { key_id: String },
+    #[error("public key must be 32 bytes (Ed25519), got {length}")]
+    BadPublicKey { length: usize },
+    #[error("validity window is empty or inverted")]
+    BadValidity,
+    #[error("lease of {count} indices is outside 1..={max}")]
+    BadLeaseCount { count: u64, max: u64 },
+    #[error("lease of {lease_ms} ms is outside 1..={max_ms} ms")]
+    BadLeaseDuration { lease_ms: u64, max_ms: u64 },
+    #[error("status indices are exhausted")]
+    IndicesExhausted,
+    #[error("a batch of {count} revocations is outside 1..={max}")]
+    BadBatch { count: usize, max: usize },
+    #[error("a join token with this hash already exists")]
+    JoinTokenExists,
+    #[error("join token is unknown")]
+    JoinTokenUnknown,
+    #[error("join token was already used at epoch {epoch}")]
+    JoinTokenSpent { epoch: u64 },
+    #[error("join token expired at {expires_at_ms}")]
+    JoinTokenExpired { expires_at_ms: u64 },
+    #[error("join token was not made for this use")]
+    JoinTokenWrongUse,
+    #[error("join token is bound to address {expected}, not {presented}")]
+    JoinTokenWrongAddress { expected: String, presented: String },
+    #[error("request id was already used for a different command")]
+    RequestIdReused,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at {} ms: {:?}",
+            self.request_id, self.stamped_at_ms, self.command
+        )
+    }
+}

@@ -1,0 +1,19 @@
+//! The replicated state machine of Lapse.
+//!
+//! Pure and synchronous: no tokio, no tonic, no sled, no clock. The leader
+//! stamps time into each [`Proposal`]; [`LedgerState::apply`] turns a
+//! proposal at a log index into a [`Response`], the same on every replica.
+//! The log index of a revocation is its *epoch*.
+
+mod command;
+mod snapshot;
+mod state;
+
+pub use command::{
+    Applied, Command, JoinGrant, JoinUse, MAX_BATCH, MAX_LEASE_COUNT, MAX_REQUEST_ID_LEN, NodeId,
+    Outcome, Proposal, Refusal, RequestId, RequestIdError, Response, Revocation, Sha256,
+};
+pub use snapshot::SnapshotError;
+pub use state::{
+    IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, RevokedAt, SigningKey,
+};

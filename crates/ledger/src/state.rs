@@ -1,0 +1,568 @@
+//! The ledger's state and its deterministic `apply`. Given the same sequence
+//! of `(log_index, Proposal)` every replica reaches byte-identical state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use lapse_credential::{KeyId, StatusIndex, TenantId, WorkloadId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256 as Hasher};
+
+use crate::command::{
+    Applied, Command, JoinGrant, JoinUse, MAX_BATCH, MAX_LEASE_COUNT, NodeId, Outcome, Proposal,
+    Refusal, RequestId, Response, Revocation, Sha256,
+};
+
+/// Settings fixed when the cluster is created; replicated with the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerParams {
+    /// No credential lives longer than this; revocations older than their
+    /// credentials' lifetime are pruned with this bound.
+    pub max_credential_ttl_ms: u64,
+    /// The longest a broker may issue from one lease.
+    pub max_lease_ms: u64,
+    /// How long a request id is remembered for deduplication.
+    pub request_dedup_ms: u64,
+    /// Pruning runs at most this often, in cluster time.
+    pub prune_interval_ms: u64,
+}
+
+impl Default for LedgerParams {
+    fn default() -> Self {
+        Self {
+            max_credential_ttl_ms: 24 * 3600 * 1000,
+            max_lease_ms: 3600 * 1000,
+            request_dedup_ms: 5 * 60 * 1000,
+            prune_interval_ms: 1000,
+        }
+    }
+}
+
+/// A block of status indices granted to one broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub broker: NodeId,
+    pub start: u64,
+    pub end: u64,
+    pub granted_at_ms: u64,
+    pub lease_expires_at_ms: u64,
+    pub credentials_expire_by_ms: u64,
+}
+
+/// When and at which epoch something was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedAt {
+    pub epoch: u64,
+    pub at_ms: u64,
+}
+
+/// "Every credential issued before `issued_before_ms` is revoked."
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedBeforeRule {
+    pub issued_before_ms: u64,
+    pub revoked: RevokedAt,
+}
+
+/// A broker's public signing key and its validity window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub broker: NodeId,
+    pub public_key: Vec<u8>,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+    pub registered_epoch: u64,
+    pub retired_at_ms: Option<u64>,
+    pub revoked: Option<RevokedAt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub grant: JoinGrant,
+    pub expires_at_ms: u64,
+    pub consumed_epoch: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RequestRecord {
+    command_hash: Sha256,
+    response: Response,
+}
+
+/// The replicated state. Every map is ordered so that serialisation, and so
+/// the digest, is the same on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerState {
+    pub params: LedgerParams,
+    /// The largest stamped time applied so far; never goes back.
+    pub cluster_time_ms: u64,
+    /// The log index of the last applied entry; `None` before the first.
+    pub last_applied_index: Option<u64>,
+    /// The log index of the last command that changed revocation state.
+    pub revocation_epoch: u64,
+    pub next_index: u64,
+    pub leases: BTreeMap<u64, Lease>,
+    pub revoked_indices: BTreeMap<u64, RevokedAt>,
+    pub subject_rules: BTreeMap<(TenantId, WorkloadId), IssuedBeforeRule>,
+    pub tenant_rules: BTreeMap<TenantId, IssuedBeforeRule>,
+    pub keys: BTreeMap<KeyId, SigningKey>,
+    pub revoked_secrets: BTreeMap<Sha256, RevokedAt>,
+    pub join_tokens: BTreeMap<Sha256, JoinToken>,
+    requests: BTreeMap<RequestId, RequestRecord>,
+    /// Request ids in the order they were applied, for expiry.
+    request_order: VecDeque<(u64, RequestId)>,
+    next_prune_at_ms: u64,
+}
+
+impl Default for LedgerState {
+    fn default() -> Self {
+        Self::new(LedgerParams::default())
+    }
+}
+
+impl LedgerState {
+    pub fn new(params: LedgerParams) -> Self {
+        Self {
+            params,
+            cluster_time_ms: 0,
+            last_applied_index: None,
+            revocation_epoch: 0,
+            next_index: 0,
+            leases: BTreeMap::new(),
+            revoked_indices: BTreeMap::new(),
+            subject_rules: BTreeMap::new(),
+            tenant_rules: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            revoked_secrets: BTreeMap::new(),
+            join_tokens: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            request_order: VecDeque::new(),
+            next_prune_at_ms: 0,
+        }
+    }
+
+    /// Apply one committed proposal at `log_index`. Deterministic: it reads
+    /// no clock and no randomness, only the proposal and the state.
+    pub fn apply(&mut self, log_index: u64, proposal: &Proposal) -> Response {
+        self.advance_to(log_index);
+        self.cluster_time_ms = self.cluster_time_ms.max(proposal.stamped_at_ms);
+        let now_ms = self.cluster_time_ms;
+        if now_ms >= self.next_prune_at_ms {
+            self.prune(now_ms);
+            self.next_prune_at_ms = now_ms.saturating_add(self.params.prune_interval_ms);
+        }
+
+        let command_hash = hash_command(&proposal.command);
+        if let Some(record) = self.requests.get(&proposal.request_id) {
+            let mut response = record.response.clone();
+            if record.command_hash != command_hash {
+                response.outcome = Err(Refusal::RequestIdReused);
+            }
+            response.duplicate = true;
+            return response;
+        }
+
+        let outcome = self.execute(log_index, now_ms, &proposal.command);
+        let response = Response {
+            log_index,
+            applied_at_ms: now_ms,
+            outcome,
+            duplicate: false,
+        };
+        self.requests.insert(
+            proposal.request_id.clone(),
+            RequestRecord {
+                command_hash,
+                response: response.clone(),
+            },
+        );
+        self.request_order
+            .push_back((now_ms, proposal.request_id.clone()));
+        response
+    }
+
+    /// Note a log entry that carries no proposal (a blank or membership
+    /// entry), so the applied index stays in step with the log.
+    pub fn apply_internal(&mut self, log_index: u64) {
+        self.advance_to(log_index);
+    }
+
+    fn advance_to(&mut self, log_index: u64) {
+        assert!(
+            Some(log_index) > self.last_applied_index,
+            "log index {log_index} applied after {:?}",
+            self.last_applied_index
+        );
+        self.last_applied_index = Some(log_index);
+    }
+
+    fn execute(&mut self, epoch: u64, now_ms: u64, command: &Command) -> Outcome {
+        match command {
+            Command::Revoke(revocation) => {
+                self.revoke(epoch, now_ms, revocation)?;
+                self.revocation_epoch = epoch;
+                Ok(Applied::Revoked {
+                    epoch,
+                    committed_at_ms: now_ms,
+                })
+            }
+            Command::RevokeMany(revocations) => {
+                if revocations.is_empty() || revocations.len() > MAX_BATCH {
+                    return Err(Refusal::BadBatch {
+                        count: revocations.len(),
+                        max: MAX_BATCH,
+                    });
+                }
+                let items: Vec<_> = revocations
+                    .iter()
+                    .map(|revocation| self.revoke(epoch, now_ms, revocation))
+                    .collect();
+                if items.iter().any(Result::is_ok) {
+                    self.revocation_epoch = epoch;
+                }
+                Ok(Applied::RevokedMany {
+                    epoch,
+                    committed_at_ms: now_ms,
+                    items,
+                })
+            }
+            Command::LeaseIndices {
+                broker,
+                count,
+                lease_ms,
+            } => self.lease(now_ms, *broker, *count, *lease_ms),
+            Command::RegisterKey {
+                key_id,
+                broker,
+                public_key,
+                not_before_ms,
+                not_after_ms,
+            } => {
+                if self.keys.contains_key(key_id) {
+                    return Err(Refusal::KeyExists {
+                        key_id: key_id.to_string(),
+                    });
+                }
+                if public_key.len() != 32 {
+                    return Err(Refusal::BadPublicKey {
+                        length: public_key.len(),
+                    });
+                }
+                if not_after_ms <= not_before_ms {
+                    return Err(Refusal::BadValidity);
+                }
+                self.keys.insert(
+                    key_id.clone(),
+                    SigningKey {
+                        broker: *broker,
+                        public_key: public_key.clone(),
+                        not_before_ms: *not_before_ms,
+                        not_after_ms: *not_after_ms,
+                        registered_epoch: epoch,
+                        retired_at_ms: None,
+                        revoked: None,
+                    },
+                );
+                Ok(Applied::KeyRegistered)
+            }
+            Command::RetireKey { key_id } => {
+                let key = self
+                    .keys
+                    .get_mut(key_id)
+                    .ok_or_else(|| Refusal::UnknownKey {
+                        key_id: key_id.to_string(),
+                    })?;
+                if key.retired_at_ms.is_none() {
+                    key.retired_at_ms = Some(now_ms);
+                    key.not_after_ms = key.not_after_ms.min(now_ms.max(key.not_before_ms + 1));
+                }
+                Ok(Applied::KeyRetired)
+            }
+            Command::CreateJoinToken {
+                token_hash,
+                grant,
+                expires_at_ms,
+            } => {
+                if self.join_tokens.contains_key(token_hash) {
+                    return Err(Refusal::JoinTokenExists);
+                }
+                if *expires_at_ms <= now_ms {
+                    return Err(Refusal::JoinTokenExpired {
+                        expires_at_ms: *expires_at_ms,
+                    });
+                }
+                self.join_tokens.insert(
+                    *token_hash,
+                    JoinToken {
+                        grant: grant.clone(),
+                        expires_at_ms: *expires_at_ms,
+                        consumed_epoch: None,
+                    },
+                );
+                Ok(Applied::JoinTokenCreated)
+            }
+            Command::ConsumeJoinToken {
+                token_hash,
+                presented,
+            } => {
+                let token = self
+                    .join_tokens
+                    .get_mut(token_hash)
+                    .ok_or(Refusal::JoinTokenUnknown)?;
+                if let Some(epoch) = token.consumed_epoch {
+                    return Err(Refusal::JoinTokenSpent { epoch });
+                }
+                if token.expires_at_ms <= now_ms {
+                    return Err(Refusal::JoinTokenExpired {
+                        expires_at_ms: token.expires_at_ms,
+                    });
+                }
+                match (&token.grant, presented) {
+                    (
+                        JoinGrant::Broker {
+                            address: Some(expected),
+                        },
+                        JoinUse::Broker { address, .. },
+                    ) if expected != address => {
+                        return Err(Refusal::JoinTokenWrongAddress {
+                            expected: expected.clone(),
+                            presented: address.clone(),
+                        });
+                    }
+                    (JoinGrant::Broker { .. }, JoinUse::Broker { .. })
+                    | (JoinGrant::Workload { .. }, JoinUse::Workload) => {}
+                    _ => return Err(Refusal::JoinTokenWrongUse),
+                }
+                token.consumed_epoch = Some(epoch);
+                Ok(Applied::JoinTokenConsumed(token.grant.clone()))
+            }
+        }
+    }
+
+    fn revoke(&mut self, epoch: u64, now_ms: u64, revocation: &Revocation) -> Result<(), Refusal> {
+        let revoked = RevokedAt {
+            epoch,
+            at_ms: now_ms,
+        };
+        match revocation {
+            Revocation::Index(StatusIndex(index)) => {
+                let index = *index;
+                if index >= self.next_index {
+                    return Err(Refusal::IndexNotIssued { index });
+                }
+                let live = self
+                    .lease_of(index)
+                    .is_some_and(|lease| lease.credentials_expire_by_ms > now_ms);
+                if !live {
+                    return Err(Refusal::IndexExpired { index });
+                }
+                if let Some(earlier) = self.revoked_indices.get(&index) {
+                    return Err(Refusal::AlreadyRevoked {
+                        epoch: earlier.epoch,
+                    });
+                }
+                self.revoked_indices.insert(index, revoked);
+            }
+            Revocation::Subject {
+                tenant,
+                subject,
+                issued_before_ms,
+            } => {
+                let issued_before_ms = self.issued_before(*issued_before_ms, now_ms)?;
+                let key = (tenant.clone(), subject.clone());
+                raise_rule(&mut self.subject_rules, key, issued_before_ms, revoked)?;
+            }
+            Revocation::Tenant {
+                tenant,
+                issued_before_ms,
+            } => {
+                let issued_before_ms = self.issued_before(*issued_before_ms, now_ms)?;
+                raise_rule(
+                    &mut self.tenant_rules,
+                    tenant.clone(),
+                    issued_before_ms,
+                    revoked,
+                )?;
+            }
+            Revocation::Key(key_id) => {
+                let key = self
+                    .keys
+                    .get_mut(key_id)
+                    .ok_or_else(|| Refusal::UnknownKey {
+                        key_id: key_id.to_string(),
+                    })?;
+                if let Some(earlier) = key.revoked {
+                    return Err(Refusal::AlreadyRevoked {
+                        epoch: earlier.epoch,
+                    });
+                }
+                key.revoked = Some(revoked);
+            }
+            Revocation::SecretHash(hash) => {
+                if let Some(earlier) = self.revoked_secrets.get(hash) {
+                    return Err(Refusal::AlreadyRevoked {
+                        epoch: earlier.epoch,
+                    });
+                }
+                self.revoked_secrets.insert(*hash, revoked);
+            }
+        }
+        Ok(())
+    }
+
+    fn issued_before(&self, requested: Option<u64>, now_ms: u64) -> Result<u64, Refusal> {
+        match requested {
+            None => Ok(now_ms),
+            Some(t) if t > now_ms => Err(Refusal::IssuedBeforeInFuture {
+                issued_before_ms: t,
+                now_ms,
+            }),
+            Some(t) => Ok(t),
+        }
+    }
+
+    fn lease(&mut self, now_ms: u64, broker: NodeId, count: u64, lease_ms: u64) -> Outcome {
+        if count == 0 || count > MAX_LEASE_COUNT {
+            return Err(Refusal::BadLeaseCount {
+                count,
+                max: MAX_LEASE_COUNT,
+            });
+        }
+        if lease_ms == 0 || lease_ms > self.params.max_lease_ms {
+            return Err(Refusal::BadLeaseDuration {
+                lease_ms,
+                max_ms: self.params.max_lease_ms,
+            });
+        }
+        let start = self.next_index;
+        let end = start.checked_add(count).ok_or(Refusal::IndicesExhausted)?;
+        let lease_expires_at_ms = now_ms.saturating_add(lease_ms);
+        let credentials_expire_by_ms =
+            lease_expires_at_ms.saturating_add(self.params.max_credential_ttl_ms);
+        self.next_index = end;
+        self.leases.insert(
+            start,
+            Lease {
+                broker,
+                start,
+                end,
+                granted_at_ms: now_ms,
+                lease_expires_at_ms,
+                credentials_expire_by_ms,
+            },
+        );
+        Ok(Applied::Leased {
+            start,
+            end,
+            lease_expires_at_ms,
+            credentials_expire_by_ms,
+        })
+    }
+
+    /// The live lease that holds `index`, if any.
+    pub fn lease_of(&self, index: u64) -> Option<&Lease> {
+        self.leases
+            .range(..=index)
+            .next_back()
+            .map(|(_, lease)| lease)
+            .filter(|lease| index < lease.end)
+    }
+
+    /// Drop what can no longer matter at `now_ms`: revocations of credentials
+    /// that have all expired, expired join tokens, forgotten request ids.
+    fn prune(&mut self, now_ms: u64) {
+        let ttl = self.params.max_credential_ttl_ms;
+        let expired: Vec<(u64, u64)> = self
+            .leases
+            .values()
+            .filter(|lease| lease.credentials_expire_by_ms <= now_ms)
+            .map(|lease| (lease.start, lease.end))
+            .collect();
+        for (start, end) in expired {
+            self.leases.remove(&start);
+            let doomed: Vec<u64> = self
+                .revoked_indices
+                .range(start..end)
+                .map(|(index, _)| *index)
+                .collect();
+            for index in doomed {
+                self.revoked_indices.remove(&index);
+            }
+        }
+        self.subject_rules
+            .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
+        self.tenant_rules
+            .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
+        self.keys
+            .retain(|_, key| key.not_after_ms.saturating_add(ttl) > now_ms);
+        self.join_tokens
+            .retain(|_, token| token.expires_at_ms > now_ms);
+        let dedup = self.params.request_dedup_ms;
+        while let Some((at_ms, _)) = self.request_order.front() {
+            if at_ms.saturating_add(dedup) > now_ms {
+                break;
+            }
+            if let Some((_, id)) = self.request_order.pop_front() {
+                self.requests.remove(&id);
+            }
+        }
+    }
+
+    /// Whether a credential with these facts is revoked by the current state.
+    pub fn is_revoked(
+        &self,
+        index: StatusIndex,
+        tenant: &TenantId,
+        subject: &WorkloadId,
+        key_id: &KeyId,
+        issued_at_ms: u64,
+    ) -> bool {
+        let by_rule = |rule: Option<&IssuedBeforeRule>| {
+            rule.is_some_and(|rule| issued_at_ms < rule.issued_before_ms)
+        };
+        self.revoked_indices.contains_key(&index.0)
+            || by_rule(self.tenant_rules.get(tenant))
+            || by_rule(self.subject_rules.get(&(tenant.clone(), subject.clone())))
+            || self
+                .keys
+                .get(key_id)
+                .is_some_and(|key| key.revoked.is_some())
+    }
+
+    /// The remembered answer for a request id, if it is still remembered.
+    pub fn response_for(&self, request_id: &RequestId) -> Option<&Response> {
+        self.requests.get(request_id).map(|record| &record.response)
+    }
+
+    /// How many request ids are remembered for deduplication.
+    pub fn remembered_requests(&self) -> usize {
+        self.requests.len()
+    }
+}
+
+/// Record "issued before T is revoked", refusing a T that revokes nothing new.
+fn raise_rule<K: Ord>(
+    rules: &mut BTreeMap<K, IssuedBeforeRule>,
+    key: K,
+    issued_before_ms: u64,
+    revoked: RevokedAt,
+) -> Result<(), Refusal> {
+    if let Some(rule) = rules.get(&key) {
+        if issued_before_ms <= rule.issued_before_ms {
+            return Err(Refusal::AlreadyRevoked {
+                epoch: rule.revoked.epoch,
+            });
+        }
+    }
+    rules.insert(
+        key,
+        IssuedBeforeRule {
+            issued_before_ms,
+            revoked,
+        },
+    );
+    Ok(())
+}
+
+fn hash_command(command: &Command) -> Sha256 {
+    let bytes = postcard::to_stdvec(command).expect("commands always serialise");
+    Hasher::digest(bytes).into()
+}

@@ -1,0 +1,47 @@
+//! openraft's storage test suite, run against both log stores.
+
+use lapse_ledger::LedgerState;
+use lapse_storage::{
+    FlushPolicy, MemLogStore, MemSnapshotVault, SledLogStore, SnapshotVault, StateMachineStore,
+    TypeConfig, open_sled,
+};
+use openraft::StorageError;
+use openraft::testing::log::{StoreBuilder, Suite};
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, SledLogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, SledLogStore, StateMachineStore), StorageError<TypeConfig>>
+    {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (log, vault) = open_sled(dir.path()).expect("open sled");
+        let machine = StateMachineStore::new(LedgerState::default(), SnapshotVault::Sled(vault));
+        Ok((dir, log, machine))
+    }
+}
+
+struct MemBuilder;
+
+impl StoreBuilder<TypeConfig, MemLogStore, StateMachineStore, ()> for MemBuilder {
+    async fn build(
+        &self,
+    ) -> Result<((), MemLogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let machine = StateMachineStore::new(
+            LedgerState::default(),
+            SnapshotVault::Memory(MemSnapshotVault::default()),
+        );
+        Ok(((), MemLogStore::new(FlushPolicy::FlushBeforeAck), machine))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_passes_the_openraft_suite() -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(SledBuilder).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_passes_the_openraft_suite() -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(MemBuilder).await
+}

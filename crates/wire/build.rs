@@ -1,0 +1,13 @@
+//! Compiles `proto/` with the pure-Rust `protox`, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["lapse/v1/peer.proto", "lapse/v1/cluster.proto"];
+    let descriptors = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}

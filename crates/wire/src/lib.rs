@@ -1,0 +1,11 @@
+//! Protobuf messages and gRPC services generated from `proto/`.
+
+/// Broker-to-broker Raft traffic.
+pub mod peer {
+    tonic::include_proto!("lapse.peer.v1");
+}
+
+/// The client and admin API every broker serves.
+pub mod cluster {
+    tonic::include_proto!("lapse.cluster.v1");
+}
