@@ -259,3 +259,30 @@ impl std::fmt::Display for Proposal {
         )
     }
 }
+
+impl Refusal {
+    /// A stable machine-readable name for the refusal, for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::IndexNotIssued { .. } => "index-not-issued",
+            Refusal::IndexExpired { .. } => "index-expired",
+            Refusal::AlreadyRevoked { .. } => "already-revoked",
+            Refusal::IssuedBeforeInFuture { .. } => "issued-before-in-future",
+            Refusal::UnknownKey { .. } => "unknown-key",
+            Refusal::KeyExists { .. } => "key-exists",
+            Refusal::BadPublicKey { .. } => "bad-public-key",
+            Refusal::BadValidity => "bad-validity",
+            Refusal::BadLeaseCount { .. } => "bad-lease-count",
+            Refusal::BadLeaseDuration { .. } => "bad-lease-duration",
+            Refusal::IndicesExhausted => "indices-exhausted",
+            Refusal::BadBatch { .. } => "bad-batch",
+            Refusal::JoinTokenExists => "join-token-exists",
+            Refusal::JoinTokenUnknown => "join-token-unknown",
+            Refusal::JoinTokenSpent { .. } => "join-token-spent",
+            Refusal::JoinTokenExpired { .. } => "join-token-expired",
+            Refusal::JoinTokenWrongUse => "join-token-wrong-use",
+            Refusal::JoinTokenWrongAddress { .. } => "join-token-wrong-address",
+            Refusal::RequestIdReused => "request-id-reused",
+        }
+    }
+}

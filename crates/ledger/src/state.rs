@@ -545,12 +545,12 @@ fn raise_rule<K: Ord>(
     issued_before_ms: u64,
     revoked: RevokedAt,
 ) -> Result<(), Refusal> {
-    if let Some(rule) = rules.get(&key) {
-        if issued_before_ms <= rule.issued_before_ms {
-            return Err(Refusal::AlreadyRevoked {
-                epoch: rule.revoked.epoch,
-            });
-        }
+    if let Some(rule) = rules.get(&key)
+        && issued_before_ms <= rule.issued_before_ms
+    {
+        return Err(Refusal::AlreadyRevoked {
+            epoch: rule.revoked.epoch,
+        });
     }
     rules.insert(
         key,

@@ -192,11 +192,11 @@ proptest! {
                 }
                 Command::RegisterKey { key_id: ref id, .. } => {
                     let number: u8 = id.as_str()["key-".len()..].parse().unwrap();
-                    if model.keys.contains_key(&number) {
-                        prop_assert!(matches!(response.outcome, Err(Refusal::KeyExists { .. })), "{:?}", response.outcome);
-                    } else {
-                        model.keys.insert(number, false);
+                    if let std::collections::btree_map::Entry::Vacant(e) = model.keys.entry(number) {
+                        e.insert(false);
                         prop_assert_eq!(&response.outcome, &Ok(Applied::KeyRegistered));
+                    } else {
+                        prop_assert!(matches!(response.outcome, Err(Refusal::KeyExists { .. })), "{:?}", response.outcome);
                     }
                 }
                 Command::Revoke(Revocation::Key(ref id)) => {

@@ -15,8 +15,8 @@ pub use mem::{FlushPolicy, MemLogStore, MemSnapshotVault};
 pub use sled_store::{SledLogStore, SledSnapshotVault, open_sled};
 pub use state_machine::{AppliedState, LedgerView, SnapshotVault, StateMachineStore};
 pub use types::{
-    Entry, LogId, Membership, Node, NodeId, Raft, SnapshotData, SnapshotMeta, StoredMembership,
-    TypeConfig, Vote,
+    Entry, LogId, Membership, Node, NodeId, Raft, Sha256Digest, SnapshotData, SnapshotMeta,
+    StoredMembership, TypeConfig, Vote,
 };
 
 /// Wrap any error as an `io::Error`, the error type openraft's storage traits use.

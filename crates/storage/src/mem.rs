@@ -132,7 +132,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.with(|log| log.current.vote.clone()))
+        Ok(self.with(|log| log.current.vote))
     }
 }
 
@@ -141,14 +141,14 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         Ok(self.with(|log| {
-            let last_purged_log_id = log.current.last_purged.clone();
+            let last_purged_log_id = log.current.last_purged;
             let last_log_id = log
                 .current
                 .entries
                 .values()
                 .next_back()
-                .map(|e| e.log_id.clone())
-                .or_else(|| last_purged_log_id.clone());
+                .map(|e| e.log_id)
+                .or(last_purged_log_id);
             LogState {
                 last_purged_log_id,
                 last_log_id,
@@ -162,7 +162,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.with(|log| {
-            log.write(Write::Vote(vote.clone()));
+            log.write(Write::Vote(*vote));
             log.flush();
         });
         Ok(())
@@ -174,7 +174,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.with(|log| log.current.committed.clone()))
+        Ok(self.with(|log| log.current.committed))
     }
 
     async fn append<I>(
@@ -211,11 +211,14 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 }
 
+/// A snapshot's metadata and bytes.
+type StoredSnapshot = (SnapshotMeta, Vec<u8>);
+
 /// Keeps the current snapshot in memory; it survives [`MemLogStore::crash`]
 /// because snapshots are saved durably before they are used.
 #[derive(Debug, Clone, Default)]
 pub struct MemSnapshotVault {
-    current: Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl MemSnapshotVault {

@@ -161,7 +161,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
         let last_log_id = match self.logs.last().map_err(io_error)? {
             Some((_, value)) => Some(Self::decode_entry(&value)?.log_id),
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,

@@ -119,7 +119,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (ledger, last_log_id, last_membership) = self.view.read(|applied| {
             (
                 applied.ledger.clone(),
-                applied.last_applied.clone(),
+                applied.last_applied,
                 applied.membership.clone(),
             )
         });
@@ -143,7 +143,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok(self
             .view
-            .read(|applied| (applied.last_applied.clone(), applied.membership.clone())))
+            .read(|applied| (applied.last_applied, applied.membership.clone())))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -164,11 +164,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Membership(membership) => {
                         applied.ledger.apply_internal(index);
                         applied.membership =
-                            StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                            StoredMembership::new(Some(entry.log_id), membership.clone());
                         None
                     }
                 };
-                applied.last_applied = Some(entry.log_id.clone());
+                applied.last_applied = Some(entry.log_id);
                 response
             };
             last_index = Some(index);
@@ -203,7 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         {
             let mut applied = self.view.applied.write().expect("state lock");
             applied.ledger = ledger;
-            applied.last_applied = meta.last_log_id.clone();
+            applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }
         self.view.changes.send_replace(index.unwrap_or(0));

@@ -24,3 +24,4 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// A snapshot travels and rests as the ledger's self-checking snapshot bytes.
 pub type SnapshotData = Vec<u8>;
 pub type Raft = openraft::Raft<TypeConfig, crate::StateMachineStore>;
+pub type Sha256Digest = lapse_ledger::Sha256;

@@ -1,0 +1,315 @@
+//! Broker configuration: a TOML file, with command-line overrides applied by
+//! the caller. Unknown keys are an error, so a typo is never silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lapse_ledger::LedgerParams;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's Raft node id; unique in the cluster, never reused.
+    pub node_id: u64,
+    /// Where the broker serves gRPC (peers and clients on one port).
+    pub listen: SocketAddr,
+    /// The address other brokers and clients use to reach this one.
+    /// Defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Where the Raft log, snapshots and the cluster secret live.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Reserved for mutual TLS between brokers and for clients. Setting it is
+    /// refused until TLS is supported, rather than silently ignored.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub raft: RaftTuning,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub ledger: LedgerTuning,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The voters a new cluster starts with. Only read on first start of a
+    /// broker whose id is the lowest listed; others wait to be contacted.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// Shared secret brokers present to each other. A joining broker gets it
+    /// from the cluster and keeps it in its data directory.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Address of a running broker to join through, on first start.
+    #[serde(default)]
+    pub join: Option<String>,
+    /// The single-use join token to present when joining.
+    #[serde(default)]
+    pub join_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: u64,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens accepted for admin and revoke calls.
+    #[serde(default)]
+    pub admin_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept after a snapshot, for followers slightly behind.
+    pub logs_kept_after_snapshot: u64,
+    /// Timeout of one peer RPC when openraft gives none.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 20_000,
+            logs_kept_after_snapshot: 2_000,
+            rpc_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest client request accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Largest message between brokers (append entries), in bytes.
+    pub max_peer_message_bytes: usize,
+    /// Largest snapshot accepted from a leader, in bytes.
+    pub max_snapshot_bytes: usize,
+    /// How long a write may wait for the cluster before the client is told
+    /// it is unavailable.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1 << 20,
+            max_peer_message_bytes: 64 << 20,
+            max_snapshot_bytes: 1 << 30,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Ledger parameters, fixed when the cluster is created. Every broker of a
+/// cluster must use the same values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerTuning {
+    pub max_credential_ttl_seconds: u64,
+    pub max_lease_seconds: u64,
+    pub request_dedup_seconds: u64,
+}
+
+impl Default for LedgerTuning {
+    fn default() -> Self {
+        let params = LedgerParams::default();
+        Self {
+            max_credential_ttl_seconds: params.max_credential_ttl_ms / 1000,
+            max_lease_seconds: params.max_lease_ms / 1000,
+            request_dedup_seconds: params.request_dedup_ms / 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl BrokerConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// A single-node default for `node_id` listening on `listen`.
+    pub fn new(node_id: u64, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            node_id,
+            listen,
+            advertise: None,
+            data_dir,
+            cluster: ClusterConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
+            raft: RaftTuning::default(),
+            limits: Limits::default(),
+            ledger: LedgerTuning::default(),
+        }
+    }
+
+    pub fn advertise_address(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn ledger_params(&self) -> LedgerParams {
+        LedgerParams {
+            max_credential_ttl_ms: self.ledger.max_credential_ttl_seconds * 1000,
+            max_lease_ms: self.ledger.max_lease_seconds * 1000,
+            request_dedup_ms: self.ledger.request_dedup_seconds * 1000,
+            ..LedgerParams::default()
+        }
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.write_timeout_ms)
+    }
+
+    /// Check what a TOML parser cannot: consistency between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.node_id == 0 {
+            return invalid("node_id must be at least 1".into());
+        }
+        if self.tls.is_some() {
+            return invalid("[tls] is reserved for mutual TLS, which this version does not support yet; remove it".into());
+        }
+        if self.auth.admin_tokens.iter().any(|t| t.len() < 16) {
+            return invalid("every admin token must be at least 16 characters".into());
+        }
+        if let Some(secret) = &self.cluster.secret
+            && secret.len() < 16
+        {
+            return invalid("cluster.secret must be at least 16 characters".into());
+        }
+        if self.cluster.join.is_some() != self.cluster.join_token.is_some() {
+            return invalid("cluster.join and cluster.join_token go together".into());
+        }
+        if self.cluster.join.is_some() && !self.cluster.members.is_empty() {
+            return invalid("a broker either joins (cluster.join) or starts a cluster (cluster.members), not both".into());
+        }
+        let mut ids: Vec<u64> = self.cluster.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return invalid("cluster.members lists a node id twice".into());
+        }
+        if !self.cluster.members.is_empty() && !ids.contains(&self.node_id) {
+            return invalid(format!(
+                "cluster.members does not list this broker's node_id {}",
+                self.node_id
+            ));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0
+            || r.election_timeout_min_ms <= r.heartbeat_ms
+            || r.election_timeout_max_ms <= r.election_timeout_min_ms
+        {
+            return invalid("raft timeouts need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+        }
+        if self.ledger.max_credential_ttl_seconds == 0 || self.ledger.max_lease_seconds == 0 {
+            return invalid("ledger durations must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_refuses_typos() {
+        let text = r#"
+            node_id = 2
+            listen = "127.0.0.1:7402"
+            data_dir = "data/2"
+            [cluster]
+            secret = "0123456789abcdef0123"
+            [[cluster.members]]
+            id = 1
+            address = "127.0.0.1:7401"
+            [[cluster.members]]
+            id = 2
+            address = "127.0.0.1:7402"
+            [auth]
+            admin_tokens = ["0123456789abcdef"]
+            [raft]
+            heartbeat_ms = 50
+        "#;
+        let config = BrokerConfig::from_toml(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.cluster.members.len(), 2);
+        assert_eq!(config.raft.heartbeat_ms, 50);
+        assert_eq!(config.raft.election_timeout_min_ms, 500);
+
+        let typo = text.replace("heartbeat_ms", "heartbeat_msec");
+        let error = BrokerConfig::from_toml(&typo).unwrap_err();
+        assert!(error.contains("heartbeat_msec"), "{error}");
+    }
+
+    #[test]
+    fn refuses_inconsistent_settings() {
+        let mut config = BrokerConfig::new(1, "127.0.0.1:1".parse().unwrap(), "d".into());
+        config.validate().unwrap();
+        config.tls = Some(TlsConfig {
+            cert: "c".into(),
+            key: "k".into(),
+            client_ca: None,
+        });
+        assert!(config.validate().is_err());
+        config.tls = None;
+        config.cluster.join = Some("127.0.0.1:2".into());
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! Starting and stopping a broker: open storage, start Raft and the gRPC
+//! server, then start a new cluster or join a running one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapse_ledger::LedgerState;
+use lapse_storage::{Node, Raft, SnapshotVault, StateMachineStore, open_sled};
+use lapse_wire::cluster::JoinRequest;
+use lapse_wire::cluster::cluster_client::ClusterClient;
+use lapse_wire::cluster::cluster_server::ClusterServer;
+use lapse_wire::peer::raft_peer_server::RaftPeerServer;
+use openraft::{Config, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::cluster_service::ClusterService;
+use crate::config::{BrokerConfig, ConfigError};
+use crate::core::{Core, SharedCore};
+use crate::env::Env;
+use crate::peer_service::{PeerService, check_secret};
+use crate::peers::{ClusterSecret, PeerChannels, PeerNetworkFactory};
+
+const SECRET_FILE: &str = "cluster-secret";
+/// How long a new broker keeps trying to reach the cluster it joins.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage under {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+    #[error(
+        "this broker has no cluster secret: set cluster.secret, or join a cluster with cluster.join"
+    )]
+    NoSecret,
+    #[error("joining through {address} was refused: {message}")]
+    JoinRefused { address: String, message: String },
+    #[error("could not reach {address} to join within {seconds} s: {message}")]
+    JoinUnreachable {
+        address: String,
+        seconds: u64,
+        message: String,
+    },
+}
+
+/// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
+pub struct Broker {
+    core: SharedCore,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    local_address: std::net::SocketAddr,
+}
+
+impl Broker {
+    /// Start a broker on `config.listen`.
+    pub async fn start(config: BrokerConfig, env: Env) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    address: config.listen.to_string(),
+                    source,
+                })?;
+        Self::start_on(config, env, listener).await
+    }
+
+    /// Start a broker serving on an already bound listener.
+    pub async fn start_on(
+        config: BrokerConfig,
+        env: Env,
+        listener: TcpListener,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        let storage_error = |source| StartError::Storage {
+            path: data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(storage_error)?;
+        let secret = ClusterSecret::new(match &config.cluster.secret {
+            Some(secret) => Some(secret.clone()),
+            None => read_secret(&data_dir).map_err(storage_error)?,
+        });
+        if secret.get().is_none() && config.cluster.join.is_none() {
+            return Err(StartError::NoSecret);
+        }
+
+        let (log_store, vault) = open_sled(&data_dir.join("raft")).map_err(storage_error)?;
+        let state_machine = StateMachineStore::new(
+            LedgerState::new(config.ledger_params()),
+            SnapshotVault::Sled(vault),
+        );
+        let view = state_machine.view();
+        let channels = PeerChannels::new(
+            secret.clone(),
+            Duration::from_millis(config.raft.rpc_timeout_ms),
+            config.limits.max_peer_message_bytes,
+        );
+        let raft_config = Config {
+            cluster_name: "lapse".into(),
+            heartbeat_interval: config.raft.heartbeat_ms,
+            election_timeout_min: config.raft.election_timeout_min_ms,
+            election_timeout_max: config.raft.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
+            install_snapshot_timeout: config.raft.rpc_timeout_ms.max(1000),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let network = PeerNetworkFactory {
+            channels: channels.clone(),
+        };
+        let raft: Raft = openraft::Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let local_address = listener.local_addr().map_err(|source| StartError::Listen {
+            address: config.listen.to_string(),
+            source,
+        })?;
+        let core: SharedCore = Arc::new(Core::new(
+            config.clone(),
+            raft.clone(),
+            view,
+            env,
+            channels,
+            secret.clone(),
+        ));
+
+        let peer = RaftPeerServer::new(PeerService { core: core.clone() })
+            .max_decoding_message_size(config.limits.max_peer_message_bytes)
+            .max_encoding_message_size(config.limits.max_peer_message_bytes);
+        let peer = InterceptedService::new(peer, check_secret(&secret));
+        let cluster = ClusterServer::new(ClusterService { core: core.clone() })
+            .max_decoding_message_size(config.limits.max_request_bytes);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .concurrency_limit_per_connection(1024)
+                .add_service(peer)
+                .add_service(cluster)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        let broker = Self {
+            core,
+            server,
+            stop,
+            local_address,
+        };
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            if let Some(lowest) = config.cluster.members.iter().map(|m| m.id).min()
+                && lowest == config.node_id
+            {
+                let members: BTreeMap<u64, Node> = config
+                    .cluster
+                    .members
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.id,
+                            Node {
+                                addr: m.address.clone(),
+                                ..Node::default()
+                            },
+                        )
+                    })
+                    .collect();
+                if let Err(error) = raft.initialize(members).await {
+                    tracing::info!(%error, "cluster already initialised");
+                }
+            }
+            if let (Some(address), Some(token)) = (&config.cluster.join, &config.cluster.join_token)
+                && let Err(error) = broker.join(address, token).await
+            {
+                broker.shutdown().await;
+                return Err(error);
+            }
+        }
+        Ok(broker)
+    }
+
+    /// Ask the broker at `address` to add this one as a learner.
+    async fn join(&self, address: &str, token: &str) -> Result<(), StartError> {
+        let config = &self.core.config;
+        let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+        let request = JoinRequest {
+            token: token.to_owned(),
+            node_id: config.node_id,
+            address: config.advertise_address(),
+        };
+        let channel =
+            self.core
+                .channels
+                .channel(address)
+                .map_err(|message| StartError::JoinRefused {
+                    address: address.to_owned(),
+                    message,
+                })?;
+        loop {
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(Duration::from_secs(15));
+            match ClusterClient::new(channel.clone()).join(call).await {
+                Ok(reply) => {
+                    let secret = reply.into_inner().cluster_secret;
+                    write_secret(&config.data_dir, &secret).map_err(|source| {
+                        StartError::Storage {
+                            path: config.data_dir.display().to_string(),
+                            source,
+                        }
+                    })?;
+                    self.core.secret.set(secret);
+                    tracing::info!(address, "joined the cluster as a learner");
+                    return Ok(());
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                    ) =>
+                {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(StartError::JoinUnreachable {
+                            address: address.to_owned(),
+                            seconds: JOIN_PATIENCE.as_secs(),
+                            message: status.message().to_owned(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(status) => {
+                    return Err(StartError::JoinRefused {
+                        address: address.to_owned(),
+                        message: format!("{:?}: {}", status.code(), status.message()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The address the broker actually listens on (useful with port 0).
+    pub fn local_address(&self) -> std::net::SocketAddr {
+        self.local_address
+    }
+
+    pub fn core(&self) -> &SharedCore {
+        &self.core
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.core.raft
+    }
+
+    /// Stop Raft, then the server, and wait for both.
+    pub async fn shutdown(self) {
+        if let Err(error) = self.core.raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
+        }
+        let _ = self.stop.send(());
+        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "server stopped with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "server task failed"),
+            Err(_) => tracing::warn!("server did not stop within 5 s"),
+        }
+    }
+}
+
+fn read_secret(data_dir: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(data_dir.join(SECRET_FILE)) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_secret(data_dir: &Path, secret: &str) -> std::io::Result<()> {
+    let path = data_dir.join(SECRET_FILE);
+    let temporary = data_dir.join(format!("{SECRET_FILE}.new"));
+    std::fs::write(&temporary, secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(temporary, path)
+}

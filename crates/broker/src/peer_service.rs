@@ -1,0 +1,122 @@
+//! The broker-to-broker gRPC service: Raft messages, streamed snapshots and
+//! forwarded writes. Every call must carry the cluster secret.
+
+use lapse_ledger::{Command, RequestId};
+use lapse_storage::{SnapshotMeta, TypeConfig, Vote};
+use lapse_wire::peer::raft_peer_server::RaftPeer;
+use lapse_wire::peer::{RaftMessage, SnapshotChunk};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::SharedCore;
+use crate::peers::{ClusterSecret, SECRET_HEADER, decode, encode};
+
+pub struct PeerService {
+    pub core: SharedCore,
+}
+
+/// Refuse peer calls without the cluster secret.
+pub fn check_secret(
+    secret: &ClusterSecret,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
+    let secret = secret.clone();
+    move |request: Request<()>| {
+        let presented = request
+            .metadata()
+            .get(SECRET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if secret.matches(presented) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "peer call without the right cluster secret",
+            ))
+        }
+    }
+}
+
+fn malformed(what: &str, error: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("malformed {what}: {error}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    Ok(Response::new(RaftMessage {
+        payload: encode(value),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc =
+            decode(&request.into_inner().payload).map_err(|e| malformed("append-entries", e))?;
+        let answer = self
+            .core
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        reply(&answer)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = decode(&request.into_inner().payload).map_err(|e| malformed("vote", e))?;
+        let answer = self
+            .core
+            .raft
+            .vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        reply(&answer)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let limit = self.core.config.limits.max_snapshot_bytes;
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("snapshot stream ended before its header"))?;
+        let (vote, meta): (Vote, SnapshotMeta) =
+            decode(&first.header).map_err(|e| malformed("snapshot header", e))?;
+        let mut data = first.data;
+        while let Some(chunk) = chunks.message().await? {
+            if data.len() + chunk.data.len() > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot is larger than the {limit}-byte limit"
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        // Check the bytes before handing them to Raft: a corrupt snapshot
+        // is refused here rather than failing the state machine.
+        lapse_ledger::LedgerState::from_snapshot(&data).map_err(|e| malformed("snapshot", e))?;
+        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> {
+            meta,
+            snapshot: data,
+        };
+        let answer = self
+            .core
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        reply(&answer)
+    }
+
+    async fn propose(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let (request_id, command): (RequestId, Command) = decode(&request.into_inner().payload)
+            .map_err(|e| malformed("forwarded proposal", e))?;
+        let response = self.core.propose_here(request_id, command).await?;
+        reply(&response)
+    }
+}

@@ -1,0 +1,269 @@
+//! Talking to other brokers: one cached gRPC channel per peer address, the
+//! cluster-secret header on every call, a timeout on every RPC, and the
+//! openraft network built on top.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use lapse_storage::{Node, NodeId, SnapshotData, TypeConfig, Vote};
+use lapse_wire::peer::raft_peer_client::RaftPeerClient;
+use lapse_wire::peer::{RaftMessage, SnapshotChunk};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+
+/// The metadata key that carries the cluster secret between brokers.
+pub const SECRET_HEADER: &str = "x-lapse-cluster-secret";
+/// Snapshots travel in chunks of this size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// The cluster secret, which a joining broker learns only once it has joined.
+#[derive(Clone, Default)]
+pub struct ClusterSecret(Arc<RwLock<Option<String>>>);
+
+impl ClusterSecret {
+    pub fn new(secret: Option<String>) -> Self {
+        Self(Arc::new(RwLock::new(secret)))
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.read().expect("secret lock").clone()
+    }
+
+    pub fn set(&self, secret: String) {
+        *self.0.write().expect("secret lock") = Some(secret);
+    }
+
+    /// Whether `presented` is the secret, compared in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        self.get()
+            .is_some_and(|secret| constant_time_eq(secret.as_bytes(), presented.as_bytes()))
+    }
+}
+
+/// Compare two byte strings without an early exit on the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One lazily connected channel per peer address, shared by Raft traffic and
+/// forwarded writes.
+#[derive(Clone)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    secret: ClusterSecret,
+    rpc_timeout: Duration,
+    max_message_bytes: usize,
+}
+
+impl PeerChannels {
+    pub fn new(secret: ClusterSecret, rpc_timeout: Duration, max_message_bytes: usize) -> Self {
+        Self {
+            channels: Arc::default(),
+            secret,
+            rpc_timeout,
+            max_message_bytes,
+        }
+    }
+
+    /// The channel to `address`, created on first use. Connecting happens
+    /// lazily, so this never blocks on the network.
+    pub fn channel(&self, address: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().expect("channel lock");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("bad peer address {address:?}: {e}"))?
+            .connect_timeout(self.rpc_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn peer_client(&self, address: &str) -> Result<RaftPeerClient<Channel>, String> {
+        Ok(RaftPeerClient::new(self.channel(address)?)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Wrap `message` in a request with the secret and a deadline.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        if let Some(secret) = self.secret.get()
+            && let Ok(value) = secret.parse()
+        {
+            request.metadata_mut().insert(SECRET_HEADER, value);
+        }
+        request
+    }
+
+    pub fn rpc_timeout(&self) -> Duration {
+        self.rpc_timeout
+    }
+}
+
+/// Encode a peer message. Encoding our own in-memory types cannot fail.
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("peer messages always serialise")
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// Builds openraft network clients on top of [`PeerChannels`].
+#[derive(Clone)]
+pub struct PeerNetworkFactory {
+    pub channels: PeerChannels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        PeerNetwork {
+            target,
+            address: node.addr.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+}
+
+/// The openraft client for one peer.
+pub struct PeerNetwork {
+    target: NodeId,
+    address: String,
+    channels: PeerChannels,
+}
+
+fn unreachable<E: std::fmt::Display>(error: E) -> Unreachable<TypeConfig> {
+    Unreachable::from_string(error.to_string())
+}
+
+/// Map a gRPC failure: a peer we cannot reach is `Unreachable` (openraft
+/// backs off); anything else is a network error worth retrying promptly.
+fn rpc_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
+    let text = format!("node {target}: {}: {}", status.code(), status.message());
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unauthenticated => {
+            RPCError::Unreachable(Unreachable::from_string(text))
+        }
+        _ => RPCError::Network(NetworkError::from_string(text)),
+    }
+}
+
+impl PeerNetwork {
+    fn timeout(&self, option: &RPCOption) -> Duration {
+        option
+            .hard_ttl()
+            .min(self.channels.rpc_timeout())
+            .max(Duration::from_millis(50))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self
+            .channels
+            .peer_client(&self.address)
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let request = self.channels.request(
+            RaftMessage {
+                payload: encode(&rpc),
+            },
+            self.timeout(&option),
+        );
+        let reply = client
+            .append_entries(request)
+            .await
+            .map_err(|s| rpc_error(self.target, s))?;
+        decode(&reply.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self
+            .channels
+            .peer_client(&self.address)
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let request = self.channels.request(
+            RaftMessage {
+                payload: encode(&rpc),
+            },
+            self.timeout(&option),
+        );
+        let reply = client
+            .vote(request)
+            .await
+            .map_err(|s| rpc_error(self.target, s))?;
+        decode(&reply.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self
+            .channels
+            .peer_client(&self.address)
+            .map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
+        let header = encode(&(vote, snapshot.meta));
+        let data = snapshot.snapshot;
+        let mut chunks = vec![SnapshotChunk {
+            header,
+            data: Vec::new(),
+        }];
+        chunks.extend(
+            data.chunks(SNAPSHOT_CHUNK_BYTES)
+                .map(|piece| SnapshotChunk {
+                    header: Vec::new(),
+                    data: piece.to_vec(),
+                }),
+        );
+        // Large snapshots get a deadline that grows with their size.
+        let timeout = self.channels.rpc_timeout()
+            + Duration::from_millis((data.len() / SNAPSHOT_CHUNK_BYTES) as u64 * 200);
+        let request = self
+            .channels
+            .request(futures::stream::iter(chunks), timeout);
+        let target = self.target;
+        let send = async move {
+            let reply = client
+                .install_snapshot(request)
+                .await
+                .map_err(|s| StreamingError::from(rpc_error(target, s)))?;
+            decode::<SnapshotResponse<TypeConfig>>(&reply.into_inner().payload)
+                .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = send => reply,
+        }
+    }
+}

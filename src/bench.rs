@@ -1,0 +1,327 @@
+//! `lapse bench`: measurements that BENCHMARKS.md records.
+//!
+//! `lapse bench revoke` starts a three-broker cluster with sled storage in
+//! this process, on loopback, and sends revocations to it over gRPC from
+//! concurrent clients: first one revocation per call, then batched calls.
+//! Beside them it measures a baseline in the same run: a `Status` call,
+//! which crosses the same gRPC stack but neither Raft nor the disk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use lapse_wire::cluster::cluster_client::ClusterClient;
+use lapse_wire::cluster::{self as pb, revocation::Target};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::client::{Failure, exit, print_json};
+use crate::dev::{local_configs, start_local_cluster};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Revocation commit throughput and latency on a local three-broker cluster.
+    Revoke(RevokeBench),
+}
+
+#[derive(Debug, Args)]
+struct RevokeBench {
+    /// Revocations sent one per call.
+    #[arg(long, default_value_t = 20_000)]
+    single: u64,
+    /// Revocations sent in batched calls.
+    #[arg(long, default_value_t = 200_000)]
+    batched: u64,
+    /// Revocations per batched call.
+    #[arg(long, default_value_t = 256)]
+    batch: u64,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 64)]
+    concurrency: u64,
+    /// Client connections the tasks share.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Where the brokers keep their data (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    match args.scenario {
+        Scenario::Revoke(bench) => revoke(bench).await,
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    operations: u64,
+    revocations: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Phase {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[rank] as f64 / 1000.0
+    }
+
+    fn per_second(&self) -> f64 {
+        self.revocations as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn revoke(args: RevokeBench) -> Result<(), Failure> {
+    let temporary = tempfile::tempdir().map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_owned());
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        addresses.push(
+            listener
+                .local_addr()
+                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?,
+        );
+        listeners.push(listener);
+    }
+    let token = "bench-admin-token-0123456789";
+    let configs = local_configs(&dir, &addresses, "bench-cluster-secret-0123456789", token);
+    let brokers = start_local_cluster(configs, listeners).await?;
+    let leader_address = brokers
+        .iter()
+        .find_map(|b| b.core().leader().1)
+        .ok_or_else(|| Failure::new(exit::UNAVAILABLE, "no leader"))?;
+
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let channel = Endpoint::from_shared(format!("http://{leader_address}"))
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+        channels.push(channel);
+    }
+    let auth = Arc::new(format!("Bearer {token}"));
+
+    let total = args.single + args.batched;
+    let mut admin = ClusterClient::new(channels[0].clone());
+    let lease = admin
+        .lease_indices(request(
+            &auth,
+            pb::LeaseRequest {
+                request_id: "bench-lease".into(),
+                broker_id: 1,
+                count: total.max(1),
+                lease_ms: 3_600_000,
+            },
+        ))
+        .await?
+        .into_inner();
+    let next_index = Arc::new(AtomicU64::new(lease.start));
+
+    let baseline = run_phase(
+        "baseline: Status call (gRPC only)",
+        args.single,
+        1,
+        &args,
+        &channels,
+        {
+            move |client: &mut ClusterClient<Channel>, _: u64, _: u64| {
+                let mut client = client.clone();
+                async move { client.status(pb::StatusRequest {}).await.map(|_| ()) }
+            }
+        },
+    )
+    .await?;
+
+    let single = {
+        let next_index = next_index.clone();
+        let auth = auth.clone();
+        run_phase(
+            "revoke, one per call",
+            args.single,
+            1,
+            &args,
+            &channels,
+            move |client, call, _| {
+                let mut client = client.clone();
+                let index = next_index.fetch_add(1, Ordering::Relaxed);
+                let message = pb::RevokeRequest {
+                    request_id: format!("bench-single-{call}"),
+                    revocation: Some(pb::Revocation {
+                        target: Some(Target::Index(index)),
+                    }),
+                };
+                let request = request(&auth, message);
+                async move { client.revoke(request).await.map(|_| ()) }
+            },
+        )
+        .await?
+    };
+
+    let batched = {
+        let next_index = next_index.clone();
+        let auth = auth.clone();
+        run_phase(
+            "revoke, batched",
+            args.batched,
+            args.batch.max(1),
+            &args,
+            &channels,
+            move |client, call, size| {
+                let mut client = client.clone();
+                let start = next_index.fetch_add(size, Ordering::Relaxed);
+                let message = pb::RevokeManyRequest {
+                    request_id: format!("bench-batch-{call}"),
+                    revocations: (start..start + size)
+                        .map(|index| pb::Revocation {
+                            target: Some(Target::Index(index)),
+                        })
+                        .collect(),
+                };
+                let request = request(&auth, message);
+                async move { client.revoke_many(request).await.map(|_| ()) }
+            },
+        )
+        .await?
+    };
+
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+
+    let phases = [&baseline, &single, &batched];
+    if args.json {
+        let rows: Vec<_> = phases
+            .iter()
+            .map(|p| {
+                json!({
+                    "phase": p.name, "calls": p.operations, "revocations": p.revocations,
+                    "seconds": p.elapsed.as_secs_f64(), "per_second": p.per_second(),
+                    "p50_ms": p.percentile_ms(0.5), "p99_ms": p.percentile_ms(0.99), "max_ms": p.percentile_ms(1.0),
+                })
+            })
+            .collect();
+        print_json(&json!({"concurrency": args.concurrency, "batch": args.batch, "phases": rows}));
+        return Ok(());
+    }
+    println!(
+        "three brokers, sled, loopback gRPC; {} concurrent clients over {} connections; batch size {}",
+        args.concurrency, args.connections, args.batch
+    );
+    println!(
+        "{:<36} {:>9} {:>12} {:>14} {:>9} {:>9} {:>9}",
+        "phase", "calls", "revocations", "revocations/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for p in phases {
+        println!(
+            "{:<36} {:>9} {:>12} {:>14.0} {:>9.2} {:>9.2} {:>9.2}",
+            p.name,
+            p.operations,
+            p.revocations,
+            if p.revocations == 0 {
+                p.operations as f64 / p.elapsed.as_secs_f64()
+            } else {
+                p.per_second()
+            },
+            p.percentile_ms(0.5),
+            p.percentile_ms(0.99),
+            p.percentile_ms(1.0)
+        );
+    }
+    println!(
+        "ratios to the baseline (p50 latency): one per call {:.1}x, batched {:.1}x",
+        single.percentile_ms(0.5) / baseline.percentile_ms(0.5).max(1e-9),
+        batched.percentile_ms(0.5) / baseline.percentile_ms(0.5).max(1e-9)
+    );
+    Ok(())
+}
+
+/// A request with the admin token and a deadline.
+fn request<T>(auth: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", auth.parse().expect("ascii token"));
+    request.set_timeout(Duration::from_secs(30));
+    request
+}
+
+/// Run `items` operations in calls of `per_call`, from `concurrency` tasks.
+async fn run_phase<F, Fut>(
+    name: &'static str,
+    items: u64,
+    per_call: u64,
+    args: &RevokeBench,
+    channels: &[Channel],
+    call: F,
+) -> Result<Phase, Failure>
+where
+    F: Fn(&mut ClusterClient<Channel>, u64, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let calls = items.div_ceil(per_call);
+    let next_call = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..args.concurrency.max(1) {
+        let mut client = ClusterClient::new(channels[task as usize % channels.len()].clone());
+        let next_call = next_call.clone();
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next_call.fetch_add(1, Ordering::Relaxed);
+                if n >= calls {
+                    return Ok::<_, tonic::Status>(latencies);
+                }
+                let size = per_call.min(items - n * per_call);
+                let sent = Instant::now();
+                call(&mut client, n, size).await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latencies_us = Vec::with_capacity(calls as usize);
+    for task in tasks {
+        let latencies = task
+            .await
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))??;
+        latencies_us.extend(latencies);
+    }
+    let elapsed = started.elapsed();
+    latencies_us.sort_unstable();
+    let revocations = if name.starts_with("baseline") {
+        0
+    } else {
+        items
+    };
+    Ok(Phase {
+        name,
+        operations: calls,
+        revocations,
+        elapsed,
+        latencies_us,
+    })
+}

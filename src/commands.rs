@@ -1,0 +1,519 @@
+//! The subcommands that run a broker or call one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use lapse_broker::{Broker, BrokerConfig, Env};
+use lapse_wire::cluster::{self as pb, revocation::Target};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::client::{Connection, Failure, exit, new_request_id, print_json};
+use crate::parse_time_ms;
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Configuration file (TOML). Flags below override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// This broker's node id.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Address to serve gRPC on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address other brokers and clients reach this one at.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory for the Raft log, snapshots and cluster secret.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Join the running cluster that a broker at this address belongs to.
+    #[arg(long, requires = "join_token")]
+    join: Option<String>,
+    /// Single-use join token from `lapse join-token create --broker`.
+    #[arg(long, env = "LAPSE_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+}
+
+pub async fn broker(args: BrokerArgs) -> Result<(), Failure> {
+    let mut config = match &args.config {
+        Some(path) => {
+            BrokerConfig::from_file(path).map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
+        }
+        None => {
+            let (Some(node_id), Some(listen), Some(data_dir)) =
+                (args.node_id, args.listen, args.data_dir.clone())
+            else {
+                return Err(Failure::new(
+                    2,
+                    "without --config, --node-id, --listen and --data-dir are required",
+                ));
+            };
+            BrokerConfig::new(node_id, listen, data_dir)
+        }
+    };
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(advertise) = args.advertise {
+        config.advertise = Some(advertise);
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if args.join.is_some() {
+        config.cluster.join = args.join;
+        config.cluster.join_token = args.join_token;
+    }
+    let broker = Broker::start(config, Env::default())
+        .await
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    tracing::info!(address = %broker.local_address(), node = broker.core().id, "broker serving");
+    wait_for_stop().await;
+    tracing::info!("stopping");
+    broker.shutdown().await;
+    Ok(())
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(subcommand)]
+    what: RevokeTarget,
+    /// Makes the revocation idempotent: a retry with the same id is applied once.
+    #[arg(long, global = true)]
+    request_id: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
+enum RevokeTarget {
+    /// One credential, by its status index.
+    Index { index: u64 },
+    /// Every credential of a workload issued before a time.
+    Subject {
+        /// The workload's SPIFFE id.
+        subject: String,
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339 or milliseconds since the epoch; default: the commit time.
+        #[arg(long, value_parser = parse_time_ms)]
+        before: Option<u64>,
+    },
+    /// Every credential of a tenant issued before a time.
+    Tenant {
+        tenant: String,
+        /// RFC 3339 or milliseconds since the epoch; default: the commit time.
+        #[arg(long, value_parser = parse_time_ms)]
+        before: Option<u64>,
+    },
+    /// Every credential a signing key signed.
+    Key { key_id: String },
+    /// A leaked static secret: give its sha256, or pipe the secret on stdin.
+    Secret {
+        /// sha256 of the secret, 64 hex digits.
+        #[arg(long, conflicts_with = "stdin")]
+        sha256: Option<String>,
+        /// Read the secret from standard input and hash it here.
+        #[arg(long)]
+        stdin: bool,
+    },
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<(), Failure> {
+    let target = match args.what {
+        RevokeTarget::Index { index } => Target::Index(index),
+        RevokeTarget::Subject {
+            subject,
+            tenant,
+            before,
+        } => Target::Subject(pb::SubjectTarget {
+            tenant,
+            subject,
+            issued_before_ms: before,
+        }),
+        RevokeTarget::Tenant { tenant, before } => Target::Tenant(pb::TenantTarget {
+            tenant,
+            issued_before_ms: before,
+        }),
+        RevokeTarget::Key { key_id } => Target::KeyId(key_id),
+        RevokeTarget::Secret { sha256, stdin } => {
+            let hash = match (sha256, stdin) {
+                (Some(hex_digest), false) => hex::decode(hex_digest.trim())
+                    .ok()
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| Failure::new(exit::REFUSED, "--sha256 needs 64 hex digits"))?,
+                (None, true) => {
+                    use std::io::Read;
+                    let mut secret = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut secret)
+                        .map_err(|e| Failure::new(exit::FAILURE, format!("reading stdin: {e}")))?;
+                    Sha256::digest(&secret).to_vec()
+                }
+                _ => return Err(Failure::new(2, "give --sha256 HEX or --stdin")),
+            };
+            Target::SecretSha256(hash)
+        }
+    };
+    let connection = args.connection;
+    let request_id = args.request_id.unwrap_or_else(new_request_id);
+    let mut client = connection.client().await?;
+    let reply = client
+        .revoke(connection.request(pb::RevokeRequest {
+            request_id: request_id.clone(),
+            revocation: Some(pb::Revocation {
+                target: Some(target),
+            }),
+        }))
+        .await?
+        .into_inner();
+    if connection.json {
+        print_json(&json!({
+            "request_id": request_id,
+            "epoch": reply.epoch,
+            "committed_at_ms": reply.committed_at_ms,
+            "duplicate": reply.duplicate,
+        }));
+    } else {
+        let again = if reply.duplicate {
+            " (already applied earlier under this request id)"
+        } else {
+            ""
+        };
+        println!(
+            "revoked at epoch {} (committed {}){again}",
+            reply.epoch,
+            format_ms(reply.committed_at_ms)
+        );
+    }
+    Ok(())
+}
+
+fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only ask the one broker given by --broker, not every member.
+    #[arg(long)]
+    only: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
+    let members = |list: &[pb::Member]| {
+        list.iter()
+            .map(|m| json!({"node_id": m.node_id, "address": m.address}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "node_id": status.node_id,
+        "address": status.address,
+        "role": status.role,
+        "term": status.term,
+        "leader_id": status.leader_id,
+        "leader_address": status.leader_address,
+        "voters": members(&status.voters),
+        "learners": members(&status.learners),
+        "last_log_index": status.last_log_index,
+        "committed_index": status.committed_index,
+        "applied_index": status.applied_index,
+        "snapshot_index": status.snapshot_index,
+        "state_digest": status.state_digest,
+        "cluster_time_ms": status.cluster_time_ms,
+        "revocation_epoch": status.revocation_epoch,
+    })
+}
+
+pub async fn status(args: StatusArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    let first = client.status(pb::StatusRequest {}).await?.into_inner();
+    let mut all = vec![Ok(first.clone())];
+    if !args.only {
+        for member in first.voters.iter().chain(&first.learners) {
+            if member.node_id == first.node_id {
+                continue;
+            }
+            let answer = match connection.client_to(&member.address).await {
+                Ok(mut other) => other
+                    .status(pb::StatusRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| {
+                        format!(
+                            "node {} at {}: {}",
+                            member.node_id,
+                            member.address,
+                            s.message()
+                        )
+                    }),
+                Err(failure) => Err(format!("node {}: {}", member.node_id, failure.message)),
+            };
+            all.push(answer);
+        }
+    }
+    if connection.json {
+        let nodes: Vec<_> = all
+            .iter()
+            .map(|a| match a {
+                Ok(status) => status_json(status),
+                Err(error) => json!({"error": error}),
+            })
+            .collect();
+        print_json(&json!({"nodes": nodes}));
+        return Ok(());
+    }
+    let leader = match first.leader_id {
+        Some(id) => format!("node {id} at {}", first.leader_address),
+        None => "none known".into(),
+    };
+    println!("leader: {leader}   term: {}", first.term);
+    println!(
+        "voters: {}   learners: {}",
+        first
+            .voters
+            .iter()
+            .map(|m| m.node_id.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if first.learners.is_empty() {
+            "none".into()
+        } else {
+            first
+                .learners
+                .iter()
+                .map(|m| m.node_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!(
+        "{:>5}  {:<22} {:<10} {:>10} {:>10} {:>10}  {:<16}",
+        "node", "address", "role", "last log", "committed", "applied", "state digest"
+    );
+    for answer in &all {
+        match answer {
+            Ok(s) => println!(
+                "{:>5}  {:<22} {:<10} {:>10} {:>10} {:>10}  {:<16}",
+                s.node_id,
+                s.address,
+                s.role,
+                s.last_log_index,
+                s.committed_index,
+                s.applied_index,
+                &s.state_digest[..16.min(s.state_digest.len())]
+            ),
+            Err(error) => println!("    -  unreachable: {error}"),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    #[command(subcommand)]
+    action: JoinTokenAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum JoinTokenAction {
+    /// Create a single-use join token.
+    Create {
+        /// A token for a new broker to join the cluster.
+        #[arg(long, conflicts_with_all = ["tenant", "workload"])]
+        broker: bool,
+        /// With --broker: only a broker advertising this address may use it.
+        #[arg(long, requires = "broker")]
+        address: Option<String>,
+        /// A token for a workload of this tenant to obtain a credential.
+        #[arg(long, requires = "workload")]
+        tenant: Option<String>,
+        /// The workload's SPIFFE id.
+        #[arg(long, requires = "tenant")]
+        workload: Option<String>,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long)]
+        request_id: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub async fn join_token(args: JoinTokenArgs) -> Result<(), Failure> {
+    let JoinTokenAction::Create {
+        broker,
+        address,
+        tenant,
+        workload,
+        ttl,
+        request_id,
+        connection,
+    } = args.action;
+    use pb::create_join_token_request::Grant;
+    let grant = match (broker, tenant, workload) {
+        (true, _, _) => Grant::Broker(pb::BrokerGrant {
+            address: address.unwrap_or_default(),
+        }),
+        (false, Some(tenant), Some(workload)) => {
+            Grant::Workload(pb::WorkloadGrant { tenant, workload })
+        }
+        _ => {
+            return Err(Failure::new(
+                2,
+                "say --broker, or --tenant T --workload SPIFFE_ID",
+            ));
+        }
+    };
+    let mut client = connection.client().await?;
+    let reply = client
+        .create_join_token(connection.request(pb::CreateJoinTokenRequest {
+            request_id: request_id.unwrap_or_else(new_request_id),
+            ttl_seconds: ttl.as_secs().max(1),
+            grant: Some(grant),
+        }))
+        .await?
+        .into_inner();
+    if connection.json {
+        print_json(&json!({"token": reply.token, "expires_at_ms": reply.expires_at_ms}));
+    } else {
+        println!("{}", reply.token);
+        eprintln!(
+            "valid until {}; it works once",
+            format_ms(reply.expires_at_ms)
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    action: ClusterAction,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Add a running broker as a learner (joining with a token does this too).
+    AddLearner { node_id: u64, address: String },
+    /// Make a learner a voter.
+    Promote { node_id: u64 },
+    /// Remove a voter or learner from the cluster.
+    Remove { node_id: u64 },
+}
+
+pub async fn cluster(args: ClusterArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    let reply = match args.action {
+        ClusterAction::AddLearner { node_id, address } => {
+            client
+                .add_learner(connection.request(pb::AddLearnerRequest { node_id, address }))
+                .await?
+        }
+        ClusterAction::Promote { node_id } => {
+            client
+                .promote(connection.request(pb::PromoteRequest { node_id }))
+                .await?
+        }
+        ClusterAction::Remove { node_id } => {
+            client
+                .remove_node(connection.request(pb::RemoveNodeRequest { node_id }))
+                .await?
+        }
+    }
+    .into_inner();
+    let ids = |list: &[pb::Member]| list.iter().map(|m| m.node_id).collect::<Vec<_>>();
+    if connection.json {
+        print_json(
+            &json!({"log_index": reply.log_index, "voters": ids(&reply.voters), "learners": ids(&reply.learners)}),
+        );
+    } else {
+        println!(
+            "membership at log index {}: voters {:?}, learners {:?}",
+            reply.log_index,
+            ids(&reply.voters),
+            ids(&reply.learners)
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// The broker the block is for.
+    #[arg(long)]
+    broker_id: u64,
+    /// How many indices.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// How long the broker may issue from the block.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    #[arg(long)]
+    request_id: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub async fn lease(args: LeaseArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    let reply = client
+        .lease_indices(connection.request(pb::LeaseRequest {
+            request_id: args.request_id.unwrap_or_else(new_request_id),
+            broker_id: args.broker_id,
+            count: args.count,
+            lease_ms: args.lease.as_millis() as u64,
+        }))
+        .await?
+        .into_inner();
+    if connection.json {
+        print_json(&json!({
+            "start": reply.start, "end": reply.end,
+            "lease_expires_at_ms": reply.lease_expires_at_ms,
+            "credentials_expire_by_ms": reply.credentials_expire_by_ms,
+            "epoch": reply.epoch,
+        }));
+    } else {
+        println!(
+            "leased indices {}..{} to broker {} until {}",
+            reply.start,
+            reply.end,
+            args.broker_id,
+            format_ms(reply.lease_expires_at_ms)
+        );
+    }
+    Ok(())
+}

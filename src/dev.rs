@@ -1,0 +1,174 @@
+//! `lapse dev`: a local three-broker cluster in one process, on loopback,
+//! with its data, configuration and admin token under `.lapse-dev/`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use lapse_broker::{Broker, BrokerConfig, Env, Member};
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::client::{DEV_DIR, Failure, exit};
+use crate::commands::wait_for_stop;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the brokers keep their data, configuration and the admin token.
+    #[arg(long, default_value = DEV_DIR)]
+    data_dir: PathBuf,
+    /// Port of broker 1; brokers 2 and 3 take the next two.
+    #[arg(long, default_value_t = 7401)]
+    base_port: u16,
+}
+
+/// Read a secret from `path`, or make one and keep it there.
+pub fn secret_file(path: &Path) -> std::io::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = text.trim().to_owned();
+        if text.len() >= 16 {
+            return Ok(text);
+        }
+    }
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    std::fs::write(path, &secret)?;
+    Ok(secret)
+}
+
+/// Configurations for a cluster of brokers on the given listeners, with data
+/// under `dir/node-N`.
+pub fn local_configs(
+    dir: &Path,
+    addresses: &[std::net::SocketAddr],
+    secret: &str,
+    admin_token: &str,
+) -> Vec<BrokerConfig> {
+    let members: Vec<Member> = addresses
+        .iter()
+        .enumerate()
+        .map(|(n, address)| Member {
+            id: n as u64 + 1,
+            address: address.to_string(),
+        })
+        .collect();
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(n, address)| {
+            let id = n as u64 + 1;
+            let mut config = BrokerConfig::new(id, *address, dir.join(format!("node-{id}")));
+            config.cluster.members = members.clone();
+            config.cluster.secret = Some(secret.to_owned());
+            config.auth.admin_tokens = vec![admin_token.to_owned()];
+            config
+        })
+        .collect()
+}
+
+/// Start every configured broker on its listener and wait for a leader.
+pub async fn start_local_cluster(
+    configs: Vec<BrokerConfig>,
+    listeners: Vec<TcpListener>,
+) -> Result<Vec<Broker>, Failure> {
+    let mut brokers = Vec::new();
+    for (config, listener) in configs.into_iter().zip(listeners) {
+        let broker = Broker::start_on(config, Env::default(), listener)
+            .await
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        brokers.push(broker);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if brokers.iter().any(|b| b.core().leader().0.is_some()) {
+            return Ok(brokers);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Failure::new(
+                exit::UNAVAILABLE,
+                "no leader was elected within 30 s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn run(args: DevArgs) -> Result<(), Failure> {
+    let io = |e: std::io::Error| {
+        Failure::new(exit::FAILURE, format!("{}: {e}", args.data_dir.display()))
+    };
+    std::fs::create_dir_all(&args.data_dir).map_err(io)?;
+    let secret = secret_file(&args.data_dir.join("cluster-secret")).map_err(io)?;
+    let admin_token = secret_file(&args.data_dir.join("admin-token")).map_err(io)?;
+
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for n in 0..3u16 {
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], args.base_port + n).into();
+        let listener = TcpListener::bind(address).await.map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot listen on {address}: {e} (is another dev cluster running? try --base-port)"),
+            )
+        })?;
+        listeners.push(listener);
+        addresses.push(address);
+    }
+    let configs = local_configs(&args.data_dir, &addresses, &secret, &admin_token);
+    for config in &configs {
+        let text = toml::to_string_pretty(config).unwrap_or_default();
+        std::fs::write(
+            args.data_dir.join(format!("node-{}.toml", config.node_id)),
+            text,
+        )
+        .map_err(io)?;
+    }
+    let brokers = start_local_cluster(configs, listeners).await?;
+    let leader = brokers[0].core().leader().0.unwrap_or(0);
+
+    println!(
+        "Lapse dev cluster: three brokers on loopback, data under {}",
+        args.data_dir.display()
+    );
+    for broker in &brokers {
+        let marker = if broker.core().id == leader {
+            "  (leader)"
+        } else {
+            ""
+        };
+        println!(
+            "  broker {}  {}{marker}",
+            broker.core().id,
+            broker.local_address()
+        );
+    }
+    println!();
+    println!(
+        "The admin token is in {}/admin-token; lapse reads it from there.",
+        args.data_dir.display()
+    );
+    println!(
+        "Each broker's configuration is in {}/node-N.toml.",
+        args.data_dir.display()
+    );
+    println!();
+    println!("Try, in another terminal:");
+    println!("  cargo run -- status");
+    println!("  cargo run -- lease --broker-id 1 --count 1000");
+    println!("  cargo run -- revoke index 42");
+    println!("  cargo run -- revoke tenant acme");
+    println!();
+    println!(
+        "Ctrl-C stops the cluster; the data stays (delete {} to start afresh).",
+        args.data_dir.display()
+    );
+
+    wait_for_stop().await;
+    println!("stopping...");
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+    println!("stopped");
+    Ok(())
+}
