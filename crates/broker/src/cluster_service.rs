@@ -521,7 +521,6 @@ impl Cluster for ClusterService {
         }
         let node = Node {
             addr: request.address.clone(),
-            ..Node::default()
         };
         let written = self
             .core
@@ -560,7 +559,6 @@ impl Cluster for ClusterService {
         }
         let node = Node {
             addr: request.address,
-            ..Node::default()
         };
         let written = self
             .core

@@ -192,7 +192,6 @@ impl Broker {
                             m.id,
                             Node {
                                 addr: m.address.clone(),
-                                ..Node::default()
                             },
                         )
                     })
