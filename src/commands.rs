@@ -349,9 +349,9 @@ enum JoinTokenAction {
     Create {
         /// A token for a new broker to join the cluster.
         #[arg(long, conflicts_with_all = ["tenant", "workload"])]
-        broker: bool,
-        /// With --broker: only a broker advertising this address may use it.
-        #[arg(long, requires = "broker")]
+        for_broker: bool,
+        /// With --for-broker: only a broker advertising this address may use it.
+        #[arg(long, requires = "for_broker")]
         address: Option<String>,
         /// A token for a workload of this tenant to obtain a credential.
         #[arg(long, requires = "workload")]
@@ -371,7 +371,7 @@ enum JoinTokenAction {
 
 pub async fn join_token(args: JoinTokenArgs) -> Result<(), Failure> {
     let JoinTokenAction::Create {
-        broker,
+        for_broker,
         address,
         tenant,
         workload,
@@ -380,7 +380,7 @@ pub async fn join_token(args: JoinTokenArgs) -> Result<(), Failure> {
         connection,
     } = args.action;
     use pb::create_join_token_request::Grant;
-    let grant = match (broker, tenant, workload) {
+    let grant = match (for_broker, tenant, workload) {
         (true, _, _) => Grant::Broker(pb::BrokerGrant {
             address: address.unwrap_or_default(),
         }),

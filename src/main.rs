@@ -90,3 +90,20 @@ fn parse_time_ms(text: &str) -> Result<u64, String> {
         .map(|d| d.as_millis() as u64)
         .map_err(|_| format!("{text:?} is before 1970"))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_milliseconds() {
+        assert_eq!(super::parse_time_ms("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(super::parse_time_ms("1970-01-01T00:00:01Z"), Ok(1000));
+        assert!(super::parse_time_ms("yesterday").is_err());
+    }
+}

@@ -1,0 +1,344 @@
+//! A cluster of real `lapse broker` processes on loopback for end-to-end
+//! tests: start, `kill -9`, restart, and talk to them over gRPC.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lapse_wire::cluster::cluster_client::ClusterClient;
+use lapse_wire::cluster::{self as pb, revocation::Target};
+use tonic::transport::Channel;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+
+pub fn lapse() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lapse"))
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct Node {
+    pub id: u64,
+    pub address: String,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, Node>,
+    /// Extra TOML appended to every broker's configuration.
+    pub tuning: String,
+}
+
+pub const FAST_RAFT: &str = "
+[raft]
+heartbeat_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+rpc_timeout_ms = 1000
+";
+
+impl TestCluster {
+    /// Write configurations for voters `1..=voters` and start them.
+    pub fn start(voters: u64, tuning: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut cluster = Self {
+            dir,
+            nodes: BTreeMap::new(),
+            tuning: tuning.to_owned(),
+        };
+        let addresses: Vec<(u64, String)> = (1..=voters)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let members: String = addresses
+            .iter()
+            .map(|(id, address)| {
+                format!("[[cluster.members]]\nid = {id}\naddress = \"{address}\"\n")
+            })
+            .collect();
+        for (id, address) in &addresses {
+            let text = format!(
+                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n[cluster]\nsecret = \"{SECRET}\"\n{members}[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}",
+                cluster.dir.path().join(format!("node-{id}")).display(),
+                cluster.tuning
+            );
+            cluster.add_node(*id, address, &text);
+        }
+        for id in 1..=voters {
+            cluster.spawn(id, &[]);
+        }
+        cluster
+    }
+
+    /// Write a config for a node that will join (no members, no secret).
+    pub fn add_joiner(&mut self, id: u64) -> String {
+        let address = format!("127.0.0.1:{}", free_port());
+        let text = format!(
+            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}",
+            self.dir.path().join(format!("node-{id}")).display(),
+            self.tuning
+        );
+        self.add_node(id, &address, &text);
+        address
+    }
+
+    fn add_node(&mut self, id: u64, address: &str, text: &str) {
+        let config = self.dir.path().join(format!("node-{id}.toml"));
+        std::fs::write(&config, text).expect("write config");
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                address: address.to_owned(),
+                config,
+                child: None,
+            },
+        );
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.log"))
+    }
+
+    /// Start broker `id` with extra command-line arguments.
+    pub fn spawn(&mut self, id: u64, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("log file");
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let child = lapse()
+            .arg("broker")
+            .arg("--config")
+            .arg(&node.config)
+            .args(extra)
+            .env("LAPSE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn broker");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL broker `id` and reap it.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    pub fn address(&self, id: u64) -> String {
+        self.nodes[&id].address.clone()
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub async fn client(&self, id: u64) -> Option<ClusterClient<Channel>> {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.address(id)))
+                .ok()?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(15));
+        endpoint.connect().await.ok().map(ClusterClient::new)
+    }
+
+    pub async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
+        let mut client = self.client(id).await?;
+        client
+            .status(pb::StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Wait until the running brokers agree on a leader; return its id.
+    pub async fn wait_for_leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                if let Some(status) = self.status(id).await {
+                    leaders.push(status.leader_id);
+                }
+            }
+            if let Some(Some(leader)) = leaders.first() {
+                if leaders.iter().all(|l| *l == Some(*leader)) && self.running().contains(leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within 30 s: {leaders:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until every running broker has applied the same index, and
+    /// return the statuses.
+    pub async fn wait_converged(&self) -> Vec<pb::StatusResponse> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut statuses = Vec::new();
+            for id in self.running() {
+                if let Some(status) = self.status(id).await {
+                    statuses.push(status);
+                }
+            }
+            let running = self.running().len();
+            if statuses.len() == running
+                && statuses
+                    .windows(2)
+                    .all(|w| w[0].applied_index == w[1].applied_index)
+                && statuses
+                    .iter()
+                    .all(|s| s.applied_index == s.committed_index && s.applied_index > 0)
+            {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "brokers did not converge within 30 s: {:?}\n{}",
+                statuses
+                    .iter()
+                    .map(|s| (s.node_id, s.applied_index, s.committed_index))
+                    .collect::<Vec<_>>(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The tail of every broker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for id in self.nodes.keys() {
+            let text = std::fs::read_to_string(self.log_path(*id)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            all.push_str(&format!("--- node {id} ---\n"));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+
+    /// Run the `lapse` command against broker `id`.
+    pub fn cli(&self, id: u64, args: &[&str]) -> Output {
+        lapse()
+            .args(args)
+            .env("LAPSE_BROKER", self.address(id))
+            .env("LAPSE_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("run lapse")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill9(id);
+        }
+    }
+}
+
+pub fn authorised<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("ascii"),
+    );
+    request
+}
+
+pub fn revoke_index(request_id: &str, index: u64) -> pb::RevokeRequest {
+    pb::RevokeRequest {
+        request_id: request_id.to_owned(),
+        revocation: Some(pb::Revocation {
+            target: Some(Target::Index(index)),
+        }),
+    }
+}
+
+/// Send `message` to each running broker in turn until one answers with
+/// something other than "unavailable".
+pub async fn revoke_anywhere(
+    cluster: &TestCluster,
+    message: pb::RevokeRequest,
+) -> Result<pb::RevokeResponse, tonic::Status> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for id in cluster.running() {
+            let Some(mut client) = cluster.client(id).await else {
+                continue;
+            };
+            match client.revoke(authorised(message.clone())).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {}
+                Err(status) => return Err(status),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no broker took the revocation within 30 s\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lease `count` indices through broker `id`.
+pub async fn lease(cluster: &TestCluster, id: u64, count: u64) -> pb::LeaseResponse {
+    let mut client = cluster.client(id).await.expect("connect");
+    client
+        .lease_indices(authorised(pb::LeaseRequest {
+            request_id: format!("lease-{}", rand_suffix()),
+            broker_id: id,
+            count,
+            lease_ms: 3_600_000,
+        }))
+        .await
+        .expect("lease")
+        .into_inner()
+}
+
+pub fn rand_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+pub fn data_dir(cluster: &TestCluster, id: u64) -> PathBuf {
+    cluster.dir.path().join(format!("node-{id}"))
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
