@@ -48,16 +48,32 @@ enum FlushJob {
     Barrier(tokio::sync::oneshot::Sender<io::Result<()>>),
 }
 
-/// The handle to the one thread that calls `flush()`.
+/// The handle to the one thread that calls `flush()`. When the last handle
+/// is dropped the thread finishes its queue and exits, releasing the
+/// database (and its file lock) before the drop returns.
 #[derive(Clone)]
 struct Flusher {
-    jobs: mpsc::Sender<FlushJob>,
+    inner: std::sync::Arc<FlusherInner>,
+}
+
+struct FlusherInner {
+    jobs: Option<mpsc::Sender<FlushJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FlusherInner {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Flusher {
     fn start(db: sled::Db) -> io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<FlushJob>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("lapse-sled-flush".into())
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
@@ -78,15 +94,26 @@ impl Flusher {
                     }
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            inner: std::sync::Arc::new(FlusherInner {
+                jobs: Some(jobs),
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    fn send(&self, job: FlushJob) -> io::Result<()> {
+        self.inner
+            .jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| io_error("the sled flush thread has stopped"))
     }
 
     /// Wait until everything written so far is on disk.
     async fn barrier(&self) -> io::Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(FlushJob::Barrier(done))
-            .map_err(|_| io_error("the sled flush thread has stopped"))?;
+        self.send(FlushJob::Barrier(done))?;
         wait.await
             .map_err(|_| io_error("the sled flush thread has stopped"))?
     }
@@ -202,10 +229,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             batch.insert(&entry.log_id.index().to_be_bytes(), bytes);
         }
         self.logs.apply_batch(batch).map_err(io_error)?;
-        self.flusher
-            .jobs
-            .send(FlushJob::Appended(callback))
-            .map_err(|_| io_error("the sled flush thread has stopped"))
+        self.flusher.send(FlushJob::Appended(callback))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

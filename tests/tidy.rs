@@ -1,0 +1,99 @@
+//! Structural rules that keep the architecture true, checked on every run.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path.ends_with("target")
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    value
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn pure_crates_do_no_io() {
+    let forbidden = [
+        "tokio", "tonic", "sled", "openraft", "prost", "rand", "futures",
+    ];
+    for name in ["credential", "ledger"] {
+        let deps = dependencies(&root().join("crates").join(name).join("Cargo.toml"));
+        for dep in &deps {
+            assert!(
+                !forbidden.contains(&dep.as_str()),
+                "crates/{name} is pure but depends on {dep}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dependencies_point_one_way() {
+    let may_use = [
+        ("credential", vec![]),
+        ("ledger", vec!["lapse-credential"]),
+        ("storage", vec!["lapse-ledger", "lapse-credential"]),
+        ("wire", vec![]),
+        (
+            "broker",
+            vec![
+                "lapse-credential",
+                "lapse-ledger",
+                "lapse-storage",
+                "lapse-wire",
+            ],
+        ),
+    ];
+    for (name, allowed) in may_use {
+        for dep in dependencies(&root().join("crates").join(name).join("Cargo.toml")) {
+            if dep.starts_with("lapse-") {
+                assert!(
+                    allowed.contains(&dep.as_str()),
+                    "crates/{name} must not depend on {dep}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_source_file_says_what_it_is_for_and_leaves_no_debugging_behind() {
+    let mut files = Vec::new();
+    for dir in ["src", "crates", "tests"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    assert!(files.len() > 10);
+    let (dbg, todo) = (concat!("dbg", "!("), concat!("todo", "!("));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let shown = file.strip_prefix(root()).unwrap().display();
+        assert!(
+            text.starts_with("//!"),
+            "{shown} should open with a //! line saying what it is for"
+        );
+        assert!(!text.contains(dbg), "{shown} contains a leftover dbg");
+        assert!(!text.contains(todo), "{shown} contains a todo");
+    }
+}
