@@ -37,17 +37,20 @@ struct RevokeBench {
     /// Revocations sent one per call.
     #[arg(long, default_value_t = 20_000)]
     single: u64,
+    /// Concurrent client tasks sending one revocation per call (and for the baseline).
+    #[arg(long, default_value_t = 32)]
+    single_concurrency: u64,
     /// Revocations sent in batched calls.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 400_000)]
     batched: u64,
     /// Revocations per batched call.
     #[arg(long, default_value_t = 256)]
     batch: u64,
-    /// Concurrent client tasks.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent client tasks sending batched calls.
+    #[arg(long, default_value_t = 4)]
     concurrency: u64,
     /// Client connections the tasks share.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Where the brokers keep their data (default: a temporary directory).
     #[arg(long)]
@@ -144,7 +147,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
         "baseline: Status call (gRPC only)",
         args.single,
         1,
-        &args,
+        args.single_concurrency,
         &channels,
         {
             move |client: &mut ClusterClient<Channel>, _: u64, _: u64| {
@@ -162,7 +165,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
             "revoke, one per call",
             args.single,
             1,
-            &args,
+            args.single_concurrency,
             &channels,
             move |client, call, _| {
                 let mut client = client.clone();
@@ -187,7 +190,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
             "revoke, batched",
             args.batched,
             args.batch.max(1),
-            &args,
+            args.concurrency,
             &channels,
             move |client, call, size| {
                 let mut client = client.clone();
@@ -223,12 +226,16 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
                 })
             })
             .collect();
-        print_json(&json!({"concurrency": args.concurrency, "batch": args.batch, "phases": rows}));
+        print_json(&json!({
+            "single_concurrency": args.single_concurrency, "batched_concurrency": args.concurrency,
+            "batch": args.batch, "phases": rows,
+        }));
         return Ok(());
     }
     println!(
-        "three brokers, sled, loopback gRPC; {} concurrent clients over {} connections; batch size {}",
-        args.concurrency, args.connections, args.batch
+        "three brokers, sled, loopback gRPC, {} connections; one per call: {} concurrent clients; \
+         batched: {} concurrent clients, {} revocations per call",
+        args.connections, args.single_concurrency, args.concurrency, args.batch
     );
     println!(
         "{:<36} {:>9} {:>12} {:>14} {:>9} {:>9} {:>9}",
@@ -273,7 +280,7 @@ async fn run_phase<F, Fut>(
     name: &'static str,
     items: u64,
     per_call: u64,
-    args: &RevokeBench,
+    concurrency: u64,
     channels: &[Channel],
     call: F,
 ) -> Result<Phase, Failure>
@@ -285,7 +292,7 @@ where
     let next_call = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for task in 0..args.concurrency.max(1) {
+    for task in 0..concurrency.max(1) {
         let mut client = ClusterClient::new(channels[task as usize % channels.len()].clone());
         let next_call = next_call.clone();
         let call = call.clone();

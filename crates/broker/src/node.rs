@@ -15,9 +15,9 @@ use lapse_wire::peer::raft_peer_server::RaftPeerServer;
 use openraft::{Config, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 
 use crate::cluster_service::ClusterService;
 use crate::config::{BrokerConfig, ConfigError};
@@ -158,13 +158,16 @@ impl Broker {
         let cluster = ClusterServer::new(ClusterService { core: core.clone() })
             .max_decoding_message_size(config.limits.max_request_bytes);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Accepted sockets get no-delay here: the server builder's setting
+        // applies only to listeners it binds itself.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .concurrency_limit_per_connection(1024)
                 .add_service(peer)
                 .add_service(cluster)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
         );
