@@ -47,7 +47,7 @@ struct RevokeBench {
     #[arg(long, default_value_t = 256)]
     batch: u64,
     /// Concurrent client tasks sending batched calls.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     concurrency: u64,
     /// Client connections the tasks share.
     #[arg(long, default_value_t = 4)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapse_ledger::LedgerState;
-use lapse_storage::{Node, Raft, SnapshotVault, StateMachineStore, open_sled};
+use lapse_storage::{FileSnapshotVault, Node, Raft, SnapshotVault, StateMachineStore, open_sled};
 use lapse_wire::cluster::JoinRequest;
 use lapse_wire::cluster::cluster_client::ClusterClient;
 use lapse_wire::cluster::cluster_server::ClusterServer;
@@ -102,10 +102,11 @@ impl Broker {
             return Err(StartError::NoSecret);
         }
 
-        let (log_store, vault) = open_sled(&data_dir.join("raft")).map_err(storage_error)?;
+        let log_store = open_sled(&data_dir.join("raft")).map_err(storage_error)?;
+        let vault = FileSnapshotVault::open(&data_dir.join("snapshots")).map_err(storage_error)?;
         let state_machine = StateMachineStore::new(
             LedgerState::new(config.ledger_params()),
-            SnapshotVault::Sled(vault),
+            SnapshotVault::File(vault),
         );
         let view = state_machine.view();
         let channels = PeerChannels::new(

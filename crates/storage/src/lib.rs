@@ -4,15 +4,17 @@
 //! after a blocking `flush()` on one dedicated thread) and [`MemLogStore`]
 //! (simulation: in memory, loses unflushed writes on [`MemLogStore::crash`]),
 //! and one state-machine store, [`StateMachineStore`], that keeps the ledger
-//! in memory and its snapshots in a [`SnapshotVault`] (sled or memory).
+//! in memory and its snapshots in a [`SnapshotVault`] (files or memory).
 
+mod file_vault;
 mod mem;
 mod sled_store;
 mod state_machine;
 mod types;
 
+pub use file_vault::FileSnapshotVault;
 pub use mem::{FlushPolicy, MemLogStore, MemSnapshotVault};
-pub use sled_store::{SledLogStore, SledSnapshotVault, open_sled};
+pub use sled_store::{SledLogStore, open_sled};
 pub use state_machine::{AppliedState, LedgerView, SnapshotVault, StateMachineStore};
 pub use types::{
     Entry, LogId, Membership, Node, NodeId, Raft, Sha256Digest, SnapshotData, SnapshotMeta,

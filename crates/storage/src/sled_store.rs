@@ -1,4 +1,4 @@
-//! The sled-backed log store and snapshot vault.
+//! The sled-backed Raft log store.
 //!
 //! sled buffers writes in memory; they are durable only after `flush()`.
 //! Appends are handed to one dedicated flusher thread, which drains every
@@ -15,32 +15,29 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftTypeConfig};
 
 use crate::io_error;
-use crate::types::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// Open (or create) the sled database under `path` and return the log store
-/// and snapshot vault on it, sharing one flush thread.
-pub fn open_sled(path: &Path) -> io::Result<(SledLogStore, SledSnapshotVault)> {
+/// on it, with its flush thread.
+pub fn open_sled(path: &Path) -> io::Result<SledLogStore> {
     let db = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
+        // Every append is flushed by our own flush thread; sled's periodic
+        // background flush would only compete with it.
+        .flush_every_ms(None)
         .open()
         .map_err(io_error)?;
-    let flusher = Flusher::start(db.clone())?;
-    let log = SledLogStore {
-        logs: db.open_tree("raft_log").map_err(io_error)?,
+    let logs = db.open_tree("raft_log").map_err(io_error)?;
+    Ok(SledLogStore {
         meta: db.open_tree("raft_meta").map_err(io_error)?,
-        flusher: flusher.clone(),
-    };
-    let vault = SledSnapshotVault {
-        tree: db.open_tree("snapshot").map_err(io_error)?,
-        flusher,
-    };
-    Ok((log, vault))
+        flusher: Flusher::start(db.clone(), logs.clone())?,
+        logs,
+    })
 }
 
 enum FlushJob {
@@ -58,22 +55,47 @@ struct Flusher {
 
 struct FlusherInner {
     jobs: Option<mpsc::Sender<FlushJob>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    purges: Option<mpsc::Sender<u64>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for FlusherInner {
     fn drop(&mut self) {
         self.jobs.take();
-        if let Some(thread) = self.thread.take() {
+        self.purges.take();
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
+/// Delete log entries at or below each requested index, in chunks, off the
+/// append path.
+fn purge_loop(logs: sled::Tree, requests: mpsc::Receiver<u64>) {
+    while let Ok(mut upto) = requests.recv() {
+        upto = requests.try_iter().fold(upto, u64::max);
+        let keys: Vec<_> = logs.range(..=upto.to_be_bytes()).keys().flatten().collect();
+        for chunk in keys.chunks(1024) {
+            let mut batch = sled::Batch::default();
+            for key in chunk {
+                batch.remove(key.clone());
+            }
+            if let Err(error) = logs.apply_batch(batch) {
+                tracing::warn!(%error, "purging old log entries failed; the next purge retries");
+                break;
+            }
+        }
+    }
+}
+
 impl Flusher {
-    fn start(db: sled::Db) -> io::Result<Self> {
+    fn start(db: sled::Db, logs: sled::Tree) -> io::Result<Self> {
+        let (purges, purge_requests) = mpsc::channel::<u64>();
+        let purger = std::thread::Builder::new()
+            .name("lapse-sled-purge".into())
+            .spawn(move || purge_loop(logs, purge_requests))?;
         let (jobs, queue) = mpsc::channel::<FlushJob>();
-        let thread = std::thread::Builder::new()
+        let flusher = std::thread::Builder::new()
             .name("lapse-sled-flush".into())
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
@@ -97,9 +119,18 @@ impl Flusher {
         Ok(Self {
             inner: std::sync::Arc::new(FlusherInner {
                 jobs: Some(jobs),
-                thread: Some(thread),
+                purges: Some(purges),
+                threads: vec![flusher, purger],
             }),
         })
+    }
+
+    fn purge(&self, upto: u64) -> io::Result<()> {
+        self.inner
+            .purges
+            .as_ref()
+            .and_then(|purges| purges.send(upto).ok())
+            .ok_or_else(|| io_error("the sled purge thread has stopped"))
     }
 
     fn send(&self, job: FlushJob) -> io::Result<()> {
@@ -153,11 +184,16 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         use std::ops::Bound;
-        let start = match range.start_bound() {
+        let requested = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
+        let first_live = self
+            .get_meta::<LogId>(KEY_LAST_PURGED)?
+            .map(|purged| purged.index() + 1)
+            .unwrap_or(0);
+        let start = requested.max(first_live);
         let mut entries = Vec::new();
         for item in self.logs.range(start.to_be_bytes()..) {
             let (key, value) = item.map_err(io_error)?;
@@ -243,36 +279,12 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // Record the purge point first: if we crash halfway, the remaining
-        // entries below it are ignored, never mistaken for a gap.
+        // Record the purge point; entries at or below it are dead from now
+        // on and are deleted in the background, so a large purge never holds
+        // up appends. A crash before they are gone leaves dead entries that
+        // the next purge removes.
+        let upto = log_id.index();
         self.put_meta(KEY_LAST_PURGED, &log_id)?;
-        self.flusher.barrier().await?;
-        let mut batch = sled::Batch::default();
-        for key in self.logs.range(..=log_id.index().to_be_bytes()).keys() {
-            batch.remove(key.map_err(io_error)?);
-        }
-        self.logs.apply_batch(batch).map_err(io_error)
-    }
-}
-
-/// Keeps the current snapshot in a sled tree, flushed before it is used.
-#[derive(Clone)]
-pub struct SledSnapshotVault {
-    tree: sled::Tree,
-    flusher: Flusher,
-}
-
-impl SledSnapshotVault {
-    pub async fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let bytes = postcard::to_stdvec(&(meta, data)).map_err(io_error)?;
-        self.tree.insert(KEY_SNAPSHOT, bytes).map_err(io_error)?;
-        self.flusher.barrier().await
-    }
-
-    pub async fn load(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
-        match self.tree.get(KEY_SNAPSHOT).map_err(io_error)? {
-            None => Ok(None),
-            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(io_error),
-        }
+        self.flusher.purge(upto)
     }
 }

@@ -12,9 +12,9 @@ use lapse_ledger::LedgerState;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 
+use crate::file_vault::FileSnapshotVault;
 use crate::io_error;
 use crate::mem::MemSnapshotVault;
-use crate::sled_store::SledSnapshotVault;
 use crate::types::{LogId, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
@@ -22,21 +22,21 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 /// Where snapshots rest.
 #[derive(Clone)]
 pub enum SnapshotVault {
-    Sled(SledSnapshotVault),
+    File(FileSnapshotVault),
     Memory(MemSnapshotVault),
 }
 
 impl SnapshotVault {
     async fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
         match self {
-            Self::Sled(vault) => vault.save(meta, data).await,
+            Self::File(vault) => vault.save(meta, data).await,
             Self::Memory(vault) => vault.save(meta, data).await,
         }
     }
 
     async fn load(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
         match self {
-            Self::Sled(vault) => vault.load().await,
+            Self::File(vault) => vault.load().await,
             Self::Memory(vault) => vault.load().await,
         }
     }

@@ -79,7 +79,7 @@ async fn sled_store_keeps_acknowledged_entries_and_vote_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let vote = Vote::new(3, 2);
     {
-        let (mut store, _vault) = open_sled(dir.path()).unwrap();
+        let mut store = open_sled(dir.path()).unwrap();
         store.save_vote(&vote).await.unwrap();
         append_and_wait(&mut store, (1..=50).map(proposal_entry).collect()).await;
         store
@@ -88,7 +88,7 @@ async fn sled_store_keeps_acknowledged_entries_and_vote_across_reopen() {
             .unwrap();
         store.purge(log_id::<TypeConfig>(1, 1, 10)).await.unwrap();
     }
-    let (mut store, _vault) = open_sled(dir.path()).unwrap();
+    let mut store = open_sled(dir.path()).unwrap();
     assert_eq!(store.read_vote().await.unwrap(), Some(vote));
     assert_eq!(indexes(&mut store).await, (11..=40).collect::<Vec<_>>());
     let state = store.get_log_state().await.unwrap();

@@ -2,8 +2,8 @@
 
 use lapse_ledger::LedgerState;
 use lapse_storage::{
-    FlushPolicy, MemLogStore, MemSnapshotVault, SledLogStore, SnapshotVault, StateMachineStore,
-    TypeConfig, open_sled,
+    FileSnapshotVault, FlushPolicy, MemLogStore, MemSnapshotVault, SledLogStore, SnapshotVault,
+    StateMachineStore, TypeConfig, open_sled,
 };
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
@@ -16,8 +16,9 @@ impl StoreBuilder<TypeConfig, SledLogStore, StateMachineStore, tempfile::TempDir
     ) -> Result<(tempfile::TempDir, SledLogStore, StateMachineStore), StorageError<TypeConfig>>
     {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (log, vault) = open_sled(dir.path()).expect("open sled");
-        let machine = StateMachineStore::new(LedgerState::default(), SnapshotVault::Sled(vault));
+        let log = open_sled(&dir.path().join("log")).expect("open sled");
+        let vault = FileSnapshotVault::open(&dir.path().join("snapshots")).expect("vault");
+        let machine = StateMachineStore::new(LedgerState::default(), SnapshotVault::File(vault));
         Ok((dir, log, machine))
     }
 }

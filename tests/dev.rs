@@ -1,0 +1,95 @@
+//! `lapse dev`, the README's first command: it starts three brokers, they
+//! serve, and Ctrl-C stops them cleanly with the data kept.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    // Three consecutive free ports, found by probing.
+    let base = loop {
+        let base = free_port();
+        if base < 65000
+            && (1..3).all(|n| std::net::TcpListener::bind(("127.0.0.1", base + n)).is_ok())
+        {
+            break base;
+        }
+    };
+    let mut child = lapse()
+        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut printed = String::new();
+    while !printed.contains("Ctrl-C stops the cluster") {
+        assert!(
+            Instant::now() < deadline,
+            "dev cluster did not start: {printed}"
+        );
+        printed.push_str(&lines.next().unwrap().unwrap());
+        printed.push('\n');
+    }
+    for n in 0..3 {
+        assert!(
+            printed.contains(&format!("127.0.0.1:{}", base + n)),
+            "{printed}"
+        );
+    }
+
+    // The printed suggestions work: the CLI finds the token in the data dir.
+    let broker = format!("127.0.0.1:{base}");
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let run = |args: &[&str]| {
+        lapse()
+            .args(args)
+            .env("LAPSE_BROKER", &broker)
+            .env("LAPSE_TOKEN", token.trim())
+            .output()
+            .unwrap()
+    };
+    let leased = run(&["lease", "--broker-id", "1", "--count", "10"]);
+    assert!(
+        leased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&leased.stderr)
+    );
+    let revoked = run(&["revoke", "index", "3"]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let status = run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let mut rest = String::new();
+    for line in lines {
+        rest.push_str(&line.unwrap());
+        rest.push('\n');
+    }
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "dev exited with {exit:?}: {rest}");
+    assert!(rest.contains("stopped"), "{rest}");
+    assert!(
+        data.join("node-1").join("raft").exists(),
+        "data should be kept"
+    );
+    assert!(data.join("node-2.toml").exists());
+}
