@@ -185,4 +185,21 @@ async fn a_late_broker_joins_catches_up_from_a_snapshot_and_is_promoted() {
     cluster.kill9(4);
     cluster.spawn(4, &["--join", &via, "--join-token", &token]);
     assert_same_digest(&cluster.wait_converged().await);
+
+    // Removing it leaves three voters that still commit.
+    let removed = cluster.cli(2, &["cluster", "remove", "4", "--json"]);
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let membership: serde_json::Value = serde_json::from_slice(&removed.stdout).unwrap();
+    assert_eq!(membership["voters"], serde_json::json!([1, 2, 3]));
+    assert_eq!(membership["learners"], serde_json::json!([]));
+    cluster.kill9(4);
+    revoke_anywhere(&cluster, revoke_index("after-removal", block.start + 401))
+        .await
+        .unwrap();
+    let unknown = cluster.cli(1, &["cluster", "remove", "9"]);
+    assert_eq!(unknown.status.code(), Some(3));
 }

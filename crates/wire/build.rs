@@ -2,7 +2,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["lapse/v1/peer.proto", "lapse/v1/cluster.proto"];
+    let files = [
+        "lapse/v1/peer.proto",
+        "lapse/v1/cluster.proto",
+        "lapse/v1/issuer.proto",
+    ];
     let descriptors = protox::compile(files, [&root])?;
     tonic_prost_build::configure()
         .build_server(true)

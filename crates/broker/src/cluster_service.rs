@@ -16,7 +16,6 @@ use lapse_wire::cluster::{self as pb, revocation::Target};
 use openraft::ChangeMembers;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response as GrpcResponse, Status};
@@ -33,6 +32,53 @@ pub const DEFAULT_JOIN_TOKEN_TTL_SECONDS: u64 = 3600;
 
 pub struct ClusterService {
     pub core: SharedCore,
+    pub keys: std::sync::Arc<crate::issuance::keys::KeyRing>,
+    pub audit: std::sync::Arc<crate::issuance::audit::AuditLog>,
+}
+
+fn audit_to_wire(
+    broker: u64,
+    record: &lapse_ledger::IssuanceRecord,
+    shipped: bool,
+) -> pb::AuditRecord {
+    use lapse_ledger::AttestationKind;
+    pb::AuditRecord {
+        broker_id: broker,
+        sequence: record.sequence,
+        at_ms: record.at_ms,
+        tenant: record
+            .tenant
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        workload: record
+            .workload
+            .as_ref()
+            .map(|w| w.to_string())
+            .unwrap_or_default(),
+        index: record.index.map(|i| i.0),
+        key_id: record
+            .key_id
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        scopes: record.scopes.clone(),
+        audiences: record.audiences.clone(),
+        expires_at_ms: record.expires_at_ms.unwrap_or(0),
+        attestation: match &record.attestation {
+            None => String::new(),
+            Some(AttestationKind::JoinToken) => "join-token".into(),
+            Some(AttestationKind::ExternalJwt { issuer }) => format!("external-jwt:{issuer}"),
+            Some(AttestationKind::Refresh { previous_index }) => {
+                format!("refresh:{previous_index}")
+            }
+        },
+        allowed: record.decision.allowed,
+        policy_version: record.decision.policy_version,
+        input_sha256: hex::encode(record.decision.input_sha256),
+        reason: record.decision.reason.clone(),
+        shipped,
+    }
 }
 
 /// The gRPC status for a ledger refusal, tagged with its code.
@@ -48,6 +94,7 @@ pub fn refusal_status(refusal: &Refusal) -> Status {
         | Refusal::JoinTokenSpent { .. }
         | Refusal::JoinTokenExpired { .. }
         | Refusal::RequestIdReused
+        | Refusal::PolicyVersionMismatch { .. }
         | Refusal::IndicesExhausted => Code::FailedPrecondition,
         Refusal::JoinTokenWrongUse | Refusal::JoinTokenWrongAddress { .. } => {
             Code::PermissionDenied
@@ -57,7 +104,9 @@ pub fn refusal_status(refusal: &Refusal) -> Status {
         | Refusal::BadValidity
         | Refusal::BadLeaseCount { .. }
         | Refusal::BadLeaseDuration { .. }
-        | Refusal::BadBatch { .. } => Code::InvalidArgument,
+        | Refusal::BadBatch { .. }
+        | Refusal::PolicyTooLarge { .. }
+        | Refusal::BadAuditBatch { .. } => Code::InvalidArgument,
     };
     let mut status = Status::new(code, refusal.to_string());
     if let Ok(value) = refusal.code().parse() {
@@ -412,8 +461,7 @@ impl Cluster for ClusterService {
                 ));
             }
         };
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let secret: [u8; 32] = self.core.env.random_bytes();
         let token = format!("lapse-join-{}", hex::encode(secret));
         let expires_at_ms = self.core.env.clock.now_ms() + ttl_seconds * 1000;
         let command = Command::CreateJoinToken {
@@ -626,5 +674,176 @@ impl Cluster for ClusterService {
                 request.node_id
             )))
         }
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<GrpcResponse<pb::PolicyResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let request = request.into_inner();
+        let id = request_id(request.request_id)?;
+        let tenant = TenantId::new(request.tenant).map_err(|e| invalid("tenant", e))?;
+        crate::issuance::policy::parse(&request.text)
+            .map_err(|e| invalid("text", format!("not a Cedar policy set: {e}")))?;
+        let command = Command::SetPolicy {
+            tenant: tenant.clone(),
+            text: request.text.clone(),
+            expected_version: request.expected_version,
+        };
+        let response = self.propose(id, command).await?;
+        match response.outcome {
+            Ok(Applied::PolicySet { version }) => Ok(GrpcResponse::new(pb::PolicyResponse {
+                tenant: tenant.to_string(),
+                version,
+                text: request.text,
+                set_at_ms: response.applied_at_ms,
+            })),
+            Ok(other) => Err(Status::internal(format!(
+                "unexpected ledger answer {other:?}"
+            ))),
+            Err(refusal) => Err(refusal_status(&refusal)),
+        }
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<GrpcResponse<pb::PolicyResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let tenant =
+            TenantId::new(request.into_inner().tenant).map_err(|e| invalid("tenant", e))?;
+        let policy = self
+            .core
+            .view
+            .read(|a| a.ledger.policies.get(&tenant).cloned());
+        Ok(GrpcResponse::new(match policy {
+            Some(policy) => pb::PolicyResponse {
+                tenant: tenant.to_string(),
+                version: policy.version,
+                text: policy.text,
+                set_at_ms: policy.set_at_ms,
+            },
+            None => pb::PolicyResponse {
+                tenant: tenant.to_string(),
+                ..pb::PolicyResponse::default()
+            },
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        _request: Request<pb::ListKeysRequest>,
+    ) -> Result<GrpcResponse<pb::ListKeysResponse>, Status> {
+        let keys = self.core.view.read(|a| a.ledger.keys.clone());
+        let keys = keys
+            .into_iter()
+            .map(|(id, key)| {
+                let jwk = key
+                    .public_key
+                    .as_slice()
+                    .try_into()
+                    .map(|public: [u8; 32]| {
+                        lapse_credential::Jwk::from_public_key(Some(&id), &public)
+                    })
+                    .ok()
+                    .and_then(|jwk| serde_json::to_string(&jwk).ok())
+                    .unwrap_or_default();
+                pb::SigningKeyInfo {
+                    key_id: id.to_string(),
+                    broker_id: key.broker,
+                    not_before_ms: key.not_before_ms,
+                    not_after_ms: key.not_after_ms,
+                    retired_at_ms: key.retired_at_ms,
+                    revoked: key.revoked.is_some(),
+                    jwk,
+                }
+            })
+            .collect();
+        Ok(GrpcResponse::new(pb::ListKeysResponse { keys }))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<GrpcResponse<pb::RotateKeyResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let lifetime = Duration::from_secs(
+            self.core.config.issuance.key_rotation_seconds
+                + self.core.config.issuance.key_overlap_seconds,
+        );
+        let previous = self.keys.rotate(&self.core, lifetime).await?;
+        if let Some(previous) = &previous {
+            let retire_id = request_id(format!("retire-{previous}"))?;
+            self.propose(
+                retire_id,
+                Command::RetireKey {
+                    key_id: previous.clone(),
+                },
+            )
+            .await?;
+        }
+        let current = self
+            .keys
+            .signing_key(&self.core)
+            .map(|k| k.key_id().to_string())
+            .unwrap_or_default();
+        Ok(GrpcResponse::new(pb::RotateKeyResponse {
+            key_id: current,
+            retired_key_id: previous.map(|k| k.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<pb::QueryAuditRequest>,
+    ) -> Result<GrpcResponse<pb::QueryAuditResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let request = request.into_inner();
+        let tenant = Some(request.tenant).filter(|t| !t.is_empty());
+        let workload = Some(request.workload).filter(|w| !w.is_empty());
+        let limit = if request.limit == 0 {
+            1000
+        } else {
+            request.limit.min(10_000)
+        } as usize;
+        let matches = |record: &lapse_ledger::IssuanceRecord| {
+            tenant
+                .as_deref()
+                .is_none_or(|t| record.tenant.as_ref().is_some_and(|r| r.as_str() == t))
+                && workload
+                    .as_deref()
+                    .is_none_or(|w| record.workload.as_ref().is_some_and(|r| r.as_str() == w))
+                && request
+                    .index
+                    .is_none_or(|i| record.index.is_some_and(|r| r.0 == i))
+        };
+        let mut records: Vec<pb::AuditRecord> = self.core.view.read(|a| {
+            a.ledger
+                .audit
+                .iter()
+                .filter(|(_, record)| matches(record))
+                .map(|((broker, _), record)| audit_to_wire(*broker, record, true))
+                .collect()
+        });
+        let shipped: std::collections::BTreeSet<(u64, u64)> =
+            records.iter().map(|r| (r.broker_id, r.sequence)).collect();
+        let local = self
+            .audit
+            .read_all()
+            .map_err(|e| Status::internal(format!("reading the audit log: {e}")))?;
+        records.extend(
+            local
+                .iter()
+                .filter(|record| {
+                    matches(record) && !shipped.contains(&(self.core.id, record.sequence))
+                })
+                .map(|record| audit_to_wire(self.core.id, record, false)),
+        );
+        records.sort_by_key(|r| (r.at_ms, r.broker_id, r.sequence));
+        let skip = records.len().saturating_sub(limit);
+        Ok(GrpcResponse::new(pb::QueryAuditResponse {
+            records: records.split_off(skip),
+        }))
     }
 }

@@ -35,6 +35,88 @@ pub struct BrokerConfig {
     pub limits: Limits,
     #[serde(default)]
     pub ledger: LedgerTuning,
+    #[serde(default)]
+    pub issuance: IssuanceConfig,
+}
+
+/// How this broker issues credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceConfig {
+    /// The `iss` of every credential; the same on every broker of a cluster.
+    pub issuer: String,
+    /// Lifetime of a credential when the request names none.
+    pub default_ttl_seconds: u64,
+    /// A new signing key every this often.
+    pub key_rotation_seconds: u64,
+    /// How long a replaced key may still sign while the next one registers.
+    pub key_overlap_seconds: u64,
+    /// Status indices per leased block.
+    pub lease_block: u64,
+    /// How long the broker may issue from one block.
+    pub lease_seconds: u64,
+    /// Clock leeway when checking `exp`/`nbf` and DPoP proof times.
+    pub leeway_seconds: u64,
+    /// How old a DPoP proof may be.
+    pub dpop_max_age_seconds: u64,
+    /// Where to serve the JWKS and issuer metadata over HTTP; off if unset.
+    pub http_listen: Option<SocketAddr>,
+    /// The base URL clients reach `http_listen` at; defaults to http://<http_listen>.
+    pub http_advertise: Option<String>,
+    /// Ship local audit records to the ledger this often.
+    pub audit_ship_ms: u64,
+    /// External issuers whose JWTs attest a workload.
+    pub external_issuers: Vec<ExternalIssuerConfig>,
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "lapse".into(),
+            default_ttl_seconds: 600,
+            key_rotation_seconds: 3600,
+            key_overlap_seconds: 300,
+            lease_block: 10_000,
+            lease_seconds: 600,
+            leeway_seconds: 30,
+            dpop_max_age_seconds: 60,
+            http_listen: None,
+            http_advertise: None,
+            audit_ship_ms: 1000,
+            external_issuers: Vec::new(),
+        }
+    }
+}
+
+impl IssuanceConfig {
+    /// The URI a DPoP proof for refresh must name (`htu`).
+    pub fn refresh_uri(&self) -> String {
+        format!("{}/refresh", self.issuer.trim_end_matches('/'))
+    }
+}
+
+/// An external issuer (Kubernetes service accounts, CI OIDC) whose JWTs
+/// attest a workload, checked against a JWKS read from a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// The audience its tokens must name.
+    pub audience: String,
+    /// Path of its JWKS (JSON).
+    pub jwks_file: PathBuf,
+    /// The tenant its workloads belong to.
+    pub tenant: String,
+    /// The claim that names the workload (for example `sub`).
+    #[serde(default = "default_workload_claim")]
+    pub workload_claim: String,
+    /// Prepended to the claim's value to form the SPIFFE id.
+    pub workload_prefix: String,
+}
+
+fn default_workload_claim() -> String {
+    "sub".into()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -194,6 +276,7 @@ impl BrokerConfig {
             raft: RaftTuning::default(),
             limits: Limits::default(),
             ledger: LedgerTuning::default(),
+            issuance: IssuanceConfig::default(),
         }
     }
 
@@ -256,6 +339,28 @@ impl BrokerConfig {
             || r.election_timeout_max_ms <= r.election_timeout_min_ms
         {
             return invalid("raft timeouts need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+        }
+        let issuance = &self.issuance;
+        if issuance.issuer.is_empty()
+            || issuance.lease_block == 0
+            || issuance.key_rotation_seconds == 0
+        {
+            return invalid(
+                "issuance.issuer, lease_block and key_rotation_seconds must be set".into(),
+            );
+        }
+        if issuance.default_ttl_seconds == 0
+            || issuance.default_ttl_seconds > self.ledger.max_credential_ttl_seconds
+        {
+            return invalid(
+                "issuance.default_ttl_seconds must be within ledger.max_credential_ttl_seconds"
+                    .into(),
+            );
+        }
+        if issuance.lease_seconds == 0 || issuance.lease_seconds > self.ledger.max_lease_seconds {
+            return invalid(
+                "issuance.lease_seconds must be within ledger.max_lease_seconds".into(),
+            );
         }
         if self.ledger.max_credential_ttl_seconds == 0 || self.ledger.max_lease_seconds == 0 {
             return invalid("ledger durations must be positive".into());

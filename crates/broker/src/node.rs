@@ -23,8 +23,15 @@ use crate::cluster_service::ClusterService;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::core::{Core, SharedCore};
 use crate::env::Env;
+use crate::issuance::audit::AuditLog;
+use crate::issuance::http;
+use crate::issuance::keys::KeyRing;
+use crate::issuance::leases::IndexLeases;
+use crate::issuance::service::IssuerService;
 use crate::peer_service::{PeerService, check_secret};
 use crate::peers::{ClusterSecret, PeerChannels, PeerNetworkFactory};
+use lapse_credential::{ExternalIssuer, ReplayCache};
+use lapse_wire::issuer::issuer_server::IssuerServer;
 
 const SECRET_FILE: &str = "cluster-secret";
 /// How long a new broker keeps trying to reach the cluster it joins.
@@ -66,6 +73,11 @@ pub struct Broker {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop: tokio::sync::oneshot::Sender<()>,
     local_address: std::net::SocketAddr,
+    http_address: Option<std::net::SocketAddr>,
+    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    background: Vec<JoinHandle<()>>,
+    audit: Arc<AuditLog>,
+    keys: Arc<KeyRing>,
 }
 
 impl Broker {
@@ -156,8 +168,48 @@ impl Broker {
             .max_decoding_message_size(config.limits.max_peer_message_bytes)
             .max_encoding_message_size(config.limits.max_peer_message_bytes);
         let peer = InterceptedService::new(peer, check_secret(&secret));
-        let cluster = ClusterServer::new(ClusterService { core: core.clone() })
-            .max_decoding_message_size(config.limits.max_request_bytes);
+        let issuance = &config.issuance;
+        let keys = Arc::new(KeyRing::default());
+        let leases = Arc::new(IndexLeases::new(
+            issuance.lease_block,
+            Duration::from_secs(issuance.lease_seconds),
+        ));
+        let audit = Arc::new(AuditLog::open(&data_dir.join("audit")).map_err(storage_error)?);
+        let cluster = ClusterServer::new(ClusterService {
+            core: core.clone(),
+            keys: keys.clone(),
+            audit: audit.clone(),
+        })
+        .max_decoding_message_size(config.limits.max_request_bytes);
+        let mut external = Vec::new();
+        for issuer in &issuance.external_issuers {
+            let text = std::fs::read_to_string(&issuer.jwks_file).map_err(|source| {
+                StartError::Storage {
+                    path: issuer.jwks_file.display().to_string(),
+                    source,
+                }
+            })?;
+            let verifier = ExternalIssuer::from_jwks_json(
+                issuer.issuer.clone(),
+                issuer.audience.clone(),
+                &text,
+            )
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", issuer.jwks_file.display())))?;
+            external.push((issuer.clone(), verifier));
+        }
+        let issuer_service = IssuerServer::new(IssuerService {
+            core: core.clone(),
+            keys: keys.clone(),
+            leases: leases.clone(),
+            audit: audit.clone(),
+            settings: issuance.clone(),
+            external,
+            replay: std::sync::Mutex::new(ReplayCache::new(
+                100_000,
+                issuance.dpop_max_age_seconds + 2 * issuance.leeway_seconds,
+            )),
+        })
+        .max_decoding_message_size(config.limits.max_request_bytes);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Accepted sockets get no-delay here: the server builder's setting
         // applies only to listeners it binds itself.
@@ -168,15 +220,49 @@ impl Broker {
                 .concurrency_limit_per_connection(1024)
                 .add_service(peer)
                 .add_service(cluster)
+                .add_service(issuer_service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
         );
-        let broker = Self {
+        let (http_address, http_stop) = match issuance.http_listen {
+            Some(address) => {
+                let listener =
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            address: address.to_string(),
+                            source,
+                        })?;
+                let bound = listener.local_addr().map_err(|source| StartError::Listen {
+                    address: address.to_string(),
+                    source,
+                })?;
+                let base_url = http::base_url(issuance.http_advertise.as_deref(), bound);
+                let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+                let http_core = core.clone();
+                tokio::spawn(async move {
+                    let stopped = async {
+                        let _ = http_stopped.await;
+                    };
+                    if let Err(error) = http::serve(http_core, listener, base_url, stopped).await {
+                        tracing::warn!(%error, "HTTP server stopped");
+                    }
+                });
+                (Some(bound), Some(http_stop))
+            }
+            None => (None, None),
+        };
+        let mut broker = Self {
             core,
             server,
             stop,
             local_address,
+            http_address,
+            http_stop,
+            background: Vec::new(),
+            audit: audit.clone(),
+            keys: keys.clone(),
         };
 
         let initialized = raft
@@ -211,6 +297,16 @@ impl Broker {
                 return Err(error);
             }
         }
+        let core = broker.core.clone();
+        broker.background = vec![
+            keys.spawn_rotation(
+                core.clone(),
+                Duration::from_secs(issuance.key_rotation_seconds),
+                Duration::from_secs(issuance.key_overlap_seconds),
+            ),
+            leases.spawn_refill(core.clone()),
+            audit.spawn_shipping(core, Duration::from_millis(issuance.audit_ship_ms)),
+        ];
         Ok(broker)
     }
 
@@ -285,8 +381,24 @@ impl Broker {
         &self.core.raft
     }
 
-    /// Stop Raft, then the server, and wait for both.
-    pub async fn shutdown(self) {
+    /// The address the JWKS and issuer metadata are served on, if enabled.
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        self.http_address
+    }
+
+    /// The signing keys of this broker.
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+
+    /// Stop background work, Raft, then the servers, and wait for them.
+    pub async fn shutdown(mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        if let Some(http_stop) = self.http_stop.take() {
+            let _ = http_stop.send(());
+        }
         if let Err(error) = self.core.raft.shutdown().await {
             tracing::warn!(%error, "raft did not shut down cleanly");
         }
@@ -297,6 +409,7 @@ impl Broker {
             Ok(Err(error)) => tracing::warn!(%error, "server task failed"),
             Err(_) => tracing::warn!("server did not stop within 5 s"),
         }
+        self.audit.close();
     }
 }
 

@@ -1,7 +1,26 @@
-//! Identifiers shared by every part of Lapse: tenants, SPIFFE workload ids,
-//! status indices and signing key ids. Each is validated once, when it is
-//! parsed, so the rest of the system can hold it without checking again.
+//! The Lapse credential: validated identifiers, claims, EdDSA JWT signing
+//! and verification at an explicit `now`, Ed25519 JWKs, DPoP proofs, and
+//! verification of external attestation JWTs.
+//!
+//! Pure: no clock, no OS randomness, no IO. Time is an argument; key
+//! generation takes its seed from the caller.
 
+mod claims;
+mod dpop;
+mod external;
 mod ids;
+mod jwk;
+mod jwt;
 
+pub use claims::{Claims, Confirmation, StatusClaim, StatusListRef};
+pub use dpop::{
+    DpopError, DpopExpectation, ReplayCache, VerifiedProof, access_token_hash, make_proof,
+    verify_proof,
+};
+pub use external::ExternalIssuer;
 pub use ids::{IdError, KeyId, StatusIndex, TenantId, WorkloadId};
+pub use jwk::{Jwk, JwkError, JwkSet};
+pub use jwt::{
+    CredentialError, KeyLookup, SigningKeyPair, Verified, VerifyError, VerifyOptions, peek_key_id,
+    verify,
+};

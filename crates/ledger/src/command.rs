@@ -161,6 +161,61 @@ pub enum Command {
         token_hash: Sha256,
         presented: JoinUse,
     },
+    /// Replace a tenant's issuance policy (Cedar text, checked by the broker
+    /// before it is proposed). With `expected_version`, refused unless the
+    /// current version matches, so concurrent edits cannot silently clobber.
+    SetPolicy {
+        tenant: TenantId,
+        text: String,
+        expected_version: Option<u64>,
+    },
+    /// Issuance audit records shipped by a broker from its local audit log.
+    RecordIssuances {
+        broker: NodeId,
+        records: Vec<IssuanceRecord>,
+    },
+}
+
+/// The most audit records one `RecordIssuances` command may carry.
+pub const MAX_AUDIT_BATCH: usize = 1024;
+/// The longest accepted policy text, in bytes.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+/// How a workload proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AttestationKind {
+    JoinToken,
+    ExternalJwt { issuer: String },
+    Refresh { previous_index: u64 },
+}
+
+/// A policy decision as recorded: which policy version decided, over which
+/// inputs (by hash), and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub policy_version: u64,
+    pub input_sha256: Sha256,
+    pub allowed: bool,
+    /// Why, when refused.
+    pub reason: String,
+}
+
+/// One issuance attempt, granted or refused, as a broker recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceRecord {
+    /// The broker's own sequence number for the record, unique per broker.
+    pub sequence: u64,
+    pub at_ms: u64,
+    pub tenant: Option<TenantId>,
+    pub workload: Option<WorkloadId>,
+    /// Set when a credential was issued.
+    pub index: Option<StatusIndex>,
+    pub key_id: Option<KeyId>,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub expires_at_ms: Option<u64>,
+    pub attestation: Option<AttestationKind>,
+    pub decision: Decision,
 }
 
 /// The answer to a proposal. Refusals are part of the replicated outcome:
@@ -203,6 +258,12 @@ pub enum Applied {
     },
     KeyRegistered,
     KeyRetired,
+    PolicySet {
+        version: u64,
+    },
+    IssuancesRecorded {
+        count: usize,
+    },
     JoinTokenCreated,
     JoinTokenConsumed(JoinGrant),
 }
@@ -248,6 +309,12 @@ pub enum Refusal {
     JoinTokenWrongAddress { expected: String, presented: String },
     #[error("request id was already used for a different command")]
     RequestIdReused,
+    #[error("policy is at version {current}, not the expected {expected}")]
+    PolicyVersionMismatch { expected: u64, current: u64 },
+    #[error("policy text is {length} bytes; the limit is {max}")]
+    PolicyTooLarge { length: usize, max: usize },
+    #[error("a batch of {count} audit records is outside 1..={max}")]
+    BadAuditBatch { count: usize, max: usize },
 }
 
 impl std::fmt::Display for Proposal {
@@ -283,6 +350,9 @@ impl Refusal {
             Refusal::JoinTokenWrongUse => "join-token-wrong-use",
             Refusal::JoinTokenWrongAddress { .. } => "join-token-wrong-address",
             Refusal::RequestIdReused => "request-id-reused",
+            Refusal::PolicyVersionMismatch { .. } => "policy-version-mismatch",
+            Refusal::PolicyTooLarge { .. } => "policy-too-large",
+            Refusal::BadAuditBatch { .. } => "bad-audit-batch",
         }
     }
 }

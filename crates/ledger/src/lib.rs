@@ -10,10 +10,11 @@ mod snapshot;
 mod state;
 
 pub use command::{
-    Applied, Command, JoinGrant, JoinUse, MAX_BATCH, MAX_LEASE_COUNT, MAX_REQUEST_ID_LEN, NodeId,
+    Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse,
+    MAX_AUDIT_BATCH, MAX_BATCH, MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_REQUEST_ID_LEN, NodeId,
     Outcome, Proposal, Refusal, RequestId, RequestIdError, Response, Revocation, Sha256,
 };
 pub use snapshot::SnapshotError;
 pub use state::{
-    IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, RevokedAt, SigningKey,
+    IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, Policy, RevokedAt, SigningKey,
 };

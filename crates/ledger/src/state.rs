@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256 as Hasher};
 
 use crate::command::{
-    Applied, Command, JoinGrant, JoinUse, MAX_BATCH, MAX_LEASE_COUNT, NodeId, Outcome, Proposal,
-    Refusal, RequestId, Response, Revocation, Sha256,
+    Applied, Command, IssuanceRecord, JoinGrant, JoinUse, MAX_AUDIT_BATCH, MAX_BATCH,
+    MAX_LEASE_COUNT, MAX_POLICY_BYTES, NodeId, Outcome, Proposal, Refusal, RequestId, Response,
+    Revocation, Sha256,
 };
 
 /// Settings fixed when the cluster is created; replicated with the state.
@@ -24,6 +25,8 @@ pub struct LedgerParams {
     pub request_dedup_ms: u64,
     /// Pruning runs at most this often, in cluster time.
     pub prune_interval_ms: u64,
+    /// How long shipped issuance audit records are kept.
+    pub audit_retention_ms: u64,
 }
 
 impl Default for LedgerParams {
@@ -33,6 +36,7 @@ impl Default for LedgerParams {
             max_lease_ms: 3600 * 1000,
             request_dedup_ms: 5 * 60 * 1000,
             prune_interval_ms: 1000,
+            audit_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -81,6 +85,15 @@ pub struct JoinToken {
     pub consumed_epoch: Option<u64>,
 }
 
+/// A tenant's issuance policy at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub version: u64,
+    pub text: String,
+    pub set_at_ms: u64,
+    pub epoch: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RequestRecord {
     command_hash: Sha256,
@@ -106,6 +119,9 @@ pub struct LedgerState {
     pub keys: BTreeMap<KeyId, SigningKey>,
     pub revoked_secrets: BTreeMap<Sha256, RevokedAt>,
     pub join_tokens: BTreeMap<Sha256, JoinToken>,
+    pub policies: BTreeMap<TenantId, Policy>,
+    /// Shipped issuance audit records, keyed by (broker, sequence).
+    pub audit: BTreeMap<(NodeId, u64), IssuanceRecord>,
     requests: BTreeMap<RequestId, RequestRecord>,
     /// Request ids in the order they were applied, for expiry.
     request_order: VecDeque<(u64, RequestId)>,
@@ -133,6 +149,8 @@ impl LedgerState {
             keys: BTreeMap::new(),
             revoked_secrets: BTreeMap::new(),
             join_tokens: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            audit: BTreeMap::new(),
             requests: BTreeMap::new(),
             request_order: VecDeque::new(),
             next_prune_at_ms: 0,
@@ -298,6 +316,53 @@ impl LedgerState {
                     },
                 );
                 Ok(Applied::JoinTokenCreated)
+            }
+            Command::SetPolicy {
+                tenant,
+                text,
+                expected_version,
+            } => {
+                if text.len() > MAX_POLICY_BYTES {
+                    return Err(Refusal::PolicyTooLarge {
+                        length: text.len(),
+                        max: MAX_POLICY_BYTES,
+                    });
+                }
+                let current = self.policies.get(tenant).map(|p| p.version).unwrap_or(0);
+                if let Some(expected) = expected_version
+                    && *expected != current
+                {
+                    return Err(Refusal::PolicyVersionMismatch {
+                        expected: *expected,
+                        current,
+                    });
+                }
+                let version = current + 1;
+                self.policies.insert(
+                    tenant.clone(),
+                    Policy {
+                        version,
+                        text: text.clone(),
+                        set_at_ms: now_ms,
+                        epoch,
+                    },
+                );
+                Ok(Applied::PolicySet { version })
+            }
+            Command::RecordIssuances { broker, records } => {
+                if records.is_empty() || records.len() > MAX_AUDIT_BATCH {
+                    return Err(Refusal::BadAuditBatch {
+                        count: records.len(),
+                        max: MAX_AUDIT_BATCH,
+                    });
+                }
+                for record in records {
+                    self.audit
+                        .insert((*broker, record.sequence), record.clone());
+                }
+                Ok(Applied::IssuancesRecorded {
+                    count: records.len(),
+                })
             }
             Command::ConsumeJoinToken {
                 token_hash,
@@ -495,6 +560,9 @@ impl LedgerState {
             .retain(|_, key| key.not_after_ms.saturating_add(ttl) > now_ms);
         self.join_tokens
             .retain(|_, token| token.expires_at_ms > now_ms);
+        let retention = self.params.audit_retention_ms;
+        self.audit
+            .retain(|_, record| record.at_ms.saturating_add(retention) > now_ms);
         let dedup = self.params.request_dedup_ms;
         while let Some((at_ms, _)) = self.request_order.front() {
             if at_ms.saturating_add(dedup) > now_ms {

@@ -94,6 +94,7 @@ fn params() -> LedgerParams {
         max_lease_ms: LEASE_MS,
         request_dedup_ms: 1_000_000,
         prune_interval_ms: 1,
+        audit_retention_ms: 10_000,
     }
 }
 
@@ -368,4 +369,118 @@ fn corrupted_snapshots_are_refused() {
     );
     assert!(LedgerState::from_snapshot(b"short").is_err());
     assert_eq!(LedgerState::from_snapshot(&bytes).unwrap(), state);
+}
+
+#[test]
+fn policies_are_versioned_and_guarded() {
+    use lapse_ledger::Policy;
+    let mut state = LedgerState::new(params());
+    let set = |state: &mut LedgerState, n: u64, expected: Option<u64>, text: &str| {
+        state.apply(
+            n,
+            &Proposal {
+                request_id: RequestId::new(format!("p{n}")).unwrap(),
+                stamped_at_ms: n,
+                command: Command::SetPolicy {
+                    tenant: tenant(1),
+                    text: text.into(),
+                    expected_version: expected,
+                },
+            },
+        )
+    };
+    assert_eq!(
+        set(&mut state, 1, None, "permit(principal, action, resource);").outcome,
+        Ok(Applied::PolicySet { version: 1 })
+    );
+    assert_eq!(
+        set(
+            &mut state,
+            2,
+            Some(1),
+            "forbid(principal, action, resource);"
+        )
+        .outcome,
+        Ok(Applied::PolicySet { version: 2 })
+    );
+    assert_eq!(
+        set(&mut state, 3, Some(1), "x").outcome,
+        Err(Refusal::PolicyVersionMismatch {
+            expected: 1,
+            current: 2
+        })
+    );
+    let big = "x".repeat(lapse_ledger::MAX_POLICY_BYTES + 1);
+    assert!(matches!(
+        set(&mut state, 4, None, &big).outcome,
+        Err(Refusal::PolicyTooLarge { .. })
+    ));
+    let Policy { version, text, .. } = state.policies[&tenant(1)].clone();
+    assert_eq!(
+        (version, text.as_str()),
+        (2, "forbid(principal, action, resource);")
+    );
+}
+
+#[test]
+fn shipped_audit_records_are_kept_for_the_retention_window() {
+    use lapse_ledger::{Decision, IssuanceRecord};
+    let mut state = LedgerState::new(params());
+    let record = |sequence| IssuanceRecord {
+        sequence,
+        at_ms: 100,
+        tenant: Some(tenant(1)),
+        workload: None,
+        index: Some(StatusIndex(sequence)),
+        key_id: None,
+        scopes: vec![],
+        audiences: vec![],
+        expires_at_ms: None,
+        attestation: None,
+        decision: Decision {
+            policy_version: 1,
+            input_sha256: [0; 32],
+            allowed: true,
+            reason: String::new(),
+        },
+    };
+    let shipped = state.apply(
+        1,
+        &Proposal {
+            request_id: RequestId::new("ship-1").unwrap(),
+            stamped_at_ms: 100,
+            command: Command::RecordIssuances {
+                broker: 7,
+                records: vec![record(1), record(2)],
+            },
+        },
+    );
+    assert_eq!(shipped.outcome, Ok(Applied::IssuancesRecorded { count: 2 }));
+    assert_eq!(state.audit.len(), 2);
+    let empty = state.apply(
+        2,
+        &Proposal {
+            request_id: RequestId::new("ship-2").unwrap(),
+            stamped_at_ms: 200,
+            command: Command::RecordIssuances {
+                broker: 7,
+                records: vec![],
+            },
+        },
+    );
+    assert!(matches!(empty.outcome, Err(Refusal::BadAuditBatch { .. })));
+    // Past the retention window (10 s here) the records are pruned.
+    state.apply(
+        3,
+        &Proposal {
+            request_id: RequestId::new("later").unwrap(),
+            stamped_at_ms: 100 + 10_000,
+            command: Command::LeaseIndices {
+                broker: 1,
+                count: 1,
+                lease_ms: 1,
+            },
+        },
+    );
+    assert!(state.audit.is_empty());
 }

@@ -9,3 +9,8 @@ pub mod peer {
 pub mod cluster {
     tonic::include_proto!("lapse.cluster.v1");
 }
+
+/// Credential issuance and refresh.
+pub mod issuer {
+    tonic::include_proto!("lapse.issuer.v1");
+}

@@ -1,0 +1,273 @@
+//! The broker's local issuance audit log. Every issuance attempt, granted
+//! or refused, is appended and synced to disk before the answer goes back
+//! (group commit: one writer thread syncs once for everything queued), then
+//! shipped in batches to the replicated ledger.
+//!
+//! File format: records one after another, each `length: u32 LE`,
+//! `crc32: u32 LE` of the payload, payload = postcard of
+//! [`IssuanceRecord`]. A torn record at the end (a crash mid-write, never
+//! acknowledged) is cut off when the log is opened.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use lapse_ledger::{Applied, Command, IssuanceRecord, MAX_AUDIT_BATCH, RequestId};
+
+use crate::core::SharedCore;
+
+/// The largest record accepted when reading the file back.
+const MAX_RECORD_BYTES: u32 = 1 << 20;
+const SHIPPED_FILE: &str = "audit.shipped";
+
+type Reply = tokio::sync::oneshot::Sender<io::Result<u64>>;
+
+pub struct AuditLog {
+    jobs: Mutex<Option<mpsc::Sender<(IssuanceRecord, Reply)>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    unshipped: Arc<Mutex<VecDeque<IssuanceRecord>>>,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+/// Read every whole record from `file`, returning them and the length of
+/// the valid prefix.
+fn read_records(file: &mut File) -> io::Result<(Vec<IssuanceRecord>, u64)> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        if length > MAX_RECORD_BYTES || at + 8 + length as usize > bytes.len() {
+            break;
+        }
+        let payload = &bytes[at + 8..at + 8 + length as usize];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        match postcard::from_bytes(payload) {
+            Ok(record) => records.push(record),
+            Err(_) => break,
+        }
+        at += 8 + length as usize;
+    }
+    Ok((records, at as u64))
+}
+
+impl AuditLog {
+    /// Open (or create) the audit log in `dir`.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("audit.log");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let (records, valid) = read_records(&mut file)?;
+        if valid < file.metadata()?.len() {
+            tracing::warn!(path = %path.display(), "cutting a torn record off the end of the audit log");
+            file.set_len(valid)?;
+            file.sync_all()?;
+        }
+        let shipped: u64 = std::fs::read_to_string(dir.join(SHIPPED_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let mut next_sequence = records.last().map(|r| r.sequence + 1).unwrap_or(1);
+        let unshipped: VecDeque<IssuanceRecord> = records
+            .into_iter()
+            .filter(|r| r.sequence > shipped)
+            .collect();
+        let unshipped = Arc::new(Mutex::new(unshipped));
+
+        let (jobs, queue) = mpsc::channel::<(IssuanceRecord, Reply)>();
+        let pending = unshipped.clone();
+        let thread = std::thread::Builder::new()
+            .name("lapse-audit".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter());
+                    let mut bytes = Vec::new();
+                    for (record, _) in &mut batch {
+                        record.sequence = next_sequence;
+                        next_sequence += 1;
+                        let payload =
+                            postcard::to_stdvec(record).expect("records always serialise");
+                        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+                        bytes.extend_from_slice(&payload);
+                    }
+                    let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+                    if written.is_ok() {
+                        pending
+                            .lock()
+                            .expect("audit lock")
+                            .extend(batch.iter().map(|(record, _)| record.clone()));
+                    }
+                    for (record, reply) in batch {
+                        let _ = reply.send(match &written {
+                            Ok(()) => Ok(record.sequence),
+                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                        });
+                    }
+                }
+            })?;
+        Ok(Self {
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(Some(thread)),
+            unshipped,
+            path,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Append `record` and wait until it is on disk. Returns its sequence.
+    pub async fn append(&self, record: IssuanceRecord) -> io::Result<u64> {
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        self.jobs
+            .lock()
+            .expect("audit lock")
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the audit log is closed"))?
+            .send((record, reply))
+            .map_err(|_| io::Error::other("the audit log writer has stopped"))?;
+        wait.await
+            .map_err(|_| io::Error::other("the audit log writer has stopped"))?
+    }
+
+    /// Every record in the local log.
+    pub fn read_all(&self) -> io::Result<Vec<IssuanceRecord>> {
+        let mut file = File::open(&self.path)?;
+        Ok(read_records(&mut file)?.0)
+    }
+
+    /// How many records wait to be shipped.
+    pub fn unshipped(&self) -> usize {
+        self.unshipped.lock().expect("audit lock").len()
+    }
+
+    /// Stop the writer thread after it finishes what is queued.
+    pub fn close(&self) {
+        self.jobs.lock().expect("audit lock").take();
+        if let Some(thread) = self.thread.lock().expect("audit lock").take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Ship records to the ledger in batches, oldest first, forever.
+    pub fn spawn_shipping(
+        self: &Arc<Self>,
+        core: SharedCore,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                loop {
+                    let batch: Vec<IssuanceRecord> = log
+                        .unshipped
+                        .lock()
+                        .expect("audit lock")
+                        .iter()
+                        .take(MAX_AUDIT_BATCH)
+                        .cloned()
+                        .collect();
+                    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                        break;
+                    };
+                    let (first, last, count) = (first.sequence, last.sequence, batch.len());
+                    let Ok(request_id) =
+                        RequestId::new(format!("audit-{}-{first}-{last}", core.id))
+                    else {
+                        break;
+                    };
+                    let command = Command::RecordIssuances {
+                        broker: core.id,
+                        records: batch,
+                    };
+                    match core.propose(request_id, command).await.map(|r| r.outcome) {
+                        Ok(Ok(Applied::IssuancesRecorded { .. })) => {
+                            log.unshipped.lock().expect("audit lock").drain(..count);
+                            if let Err(error) =
+                                std::fs::write(log.dir.join(SHIPPED_FILE), last.to_string())
+                            {
+                                tracing::warn!(%error, "could not note shipped audit records");
+                            }
+                        }
+                        Ok(other) => {
+                            tracing::warn!(?other, "the ledger refused audit records");
+                            break;
+                        }
+                        Err(status) => {
+                            tracing::debug!(error = %status.message(), "audit shipping waits for the cluster");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapse_ledger::Decision;
+
+    fn record(n: u64) -> IssuanceRecord {
+        IssuanceRecord {
+            sequence: 0,
+            at_ms: n,
+            tenant: None,
+            workload: None,
+            index: None,
+            key_id: None,
+            scopes: vec![format!("s{n}")],
+            audiences: vec![],
+            expires_at_ms: None,
+            attestation: None,
+            decision: Decision {
+                policy_version: 0,
+                input_sha256: [0; 32],
+                allowed: false,
+                reason: "no".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = AuditLog::open(dir.path()).unwrap();
+            let appended = futures::future::join_all((0..5).map(|n| log.append(record(n)))).await;
+            let mut sequences: Vec<u64> = appended.into_iter().map(|r| r.unwrap()).collect();
+            sequences.sort_unstable();
+            assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
+            log.close();
+        }
+        // A crash mid-write leaves half a record.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("audit.log"))
+            .unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        drop(file);
+
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.read_all().unwrap().len(), 5);
+        assert_eq!(log.unshipped(), 5);
+        assert_eq!(log.append(record(9)).await.unwrap(), 6);
+        assert_eq!(log.read_all().unwrap().len(), 6);
+        log.close();
+    }
+}

@@ -1,0 +1,87 @@
+//! The broker's HTTP side: the JWKS at `/.well-known/jwks.json` and issuer
+//! metadata at `/.well-known/openid-configuration`, so standard JWT
+//! libraries can verify Lapse credentials. Keys come from the ledger: every
+//! registered key, from every broker, until it is revoked or every
+//! credential it signed has expired.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use lapse_credential::{Jwk, JwkSet, KeyId};
+use serde_json::json;
+
+use crate::core::SharedCore;
+
+#[derive(Clone)]
+struct HttpState {
+    core: SharedCore,
+    base_url: String,
+}
+
+/// The JWKS of the cluster's published signing keys.
+pub fn jwks(core: &SharedCore) -> JwkSet {
+    let keys = super::service::ledger_keys(core);
+    JwkSet {
+        keys: keys
+            .iter()
+            .filter_map(|(id, public_key)| {
+                Some(Jwk::from_public_key(
+                    Some(&KeyId::new(id.clone()).ok()?),
+                    public_key,
+                ))
+            })
+            .collect(),
+    }
+}
+
+async fn jwks_handler(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "max-age=60")],
+        axum::Json(jwks(&state.core)),
+    )
+}
+
+async fn openid_configuration(State(state): State<HttpState>) -> impl IntoResponse {
+    axum::Json(json!({
+        "issuer": state.core.config.issuance.issuer,
+        "jwks_uri": format!("{}/.well-known/jwks.json", state.base_url),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "dpop_signing_alg_values_supported": ["EdDSA"],
+    }))
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Serve until `stop` resolves.
+pub async fn serve(
+    core: SharedCore,
+    listener: tokio::net::TcpListener,
+    base_url: String,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/.well-known/jwks.json", get(jwks_handler))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/healthz", get(health))
+        .with_state(HttpState { core, base_url });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The base URL for an HTTP listener address.
+pub fn base_url(advertise: Option<&str>, bound: SocketAddr) -> String {
+    advertise
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("http://{bound}"))
+}

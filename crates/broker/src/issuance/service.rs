@@ -1,0 +1,523 @@
+//! The `Issuer` gRPC service: attest, decide by policy, take a status index
+//! from the local lease, sign with the committed key, record durably, answer.
+//! Every attempt, granted or refused, lands in the audit log with its reason.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use lapse_credential::{
+    Claims, Confirmation, DpopExpectation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex,
+    StatusListRef, TenantId, VerifyOptions, WorkloadId, verify, verify_proof,
+};
+use lapse_ledger::{
+    Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse, RequestId,
+};
+use lapse_wire::issuer::issuer_server::Issuer;
+use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request::Attestation};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use super::audit::AuditLog;
+use super::keys::KeyRing;
+use super::leases::IndexLeases;
+use super::policy::{IssueAsk, decide};
+use crate::cluster_service::refusal_status;
+use crate::config::{ExternalIssuerConfig, IssuanceConfig};
+use crate::core::SharedCore;
+
+/// The most scopes or audiences one credential may carry.
+const MAX_LIST: usize = 32;
+/// The longest scope or audience string.
+const MAX_ITEM_BYTES: usize = 128;
+
+pub struct IssuerService {
+    pub core: SharedCore,
+    pub keys: Arc<KeyRing>,
+    pub leases: Arc<IndexLeases>,
+    pub audit: Arc<AuditLog>,
+    pub settings: IssuanceConfig,
+    pub external: Vec<(ExternalIssuerConfig, ExternalIssuer)>,
+    pub replay: Mutex<ReplayCache>,
+}
+
+/// Who the workload turned out to be.
+struct Attested {
+    tenant: TenantId,
+    workload: WorkloadId,
+    kind: AttestationKind,
+    /// The key the new credential must stay bound to (refresh).
+    bound_jkt: Option<String>,
+    /// The credential being refreshed.
+    previous: Option<Claims>,
+}
+
+/// The `iss` claim of a JWT, read without verifying it, to pick the issuer
+/// whose keys will verify it.
+fn unverified_issuer(token: &str) -> Result<String, String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).ok_or("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|e| format!("payload is not base64url: {e}"))?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("payload is not JSON: {e}"))?;
+    Ok(claims
+        .get("iss")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Public keys of the ledger's registered, unrevoked signing keys.
+pub fn ledger_keys(core: &SharedCore) -> BTreeMap<String, [u8; 32]> {
+    core.view.read(|applied| {
+        applied
+            .ledger
+            .keys
+            .iter()
+            .filter(|(_, key)| key.revoked.is_none())
+            .filter_map(|(id, key)| {
+                Some((id.to_string(), key.public_key.as_slice().try_into().ok()?))
+            })
+            .collect()
+    })
+}
+
+fn check_list(field: &str, items: &[String]) -> Result<(), Status> {
+    if items.len() > MAX_LIST {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {MAX_LIST}"
+        )));
+    }
+    for item in items {
+        if item.is_empty()
+            || item.len() > MAX_ITEM_BYTES
+            || item.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {item:?} must be 1 to {MAX_ITEM_BYTES} bytes with no spaces"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl IssuerService {
+    fn now_seconds(&self) -> u64 {
+        self.core.env.now_ms() / 1000
+    }
+
+    /// Record an attempt durably; a failure to record fails the request.
+    async fn record(&self, record: IssuanceRecord) -> Result<(), Status> {
+        self.audit
+            .append(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(format!("the audit log cannot be written: {e}")))
+    }
+
+    /// Record a refusal and return its status.
+    async fn refuse(
+        &self,
+        attested: Option<&Attested>,
+        ask: (&[String], &[String]),
+        decision: Decision,
+        status: Status,
+    ) -> Status {
+        let record = IssuanceRecord {
+            sequence: 0,
+            at_ms: self.core.env.now_ms(),
+            tenant: attested.map(|a| a.tenant.clone()),
+            workload: attested.map(|a| a.workload.clone()),
+            index: None,
+            key_id: None,
+            scopes: ask.0.to_vec(),
+            audiences: ask.1.to_vec(),
+            expires_at_ms: None,
+            attestation: attested.map(|a| a.kind.clone()),
+            decision,
+        };
+        match self.record(record).await {
+            Ok(()) => status,
+            Err(audit_failure) => audit_failure,
+        }
+    }
+
+    fn refused_decision(reason: &str) -> Decision {
+        Decision {
+            policy_version: 0,
+            input_sha256: [0; 32],
+            allowed: false,
+            reason: reason.to_owned(),
+        }
+    }
+
+    async fn attest_join_token(&self, token: &str) -> Result<Attested, Status> {
+        if !token.starts_with("lapse-join-") {
+            return Err(Status::invalid_argument(
+                "join_token: not a Lapse join token",
+            ));
+        }
+        let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let request_id = RequestId::new(format!("consume-{}", &hex::encode(token_hash)[..32]))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let command = Command::ConsumeJoinToken {
+            token_hash,
+            presented: JoinUse::Workload,
+        };
+        let response = self.core.propose(request_id, command).await?;
+        if response.duplicate {
+            // A retry of our own consumption would be fine, but a second
+            // caller with the same token must not get a credential.
+            return Err(Status::failed_precondition("join token was already used"));
+        }
+        match response.outcome {
+            Ok(Applied::JoinTokenConsumed(JoinGrant::Workload { tenant, workload })) => {
+                Ok(Attested {
+                    tenant,
+                    workload,
+                    kind: AttestationKind::JoinToken,
+                    bound_jkt: None,
+                    previous: None,
+                })
+            }
+            Ok(_) => Err(Status::permission_denied(
+                "join token was not made for a workload",
+            )),
+            Err(refusal) => Err(refusal_status(&refusal)),
+        }
+    }
+
+    fn attest_external(&self, token: &str) -> Result<Attested, Status> {
+        let claimed_issuer = unverified_issuer(token)
+            .map_err(|e| Status::unauthenticated(format!("external_jwt: {e}")))?;
+        let (config, issuer) = self
+            .external
+            .iter()
+            .find(|(config, _)| config.issuer == claimed_issuer)
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "external_jwt: issuer {claimed_issuer:?} is not configured"
+                ))
+            })?;
+        let claims = issuer
+            .verify(token, self.now_seconds(), self.settings.leeway_seconds)
+            .map_err(|e| {
+                Status::unauthenticated(format!("external_jwt from {claimed_issuer}: {e}"))
+            })?;
+        let name = claims
+            .get(&config.workload_claim)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "external_jwt has no string claim {:?}",
+                    config.workload_claim
+                ))
+            })?;
+        let workload =
+            WorkloadId::new(format!("{}{name}", config.workload_prefix)).map_err(|e| {
+                Status::permission_denied(format!("external_jwt maps to no workload id: {e}"))
+            })?;
+        let tenant =
+            TenantId::new(config.tenant.clone()).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Attested {
+            tenant,
+            workload,
+            kind: AttestationKind::ExternalJwt {
+                issuer: config.issuer.clone(),
+            },
+            bound_jkt: None,
+            previous: None,
+        })
+    }
+
+    fn attest_refresh(&self, request: &RefreshRequest) -> Result<Attested, Status> {
+        let now = self.now_seconds();
+        let keys = ledger_keys(&self.core);
+        let verified = verify(
+            &request.credential,
+            &keys,
+            &VerifyOptions {
+                audience: None,
+                issuer: Some(&self.settings.issuer),
+                now_seconds: now,
+                leeway_seconds: self.settings.leeway_seconds,
+            },
+        )
+        .map_err(|e| Status::unauthenticated(format!("credential: {e}")))?;
+        let claims = verified.claims;
+        let revoked = self.core.view.read(|applied| {
+            applied.ledger.is_revoked(
+                claims.status_index(),
+                &claims.tenant,
+                &claims.sub,
+                &verified.key_id,
+                claims.iat * 1000,
+            )
+        });
+        if revoked {
+            return Err(Status::permission_denied("credential has been revoked"));
+        }
+        if let Some(Confirmation { jkt }) = &claims.cnf {
+            if request.dpop_proof.is_empty() {
+                return Err(Status::unauthenticated(
+                    "credential is bound to a key: a DPoP proof is required",
+                ));
+            }
+            let uri = self.settings.refresh_uri();
+            let proof = verify_proof(
+                &request.dpop_proof,
+                &DpopExpectation {
+                    method: "POST",
+                    url: &uri,
+                    access_token: Some(&request.credential),
+                    now_seconds: now,
+                    max_age_seconds: self.settings.dpop_max_age_seconds,
+                    leeway_seconds: self.settings.leeway_seconds,
+                },
+            )
+            .map_err(|e| Status::unauthenticated(format!("DPoP proof: {e}")))?;
+            if &proof.jkt != jkt {
+                return Err(Status::unauthenticated(
+                    "DPoP proof is signed by a different key than the credential is bound to",
+                ));
+            }
+            self.replay
+                .lock()
+                .expect("replay lock")
+                .check_and_remember(&proof.jti, now)
+                .map_err(|e| Status::unauthenticated(format!("DPoP proof: {e}")))?;
+        }
+        Ok(Attested {
+            tenant: claims.tenant.clone(),
+            workload: claims.sub.clone(),
+            kind: AttestationKind::Refresh {
+                previous_index: claims.status_index().0,
+            },
+            bound_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
+            previous: Some(claims),
+        })
+    }
+
+    /// Decide, take an index, sign, record: the part every attestation shares.
+    async fn grant(
+        &self,
+        attested: Attested,
+        scopes: Vec<String>,
+        audiences: Vec<String>,
+        ttl_seconds: u64,
+        jkt: Option<String>,
+    ) -> Result<IssueResponse, Status> {
+        let max_ttl = self.core.config.ledger.max_credential_ttl_seconds;
+        let ttl_seconds = if ttl_seconds == 0 {
+            self.settings.default_ttl_seconds
+        } else {
+            ttl_seconds
+        };
+        if ttl_seconds > max_ttl {
+            let status = Status::invalid_argument(format!(
+                "ttl_seconds {ttl_seconds} is beyond the cluster's maximum {max_ttl}"
+            ));
+            return Err(self
+                .refuse(
+                    Some(&attested),
+                    (&scopes, &audiences),
+                    Self::refused_decision(status.message()),
+                    status,
+                )
+                .await);
+        }
+        let policy = self.core.view.read(|applied| {
+            applied
+                .ledger
+                .policies
+                .get(&attested.tenant)
+                .map(|p| (p.version, p.text.clone()))
+        });
+        let decision = decide(
+            policy.as_ref().map(|(v, t)| (*v, t.as_str())),
+            &IssueAsk {
+                tenant: &attested.tenant,
+                workload: &attested.workload,
+                scopes: &scopes,
+                audiences: &audiences,
+                ttl_seconds,
+            },
+        );
+        if !decision.allowed {
+            let status = Status::permission_denied(decision.reason.clone());
+            return Err(self
+                .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                .await);
+        }
+        let Some(key) = self.keys.signing_key(&self.core) else {
+            let status =
+                Status::unavailable("this broker has no committed signing key yet; retry shortly");
+            return Err(self
+                .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                .await);
+        };
+        let now_ms = self.core.env.now_ms();
+        let index = match self.leases.take(now_ms) {
+            Ok(index) => index,
+            Err(spent) => {
+                let status = Status::resource_exhausted(spent.to_string());
+                return Err(self
+                    .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                    .await);
+            }
+        };
+        let now = now_ms / 1000;
+        let jti: [u8; 16] = self.core.env.random_bytes();
+        let claims = Claims {
+            iss: self.settings.issuer.clone(),
+            sub: attested.workload.clone(),
+            aud: audiences.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_seconds,
+            jti: hex::encode(jti),
+            tenant: attested.tenant.clone(),
+            scopes: scopes.clone(),
+            status: StatusClaim {
+                status_list: StatusListRef {
+                    idx: index,
+                    uri: format!(
+                        "{}/statuslists/1",
+                        self.settings.issuer.trim_end_matches('/')
+                    ),
+                },
+            },
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
+        };
+        let credential = key
+            .sign(&claims)
+            .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
+        let policy_version = decision.policy_version;
+        self.record(IssuanceRecord {
+            sequence: 0,
+            at_ms: now_ms,
+            tenant: Some(attested.tenant.clone()),
+            workload: Some(attested.workload.clone()),
+            index: Some(StatusIndex(index)),
+            key_id: Some(key.key_id().clone()),
+            scopes,
+            audiences,
+            expires_at_ms: Some(claims.exp * 1000),
+            attestation: Some(attested.kind),
+            decision,
+        })
+        .await?;
+        Ok(IssueResponse {
+            credential,
+            status_index: index,
+            key_id: key.key_id().to_string(),
+            expires_at: claims.exp,
+            tenant: attested.tenant.to_string(),
+            workload: attested.workload.to_string(),
+            policy_version,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Issuer for IssuerService {
+    async fn issue(
+        &self,
+        request: Request<IssueRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let request = request.into_inner();
+        check_list("scopes", &request.scopes)?;
+        check_list("audiences", &request.audiences)?;
+        if request.audiences.is_empty() {
+            return Err(Status::invalid_argument(
+                "audiences: name at least one audience",
+            ));
+        }
+        let jkt = Some(request.dpop_jkt.clone()).filter(|j| !j.is_empty());
+        if let Some(jkt) = &jkt
+            && (jkt.len() != 43
+                || !jkt
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(Status::invalid_argument(
+                "dpop_jkt: expected an RFC 7638 SHA-256 thumbprint, base64url",
+            ));
+        }
+        let attested = match &request.attestation {
+            Some(Attestation::JoinToken(token)) => self.attest_join_token(token).await,
+            Some(Attestation::ExternalJwt(token)) => self.attest_external(token),
+            None => Err(Status::invalid_argument(
+                "attestation: give a join_token or an external_jwt",
+            )),
+        };
+        let attested = match attested {
+            Ok(attested) => attested,
+            Err(status) => {
+                let decision = Self::refused_decision(status.message());
+                return Err(self
+                    .refuse(
+                        None,
+                        (&request.scopes, &request.audiences),
+                        decision,
+                        status,
+                    )
+                    .await);
+            }
+        };
+        let response = self
+            .grant(
+                attested,
+                request.scopes,
+                request.audiences,
+                request.ttl_seconds,
+                jkt,
+            )
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let request = request.into_inner();
+        check_list("scopes", &request.scopes)?;
+        check_list("audiences", &request.audiences)?;
+        let attested = match self.attest_refresh(&request) {
+            Ok(attested) => attested,
+            Err(status) => {
+                let decision = Self::refused_decision(status.message());
+                return Err(self
+                    .refuse(
+                        None,
+                        (&request.scopes, &request.audiences),
+                        decision,
+                        status,
+                    )
+                    .await);
+            }
+        };
+        // Without new scopes or audiences, keep the old ones.
+        let previous = attested.previous.clone();
+        let scopes = if request.scopes.is_empty() {
+            previous
+                .as_ref()
+                .map(|c| c.scopes.clone())
+                .unwrap_or_default()
+        } else {
+            request.scopes
+        };
+        let audiences = if request.audiences.is_empty() {
+            previous.as_ref().map(|c| c.aud.clone()).unwrap_or_default()
+        } else {
+            request.audiences
+        };
+        let jkt = attested.bound_jkt.clone();
+        let response = self
+            .grant(attested, scopes, audiences, request.ttl_seconds, jkt)
+            .await?;
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,245 @@
+//! Signing and verifying Lapse credentials: EdDSA JWTs via jsonwebtoken.
+//! Only EdDSA is accepted, `kid` is required, and `exp`/`nbf` are checked
+//! against the `now` the caller passes (jsonwebtoken's own clock checks are
+//! off), with a leeway.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use crate::claims::Claims;
+use crate::ids::KeyId;
+use crate::jwk::Jwk;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("algorithm {0:?} is not accepted; only EdDSA is")]
+    UnsupportedAlgorithm(String),
+    #[error("token header has no kid")]
+    MissingKeyId,
+    #[error("no published key with kid {0:?}")]
+    UnknownKeyId(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("expired at {exp}, now {now}")]
+    Expired { exp: u64, now: u64 },
+    #[error("not valid before {nbf}, now {now}")]
+    NotYetValid { nbf: u64, now: u64 },
+    #[error("audience {expected:?} is not among the token's audiences")]
+    WrongAudience { expected: String },
+    #[error("issuer is {found:?}, expected {expected:?}")]
+    WrongIssuer { expected: String, found: String },
+    #[error("claims are invalid: {0}")]
+    BadClaims(String),
+}
+
+/// An Ed25519 signing key, held in memory only.
+pub struct SigningKeyPair {
+    key_id: KeyId,
+    signing: ed25519_dalek::SigningKey,
+    encoding: EncodingKey,
+}
+
+impl fmt::Debug for SigningKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyPair")
+            .field("key_id", &self.key_id)
+            .field("public_key", &URL_SAFE_NO_PAD.encode(self.public_key()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyPair {
+    pub fn from_seed(key_id: KeyId, seed: [u8; 32]) -> Self {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let der = signing
+            .to_pkcs8_der()
+            .expect("an Ed25519 key always encodes as PKCS#8");
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        Self {
+            key_id,
+            signing,
+            encoding,
+        }
+    }
+
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk::from_public_key(Some(&self.key_id), &self.public_key())
+    }
+
+    /// Sign `claims` as a JWT with `alg: EdDSA`, `typ: JWT` and this key's id.
+    pub fn sign(&self, claims: &Claims) -> Result<String, CredentialError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key_id.to_string());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| CredentialError::Signing(e.to_string()))
+    }
+
+    /// A raw Ed25519 signature, for baselines and DPoP proofs.
+    pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+}
+
+/// Finds public keys by key id.
+pub trait KeyLookup {
+    fn public_key(&self, key_id: &str) -> Option<[u8; 32]>;
+}
+
+impl KeyLookup for BTreeMap<String, [u8; 32]> {
+    fn public_key(&self, key_id: &str) -> Option<[u8; 32]> {
+        self.get(key_id).copied()
+    }
+}
+
+pub struct VerifyOptions<'a> {
+    pub audience: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+    pub now_seconds: u64,
+    pub leeway_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub key_id: KeyId,
+    pub claims: Claims,
+}
+
+/// The decoded JOSE header of a compact JWT, without verifying anything.
+pub(crate) fn header_json(
+    token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, VerifyError> {
+    if token.len() > 64 * 1024 {
+        return Err(VerifyError::Malformed("token is longer than 64 KiB".into()));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed(
+            "a JWT has three dot-separated parts".into(),
+        ));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|e| VerifyError::Malformed(format!("header is not base64url: {e}")))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(VerifyError::Malformed("header is not a JSON object".into())),
+    }
+}
+
+/// The `kid` of a token, read without verifying it.
+pub fn peek_key_id(token: &str) -> Result<Option<String>, VerifyError> {
+    Ok(header_json(token)?
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned))
+}
+
+pub(crate) fn no_clock_validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation
+}
+
+/// Check `exp`/`nbf` against `now` with `leeway`.
+pub(crate) fn check_times(
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    now: u64,
+    leeway: u64,
+) -> Result<(), VerifyError> {
+    if let Some(exp) = exp
+        && now > exp.saturating_add(leeway)
+    {
+        return Err(VerifyError::Expired { exp, now });
+    }
+    if let Some(nbf) = nbf
+        && now.saturating_add(leeway) < nbf
+    {
+        return Err(VerifyError::NotYetValid { nbf, now });
+    }
+    Ok(())
+}
+
+/// Verify a Lapse credential.
+pub fn verify(
+    token: &str,
+    keys: &impl KeyLookup,
+    options: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    let header = header_json(token)?;
+    let alg = header
+        .get("alg")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if alg != "EdDSA" {
+        return Err(VerifyError::UnsupportedAlgorithm(alg.to_owned()));
+    }
+    let kid = header
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .ok_or(VerifyError::MissingKeyId)?;
+    let public_key = keys
+        .public_key(kid)
+        .ok_or_else(|| VerifyError::UnknownKeyId(kid.to_owned()))?;
+    let key_id = KeyId::new(kid).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_ed_der(&public_key),
+        &no_clock_validation(Algorithm::EdDSA),
+    )
+    .map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
+        _ => VerifyError::Malformed(e.to_string()),
+    })?;
+    let claims: Claims =
+        serde_json::from_value(data.claims).map_err(|e| VerifyError::BadClaims(e.to_string()))?;
+    check_times(
+        Some(claims.exp),
+        Some(claims.nbf),
+        options.now_seconds,
+        options.leeway_seconds,
+    )?;
+    if let Some(audience) = options.audience
+        && !claims.aud.iter().any(|a| a == audience)
+    {
+        return Err(VerifyError::WrongAudience {
+            expected: audience.to_owned(),
+        });
+    }
+    if let Some(issuer) = options.issuer
+        && claims.iss != issuer
+    {
+        return Err(VerifyError::WrongIssuer {
+            expected: issuer.to_owned(),
+            found: claims.iss.clone(),
+        });
+    }
+    Ok(Verified { key_id, claims })
+}
