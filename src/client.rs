@@ -103,6 +103,11 @@ impl Connection {
     }
 
     pub async fn client_to(&self, address: &str) -> Result<ClusterClient<Channel>, Failure> {
+        Ok(ClusterClient::new(self.channel_to(address).await?))
+    }
+
+    /// A connected channel to `address`.
+    pub async fn channel_to(&self, address: &str) -> Result<Channel, Failure> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| {
                 Failure::new(
@@ -118,7 +123,7 @@ impl Connection {
                 format!("cannot reach a broker at {address}: {e}"),
             )
         })?;
-        Ok(ClusterClient::new(channel))
+        Ok(channel)
     }
 
     /// A request carrying the admin token, if there is one.

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod commands;
+mod credentials;
 mod dev;
 
 use std::process::ExitCode;
@@ -46,6 +47,16 @@ enum Command {
     Cluster(commands::ClusterArgs),
     /// Lease a block of status indices to a broker (brokers do this themselves when issuing).
     Lease(commands::LeaseArgs),
+    /// Get a credential: exchange a join token or an external JWT for one.
+    Issue(credentials::IssueArgs),
+    /// Exchange a current credential for a new one (with a DPoP proof when key-bound).
+    Refresh(credentials::RefreshArgs),
+    /// Set or show a tenant's Cedar issuance policy.
+    Policy(credentials::PolicyArgs),
+    /// List published signing keys, or rotate a broker's key.
+    Keys(credentials::KeysArgs),
+    /// Query the issuance audit log by tenant, workload or status index.
+    Audit(credentials::AuditArgs),
     /// Measure the cluster: revocation throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -69,6 +80,11 @@ async fn main() -> ExitCode {
         Command::JoinToken(args) => commands::join_token(args).await,
         Command::Cluster(args) => commands::cluster(args).await,
         Command::Lease(args) => commands::lease(args).await,
+        Command::Issue(args) => credentials::issue(args).await,
+        Command::Refresh(args) => credentials::refresh(args).await,
+        Command::Policy(args) => credentials::policy(args).await,
+        Command::Keys(args) => credentials::keys(args).await,
+        Command::Audit(args) => credentials::audit(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {

@@ -52,6 +52,11 @@ rpc_timeout_ms = 1000
 impl TestCluster {
     /// Write configurations for voters `1..=voters` and start them.
     pub fn start(voters: u64, tuning: &str) -> Self {
+        Self::start_with(voters, tuning, |_| String::new())
+    }
+
+    /// Like `start`, with extra TOML for each node from `per_node(id)`.
+    pub fn start_with(voters: u64, tuning: &str, per_node: impl Fn(u64) -> String) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut cluster = Self {
             dir,
@@ -69,9 +74,10 @@ impl TestCluster {
             .collect();
         for (id, address) in &addresses {
             let text = format!(
-                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n[cluster]\nsecret = \"{SECRET}\"\n{members}[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}",
+                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n[cluster]\nsecret = \"{SECRET}\"\n{members}[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}\n{}",
                 cluster.dir.path().join(format!("node-{id}")).display(),
-                cluster.tuning
+                cluster.tuning,
+                per_node(*id)
             );
             cluster.add_node(*id, address, &text);
         }
@@ -341,4 +347,39 @@ pub fn data_dir(cluster: &TestCluster, id: u64) -> PathBuf {
 
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// GET `path` from an HTTP server and return the body.
+pub fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to HTTP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// Run `lapse` and parse its JSON output, failing with its stderr.
+pub fn cli_json(cluster: &TestCluster, id: u64, args: &[&str]) -> serde_json::Value {
+    let out = cluster.cli(id, args);
+    assert!(
+        out.status.success(),
+        "lapse {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "lapse {args:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

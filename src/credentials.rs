@@ -1,0 +1,376 @@
+//! The subcommands for credentials: issue, refresh, policy, keys, audit.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use lapse_credential::{KeyId, SigningKeyPair, make_proof};
+use lapse_wire::cluster as pb;
+use lapse_wire::issuer::issuer_client::IssuerClient;
+use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request::Attestation};
+use serde_json::json;
+
+use crate::client::{Connection, Failure, exit, new_request_id, print_json};
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// A single-use join token made with `lapse join-token create --tenant T --workload ID`.
+    #[arg(long, conflicts_with = "external_jwt_file")]
+    join_token: Option<String>,
+    /// A file holding a JWT from a configured external issuer.
+    #[arg(long)]
+    external_jwt_file: Option<PathBuf>,
+    /// An audience the credential is for (repeat for more).
+    #[arg(long = "audience", required = true)]
+    audiences: Vec<String>,
+    /// A scope to ask for (repeat for more).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Lifetime; the broker's default when not given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// Bind the credential to the key in this file (DPoP). Created if missing.
+    #[arg(long)]
+    dpop_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// The current credential.
+    #[arg(long, env = "LAPSE_CREDENTIAL", hide_env_values = true)]
+    credential: String,
+    /// The key the credential is bound to, for the DPoP proof.
+    #[arg(long)]
+    dpop_key_file: Option<PathBuf>,
+    /// The cluster's issuer name (proofs are made for `<issuer>/refresh`).
+    #[arg(long, default_value = "lapse")]
+    issuer: String,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Read a DPoP key seed from `path`, or create one there.
+fn dpop_key(path: &std::path::Path) -> Result<SigningKeyPair, Failure> {
+    let io = |e: std::io::Error| Failure::new(exit::FAILURE, format!("{}: {e}", path.display()));
+    let seed = match std::fs::read_to_string(path) {
+        Ok(text) => hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("{}: not a 64-hex-digit key seed", path.display()),
+                )
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 32] = rand::random();
+            std::fs::write(path, hex::encode(seed)).map_err(io)?;
+            seed
+        }
+        Err(e) => return Err(io(e)),
+    };
+    Ok(SigningKeyPair::from_seed(
+        KeyId::new("dpop").expect("valid id"),
+        seed,
+    ))
+}
+
+fn print_issued(reply: &IssueResponse, json_output: bool) {
+    if json_output {
+        print_json(&json!({
+            "credential": reply.credential, "status_index": reply.status_index, "key_id": reply.key_id,
+            "expires_at": reply.expires_at, "tenant": reply.tenant, "workload": reply.workload,
+            "policy_version": reply.policy_version,
+        }));
+    } else {
+        println!("{}", reply.credential);
+        eprintln!(
+            "issued to {} ({}), status index {}, key {}, expires at {}",
+            reply.workload, reply.tenant, reply.status_index, reply.key_id, reply.expires_at
+        );
+    }
+}
+
+async fn issuer_client(
+    connection: &Connection,
+) -> Result<IssuerClient<tonic::transport::Channel>, Failure> {
+    Ok(IssuerClient::new(
+        connection.channel_to(&connection.broker).await?,
+    ))
+}
+
+pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
+    let attestation = match (args.join_token, args.external_jwt_file) {
+        (Some(token), None) => Attestation::JoinToken(token),
+        (None, Some(path)) => Attestation::ExternalJwt(
+            std::fs::read_to_string(&path)
+                .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        _ => return Err(Failure::new(2, "give --join-token or --external-jwt-file")),
+    };
+    let dpop_jkt = match &args.dpop_key_file {
+        Some(path) => dpop_key(path)?.public_jwk().thumbprint(),
+        None => String::new(),
+    };
+    let mut client = issuer_client(&args.connection).await?;
+    let reply = client
+        .issue(IssueRequest {
+            attestation: Some(attestation),
+            audiences: args.audiences,
+            scopes: args.scopes,
+            ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
+            dpop_jkt,
+        })
+        .await?
+        .into_inner();
+    print_issued(&reply, args.connection.json);
+    Ok(())
+}
+
+pub async fn refresh(args: RefreshArgs) -> Result<(), Failure> {
+    let dpop_proof = match &args.dpop_key_file {
+        Some(path) => {
+            let key = dpop_key(path)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let jti = format!("{:032x}", rand::random::<u128>());
+            let uri = format!("{}/refresh", args.issuer.trim_end_matches('/'));
+            make_proof(&key, "POST", &uri, Some(&args.credential), now, &jti)
+                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
+        }
+        None => String::new(),
+    };
+    let mut client = issuer_client(&args.connection).await?;
+    let reply = client
+        .refresh(RefreshRequest {
+            credential: args.credential,
+            dpop_proof,
+            ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
+            audiences: vec![],
+            scopes: vec![],
+        })
+        .await?
+        .into_inner();
+    print_issued(&reply, args.connection.json);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    action: PolicyAction,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Replace a tenant's Cedar issuance policy with the contents of a file.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// The Cedar policy file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Refuse unless the current version is this one.
+        #[arg(long)]
+        expected_version: Option<u64>,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Print a tenant's current policy and its version.
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    let reply = match args.action {
+        PolicyAction::Set {
+            tenant,
+            file,
+            expected_version,
+            request_id,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", file.display())))?;
+            client
+                .set_policy(connection.request(pb::SetPolicyRequest {
+                    request_id: request_id.unwrap_or_else(new_request_id),
+                    tenant,
+                    text,
+                    expected_version,
+                }))
+                .await?
+        }
+        PolicyAction::Show { tenant } => {
+            client
+                .get_policy(connection.request(pb::GetPolicyRequest { tenant }))
+                .await?
+        }
+    }
+    .into_inner();
+    if connection.json {
+        print_json(
+            &json!({"tenant": reply.tenant, "version": reply.version, "text": reply.text, "set_at_ms": reply.set_at_ms}),
+        );
+    } else if reply.version == 0 {
+        println!("tenant {} has no policy: issuance is denied", reply.tenant);
+    } else {
+        println!(
+            "# tenant {}, policy version {}",
+            reply.tenant, reply.version
+        );
+        println!("{}", reply.text);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    action: Option<KeysAction>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// List every published signing key (the default).
+    List,
+    /// Rotate the signing key of the broker given by --broker.
+    Rotate,
+}
+
+pub async fn keys(args: KeysArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    if let Some(KeysAction::Rotate) = args.action {
+        let reply = client
+            .rotate_key(connection.request(pb::RotateKeyRequest {}))
+            .await?
+            .into_inner();
+        if connection.json {
+            print_json(&json!({"key_id": reply.key_id, "retired_key_id": reply.retired_key_id}));
+        } else {
+            println!(
+                "now signing with {} (retired {})",
+                reply.key_id, reply.retired_key_id
+            );
+        }
+        return Ok(());
+    }
+    let reply = client.list_keys(pb::ListKeysRequest {}).await?.into_inner();
+    if connection.json {
+        let keys: Vec<_> = reply
+            .keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "key_id": k.key_id, "broker_id": k.broker_id, "not_before_ms": k.not_before_ms,
+                    "not_after_ms": k.not_after_ms, "retired_at_ms": k.retired_at_ms, "revoked": k.revoked,
+                })
+            })
+            .collect();
+        print_json(&json!({"keys": keys}));
+    } else {
+        println!(
+            "{:<24} {:>6} {:>10} {:>8}",
+            "key id", "broker", "retired", "revoked"
+        );
+        for k in reply.keys {
+            println!(
+                "{:<24} {:>6} {:>10} {:>8}",
+                k.key_id,
+                k.broker_id,
+                if k.retired_at_ms.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                },
+                if k.revoked { "yes" } else { "no" }
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    tenant: Option<String>,
+    /// A workload's SPIFFE id.
+    #[arg(long)]
+    workload: Option<String>,
+    /// A status index.
+    #[arg(long)]
+    index: Option<u64>,
+    /// At most this many records, newest last.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    let reply = client
+        .query_audit(connection.request(pb::QueryAuditRequest {
+            tenant: args.tenant.unwrap_or_default(),
+            workload: args.workload.unwrap_or_default(),
+            index: args.index,
+            limit: args.limit,
+        }))
+        .await?
+        .into_inner();
+    if connection.json {
+        let records: Vec<_> = reply
+            .records
+            .iter()
+            .map(|r| {
+                json!({
+                    "broker_id": r.broker_id, "sequence": r.sequence, "at_ms": r.at_ms, "tenant": r.tenant,
+                    "workload": r.workload, "index": r.index, "key_id": r.key_id, "scopes": r.scopes,
+                    "audiences": r.audiences, "expires_at_ms": r.expires_at_ms, "attestation": r.attestation,
+                    "allowed": r.allowed, "policy_version": r.policy_version, "input_sha256": r.input_sha256,
+                    "reason": r.reason, "shipped": r.shipped,
+                })
+            })
+            .collect();
+        print_json(&json!({"records": records}));
+    } else {
+        for r in reply.records {
+            let outcome = if r.allowed {
+                format!(
+                    "issued index {}",
+                    r.index.map(|i| i.to_string()).unwrap_or_default()
+                )
+            } else {
+                format!("refused: {}", r.reason)
+            };
+            println!(
+                "{} broker {} #{} {} {} [{}] policy v{}: {outcome}",
+                r.at_ms,
+                r.broker_id,
+                r.sequence,
+                r.tenant,
+                r.workload,
+                r.attestation,
+                r.policy_version
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,479 @@
+//! End-to-end issuance on real broker processes: join tokens, Cedar policy,
+//! signing, the published JWKS checked by a second JWT library, refresh
+//! with DPoP, key rotation, revocation, audit, and issuing while cut off
+//! from the leader.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use support::*;
+
+const WORKLOAD: &str = "spiffe://example.org/payments";
+const POLICY: &str = r#"
+permit(principal == Workload::"spiffe://example.org/payments",
+       action == Action::"issue", resource == Tenant::"acme")
+when { ["payments:read", "payments:write"].containsAll(context.scopes)
+       && ["billing"].containsAll(context.audiences)
+       && context.ttl_seconds <= 900 };
+"#;
+
+struct Issuing {
+    cluster: TestCluster,
+    http: BTreeMap<u64, String>,
+}
+
+fn start(tuning: &str) -> Issuing {
+    let http: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let ports = http.clone();
+    let cluster = TestCluster::start_with(3, tuning, move |id| {
+        format!(
+            "[issuance]\nhttp_listen = \"{}\"\nlease_block = 6\naudit_ship_ms = 200\n",
+            ports[&id]
+        )
+    });
+    Issuing { cluster, http }
+}
+
+async fn wait_for_keys(cluster: &TestCluster, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cluster.cli(1, &["keys", "--json"]);
+        if out.status.success() {
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if keys["keys"].as_array().unwrap().len() >= count {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokers did not register keys\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn workload_token(cluster: &TestCluster) -> String {
+    let token = cli_json(
+        cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            WORKLOAD,
+            "--json",
+        ],
+    );
+    token["token"].as_str().unwrap().to_owned()
+}
+
+/// Verify with jwt-simple against the JWKS served over HTTP by `broker`.
+fn verify_with_jwks(
+    issuing: &Issuing,
+    broker: u64,
+    credential: &str,
+) -> Result<serde_json::Value, String> {
+    use jwt_simple::prelude::*;
+    let jwks: serde_json::Value =
+        serde_json::from_str(&http_get(&issuing.http[&broker], "/.well-known/jwks.json")).unwrap();
+    let kid = lapse_credential::peek_key_id(credential).unwrap().unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or_else(|| format!("kid {kid} is not in the JWKS"))?;
+    let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
+    let key = Ed25519PublicKey::from_bytes(&x).unwrap();
+    let options = VerificationOptions {
+        allowed_audiences: Some(HashSet::from_strings(&["billing"])),
+        allowed_issuers: Some(HashSet::from_strings(&["lapse"])),
+        ..Default::default()
+    };
+    key.verify_token::<serde_json::Value>(credential, Some(options))
+        .map(|claims| claims.custom)
+        .map_err(|e| e.to_string())
+}
+
+fn issue(cluster: &TestCluster, broker: u64, token: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "issue",
+        "--join-token",
+        token,
+        "--audience",
+        "billing",
+        "--scope",
+        "payments:read",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    cluster.cli(broker, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_verify_refresh_rotate_revoke_and_audit() {
+    let issuing = start(FAST_RAFT);
+    let cluster = &issuing.cluster;
+    cluster.wait_for_leader().await;
+    wait_for_keys(cluster, 3).await;
+
+    // No policy yet: the default denies, with a reason, and it is audited.
+    let denied = issue(cluster, 2, &workload_token(cluster), &[]);
+    assert_eq!(
+        denied.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("default denies"));
+
+    let policy_file = cluster.dir.path().join("acme.cedar");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    let set = cli_json(
+        cluster,
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            "acme",
+            "--file",
+            policy_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(set["version"], 1);
+    std::fs::write(
+        cluster.dir.path().join("bad.cedar"),
+        "permit(principal, action",
+    )
+    .unwrap();
+    let bad = cluster.cli(
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            "acme",
+            "--file",
+            cluster.dir.path().join("bad.cedar").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(3));
+
+    // Issue with a join token; a second JWT library verifies it against the JWKS.
+    let token = workload_token(cluster);
+    let out = issue(cluster, 2, &token, &["--ttl", "10m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let credential = issued["credential"].as_str().unwrap().to_owned();
+    assert_eq!(issued["policy_version"], 1);
+    let claims = verify_with_jwks(&issuing, 3, &credential).unwrap();
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(
+        claims["status"]["status_list"]["idx"],
+        issued["status_index"]
+    );
+    let metadata: serde_json::Value = serde_json::from_str(&http_get(
+        &issuing.http[&1],
+        "/.well-known/openid-configuration",
+    ))
+    .unwrap();
+    assert_eq!(metadata["issuer"], "lapse");
+    assert!(
+        metadata["jwks_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/.well-known/jwks.json")
+    );
+
+    // Refused with precise reasons: a spent token, scope and TTL beyond policy.
+    let spent = issue(cluster, 3, &token, &[]);
+    assert_eq!(
+        spent.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&spent.stderr)
+    );
+    assert!(String::from_utf8_lossy(&spent.stderr).contains("already used"));
+    let beyond = issue(
+        cluster,
+        2,
+        &workload_token(cluster),
+        &["--scope", "payments:admin"],
+    );
+    assert_eq!(beyond.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&beyond.stderr).contains("policy version 1 does not permit"));
+    let too_long = issue(cluster, 2, &workload_token(cluster), &["--ttl", "1h"]);
+    assert_eq!(too_long.status.code(), Some(4));
+
+    // Refresh gives a new credential with a new index.
+    let refreshed = cli_json(
+        cluster,
+        1,
+        &["refresh", "--credential", &credential, "--json"],
+    );
+    let refreshed_credential = refreshed["credential"].as_str().unwrap().to_owned();
+    assert_ne!(refreshed["status_index"], issued["status_index"]);
+    verify_with_jwks(&issuing, 1, &refreshed_credential).unwrap();
+
+    // A key-bound credential needs a DPoP proof from its key.
+    let key_file = cluster.dir.path().join("dpop.key");
+    let bound = cli_json(
+        cluster,
+        2,
+        &[
+            "issue",
+            "--join-token",
+            &workload_token(cluster),
+            "--audience",
+            "billing",
+            "--dpop-key-file",
+            key_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let bound_credential = bound["credential"].as_str().unwrap().to_owned();
+    let no_proof = cluster.cli(2, &["refresh", "--credential", &bound_credential]);
+    assert_eq!(no_proof.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&no_proof.stderr).contains("DPoP proof is required"));
+    let other_key = cluster.dir.path().join("other.key");
+    let wrong_key = cluster.cli(
+        2,
+        &[
+            "refresh",
+            "--credential",
+            &bound_credential,
+            "--dpop-key-file",
+            other_key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(wrong_key.status.code(), Some(4));
+    let with_proof = cli_json(
+        cluster,
+        2,
+        &[
+            "refresh",
+            "--credential",
+            &bound_credential,
+            "--dpop-key-file",
+            key_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let rebound =
+        verify_with_jwks(&issuing, 2, with_proof["credential"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        rebound["cnf"]["jkt"],
+        verify_with_jwks(&issuing, 2, &bound_credential).unwrap()["cnf"]["jkt"]
+    );
+
+    // Rotation: broker 2 signs with a new key; the old one stays published.
+    let old_kid = lapse_credential::peek_key_id(&credential).unwrap().unwrap();
+    let rotated = cli_json(cluster, 2, &["keys", "rotate", "--json"]);
+    assert_eq!(rotated["retired_key_id"], old_kid.as_str());
+    let after = cli_json(
+        cluster,
+        2,
+        &["refresh", "--credential", &refreshed_credential, "--json"],
+    );
+    let new_kid = lapse_credential::peek_key_id(after["credential"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated["key_id"], new_kid.as_str());
+    verify_with_jwks(&issuing, 1, &credential).expect("the retired key is still published");
+
+    // Revoking a credential stops its refresh; revoking a key drops it from the JWKS.
+    let index = issued["status_index"].as_u64().unwrap().to_string();
+    assert!(
+        cluster
+            .cli(1, &["revoke", "index", &index])
+            .status
+            .success()
+    );
+    let revoked = cluster.cli(3, &["refresh", "--credential", &credential]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut revoked = revoked;
+    while revoked.status.success() && Instant::now() < deadline {
+        revoked = cluster.cli(3, &["refresh", "--credential", &credential]);
+    }
+    assert_eq!(revoked.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&revoked.stderr).contains("revoked"));
+    assert!(
+        cluster
+            .cli(1, &["revoke", "key", &old_kid])
+            .status
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        verify_with_jwks(&issuing, 1, &credential)
+            .unwrap_err()
+            .contains("not in the JWKS")
+    );
+    // Broker 2 signed the key-bound credential with the revoked key.
+    assert_eq!(
+        lapse_credential::peek_key_id(&bound_credential)
+            .unwrap()
+            .unwrap(),
+        old_kid
+    );
+    let by_revoked_key = cluster.cli(
+        1,
+        &[
+            "refresh",
+            "--credential",
+            &bound_credential,
+            "--dpop-key-file",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(by_revoked_key.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&by_revoked_key.stderr).contains("no published key"));
+
+    // The audit log holds grants and refusals with policy versions, shipped to the ledger.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let audit = cli_json(cluster, 1, &["audit", "--tenant", "acme", "--json"]);
+    let records = audit["records"].as_array().unwrap();
+    assert!(records.iter().any(|r| r["allowed"] == true
+        && r["index"] == issued["status_index"]
+        && r["policy_version"] == 1));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["allowed"] == false && r["policy_version"] == 0)
+    );
+    assert!(records.iter().any(
+        |r| r["allowed"] == false && r["reason"].as_str().unwrap().contains("does not permit")
+    ));
+    assert!(records.iter().any(|r| r["shipped"] == true));
+    let by_index = cli_json(cluster, 1, &["audit", "--index", &index, "--json"]);
+    assert_eq!(by_index["records"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_never_reuses_an_index()
+ {
+    let mut issuing = start(FAST_RAFT);
+    issuing.cluster.wait_for_leader().await;
+    wait_for_keys(&issuing.cluster, 3).await;
+    let policy_file = issuing.cluster.dir.path().join("acme.cedar");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    cli_json(
+        &issuing.cluster,
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            "acme",
+            "--file",
+            policy_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let first = issue(&issuing.cluster, 3, &workload_token(&issuing.cluster), &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let mut credential = first["credential"].as_str().unwrap().to_owned();
+    let mut indices = BTreeSet::from([first["status_index"].as_u64().unwrap()]);
+    // Let broker 3 top up its lease while the cluster is whole.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Broker 3 alone: no leader, yet refresh keeps issuing from its lease...
+    issuing.cluster.kill9(1);
+    issuing.cluster.kill9(2);
+    let mut issued_alone = 0;
+    let spent = loop {
+        let out = issuing.cluster.cli(
+            3,
+            &[
+                "refresh",
+                "--credential",
+                &credential,
+                "--json",
+                "--timeout",
+                "20s",
+            ],
+        );
+        if !out.status.success() {
+            break out;
+        }
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            indices.insert(reply["status_index"].as_u64().unwrap()),
+            "index reused"
+        );
+        credential = reply["credential"].as_str().unwrap().to_owned();
+        issued_alone += 1;
+        assert!(
+            issued_alone <= 24,
+            "issued more than its leased blocks allow"
+        );
+    };
+    assert!(issued_alone >= 1, "nothing issued while cut off");
+    // ...until the lease is spent, with a clear error.
+    assert_eq!(
+        spent.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&spent.stderr)
+    );
+    assert!(String::from_utf8_lossy(&spent.stderr).contains("no leased status indices left"));
+
+    // Restarted alone it has no committed key, so it signs nothing.
+    issuing.cluster.kill9(3);
+    issuing.cluster.spawn(3, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let unsigned = issuing.cluster.cli(
+        3,
+        &["refresh", "--credential", &credential, "--timeout", "20s"],
+    );
+    assert!(!unsigned.status.success());
+
+    // With the cluster back, issuing resumes from new blocks: no index repeats.
+    issuing.cluster.spawn(1, &[]);
+    issuing.cluster.spawn(2, &[]);
+    issuing.cluster.wait_for_leader().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut more = 0;
+    while more < 8 {
+        let out = issuing
+            .cluster
+            .cli(3, &["refresh", "--credential", &credential, "--json"]);
+        if out.status.success() {
+            let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(
+                indices.insert(reply["status_index"].as_u64().unwrap()),
+                "index reused after restart"
+            );
+            credential = reply["credential"].as_str().unwrap().to_owned();
+            more += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let _ = &mut issuing;
+}
