@@ -32,6 +32,9 @@ pub struct IssueArgs {
     /// Bind the credential to the key in this file (DPoP). Created if missing.
     #[arg(long)]
     dpop_key_file: Option<PathBuf>,
+    /// The tenant you expect; refused if the attestation says otherwise.
+    #[arg(long)]
+    tenant: Option<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -126,6 +129,7 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
             scopes: args.scopes,
             ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
             dpop_jkt,
+            tenant: args.tenant.unwrap_or_default(),
         })
         .await?
         .into_inner();

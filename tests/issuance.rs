@@ -477,3 +477,153 @@ async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_
     }
     let _ = &mut issuing;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audited() {
+    use lapse_credential::{
+        Claims, KeyId, SigningKeyPair, StatusClaim, StatusListRef, TenantId, WorkloadId,
+    };
+    let files = tempfile::tempdir().unwrap();
+    let ci = SigningKeyPair::from_seed(KeyId::new("ci-1").unwrap(), [9; 32]);
+    let jwks = serde_json::json!({"keys": [serde_json::to_value(ci.public_jwk()).unwrap()]});
+    let jwks_file = files.path().join("ci-jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let http: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let ports = http.clone();
+    let jwks_path = jwks_file.display().to_string();
+    let cluster = TestCluster::start_with(3, FAST_RAFT, move |id| {
+        format!(
+            "[issuance]\nhttp_listen = \"{}\"\n[[issuance.external_issuers]]\nissuer = \"https://ci.example\"\naudience = \"lapse\"\njwks_file = \"{jwks_path}\"\ntenant = \"acme\"\nworkload_prefix = \"\"\n",
+            ports[&id]
+        )
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 3).await;
+    let policy_file = cluster.dir.path().join("acme.cedar");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    cli_json(
+        &cluster,
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            "acme",
+            "--file",
+            policy_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ci_token = |signer: &SigningKeyPair, iss: &str, exp: u64| {
+        let token = signer
+            .sign(&Claims {
+                iss: iss.into(),
+                sub: WorkloadId::new(WORKLOAD).unwrap(),
+                aud: vec!["lapse".into()],
+                iat: now,
+                nbf: now,
+                exp,
+                jti: "ci".into(),
+                tenant: TenantId::new("ci").unwrap(),
+                scopes: vec![],
+                status: StatusClaim {
+                    status_list: StatusListRef {
+                        idx: 0,
+                        uri: String::new(),
+                    },
+                },
+                cnf: None,
+            })
+            .unwrap();
+        let path = files.path().join(format!("token-{}", rand_suffix()));
+        std::fs::write(&path, token).unwrap();
+        path.display().to_string()
+    };
+    let issue_external = |path: &str, extra: &[&str]| {
+        let mut args = vec![
+            "issue",
+            "--external-jwt-file",
+            path,
+            "--audience",
+            "billing",
+            "--scope",
+            "payments:read",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        cluster.cli(2, &args)
+    };
+
+    let good = issue_external(&ci_token(&ci, "https://ci.example", now + 300), &[]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(issued["workload"], WORKLOAD);
+    assert_eq!(issued["tenant"], "acme");
+
+    let cases = [
+        (
+            ci_token(&ci, "https://ci.example", now - 120),
+            vec![],
+            "expired",
+        ),
+        (
+            ci_token(&ci, "https://elsewhere.example", now + 300),
+            vec![],
+            "not configured",
+        ),
+        (
+            ci_token(
+                &SigningKeyPair::from_seed(KeyId::new("ci-1").unwrap(), [10; 32]),
+                "https://ci.example",
+                now + 300,
+            ),
+            vec![],
+            "signature",
+        ),
+        (
+            ci_token(&ci, "https://ci.example", now + 300),
+            vec!["--tenant", "other"],
+            "tenant mismatch",
+        ),
+    ];
+    for (path, extra, reason) in &cases {
+        let out = issue_external(path, extra);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{reason}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(reason),
+            "{reason}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let audit = cli_json(&cluster, 2, &["audit", "--json"]);
+    let refused: Vec<String> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["allowed"] == false)
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    for (_, _, reason) in &cases {
+        assert!(
+            refused.iter().any(|r| r.contains(reason)),
+            "no audited refusal mentioning {reason}: {refused:?}"
+        );
+    }
+    let _ = http;
+}

@@ -466,6 +466,15 @@ impl Issuer for IssuerService {
                     .await);
             }
         };
+        if !request.tenant.is_empty() && request.tenant != attested.tenant.as_str() {
+            let status = Status::permission_denied(format!(
+                "tenant mismatch: the attestation is for tenant {}, not {}",
+                attested.tenant, request.tenant
+            ));
+            let decision = Self::refused_decision(status.message());
+            let asked = (request.scopes.as_slice(), request.audiences.as_slice());
+            return Err(self.refuse(Some(&attested), asked, decision, status).await);
+        }
         let response = self
             .grant(
                 attested,
