@@ -30,6 +30,24 @@ pub struct BenchArgs {
 enum Scenario {
     /// Revocation commit throughput and latency on a local three-broker cluster.
     Revoke(RevokeBench),
+    /// Issuance latency and throughput over gRPC beside the raw Ed25519 signing rate.
+    Issue(IssueBench),
+}
+
+#[derive(Debug, Args)]
+struct IssueBench {
+    /// Credentials to issue.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u64,
+    /// Client connections the tasks share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +81,7 @@ struct RevokeBench {
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     match args.scenario {
         Scenario::Revoke(bench) => revoke(bench).await,
+        Scenario::Issue(bench) => issue(bench).await,
     }
 }
 
@@ -150,8 +169,8 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
         args.single_concurrency,
         &channels,
         {
-            move |client: &mut ClusterClient<Channel>, _: u64, _: u64| {
-                let mut client = client.clone();
+            move |client: &Channel, _: u64, _: u64| {
+                let mut client = ClusterClient::new(client.clone());
                 async move { client.status(pb::StatusRequest {}).await.map(|_| ()) }
             }
         },
@@ -168,7 +187,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
             args.single_concurrency,
             &channels,
             move |client, call, _| {
-                let mut client = client.clone();
+                let mut client = ClusterClient::new(client.clone());
                 let index = next_index.fetch_add(1, Ordering::Relaxed);
                 let message = pb::RevokeRequest {
                     request_id: format!("bench-single-{call}"),
@@ -193,7 +212,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
             args.concurrency,
             &channels,
             move |client, call, size| {
-                let mut client = client.clone();
+                let mut client = ClusterClient::new(client.clone());
                 let start = next_index.fetch_add(size, Ordering::Relaxed);
                 let message = pb::RevokeManyRequest {
                     request_id: format!("bench-batch-{call}"),
@@ -285,7 +304,7 @@ async fn run_phase<F, Fut>(
     call: F,
 ) -> Result<Phase, Failure>
 where
-    F: Fn(&mut ClusterClient<Channel>, u64, u64) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(&Channel, u64, u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     let calls = items.div_ceil(per_call);
@@ -293,7 +312,7 @@ where
     let started = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..concurrency.max(1) {
-        let mut client = ClusterClient::new(channels[task as usize % channels.len()].clone());
+        let channel = channels[task as usize % channels.len()].clone();
         let next_call = next_call.clone();
         let call = call.clone();
         tasks.push(tokio::spawn(async move {
@@ -305,7 +324,7 @@ where
                 }
                 let size = per_call.min(items - n * per_call);
                 let sent = Instant::now();
-                call(&mut client, n, size).await?;
+                call(&channel, n, size).await?;
                 latencies.push(sent.elapsed().as_micros() as u64);
             }
         }));
@@ -331,4 +350,209 @@ where
         elapsed,
         latencies_us,
     })
+}
+
+/// How many times `f` runs in `duration` on this thread, per second.
+fn rate(duration: Duration, mut f: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    let mut runs = 0u64;
+    while started.elapsed() < duration {
+        for _ in 0..64 {
+            f();
+        }
+        runs += 64;
+    }
+    runs as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn issue(args: IssueBench) -> Result<(), Failure> {
+    use lapse_credential::{
+        Claims, KeyId, SigningKeyPair, StatusClaim, StatusListRef, TenantId, WorkloadId,
+    };
+    use lapse_wire::issuer::issuer_client::IssuerClient;
+    use lapse_wire::issuer::{IssueRequest, RefreshRequest, issue_request::Attestation};
+
+    let fail = |e: String| Failure::new(exit::FAILURE, e);
+    // Baselines first, on an idle machine: raw Ed25519 and a whole JWT.
+    let signer = SigningKeyPair::from_seed(KeyId::new("bench").expect("valid"), [7; 32]);
+    let raw_per_second = rate(Duration::from_secs(1), || {
+        std::hint::black_box(signer.sign_raw(std::hint::black_box(b"a message of typical claim size, about one hundred bytes long, for the signing baseline..")));
+    });
+    let claims = Claims {
+        iss: "lapse".into(),
+        sub: WorkloadId::new("spiffe://bench.example/worker").expect("valid"),
+        aud: vec!["bench".into()],
+        iat: 1,
+        nbf: 1,
+        exp: 2,
+        jti: "00112233445566778899aabbccddeeff".into(),
+        tenant: TenantId::new("bench").expect("valid"),
+        scopes: vec!["read".into()],
+        status: StatusClaim {
+            status_list: StatusListRef {
+                idx: 1,
+                uri: "lapse/statuslists/1".into(),
+            },
+        },
+        cnf: None,
+    };
+    let jwt_per_second = rate(Duration::from_secs(1), || {
+        std::hint::black_box(signer.sign(&claims).ok());
+    });
+
+    let temporary = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        addresses.push(listener.local_addr().map_err(|e| fail(e.to_string()))?);
+        listeners.push(listener);
+    }
+    let token = "bench-admin-token-0123456789";
+    let mut configs = local_configs(
+        temporary.path(),
+        &addresses,
+        "bench-cluster-secret-0123456789",
+        token,
+    );
+    for config in &mut configs {
+        config.issuance.lease_block = 200_000;
+    }
+    let brokers = start_local_cluster(configs, listeners).await?;
+    let target = addresses[0].to_string();
+    let channel = Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|e| fail(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+    let auth = format!("Bearer {token}");
+    let mut admin = ClusterClient::new(channel.clone());
+    admin
+        .set_policy(request(
+            &auth,
+            pb::SetPolicyRequest {
+                request_id: "bench-policy".into(),
+                tenant: "bench".into(),
+                text:
+                    r#"permit(principal, action == Action::"issue", resource == Tenant::"bench");"#
+                        .into(),
+                expected_version: None,
+            },
+        ))
+        .await?;
+    let join = admin
+        .create_join_token(request(
+            &auth,
+            pb::CreateJoinTokenRequest {
+                request_id: "bench-token".into(),
+                ttl_seconds: 600,
+                grant: Some(pb::create_join_token_request::Grant::Workload(
+                    pb::WorkloadGrant {
+                        tenant: "bench".into(),
+                        workload: "spiffe://bench.example/worker".into(),
+                    },
+                )),
+            },
+        ))
+        .await?
+        .into_inner();
+    // The broker registers its signing key and leases indices in the
+    // background: retry the first issuance until both are ready.
+    let mut issuer = IssuerClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seed = loop {
+        match issuer
+            .issue(IssueRequest {
+                attestation: Some(Attestation::JoinToken(join.token.clone())),
+                audiences: vec!["bench".into()],
+                scopes: vec!["read".into()],
+                ttl_seconds: 600,
+                dpop_jkt: String::new(),
+                tenant: String::new(),
+            })
+            .await
+        {
+            Ok(reply) => break reply.into_inner().credential,
+            Err(status)
+                if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            Endpoint::from_shared(format!("http://{target}"))
+                .map_err(|e| fail(e.to_string()))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?,
+        );
+    }
+    let seed = Arc::new(seed);
+    let phase = run_phase(
+        "issue (refresh: verify, policy, lease, sign, audit fsync)",
+        args.count,
+        1,
+        args.concurrency,
+        &channels,
+        move |client, _, _| {
+            let mut issuer = IssuerClient::new(client.clone());
+            let message = RefreshRequest {
+                credential: seed.to_string(),
+                dpop_proof: String::new(),
+                ttl_seconds: 600,
+                audiences: vec![],
+                scopes: vec![],
+            };
+            async move { issuer.refresh(message).await.map(|_| ()) }
+        },
+    )
+    .await?;
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+    let issued_per_second = phase.operations as f64 / phase.elapsed.as_secs_f64();
+    if args.json {
+        print_json(&json!({
+            "raw_ed25519_signatures_per_second_one_core": raw_per_second,
+            "jwt_signatures_per_second_one_core": jwt_per_second,
+            "issued_per_second": issued_per_second,
+            "p50_ms": phase.percentile_ms(0.5), "p99_ms": phase.percentile_ms(0.99), "max_ms": phase.percentile_ms(1.0),
+            "concurrency": args.concurrency,
+        }));
+        return Ok(());
+    }
+    println!(
+        "one broker of three (sled, loopback gRPC), {} concurrent clients over {} connections",
+        args.concurrency, args.connections
+    );
+    println!(
+        "{:<44} {:>12}",
+        "raw Ed25519 signatures/s (one core)",
+        format!("{raw_per_second:.0}")
+    );
+    println!(
+        "{:<44} {:>12}",
+        "EdDSA JWT signatures/s (one core)",
+        format!("{jwt_per_second:.0}")
+    );
+    println!(
+        "{:<44} {:>12}   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+        "credentials issued/s over gRPC",
+        format!("{issued_per_second:.0}"),
+        phase.percentile_ms(0.5),
+        phase.percentile_ms(0.99),
+        phase.percentile_ms(1.0)
+    );
+    println!(
+        "issued/s as a share of the raw signing rate per core: {:.2}",
+        issued_per_second / raw_per_second
+    );
+    Ok(())
 }

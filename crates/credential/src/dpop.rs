@@ -167,14 +167,12 @@ pub fn verify_proof(proof: &str, expected: &DpopExpectation) -> Result<VerifiedP
     if alg != "EdDSA" {
         return Err(DpopError::UnsupportedAlgorithm(alg.to_owned()));
     }
-    let jwk: Jwk = header
-        .get("jwk")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(DpopError::MissingKey)?;
-    if jwk.d.is_some() {
+    let raw_jwk = header.get("jwk").ok_or(DpopError::MissingKey)?;
+    // Refuse a private key however the rest of the jwk looks.
+    if raw_jwk.get("d").is_some() {
         return Err(DpopError::PrivateKeyInProof);
     }
+    let jwk: Jwk = serde_json::from_value(raw_jwk.clone()).map_err(|_| DpopError::MissingKey)?;
     let public_key = jwk.public_key().map_err(|_| DpopError::MissingKey)?;
     let verifying =
         ed25519_dalek::VerifyingKey::from_bytes(&public_key).map_err(|_| DpopError::MissingKey)?;
@@ -208,7 +206,11 @@ pub fn verify_proof(proof: &str, expected: &DpopExpectation) -> Result<VerifiedP
         });
     }
     let now = expected.now_seconds;
-    let earliest = now.saturating_sub(expected.max_age_seconds + expected.leeway_seconds);
+    let earliest = now.saturating_sub(
+        expected
+            .max_age_seconds
+            .saturating_add(expected.leeway_seconds),
+    );
     if claims.iat < earliest || claims.iat > now.saturating_add(expected.leeway_seconds) {
         return Err(DpopError::Stale {
             iat: claims.iat,

@@ -201,6 +201,13 @@ pub fn verify(
     if alg != "EdDSA" {
         return Err(VerifyError::UnsupportedAlgorithm(alg.to_owned()));
     }
+    // A truncated or mangled signature is a malformed token, not a forgery.
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    if !matches!(URL_SAFE_NO_PAD.decode(signature), Ok(bytes) if bytes.len() == 64) {
+        return Err(VerifyError::Malformed(
+            "the signature is not 64 bytes of base64url".into(),
+        ));
+    }
     let kid = header
         .get("kid")
         .and_then(|v| v.as_str())
