@@ -45,6 +45,9 @@ struct IssueBench {
     /// Client connections the tasks share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// How often brokers ship audit records to the ledger.
+    #[arg(long, default_value_t = 1000)]
+    audit_ship_ms: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -419,6 +422,7 @@ async fn issue(args: IssueBench) -> Result<(), Failure> {
     );
     for config in &mut configs {
         config.issuance.lease_block = 200_000;
+        config.issuance.audit_ship_ms = args.audit_ship_ms;
     }
     let brokers = start_local_cluster(configs, listeners).await?;
     let target = addresses[0].to_string();

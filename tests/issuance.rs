@@ -627,3 +627,144 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
     }
     let _ = http;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() {
+    use lapse_credential::{KeyId, SigningKeyPair, make_proof};
+    use lapse_wire::issuer::issuer_client::IssuerClient;
+    use lapse_wire::issuer::{IssueRequest, RefreshRequest, issue_request::Attestation};
+
+    let issuing = start(FAST_RAFT);
+    let cluster = &issuing.cluster;
+    cluster.wait_for_leader().await;
+    wait_for_keys(cluster, 3).await;
+    let policy_file = cluster.dir.path().join("acme.cedar");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    cli_json(
+        cluster,
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            "acme",
+            "--file",
+            policy_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+
+    // An expired join token.
+    let short = cli_json(
+        cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            WORKLOAD,
+            "--ttl",
+            "1s",
+            "--json",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = issue(cluster, 2, short["token"].as_str().unwrap(), &[]);
+    assert_eq!(
+        expired.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&expired.stderr)
+    );
+    assert!(String::from_utf8_lossy(&expired.stderr).contains("expired"));
+
+    // A key-bound credential, then the same DPoP proof twice.
+    let holder = SigningKeyPair::from_seed(KeyId::new("holder").unwrap(), [4; 32]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.address(2)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut issuer = IssuerClient::new(channel);
+    let bound = issuer
+        .issue(IssueRequest {
+            attestation: Some(Attestation::JoinToken(workload_token(cluster))),
+            audiences: vec!["billing".into()],
+            scopes: vec![],
+            ttl_seconds: 300,
+            dpop_jkt: holder.public_jwk().thumbprint(),
+            tenant: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let proof = make_proof(
+        &holder,
+        "POST",
+        "lapse/refresh",
+        Some(&bound.credential),
+        now,
+        "once",
+    )
+    .unwrap();
+    let refresh = RefreshRequest {
+        credential: bound.credential.clone(),
+        dpop_proof: proof,
+        ttl_seconds: 300,
+        audiences: vec![],
+        scopes: vec![],
+    };
+    issuer
+        .refresh(refresh.clone())
+        .await
+        .expect("the first use of a proof is accepted");
+    let replayed = issuer.refresh(refresh).await.unwrap_err();
+    assert_eq!(replayed.code(), tonic::Code::Unauthenticated);
+    assert!(
+        replayed.message().contains("already used"),
+        "{}",
+        replayed.message()
+    );
+    // A proof for another URI is refused too.
+    let elsewhere = make_proof(
+        &holder,
+        "POST",
+        "https://elsewhere/refresh",
+        Some(&bound.credential),
+        now,
+        "twice",
+    )
+    .unwrap();
+    let wrong = issuer
+        .refresh(RefreshRequest {
+            credential: bound.credential,
+            dpop_proof: elsewhere,
+            ttl_seconds: 300,
+            audiences: vec![],
+            scopes: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+
+    let audit = cli_json(cluster, 2, &["audit", "--json"]);
+    let reasons: Vec<String> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["allowed"] == false)
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in ["expired", "already used", "DPoP proof"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no audited refusal with {expected:?}: {reasons:?}"
+        );
+    }
+}

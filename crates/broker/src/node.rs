@@ -204,6 +204,7 @@ impl Broker {
             audit: audit.clone(),
             settings: issuance.clone(),
             external,
+            policies: Default::default(),
             replay: std::sync::Mutex::new(ReplayCache::new(
                 100_000,
                 issuance.dpop_max_age_seconds + 2 * issuance.leeway_seconds,

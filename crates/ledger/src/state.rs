@@ -558,8 +558,10 @@ impl LedgerState {
             .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
         self.keys
             .retain(|_, key| key.not_after_ms.saturating_add(ttl) > now_ms);
+        // Expired and spent tokens are kept a while longer, so using one
+        // is refused as expired or spent rather than as unknown.
         self.join_tokens
-            .retain(|_, token| token.expires_at_ms > now_ms);
+            .retain(|_, token| token.expires_at_ms.saturating_add(ttl) > now_ms);
         let retention = self.params.audit_retention_ms;
         self.audit
             .retain(|_, record| record.at_ms.saturating_add(retention) > now_ms);

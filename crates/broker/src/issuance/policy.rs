@@ -23,6 +23,33 @@ use lapse_credential::{TenantId, WorkloadId};
 use lapse_ledger::Decision;
 use sha2::{Digest, Sha256};
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Workload,
+    Action,
+    Tenant,
+}
+
+/// An entity uid of `kind` with `id`. Type names are parsed once: running
+/// Cedar's parser on every request costs more than the decision itself.
+fn uid(kind: Kind, id: &str) -> Option<EntityUid> {
+    use cedar_policy::{EntityId, EntityTypeName};
+    static NAMES: std::sync::OnceLock<Option<[EntityTypeName; 3]>> = std::sync::OnceLock::new();
+    let names = NAMES
+        .get_or_init(|| {
+            Some([
+                EntityTypeName::from_str("Workload").ok()?,
+                EntityTypeName::from_str("Action").ok()?,
+                EntityTypeName::from_str("Tenant").ok()?,
+            ])
+        })
+        .as_ref()?;
+    Some(EntityUid::from_type_name_and_id(
+        names[kind as usize].clone(),
+        EntityId::new(id),
+    ))
+}
+
 /// Check that `text` is a Cedar policy set; the error says where it is wrong.
 pub fn parse(text: &str) -> Result<PolicySet, String> {
     PolicySet::from_str(text).map_err(|e| format!("{e:?}").replace('\n', " "))
@@ -38,8 +65,48 @@ pub struct IssueAsk<'a> {
     pub ttl_seconds: u64,
 }
 
+/// A policy set as parsed, or why it did not parse.
+type Parsed = std::sync::Arc<Result<PolicySet, String>>;
+
+/// Parsed policy sets by tenant and version, so each version is parsed once.
+#[derive(Default)]
+pub struct PolicyCache {
+    parsed: std::sync::Mutex<std::collections::BTreeMap<TenantId, (u64, Parsed)>>,
+}
+
+impl PolicyCache {
+    /// Decide `ask` against `policy`, the tenant's current (version, text).
+    pub fn decide(&self, policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
+        let Some((version, text)) = policy else {
+            return decide_parsed(None, ask);
+        };
+        let parsed = {
+            let mut cache = self.parsed.lock().expect("policy cache lock");
+            match cache.get(ask.tenant) {
+                Some((cached, parsed)) if *cached == version => parsed.clone(),
+                _ => {
+                    let parsed = std::sync::Arc::new(parse(text));
+                    cache.insert(ask.tenant.clone(), (version, parsed.clone()));
+                    parsed
+                }
+            }
+        };
+        decide_parsed(Some((version, &parsed)), ask)
+    }
+}
+
 /// Decide `ask` against a tenant's policy (`None`: no policy, so deny).
 pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
+    match policy {
+        None => decide_parsed(None, ask),
+        Some((version, text)) => decide_parsed(Some((version, &parse(text))), ask),
+    }
+}
+
+fn decide_parsed(
+    policy: Option<(u64, &Result<PolicySet, String>)>,
+    ask: &IssueAsk<'_>,
+) -> Decision {
     let input_sha256: [u8; 32] = Sha256::digest(serde_json::to_vec(ask).unwrap_or_default()).into();
     let refuse = |version, reason: String| Decision {
         policy_version: version,
@@ -47,7 +114,7 @@ pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
         allowed: false,
         reason,
     };
-    let Some((version, text)) = policy else {
+    let Some((version, parsed)) = policy else {
         return refuse(
             0,
             format!(
@@ -56,7 +123,7 @@ pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
             ),
         );
     };
-    let policies = match parse(text) {
+    let policies = match parsed {
         Ok(policies) => policies,
         Err(e) => {
             return refuse(
@@ -65,13 +132,10 @@ pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
             );
         }
     };
-    let uid = |kind: &str, id: &str| {
-        EntityUid::from_str(&format!("{kind}::{}", serde_json::Value::from(id))).ok()
-    };
     let (Some(principal), Some(action), Some(resource)) = (
-        uid("Workload", ask.workload.as_str()),
-        uid("Action", "issue"),
-        uid("Tenant", ask.tenant.as_str()),
+        uid(Kind::Workload, ask.workload.as_str()),
+        uid(Kind::Action, "issue"),
+        uid(Kind::Tenant, ask.tenant.as_str()),
     ) else {
         return refuse(version, "request entities do not form Cedar ids".into());
     };
@@ -90,7 +154,7 @@ pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
         Ok(request) => request,
         Err(e) => return refuse(version, format!("request: {e}")),
     };
-    let response = Authorizer::new().is_authorized(&request, &policies, &Entities::empty());
+    let response = Authorizer::new().is_authorized(&request, policies, &Entities::empty());
     match response.decision() {
         CedarDecision::Allow => Decision {
             policy_version: version,

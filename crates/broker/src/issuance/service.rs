@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use super::audit::AuditLog;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
-use super::policy::{IssueAsk, decide};
+use super::policy::{IssueAsk, PolicyCache};
 use crate::cluster_service::refusal_status;
 use crate::config::{ExternalIssuerConfig, IssuanceConfig};
 use crate::core::SharedCore;
@@ -38,6 +38,7 @@ pub struct IssuerService {
     pub settings: IssuanceConfig,
     pub external: Vec<(ExternalIssuerConfig, ExternalIssuer)>,
     pub replay: Mutex<ReplayCache>,
+    pub policies: PolicyCache,
 }
 
 /// Who the workload turned out to be.
@@ -334,7 +335,7 @@ impl IssuerService {
                 .get(&attested.tenant)
                 .map(|p| (p.version, p.text.clone()))
         });
-        let decision = decide(
+        let decision = self.policies.decide(
             policy.as_ref().map(|(v, t)| (*v, t.as_str())),
             &IssueAsk {
                 tenant: &attested.tenant,
