@@ -17,7 +17,8 @@ pub struct DevArgs {
     /// Where the brokers keep their data, configuration and the admin token.
     #[arg(long, default_value = DEV_DIR)]
     data_dir: PathBuf,
-    /// Port of broker 1; brokers 2 and 3 take the next two.
+    /// Port of broker 1; brokers 2 and 3 take the next two, and each serves
+    /// its JWKS over HTTP 100 ports above its own.
     #[arg(long, default_value_t = 7401)]
     base_port: u16,
 }
@@ -115,7 +116,12 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         listeners.push(listener);
         addresses.push(address);
     }
-    let configs = local_configs(&args.data_dir, &addresses, &secret, &admin_token);
+    let mut configs = local_configs(&args.data_dir, &addresses, &secret, &admin_token);
+    for (n, config) in configs.iter_mut().enumerate() {
+        // The JWKS and issuer metadata, 100 ports above each broker.
+        config.issuance.http_listen =
+            Some(([127, 0, 0, 1], args.base_port + 100 + n as u16).into());
+    }
     for config in &configs {
         let text = toml::to_string_pretty(config).unwrap_or_default();
         std::fs::write(
@@ -158,6 +164,7 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
     println!("  cargo run -- lease --broker-id 1 --count 1000");
     println!("  cargo run -- revoke index 42");
     println!("  cargo run -- revoke tenant acme");
+    println!("  (and the issuing tour in README.md)");
     println!();
     println!(
         "Ctrl-C stops the cluster; the data stays (delete {} to start afresh).",
