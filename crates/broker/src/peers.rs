@@ -171,6 +171,36 @@ impl PeerNetwork {
             .min(self.channels.rpc_timeout())
             .max(Duration::from_millis(50))
     }
+
+    /// Send one encoded Raft message with `send` and decode the answer.
+    async fn unary<Req, Resp, Call, Sent>(
+        &self,
+        rpc: &Req,
+        option: &RPCOption,
+        send: Call,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        Call: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Sent,
+        Sent: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let client = self
+            .channels
+            .peer_client(&self.address)
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let request = self.channels.request(
+            RaftMessage {
+                payload: encode(rpc),
+            },
+            self.timeout(option),
+        );
+        let reply = send(client, request)
+            .await
+            .map_err(|s| rpc_error(self.target, s))?;
+        decode(&reply.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
+    }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
@@ -181,22 +211,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = self
-            .channels
-            .peer_client(&self.address)
-            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
-        let request = self.channels.request(
-            RaftMessage {
-                payload: encode(&rpc),
-            },
-            self.timeout(&option),
-        );
-        let reply = client
-            .append_entries(request)
-            .await
-            .map_err(|s| rpc_error(self.target, s))?;
-        decode(&reply.into_inner().payload)
-            .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
+        self.unary(&rpc, &option, |mut client, request| async move {
+            client.append_entries(request).await
+        })
+        .await
     }
 
     async fn vote(
@@ -204,22 +222,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = self
-            .channels
-            .peer_client(&self.address)
-            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
-        let request = self.channels.request(
-            RaftMessage {
-                payload: encode(&rpc),
-            },
-            self.timeout(&option),
-        );
-        let reply = client
-            .vote(request)
-            .await
-            .map_err(|s| rpc_error(self.target, s))?;
-        decode(&reply.into_inner().payload)
-            .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
+        self.unary(&rpc, &option, |mut client, request| async move {
+            client.vote(request).await
+        })
+        .await
     }
 
     async fn full_snapshot(
