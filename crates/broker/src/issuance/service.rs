@@ -167,9 +167,10 @@ impl IssuerService {
             presented: JoinUse::Workload,
         };
         let response = self.core.propose(request_id, command).await?;
-        if response.duplicate {
-            // A retry of our own consumption would be fine, but a second
-            // caller with the same token must not get a credential.
+        if response.duplicate && response.outcome.is_ok() {
+            // The token was consumed by an earlier call: a second caller
+            // with the same token must not get a credential. (A refusal is
+            // replayed below as it was.)
             return Err(Status::failed_precondition("join token was already used"));
         }
         match response.outcome {
