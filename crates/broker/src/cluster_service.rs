@@ -81,6 +81,12 @@ fn audit_to_wire(
     }
 }
 
+/// The status for a ledger answer that does not fit the command: a bug,
+/// never a client's fault.
+pub fn unexpected(answer: &Applied) -> Status {
+    Status::internal(format!("unexpected ledger answer {answer:?}"))
+}
+
 /// The gRPC status for a ledger refusal, tagged with its code.
 pub fn refusal_status(refusal: &Refusal) -> Status {
     let code = match refusal {
@@ -288,9 +294,7 @@ impl Cluster for ClusterService {
                 committed_at_ms,
                 duplicate: response.duplicate,
             })),
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected ledger answer {other:?}"
-            ))),
+            Ok(other) => Err(unexpected(&other)),
             Err(refusal) => Err(refusal_status(&refusal)),
         }
     }
@@ -334,9 +338,7 @@ impl Cluster for ClusterService {
                     })
                     .collect(),
             })),
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected ledger answer {other:?}"
-            ))),
+            Ok(other) => Err(unexpected(&other)),
             Err(refusal) => Err(refusal_status(&refusal)),
         }
     }
@@ -421,9 +423,7 @@ impl Cluster for ClusterService {
                 credentials_expire_by_ms,
                 epoch: response.log_index,
             })),
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected ledger answer {other:?}"
-            ))),
+            Ok(other) => Err(unexpected(&other)),
             Err(refusal) => Err(refusal_status(&refusal)),
         }
     }
@@ -482,9 +482,7 @@ impl Cluster for ClusterService {
                 token,
                 expires_at_ms,
             })),
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected ledger answer {other:?}"
-            ))),
+            Ok(other) => Err(unexpected(&other)),
             Err(refusal) => Err(refusal_status(&refusal)),
         }
     }
@@ -561,9 +559,7 @@ impl Cluster for ClusterService {
         match self.propose(id, command).await?.outcome {
             Ok(Applied::JoinTokenConsumed(JoinGrant::Broker { .. })) => {}
             Ok(other) => {
-                return Err(Status::internal(format!(
-                    "unexpected ledger answer {other:?}"
-                )));
+                return Err(unexpected(&other));
             }
             Err(refusal) => return Err(refusal_status(&refusal)),
         }
@@ -699,9 +695,7 @@ impl Cluster for ClusterService {
                 text: request.text,
                 set_at_ms: response.applied_at_ms,
             })),
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected ledger answer {other:?}"
-            ))),
+            Ok(other) => Err(unexpected(&other)),
             Err(refusal) => Err(refusal_status(&refusal)),
         }
     }

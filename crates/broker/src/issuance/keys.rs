@@ -11,7 +11,7 @@ use lapse_credential::{KeyId, SigningKeyPair};
 use lapse_ledger::{Applied, Command, RequestId};
 use tonic::Status;
 
-use crate::cluster_service::refusal_status;
+use crate::cluster_service::{refusal_status, unexpected};
 use crate::core::SharedCore;
 
 /// The key this broker signs with, once committed.
@@ -67,9 +67,7 @@ impl KeyRing {
         match core.propose(request_id, command).await?.outcome {
             Ok(Applied::KeyRegistered) => {}
             Ok(other) => {
-                return Err(Status::internal(format!(
-                    "unexpected ledger answer {other:?}"
-                )));
+                return Err(unexpected(&other));
             }
             Err(refusal) => return Err(refusal_status(&refusal)),
         }

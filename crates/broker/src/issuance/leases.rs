@@ -12,6 +12,7 @@ use lapse_ledger::{Applied, Command, RequestId};
 use tokio::sync::Notify;
 use tonic::Status;
 
+use crate::cluster_service::unexpected;
 use crate::core::SharedCore;
 
 #[derive(Debug, Clone, Copy)]
@@ -113,9 +114,7 @@ impl IndexLeases {
                 tracing::info!(start, end, "leased status indices");
                 Ok(())
             }
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected ledger answer {other:?}"
-            ))),
+            Ok(other) => Err(unexpected(&other)),
             Err(refusal) => Err(crate::cluster_service::refusal_status(&refusal)),
         }
     }
