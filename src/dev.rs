@@ -143,8 +143,12 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         } else {
             ""
         };
+        let jwks = broker
+            .http_address()
+            .map(|a| format!("  JWKS http://{a}/.well-known/jwks.json"))
+            .unwrap_or_default();
         println!(
-            "  broker {}  {}{marker}",
+            "  broker {}  {}{jwks}{marker}",
             broker.core().id,
             broker.local_address()
         );

@@ -16,9 +16,8 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
     // Three consecutive free ports, found by probing.
     let base = loop {
         let base = free_port();
-        if base < 65000
-            && (1..3).all(|n| std::net::TcpListener::bind(("127.0.0.1", base + n)).is_ok())
-        {
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if base < 65000 && (1..3).all(|n| free(base + n)) && (100..103).all(|n| free(base + n)) {
             break base;
         }
     };
@@ -45,6 +44,22 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
             printed.contains(&format!("127.0.0.1:{}", base + n)),
             "{printed}"
         );
+    }
+    // Each broker serves its JWKS; keys appear once they are registered.
+    let jwks_address = format!("127.0.0.1:{}", base + 100);
+    assert!(printed.contains(&jwks_address), "{printed}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jwks: serde_json::Value =
+            serde_json::from_str(&http_get(&jwks_address, "/.well-known/jwks.json")).unwrap();
+        if jwks["keys"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokers did not publish their keys: {jwks}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // The printed suggestions work: the CLI finds the token in the data dir.
