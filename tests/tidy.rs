@@ -38,7 +38,7 @@ fn pure_crates_do_no_io() {
     let forbidden = [
         "tokio", "tonic", "sled", "openraft", "prost", "rand", "futures",
     ];
-    for name in ["credential", "ledger"] {
+    for name in ["credential", "ledger", "filter"] {
         let deps = dependencies(&root().join("crates").join(name).join("Cargo.toml"));
         for dep in &deps {
             assert!(
@@ -53,6 +53,7 @@ fn pure_crates_do_no_io() {
 fn dependencies_point_one_way() {
     let may_use = [
         ("credential", vec![]),
+        ("filter", vec![]),
         ("ledger", vec!["lapse-credential"]),
         ("storage", vec!["lapse-ledger", "lapse-credential"]),
         ("wire", vec![]),

@@ -1,0 +1,288 @@
+//! `RuleSet`: revocation rules that cover many credentials at once — every
+//! credential of a subject or tenant issued before a cutoff, and every
+//! credential signed by a revoked key id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::{Reader, put_str, put_varint};
+use crate::error::FilterError;
+
+/// Hard cap on the entries of each rule map (subject, tenant, key id).
+pub const MAX_RULES: u64 = 1 << 20;
+/// Hard cap on the byte length of a tenant, subject or key id.
+pub const MAX_STRING_BYTES: u64 = 1024;
+
+/// Subject, tenant and key-id revocation rules.
+///
+/// Cutoffs only move forward: inserting or merging a rule keeps the later of
+/// the old and new cutoffs. A credential is revoked if it was issued strictly
+/// before its subject's or tenant's cutoff, or its key id is revoked.
+///
+/// Wire form (each section sorted, strictly increasing keys):
+/// `varint n, n × (str tenant, str subject, varint cutoff_ms)`,
+/// `varint n, n × (str tenant, varint cutoff_ms)`, `varint n, n × str key_id`,
+/// where `str` is `varint len, UTF-8 bytes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    subjects: BTreeMap<(String, String), u64>,
+    tenants: BTreeMap<String, u64>,
+    key_ids: BTreeSet<String>,
+}
+
+fn check_str(s: &str) -> Result<(), FilterError> {
+    if s.len() as u64 > MAX_STRING_BYTES {
+        return Err(FilterError::TooLarge {
+            what: "string",
+            len: s.len() as u64,
+            max: MAX_STRING_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_room(what: &'static str, len: usize) -> Result<(), FilterError> {
+    if len as u64 >= MAX_RULES {
+        return Err(FilterError::TooLarge {
+            what,
+            len: len as u64 + 1,
+            max: MAX_RULES,
+        });
+    }
+    Ok(())
+}
+
+impl RuleSet {
+    /// No rules.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Revoke every credential of `(tenant, subject)` issued before
+    /// `issued_before_ms`.
+    pub fn revoke_subject(
+        &mut self,
+        tenant: &str,
+        subject: &str,
+        issued_before_ms: u64,
+    ) -> Result<(), FilterError> {
+        check_str(tenant)?;
+        check_str(subject)?;
+        let key = (tenant.to_owned(), subject.to_owned());
+        match self.subjects.get_mut(&key) {
+            Some(c) => *c = (*c).max(issued_before_ms),
+            None => {
+                check_room("subject rules", self.subjects.len())?;
+                self.subjects.insert(key, issued_before_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Revoke every credential of `tenant` issued before `issued_before_ms`.
+    pub fn revoke_tenant(
+        &mut self,
+        tenant: &str,
+        issued_before_ms: u64,
+    ) -> Result<(), FilterError> {
+        check_str(tenant)?;
+        match self.tenants.get_mut(tenant) {
+            Some(c) => *c = (*c).max(issued_before_ms),
+            None => {
+                check_room("tenant rules", self.tenants.len())?;
+                self.tenants.insert(tenant.to_owned(), issued_before_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Revoke every credential signed by `key_id`.
+    pub fn revoke_key(&mut self, key_id: &str) -> Result<(), FilterError> {
+        check_str(key_id)?;
+        if !self.key_ids.contains(key_id) {
+            check_room("key id rules", self.key_ids.len())?;
+            self.key_ids.insert(key_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Whether a credential with these claims is revoked by some rule.
+    pub fn revokes(&self, tenant: &str, subject: &str, key_id: &str, issued_at_ms: u64) -> bool {
+        self.key_ids.contains(key_id)
+            || self.tenants.get(tenant).is_some_and(|&c| issued_at_ms < c)
+            || self
+                .subjects
+                .get(&(tenant.to_owned(), subject.to_owned()))
+                .is_some_and(|&c| issued_at_ms < c)
+    }
+
+    /// Merge `other` into `self` (later cutoffs win, key ids union).
+    /// Atomic: on error `self` is untouched.
+    pub fn merge(&mut self, other: &RuleSet) -> Result<(), FilterError> {
+        let mut next = self.clone();
+        for ((t, s), &c) in &other.subjects {
+            next.revoke_subject(t, s, c)?;
+        }
+        for (t, &c) in &other.tenants {
+            next.revoke_tenant(t, c)?;
+        }
+        for k in &other.key_ids {
+            next.revoke_key(k)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Subject rules.
+    pub fn subjects(&self) -> &BTreeMap<(String, String), u64> {
+        &self.subjects
+    }
+
+    /// Tenant rules.
+    pub fn tenants(&self) -> &BTreeMap<String, u64> {
+        &self.tenants
+    }
+
+    /// Revoked key ids.
+    pub fn key_ids(&self) -> &BTreeSet<String> {
+        &self.key_ids
+    }
+
+    /// Total number of rules.
+    pub fn len(&self) -> usize {
+        self.subjects.len() + self.tenants.len() + self.key_ids.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.subjects.len() as u64);
+        for ((t, s), &c) in &self.subjects {
+            put_str(out, t);
+            put_str(out, s);
+            put_varint(out, c);
+        }
+        put_varint(out, self.tenants.len() as u64);
+        for (t, &c) in &self.tenants {
+            put_str(out, t);
+            put_varint(out, c);
+        }
+        put_varint(out, self.key_ids.len() as u64);
+        for k in &self.key_ids {
+            put_str(out, k);
+        }
+    }
+
+    /// Decode a complete encoding produced by [`RuleSet::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, FilterError> {
+        let mut r = Reader::new(bytes);
+        let s = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(s)
+    }
+
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, FilterError> {
+        let mut rules = RuleSet::new();
+        let n = r.count("subject rules", MAX_RULES, 3)?;
+        let mut prev: Option<(String, String)> = None;
+        for _ in 0..n {
+            let key = (r.str(MAX_STRING_BYTES)?, r.str(MAX_STRING_BYTES)?);
+            let c = r.varint()?;
+            if prev.as_ref().is_some_and(|p| *p >= key) {
+                return Err(FilterError::NotSorted);
+            }
+            prev = Some(key.clone());
+            rules.subjects.insert(key, c);
+        }
+        let n = r.count("tenant rules", MAX_RULES, 2)?;
+        let mut prev: Option<String> = None;
+        for _ in 0..n {
+            let t = r.str(MAX_STRING_BYTES)?;
+            let c = r.varint()?;
+            if prev.as_ref().is_some_and(|p| *p >= t) {
+                return Err(FilterError::NotSorted);
+            }
+            prev = Some(t.clone());
+            rules.tenants.insert(t, c);
+        }
+        let n = r.count("key id rules", MAX_RULES, 1)?;
+        let mut prev: Option<String> = None;
+        for _ in 0..n {
+            let k = r.str(MAX_STRING_BYTES)?;
+            if prev.as_ref().is_some_and(|p| *p >= k) {
+                return Err(FilterError::NotSorted);
+            }
+            prev = Some(k.clone());
+            rules.key_ids.insert(k);
+        }
+        Ok(rules)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RuleSet {
+        let mut r = RuleSet::new();
+        r.revoke_subject("acme", "svc-a", 1000).unwrap();
+        r.revoke_subject("acme", "svc-b", 50).unwrap();
+        r.revoke_tenant("globex", 2000).unwrap();
+        r.revoke_key("k1").unwrap();
+        r
+    }
+
+    #[test]
+    fn revokes_semantics() {
+        let r = sample();
+        assert!(r.revokes("acme", "svc-a", "k0", 999));
+        assert!(!r.revokes("acme", "svc-a", "k0", 1000));
+        assert!(!r.revokes("acme", "svc-c", "k0", 0));
+        assert!(r.revokes("globex", "anyone", "k0", 1999));
+        assert!(!r.revokes("globex", "anyone", "k0", 2000));
+        assert!(r.revokes("initech", "x", "k1", u64::MAX));
+        assert!(!r.revokes("initech", "x", "k2", 0));
+    }
+
+    #[test]
+    fn cutoffs_only_move_forward() {
+        let mut r = sample();
+        r.revoke_subject("acme", "svc-a", 10).unwrap();
+        assert!(r.revokes("acme", "svc-a", "k0", 999));
+        let mut other = RuleSet::new();
+        other.revoke_tenant("globex", 3000).unwrap();
+        other.revoke_key("k9").unwrap();
+        r.merge(&other).unwrap();
+        assert!(r.revokes("globex", "s", "k0", 2500));
+        assert!(r.revokes("x", "s", "k9", 0));
+    }
+
+    #[test]
+    fn round_trip_and_rejects() {
+        let r = sample();
+        assert_eq!(RuleSet::decode(&r.encode()).unwrap(), r);
+        assert_eq!(
+            RuleSet::decode(&RuleSet::new().encode()).unwrap(),
+            RuleSet::new()
+        );
+        // Two key ids out of order.
+        let bad = [0u8, 0, 2, 1, b'b', 1, b'a'];
+        assert_eq!(RuleSet::decode(&bad), Err(FilterError::NotSorted));
+        // Invalid UTF-8.
+        let bad = [0u8, 0, 1, 1, 0xff];
+        assert!(matches!(
+            RuleSet::decode(&bad),
+            Err(FilterError::Corrupt(_))
+        ));
+        assert!(RuleSet::new().revoke_key(&"x".repeat(2000)).is_err());
+    }
+}
