@@ -144,13 +144,21 @@ impl IssuerService {
         }
     }
 
-    fn refused_decision(reason: &str) -> Decision {
-        Decision {
+    /// Record and return a refusal that no policy decided (bad attestation,
+    /// bad request): its reason is the status message.
+    async fn refuse_plainly(
+        &self,
+        attested: Option<&Attested>,
+        ask: (&[String], &[String]),
+        status: Status,
+    ) -> Status {
+        let decision = Decision {
             policy_version: 0,
             input_sha256: [0; 32],
             allowed: false,
-            reason: reason.to_owned(),
-        }
+            reason: status.message().to_owned(),
+        };
+        self.refuse(attested, ask, decision, status).await
     }
 
     async fn attest_join_token(&self, token: &str) -> Result<Attested, Status> {
@@ -321,12 +329,7 @@ impl IssuerService {
                 "ttl_seconds {ttl_seconds} is beyond the cluster's maximum {max_ttl}"
             ));
             return Err(self
-                .refuse(
-                    Some(&attested),
-                    (&scopes, &audiences),
-                    Self::refused_decision(status.message()),
-                    status,
-                )
+                .refuse_plainly(Some(&attested), (&scopes, &audiences), status)
                 .await);
         }
         let policy = self.core.view.read(|applied| {
@@ -457,14 +460,8 @@ impl Issuer for IssuerService {
         let attested = match attested {
             Ok(attested) => attested,
             Err(status) => {
-                let decision = Self::refused_decision(status.message());
                 return Err(self
-                    .refuse(
-                        None,
-                        (&request.scopes, &request.audiences),
-                        decision,
-                        status,
-                    )
+                    .refuse_plainly(None, (&request.scopes, &request.audiences), status)
                     .await);
             }
         };
@@ -473,9 +470,8 @@ impl Issuer for IssuerService {
                 "tenant mismatch: the attestation is for tenant {}, not {}",
                 attested.tenant, request.tenant
             ));
-            let decision = Self::refused_decision(status.message());
             let asked = (request.scopes.as_slice(), request.audiences.as_slice());
-            return Err(self.refuse(Some(&attested), asked, decision, status).await);
+            return Err(self.refuse_plainly(Some(&attested), asked, status).await);
         }
         let response = self
             .grant(
@@ -499,14 +495,8 @@ impl Issuer for IssuerService {
         let attested = match self.attest_refresh(&request) {
             Ok(attested) => attested,
             Err(status) => {
-                let decision = Self::refused_decision(status.message());
                 return Err(self
-                    .refuse(
-                        None,
-                        (&request.scopes, &request.audiences),
-                        decision,
-                        status,
-                    )
+                    .refuse_plainly(None, (&request.scopes, &request.audiences), status)
                     .await);
             }
         };
