@@ -22,6 +22,7 @@ use crate::codec::{Reader, put_varint};
 use crate::delta::RevokedDelta;
 use crate::error::FilterError;
 use crate::exact::RevokedSet;
+use crate::keys::{KeySet, decode_kids, put_kids};
 use crate::rules::RuleSet;
 use crate::{SecretSet, bloom::MAX_SECRETS};
 
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub secrets: SecretSet,
     /// Subject, tenant and key-id rules.
     pub rules: RuleSet,
+    /// Public keys that credentials may be signed with.
+    pub keys: KeySet,
 }
 
 /// Everything that changed between two epochs.
@@ -67,6 +70,10 @@ pub struct DeltaMessage {
     pub added_secrets: BTreeSet<SecretHash>,
     /// Rules to merge (later cutoffs win, key ids union).
     pub rules: RuleSet,
+    /// Keys registered or changed.
+    pub keys: KeySet,
+    /// Ids of keys that left the window.
+    pub keys_removed: BTreeSet<String>,
 }
 
 /// A decoded message.
@@ -106,6 +113,7 @@ impl Snapshot {
             next.secrets.insert(*h)?;
         }
         next.rules.merge(&delta.rules)?;
+        next.keys.apply(&delta.keys, &delta.keys_removed)?;
         next.epoch = to;
         *self = next;
         Ok(())
@@ -142,11 +150,14 @@ pub fn encode_message(msg: &Message) -> Result<Vec<u8>, FilterError> {
             s.set.encode_into(&mut out);
             s.secrets.encode_into(&mut out);
             s.rules.encode_into(&mut out);
+            s.keys.encode_into(&mut out);
         }
         Message::Delta(d) => {
             d.revoked.encode_into(&mut out);
             put_hashes(&mut out, d.added_secrets.iter());
             d.rules.encode_into(&mut out);
+            d.keys.encode_into(&mut out);
+            put_kids(&mut out, d.keys_removed.iter());
         }
     }
     let total = (out.len() + TRAILER_LEN) as u64;
@@ -216,11 +227,13 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, FilterError> {
             let set = RevokedSet::decode_from(&mut r)?;
             let secrets = SecretSet::decode_from(&mut r)?;
             let rules = RuleSet::decode_from(&mut r)?;
+            let keys = KeySet::decode_from(&mut r)?;
             Message::Full(Box::new(Snapshot {
                 epoch,
                 set,
                 secrets,
                 rules,
+                keys,
             }))
         }
         k if k == MessageKind::Delta as u8 => {
@@ -228,10 +241,14 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, FilterError> {
             let hashes = decode_hashes(&mut r)?;
             debug_assert!(hashes.len() as u64 <= MAX_SECRETS);
             let rules = RuleSet::decode_from(&mut r)?;
+            let keys = KeySet::decode_from(&mut r)?;
+            let keys_removed = decode_kids(&mut r)?;
             Message::Delta(DeltaMessage {
                 revoked,
                 added_secrets: hashes.into_iter().collect(),
                 rules,
+                keys,
+                keys_removed,
             })
         }
         other => return Err(FilterError::UnknownKind(other)),
@@ -254,6 +271,7 @@ mod tests {
             set: RevokedSet::from_sorted(100, 1000, [100, 150, 1099]).unwrap(),
             secrets,
             rules,
+            keys: KeySet::new(),
         }
     }
 
@@ -264,6 +282,21 @@ mod tests {
             revoked: RevokedDelta::new(5, 6, vec![1100, 1101], Some(120)).unwrap(),
             added_secrets: [[2; 32], [0; 32]].into_iter().collect(),
             rules,
+            keys: {
+                let mut k = KeySet::new();
+                k.insert(
+                    "k8",
+                    crate::PublicKey {
+                        algorithm: crate::KeyAlgorithm::Ed25519,
+                        bytes: vec![8; 32],
+                        not_before_ms: 1,
+                        not_after_ms: 2,
+                    },
+                )
+                .unwrap();
+                k
+            },
+            keys_removed: ["k0".to_string()].into_iter().collect(),
         }
     }
 

@@ -10,7 +10,8 @@
 //!   moves, so verifiers can follow along cheaply;
 //! - [`SecretSet`]: SHA-256 hashes of leaked static secrets, a Bloom filter
 //!   for the fast path backed by an exact set for confirmation;
-//! - [`RuleSet`]: subject, tenant and key-id revocation rules.
+//! - [`RuleSet`]: subject, tenant and key-id revocation rules;
+//! - [`KeySet`]: the public keys credentials are signed with.
 //!
 //! [`format`] wraps these in a checksummed, versioned container
 //! ([`encode_message`] / [`decode_message`]). Decoding is safe on untrusted
@@ -26,6 +27,7 @@ mod delta;
 mod error;
 mod exact;
 pub mod format;
+mod keys;
 mod rules;
 
 pub use bloom::{MAX_PLANNED_ITEMS, MAX_SECRETS, MIN_PLANNED_ITEMS, SecretHash, SecretSet};
@@ -36,4 +38,5 @@ pub use format::{
     DeltaMessage, FORMAT_VERSION, MAGIC, MAX_MESSAGE_BYTES, Message, MessageKind, Snapshot,
     decode_message, encode_message,
 };
+pub use keys::{KeyAlgorithm, KeySet, MAX_KEYS, MAX_PUBLIC_KEY_BYTES, PublicKey};
 pub use rules::{MAX_RULES, MAX_STRING_BYTES, RuleSet};

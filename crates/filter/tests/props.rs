@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use lapse_filter::{
-    DeltaMessage, FilterError, Message, RevokedDelta, RevokedSet, RuleSet, SecretSet, Snapshot,
-    decode_message, encode_message, information_bound_bits,
+    DeltaMessage, FilterError, KeyAlgorithm, KeySet, Message, PublicKey, RevokedDelta, RevokedSet,
+    RuleSet, SecretSet, Snapshot, decode_message, encode_message, information_bound_bits,
 };
 use proptest::prelude::*;
 
@@ -235,12 +235,15 @@ proptest! {
                 set: RevokedSet::from_sorted(base, universe, model.iter().copied()).unwrap(),
                 secrets,
                 rules,
+                keys: sample_keys(),
             }))
         } else {
             Message::Delta(DeltaMessage {
                 revoked: RevokedDelta::new(3, 4, model.iter().copied().collect(), Some(base)).unwrap(),
                 added_secrets: [[1; 32]].into_iter().collect(),
                 rules,
+                keys: sample_keys(),
+                keys_removed: ["gone".to_string()].into_iter().collect(),
             })
         };
         let mut b = encode_message(&msg).unwrap();
@@ -286,11 +289,14 @@ fn every_single_byte_mutation_is_handled() {
             set: RevokedSet::from_sorted(0, 500, model.iter().copied()).unwrap(),
             secrets,
             rules: rules.clone(),
+            keys: sample_keys(),
         })),
         Message::Delta(DeltaMessage {
             revoked: RevokedDelta::new(9, 10, model.iter().copied().collect(), Some(3)).unwrap(),
             added_secrets: [rng.hash()].into_iter().collect(),
             rules,
+            keys: KeySet::new(),
+            keys_removed: ["k1".to_string()].into_iter().collect(),
         }),
     ];
     let (mut accepted, mut rejected) = (0usize, 0usize);
@@ -322,4 +328,19 @@ fn every_single_byte_mutation_is_handled() {
     }
     println!("single-byte mutations: {accepted} accepted (canonical), {rejected} rejected");
     assert!(rejected > 0 && accepted > 0);
+}
+
+fn sample_keys() -> KeySet {
+    let mut keys = KeySet::new();
+    keys.insert(
+        "node-1-0",
+        PublicKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            bytes: vec![7; 32],
+            not_before_ms: 1_000,
+            not_after_ms: 9_000,
+        },
+    )
+    .unwrap();
+    keys
 }
