@@ -74,6 +74,9 @@ pub struct SigningKey {
     pub not_before_ms: u64,
     pub not_after_ms: u64,
     pub registered_epoch: u64,
+    /// The log index that last changed this key (registered, retired or
+    /// revoked), so the feed knows which keys a delta must carry.
+    pub changed_epoch: u64,
     pub retired_at_ms: Option<u64>,
     pub revoked: Option<RevokedAt>,
 }
@@ -109,7 +112,8 @@ pub struct LedgerState {
     pub cluster_time_ms: u64,
     /// The log index of the last applied entry; `None` before the first.
     pub last_applied_index: Option<u64>,
-    /// The log index of the last command that changed revocation state.
+    /// The feed epoch: the log index of the last entry that changed what
+    /// verifiers hold (revocations, signing keys, or the live window's base).
     pub revocation_epoch: u64,
     pub next_index: u64,
     pub leases: BTreeMap<u64, Lease>,
@@ -164,7 +168,7 @@ impl LedgerState {
         self.cluster_time_ms = self.cluster_time_ms.max(proposal.stamped_at_ms);
         let now_ms = self.cluster_time_ms;
         if now_ms >= self.next_prune_at_ms {
-            self.prune(now_ms);
+            self.prune(log_index, now_ms);
             self.next_prune_at_ms = now_ms.saturating_add(self.params.prune_interval_ms);
         }
 
@@ -275,10 +279,12 @@ impl LedgerState {
                         not_before_ms: *not_before_ms,
                         not_after_ms: *not_after_ms,
                         registered_epoch: epoch,
+                        changed_epoch: epoch,
                         retired_at_ms: None,
                         revoked: None,
                     },
                 );
+                self.revocation_epoch = epoch;
                 Ok(Applied::KeyRegistered)
             }
             Command::RetireKey { key_id } => {
@@ -291,6 +297,8 @@ impl LedgerState {
                 if key.retired_at_ms.is_none() {
                     key.retired_at_ms = Some(now_ms);
                     key.not_after_ms = key.not_after_ms.min(now_ms.max(key.not_before_ms + 1));
+                    key.changed_epoch = epoch;
+                    self.revocation_epoch = epoch;
                 }
                 Ok(Applied::KeyRetired)
             }
@@ -460,6 +468,7 @@ impl LedgerState {
                     });
                 }
                 key.revoked = Some(revoked);
+                key.changed_epoch = epoch;
             }
             Revocation::SecretHash(hash) => {
                 if let Some(earlier) = self.revoked_secrets.get(hash) {
@@ -522,6 +531,16 @@ impl LedgerState {
         })
     }
 
+    /// First status index of the live window: the start of the oldest lease
+    /// still held, or the next index to lease when none is.
+    pub fn window_base(&self) -> u64 {
+        self.leases
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_index)
+    }
+
     /// The live lease that holds `index`, if any.
     pub fn lease_of(&self, index: u64) -> Option<&Lease> {
         self.leases
@@ -533,12 +552,15 @@ impl LedgerState {
 
     /// Drop what can no longer matter at `now_ms`: revocations of credentials
     /// that have all expired, expired join tokens, forgotten request ids.
-    fn prune(&mut self, now_ms: u64) {
+    fn prune(&mut self, log_index: u64, now_ms: u64) {
+        let (base_before, keys_before) = (self.window_base(), self.keys.len());
         let ttl = self.params.max_credential_ttl_ms;
+        // Leases leave in index order, so everything pruned lies below the
+        // first live lease: the feed's window only ever moves its base up.
         let expired: Vec<(u64, u64)> = self
             .leases
             .values()
-            .filter(|lease| lease.credentials_expire_by_ms <= now_ms)
+            .take_while(|lease| lease.credentials_expire_by_ms <= now_ms)
             .map(|lease| (lease.start, lease.end))
             .collect();
         for (start, end) in expired {
@@ -558,6 +580,9 @@ impl LedgerState {
             .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
         self.keys
             .retain(|_, key| key.not_after_ms.saturating_add(ttl) > now_ms);
+        if self.window_base() != base_before || self.keys.len() != keys_before {
+            self.revocation_epoch = log_index;
+        }
         // Expired and spent tokens are kept a while longer, so using one
         // is refused as expired or spent rather than as unknown.
         self.join_tokens
