@@ -6,6 +6,7 @@
 //! The log index of a revocation is its *epoch*.
 
 mod command;
+pub mod feed;
 mod snapshot;
 mod state;
 
