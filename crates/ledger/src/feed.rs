@@ -66,12 +66,7 @@ pub fn delta_since(
             to: from_epoch,
         });
     }
-    let added: Vec<u64> = state
-        .revoked_indices
-        .iter()
-        .filter(|(_, at)| at.epoch > from_epoch)
-        .map(|(index, _)| *index)
-        .collect();
+    let added = state.indices_revoked_after(from_epoch);
     let revoked = RevokedDelta::new(from_epoch, to, added, Some(state.window_base()))?;
     let added_secrets: BTreeSet<_> = state
         .revoked_secrets
@@ -91,11 +86,7 @@ pub fn delta_since(
 /// How many revoked indices a delta from `from_epoch` would carry: a cheap
 /// way to choose between a delta and a snapshot.
 pub fn indices_since(state: &LedgerState, from_epoch: u64) -> usize {
-    state
-        .revoked_indices
-        .values()
-        .filter(|at| at.epoch > from_epoch)
-        .count()
+    state.indices_revoked_after(from_epoch).len()
 }
 
 /// The commit time of every revocation committed after `from_epoch`, by
@@ -107,8 +98,10 @@ pub fn revocations_since(state: &LedgerState, from_epoch: u64) -> BTreeMap<u64, 
             out.insert(epoch, at_ms);
         }
     };
-    for at in state.revoked_indices.values() {
-        note(at.epoch, at.at_ms);
+    for index in state.indices_revoked_after(from_epoch) {
+        if let Some(at) = state.revoked_indices.get(&index) {
+            note(at.epoch, at.at_ms);
+        }
     }
     for at in state.revoked_secrets.values() {
         note(at.epoch, at.at_ms);

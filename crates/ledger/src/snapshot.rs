@@ -58,8 +58,10 @@ impl LedgerState {
         if Hasher::digest(content).as_slice() != checksum {
             return Err(SnapshotError::BadChecksum);
         }
-        postcard::from_bytes(&content[HEADER_LEN..])
-            .map_err(|e| SnapshotError::Decode(e.to_string()))
+        let mut state: LedgerState = postcard::from_bytes(&content[HEADER_LEN..])
+            .map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        state.rebuild_derived();
+        Ok(state)
     }
 
     /// The sha256 of the canonical encoding of the state.

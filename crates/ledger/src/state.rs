@@ -1,7 +1,7 @@
 //! The ledger's state and its deterministic `apply`. Given the same sequence
 //! of `(log_index, Proposal)` every replica reaches byte-identical state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lapse_credential::{KeyId, StatusIndex, TenantId, WorkloadId};
 use serde::{Deserialize, Serialize};
@@ -127,6 +127,11 @@ pub struct LedgerState {
     /// Shipped issuance audit records, keyed by (broker, sequence).
     pub audit: BTreeMap<(NodeId, u64), IssuanceRecord>,
     requests: BTreeMap<RequestId, RequestRecord>,
+    /// `(epoch, index)` for every revoked index: the feed's deltas read the
+    /// indices revoked after an epoch without scanning them all. Derived
+    /// from `revoked_indices`, so not serialised; rebuilt on restore.
+    #[serde(skip)]
+    revoked_by_epoch: BTreeSet<(u64, u64)>,
     /// Request ids in the order they were applied, for expiry.
     request_order: VecDeque<(u64, RequestId)>,
     next_prune_at_ms: u64,
@@ -156,6 +161,7 @@ impl LedgerState {
             policies: BTreeMap::new(),
             audit: BTreeMap::new(),
             requests: BTreeMap::new(),
+            revoked_by_epoch: BTreeSet::new(),
             request_order: VecDeque::new(),
             next_prune_at_ms: 0,
         }
@@ -433,6 +439,7 @@ impl LedgerState {
                     });
                 }
                 self.revoked_indices.insert(index, revoked);
+                self.revoked_by_epoch.insert((revoked.epoch, index));
             }
             Revocation::Subject {
                 tenant,
@@ -571,7 +578,9 @@ impl LedgerState {
                 .map(|(index, _)| *index)
                 .collect();
             for index in doomed {
-                self.revoked_indices.remove(&index);
+                if let Some(at) = self.revoked_indices.remove(&index) {
+                    self.revoked_by_epoch.remove(&(at.epoch, index));
+                }
             }
         }
         self.subject_rules
@@ -620,6 +629,27 @@ impl LedgerState {
                 .keys
                 .get(key_id)
                 .is_some_and(|key| key.revoked.is_some())
+    }
+
+    /// The revoked indices whose revocation committed after `epoch`, in
+    /// increasing order of index.
+    pub fn indices_revoked_after(&self, epoch: u64) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .revoked_by_epoch
+            .range((epoch.saturating_add(1), 0)..)
+            .map(|(_, index)| *index)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Rebuild what is derived from the serialised fields (after restore).
+    pub(crate) fn rebuild_derived(&mut self) {
+        self.revoked_by_epoch = self
+            .revoked_indices
+            .iter()
+            .map(|(index, at)| (at.epoch, *index))
+            .collect();
     }
 
     /// The remembered answer for a request id, if it is still remembered.

@@ -108,7 +108,10 @@ proptest! {
         }
         let current = feed::snapshot(&state, [3; 32]).unwrap();
         prop_assert_eq!(current.epoch, state.revocation_epoch);
+        let restored = LedgerState::from_snapshot(&state.to_snapshot()).unwrap();
         for old in captured {
+            // A replica restored from a snapshot derives the same deltas.
+            prop_assert_eq!(feed::delta_since(&restored, old.epoch), feed::delta_since(&state, old.epoch));
             let mut followed = old.clone();
             match feed::delta_since(&state, old.epoch).unwrap() {
                 None => prop_assert_eq!(old.epoch, current.epoch),
