@@ -6,11 +6,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lapse/v1/peer.proto",
         "lapse/v1/cluster.proto",
         "lapse/v1/issuer.proto",
+        "lapse/v1/feed.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Feed payloads are shared between subscribers without copying.
+        .bytes(".lapse.feed.v1.FeedEvent")
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())

@@ -21,6 +21,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response as GrpcResponse, Status};
 
 use crate::core::SharedCore;
+use crate::feed::propagation::Histogram;
 use crate::peers::constant_time_eq;
 
 /// The metadata key a refused request carries its refusal code under.
@@ -34,6 +35,19 @@ pub struct ClusterService {
     pub core: SharedCore,
     pub keys: std::sync::Arc<crate::issuance::keys::KeyRing>,
     pub audit: std::sync::Arc<crate::issuance::audit::AuditLog>,
+    pub feed: std::sync::Arc<crate::feed::FeedHub>,
+}
+
+fn delay_summary(region: &str, histogram: &Histogram, verifiers: u32) -> pb::DelaySummary {
+    let ms = |us: u64| us as f64 / 1000.0;
+    pb::DelaySummary {
+        region: region.to_owned(),
+        samples: histogram.count(),
+        p50_ms: ms(histogram.quantile_us(0.5)),
+        p99_ms: ms(histogram.quantile_us(0.99)),
+        max_ms: ms(histogram.max_us()),
+        verifiers,
+    }
 }
 
 fn audit_to_wire(
@@ -838,6 +852,59 @@ impl Cluster for ClusterService {
         let skip = records.len().saturating_sub(limit);
         Ok(GrpcResponse::new(pb::QueryAuditResponse {
             records: records.split_off(skip),
+        }))
+    }
+
+    async fn propagation(
+        &self,
+        request: Request<pb::PropagationRequest>,
+    ) -> Result<GrpcResponse<pb::PropagationResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let asked = request.into_inner().epoch;
+        let epoch = if asked == 0 {
+            self.feed.current_epoch()
+        } else {
+            asked
+        };
+        let (report, unreachable_brokers) = self.feed.cluster_report().await;
+        let mut per_region: std::collections::BTreeMap<&str, u32> = Default::default();
+        for record in report.verifiers.values() {
+            *per_region.entry(record.region.as_str()).or_default() += 1;
+        }
+        let mut overall = Histogram::default();
+        let regions = report
+            .regions
+            .iter()
+            .map(|(region, histogram)| {
+                overall.merge(histogram);
+                delay_summary(
+                    region,
+                    histogram,
+                    per_region.get(region.as_str()).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let verifiers = report
+            .verifiers
+            .iter()
+            .map(|(id, record)| pb::VerifierProgress {
+                verifier_id: id.clone(),
+                region: record.region.clone(),
+                broker_id: record.broker_id,
+                acked_epoch: record.acked_epoch,
+                connected: record.connections > 0,
+                since_ack_ms: report.now_ms.saturating_sub(record.last_seen_ms),
+                delay: Some(delay_summary(&record.region, &record.delays, 1)),
+                last_ms: record.last_us as f64 / 1000.0,
+            })
+            .collect();
+        Ok(GrpcResponse::new(pb::PropagationResponse {
+            epoch,
+            current_epoch: self.feed.current_epoch(),
+            verifiers,
+            overall: Some(delay_summary("", &overall, report.verifiers.len() as u32)),
+            regions,
+            unreachable_brokers,
         }))
     }
 }

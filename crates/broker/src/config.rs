@@ -37,6 +37,8 @@ pub struct BrokerConfig {
     pub ledger: LedgerTuning,
     #[serde(default)]
     pub issuance: IssuanceConfig,
+    #[serde(default)]
+    pub feed: FeedConfig,
 }
 
 /// How this broker issues credentials.
@@ -213,6 +215,42 @@ impl Default for Limits {
     }
 }
 
+/// The revocation feed this broker serves to edge verifiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// How often subscribers get a heartbeat, each one confirmed with the
+    /// leader first (a read index), so a broker cut off from the cluster
+    /// stops sending them and its verifiers notice.
+    pub heartbeat_ms: u64,
+    /// Most verifiers this broker serves at once; more are refused with
+    /// RESOURCE_EXHAUSTED and go to another broker.
+    pub max_subscribers: usize,
+    /// Updates kept for subscribers that are behind; one further behind is
+    /// resynchronised with a snapshot.
+    pub buffered_updates: usize,
+    /// Events queued for one subscriber's connection.
+    pub subscriber_queue: usize,
+    /// A subscriber that takes longer than this to accept an event is
+    /// disconnected.
+    pub send_timeout_ms: u64,
+    /// How long a disconnected verifier stays in propagation reports.
+    pub forget_after_seconds: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 200,
+            max_subscribers: 10_000,
+            buffered_updates: 1024,
+            subscriber_queue: 16,
+            send_timeout_ms: 10_000,
+            forget_after_seconds: 600,
+        }
+    }
+}
+
 /// Ledger parameters, fixed when the cluster is created. Every broker of a
 /// cluster must use the same values.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +315,7 @@ impl BrokerConfig {
             limits: Limits::default(),
             ledger: LedgerTuning::default(),
             issuance: IssuanceConfig::default(),
+            feed: FeedConfig::default(),
         }
     }
 
@@ -339,6 +378,15 @@ impl BrokerConfig {
             || r.election_timeout_max_ms <= r.election_timeout_min_ms
         {
             return invalid("raft timeouts need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+        }
+        let feed = &self.feed;
+        if feed.heartbeat_ms == 0
+            || feed.max_subscribers == 0
+            || feed.buffered_updates == 0
+            || feed.subscriber_queue == 0
+            || feed.send_timeout_ms == 0
+        {
+            return invalid("every [feed] setting must be above zero".into());
         }
         let issuance = &self.issuance;
         if issuance.issuer.is_empty()

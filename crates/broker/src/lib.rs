@@ -9,6 +9,7 @@ pub mod cluster_service;
 pub mod config;
 pub mod core;
 pub mod env;
+pub mod feed;
 pub mod issuance;
 pub mod node;
 pub mod peer_service;

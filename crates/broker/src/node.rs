@@ -11,6 +11,7 @@ use lapse_storage::{FileSnapshotVault, Node, Raft, SnapshotVault, StateMachineSt
 use lapse_wire::cluster::JoinRequest;
 use lapse_wire::cluster::cluster_client::ClusterClient;
 use lapse_wire::cluster::cluster_server::ClusterServer;
+use lapse_wire::feed::feed_server::FeedServer;
 use lapse_wire::peer::raft_peer_server::RaftPeerServer;
 use openraft::{Config, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -23,6 +24,7 @@ use crate::cluster_service::ClusterService;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::core::{Core, SharedCore};
 use crate::env::Env;
+use crate::feed::{FeedHub, FeedService};
 use crate::issuance::audit::AuditLog;
 use crate::issuance::http;
 use crate::issuance::keys::KeyRing;
@@ -78,6 +80,7 @@ pub struct Broker {
     background: Vec<JoinHandle<()>>,
     audit: Arc<AuditLog>,
     keys: Arc<KeyRing>,
+    feed: Arc<FeedHub>,
 }
 
 impl Broker {
@@ -164,9 +167,14 @@ impl Broker {
             secret.clone(),
         ));
 
-        let peer = RaftPeerServer::new(PeerService { core: core.clone() })
-            .max_decoding_message_size(config.limits.max_peer_message_bytes)
-            .max_encoding_message_size(config.limits.max_peer_message_bytes);
+        let feed = FeedHub::new(core.clone());
+        let feed_service = FeedServer::new(FeedService { hub: feed.clone() });
+        let peer = RaftPeerServer::new(PeerService {
+            core: core.clone(),
+            feed: feed.clone(),
+        })
+        .max_decoding_message_size(config.limits.max_peer_message_bytes)
+        .max_encoding_message_size(config.limits.max_peer_message_bytes);
         let peer = InterceptedService::new(peer, check_secret(&secret));
         let issuance = &config.issuance;
         let keys = Arc::new(KeyRing::default());
@@ -179,6 +187,7 @@ impl Broker {
             core: core.clone(),
             keys: keys.clone(),
             audit: audit.clone(),
+            feed: feed.clone(),
         })
         .max_decoding_message_size(config.limits.max_request_bytes);
         let mut external = Vec::new();
@@ -222,6 +231,7 @@ impl Broker {
                 .add_service(peer)
                 .add_service(cluster)
                 .add_service(issuer_service)
+                .add_service(feed_service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
@@ -242,11 +252,14 @@ impl Broker {
                 let base_url = http::base_url(issuance.http_advertise.as_deref(), bound);
                 let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
                 let http_core = core.clone();
+                let http_feed = feed.clone();
                 tokio::spawn(async move {
                     let stopped = async {
                         let _ = http_stopped.await;
                     };
-                    if let Err(error) = http::serve(http_core, listener, base_url, stopped).await {
+                    if let Err(error) =
+                        http::serve(http_core, http_feed, listener, base_url, stopped).await
+                    {
                         tracing::warn!(%error, "HTTP server stopped");
                     }
                 });
@@ -264,6 +277,7 @@ impl Broker {
             background: Vec::new(),
             audit: audit.clone(),
             keys: keys.clone(),
+            feed: feed.clone(),
         };
 
         let initialized = raft
@@ -299,7 +313,8 @@ impl Broker {
             }
         }
         let core = broker.core.clone();
-        broker.background = vec![
+        let mut background = feed.spawn();
+        background.extend([
             keys.spawn_rotation(
                 core.clone(),
                 Duration::from_secs(issuance.key_rotation_seconds),
@@ -307,7 +322,9 @@ impl Broker {
             ),
             leases.spawn_refill(core.clone()),
             audit.spawn_shipping(core, Duration::from_millis(issuance.audit_ship_ms)),
-        ];
+        ]);
+        broker.background = background;
+        broker.feed = feed;
         Ok(broker)
     }
 
@@ -385,6 +402,11 @@ impl Broker {
     /// The address the JWKS and issuer metadata are served on, if enabled.
     pub fn http_address(&self) -> Option<std::net::SocketAddr> {
         self.http_address
+    }
+
+    /// This broker's revocation feed.
+    pub fn feed(&self) -> &Arc<FeedHub> {
+        &self.feed
     }
 
     /// The signing keys of this broker.

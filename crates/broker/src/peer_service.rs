@@ -4,7 +4,10 @@
 use lapse_ledger::{Command, RequestId};
 use lapse_storage::{SnapshotMeta, TypeConfig, Vote};
 use lapse_wire::peer::raft_peer_server::RaftPeer;
-use lapse_wire::peer::{RaftMessage, SnapshotChunk};
+use lapse_wire::peer::{
+    LocalPropagationRequest, LocalPropagationResponse, RaftMessage, ReadIndexRequest,
+    ReadIndexResponse, SnapshotChunk,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::SharedCore;
@@ -12,6 +15,7 @@ use crate::peers::{ClusterSecret, SECRET_HEADER, decode, encode};
 
 pub struct PeerService {
     pub core: SharedCore,
+    pub feed: std::sync::Arc<crate::feed::FeedHub>,
 }
 
 /// Refuse peer calls without the cluster secret.
@@ -47,6 +51,31 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let (read_log_id, _) = self
+            .core
+            .raft
+            .get_read_log_id(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+        Ok(Response::new(ReadIndexResponse {
+            read_index: read_log_id.log_id().index(),
+            leader_time_ms: self.core.env.now_ms(),
+        }))
+    }
+
+    async fn local_propagation(
+        &self,
+        _request: Request<LocalPropagationRequest>,
+    ) -> Result<Response<LocalPropagationResponse>, Status> {
+        Ok(Response::new(LocalPropagationResponse {
+            report: encode(&self.feed.local_report()),
+        }))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,

@@ -14,3 +14,8 @@ pub mod cluster {
 pub mod issuer {
     tonic::include_proto!("lapse.issuer.v1");
 }
+
+/// The revocation feed verifiers follow.
+pub mod feed {
+    tonic::include_proto!("lapse.feed.v1");
+}

@@ -19,6 +19,7 @@ use crate::core::SharedCore;
 #[derive(Clone)]
 struct HttpState {
     core: SharedCore,
+    feed: std::sync::Arc<crate::feed::FeedHub>,
     base_url: String,
 }
 
@@ -55,6 +56,16 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
     }))
 }
 
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.feed.metrics_text(),
+    )
+}
+
 async fn health() -> &'static str {
     "ok\n"
 }
@@ -62,6 +73,7 @@ async fn health() -> &'static str {
 /// Serve until `stop` resolves.
 pub async fn serve(
     core: SharedCore,
+    feed: std::sync::Arc<crate::feed::FeedHub>,
     listener: tokio::net::TcpListener,
     base_url: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -73,7 +85,12 @@ pub async fn serve(
             get(openid_configuration),
         )
         .route("/healthz", get(health))
-        .with_state(HttpState { core, base_url });
+        .route("/metrics", get(metrics))
+        .with_state(HttpState {
+            core,
+            feed,
+            base_url,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

@@ -1,0 +1,441 @@
+//! The revocation feed: what this broker tells edge verifiers, and what it
+//! learns from their acks.
+//!
+//! Every broker (leader, follower or learner) derives the feed from its own
+//! applied ledger state (`lapse_ledger::feed`):
+//!
+//! - a **publisher** task wakes when the applied state changes and
+//!   broadcasts one delta from the last published epoch to the current one
+//!   (so deltas coalesce under load), encoded once for every subscriber;
+//! - a **heartbeat** task confirms, at a fixed interval, that this broker's
+//!   state is current (a read index from the leader, then waiting to apply
+//!   up to it) and only then broadcasts a heartbeat with the epoch and the
+//!   cluster's time. A broker cut off from the leader sends no heartbeats,
+//!   so its verifiers go stale and fail closed or move to another broker;
+//! - each **subscriber** session (see `service`) sends a snapshot or the
+//!   deltas since the verifier's epoch, then follows the broadcast. The
+//!   broadcast channel is bounded: a subscriber that falls behind it is
+//!   resynchronised with a snapshot, so no subscriber can grow the broker's
+//!   memory;
+//! - verifiers' acks feed the propagation [`propagation::Tracker`].
+
+pub mod propagation;
+mod service;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapse_filter::{Message, encode_message};
+use lapse_ledger::feed;
+use lapse_wire::peer::{LocalPropagationRequest, ReadIndexRequest};
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use prost::bytes::Bytes;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinHandle;
+
+use crate::config::FeedConfig;
+use crate::core::SharedCore;
+use propagation::{LocalReport, Tracker, merge_reports};
+pub use service::FeedService;
+
+/// One broadcast to every subscriber.
+#[derive(Debug)]
+pub enum Update {
+    /// The encoded delta from `from` to `to`.
+    Delta { from: u64, to: u64, bytes: Bytes },
+    /// The broker confirmed that `epoch` was current at `cluster_time_ms`.
+    Heartbeat { epoch: u64, cluster_time_ms: u64 },
+    /// The state cannot be followed by deltas (it moved in a way a delta
+    /// does not describe): every subscriber gets a snapshot.
+    Resync,
+}
+
+/// The shared state of this broker's feed.
+pub struct FeedHub {
+    core: SharedCore,
+    settings: FeedConfig,
+    seed: [u8; 32],
+    updates: broadcast::Sender<Arc<Update>>,
+    snapshot_cache: Mutex<Option<(u64, Bytes)>>,
+    permits: Arc<Semaphore>,
+    tracker: Mutex<Tracker>,
+    /// Leader clock minus local clock, in ms, from the last read index.
+    offset_ms: AtomicI64,
+    /// Local monotonic time (ms since the hub started) of the last
+    /// confirmed heartbeat, and its epoch.
+    last_confirmed: Mutex<Option<(tokio::time::Instant, u64)>>,
+    published_epoch: AtomicU64,
+    heartbeats_sent: AtomicU64,
+}
+
+impl FeedHub {
+    pub fn new(core: SharedCore) -> Arc<Self> {
+        let settings = core.config.feed.clone();
+        let (updates, _) = broadcast::channel(settings.buffered_updates);
+        let seed = core.env.random_bytes::<32>();
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(settings.max_subscribers)),
+            core,
+            settings,
+            seed,
+            updates,
+            snapshot_cache: Mutex::new(None),
+            tracker: Mutex::new(Tracker::default()),
+            offset_ms: AtomicI64::new(0),
+            last_confirmed: Mutex::new(None),
+            published_epoch: AtomicU64::new(0),
+            heartbeats_sent: AtomicU64::new(0),
+        })
+    }
+
+    /// Start the publisher and heartbeat tasks.
+    pub fn spawn(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().publish()),
+            tokio::spawn(self.clone().heartbeats()),
+        ]
+    }
+
+    /// The cluster's time as this broker best knows it: the leader's clock.
+    pub fn cluster_now(&self) -> u64 {
+        let local = self.core.env.now_ms() as i64;
+        let estimate = (local + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64;
+        let stamped = self.core.view.read(|a| a.ledger.cluster_time_ms);
+        estimate.max(stamped)
+    }
+
+    fn max_ttl_ms(&self) -> u64 {
+        self.core.config.ledger_params().max_credential_ttl_ms
+    }
+
+    /// The current feed epoch of this broker's applied state.
+    pub fn current_epoch(&self) -> u64 {
+        self.core.view.read(|a| a.ledger.revocation_epoch)
+    }
+
+    /// A snapshot of the current state, encoded; built once per epoch.
+    fn snapshot(&self) -> Result<(u64, Bytes), String> {
+        let epoch = self.current_epoch();
+        if let Some((cached, bytes)) = &*self.snapshot_cache.lock().expect("cache lock")
+            && *cached == epoch
+        {
+            return Ok((epoch, bytes.clone()));
+        }
+        let snapshot = self
+            .core
+            .view
+            .read(|a| feed::snapshot(&a.ledger, self.seed))
+            .map_err(|e| format!("cannot build a feed snapshot: {e}"))?;
+        let epoch = snapshot.epoch;
+        let bytes = Bytes::from(
+            encode_message(&Message::Full(Box::new(snapshot)))
+                .map_err(|e| format!("cannot encode a feed snapshot: {e}"))?,
+        );
+        *self.snapshot_cache.lock().expect("cache lock") = Some((epoch, bytes.clone()));
+        Ok((epoch, bytes))
+    }
+
+    /// The delta from `from` to the current state, encoded; `None` when the
+    /// state is at `from`.
+    fn delta_from(&self, from: u64) -> Result<Option<(u64, Bytes)>, String> {
+        let delta = self
+            .core
+            .view
+            .read(|a| feed::delta_since(&a.ledger, from))
+            .map_err(|e| format!("cannot derive a delta from epoch {from}: {e}"))?;
+        let Some(delta) = delta else {
+            return Ok(None);
+        };
+        let to = delta.revoked.to_epoch();
+        let bytes = encode_message(&Message::Delta(delta))
+            .map_err(|e| format!("cannot encode a delta: {e}"))?;
+        Ok(Some((to, Bytes::from(bytes))))
+    }
+
+    /// Whether a delta from `from` is worth sending rather than a snapshot.
+    fn delta_is_smaller(&self, from: u64) -> bool {
+        self.core.view.read(|a| {
+            let since = feed::indices_since(&a.ledger, from);
+            since <= a.ledger.revoked_indices.len() / 2 + 1024
+        })
+    }
+
+    async fn publish(self: Arc<Self>) {
+        let mut changes = self.core.view.changes();
+        let mut published = self.current_epoch();
+        self.published_epoch.store(published, Ordering::Relaxed);
+        loop {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            let current = self.current_epoch();
+            if current == published {
+                continue;
+            }
+            let commits = self
+                .core
+                .view
+                .read(|a| feed::revocations_since(&a.ledger, published));
+            self.tracker
+                .lock()
+                .expect("tracker lock")
+                .note_commits(commits);
+            let update = if self.updates.receiver_count() == 0 {
+                None
+            } else {
+                match self.delta_from(published) {
+                    Ok(Some((to, bytes))) => Some(Update::Delta {
+                        from: published,
+                        to,
+                        bytes,
+                    }),
+                    Ok(None) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, "feed resynchronises its subscribers");
+                        Some(Update::Resync)
+                    }
+                }
+            };
+            published = match &update {
+                Some(Update::Delta { to, .. }) => *to,
+                _ => current,
+            };
+            self.published_epoch.store(published, Ordering::Relaxed);
+            if let Some(update) = update {
+                let _ = self.updates.send(Arc::new(update));
+            }
+        }
+    }
+
+    async fn heartbeats(self: Arc<Self>) {
+        let period = Duration::from_millis(self.settings.heartbeat_ms);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let forget_ms = self.settings.forget_after_seconds * 1000;
+        loop {
+            tick.tick().await;
+            match self
+                .confirm_current(period.max(Duration::from_millis(500)))
+                .await
+            {
+                Ok(()) => {
+                    let epoch = self.current_epoch();
+                    *self.last_confirmed.lock().expect("confirm lock") =
+                        Some((tokio::time::Instant::now(), epoch));
+                    let update = Update::Heartbeat {
+                        epoch,
+                        cluster_time_ms: self.cluster_now(),
+                    };
+                    let _ = self.updates.send(Arc::new(update));
+                    self.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "feed heartbeat withheld: state not confirmed current");
+                }
+            }
+            let now = self.cluster_now();
+            self.tracker
+                .lock()
+                .expect("tracker lock")
+                .forget_gone(now, forget_ms);
+        }
+    }
+
+    /// Confirm that this broker's applied state holds everything committed
+    /// before now: on the leader a read index, elsewhere the leader's read
+    /// index and then waiting to apply up to it.
+    async fn confirm_current(&self, patience: Duration) -> Result<(), String> {
+        let (leader, address) = self.core.leader();
+        if leader == Some(self.core.id) {
+            tokio::time::timeout(
+                patience,
+                self.core.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            .map_err(|_| "read index timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+            self.offset_ms.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let address = address.ok_or("no leader known")?;
+        let mut client = self.core.channels.peer_client(&address)?;
+        let sent = tokio::time::Instant::now();
+        let reply = client
+            .read_index(self.core.channels.request(ReadIndexRequest {}, patience))
+            .await
+            .map_err(|status| format!("leader {address}: {}", status.message()))?
+            .into_inner();
+        let rtt = sent.elapsed().as_millis() as i64;
+        let local = self.core.env.now_ms() as i64;
+        let offset = reply.leader_time_ms as i64 + rtt / 2 - local;
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        let mut applied = self.core.view.changes();
+        tokio::time::timeout(
+            patience.saturating_sub(sent.elapsed()),
+            applied.wait_for(|index| *index >= reply.read_index),
+        )
+        .await
+        .map_err(|_| format!("did not apply up to {} in time", reply.read_index))?
+        .map_err(|_| "state machine stopped".to_string())?;
+        Ok(())
+    }
+
+    /// This broker's own subscribers and measurements.
+    pub fn local_report(&self) -> LocalReport {
+        let epoch = self.current_epoch();
+        let now = self.cluster_now();
+        self.tracker
+            .lock()
+            .expect("tracker lock")
+            .report(self.core.id, epoch, now)
+    }
+
+    /// Every broker's report, merged, and the brokers that did not answer.
+    pub async fn cluster_report(&self) -> (LocalReport, Vec<u64>) {
+        let members: Vec<(u64, String)> = {
+            let metrics = self.core.raft.metrics().borrow_watched().clone();
+            let members: Vec<(u64, String)> = metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.core.id)
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect();
+            members
+        };
+        let timeout = Duration::from_millis(self.core.config.raft.rpc_timeout_ms);
+        let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
+        let asks = members.into_iter().map(|(_, address)| async move {
+            let mut client = self.core.channels.peer_client(&address).ok()?;
+            let request = self
+                .core
+                .channels
+                .request(LocalPropagationRequest {}, timeout);
+            let reply = client.local_propagation(request).await.ok()?;
+            postcard::from_bytes::<LocalReport>(&reply.into_inner().report).ok()
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut reports = vec![self.local_report()];
+        let mut unreachable = Vec::new();
+        for (id, answer) in ids.into_iter().zip(answers) {
+            match answer {
+                Some(report) => reports.push(report),
+                None => unreachable.push(id),
+            }
+        }
+        (merge_reports(&reports), unreachable)
+    }
+
+    /// Prometheus text exposition of this broker's feed and propagation.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let report = self.local_report();
+        let mut out = String::new();
+        let confirmed_age = self
+            .last_confirmed
+            .lock()
+            .expect("confirm lock")
+            .map(|(at, _)| at.elapsed().as_secs_f64());
+        let connected = report
+            .verifiers
+            .values()
+            .filter(|r| r.connections > 0)
+            .count();
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_epoch The feed epoch of this broker's applied state.\n\
+             # TYPE lapse_feed_epoch gauge\nlapse_feed_epoch {}",
+            report.current_epoch
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_subscribers Verifiers subscribed to this broker's feed.\n\
+             # TYPE lapse_feed_subscribers gauge\nlapse_feed_subscribers {connected}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_heartbeats_total Confirmed heartbeats broadcast.\n\
+             # TYPE lapse_feed_heartbeats_total counter\nlapse_feed_heartbeats_total {}",
+            self.heartbeats_sent.load(Ordering::Relaxed)
+        );
+        if let Some(age) = confirmed_age {
+            let _ = writeln!(
+                out,
+                "# HELP lapse_feed_confirmed_age_seconds Time since this broker last confirmed its state current.\n\
+                 # TYPE lapse_feed_confirmed_age_seconds gauge\nlapse_feed_confirmed_age_seconds {age:.3}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP lapse_propagation_delay_seconds Commit-to-apply delay of revocations at this broker's verifiers.\n\
+             # TYPE lapse_propagation_delay_seconds histogram"
+        );
+        const BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
+        for (region, histogram) in &report.regions {
+            let region = label(region);
+            for bound in BOUNDS_MS {
+                let _ = writeln!(
+                    out,
+                    "lapse_propagation_delay_seconds_bucket{{region=\"{region}\",le=\"{}\"}} {}",
+                    bound as f64 / 1000.0,
+                    histogram.count_at_most(bound * 1000)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "lapse_propagation_delay_seconds_bucket{{region=\"{region}\",le=\"+Inf\"}} {}\n\
+                 lapse_propagation_delay_seconds_count{{region=\"{region}\"}} {}",
+                histogram.count(),
+                histogram.count()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP lapse_verifier_acked_epoch The last epoch each verifier acknowledged.\n\
+             # TYPE lapse_verifier_acked_epoch gauge"
+        );
+        for (id, record) in &report.verifiers {
+            let _ = writeln!(
+                out,
+                "lapse_verifier_acked_epoch{{verifier=\"{}\",region=\"{}\"}} {}",
+                label(id),
+                label(&record.region),
+                record.acked_epoch
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP lapse_verifier_delay_seconds Commit-to-apply delay per verifier.\n\
+             # TYPE lapse_verifier_delay_seconds summary"
+        );
+        for (id, record) in &report.verifiers {
+            for (q, name) in [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")] {
+                let _ = writeln!(
+                    out,
+                    "lapse_verifier_delay_seconds{{verifier=\"{}\",region=\"{}\",quantile=\"{name}\"}} {}",
+                    label(id),
+                    label(&record.region),
+                    record.delays.quantile_us(q) as f64 / 1e6
+                );
+            }
+            let _ = writeln!(
+                out,
+                "lapse_verifier_delay_seconds_count{{verifier=\"{}\",region=\"{}\"}} {}",
+                label(id),
+                label(&record.region),
+                record.delays.count()
+            );
+        }
+        out
+    }
+}
+
+/// Escape a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,298 @@
+//! The `Feed` gRPC service: one session per subscribed verifier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapse_wire::feed::feed_event::Kind as EventKind;
+use lapse_wire::feed::feed_request::Kind as RequestKind;
+use lapse_wire::feed::feed_server::Feed;
+use lapse_wire::feed::{FeedEvent, FeedRequest, Heartbeat, Hello};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{FeedHub, Update};
+
+/// How long a new subscriber has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a resuming verifier may wait for this broker to reach its epoch.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest verifier id and region accepted.
+const MAX_NAME_BYTES: usize = 128;
+
+pub struct FeedService {
+    pub hub: Arc<FeedHub>,
+}
+
+fn check_name(what: &str, value: &str, allow_empty: bool) -> Result<(), Status> {
+    if value.is_empty() && !allow_empty {
+        return Err(Status::invalid_argument(format!("{what} is empty")));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{what} is {} bytes; at most {MAX_NAME_BYTES}",
+            value.len()
+        )));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-:/@".contains(*c)))
+    {
+        return Err(Status::invalid_argument(format!(
+            "{what} {value:?} contains {c:?}; use letters, digits and . _ - : / @"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Feed for FeedService {
+    type SubscribeStream = ReceiverStream<Result<FeedEvent, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<FeedRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "no Hello within {} s",
+                    HELLO_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::invalid_argument("the stream closed before a Hello"));
+            }
+            Ok(Ok(Some(FeedRequest {
+                kind: Some(RequestKind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a subscription must be a Hello",
+                ));
+            }
+        };
+        check_name("verifier_id", &hello.verifier_id, false)?;
+        check_name("region", &hello.region, true)?;
+        let hub = &self.hub;
+        let permit = hub.permits.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "broker {} already serves its maximum of {} verifiers; try another broker",
+                hub.core.id, hub.settings.max_subscribers
+            ))
+        })?;
+        // Subscribe to the broadcast before reading the state, so nothing
+        // published in between is missed.
+        let updates = hub.updates.subscribe();
+        let (out, events) = mpsc::channel(hub.settings.subscriber_queue);
+        let session = Session {
+            hub: hub.clone(),
+            hello,
+            out,
+            sent: 0,
+            _permit: permit,
+        };
+        tokio::spawn(session.run(inbound, updates));
+        Ok(Response::new(ReceiverStream::new(events)))
+    }
+}
+
+struct Session {
+    hub: Arc<FeedHub>,
+    hello: Hello,
+    out: mpsc::Sender<Result<FeedEvent, Status>>,
+    /// The epoch the verifier holds once it applies what was sent.
+    sent: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why a session ended.
+enum End {
+    /// The verifier went away or stopped reading.
+    Gone,
+    /// Tell the verifier why, then end.
+    Fail(Status),
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<FeedRequest>,
+        mut updates: broadcast::Receiver<Arc<Update>>,
+    ) {
+        let id = self.hello.verifier_id.clone();
+        let resume = self.hello.resume_epoch;
+        {
+            let now = self.hub.cluster_now();
+            self.hub.tracker.lock().expect("tracker lock").connected(
+                &id,
+                &self.hello.region,
+                self.hub.core.id,
+                resume.unwrap_or(0),
+                now,
+            );
+        }
+        tracing::debug!(verifier = %id, region = %self.hello.region, ?resume, "feed subscriber");
+        let ended: Result<(), End> = async {
+            self.start(resume).await?;
+            loop {
+                tokio::select! {
+                    update = updates.recv() => match update {
+                        Ok(update) => self.follow(&update).await?,
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::debug!(verifier = %id, missed, "subscriber fell behind; resynchronising");
+                            self.send_snapshot().await?;
+                        }
+                        Err(RecvError::Closed) => {
+                            return Err(End::Fail(Status::unavailable("the broker is stopping")));
+                        }
+                    },
+                    message = inbound.message() => match message {
+                        Ok(Some(FeedRequest { kind: Some(RequestKind::Ack(ack)) })) => {
+                            if ack.epoch > self.sent {
+                                return Err(End::Fail(Status::invalid_argument(format!(
+                                    "ack of epoch {} beyond the {} sent", ack.epoch, self.sent
+                                ))));
+                            }
+                            let now = self.hub.cluster_now();
+                            self.hub.tracker.lock().expect("tracker lock").ack(&id, ack.epoch, now);
+                        }
+                        Ok(Some(_)) => {
+                            return Err(End::Fail(Status::invalid_argument(
+                                "after the Hello a subscriber sends only Acks",
+                            )));
+                        }
+                        Ok(None) | Err(_) => return Err(End::Gone),
+                    },
+                }
+            }
+        }
+        .await;
+        if let Err(End::Fail(status)) = ended {
+            let _ = self.out.try_send(Err(status));
+        }
+        let now = self.hub.cluster_now();
+        self.hub
+            .tracker
+            .lock()
+            .expect("tracker lock")
+            .disconnected(&id, now);
+    }
+
+    /// The first events: the deltas since the verifier's epoch when this
+    /// broker can give them cheaply, a snapshot otherwise.
+    async fn start(&mut self, resume: Option<u64>) -> Result<(), End> {
+        let Some(epoch) = resume else {
+            return self.send_snapshot().await;
+        };
+        if self.hub.current_epoch() < epoch {
+            let mut changes = self.hub.core.view.changes();
+            let hub = self.hub.clone();
+            let caught_up = tokio::time::timeout(
+                CATCH_UP_TIMEOUT,
+                changes.wait_for(move |_| hub.current_epoch() >= epoch),
+            )
+            .await;
+            if !matches!(caught_up, Ok(Ok(_))) {
+                return Err(End::Fail(Status::unavailable(format!(
+                    "broker {} is at epoch {}, behind the verifier's {epoch}; try another broker",
+                    self.hub.core.id,
+                    self.hub.current_epoch()
+                ))));
+            }
+        }
+        if !self.hub.delta_is_smaller(epoch) {
+            return self.send_snapshot().await;
+        }
+        self.sent = epoch;
+        self.catch_up().await
+    }
+
+    async fn follow(&mut self, update: &Update) -> Result<(), End> {
+        match update {
+            Update::Delta { to, .. } if *to <= self.sent => Ok(()),
+            Update::Delta { from, to, bytes } if *from == self.sent => {
+                let (from, to) = (*from, *to);
+                self.send(EventKind::Delta(bytes.clone()), to, from).await
+            }
+            // The first events were built from a later state than this
+            // broadcast, or a broadcast is missing: derive from the state.
+            Update::Delta { .. } => self.catch_up().await,
+            Update::Heartbeat {
+                epoch,
+                cluster_time_ms,
+            } => {
+                if self.sent < *epoch {
+                    self.catch_up().await?;
+                }
+                let event = FeedEvent {
+                    kind: Some(EventKind::Heartbeat(Heartbeat {
+                        interval_ms: self.hub.settings.heartbeat_ms,
+                    })),
+                    epoch: self.sent,
+                    from_epoch: 0,
+                    cluster_time_ms: *cluster_time_ms,
+                    broker_id: self.hub.core.id,
+                    max_credential_ttl_ms: self.hub.max_ttl_ms(),
+                };
+                self.push(event).await
+            }
+            Update::Resync => self.send_snapshot().await,
+        }
+    }
+
+    async fn catch_up(&mut self) -> Result<(), End> {
+        match self.hub.delta_from(self.sent) {
+            Ok(None) => Ok(()),
+            Ok(Some((to, bytes))) => {
+                let from = self.sent;
+                self.send(EventKind::Delta(bytes), to, from).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow a subscriber by delta; sending a snapshot");
+                self.send_snapshot().await
+            }
+        }
+    }
+
+    async fn send_snapshot(&mut self) -> Result<(), End> {
+        let (epoch, bytes) = self
+            .hub
+            .snapshot()
+            .map_err(|e| End::Fail(Status::internal(e)))?;
+        if epoch < self.sent {
+            // Never move a verifier backwards; a delta will follow.
+            return Ok(());
+        }
+        self.send(EventKind::Snapshot(bytes), epoch, 0).await
+    }
+
+    async fn send(&mut self, kind: EventKind, epoch: u64, from: u64) -> Result<(), End> {
+        let event = FeedEvent {
+            kind: Some(kind),
+            epoch,
+            from_epoch: from,
+            cluster_time_ms: self.hub.cluster_now(),
+            broker_id: self.hub.core.id,
+            max_credential_ttl_ms: self.hub.max_ttl_ms(),
+        };
+        self.push(event).await?;
+        self.sent = epoch;
+        Ok(())
+    }
+
+    async fn push(&self, event: FeedEvent) -> Result<(), End> {
+        let patience = Duration::from_millis(self.hub.settings.send_timeout_ms);
+        match tokio::time::timeout(patience, self.out.send(Ok(event))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::info!(verifier = %self.hello.verifier_id, "subscriber stopped reading; disconnecting");
+                Err(End::Gone)
+            }
+        }
+    }
+}
