@@ -19,6 +19,7 @@ pub mod exit {
     pub const REFUSED: u8 = 3;
     pub const UNAUTHORISED: u8 = 4;
     pub const UNAVAILABLE: u8 = 5;
+    pub const NOT_PROPAGATED: u8 = 6;
 }
 
 #[derive(Debug, Clone, Args)]

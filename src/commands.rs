@@ -106,6 +106,13 @@ pub struct RevokeArgs {
     /// Makes the revocation idempotent: a retry with the same id is applied once.
     #[arg(long, global = true)]
     request_id: Option<String>,
+    /// Return only once this share of subscribed verifiers has applied the
+    /// revocation: `all`, or a percentage such as `99` (exit code 6 on timeout).
+    #[arg(long, global = true, value_parser = crate::feed::parse_wait)]
+    wait: Option<crate::feed::WaitFor>,
+    /// How long --wait waits.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    wait_timeout: Duration,
     #[command(flatten)]
     connection: Connection,
 }
@@ -192,12 +199,24 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), Failure> {
         }))
         .await?
         .into_inner();
+    let reached = match args.wait {
+        Some(wanted) => Some(
+            crate::feed::wait_for_epoch(&connection, reply.epoch, wanted, args.wait_timeout)
+                .await?,
+        ),
+        None => None,
+    };
     if connection.json {
         print_json(&json!({
             "request_id": request_id,
             "epoch": reply.epoch,
             "committed_at_ms": reply.committed_at_ms,
             "duplicate": reply.duplicate,
+            "propagated": reached.as_ref().map(|r| json!({
+                "verifiers": r.holding,
+                "subscribed": r.subscribed,
+                "waited_ms": r.waited.as_millis() as u64,
+            })),
         }));
     } else {
         let again = if reply.duplicate {
@@ -210,6 +229,14 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), Failure> {
             reply.epoch,
             format_ms(reply.committed_at_ms)
         );
+        if let Some(r) = reached {
+            println!(
+                "applied by {} of {} subscribed verifiers ({} ms after the commit was acknowledged)",
+                r.holding,
+                r.subscribed,
+                r.waited.as_millis()
+            );
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod credentials;
 mod dev;
+mod feed;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ Exit codes:
   4  not authorised: missing or wrong admin token, join token not valid here
   5  unavailable: no broker reachable, no leader, or timed out (safe to retry
      with the same --request-id)
+  6  revoked, but `--wait` timed out before enough verifiers applied it
 
 Start a local three-broker cluster with `lapse dev`, then try `lapse status`.";
 
@@ -57,6 +59,10 @@ enum Command {
     Keys(credentials::KeysArgs),
     /// Query the issuance audit log by tenant, workload or status index.
     Audit(credentials::AuditArgs),
+    /// Run edge verifiers: follow the revocation feed and verify credentials offline.
+    Verifier(feed::VerifierArgs),
+    /// How far revocations have reached: delays per region and verifier, lagging verifiers.
+    Propagation(feed::PropagationArgs),
     /// Measure the cluster: revocation throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -86,6 +92,8 @@ async fn main() -> ExitCode {
         Command::Keys(args) => credentials::keys(args).await,
         Command::Audit(args) => credentials::audit(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Verifier(args) => feed::verifier(args).await,
+        Command::Propagation(args) => feed::propagation(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

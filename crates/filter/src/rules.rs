@@ -152,6 +152,13 @@ impl RuleSet {
         self.subjects.len() + self.tenants.len() + self.key_ids.len()
     }
 
+    /// Keep only the subject and tenant rules whose cutoff satisfies `keep`
+    /// (a verifier drops rules once every credential they cover expired).
+    pub fn retain_cutoffs(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        self.subjects.retain(|_, cutoff| keep(*cutoff));
+        self.tenants.retain(|_, cutoff| keep(*cutoff));
+    }
+
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

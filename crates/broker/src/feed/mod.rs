@@ -386,8 +386,10 @@ impl FeedHub {
             let _ = writeln!(
                 out,
                 "lapse_propagation_delay_seconds_bucket{{region=\"{region}\",le=\"+Inf\"}} {}\n\
+                 lapse_propagation_delay_seconds_sum{{region=\"{region}\"}} {}\n\
                  lapse_propagation_delay_seconds_count{{region=\"{region}\"}} {}",
                 histogram.count(),
+                histogram.sum_us() as f64 / 1e6,
                 histogram.count()
             );
         }

@@ -24,6 +24,7 @@ const SUB: u64 = 1 << SUB_BITS;
 pub struct Histogram {
     buckets: BTreeMap<u16, u64>,
     count: u64,
+    sum_us: u64,
     max_us: u64,
 }
 
@@ -53,6 +54,7 @@ impl Histogram {
     pub fn record(&mut self, us: u64) {
         *self.buckets.entry(bucket_of(us)).or_default() += 1;
         self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
         self.max_us = self.max_us.max(us);
     }
 
@@ -61,11 +63,16 @@ impl Histogram {
             *self.buckets.entry(*bucket).or_default() += count;
         }
         self.count += other.count;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
         self.max_us = self.max_us.max(other.max_us);
     }
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us
     }
 
     pub fn max_us(&self) -> u64 {

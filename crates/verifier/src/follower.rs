@@ -1,0 +1,190 @@
+//! Following the feed: subscribe to one broker of a list, apply what it
+//! sends, ack each applied epoch, and move to the next broker when the
+//! current one fails, refuses, goes quiet or sends something unusable.
+//! A new subscription resumes from the epoch held, so a failover misses
+//! nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapse_wire::feed::feed_client::FeedClient;
+use lapse_wire::feed::feed_request::Kind as RequestKind;
+use lapse_wire::feed::{Ack, FeedRequest, Hello};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::event::MAX_EVENT_BYTES;
+use crate::verifier::Verifier;
+
+/// How a verifier follows the feed.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// Broker addresses (`host:port` or URLs), in order of preference.
+    pub brokers: Vec<String>,
+    /// This verifier's name, unique in the deployment.
+    pub verifier_id: String,
+    /// Where it runs; propagation is reported per region.
+    pub region: String,
+    /// A broker that sends nothing for this long is abandoned.
+    pub idle_timeout: Duration,
+    /// Time allowed to connect and subscribe.
+    pub connect_timeout: Duration,
+    /// Pause after every broker in the list failed once.
+    pub retry_pause: Duration,
+}
+
+impl FollowConfig {
+    pub fn new(brokers: Vec<String>, verifier_id: impl Into<String>) -> Self {
+        Self {
+            brokers,
+            verifier_id: verifier_id.into(),
+            region: "default".into(),
+            idle_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            retry_pause: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Counters of the follower, for status and metrics.
+#[derive(Debug, Default)]
+pub struct FollowStats {
+    pub subscriptions: AtomicU64,
+    pub failovers: AtomicU64,
+    pub acks: AtomicU64,
+    /// The broker index in the list currently followed, plus one (0: none).
+    pub following: AtomicU64,
+}
+
+fn endpoint(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Follow the feed until `stop` resolves.
+pub async fn follow(
+    verifier: Verifier,
+    config: FollowConfig,
+    stats: Arc<FollowStats>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let channels: Vec<Option<Channel>> = config
+        .brokers
+        .iter()
+        .map(|address| {
+            Endpoint::from_shared(endpoint(address)).ok().map(|e| {
+                e.connect_timeout(config.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(config.idle_timeout)
+                    .connect_lazy()
+            })
+        })
+        .collect();
+    let mut next = 0usize;
+    let mut failures_in_round = 0usize;
+    loop {
+        if channels.is_empty() {
+            tracing::error!("no brokers to follow");
+            return;
+        }
+        let index = next % channels.len();
+        let ended = tokio::select! {
+            _ = &mut stop => return,
+            ended = follow_one(&verifier, &config, &stats, index, channels[index].clone()) => ended,
+        };
+        stats.following.store(0, Ordering::Relaxed);
+        match ended {
+            Ok(()) => failures_in_round = 0,
+            Err(reason) => {
+                tracing::info!(broker = %config.brokers[index], %reason, "leaving broker");
+                failures_in_round += 1;
+            }
+        }
+        stats.failovers.fetch_add(1, Ordering::Relaxed);
+        next = index + 1;
+        if failures_in_round >= channels.len() {
+            failures_in_round = 0;
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(config.retry_pause) => {}
+            }
+        }
+    }
+}
+
+/// Follow one broker until it fails. `Ok` when it ended cleanly after
+/// delivering something (worth trying the next at once).
+async fn follow_one(
+    verifier: &Verifier,
+    config: &FollowConfig,
+    stats: &FollowStats,
+    index: usize,
+    channel: Option<Channel>,
+) -> Result<(), String> {
+    let channel = channel.ok_or("not a valid broker address")?;
+    let mut client = FeedClient::new(channel)
+        .max_decoding_message_size(MAX_EVENT_BYTES)
+        .max_encoding_message_size(1 << 20);
+    let (requests, outbound) = mpsc::channel::<FeedRequest>(64);
+    let hello = FeedRequest {
+        kind: Some(RequestKind::Hello(Hello {
+            verifier_id: config.verifier_id.clone(),
+            region: config.region.clone(),
+            resume_epoch: verifier.epoch(),
+        })),
+    };
+    requests
+        .send(hello)
+        .await
+        .map_err(|_| "request channel closed")?;
+    let subscribed = tokio::time::timeout(
+        config.connect_timeout,
+        client.subscribe(ReceiverStream::new(outbound)),
+    )
+    .await
+    .map_err(|_| "subscribing timed out".to_string())?
+    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+    let mut events = subscribed.into_inner();
+    stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+    stats.following.store(index as u64 + 1, Ordering::Relaxed);
+    let mut delivered = false;
+    loop {
+        let event = match tokio::time::timeout(config.idle_timeout, events.message()).await {
+            Err(_) => {
+                return Err(format!(
+                    "nothing received for {} ms",
+                    config.idle_timeout.as_millis()
+                ));
+            }
+            Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
+            Ok(Ok(None)) if delivered => return Ok(()),
+            Ok(Ok(None)) => return Err("the broker closed the feed".into()),
+            Ok(Ok(Some(event))) => event,
+        };
+        let before = verifier.epoch();
+        match verifier.apply(&event) {
+            Ok(epoch) => {
+                delivered = true;
+                if before != Some(epoch) {
+                    let ack = FeedRequest {
+                        kind: Some(RequestKind::Ack(Ack { epoch })),
+                    };
+                    if requests.try_send(ack).is_ok() {
+                        stats.acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(error) => {
+                // The state is unchanged; another broker may do better.
+                return Err(format!("rejected a feed event: {error}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The local verify API, for services written in other languages. HTTP on
+//! loopback only: it answers about credentials, so it must not be reachable
+//! from elsewhere.
+//!
+//! - `POST /v1/verify` with `{"token": "...", "audience"?: "...",
+//!   "tenant"?: "..."}`, or with `Authorization: Bearer <token>`:
+//!   200 and the credential's facts when valid; 401 when malformed, badly
+//!   signed, expired or for another audience; 403 when revoked or for
+//!   another tenant; 503 when the verifier is stale or has no state yet.
+//!   Every refusal is `{"valid": false, "reason": "...", "detail": "..."}`.
+//!   With several verifiers in one process, `?verifier=<id>` picks one;
+//!   `POST /v1/verify-all` answers for each.
+//! - `POST /v1/check-secret` with `{"sha256": "<hex>"}`: whether a static
+//!   secret has been revoked as leaked.
+//! - `GET /v1/status`: every verifier's health as JSON.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /healthz`: 200 when every verifier is fresh, 503 otherwise.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::follower::FollowStats;
+use crate::verifier::{Expect, Rejection, Verifier};
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// One verifier as the HTTP API sees it.
+#[derive(Clone)]
+pub struct Served {
+    pub id: String,
+    pub region: String,
+    pub verifier: Verifier,
+    pub stats: Arc<FollowStats>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    verifiers: Arc<BTreeMap<String, Served>>,
+    first: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Which {
+    verifier: Option<String>,
+}
+
+/// Refuse anything but a loopback address.
+pub fn check_loopback(address: SocketAddr) -> Result<(), String> {
+    if address.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the verify API listens on loopback only; {address} is not a loopback address"
+        ))
+    }
+}
+
+/// Serve until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    verifiers: Vec<Served>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let first = verifiers.first().map(|s| s.id.clone()).unwrap_or_default();
+    let state = AppState {
+        verifiers: Arc::new(verifiers.into_iter().map(|s| (s.id.clone(), s)).collect()),
+        first,
+    };
+    let app = Router::new()
+        .route("/v1/verify", post(verify_one))
+        .route("/v1/verify-all", post(verify_all))
+        .route("/v1/check-secret", post(check_secret))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(health))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+fn error(status: StatusCode, reason: &str, detail: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"valid": false, "reason": reason, "detail": detail.into()})),
+    )
+        .into_response()
+}
+
+/// The token and expectations from a body (JSON) and headers.
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody), Response> {
+    let parsed: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        VerifyBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body is not a verify request: {e}"),
+            )
+        })?
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    let token = parsed.token.clone().or(bearer).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "no token: send {\"token\": ...} or an Authorization: Bearer header",
+        )
+    })?;
+    Ok((token, parsed))
+}
+
+fn verdict(served: &Served, token: &str, request: &VerifyBody) -> (StatusCode, Value) {
+    let expect = Expect {
+        audience: request.audience.as_deref(),
+        tenant: request.tenant.as_deref(),
+    };
+    match served.verifier.verify(token, &expect) {
+        Ok(accepted) => {
+            let mut body = serde_json::to_value(&accepted).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut body {
+                map.insert("valid".into(), Value::Bool(true));
+                map.insert("verifier".into(), Value::String(served.id.clone()));
+            }
+            (StatusCode::OK, body)
+        }
+        Err(rejection) => {
+            let status = match rejection {
+                Rejection::Stale { .. } | Rejection::NoState => StatusCode::SERVICE_UNAVAILABLE,
+                Rejection::Revoked { .. } | Rejection::WrongTenant { .. } => StatusCode::FORBIDDEN,
+                Rejection::Invalid { .. } | Rejection::KeyOutsideWindow { .. } => {
+                    StatusCode::UNAUTHORIZED
+                }
+            };
+            (
+                status,
+                json!({
+                    "valid": false,
+                    "reason": rejection.code(),
+                    "detail": rejection.to_string(),
+                    "verifier": served.id,
+                }),
+            )
+        }
+    }
+}
+
+async fn verify_one(
+    State(state): State<AppState>,
+    Query(which): Query<Which>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (token, request) = match parse_request(&headers, &body) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let id = which.verifier.unwrap_or_else(|| state.first.clone());
+    let Some(served) = state.verifiers.get(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_verifier",
+            format!("no verifier {id:?} in this process"),
+        );
+    };
+    let (status, body) = verdict(served, &token, &request);
+    (status, axum::Json(body)).into_response()
+}
+
+async fn verify_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (token, request) = match parse_request(&headers, &body) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let answers: Vec<Value> = state
+        .verifiers
+        .values()
+        .map(|served| {
+            let (status, mut body) = verdict(served, &token, &request);
+            if let Value::Object(map) = &mut body {
+                map.insert("status".into(), json!(status.as_u16()));
+            }
+            body
+        })
+        .collect();
+    let valid = answers.iter().filter(|a| a["valid"] == true).count();
+    axum::Json(json!({
+        "verifiers": answers.len(),
+        "valid": valid,
+        "answers": answers,
+    }))
+    .into_response()
+}
+
+async fn check_secret(
+    State(state): State<AppState>,
+    Query(which): Query<Which>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        sha256: String,
+    }
+    let parsed: Body = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    let hash: [u8; 32] = match hex::decode(parsed.sha256.trim()).map(<[u8; 32]>::try_from) {
+        Ok(Ok(hash)) => hash,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "sha256 must be 64 hex digits",
+            );
+        }
+    };
+    let id = which.verifier.unwrap_or_else(|| state.first.clone());
+    let Some(served) = state.verifiers.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "unknown_verifier", id);
+    };
+    match served.verifier.check_secret_hash(&hash) {
+        Ok(revoked) => axum::Json(json!({"revoked": revoked})).into_response(),
+        Err(rejection) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            rejection.code(),
+            rejection.to_string(),
+        ),
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let all: BTreeMap<&String, Value> = state
+        .verifiers
+        .iter()
+        .map(|(id, served)| {
+            let mut status = serde_json::to_value(served.verifier.status()).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut status {
+                map.insert("region".into(), json!(served.region));
+                map.insert(
+                    "following_broker".into(),
+                    json!(
+                        served
+                            .stats
+                            .following
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    ),
+                );
+                map.insert(
+                    "failovers".into(),
+                    json!(
+                        served
+                            .stats
+                            .failovers
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    ),
+                );
+            }
+            (id, status)
+        })
+        .collect();
+    axum::Json(all).into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let stale: Vec<&String> = state
+        .verifiers
+        .iter()
+        .filter(|(_, s)| !s.verifier.status().fresh)
+        .map(|(id, _)| id)
+        .collect();
+    if stale.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stale: {}\n", stale.len()),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    let gauges: [(&str, &str, &str); 7] = [
+        (
+            "lapse_verifier_epoch",
+            "gauge",
+            "Epoch of the revocation state held.",
+        ),
+        (
+            "lapse_verifier_fresh",
+            "gauge",
+            "1 when a confirmed heartbeat arrived within the staleness bound.",
+        ),
+        (
+            "lapse_verifier_heartbeat_age_seconds",
+            "gauge",
+            "Time since the last confirmed heartbeat.",
+        ),
+        (
+            "lapse_verifier_clock_offset_seconds",
+            "gauge",
+            "Estimated cluster time minus local time.",
+        ),
+        (
+            "lapse_verifier_clock_drift_ppm",
+            "gauge",
+            "Local clock drift against cluster time.",
+        ),
+        (
+            "lapse_verifier_verifications_total",
+            "counter",
+            "Credentials checked, by result.",
+        ),
+        (
+            "lapse_verifier_feed_events_total",
+            "counter",
+            "Feed events, by whether they were applied.",
+        ),
+    ];
+    for (name, kind, help) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, served) in state.verifiers.iter() {
+            let s = served.verifier.status();
+            let labels = format!("verifier=\"{id}\",region=\"{}\"", served.region);
+            let lines: Vec<(String, f64)> = match name {
+                "lapse_verifier_epoch" => s
+                    .epoch
+                    .map(|e| vec![(labels.clone(), e as f64)])
+                    .unwrap_or_default(),
+                "lapse_verifier_fresh" => vec![(labels.clone(), f64::from(u8::from(s.fresh)))],
+                "lapse_verifier_heartbeat_age_seconds" => s
+                    .since_heartbeat_ms
+                    .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
+                    .unwrap_or_default(),
+                "lapse_verifier_clock_offset_seconds" => s
+                    .clock_offset_ms
+                    .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
+                    .unwrap_or_default(),
+                "lapse_verifier_clock_drift_ppm" => s
+                    .clock_drift_ppm
+                    .map(|ppm| vec![(labels.clone(), ppm)])
+                    .unwrap_or_default(),
+                "lapse_verifier_verifications_total" => vec![
+                    (format!("{labels},result=\"accepted\""), s.accepted as f64),
+                    (
+                        format!("{labels},result=\"rejected\""),
+                        (s.rejected - s.stale_rejections) as f64,
+                    ),
+                    (
+                        format!("{labels},result=\"stale\""),
+                        s.stale_rejections as f64,
+                    ),
+                ],
+                _ => vec![
+                    (
+                        format!("{labels},result=\"applied\""),
+                        s.applied_events as f64,
+                    ),
+                    (
+                        format!("{labels},result=\"rejected\""),
+                        s.rejected_events as f64,
+                    ),
+                ],
+            };
+            for (labels, value) in lines {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,25 @@
+//! The Lapse edge verifier.
+//!
+//! A [`Verifier`] holds the cluster's revocation state (revoked status
+//! indices, leaked-secret hashes, rules, public keys) and verifies
+//! credentials offline against it, in cluster time. [`follow`] keeps it
+//! current from a list of brokers' feeds, with failover and acks;
+//! [`http::serve`] offers the same verification to other languages on
+//! loopback.
+//!
+//! Staleness: the verifier counts as fresh only for a bounded time after a
+//! heartbeat that its broker confirmed with the leader. When stale it
+//! rejects every credential (unless configured to fail open), so an
+//! acknowledged revocation is enforced within its commit time plus the
+//! staleness bound, whatever the network does.
+
+pub mod clock;
+pub mod event;
+pub mod follower;
+pub mod http;
+mod verifier;
+
+pub use clock::{Clock, OffsetEstimator, SystemClock};
+pub use event::{Body, Decoded, FeedError, MAX_EVENT_BYTES, decode_event, decode_event_bytes};
+pub use follower::{FollowConfig, FollowStats, follow};
+pub use verifier::{Accepted, Expect, Rejection, Verifier, VerifierStatus, VerifyConfig};

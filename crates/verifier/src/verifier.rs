@@ -1,0 +1,443 @@
+//! The verifier's state and its verification: what a service calls.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lapse_credential::{KeyLookup, VerifyError, VerifyOptions, verify};
+use lapse_filter::{KeyAlgorithm, SecretHash, Snapshot};
+use lapse_wire::feed::FeedEvent;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::clock::{Clock, OffsetEstimator, SystemClock};
+use crate::event::{Body, Decoded, FeedError, decode_event};
+
+/// How a verifier judges credentials.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// With no confirmed heartbeat for this long the verifier is stale.
+    pub staleness: Duration,
+    /// When stale, accept credentials anyway (default: reject them all).
+    pub fail_open: bool,
+    /// Allowed difference between `exp`/`nbf` and cluster time.
+    pub leeway_seconds: u64,
+    /// Required audience, if any.
+    pub audience: Option<String>,
+    /// Required issuer, if any.
+    pub issuer: Option<String>,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            staleness: Duration::from_secs(2),
+            fail_open: false,
+            leeway_seconds: 30,
+            audience: None,
+            issuer: None,
+        }
+    }
+}
+
+/// What a caller may additionally require of one credential.
+#[derive(Debug, Clone, Default)]
+pub struct Expect<'a> {
+    pub audience: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+}
+
+/// Why a credential was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("the verifier has no revocation state yet")]
+    NoState,
+    #[error(
+        "the verifier is stale: no confirmed heartbeat for {stale_ms} ms (bound {bound_ms} ms)"
+    )]
+    Stale { stale_ms: u64, bound_ms: u64 },
+    #[error("invalid credential: {detail}")]
+    Invalid { detail: String },
+    #[error("key {key_id} did not sign credentials issued at {issued_at_ms} ms")]
+    KeyOutsideWindow { key_id: String, issued_at_ms: u64 },
+    #[error("wrong tenant: expected {expected}, credential is for {found}")]
+    WrongTenant { expected: String, found: String },
+    #[error("revoked: {by}")]
+    Revoked { by: String },
+}
+
+impl Rejection {
+    /// A short machine-readable name.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::NoState => "no_state",
+            Rejection::Stale { .. } => "stale",
+            Rejection::Invalid { .. } => "invalid",
+            Rejection::KeyOutsideWindow { .. } => "key_outside_window",
+            Rejection::WrongTenant { .. } => "wrong_tenant",
+            Rejection::Revoked { .. } => "revoked",
+        }
+    }
+}
+
+/// An accepted credential.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Accepted {
+    pub subject: String,
+    pub tenant: String,
+    pub audiences: Vec<String>,
+    pub scopes: Vec<String>,
+    pub key_id: String,
+    pub status_index: u64,
+    pub expires_at: u64,
+    /// The epoch of the revocation state it was checked against.
+    pub epoch: u64,
+    /// Accepted while stale because the verifier fails open.
+    pub stale: bool,
+}
+
+/// The verifier's health, for status and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifierStatus {
+    pub epoch: Option<u64>,
+    pub fresh: bool,
+    pub fail_open: bool,
+    /// Since the last confirmed heartbeat, ms.
+    pub since_heartbeat_ms: Option<u64>,
+    pub staleness_bound_ms: u64,
+    pub broker_id: Option<u64>,
+    pub clock_offset_ms: Option<i64>,
+    pub clock_drift_ppm: Option<f64>,
+    pub revoked_indices: usize,
+    pub rules: usize,
+    pub secrets: usize,
+    pub keys: usize,
+    pub applied_events: u64,
+    pub rejected_events: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub stale_rejections: u64,
+}
+
+struct Inner {
+    state: Option<Snapshot>,
+    max_ttl_ms: u64,
+    last_heartbeat: Option<Instant>,
+    broker_id: Option<u64>,
+    clock: OffsetEstimator,
+    applied_events: u64,
+    rejected_events: u64,
+}
+
+/// An edge verifier's state: cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<RwLock<Inner>>,
+    counters: Arc<Counters>,
+    config: Arc<VerifyConfig>,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
+    stale: std::sync::atomic::AtomicU64,
+}
+
+/// Public keys by id, from the feed.
+struct FeedKeys<'a>(&'a Snapshot);
+
+impl KeyLookup for FeedKeys<'_> {
+    fn public_key(&self, key_id: &str) -> Option<[u8; 32]> {
+        let key = self.0.keys.get(key_id)?;
+        match key.algorithm {
+            KeyAlgorithm::Ed25519 => key.bytes.as_slice().try_into().ok(),
+        }
+    }
+}
+
+impl Verifier {
+    pub fn new(config: VerifyConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: VerifyConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(Inner {
+                state: None,
+                max_ttl_ms: 0,
+                last_heartbeat: None,
+                broker_id: None,
+                clock: OffsetEstimator::default(),
+                applied_events: 0,
+                rejected_events: 0,
+            })),
+            counters: Arc::default(),
+            config: Arc::new(config),
+            clock,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn config(&self) -> &VerifyConfig {
+        &self.config
+    }
+
+    /// The epoch held, if any state has arrived.
+    pub fn epoch(&self) -> Option<u64> {
+        let inner = self.inner.read().expect("verifier lock");
+        inner.state.as_ref().map(|s| s.epoch)
+    }
+
+    /// The cluster's time as this verifier estimates it (its own clock
+    /// until the first heartbeat).
+    pub fn cluster_now_ms(&self) -> u64 {
+        let local = self.clock.now_ms();
+        let inner = self.inner.read().expect("verifier lock");
+        inner.clock.cluster_now(local).unwrap_or(local)
+    }
+
+    /// Apply one feed event. On error the state is unchanged. Returns the
+    /// epoch held afterwards.
+    pub fn apply(&self, event: &FeedEvent) -> Result<u64, FeedError> {
+        let decoded = decode_event(event);
+        let mut inner = self.inner.write().expect("verifier lock");
+        let result = decoded.and_then(|decoded| self.apply_decoded(&mut inner, decoded));
+        match &result {
+            Ok(_) => inner.applied_events += 1,
+            Err(_) => inner.rejected_events += 1,
+        }
+        result
+    }
+
+    fn apply_decoded(&self, inner: &mut Inner, event: Decoded) -> Result<u64, FeedError> {
+        let held = inner.state.as_ref().map(|s| s.epoch);
+        match event.body {
+            Body::Snapshot(snapshot) => {
+                if let Some(held) = held
+                    && held > snapshot.epoch
+                {
+                    return Err(FeedError::EpochBackwards {
+                        held,
+                        offered: snapshot.epoch,
+                    });
+                }
+                inner.state = Some(*snapshot);
+            }
+            Body::Delta(delta) => {
+                let state = inner.state.as_mut().ok_or(FeedError::NoSnapshot {
+                    from: delta.revoked.from_epoch(),
+                })?;
+                state.apply(&delta)?;
+            }
+            Body::Heartbeat { .. } => {
+                if held != Some(event.epoch) {
+                    return Err(FeedError::HeartbeatEpoch {
+                        held: held.unwrap_or(0),
+                        offered: event.epoch,
+                    });
+                }
+                let now = Instant::now();
+                inner.last_heartbeat = Some(now);
+                let mono = now.duration_since(self.started).as_secs_f64() * 1000.0;
+                inner
+                    .clock
+                    .observe(event.cluster_time_ms, self.clock.now_ms(), mono);
+            }
+        }
+        inner.broker_id = Some(event.broker_id);
+        if event.max_credential_ttl_ms > 0 {
+            inner.max_ttl_ms = event.max_credential_ttl_ms;
+        }
+        Ok(inner.state.as_ref().map(|s| s.epoch).unwrap_or(0))
+    }
+
+    fn staleness(&self, inner: &Inner) -> Option<Rejection> {
+        let bound_ms = self.config.staleness.as_millis() as u64;
+        let stale_ms = match inner.last_heartbeat {
+            None => u64::MAX,
+            Some(at) => at.elapsed().as_millis() as u64,
+        };
+        (stale_ms > bound_ms).then_some(Rejection::Stale { stale_ms, bound_ms })
+    }
+
+    /// Verify a credential against the current state.
+    pub fn verify(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
+        let result = self.verify_inner(token, expect);
+        use std::sync::atomic::Ordering::Relaxed;
+        match &result {
+            Ok(_) => self.counters.accepted.fetch_add(1, Relaxed),
+            Err(Rejection::Stale { .. }) => {
+                self.counters.stale.fetch_add(1, Relaxed);
+                self.counters.rejected.fetch_add(1, Relaxed)
+            }
+            Err(_) => self.counters.rejected.fetch_add(1, Relaxed),
+        };
+        result
+    }
+
+    fn verify_inner(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
+        let local = self.clock.now_ms();
+        let inner = self.inner.read().expect("verifier lock");
+        let stale = self.staleness(&inner);
+        if let Some(rejection) = &stale
+            && !self.config.fail_open
+        {
+            return Err(rejection.clone());
+        }
+        let state = inner.state.as_ref().ok_or(Rejection::NoState)?;
+        let now_ms = inner.clock.cluster_now(local).unwrap_or(local);
+        let audience = expect.audience.or(self.config.audience.as_deref());
+        let options = VerifyOptions {
+            audience,
+            issuer: self.config.issuer.as_deref(),
+            now_seconds: now_ms / 1000,
+            leeway_seconds: self.config.leeway_seconds,
+        };
+        let verified = verify(token, &FeedKeys(state), &options).map_err(|e| match e {
+            VerifyError::UnknownKeyId(kid) => Rejection::Invalid {
+                detail: format!("no key {kid:?} in the revocation feed"),
+            },
+            other => Rejection::Invalid {
+                detail: other.to_string(),
+            },
+        })?;
+        let claims = &verified.claims;
+        let kid = verified.key_id.as_str();
+        let issued_at_ms = claims.iat.saturating_mul(1000);
+        if let Some(key) = state.keys.get(kid) {
+            let leeway_ms = self.config.leeway_seconds * 1000;
+            // `iat` is whole seconds: the signing moment lies in [iat, iat + 1 s).
+            if issued_at_ms.saturating_add(1000 + leeway_ms) < key.not_before_ms
+                || issued_at_ms > key.not_after_ms.saturating_add(leeway_ms)
+            {
+                return Err(Rejection::KeyOutsideWindow {
+                    key_id: kid.to_owned(),
+                    issued_at_ms,
+                });
+            }
+        }
+        if let Some(tenant) = expect.tenant
+            && claims.tenant.as_str() != tenant
+        {
+            return Err(Rejection::WrongTenant {
+                expected: tenant.to_owned(),
+                found: claims.tenant.as_str().to_owned(),
+            });
+        }
+        let index = claims.status_index().0;
+        let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
+        if state.set.contains(index) {
+            return Err(Rejection::Revoked {
+                by: format!("status index {index}"),
+            });
+        }
+        if state.secrets.contains(&token_hash) {
+            return Err(Rejection::Revoked {
+                by: "the credential's own hash".into(),
+            });
+        }
+        let (tenant, subject) = (claims.tenant.as_str(), claims.sub.as_str());
+        if state.rules.key_ids().contains(kid) {
+            return Err(Rejection::Revoked {
+                by: format!("signing key {kid}"),
+            });
+        }
+        if state
+            .rules
+            .tenants()
+            .get(tenant)
+            .is_some_and(|cutoff| issued_at_ms < *cutoff)
+        {
+            return Err(Rejection::Revoked {
+                by: format!("tenant {tenant}"),
+            });
+        }
+        if state.rules.revokes(tenant, subject, kid, issued_at_ms) {
+            return Err(Rejection::Revoked {
+                by: format!("workload {subject}"),
+            });
+        }
+        Ok(Accepted {
+            subject: subject.to_owned(),
+            tenant: tenant.to_owned(),
+            audiences: claims.aud.clone(),
+            scopes: claims.scopes.clone(),
+            key_id: kid.to_owned(),
+            status_index: index,
+            expires_at: claims.exp,
+            epoch: state.epoch,
+            stale: stale.is_some(),
+        })
+    }
+
+    /// Whether a static secret has been revoked as leaked (by the sha256 of
+    /// its bytes). Staleness applies as for credentials.
+    pub fn check_secret_hash(&self, hash: &SecretHash) -> Result<bool, Rejection> {
+        let inner = self.inner.read().expect("verifier lock");
+        if let Some(rejection) = self.staleness(&inner)
+            && !self.config.fail_open
+        {
+            return Err(rejection);
+        }
+        let state = inner.state.as_ref().ok_or(Rejection::NoState)?;
+        Ok(state.secrets.contains(hash))
+    }
+
+    /// Drop rules and keys that can no longer matter: every credential
+    /// they cover has expired by cluster time.
+    pub fn age_out(&self) {
+        let now = self.cluster_now_ms();
+        let mut inner = self.inner.write().expect("verifier lock");
+        let ttl = inner.max_ttl_ms;
+        if ttl == 0 {
+            return;
+        }
+        if let Some(state) = inner.state.as_mut() {
+            let expired: Vec<String> = state
+                .keys
+                .iter()
+                .filter(|(_, key)| key.not_after_ms.saturating_add(ttl) <= now)
+                .map(|(kid, _)| kid.to_owned())
+                .collect();
+            for kid in expired {
+                state.keys.remove(&kid);
+            }
+            state
+                .rules
+                .retain_cutoffs(|cutoff| cutoff.saturating_add(ttl) > now);
+        }
+    }
+
+    /// The verifier's health.
+    pub fn status(&self) -> VerifierStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inner = self.inner.read().expect("verifier lock");
+        let since = inner
+            .last_heartbeat
+            .map(|at| at.elapsed().as_millis() as u64);
+        let state = inner.state.as_ref();
+        VerifierStatus {
+            epoch: state.map(|s| s.epoch),
+            fresh: self.staleness(&inner).is_none(),
+            fail_open: self.config.fail_open,
+            since_heartbeat_ms: since,
+            staleness_bound_ms: self.config.staleness.as_millis() as u64,
+            broker_id: inner.broker_id,
+            clock_offset_ms: inner.clock.offset_ms(),
+            clock_drift_ppm: inner.clock.drift_ppm(),
+            revoked_indices: state.map_or(0, |s| s.set.len()),
+            rules: state.map_or(0, |s| s.rules.len()),
+            secrets: state.map_or(0, |s| s.secrets.len()),
+            keys: state.map_or(0, |s| s.keys.len()),
+            applied_events: inner.applied_events,
+            rejected_events: inner.rejected_events,
+            accepted: self.counters.accepted.load(Relaxed),
+            rejected: self.counters.rejected.load(Relaxed),
+            stale_rejections: self.counters.stale.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! `lapse verifier`, `lapse propagation`, and waiting for a revocation to
+//! reach the verifiers (`lapse revoke --wait`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use lapse_verifier::http::{Served, check_loopback};
+use lapse_verifier::{FollowConfig, FollowStats, Verifier, VerifyConfig, follow};
+use lapse_wire::cluster as pb;
+use serde_json::json;
+
+use crate::client::{Connection, Failure, exit, print_json};
+
+/// A verifier that dropped its subscription this recently still counts as
+/// subscribed: it is most likely moving to another broker.
+const FAILOVER_GRACE_MS: u64 = 5_000;
+
+#[derive(Debug, Args)]
+pub struct VerifierArgs {
+    /// Brokers to follow, in order of preference (comma-separated or repeated).
+    #[arg(long = "brokers", value_delimiter = ',', required = true, num_args = 1..)]
+    brokers: Vec<String>,
+    /// This verifier's name, unique in the deployment (with --count, a prefix).
+    #[arg(long, default_value_t = format!("verifier-{}", std::process::id()))]
+    id: String,
+    /// Where this verifier runs; propagation is reported per region.
+    #[arg(long, default_value = "default")]
+    region: String,
+    /// Run this many verifiers in this process, named ID-0, ID-1, ...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    count: u32,
+    /// With no confirmed heartbeat for this long, the verifier is stale.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    staleness: Duration,
+    /// When stale, keep accepting credentials (default: reject them all).
+    #[arg(long)]
+    fail_open: bool,
+    /// Allowed difference between a credential's exp/nbf and cluster time, in seconds.
+    #[arg(long, default_value_t = 30)]
+    leeway_seconds: u64,
+    /// Require this audience of every credential.
+    #[arg(long)]
+    audience: Option<String>,
+    /// Require this issuer of every credential.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Abandon a broker that sends nothing for this long.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Serve the local verify API here (loopback only; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    http: SocketAddr,
+    /// Do not serve the local verify API.
+    #[arg(long, conflicts_with = "http")]
+    no_http: bool,
+}
+
+pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
+    let config = VerifyConfig {
+        staleness: args.staleness,
+        fail_open: args.fail_open,
+        leeway_seconds: args.leeway_seconds,
+        audience: args.audience.clone(),
+        issuer: args.issuer.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut served = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..args.count {
+        let id = if args.count == 1 {
+            args.id.clone()
+        } else {
+            format!("{}-{i}", args.id)
+        };
+        let verifier = Verifier::new(config.clone());
+        let stats = Arc::new(FollowStats::default());
+        let mut follow_config = FollowConfig::new(args.brokers.clone(), id.clone());
+        follow_config.region = args.region.clone();
+        follow_config.idle_timeout = args.idle_timeout;
+        // Spread the verifiers of one process over the brokers.
+        follow_config
+            .brokers
+            .rotate_left(i as usize % args.brokers.len());
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(follow(
+            verifier.clone(),
+            follow_config,
+            stats.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+        let ager = verifier.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ager.age_out(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }));
+        served.push(Served {
+            id,
+            region: args.region.clone(),
+            verifier,
+            stats,
+        });
+    }
+    let mut http_task = None;
+    if !args.no_http {
+        check_loopback(args.http).map_err(|m| Failure::new(2, m))?;
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot listen on {}: {e}", args.http),
+                )
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        println!("verify API listening on http://{bound}");
+        let mut stop = stop_rx.clone();
+        http_task = Some(tokio::spawn(lapse_verifier::http::serve(
+            listener,
+            served.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    println!(
+        "{} verifier(s) in region {} following {}",
+        args.count,
+        args.region,
+        args.brokers.join(", ")
+    );
+    crate::commands::wait_for_stop().await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PropagationArgs {
+    /// Which verifiers hold this epoch (default: the broker's current epoch).
+    #[arg(long)]
+    epoch: Option<u64>,
+    /// List every verifier, not only the lagging ones.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+fn summary_json(summary: &Option<pb::DelaySummary>) -> serde_json::Value {
+    match summary {
+        None => json!(null),
+        Some(s) => json!({
+            "region": s.region, "samples": s.samples, "verifiers": s.verifiers,
+            "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms,
+        }),
+    }
+}
+
+/// A verifier counts as subscribed when connected or only just gone.
+fn subscribed(v: &pb::VerifierProgress) -> bool {
+    v.connected || v.since_ack_ms < FAILOVER_GRACE_MS
+}
+
+pub async fn propagation(args: PropagationArgs) -> Result<(), Failure> {
+    let connection = args.connection;
+    let mut client = connection.client().await?;
+    let report = client
+        .propagation(connection.request(pb::PropagationRequest {
+            epoch: args.epoch.unwrap_or(0),
+        }))
+        .await?
+        .into_inner();
+    let lagging: Vec<&pb::VerifierProgress> = report
+        .verifiers
+        .iter()
+        .filter(|v| v.acked_epoch < report.epoch || !v.connected)
+        .collect();
+    if connection.json {
+        print_json(&json!({
+            "epoch": report.epoch,
+            "current_epoch": report.current_epoch,
+            "overall": summary_json(&report.overall),
+            "regions": report.regions.iter().map(|r| summary_json(&Some(r.clone()))).collect::<Vec<_>>(),
+            "verifiers": report.verifiers.iter().map(|v| json!({
+                "verifier": v.verifier_id, "region": v.region, "broker": v.broker_id,
+                "acked_epoch": v.acked_epoch, "connected": v.connected,
+                "since_ack_ms": v.since_ack_ms, "last_ms": v.last_ms,
+                "delay": summary_json(&v.delay),
+            })).collect::<Vec<_>>(),
+            "lagging": lagging.iter().map(|v| &v.verifier_id).collect::<Vec<_>>(),
+            "unreachable_brokers": report.unreachable_brokers,
+        }));
+        return Ok(());
+    }
+    let holding = report
+        .verifiers
+        .iter()
+        .filter(|v| v.acked_epoch >= report.epoch)
+        .count();
+    println!(
+        "epoch {}: held by {holding} of {} verifiers ({} connected)",
+        report.epoch,
+        report.verifiers.len(),
+        report.verifiers.iter().filter(|v| v.connected).count()
+    );
+    println!(
+        "{:<16} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "region", "verifiers", "samples", "p50 ms", "p99 ms", "max ms"
+    );
+    for summary in report.regions.iter().chain(report.overall.iter()) {
+        let name = if summary.region.is_empty() {
+            "(all)"
+        } else {
+            &summary.region
+        };
+        println!(
+            "{name:<16} {:>9} {:>10} {:>10.1} {:>10.1} {:>10.1}",
+            summary.verifiers, summary.samples, summary.p50_ms, summary.p99_ms, summary.max_ms
+        );
+    }
+    let listed: Vec<&pb::VerifierProgress> = if args.all {
+        report.verifiers.iter().collect()
+    } else {
+        lagging
+    };
+    if !listed.is_empty() {
+        println!(
+            "\n{:<28} {:<12} {:>6} {:>10} {:>10} {:>10}",
+            "verifier", "region", "broker", "epoch", "p99 ms", "state"
+        );
+        for v in listed {
+            let state = if !v.connected {
+                format!("gone {} s", v.since_ack_ms / 1000)
+            } else if v.acked_epoch < report.epoch {
+                "lagging".to_string()
+            } else {
+                "current".to_string()
+            };
+            println!(
+                "{:<28} {:<12} {:>6} {:>10} {:>10.1} {:>10}",
+                v.verifier_id,
+                v.region,
+                v.broker_id,
+                v.acked_epoch,
+                v.delay.as_ref().map_or(0.0, |d| d.p99_ms),
+                state
+            );
+        }
+    }
+    if !report.unreachable_brokers.is_empty() {
+        println!(
+            "\nbrokers that did not answer (their verifiers are missing): {:?}",
+            report.unreachable_brokers
+        );
+    }
+    Ok(())
+}
+
+/// How much of the verifier fleet `--wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WaitFor {
+    All,
+    Percent(f64),
+}
+
+pub fn parse_wait(text: &str) -> Result<WaitFor, String> {
+    if text == "all" {
+        return Ok(WaitFor::All);
+    }
+    let number = text.strip_suffix('%').unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(WaitFor::Percent(p)),
+        _ => Err(format!(
+            "{text:?} is neither \"all\" nor a percentage in (0, 100]"
+        )),
+    }
+}
+
+/// The outcome of waiting for propagation.
+pub struct Reached {
+    pub holding: usize,
+    pub subscribed: usize,
+    pub waited: Duration,
+}
+
+/// Poll the cluster until the wanted share of subscribed verifiers holds
+/// `epoch`, or fail with who is missing.
+pub async fn wait_for_epoch(
+    connection: &Connection,
+    epoch: u64,
+    wanted: WaitFor,
+    patience: Duration,
+) -> Result<Reached, Failure> {
+    let started = std::time::Instant::now();
+    let mut client = connection.client().await?;
+    loop {
+        let report = client
+            .propagation(connection.request(pb::PropagationRequest { epoch }))
+            .await?
+            .into_inner();
+        let subscribed: Vec<&pb::VerifierProgress> =
+            report.verifiers.iter().filter(|v| subscribed(v)).collect();
+        let holding = subscribed.iter().filter(|v| v.acked_epoch >= epoch).count();
+        let enough = match wanted {
+            WaitFor::All => holding == subscribed.len(),
+            WaitFor::Percent(p) => holding as f64 * 100.0 >= p * subscribed.len() as f64,
+        };
+        if enough && report.unreachable_brokers.is_empty() {
+            return Ok(Reached {
+                holding,
+                subscribed: subscribed.len(),
+                waited: started.elapsed(),
+            });
+        }
+        if started.elapsed() >= patience {
+            let missing: Vec<&str> = subscribed
+                .iter()
+                .filter(|v| v.acked_epoch < epoch)
+                .map(|v| v.verifier_id.as_str())
+                .collect();
+            let shown = missing
+                .iter()
+                .take(20)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = missing.len().saturating_sub(20);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let brokers = if report.unreachable_brokers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; brokers {:?} did not answer, so their verifiers are unknown",
+                    report.unreachable_brokers
+                )
+            };
+            return Err(Failure::new(
+                exit::NOT_PROPAGATED,
+                format!(
+                    "epoch {epoch} is committed but held by only {holding} of {} subscribed verifiers after {} s; missing: {shown}{more}{brokers}",
+                    subscribed.len(),
+                    patience.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
