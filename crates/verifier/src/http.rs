@@ -111,16 +111,16 @@ fn error(status: StatusCode, reason: &str, detail: impl Into<String>) -> Respons
 }
 
 /// The token and expectations from a body (JSON) and headers.
-fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody), Response> {
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody), Box<Response>> {
     let parsed: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyBody::default()
     } else {
         serde_json::from_slice(body).map_err(|e| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("the body is not a verify request: {e}"),
-            )
+            ))
         })?
     };
     let bearer = headers
@@ -130,11 +130,11 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody
         .map(str::trim)
         .map(str::to_owned);
     let token = parsed.token.clone().or(bearer).ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "no token: send {\"token\": ...} or an Authorization: Bearer header",
-        )
+        ))
     })?;
     Ok((token, parsed))
 }
@@ -182,7 +182,7 @@ async fn verify_one(
 ) -> Response {
     let (token, request) = match parse_request(&headers, &body) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let id = which.verifier.unwrap_or_else(|| state.first.clone());
     let Some(served) = state.verifiers.get(&id) else {
@@ -203,7 +203,7 @@ async fn verify_all(
 ) -> Response {
     let (token, request) = match parse_request(&headers, &body) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let answers: Vec<Value> = state
         .verifiers

@@ -115,6 +115,9 @@ pub struct VerifierStatus {
     pub keys: usize,
     pub applied_events: u64,
     pub rejected_events: u64,
+    pub snapshots: u64,
+    pub deltas: u64,
+    pub heartbeats: u64,
     pub accepted: u64,
     pub rejected: u64,
     pub stale_rejections: u64,
@@ -128,6 +131,9 @@ struct Inner {
     clock: OffsetEstimator,
     applied_events: u64,
     rejected_events: u64,
+    snapshots: u64,
+    deltas: u64,
+    heartbeats: u64,
 }
 
 /// An edge verifier's state: cheap to clone, safe to share between threads.
@@ -174,6 +180,9 @@ impl Verifier {
                 clock: OffsetEstimator::default(),
                 applied_events: 0,
                 rejected_events: 0,
+                snapshots: 0,
+                deltas: 0,
+                heartbeats: 0,
             })),
             counters: Arc::default(),
             config: Arc::new(config),
@@ -226,12 +235,14 @@ impl Verifier {
                     });
                 }
                 inner.state = Some(*snapshot);
+                inner.snapshots += 1;
             }
             Body::Delta(delta) => {
                 let state = inner.state.as_mut().ok_or(FeedError::NoSnapshot {
                     from: delta.revoked.from_epoch(),
                 })?;
                 state.apply(&delta)?;
+                inner.deltas += 1;
             }
             Body::Heartbeat { .. } => {
                 if held != Some(event.epoch) {
@@ -242,6 +253,7 @@ impl Verifier {
                 }
                 let now = Instant::now();
                 inner.last_heartbeat = Some(now);
+                inner.heartbeats += 1;
                 let mono = now.duration_since(self.started).as_secs_f64() * 1000.0;
                 inner
                     .clock
@@ -435,6 +447,9 @@ impl Verifier {
             keys: state.map_or(0, |s| s.keys.len()),
             applied_events: inner.applied_events,
             rejected_events: inner.rejected_events,
+            snapshots: inner.snapshots,
+            deltas: inner.deltas,
+            heartbeats: inner.heartbeats,
             accepted: self.counters.accepted.load(Relaxed),
             rejected: self.counters.rejected.load(Relaxed),
             stale_rejections: self.counters.stale.load(Relaxed),

@@ -1,0 +1,361 @@
+//! The verifier against hand-built feed events: what it accepts and
+//! rejects, staleness, and hostile feed messages that must leave its state
+//! unchanged.
+
+use std::time::Duration;
+
+use lapse_credential::{
+    Claims, KeyId, SigningKeyPair, StatusClaim, StatusListRef, TenantId, WorkloadId,
+};
+use lapse_filter::{
+    DeltaMessage, KeyAlgorithm, KeySet, Message, PublicKey, RevokedDelta, RevokedSet, RuleSet,
+    SecretSet, Snapshot, encode_message,
+};
+use lapse_verifier::{Expect, FeedError, Rejection, Verifier, VerifyConfig, decode_event_bytes};
+use lapse_wire::feed::feed_event::Kind;
+use lapse_wire::feed::{FeedEvent, Heartbeat};
+use prost::Message as _;
+use sha2::Digest;
+
+const NOW_S: u64 = 1_800_000_000;
+const TTL_MS: u64 = 86_400_000;
+
+fn key() -> SigningKeyPair {
+    SigningKeyPair::from_seed(KeyId::new("n1-test").unwrap(), [7; 32])
+}
+
+fn keys() -> KeySet {
+    let mut keys = KeySet::new();
+    keys.insert(
+        "n1-test",
+        PublicKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            bytes: key().public_key().to_vec(),
+            not_before_ms: (NOW_S - 3600) * 1000,
+            not_after_ms: (NOW_S + 3600) * 1000,
+        },
+    )
+    .unwrap();
+    keys
+}
+
+fn credential(index: u64, subject: &str, tenant: &str) -> String {
+    key()
+        .sign(&Claims {
+            iss: "https://lapse.test".into(),
+            sub: WorkloadId::new(subject).unwrap(),
+            aud: vec!["billing".into()],
+            iat: NOW_S - 10,
+            nbf: NOW_S - 10,
+            exp: NOW_S + 600,
+            jti: format!("jti-{index}"),
+            tenant: TenantId::new(tenant).unwrap(),
+            scopes: vec!["read".into()],
+            status: StatusClaim {
+                status_list: StatusListRef {
+                    idx: index,
+                    uri: "https://lapse.test/status".into(),
+                },
+            },
+            cnf: None,
+        })
+        .unwrap()
+}
+
+fn snapshot(epoch: u64, revoked: &[u64]) -> Snapshot {
+    Snapshot {
+        epoch,
+        set: RevokedSet::from_sorted(0, 1 << 40, revoked.iter().copied()).unwrap(),
+        secrets: SecretSet::new(1000, 1e-6, [1; 32]).unwrap(),
+        rules: RuleSet::new(),
+        keys: keys(),
+    }
+}
+
+fn envelope(kind: Kind, epoch: u64, from: u64) -> FeedEvent {
+    FeedEvent {
+        kind: Some(kind),
+        epoch,
+        from_epoch: from,
+        cluster_time_ms: NOW_S * 1000,
+        broker_id: 1,
+        max_credential_ttl_ms: TTL_MS,
+    }
+}
+
+fn snapshot_event(s: Snapshot) -> FeedEvent {
+    let epoch = s.epoch;
+    let bytes = encode_message(&Message::Full(Box::new(s))).unwrap();
+    envelope(Kind::Snapshot(bytes.into()), epoch, 0)
+}
+
+fn delta_event(d: DeltaMessage) -> FeedEvent {
+    let (from, to) = (d.revoked.from_epoch(), d.revoked.to_epoch());
+    let bytes = encode_message(&Message::Delta(d)).unwrap();
+    envelope(Kind::Delta(bytes.into()), to, from)
+}
+
+fn delta(from: u64, to: u64, added: Vec<u64>) -> DeltaMessage {
+    DeltaMessage {
+        revoked: RevokedDelta::new(from, to, added, Some(0)).unwrap(),
+        added_secrets: Default::default(),
+        rules: RuleSet::new(),
+        keys: KeySet::new(),
+        keys_removed: Default::default(),
+    }
+}
+
+fn heartbeat(epoch: u64) -> FeedEvent {
+    envelope(Kind::Heartbeat(Heartbeat { interval_ms: 200 }), epoch, 0)
+}
+
+fn verifier() -> Verifier {
+    Verifier::new(VerifyConfig {
+        staleness: Duration::from_secs(2),
+        ..VerifyConfig::default()
+    })
+}
+
+/// A verifier at epoch 10 with index 3 revoked, fresh.
+fn ready() -> Verifier {
+    let v = verifier();
+    v.apply(&snapshot_event(snapshot(10, &[3]))).unwrap();
+    v.apply(&heartbeat(10)).unwrap();
+    v
+}
+
+fn verdict(v: &Verifier, token: &str) -> Result<u64, Rejection> {
+    v.verify(token, &Expect::default()).map(|a| a.epoch)
+}
+
+#[tokio::test(start_paused = true)]
+async fn accepts_and_rejects_by_index_rules_keys_and_secrets() {
+    let v = ready();
+    let good = credential(1, "spiffe://acme/a", "acme");
+    assert_eq!(verdict(&v, &good), Ok(10));
+    assert!(matches!(
+        verdict(&v, &credential(3, "spiffe://acme/a", "acme")),
+        Err(Rejection::Revoked { .. })
+    ));
+    // Revoking index 1 by delta takes effect at once.
+    assert_eq!(v.apply(&delta_event(delta(10, 11, vec![1]))), Ok(11));
+    assert!(matches!(verdict(&v, &good), Err(Rejection::Revoked { .. })));
+
+    // Rules: a workload's, a tenant's and a key's credentials.
+    let other = credential(5, "spiffe://acme/b", "acme");
+    assert_eq!(v.apply(&heartbeat(11)), Ok(11));
+    assert!(verdict(&v, &other).is_ok());
+    let mut d = delta(11, 12, vec![]);
+    d.rules
+        .revoke_subject("acme", "spiffe://acme/b", NOW_S * 1000)
+        .unwrap();
+    v.apply(&delta_event(d)).unwrap();
+    assert!(
+        matches!(verdict(&v, &other), Err(Rejection::Revoked { by }) if by.contains("spiffe://acme/b"))
+    );
+    let globex = credential(6, "spiffe://globex/c", "globex");
+    assert!(verdict(&v, &globex).is_ok());
+    let mut d = delta(12, 13, vec![]);
+    d.rules.revoke_tenant("globex", NOW_S * 1000).unwrap();
+    v.apply(&delta_event(d)).unwrap();
+    assert!(
+        matches!(verdict(&v, &globex), Err(Rejection::Revoked { by }) if by.contains("tenant"))
+    );
+    // The credential's own hash, as a leaked secret.
+    let leaked = credential(7, "spiffe://acme/d", "acme");
+    assert!(verdict(&v, &leaked).is_ok());
+    let mut d = delta(13, 14, vec![]);
+    d.added_secrets
+        .insert(sha2::Sha256::digest(leaked.as_bytes()).into());
+    v.apply(&delta_event(d)).unwrap();
+    assert!(matches!(
+        verdict(&v, &leaked),
+        Err(Rejection::Revoked { .. })
+    ));
+    // Wrong tenant and wrong audience.
+    let fine = credential(8, "spiffe://acme/e", "acme");
+    assert!(matches!(
+        v.verify(
+            &fine,
+            &Expect {
+                tenant: Some("globex"),
+                audience: None
+            }
+        ),
+        Err(Rejection::WrongTenant { .. })
+    ));
+    assert!(matches!(
+        v.verify(
+            &fine,
+            &Expect {
+                tenant: None,
+                audience: Some("other")
+            }
+        ),
+        Err(Rejection::Invalid { .. })
+    ));
+    // The signing key revoked: everything it signed.
+    let mut d = delta(14, 15, vec![]);
+    d.rules.revoke_key("n1-test").unwrap();
+    v.apply(&delta_event(d)).unwrap();
+    assert!(matches!(verdict(&v, &fine), Err(Rejection::Revoked { by }) if by.contains("key")));
+    // A key the feed never carried.
+    let stranger = SigningKeyPair::from_seed(KeyId::new("n9-x").unwrap(), [9; 32]);
+    let token = {
+        let claims: Claims = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                fine.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        stranger.sign(&claims).unwrap()
+    };
+    assert!(
+        matches!(verdict(&v, &token), Err(Rejection::Invalid { detail }) if detail.contains("n9-x"))
+    );
+    let status = v.status();
+    assert_eq!((status.snapshots, status.deltas), (1, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_verifier_fails_closed_or_open_as_configured() {
+    let v = verifier();
+    let token = credential(1, "spiffe://acme/a", "acme");
+    assert_eq!(
+        verdict(&v, &token),
+        Err(Rejection::Stale {
+            stale_ms: u64::MAX,
+            bound_ms: 2000
+        })
+    );
+    v.apply(&snapshot_event(snapshot(1, &[]))).unwrap();
+    // A snapshot alone does not make the verifier fresh: only a heartbeat,
+    // which the broker confirmed with the leader, does.
+    assert!(matches!(verdict(&v, &token), Err(Rejection::Stale { .. })));
+    v.apply(&heartbeat(1)).unwrap();
+    assert_eq!(verdict(&v, &token), Ok(1));
+    tokio::time::advance(Duration::from_millis(1900)).await;
+    assert_eq!(verdict(&v, &token), Ok(1));
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert!(matches!(verdict(&v, &token), Err(Rejection::Stale { .. })));
+    assert!(!v.status().fresh);
+    assert_eq!(v.status().stale_rejections, 3);
+    v.apply(&heartbeat(1)).unwrap();
+    assert_eq!(verdict(&v, &token), Ok(1));
+
+    let open = Verifier::new(VerifyConfig {
+        staleness: Duration::from_secs(1),
+        fail_open: true,
+        ..VerifyConfig::default()
+    });
+    open.apply(&snapshot_event(snapshot(1, &[]))).unwrap();
+    open.apply(&heartbeat(1)).unwrap();
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    assert!(!open.status().fresh);
+    let accepted = open.verify(&token, &Expect::default()).unwrap();
+    assert!(accepted.stale);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_feed_events_change_nothing() {
+    let v = ready();
+    let token = credential(1, "spiffe://acme/a", "acme");
+    let before = v.status();
+    let good = delta_event(delta(10, 11, vec![1]));
+    let Some(Kind::Delta(good_bytes)) = good.kind.clone() else {
+        unreachable!()
+    };
+    let mut attempts: Vec<(String, FeedEvent)> = Vec::new();
+    attempts.push(("empty".into(), FeedEvent::default()));
+    for cut in [0, 4, 11, good_bytes.len() / 2, good_bytes.len() - 1] {
+        attempts.push((
+            format!("truncated at {cut}"),
+            envelope(Kind::Delta(good_bytes.slice(..cut)), 11, 10),
+        ));
+    }
+    for at in [12, good_bytes.len() / 2, good_bytes.len() - 5] {
+        let mut flipped = good_bytes.to_vec();
+        flipped[at] ^= 0x40;
+        attempts.push((
+            format!("bit flipped at {at}"),
+            envelope(Kind::Delta(flipped.into()), 11, 10),
+        ));
+    }
+    let mut long = good_bytes.to_vec();
+    long.extend_from_slice(&[0; 16]);
+    attempts.push((
+        "trailing bytes".into(),
+        envelope(Kind::Delta(long.into()), 11, 10),
+    ));
+    let mut huge = good_bytes.to_vec();
+    huge[7..11].copy_from_slice(&u32::MAX.to_le_bytes());
+    attempts.push((
+        "oversized length".into(),
+        envelope(Kind::Delta(huge.into()), 11, 10),
+    ));
+    attempts.push((
+        "envelope disagrees".into(),
+        envelope(Kind::Delta(good_bytes.clone()), 12, 10),
+    ));
+    attempts.push((
+        "snapshot bytes as a delta".into(),
+        envelope(
+            Kind::Delta(
+                encode_message(&Message::Full(Box::new(snapshot(11, &[1]))))
+                    .unwrap()
+                    .into(),
+            ),
+            11,
+            10,
+        ),
+    ));
+    attempts.push(("gap".into(), delta_event(delta(9, 11, vec![1]))));
+    attempts.push(("older snapshot".into(), snapshot_event(snapshot(9, &[]))));
+    attempts.push(("heartbeat for another epoch".into(), heartbeat(12)));
+    attempts.push((
+        "zero heartbeat interval".into(),
+        envelope(Kind::Heartbeat(Heartbeat { interval_ms: 0 }), 10, 0),
+    ));
+    attempts.push((
+        "index already revoked".into(),
+        delta_event(delta(10, 11, vec![3])),
+    ));
+    for (name, event) in &attempts {
+        let result = v.apply(event);
+        assert!(result.is_err(), "{name} was applied");
+        assert_eq!(v.epoch(), Some(10), "{name}");
+        assert_eq!(verdict(&v, &token), Ok(10), "{name}");
+    }
+    let after = v.status();
+    assert_eq!(
+        after.rejected_events,
+        before.rejected_events + attempts.len() as u64
+    );
+    assert_eq!(
+        (after.snapshots, after.deltas, after.revoked_indices),
+        (1, 0, 1)
+    );
+    // And the genuine event still applies.
+    assert_eq!(v.apply(&good), Ok(11));
+}
+
+#[test]
+fn wire_bytes_are_checked_before_decoding() {
+    let event = snapshot_event(snapshot(4, &[1, 2]));
+    let bytes = event.encode_to_vec();
+    assert!(decode_event_bytes(&bytes).is_ok());
+    assert!(matches!(
+        decode_event_bytes(&bytes[..bytes.len() - 3]),
+        Err(FeedError::Malformed(_) | FeedError::Filter(_))
+    ));
+    assert!(matches!(
+        decode_event_bytes(&vec![0u8; lapse_verifier::MAX_EVENT_BYTES + 1]),
+        Err(FeedError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        decode_event_bytes(&[0xff; 7]),
+        Err(FeedError::Malformed(_))
+    ));
+}
