@@ -1,0 +1,407 @@
+//! End-to-end revocation feed on real processes and sockets: three brokers,
+//! fifty verifiers in two `lapse verifier` processes, `revoke --wait all`,
+//! a verifier cut off from every broker failing closed and resuming from
+//! its epoch, failover when the followed broker is killed, and the feed's
+//! limits seen by a raw gRPC subscriber.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use support::edge::{Proxy, VerifierProcess, http_request};
+use support::*;
+
+const WORKLOAD: &str = "spiffe://example.org/payments";
+const POLICY: &str = r#"
+permit(principal == Workload::"spiffe://example.org/payments",
+       action == Action::"issue", resource == Tenant::"acme")
+when { ["payments:read"].containsAll(context.scopes)
+       && ["billing"].containsAll(context.audiences)
+       && context.ttl_seconds <= 900 };
+"#;
+
+/// Three brokers that issue, with their HTTP (metrics) addresses.
+fn start(feed: &str) -> (TestCluster, BTreeMap<u64, String>) {
+    let http: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let ports = http.clone();
+    let feed = feed.to_owned();
+    let cluster = TestCluster::start_with(3, FAST_RAFT, move |id| {
+        format!(
+            "[issuance]\nhttp_listen = \"{}\"\nlease_block = 20\n[feed]\nheartbeat_ms = 100\n{feed}\n",
+            ports[&id]
+        )
+    });
+    (cluster, http)
+}
+
+async fn ready_to_issue(cluster: &TestCluster) {
+    cluster.wait_for_leader().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cluster.cli(1, &["keys", "--json"]);
+        if out.status.success() {
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if keys["keys"].as_array().unwrap().len() >= 3 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no keys\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let policy = cluster.dir.path().join("acme.cedar");
+    std::fs::write(&policy, POLICY).unwrap();
+    cli_json(
+        cluster,
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            "acme",
+            "--file",
+            policy.to_str().unwrap(),
+            "--json",
+        ],
+    );
+}
+
+/// Issue a credential through `broker`: (token, status index).
+fn issue(cluster: &TestCluster, broker: u64) -> (String, u64) {
+    let join = cli_json(
+        cluster,
+        broker,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            WORKLOAD,
+            "--json",
+        ],
+    );
+    let issued = cli_json(
+        cluster,
+        broker,
+        &[
+            "issue",
+            "--join-token",
+            join["token"].as_str().unwrap(),
+            "--audience",
+            "billing",
+            "--scope",
+            "payments:read",
+            "--json",
+        ],
+    );
+    (
+        issued["credential"].as_str().unwrap().to_owned(),
+        issued["status_index"].as_u64().unwrap(),
+    )
+}
+
+fn brokers(cluster: &TestCluster) -> Vec<String> {
+    (1..=3).map(|id| cluster.address(id)).collect()
+}
+
+/// Wait until the cluster reports `count` connected verifiers, all holding
+/// at least `epoch`.
+async fn wait_for_verifiers(cluster: &TestCluster, count: usize, processes: &[&VerifierProcess]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cluster.cli(2, &["propagation", "--json"]);
+        if out.status.success() {
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let verifiers = report["verifiers"].as_array().unwrap();
+            let connected = verifiers
+                .iter()
+                .filter(|v| v["connected"] == true && v["acked_epoch"].as_u64() > Some(0))
+                .count();
+            if connected >= count {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "verifiers did not all subscribe\n{}\n{}",
+            cluster.logs(),
+            processes
+                .iter()
+                .map(|p| p.log_tail())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Poll `check` until it holds, or fail with `what` after `seconds`.
+async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_fifty_verifiers_and_wait_all_returns() {
+    let (cluster, http) = start("");
+    ready_to_issue(&cluster).await;
+    let (credential, index) = issue(&cluster, 2);
+    let (other, _) = issue(&cluster, 3);
+    let brokers = brokers(&cluster);
+    let dir = cluster.dir.path();
+    let eu = VerifierProcess::start(dir, "eu", "eu-west", 25, &brokers, &[]);
+    let us = VerifierProcess::start(dir, "us", "us-east", 25, &brokers, &[]);
+    wait_for_verifiers(&cluster, 50, &[&eu, &us]).await;
+    for process in [&eu, &us] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (valid, answers) = process.verify_all(&credential);
+            if valid == 25 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{answers:?}\n{}",
+                process.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let out = cluster.cli(
+        1,
+        &[
+            "revoke",
+            "index",
+            &index.to_string(),
+            "--wait",
+            "all",
+            "--wait-timeout",
+            "30s",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(revoked["propagated"]["subscribed"], 50, "{revoked}");
+    assert_eq!(revoked["propagated"]["verifiers"], 50, "{revoked}");
+
+    // Every verifier now rejects the credential, and only that one.
+    for process in [&eu, &us] {
+        let (valid, answers) = process.verify_all(&credential);
+        assert_eq!(valid, 0);
+        assert!(
+            answers.iter().all(|a| a["reason"] == "revoked"),
+            "{answers:?}"
+        );
+        assert_eq!(process.verify_all(&other).0, 25);
+    }
+
+    // The delays are reported per region, per verifier and on /metrics.
+    let report = cli_json(&cluster, 3, &["propagation", "--json"]);
+    assert_eq!(report["regions"].as_array().unwrap().len(), 2, "{report}");
+    assert!(
+        report["overall"]["samples"].as_u64().unwrap() >= 50,
+        "{report}"
+    );
+    assert!(report["overall"]["max_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["lagging"].as_array().unwrap().is_empty(), "{report}");
+    let text = cluster.cli(3, &["propagation"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("eu-west"));
+    let metrics: String = http
+        .values()
+        .map(|address| http_get(address, "/metrics"))
+        .collect();
+    assert!(metrics.contains("lapse_propagation_delay_seconds_bucket{region=\"us-east\""));
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lapse_verifier_acked_epoch{"))
+            .count(),
+        50
+    );
+    let status = eu.status();
+    assert!(
+        status
+            .values()
+            .all(|s| s["fresh"] == true && s["rejected_events"] == 0)
+    );
+
+    // A verifier that stops applying holds `--wait all` until its timeout,
+    // which names the missing verifiers (exit code 6); a share is met.
+    us.signal("STOP");
+    let (third, third_index) = issue(&cluster, 1);
+    let out = cluster.cli(
+        1,
+        &[
+            "revoke",
+            "index",
+            &third_index.to_string(),
+            "--wait",
+            "all",
+            "--wait-timeout",
+            "2s",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("held by only 25 of 50"), "{stderr}");
+    assert!(stderr.contains("us-"), "{stderr}");
+    let (fourth, fourth_index) = issue(&cluster, 1);
+    let out = cluster.cli(
+        1,
+        &[
+            "revoke",
+            "index",
+            &fourth_index.to_string(),
+            "--wait",
+            "50%",
+            "--wait-timeout",
+            "10s",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    us.signal("CONT");
+    eventually(30, "the resumed verifiers catch up", || {
+        us.verify_all(&third).0 == 0 && us.verify_all(&fourth).0 == 0
+    })
+    .await;
+}
+
+/// The verdict of every verifier of `process` on `token`, by reason
+/// ("valid" when accepted).
+fn verdicts(process: &VerifierProcess, token: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for answer in process.verify_all(token).1 {
+        let reason = if answer["valid"] == true {
+            "valid".to_string()
+        } else {
+            answer["reason"].as_str().unwrap_or("?").to_string()
+        };
+        *out.entry(reason).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_verifier_fails_closed_then_resumes_from_its_epoch() {
+    let (cluster, _) = start("");
+    ready_to_issue(&cluster).await;
+    let (revoked, revoked_index) = issue(&cluster, 1);
+    let (kept, _) = issue(&cluster, 2);
+    let mut proxies = Vec::new();
+    for id in 1..=3 {
+        proxies.push(Proxy::start(cluster.address(id)).await);
+    }
+    let via: Vec<String> = proxies.iter().map(|p| p.address.clone()).collect();
+    let edge = VerifierProcess::start(
+        cluster.dir.path(),
+        "edge",
+        "eu",
+        2,
+        &via,
+        &["--staleness", "1s", "--idle-timeout", "500ms"],
+    );
+    eventually(30, "verifiers accept a good credential", || {
+        verdicts(&edge, &kept).get("valid") == Some(&2)
+    })
+    .await;
+
+    // Cut every link; the cluster goes on revoking without the verifiers.
+    for proxy in &proxies {
+        proxy.cut().await;
+    }
+    let cut_at = Instant::now();
+    let epoch = revoke_anywhere(&cluster, revoke_index("cut-1", revoked_index))
+        .await
+        .unwrap()
+        .epoch;
+    // Within the staleness bound they may still accept (they cannot know);
+    // after it, they reject everything, the good credential too.
+    eventually(10, "cut-off verifiers fail closed", || {
+        verdicts(&edge, &kept).get("stale") == Some(&2)
+    })
+    .await;
+    assert!(cut_at.elapsed() >= Duration::from_millis(900));
+    assert_eq!(verdicts(&edge, &revoked).get("stale"), Some(&2));
+    let status = edge.status();
+    assert!(status.values().all(|s| s["fresh"] == false), "{status:?}");
+    let (code, _) = http_request(&edge.http, "GET", "/healthz", "").unwrap();
+    assert_eq!(code, 503);
+    let metrics = http_get(&edge.http, "/metrics");
+    assert!(metrics.contains("lapse_verifier_fresh{verifier=\"edge-0\",region=\"eu\"} 0"));
+
+    // Heal: they resume from their epoch (a delta, not a new snapshot),
+    // reject the revoked credential and accept the other again.
+    for proxy in &proxies {
+        proxy.heal();
+    }
+    eventually(30, "healed verifiers recover", || {
+        verdicts(&edge, &kept).get("valid") == Some(&2)
+            && verdicts(&edge, &revoked).get("revoked") == Some(&2)
+    })
+    .await;
+    for (id, status) in edge.status() {
+        assert_eq!(status["snapshots"], 1, "{id} resynchronised: {status}");
+        assert!(status["deltas"].as_u64().unwrap() >= 1, "{id}: {status}");
+        assert!(status["epoch"].as_u64().unwrap() >= epoch, "{id}: {status}");
+        assert_eq!(status["rejected_events"], 0, "{id}: {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_followed_broker_moves_verifiers_without_missing_an_epoch() {
+    let (mut cluster, _) = start("");
+    ready_to_issue(&cluster).await;
+    let (credential, index) = issue(&cluster, 3);
+    // Three verifiers, each preferring a different broker.
+    let edge = VerifierProcess::start(
+        cluster.dir.path(),
+        "fo",
+        "eu",
+        3,
+        &brokers(&cluster),
+        &["--idle-timeout", "500ms"],
+    );
+    eventually(30, "each verifier follows its own broker", || {
+        let status = edge.status();
+        status.len() == 3
+            && status.values().all(|s| s["fresh"] == true)
+            && (1..=3).all(|b| status.values().any(|s| s["broker_id"] == b))
+    })
+    .await;
+    let victim = edge.status()["fo-0"]["broker_id"].as_u64().unwrap();
+    cluster.kill9(victim);
+    let epoch = revoke_anywhere(&cluster, revoke_index("after-kill", index))
+        .await
+        .unwrap()
+        .epoch;
+    eventually(30, "every verifier rejects the revoked credential", || {
+        verdicts(&edge, &credential).get("revoked") == Some(&3)
+    })
+    .await;
+    for (id, status) in edge.status() {
+        assert_ne!(status["broker_id"], victim, "{id} still on the dead broker");
+        assert!(status["epoch"].as_u64().unwrap() >= epoch);
+        // One snapshot at start, then deltas only: every epoch in between
+        // was applied in order (a delta applies only to its own from-epoch).
+        assert_eq!(status["snapshots"], 1, "{id}: {status}");
+        assert_eq!(status["rejected_events"], 0, "{id}: {status}");
+    }
+    assert!(edge.status()["fo-0"]["failovers"].as_u64().unwrap() >= 1);
+}

@@ -1,0 +1,191 @@
+//! Edge verifiers for end-to-end tests: `lapse verifier` processes, their
+//! local HTTP API, and a TCP proxy that can cut them off from brokers.
+
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::{free_port, lapse};
+
+/// One `lapse verifier` process running `count` verifiers.
+pub struct VerifierProcess {
+    pub http: String,
+    pub prefix: String,
+    pub count: u32,
+    child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl VerifierProcess {
+    /// Start `count` verifiers named `prefix-N` following `brokers`.
+    pub fn start(
+        dir: &std::path::Path,
+        prefix: &str,
+        region: &str,
+        count: u32,
+        brokers: &[String],
+        extra: &[&str],
+    ) -> Self {
+        let http = format!("127.0.0.1:{}", free_port());
+        let log = dir.join(format!("verifier-{prefix}.log"));
+        let child = lapse()
+            .args(["verifier", "--brokers", &brokers.join(",")])
+            .args(["--id", prefix, "--region", region])
+            .args(["--count", &count.to_string(), "--http", &http])
+            .args(extra)
+            .env("LAPSE_LOG", "info,lapse_verifier=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("verifier log"))
+            .spawn()
+            .expect("spawn lapse verifier");
+        let process = Self {
+            http,
+            prefix: prefix.to_owned(),
+            count,
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_request(&process.http, "GET", "/healthz", "").is_none() {
+            assert!(Instant::now() < deadline, "verifier HTTP API did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process
+    }
+
+    /// POST `/v1/verify-all` with `token`: (valid count, answers).
+    pub fn verify_all(&self, token: &str) -> (u64, Vec<serde_json::Value>) {
+        let body = serde_json::json!({ "token": token }).to_string();
+        let (status, text) =
+            http_request(&self.http, "POST", "/v1/verify-all", &body).expect("verify-all");
+        assert_eq!(status, 200, "{text}");
+        let reply: serde_json::Value = serde_json::from_str(&text).expect("json");
+        (
+            reply["valid"].as_u64().unwrap(),
+            reply["answers"].as_array().unwrap().clone(),
+        )
+    }
+
+    /// GET `/v1/status`: each verifier's status by id.
+    pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        let (_, text) = http_request(&self.http, "GET", "/v1/status", "").expect("status");
+        serde_json::from_str::<serde_json::Value>(&text)
+            .expect("json")
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    /// Send a signal (`STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(20).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for VerifierProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request: `(status, body)`, `None` if unreachable.
+pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// A TCP proxy in front of one broker that can cut every connection and
+/// refuse new ones, then heal.
+pub struct Proxy {
+    pub address: String,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address").to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (cut, links) = (cut.clone(), links.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if cut.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let target = target.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().await.push(link);
+                }
+            })
+        };
+        Self {
+            address,
+            cut,
+            links,
+            accept,
+        }
+    }
+
+    /// Drop every open connection and refuse new ones.
+    pub async fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().await.drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
