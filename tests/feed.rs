@@ -9,6 +9,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use lapse_wire::feed::feed_client::FeedClient;
+use lapse_wire::feed::feed_event::Kind;
+use lapse_wire::feed::feed_request::Kind as RequestKind;
+use lapse_wire::feed::{FeedRequest, Hello};
 use support::edge::{Proxy, VerifierProcess, http_request};
 use support::*;
 
@@ -404,4 +408,154 @@ async fn killing_the_followed_broker_moves_verifiers_without_missing_an_epoch() 
         assert_eq!(status["rejected_events"], 0, "{id}: {status}");
     }
     assert!(edge.status()["fo-0"]["failovers"].as_u64().unwrap() >= 1);
+}
+
+async fn feed_client(address: &str, window: Option<u32>) -> FeedClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .connect()
+        .await
+        .expect("connect to the feed");
+    FeedClient::new(channel).max_decoding_message_size(64 << 20)
+}
+
+fn hello(id: &str, resume: Option<u64>) -> FeedRequest {
+    FeedRequest {
+        kind: Some(RequestKind::Hello(Hello {
+            verifier_id: id.to_owned(),
+            region: "test".into(),
+            resume_epoch: resume,
+        })),
+    }
+}
+
+/// Subscribe with `first` as the first message; the sender keeps the
+/// request stream open.
+async fn subscribe(
+    client: &mut FeedClient<tonic::transport::Channel>,
+    first: FeedRequest,
+) -> (
+    Result<tonic::Streaming<lapse_wire::feed::FeedEvent>, tonic::Status>,
+    tokio::sync::mpsc::Sender<FeedRequest>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(first).await.unwrap();
+    let reply = client
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map(|r| r.into_inner());
+    (reply, tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_refuses_bad_subscribers_and_resyncs_slow_ones() {
+    let (cluster, _) = start("max_subscribers = 2\nbuffered_updates = 4\nsubscriber_queue = 1\n");
+    cluster.wait_for_leader().await;
+    let address = cluster.address(1);
+    let mut client = feed_client(&address, None).await;
+
+    // A first message that is not a Hello, and a malformed verifier id.
+    let ack_first = FeedRequest {
+        kind: Some(RequestKind::Ack(lapse_wire::feed::Ack { epoch: 1 })),
+    };
+    let (reply, _keep) = subscribe(&mut client, ack_first).await;
+    assert_eq!(reply.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let (reply, _keep) = subscribe(&mut client, hello("bad id\n", None)).await;
+    let status = reply.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("verifier_id"), "{status:?}");
+
+    // A subscriber that acks an epoch it was never sent is cut off.
+    let (reply, liar) = subscribe(&mut client, hello("liar", None)).await;
+    let mut events = reply.unwrap();
+    let first = events.message().await.unwrap().unwrap();
+    assert!(matches!(first.kind, Some(Kind::Snapshot(_))));
+    liar.send(FeedRequest {
+        kind: Some(RequestKind::Ack(lapse_wire::feed::Ack {
+            epoch: first.epoch + 1000,
+        })),
+    })
+    .await
+    .unwrap();
+    let refused = loop {
+        match events.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without a reason"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    // A slow subscriber (tiny flow-control window, not reading) falls
+    // behind the bounded buffer and is resynchronised with a snapshot.
+    let mut slow_client = feed_client(&address, Some(1024)).await;
+    let (reply, _slow_keep) = subscribe(&mut slow_client, hello("slow", None)).await;
+    let mut slow = reply.unwrap();
+    // Only two subscribers at a time: a third is refused.
+    let (reply, _fast_keep) = subscribe(&mut client, hello("fast", None)).await;
+    let mut fast = reply.unwrap();
+    let (reply, _third) = subscribe(&mut client, hello("third", None)).await;
+    assert_eq!(reply.unwrap_err().code(), tonic::Code::ResourceExhausted);
+
+    let start = lease(&cluster, 1, 2_000).await.start;
+    let mut last_epoch = 0;
+    for i in 0..200u64 {
+        let many = lapse_wire::cluster::RevokeManyRequest {
+            request_id: format!("slow-{i}"),
+            revocations: (0..8)
+                .map(|j| lapse_wire::cluster::Revocation {
+                    target: Some(lapse_wire::cluster::revocation::Target::Index(
+                        start + i * 8 + j,
+                    )),
+                })
+                .collect(),
+        };
+        let mut admin = cluster.client(1).await.unwrap();
+        last_epoch = admin
+            .revoke_many(authorised(many))
+            .await
+            .expect("revoke many")
+            .into_inner()
+            .epoch;
+    }
+    // The fast subscriber saw the deltas; the slow one, once it reads
+    // again, gets a second snapshot, and both end at the same state.
+    let (fast_snapshots, fast_indices) = follow_to(&mut fast, "fast", last_epoch).await;
+    let (slow_snapshots, slow_indices) = follow_to(&mut slow, "slow", last_epoch).await;
+    assert_eq!(fast_snapshots, 1);
+    assert!(
+        slow_snapshots >= 2,
+        "the slow subscriber was not resynchronised"
+    );
+    assert_eq!(fast_indices, 1_600);
+    assert_eq!(slow_indices, 1_600);
+}
+
+/// Apply a raw subscription's events to a verifier until it holds
+/// `epoch`: (snapshots received, revoked indices held).
+async fn follow_to(
+    events: &mut tonic::Streaming<lapse_wire::feed::FeedEvent>,
+    name: &str,
+    epoch: u64,
+) -> (usize, usize) {
+    let verifier = lapse_verifier::Verifier::new(lapse_verifier::VerifyConfig::default());
+    let mut snapshots = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while verifier.epoch() < Some(epoch) {
+        assert!(Instant::now() < deadline, "{name} did not reach {epoch}");
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("an event");
+        if matches!(event.kind, Some(Kind::Snapshot(_))) {
+            snapshots += 1;
+        }
+        verifier
+            .apply(&event)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    (snapshots, verifier.status().revoked_indices)
 }
