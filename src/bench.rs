@@ -32,6 +32,10 @@ enum Scenario {
     Revoke(RevokeBench),
     /// Issuance latency and throughput over gRPC beside the raw Ed25519 signing rate.
     Issue(IssueBench),
+    /// Time from a revocation being acknowledged to every verifier applying it.
+    Propagation(crate::bench_feed::PropagationBench),
+    /// Credential verification per core beside raw Ed25519 verification.
+    Verify(crate::bench_feed::VerifyBench),
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +89,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     match args.scenario {
         Scenario::Revoke(bench) => revoke(bench).await,
         Scenario::Issue(bench) => issue(bench).await,
+        Scenario::Propagation(bench) => crate::bench_feed::propagation(bench).await,
+        Scenario::Verify(bench) => crate::bench_feed::verify(bench).await,
     }
 }
 

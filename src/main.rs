@@ -1,6 +1,7 @@
 //! `lapse`: run brokers and a local dev cluster, revoke, inspect, administer.
 
 mod bench;
+mod bench_feed;
 mod client;
 mod commands;
 mod credentials;

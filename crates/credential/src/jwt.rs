@@ -102,6 +102,16 @@ impl SigningKeyPair {
     }
 }
 
+/// Verify a raw Ed25519 signature: the baseline verification is measured
+/// against.
+pub fn verify_raw(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    use ed25519_dalek::Verifier as _;
+    ed25519_dalek::VerifyingKey::from_bytes(public_key).is_ok_and(|key| {
+        key.verify(message, &ed25519_dalek::Signature::from_bytes(signature))
+            .is_ok()
+    })
+}
+
 /// Finds public keys by key id.
 pub trait KeyLookup {
     fn public_key(&self, key_id: &str) -> Option<[u8; 32]>;

@@ -22,5 +22,5 @@ pub use ids::{IdError, KeyId, StatusIndex, TenantId, WorkloadId};
 pub use jwk::{Jwk, JwkError, JwkSet};
 pub use jwt::{
     CredentialError, KeyLookup, SigningKeyPair, Verified, VerifyError, VerifyOptions, peek_key_id,
-    verify,
+    verify, verify_raw,
 };

@@ -107,15 +107,33 @@ impl Snapshot {
                 to,
             });
         }
-        let mut next = self.clone();
-        next.set.apply(&delta.revoked)?;
-        for h in &delta.added_secrets {
-            next.secrets.insert(*h)?;
+        // Check everything that can fail first, then change in place:
+        // a verifier's state may be large, so it is not copied per delta.
+        let new_secrets = delta
+            .added_secrets
+            .iter()
+            .filter(|h| !self.secrets.contains(h))
+            .count();
+        if (self.secrets.len() + new_secrets) as u64 > MAX_SECRETS {
+            return Err(FilterError::TooLarge {
+                what: "secret set",
+                len: (self.secrets.len() + new_secrets) as u64,
+                max: MAX_SECRETS,
+            });
         }
-        next.rules.merge(&delta.rules)?;
-        next.keys.apply(&delta.keys, &delta.keys_removed)?;
-        next.epoch = to;
-        *self = next;
+        self.rules.check_merge(&delta.rules)?;
+        self.keys.check_apply(&delta.keys, &delta.keys_removed)?;
+        // Atomic on its own; the last step that can fail.
+        self.set.apply(&delta.revoked)?;
+        for h in &delta.added_secrets {
+            let inserted = self.secrets.insert(*h);
+            debug_assert!(inserted.is_ok(), "room was checked");
+        }
+        let merged = self.rules.merge(&delta.rules);
+        debug_assert!(merged.is_ok(), "room was checked");
+        let applied = self.keys.apply(&delta.keys, &delta.keys_removed);
+        debug_assert!(applied.is_ok(), "room was checked");
+        self.epoch = to;
         Ok(())
     }
 

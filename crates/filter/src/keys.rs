@@ -132,14 +132,40 @@ impl KeySet {
     /// Upsert every key of `other`, then remove `removed`. Atomic: on error
     /// `self` is untouched.
     pub fn apply(&mut self, other: &KeySet, removed: &BTreeSet<String>) -> Result<(), FilterError> {
-        let mut next = self.clone();
+        self.check_apply(other, removed)?;
         for kid in removed {
-            next.keys.remove(kid);
+            self.keys.remove(kid);
         }
         for (kid, key) in &other.keys {
-            next.insert(kid, key.clone())?;
+            self.keys.insert(kid.clone(), key.clone());
         }
-        *self = next;
+        Ok(())
+    }
+
+    /// Whether [`KeySet::apply`] would succeed (keys in a `KeySet` are
+    /// always valid, so only the count can fail).
+    pub fn check_apply(
+        &self,
+        other: &KeySet,
+        removed: &BTreeSet<String>,
+    ) -> Result<(), FilterError> {
+        let kept = self
+            .keys
+            .keys()
+            .filter(|kid| !removed.contains(*kid))
+            .count();
+        let added = other
+            .keys
+            .keys()
+            .filter(|kid| !self.keys.contains_key(*kid) || removed.contains(*kid))
+            .count();
+        if (kept + added) as u64 > MAX_KEYS {
+            return Err(FilterError::TooLarge {
+                what: "key set",
+                len: (kept + added) as u64,
+                max: MAX_KEYS,
+            });
+        }
         Ok(())
     }
 

@@ -118,17 +118,50 @@ impl RuleSet {
     /// Merge `other` into `self` (later cutoffs win, key ids union).
     /// Atomic: on error `self` is untouched.
     pub fn merge(&mut self, other: &RuleSet) -> Result<(), FilterError> {
-        let mut next = self.clone();
+        self.check_merge(other)?;
         for ((t, s), &c) in &other.subjects {
-            next.revoke_subject(t, s, c)?;
+            let cutoff = self.subjects.entry((t.clone(), s.clone())).or_insert(c);
+            *cutoff = (*cutoff).max(c);
         }
         for (t, &c) in &other.tenants {
-            next.revoke_tenant(t, c)?;
+            let cutoff = self.tenants.entry(t.clone()).or_insert(c);
+            *cutoff = (*cutoff).max(c);
         }
-        for k in &other.key_ids {
-            next.revoke_key(k)?;
+        self.key_ids.extend(other.key_ids.iter().cloned());
+        Ok(())
+    }
+
+    /// Whether [`RuleSet::merge`] of `other` would succeed. Strings in a
+    /// `RuleSet` are always within limits, so only the counts can fail.
+    pub fn check_merge(&self, other: &RuleSet) -> Result<(), FilterError> {
+        let new_subjects = other
+            .subjects
+            .keys()
+            .filter(|k| !self.subjects.contains_key(*k))
+            .count();
+        let new_tenants = other
+            .tenants
+            .keys()
+            .filter(|k| !self.tenants.contains_key(*k))
+            .count();
+        let new_keys = other
+            .key_ids
+            .iter()
+            .filter(|k| !self.key_ids.contains(*k))
+            .count();
+        for (what, len) in [
+            ("subject rules", self.subjects.len() + new_subjects),
+            ("tenant rules", self.tenants.len() + new_tenants),
+            ("key id rules", self.key_ids.len() + new_keys),
+        ] {
+            if len as u64 > MAX_RULES {
+                return Err(FilterError::TooLarge {
+                    what,
+                    len: len as u64,
+                    max: MAX_RULES,
+                });
+            }
         }
-        *self = next;
         Ok(())
     }
 

@@ -33,6 +33,23 @@ pub struct FollowConfig {
     pub connect_timeout: Duration,
     /// Pause after every broker in the list failed once.
     pub retry_pause: Duration,
+    /// Connections to use instead of opening one per broker, in the order
+    /// of `brokers`: many verifiers in one process can share a few HTTP/2
+    /// connections, each with its own stream.
+    pub channels: Option<Vec<Channel>>,
+    /// Called with the new epoch each time the verifier's epoch changes.
+    pub on_apply: Option<OnApply>,
+}
+
+/// A callback run after each epoch change (keep it short: it runs on the
+/// follower's task, before the ack is sent).
+#[derive(Clone)]
+pub struct OnApply(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for OnApply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnApply")
+    }
 }
 
 impl FollowConfig {
@@ -44,6 +61,8 @@ impl FollowConfig {
             idle_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             retry_pause: Duration::from_millis(200),
+            channels: None,
+            on_apply: None,
         }
     }
 }
@@ -74,19 +93,22 @@ pub async fn follow(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let channels: Vec<Option<Channel>> = config
-        .brokers
-        .iter()
-        .map(|address| {
-            Endpoint::from_shared(endpoint(address)).ok().map(|e| {
-                e.connect_timeout(config.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(config.idle_timeout)
-                    .connect_lazy()
+    let channels: Vec<Option<Channel>> = match &config.channels {
+        Some(shared) => shared.iter().cloned().map(Some).collect(),
+        None => config
+            .brokers
+            .iter()
+            .map(|address| {
+                Endpoint::from_shared(endpoint(address)).ok().map(|e| {
+                    e.connect_timeout(config.connect_timeout)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(config.idle_timeout)
+                        .connect_lazy()
+                })
             })
-        })
-        .collect();
+            .collect(),
+    };
     let mut next = 0usize;
     let mut failures_in_round = 0usize;
     loop {
@@ -173,6 +195,9 @@ async fn follow_one(
             Ok(epoch) => {
                 delivered = true;
                 if before != Some(epoch) {
+                    if let Some(OnApply(hook)) = &config.on_apply {
+                        hook(epoch);
+                    }
                     let ack = FeedRequest {
                         kind: Some(RequestKind::Ack(Ack { epoch })),
                     };

@@ -144,6 +144,7 @@ pub struct Verifier {
     config: Arc<VerifyConfig>,
     clock: Arc<dyn Clock>,
     started: Instant,
+    epochs: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -188,7 +189,13 @@ impl Verifier {
             config: Arc::new(config),
             clock,
             started: Instant::now(),
+            epochs: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// A receiver that sees the epoch held change (0 before any state).
+    pub fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
     }
 
     pub fn config(&self) -> &VerifyConfig {
@@ -216,7 +223,14 @@ impl Verifier {
         let mut inner = self.inner.write().expect("verifier lock");
         let result = decoded.and_then(|decoded| self.apply_decoded(&mut inner, decoded));
         match &result {
-            Ok(_) => inner.applied_events += 1,
+            Ok(epoch) => {
+                inner.applied_events += 1;
+                self.epochs.send_if_modified(|held| {
+                    let changed = *held != *epoch;
+                    *held = *epoch;
+                    changed
+                });
+            }
             Err(_) => inner.rejected_events += 1,
         }
         result
