@@ -158,7 +158,7 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
         pools.push(pool);
     }
     let mut verifiers = Vec::new();
-    let mut logs: Vec<Arc<Mutex<Vec<(u64, Instant)>>>> = Vec::new();
+    let mut logs: Vec<ApplyLog> = Vec::new();
     let progress = Arc::new(Progress {
         target: AtomicU64::new(1),
         reached: AtomicUsize::new(0),
@@ -178,7 +178,7 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
             config.channels = Some(pool);
         }
         config.region = format!("region-{}", i % 3);
-        let log: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+        let log: ApplyLog = Arc::default();
         let (record, progress_of) = (log.clone(), progress.clone());
         config.on_apply = Some(OnApply(Arc::new(move |epoch| {
             record
@@ -325,6 +325,9 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
     Ok(())
 }
 
+/// When one verifier reached each epoch.
+type ApplyLog = Arc<Mutex<Vec<(u64, Instant)>>>;
+
 /// Which verifiers hold the epoch being waited for.
 struct Progress {
     target: AtomicU64,
@@ -443,7 +446,7 @@ pub async fn verify(args: VerifyBench) -> Result<(), Failure> {
                 scopes: vec!["read".into()],
                 status: StatusClaim {
                     status_list: StatusListRef {
-                        idx: (i * 97) % universe | 1,
+                        idx: ((i * 97) % universe) | 1,
                         uri: "lapse/statuslists/1".into(),
                     },
                 },

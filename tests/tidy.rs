@@ -54,17 +54,22 @@ fn dependencies_point_one_way() {
     let may_use = [
         ("credential", vec![]),
         ("filter", vec![]),
-        ("ledger", vec!["lapse-credential"]),
+        ("ledger", vec!["lapse-credential", "lapse-filter"]),
         ("storage", vec!["lapse-ledger", "lapse-credential"]),
         ("wire", vec![]),
         (
             "broker",
             vec![
                 "lapse-credential",
+                "lapse-filter",
                 "lapse-ledger",
                 "lapse-storage",
                 "lapse-wire",
             ],
+        ),
+        (
+            "verifier",
+            vec!["lapse-credential", "lapse-filter", "lapse-wire"],
         ),
     ];
     for (name, allowed) in may_use {
