@@ -88,7 +88,7 @@ impl SecretSet {
             });
         }
         let planned = expected_items.max(MIN_PLANNED_ITEMS);
-        let bloom = Bloom::new_for_fp_rate_with_seed(planned as usize, fp_rate, &seed)
+        let bloom = Bloom::new_for_fp_rate_with_seed(planned as usize, fp_rate, &hash_keys(&seed))
             .map_err(|_| FilterError::InvalidParameter("bloom filter parameters"))?;
         Ok(Self {
             seed,
@@ -99,7 +99,7 @@ impl SecretSet {
         })
     }
 
-    /// The Bloom seed.
+    /// The Bloom seed, as given (the hash keys are derived from it).
     pub fn seed(&self) -> [u8; 32] {
         self.seed
     }
@@ -227,9 +227,41 @@ pub(crate) fn decode_hashes(r: &mut Reader<'_>) -> Result<Vec<SecretHash>, Filte
     Ok(v)
 }
 
+/// The two 16-byte hash keys `bloomfilter` takes from a 32-byte seed must
+/// differ: with equal halves both hash functions coincide and the false
+/// positive rate is thousands of times its target. The second key is mixed
+/// with the first and a constant, so any seed, `[x; 32]` included, gives two
+/// different keys (they coincide only if the first half equals the constant).
+fn hash_keys(seed: &[u8; 32]) -> [u8; 32] {
+    const MIX: [u8; 16] = *b"lapse-bloom-key2";
+    let mut keys = *seed;
+    for i in 0..16 {
+        keys[16 + i] ^= seed[i] ^ MIX[i];
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_with_equal_halves_still_meet_the_rate() {
+        let mut s = SecretSet::new(1000, 1e-3, [0x5a; 32]).unwrap();
+        for i in 0..1000u32 {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            s.insert(h).unwrap();
+        }
+        let false_positives = (0..100_000u32)
+            .filter(|i| {
+                let mut h = [1u8; 32];
+                h[..4].copy_from_slice(&i.to_le_bytes());
+                s.might_contain(&h)
+            })
+            .count();
+        assert!(false_positives < 300, "{false_positives} of 100,000");
+    }
 
     #[test]
     fn params_validated() {

@@ -40,6 +40,13 @@ impl RevokedDelta {
         if added.windows(2).any(|w| w[0] >= w[1]) {
             return Err(FilterError::NotSorted);
         }
+        // No window reaches u64::MAX (`base + universe` must not overflow),
+        // so no delta can add it; refusing it keeps every delta encodable.
+        if added.last() == Some(&u64::MAX) {
+            return Err(FilterError::InvalidParameter(
+                "index u64::MAX lies outside every window",
+            ));
+        }
         if added.len() as u64 > MAX_INDICES {
             return Err(FilterError::TooLarge {
                 what: "delta",
@@ -146,6 +153,11 @@ impl RevokedDelta {
             let mut v = Vec::with_capacity(rest.len() + 1);
             v.push(first);
             v.extend(rest);
+            if v.last() == Some(&u64::MAX) {
+                return Err(FilterError::Corrupt(
+                    "index u64::MAX lies outside every window".into(),
+                ));
+            }
             v
         };
         Ok(Self {
@@ -173,7 +185,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_apply() {
-        let d = RevokedDelta::new(4, 5, vec![12, 13, 40, u64::MAX], Some(11)).unwrap();
+        let d = RevokedDelta::new(4, 5, vec![12, 13, 40, u64::MAX - 1], Some(11)).unwrap();
         assert_eq!(RevokedDelta::decode(&d.encode()).unwrap(), d);
         let d1 = RevokedDelta::new(0, 1, vec![7], None).unwrap();
         assert_eq!(RevokedDelta::decode(&d1.encode()).unwrap(), d1);
