@@ -78,7 +78,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let verifier = Verifier::new(VerifyConfig::default());
-    verifier.apply(snapshot_event()).expect("the starting snapshot applies");
+    verifier
+        .apply(snapshot_event())
+        .expect("the starting snapshot applies");
     let before = verifier.status();
     match verifier.apply(&incoming) {
         Ok(epoch) => assert!(epoch >= 10, "epochs only grow"),
