@@ -1,6 +1,7 @@
 //! The `Feed` gRPC service: one session per subscribed verifier.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapse_wire::feed::feed_event::Kind as EventKind;
@@ -93,11 +94,49 @@ impl Feed for FeedService {
             hello,
             out,
             sent: 0,
+            sent_shared: Arc::new(AtomicU64::new(0)),
             _permit: permit,
         };
         tokio::spawn(session.run(inbound, updates));
         Ok(Response::new(ReceiverStream::new(events)))
     }
+}
+
+/// Read a subscriber's acks until it goes away or breaks the protocol.
+async fn read_acks(
+    hub: Arc<FeedHub>,
+    id: String,
+    sent: Arc<AtomicU64>,
+    mut inbound: Streaming<FeedRequest>,
+    failed: tokio::sync::oneshot::Sender<End>,
+) {
+    let end = loop {
+        match inbound.message().await {
+            Ok(Some(FeedRequest {
+                kind: Some(RequestKind::Ack(ack)),
+            })) => {
+                let sent = sent.load(Ordering::SeqCst);
+                if ack.epoch > sent {
+                    break End::Fail(Status::invalid_argument(format!(
+                        "ack of epoch {} beyond the {sent} sent",
+                        ack.epoch
+                    )));
+                }
+                let now = hub.cluster_now();
+                hub.tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .ack(&id, ack.epoch, now);
+            }
+            Ok(Some(_)) => {
+                break End::Fail(Status::invalid_argument(
+                    "after the Hello a subscriber sends only Acks",
+                ));
+            }
+            Ok(None) | Err(_) => break End::Gone,
+        }
+    };
+    let _ = failed.send(end);
 }
 
 struct Session {
@@ -106,6 +145,8 @@ struct Session {
     out: mpsc::Sender<Result<FeedEvent, Status>>,
     /// The epoch the verifier holds once it applies what was sent.
     sent: u64,
+    /// `sent`, for the task that reads acks.
+    sent_shared: Arc<AtomicU64>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -120,7 +161,7 @@ enum End {
 impl Session {
     async fn run(
         mut self,
-        mut inbound: Streaming<FeedRequest>,
+        inbound: Streaming<FeedRequest>,
         mut updates: broadcast::Receiver<Arc<Update>>,
     ) {
         let id = self.hello.verifier_id.clone();
@@ -136,10 +177,21 @@ impl Session {
             );
         }
         tracing::debug!(verifier = %id, region = %self.hello.region, ?resume, "feed subscriber");
+        // Acks are read by their own task, so following the broadcast does
+        // not poll the inbound stream for every event sent.
+        let (failed, mut failure) = tokio::sync::oneshot::channel::<End>();
+        let acks = tokio::spawn(read_acks(
+            self.hub.clone(),
+            id.clone(),
+            self.sent_shared.clone(),
+            inbound,
+            failed,
+        ));
         let ended: Result<(), End> = async {
             self.start(resume).await?;
             loop {
                 tokio::select! {
+                    end = &mut failure => return Err(end.unwrap_or(End::Gone)),
                     update = updates.recv() => match update {
                         Ok(update) => self.follow(&update).await?,
                         Err(RecvError::Lagged(missed)) => {
@@ -150,27 +202,11 @@ impl Session {
                             return Err(End::Fail(Status::unavailable("the broker is stopping")));
                         }
                     },
-                    message = inbound.message() => match message {
-                        Ok(Some(FeedRequest { kind: Some(RequestKind::Ack(ack)) })) => {
-                            if ack.epoch > self.sent {
-                                return Err(End::Fail(Status::invalid_argument(format!(
-                                    "ack of epoch {} beyond the {} sent", ack.epoch, self.sent
-                                ))));
-                            }
-                            let now = self.hub.cluster_now();
-                            self.hub.tracker.lock().expect("tracker lock").ack(&id, ack.epoch, now);
-                        }
-                        Ok(Some(_)) => {
-                            return Err(End::Fail(Status::invalid_argument(
-                                "after the Hello a subscriber sends only Acks",
-                            )));
-                        }
-                        Ok(None) | Err(_) => return Err(End::Gone),
-                    },
                 }
             }
         }
         .await;
+        acks.abort();
         if let Err(End::Fail(status)) = ended {
             let _ = self.out.try_send(Err(status));
         }
@@ -271,6 +307,9 @@ impl Session {
     }
 
     async fn send(&mut self, kind: EventKind, epoch: u64, from: u64) -> Result<(), End> {
+        // Published before the event leaves, so an ack of it is never taken
+        // for an ack of something not sent.
+        self.sent_shared.store(epoch, Ordering::SeqCst);
         let event = FeedEvent {
             kind: Some(kind),
             epoch,
