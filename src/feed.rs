@@ -65,6 +65,19 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         audience: args.audience.clone(),
         issuer: args.issuer.clone(),
     };
+    for address in &args.brokers {
+        let uri = if address.contains("://") {
+            address.clone()
+        } else {
+            format!("http://{address}")
+        };
+        if tonic::transport::Endpoint::from_shared(uri).is_err() || address.is_empty() {
+            return Err(Failure::new(
+                2,
+                format!("--brokers: {address:?} is not a broker address (host:port)"),
+            ));
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut served = Vec::new();
     let mut tasks = Vec::new();

@@ -559,3 +559,25 @@ async fn follow_to(
     }
     (snapshots, verifier.status().revoked_indices)
 }
+
+#[test]
+fn the_verifier_refuses_bad_addresses_on_the_command_line() {
+    let out = lapse()
+        .args(["verifier", "--brokers", "not an address", "--no-http"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a broker address"));
+    let out = lapse()
+        .args([
+            "verifier",
+            "--brokers",
+            "127.0.0.1:1",
+            "--http",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
