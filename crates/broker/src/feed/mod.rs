@@ -66,7 +66,6 @@ pub struct FeedHub {
     /// Local monotonic time (ms since the hub started) of the last
     /// confirmed heartbeat, and its epoch.
     last_confirmed: Mutex<Option<(tokio::time::Instant, u64)>>,
-    published_epoch: AtomicU64,
     heartbeats_sent: AtomicU64,
 }
 
@@ -85,7 +84,6 @@ impl FeedHub {
             tracker: Mutex::new(Tracker::default()),
             offset_ms: AtomicI64::new(0),
             last_confirmed: Mutex::new(None),
-            published_epoch: AtomicU64::new(0),
             heartbeats_sent: AtomicU64::new(0),
         })
     }
@@ -140,18 +138,8 @@ impl FeedHub {
     /// The delta from `from` to the current state, encoded; `None` when the
     /// state is at `from`.
     fn delta_from(&self, from: u64) -> Result<Option<(u64, Bytes)>, String> {
-        let delta = self
-            .core
-            .view
-            .read(|a| feed::delta_since(&a.ledger, from))
-            .map_err(|e| format!("cannot derive a delta from epoch {from}: {e}"))?;
-        let Some(delta) = delta else {
-            return Ok(None);
-        };
-        let to = delta.revoked.to_epoch();
-        let bytes = encode_message(&Message::Delta(delta))
-            .map_err(|e| format!("cannot encode a delta: {e}"))?;
-        Ok(Some((to, Bytes::from(bytes))))
+        let delta = self.core.view.read(|a| feed::delta_since(&a.ledger, from));
+        encode_delta(from, delta)
     }
 
     /// Whether a delta from `from` is worth sending rather than a snapshot.
@@ -165,44 +153,42 @@ impl FeedHub {
     async fn publish(self: Arc<Self>) {
         let mut changes = self.core.view.changes();
         let mut published = self.current_epoch();
-        self.published_epoch.store(published, Ordering::Relaxed);
         loop {
             if changes.changed().await.is_err() {
                 return;
             }
-            let current = self.current_epoch();
-            if current == published {
+            // One read of the state: the commit times noted and the delta
+            // sent cover exactly the same epochs.
+            let subscribed = self.updates.receiver_count() > 0;
+            let Some((current, commits, delta)) = self.core.view.read(|a| {
+                let ledger = &a.ledger;
+                (ledger.revocation_epoch != published).then(|| {
+                    (
+                        ledger.revocation_epoch,
+                        feed::revocations_since(ledger, published),
+                        subscribed.then(|| feed::delta_since(ledger, published)),
+                    )
+                })
+            }) else {
                 continue;
-            }
-            let commits = self
-                .core
-                .view
-                .read(|a| feed::revocations_since(&a.ledger, published));
+            };
             self.tracker
                 .lock()
                 .expect("tracker lock")
                 .note_commits(commits);
-            let update = if self.updates.receiver_count() == 0 {
-                None
-            } else {
-                match self.delta_from(published) {
-                    Ok(Some((to, bytes))) => Some(Update::Delta {
-                        from: published,
-                        to,
-                        bytes,
-                    }),
-                    Ok(None) => None,
-                    Err(error) => {
-                        tracing::warn!(%error, "feed resynchronises its subscribers");
-                        Some(Update::Resync)
-                    }
+            let update = match delta.map(|delta| encode_delta(published, delta)) {
+                Some(Ok(Some((to, bytes)))) => Some(Update::Delta {
+                    from: published,
+                    to,
+                    bytes,
+                }),
+                None | Some(Ok(None)) => None,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "feed resynchronises its subscribers");
+                    Some(Update::Resync)
                 }
             };
-            published = match &update {
-                Some(Update::Delta { to, .. }) => *to,
-                _ => current,
-            };
-            self.published_epoch.store(published, Ordering::Relaxed);
+            published = current;
             if let Some(update) = update {
                 let _ = self.updates.send(Arc::new(update));
             }
@@ -432,6 +418,21 @@ impl FeedHub {
         }
         out
     }
+}
+
+/// Encode the delta from `from` derived from the state, if there is one.
+fn encode_delta(
+    from: u64,
+    delta: Result<Option<lapse_filter::DeltaMessage>, lapse_filter::FilterError>,
+) -> Result<Option<(u64, Bytes)>, String> {
+    let delta = delta.map_err(|e| format!("cannot derive a delta from epoch {from}: {e}"))?;
+    let Some(delta) = delta else {
+        return Ok(None);
+    };
+    let to = delta.revoked.to_epoch();
+    let bytes = encode_message(&Message::Delta(delta))
+        .map_err(|e| format!("cannot encode a delta: {e}"))?;
+    Ok(Some((to, Bytes::from(bytes))))
 }
 
 /// Escape a Prometheus label value.
