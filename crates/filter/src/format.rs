@@ -23,7 +23,7 @@ use crate::delta::RevokedDelta;
 use crate::error::FilterError;
 use crate::exact::RevokedSet;
 use crate::keys::{KeySet, decode_kids, put_kids};
-use crate::rules::RuleSet;
+use crate::rules::{RevokedBy, RuleSet};
 use crate::{SecretSet, bloom::MAX_SECRETS};
 
 /// The four bytes every message starts with.
@@ -148,9 +148,35 @@ impl Snapshot {
         status_index: Option<u64>,
         secret_hash: Option<&SecretHash>,
     ) -> bool {
-        status_index.is_some_and(|i| self.set.contains(i))
-            || secret_hash.is_some_and(|h| self.secrets.contains(h))
-            || self.rules.revokes(tenant, subject, key_id, issued_at_ms)
+        self.revoked_by(
+            tenant,
+            subject,
+            key_id,
+            issued_at_ms,
+            status_index,
+            secret_hash,
+        )
+        .is_some()
+    }
+
+    /// What revokes a credential, if anything: its index, its hash, then
+    /// the rules.
+    pub fn revoked_by(
+        &self,
+        tenant: &str,
+        subject: &str,
+        key_id: &str,
+        issued_at_ms: u64,
+        status_index: Option<u64>,
+        secret_hash: Option<&SecretHash>,
+    ) -> Option<RevokedBy> {
+        if status_index.is_some_and(|i| self.set.contains(i)) {
+            Some(RevokedBy::StatusIndex)
+        } else if secret_hash.is_some_and(|h| self.secrets.contains(h)) {
+            Some(RevokedBy::SecretHash)
+        } else {
+            self.rules.revoked_by(tenant, subject, key_id, issued_at_ms)
+        }
     }
 }
 

@@ -39,4 +39,4 @@ pub use format::{
     decode_message, encode_message,
 };
 pub use keys::{KeyAlgorithm, KeySet, MAX_KEYS, MAX_PUBLIC_KEY_BYTES, PublicKey};
-pub use rules::{MAX_RULES, MAX_STRING_BYTES, RuleSet};
+pub use rules::{MAX_RULES, MAX_STRING_BYTES, RevokedBy, RuleSet};

@@ -12,6 +12,21 @@ pub const MAX_RULES: u64 = 1 << 20;
 /// Hard cap on the byte length of a tenant, subject or key id.
 pub const MAX_STRING_BYTES: u64 = 1024;
 
+/// What revoked a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedBy {
+    /// Its status index is in the revoked set.
+    StatusIndex,
+    /// Its hash is a revoked (leaked) secret.
+    SecretHash,
+    /// The key that signed it is revoked.
+    KeyId,
+    /// Its tenant's credentials issued before a cutoff are revoked.
+    Tenant,
+    /// Its subject's credentials issued before a cutoff are revoked.
+    Subject,
+}
+
 /// Subject, tenant and key-id revocation rules.
 ///
 /// Cutoffs only move forward: inserting or merging a rule keeps the later of
@@ -107,12 +122,32 @@ impl RuleSet {
 
     /// Whether a credential with these claims is revoked by some rule.
     pub fn revokes(&self, tenant: &str, subject: &str, key_id: &str, issued_at_ms: u64) -> bool {
-        self.key_ids.contains(key_id)
-            || self.tenants.get(tenant).is_some_and(|&c| issued_at_ms < c)
-            || self
-                .subjects
-                .get(&(tenant.to_owned(), subject.to_owned()))
-                .is_some_and(|&c| issued_at_ms < c)
+        self.revoked_by(tenant, subject, key_id, issued_at_ms)
+            .is_some()
+    }
+
+    /// Which rule revokes a credential with these claims, if any (the key,
+    /// then the tenant, then the subject).
+    pub fn revoked_by(
+        &self,
+        tenant: &str,
+        subject: &str,
+        key_id: &str,
+        issued_at_ms: u64,
+    ) -> Option<RevokedBy> {
+        if self.key_ids.contains(key_id) {
+            Some(RevokedBy::KeyId)
+        } else if self.tenants.get(tenant).is_some_and(|&c| issued_at_ms < c) {
+            Some(RevokedBy::Tenant)
+        } else if self
+            .subjects
+            .get(&(tenant.to_owned(), subject.to_owned()))
+            .is_some_and(|&c| issued_at_ms < c)
+        {
+            Some(RevokedBy::Subject)
+        } else {
+            None
+        }
     }
 
     /// Merge `other` into `self` (later cutoffs win, key ids union).

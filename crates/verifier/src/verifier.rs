@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lapse_credential::{KeyLookup, VerifyError, VerifyOptions, verify};
-use lapse_filter::{KeyAlgorithm, SecretHash, Snapshot};
+use lapse_filter::{KeyAlgorithm, RevokedBy, SecretHash, Snapshot};
 use lapse_wire::feed::FeedEvent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -356,36 +356,23 @@ impl Verifier {
         }
         let index = claims.status_index().0;
         let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
-        if state.set.contains(index) {
-            return Err(Rejection::Revoked {
-                by: format!("status index {index}"),
-            });
-        }
-        if state.secrets.contains(&token_hash) {
-            return Err(Rejection::Revoked {
-                by: "the credential's own hash".into(),
-            });
-        }
         let (tenant, subject) = (claims.tenant.as_str(), claims.sub.as_str());
-        if state.rules.key_ids().contains(kid) {
-            return Err(Rejection::Revoked {
-                by: format!("signing key {kid}"),
-            });
-        }
-        if state
-            .rules
-            .tenants()
-            .get(tenant)
-            .is_some_and(|cutoff| issued_at_ms < *cutoff)
-        {
-            return Err(Rejection::Revoked {
-                by: format!("tenant {tenant}"),
-            });
-        }
-        if state.rules.revokes(tenant, subject, kid, issued_at_ms) {
-            return Err(Rejection::Revoked {
-                by: format!("workload {subject}"),
-            });
+        if let Some(by) = state.revoked_by(
+            tenant,
+            subject,
+            kid,
+            issued_at_ms,
+            Some(index),
+            Some(&token_hash),
+        ) {
+            let by = match by {
+                RevokedBy::StatusIndex => format!("status index {index}"),
+                RevokedBy::SecretHash => "the credential's own hash".into(),
+                RevokedBy::KeyId => format!("signing key {kid}"),
+                RevokedBy::Tenant => format!("tenant {tenant}"),
+                RevokedBy::Subject => format!("workload {subject}"),
+            };
+            return Err(Rejection::Revoked { by });
         }
         Ok(Accepted {
             subject: subject.to_owned(),
