@@ -122,22 +122,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
         .data_dir
         .clone()
         .unwrap_or_else(|| temporary.path().to_owned());
-    let mut listeners = Vec::new();
-    let mut addresses = Vec::new();
-    for _ in 0..3 {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
-        addresses.push(
-            listener
-                .local_addr()
-                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?,
-        );
-        listeners.push(listener);
-    }
-    let token = "bench-admin-token-0123456789";
-    let configs = local_configs(&dir, &addresses, "bench-cluster-secret-0123456789", token);
-    let brokers = start_local_cluster(configs, listeners).await?;
+    let (brokers, _) = start_bench_cluster(&dir, |_| {}).await?;
     let leader_address = brokers
         .iter()
         .find_map(|b| b.core().leader().1)
@@ -153,7 +138,7 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
             .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
         channels.push(channel);
     }
-    let auth = Arc::new(format!("Bearer {token}"));
+    let auth = Arc::new(format!("Bearer {BENCH_TOKEN}"));
 
     let total = args.single + args.batched;
     let mut admin = ClusterClient::new(channels[0].clone());
@@ -293,8 +278,35 @@ async fn revoke(args: RevokeBench) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The admin token of benchmark clusters.
+pub(crate) const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// Three brokers in this process on loopback, with their data under `dir`,
+/// each configuration adjusted by `adjust`: the brokers and their addresses.
+pub(crate) async fn start_bench_cluster(
+    dir: &std::path::Path,
+    adjust: impl Fn(&mut lapse_broker::BrokerConfig),
+) -> Result<(Vec<lapse_broker::Broker>, Vec<std::net::SocketAddr>), Failure> {
+    let fail = |e: std::io::Error| Failure::new(exit::FAILURE, e.to_string());
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+        addresses.push(listener.local_addr().map_err(fail)?);
+        listeners.push(listener);
+    }
+    let mut configs = local_configs(
+        dir,
+        &addresses,
+        "bench-cluster-secret-0123456789",
+        BENCH_TOKEN,
+    );
+    configs.iter_mut().for_each(adjust);
+    Ok((start_local_cluster(configs, listeners).await?, addresses))
+}
+
 /// A request with the admin token and a deadline.
-fn request<T>(auth: &str, message: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(auth: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
@@ -361,15 +373,16 @@ where
     })
 }
 
-/// How many times `f` runs in `duration` on this thread, per second.
-fn rate(duration: Duration, mut f: impl FnMut()) -> f64 {
+/// How many times `f` runs in `duration` on this thread, per second; `f`
+/// is given the number of the run.
+pub(crate) fn rate(duration: Duration, mut f: impl FnMut(usize)) -> f64 {
     let started = Instant::now();
-    let mut runs = 0u64;
+    let mut runs = 0usize;
     while started.elapsed() < duration {
         for _ in 0..64 {
-            f();
+            f(runs);
+            runs += 1;
         }
-        runs += 64;
     }
     runs as f64 / started.elapsed().as_secs_f64()
 }
@@ -384,7 +397,7 @@ async fn issue(args: IssueBench) -> Result<(), Failure> {
     let fail = |e: String| Failure::new(exit::FAILURE, e);
     // Baselines first, on an idle machine: raw Ed25519 and a whole JWT.
     let signer = SigningKeyPair::from_seed(KeyId::new("bench").expect("valid"), [7; 32]);
-    let raw_per_second = rate(Duration::from_secs(1), || {
+    let raw_per_second = rate(Duration::from_secs(1), |_| {
         std::hint::black_box(signer.sign_raw(std::hint::black_box(b"a message of typical claim size, about one hundred bytes long, for the signing baseline..")));
     });
     let claims = Claims {
@@ -405,39 +418,23 @@ async fn issue(args: IssueBench) -> Result<(), Failure> {
         },
         cnf: None,
     };
-    let jwt_per_second = rate(Duration::from_secs(1), || {
+    let jwt_per_second = rate(Duration::from_secs(1), |_| {
         std::hint::black_box(signer.sign(&claims).ok());
     });
 
     let temporary = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let mut listeners = Vec::new();
-    let mut addresses = Vec::new();
-    for _ in 0..3 {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        addresses.push(listener.local_addr().map_err(|e| fail(e.to_string()))?);
-        listeners.push(listener);
-    }
-    let token = "bench-admin-token-0123456789";
-    let mut configs = local_configs(
-        temporary.path(),
-        &addresses,
-        "bench-cluster-secret-0123456789",
-        token,
-    );
-    for config in &mut configs {
+    let (brokers, addresses) = start_bench_cluster(temporary.path(), |config| {
         config.issuance.lease_block = 200_000;
         config.issuance.audit_ship_ms = args.audit_ship_ms;
-    }
-    let brokers = start_local_cluster(configs, listeners).await?;
+    })
+    .await?;
     let target = addresses[0].to_string();
     let channel = Endpoint::from_shared(format!("http://{target}"))
         .map_err(|e| fail(e.to_string()))?
         .connect()
         .await
         .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-    let auth = format!("Bearer {token}");
+    let auth = format!("Bearer {BENCH_TOKEN}");
     let mut admin = ClusterClient::new(channel.clone());
     admin
         .set_policy(request(

@@ -29,10 +29,9 @@ use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::{FeedEvent, Heartbeat};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use tokio::net::TcpListener;
 
+use crate::bench::{BENCH_TOKEN, rate, request, start_bench_cluster};
 use crate::client::{Failure, exit, print_json};
-use crate::dev::{local_configs, start_local_cluster};
 
 #[derive(Debug, Args)]
 pub struct PropagationBench {
@@ -66,14 +65,6 @@ pub struct VerifyBench {
     json: bool,
 }
 
-fn authed<T>(auth: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", auth.parse().expect("ascii"));
-    request
-}
-
 fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::new(exit::FAILURE, e.to_string())
 }
@@ -97,25 +88,12 @@ fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
 
 pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
     let temporary = tempfile::tempdir().map_err(fail)?;
-    let mut listeners = Vec::new();
-    let mut addresses = Vec::new();
-    for _ in 0..3 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
-        addresses.push(listener.local_addr().map_err(fail)?);
-        listeners.push(listener);
-    }
-    let token = "bench-admin-token-0123456789";
-    let mut configs = local_configs(
-        temporary.path(),
-        &addresses,
-        "bench-cluster-secret-0123456789",
-        token,
-    );
-    for config in &mut configs {
-        config.feed.max_subscribers = args.verifiers + 16;
-    }
-    let brokers = start_local_cluster(configs, listeners).await?;
-    let auth = format!("Bearer {token}");
+    let subscribers = args.verifiers + 16;
+    let (brokers, addresses) = start_bench_cluster(temporary.path(), |config| {
+        config.feed.max_subscribers = subscribers;
+    })
+    .await?;
+    let auth = format!("Bearer {BENCH_TOKEN}");
     let leader = brokers
         .iter()
         .find(|b| b.core().leader().0 == Some(b.core().id))
@@ -125,7 +103,7 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
         .await
         .map_err(fail)?;
     let lease = admin
-        .lease_indices(authed(
+        .lease_indices(request(
             &auth,
             pb::LeaseRequest {
                 request_id: "bench-lease".into(),
@@ -230,7 +208,7 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
     let mut timeouts = 0;
     for n in 0..=args.revocations {
         let reply = admin
-            .revoke(authed(
+            .revoke(request(
                 &auth,
                 pb::RevokeRequest {
                     request_id: format!("bench-revoke-{n}"),
@@ -267,7 +245,7 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
             .await
             .map_err(fail)?;
         client
-            .propagation(authed(&auth, pb::PropagationRequest { epoch: 0 }))
+            .propagation(request(&auth, pb::PropagationRequest { epoch: 0 }))
             .await
             .map_err(fail)?
             .into_inner()
@@ -365,18 +343,6 @@ impl Progress {
             }
         }
     }
-}
-
-fn rate(duration: Duration, mut f: impl FnMut(usize)) -> f64 {
-    let started = Instant::now();
-    let mut n = 0usize;
-    while started.elapsed() < duration {
-        for _ in 0..64 {
-            f(n);
-            n += 1;
-        }
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 pub async fn verify(args: VerifyBench) -> Result<(), Failure> {
