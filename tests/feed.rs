@@ -43,33 +43,8 @@ fn start(feed: &str) -> (TestCluster, BTreeMap<u64, String>) {
 
 async fn ready_to_issue(cluster: &TestCluster) {
     cluster.wait_for_leader().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = cluster.cli(1, &["keys", "--json"]);
-        if out.status.success() {
-            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if keys["keys"].as_array().unwrap().len() >= 3 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "no keys\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let policy = cluster.dir.path().join("acme.cedar");
-    std::fs::write(&policy, POLICY).unwrap();
-    cli_json(
-        cluster,
-        1,
-        &[
-            "policy",
-            "set",
-            "--tenant",
-            "acme",
-            "--file",
-            policy.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    wait_for_keys(cluster, 3).await;
+    set_policy(cluster, "acme", POLICY);
 }
 
 /// Issue a credential through `broker`: (token, status index).

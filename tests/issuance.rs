@@ -40,25 +40,6 @@ fn start(tuning: &str) -> Issuing {
     Issuing { cluster, http }
 }
 
-async fn wait_for_keys(cluster: &TestCluster, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = cluster.cli(1, &["keys", "--json"]);
-        if out.status.success() {
-            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if keys["keys"].as_array().unwrap().len() >= count {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "brokers did not register keys\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn workload_token(cluster: &TestCluster) -> String {
     let token = cli_json(
         cluster,
@@ -136,21 +117,7 @@ async fn issue_verify_refresh_rotate_revoke_and_audit() {
     );
     assert!(String::from_utf8_lossy(&denied.stderr).contains("default denies"));
 
-    let policy_file = cluster.dir.path().join("acme.cedar");
-    std::fs::write(&policy_file, POLICY).unwrap();
-    let set = cli_json(
-        cluster,
-        1,
-        &[
-            "policy",
-            "set",
-            "--tenant",
-            "acme",
-            "--file",
-            policy_file.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let set = set_policy(cluster, "acme", POLICY);
     assert_eq!(set["version"], 1);
     std::fs::write(
         cluster.dir.path().join("bad.cedar"),
@@ -370,21 +337,7 @@ async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_
     let mut issuing = start(FAST_RAFT);
     issuing.cluster.wait_for_leader().await;
     wait_for_keys(&issuing.cluster, 3).await;
-    let policy_file = issuing.cluster.dir.path().join("acme.cedar");
-    std::fs::write(&policy_file, POLICY).unwrap();
-    cli_json(
-        &issuing.cluster,
-        1,
-        &[
-            "policy",
-            "set",
-            "--tenant",
-            "acme",
-            "--file",
-            policy_file.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    set_policy(&issuing.cluster, "acme", POLICY);
     let first = issue(&issuing.cluster, 3, &workload_token(&issuing.cluster), &[]);
     assert!(
         first.status.success(),
@@ -501,21 +454,7 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
     });
     cluster.wait_for_leader().await;
     wait_for_keys(&cluster, 3).await;
-    let policy_file = cluster.dir.path().join("acme.cedar");
-    std::fs::write(&policy_file, POLICY).unwrap();
-    cli_json(
-        &cluster,
-        1,
-        &[
-            "policy",
-            "set",
-            "--tenant",
-            "acme",
-            "--file",
-            policy_file.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    set_policy(&cluster, "acme", POLICY);
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -638,21 +577,7 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
     let cluster = &issuing.cluster;
     cluster.wait_for_leader().await;
     wait_for_keys(cluster, 3).await;
-    let policy_file = cluster.dir.path().join("acme.cedar");
-    std::fs::write(&policy_file, POLICY).unwrap();
-    cli_json(
-        cluster,
-        1,
-        &[
-            "policy",
-            "set",
-            "--tenant",
-            "acme",
-            "--file",
-            policy_file.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    set_policy(cluster, "acme", POLICY);
 
     // An expired join token.
     let short = cli_json(

@@ -351,23 +351,11 @@ pub fn exists(path: &Path) -> bool {
     path.exists()
 }
 
-/// GET `path` from an HTTP server and return the body.
+/// GET `path` from an HTTP server and return the body (which must be 200).
 pub fn http_get(address: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to HTTP");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    let (status, body) = edge::http_request(address, "GET", path, "").expect("an HTTP response");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// Run `lapse` and parse its JSON output, failing with its stderr.
@@ -384,4 +372,44 @@ pub fn cli_json(cluster: &TestCluster, id: u64, args: &[&str]) -> serde_json::Va
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Wait until the cluster publishes at least `count` signing keys.
+pub async fn wait_for_keys(cluster: &TestCluster, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cluster.cli(1, &["keys", "--json"]);
+        if out.status.success() {
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if keys["keys"].as_array().unwrap().len() >= count {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokers did not register keys\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Set `tenant`'s Cedar policy to `text` through `lapse policy set`; the
+/// command's JSON answer.
+pub fn set_policy(cluster: &TestCluster, tenant: &str, text: &str) -> serde_json::Value {
+    let file = cluster.dir.path().join(format!("{tenant}.cedar"));
+    std::fs::write(&file, text).unwrap();
+    cli_json(
+        cluster,
+        1,
+        &[
+            "policy",
+            "set",
+            "--tenant",
+            tenant,
+            "--file",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    )
 }
