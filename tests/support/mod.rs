@@ -394,12 +394,13 @@ pub async fn wait_for_keys(cluster: &TestCluster, count: usize) {
     }
 }
 
-/// Set `tenant`'s Cedar policy to `text` through `lapse policy set`; the
-/// command's JSON answer.
+/// Set `tenant`'s Cedar policy to `text` through `lapse policy set`, and
+/// wait until every running broker has applied it (brokers decide from
+/// their own applied state); the command's JSON answer.
 pub fn set_policy(cluster: &TestCluster, tenant: &str, text: &str) -> serde_json::Value {
     let file = cluster.dir.path().join(format!("{tenant}.cedar"));
     std::fs::write(&file, text).unwrap();
-    cli_json(
+    let set = cli_json(
         cluster,
         1,
         &[
@@ -411,5 +412,23 @@ pub fn set_policy(cluster: &TestCluster, tenant: &str, text: &str) -> serde_json
             file.to_str().unwrap(),
             "--json",
         ],
-    )
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in cluster.running() {
+        while cli_json(
+            cluster,
+            id,
+            &["policy", "show", "--tenant", tenant, "--json"],
+        )["version"]
+            .as_u64()
+            < set["version"].as_u64()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "broker {id} did not apply the policy"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    set
 }
