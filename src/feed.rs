@@ -66,12 +66,9 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         issuer: args.issuer.clone(),
     };
     for address in &args.brokers {
-        let uri = if address.contains("://") {
-            address.clone()
-        } else {
-            format!("http://{address}")
-        };
-        if tonic::transport::Endpoint::from_shared(uri).is_err() || address.is_empty() {
+        if address.is_empty()
+            || tonic::transport::Endpoint::from_shared(lapse_verifier::broker_uri(address)).is_err()
+        {
             return Err(Failure::new(
                 2,
                 format!("--brokers: {address:?} is not a broker address (host:port)"),

@@ -77,7 +77,8 @@ pub struct FollowStats {
     pub following: AtomicU64,
 }
 
-fn endpoint(address: &str) -> String {
+/// The URI of a broker given as `host:port` or as a URL.
+pub fn broker_uri(address: &str) -> String {
     if address.contains("://") {
         address.to_owned()
     } else {
@@ -99,7 +100,7 @@ pub async fn follow(
             .brokers
             .iter()
             .map(|address| {
-                Endpoint::from_shared(endpoint(address)).ok().map(|e| {
+                Endpoint::from_shared(broker_uri(address)).ok().map(|e| {
                     e.connect_timeout(config.connect_timeout)
                         .tcp_nodelay(true)
                         .http2_keep_alive_interval(Duration::from_secs(5))
