@@ -189,12 +189,19 @@ impl Tracker {
         if epoch <= record.acked_epoch {
             return 0;
         }
-        let region = self.regions.entry(record.region.clone()).or_default();
         let mut samples = 0;
         for (_, committed_ms) in self.commits.range(record.acked_epoch + 1..=epoch) {
             let us = now_ms.saturating_sub(*committed_ms).saturating_mul(1000);
             record.delays.record(us);
-            region.record(us);
+            // Looked up per sample, so an ack without samples allocates nothing.
+            match self.regions.get_mut(&record.region) {
+                Some(region) => region.record(us),
+                None => {
+                    let mut region = Histogram::default();
+                    region.record(us);
+                    self.regions.insert(record.region.clone(), region);
+                }
+            }
             record.last_us = us;
             samples += 1;
         }
