@@ -7,6 +7,7 @@ mod commands;
 mod credentials;
 mod dev;
 mod feed;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -66,16 +67,24 @@ enum Command {
     Propagation(feed::PropagationArgs),
     /// Measure the cluster: revocation throughput and latency.
     Bench(bench::BenchArgs),
+    /// Deterministic simulation: run scenarios of partitions, crashes and clock drift from seeds.
+    Sim(sim::SimArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Simulated brokers log as real ones do; during a simulation that is
+    // noise unless asked for.
+    let default_filter = if matches!(cli.command, Command::Sim(_)) {
+        "error"
+    } else {
+        "warn,lapse=info,lapse_broker=info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,lapse=info,lapse_broker=info")
-            }),
+            tracing_subscriber::EnvFilter::try_from_env("LAPSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -95,6 +104,7 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
         Command::Propagation(args) => feed::propagation(args).await,
+        Command::Sim(args) => sim::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

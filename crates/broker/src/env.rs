@@ -1,5 +1,6 @@
 //! The broker's environment: the one place it reads the wall clock or the
-//! OS random source. The
+//! OS random source, dials peers, and (in simulation only) meets injected
+//! faults. The
 //! leader stamps this time into every proposal; the ledger never reads a
 //! clock. Simulation substitutes its own implementation.
 
@@ -39,11 +40,53 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// How a broker turns a peer's endpoint into a gRPC channel. Production
+/// dials TCP lazily; simulation dials over its simulated network.
+pub trait Dialer: Send + Sync + 'static {
+    fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel;
+}
+
+/// Dial peers over the operating system's TCP, connecting on first use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+        endpoint.connect_lazy()
+    }
+}
+
+/// Places inside a broker where a simulation injects faults. A broker
+/// started with `Env::faults` unset (every production broker) never
+/// consults them.
+pub trait FaultPoints: Send + Sync + 'static {
+    /// Whether to lose this feed event to `verifier` instead of sending it
+    /// (the verifier sees the gap in epochs at the next event).
+    fn drop_feed_message(&self, _verifier: &str) -> bool {
+        false
+    }
+    /// How long to hold the next batch of committed entries before the
+    /// state machine applies it.
+    fn apply_delay(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Whether to build a Raft snapshot now; polled every
+    /// [`FAULT_POLL`](crate::env::FAULT_POLL).
+    fn force_snapshot(&self) -> bool {
+        false
+    }
+}
+
+/// How often a broker with fault points polls `force_snapshot`.
+pub const FAULT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a broker is given instead of reaching for globals.
 #[derive(Clone)]
 pub struct Env {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
+    pub dialer: Arc<dyn Dialer>,
+    pub faults: Option<Arc<dyn FaultPoints>>,
 }
 
 impl Env {
@@ -63,6 +106,8 @@ impl Default for Env {
         Self {
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
+            dialer: Arc::new(TcpDialer),
+            faults: None,
         }
     }
 }

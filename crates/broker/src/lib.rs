@@ -17,5 +17,5 @@ pub mod peers;
 
 pub use cluster_service::{REFUSAL_HEADER, refusal_status};
 pub use config::{BrokerConfig, Member};
-pub use env::{Clock, Env, SystemClock};
-pub use node::{Broker, StartError};
+pub use env::{Clock, Dialer, Entropy, Env, FaultPoints, SystemClock, TcpDialer};
+pub use node::{Broker, MemoryStorage, StartError, Storage};

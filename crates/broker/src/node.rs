@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapse_ledger::LedgerState;
-use lapse_storage::{FileSnapshotVault, Node, Raft, SnapshotVault, StateMachineStore, open_sled};
+use lapse_storage::{
+    FileSnapshotVault, FlushPolicy, MemLogStore, MemSnapshotVault, Node, Raft, SnapshotVault,
+    StateMachineStore, open_sled, start_raft_scope,
+};
 use lapse_wire::cluster::JoinRequest;
 use lapse_wire::cluster::cluster_client::ClusterClient;
 use lapse_wire::cluster::cluster_server::ClusterServer;
@@ -25,7 +28,7 @@ use crate::config::{BrokerConfig, ConfigError};
 use crate::core::{Core, SharedCore};
 use crate::env::Env;
 use crate::feed::{FeedHub, FeedService};
-use crate::issuance::audit::AuditLog;
+use crate::issuance::audit::{AuditLog, MemoryLog};
 use crate::issuance::http;
 use crate::issuance::keys::KeyRing;
 use crate::issuance::leases::IndexLeases;
@@ -69,6 +72,39 @@ pub enum StartError {
     },
 }
 
+/// Where a broker keeps its Raft log, snapshots and audit log.
+pub enum Storage {
+    /// sled, snapshot files and the audit file under `data_dir`.
+    Disk,
+    /// Memory, for simulation: keep the [`MemoryStorage`] to start the
+    /// broker again after a simulated crash.
+    Memory(MemoryStorage),
+}
+
+/// A simulated broker's durable state. The log store loses what it had not
+/// flushed when [`MemoryStorage::crash`] is called.
+#[derive(Clone)]
+pub struct MemoryStorage {
+    pub log: MemLogStore,
+    pub vault: MemSnapshotVault,
+    pub audit: Arc<std::sync::Mutex<MemoryLog>>,
+}
+
+impl MemoryStorage {
+    pub fn new(policy: FlushPolicy) -> Self {
+        Self {
+            log: MemLogStore::new(policy),
+            vault: MemSnapshotVault::default(),
+            audit: Arc::default(),
+        }
+    }
+
+    /// What a process crash does to the disk: unflushed log writes vanish.
+    pub fn crash(&self) {
+        self.log.crash();
+    }
+}
+
 /// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
 pub struct Broker {
     core: SharedCore,
@@ -102,6 +138,37 @@ impl Broker {
         env: Env,
         listener: TcpListener,
     ) -> Result<Self, StartError> {
+        let local_address = listener.local_addr().map_err(|source| StartError::Listen {
+            address: config.listen.to_string(),
+            source,
+        })?;
+        // Accepted sockets get no-delay here: the server builder's setting
+        // applies only to listeners it binds itself.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        Self::start_with(config, env, Storage::Disk, incoming, local_address).await
+    }
+
+    /// Start a broker on any stream of accepted connections, keeping its
+    /// log, snapshots and audit log in `storage`. Simulation uses this with
+    /// its own network and [`Storage::Memory`].
+    pub async fn start_with<I, IO, IE>(
+        config: BrokerConfig,
+        env: Env,
+        storage: Storage,
+        incoming: I,
+        local_address: std::net::SocketAddr,
+    ) -> Result<Self, StartError>
+    where
+        I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         let storage_error = |source| StartError::Storage {
@@ -117,17 +184,27 @@ impl Broker {
             return Err(StartError::NoSecret);
         }
 
-        let log_store = open_sled(&data_dir.join("raft")).map_err(storage_error)?;
-        let vault = FileSnapshotVault::open(&data_dir.join("snapshots")).map_err(storage_error)?;
-        let state_machine = StateMachineStore::new(
-            LedgerState::new(config.ledger_params()),
-            SnapshotVault::File(vault),
-        );
+        let initial = LedgerState::new(config.ledger_params());
+        let mut state_machine = match &storage {
+            Storage::Disk => StateMachineStore::new(
+                initial,
+                SnapshotVault::File(
+                    FileSnapshotVault::open(&data_dir.join("snapshots")).map_err(storage_error)?,
+                ),
+            ),
+            Storage::Memory(memory) => {
+                StateMachineStore::new(initial, SnapshotVault::Memory(memory.vault.clone()))
+            }
+        };
+        if let Some(faults) = env.faults.clone() {
+            state_machine = state_machine.with_apply_delay(Arc::new(move || faults.apply_delay()));
+        }
         let view = state_machine.view();
         let channels = PeerChannels::new(
             secret.clone(),
             Duration::from_millis(config.raft.rpc_timeout_ms),
             config.limits.max_peer_message_bytes,
+            env.dialer.clone(),
         );
         let raft_config = Config {
             cluster_name: "lapse".into(),
@@ -144,20 +221,39 @@ impl Broker {
         let network = PeerNetworkFactory {
             channels: channels.clone(),
         };
-        let raft: Raft = openraft::Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            network,
-            log_store,
-            state_machine,
-        )
-        .await
+        let raft_seed = u64::from_le_bytes(env.random_bytes::<8>());
+        let raft_config = Arc::new(raft_config);
+        let raft: Raft = match &storage {
+            Storage::Disk => {
+                let log_store = open_sled(&data_dir.join("raft")).map_err(storage_error)?;
+                start_raft_scope(
+                    raft_seed,
+                    openraft::Raft::new(
+                        config.node_id,
+                        raft_config,
+                        network,
+                        log_store,
+                        state_machine,
+                    ),
+                )
+                .await
+            }
+            Storage::Memory(memory) => {
+                start_raft_scope(
+                    raft_seed,
+                    openraft::Raft::new(
+                        config.node_id,
+                        raft_config,
+                        network,
+                        memory.log.clone(),
+                        state_machine,
+                    ),
+                )
+                .await
+            }
+        }
         .map_err(|e| StartError::Raft(e.to_string()))?;
-
-        let local_address = listener.local_addr().map_err(|source| StartError::Listen {
-            address: config.listen.to_string(),
-            source,
-        })?;
+        let faults = env.faults.clone();
         let core: SharedCore = Arc::new(Core::new(
             config.clone(),
             raft.clone(),
@@ -182,7 +278,10 @@ impl Broker {
             issuance.lease_block,
             Duration::from_secs(issuance.lease_seconds),
         ));
-        let audit = Arc::new(AuditLog::open(&data_dir.join("audit")).map_err(storage_error)?);
+        let audit = Arc::new(match &storage {
+            Storage::Disk => AuditLog::open(&data_dir.join("audit")).map_err(storage_error)?,
+            Storage::Memory(memory) => AuditLog::in_memory(memory.audit.clone()),
+        });
         let cluster = ClusterServer::new(ClusterService {
             core: core.clone(),
             keys: keys.clone(),
@@ -221,9 +320,6 @@ impl Broker {
         })
         .max_decoding_message_size(config.limits.max_request_bytes);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // Accepted sockets get no-delay here: the server builder's setting
-        // applies only to listeners it binds itself.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -323,6 +419,19 @@ impl Broker {
             leases.spawn_refill(core.clone()),
             audit.spawn_shipping(core, Duration::from_millis(issuance.audit_ship_ms)),
         ]);
+        if let Some(faults) = faults {
+            let raft = broker.core.raft.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::env::FAULT_POLL).await;
+                    if faults.force_snapshot()
+                        && let Err(error) = raft.trigger().snapshot().await
+                    {
+                        tracing::debug!(%error, "a forced snapshot did not start");
+                    }
+                }
+            }));
+        }
         broker.background = background;
         broker.feed = feed;
         Ok(broker)

@@ -17,6 +17,8 @@ use openraft::raft::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use crate::env::Dialer;
+
 /// The metadata key that carries the cluster secret between brokers.
 pub const SECRET_HEADER: &str = "x-lapse-cluster-secret";
 /// Snapshots travel in chunks of this size.
@@ -58,15 +60,22 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone)]
 pub struct PeerChannels {
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    dialer: Arc<dyn Dialer>,
     secret: ClusterSecret,
     rpc_timeout: Duration,
     max_message_bytes: usize,
 }
 
 impl PeerChannels {
-    pub fn new(secret: ClusterSecret, rpc_timeout: Duration, max_message_bytes: usize) -> Self {
+    pub fn new(
+        secret: ClusterSecret,
+        rpc_timeout: Duration,
+        max_message_bytes: usize,
+        dialer: Arc<dyn Dialer>,
+    ) -> Self {
         Self {
             channels: Arc::default(),
+            dialer,
             secret,
             rpc_timeout,
             max_message_bytes,
@@ -86,7 +95,7 @@ impl PeerChannels {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
+        let channel = self.dialer.channel(endpoint);
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -165,11 +174,12 @@ fn rpc_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
 }
 
 impl PeerNetwork {
+    /// openraft gives appends and heartbeats a time to live of one
+    /// heartbeat interval; between regions a round trip can take longer
+    /// than that, and an append that always times out never replicates.
+    /// So an RPC gets at least `raft.rpc_timeout_ms`.
     fn timeout(&self, option: &RPCOption) -> Duration {
-        option
-            .hard_ttl()
-            .min(self.channels.rpc_timeout())
-            .max(Duration::from_millis(50))
+        option.hard_ttl().max(self.channels.rpc_timeout())
     }
 
     /// Send one encoded Raft message with `send` and decode the answer.

@@ -15,10 +15,10 @@ mod types;
 pub use file_vault::FileSnapshotVault;
 pub use mem::{FlushPolicy, MemLogStore, MemSnapshotVault};
 pub use sled_store::{SledLogStore, open_sled};
-pub use state_machine::{AppliedState, LedgerView, SnapshotVault, StateMachineStore};
+pub use state_machine::{AppliedState, ApplyDelay, LedgerView, SnapshotVault, StateMachineStore};
 pub use types::{
-    Entry, LogId, Membership, Node, NodeId, Raft, Sha256Digest, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, Vote,
+    Entry, LogId, Membership, Node, NodeId, Raft, Runtime, Sha256Digest, SnapshotData,
+    SnapshotMeta, StoredMembership, TypeConfig, Vote, start_raft_scope,
 };
 
 /// Wrap any error as an `io::Error`, the error type openraft's storage traits use.

@@ -78,7 +78,12 @@ pub struct StateMachineStore {
     view: LedgerView,
     vault: SnapshotVault,
     initial: LedgerState,
+    apply_delay: Option<ApplyDelay>,
 }
+
+/// Asked before each batch of committed entries is applied; an answer
+/// holds the batch that long. Only simulation sets one.
+pub type ApplyDelay = Arc<dyn Fn() -> Option<std::time::Duration> + Send + Sync>;
 
 impl StateMachineStore {
     /// A state machine that starts from `initial` (empty ledger with the
@@ -95,7 +100,15 @@ impl StateMachineStore {
             },
             vault,
             initial,
+            apply_delay: None,
         }
+    }
+
+    /// Hold each batch before applying it for as long as `delay` says: a
+    /// fault point for simulation.
+    pub fn with_apply_delay(mut self, delay: ApplyDelay) -> Self {
+        self.apply_delay = Some(delay);
+        self
     }
 
     pub fn view(&self) -> LedgerView {
@@ -150,6 +163,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        if let Some(delay) = self.apply_delay.as_ref().and_then(|hook| hook()) {
+            tokio::time::sleep(delay).await;
+        }
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let index = entry.log_id.index();

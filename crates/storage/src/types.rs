@@ -11,7 +11,21 @@ openraft::declare_raft_types!(
         R = Option<lapse_ledger::Response>,
         NodeId = u64,
         Node = BasicNode,
+        AsyncRuntime = Runtime,
 );
+
+/// Tokio, with openraft's own random choices (election timeouts, first
+/// tick waits) drawn from a seed instead of the thread's OS-seeded
+/// generator. Production seeds it from the OS random source; simulation
+/// seeds it from the run's seed, so elections replay exactly. Start Raft
+/// inside [`Runtime::scope`] (see [`start_raft_scope`]).
+pub type Runtime = openraft::rt::deterministic_rng::DeterministicRng<openraft::impls::TokioRuntime>;
+
+/// Run `future` (which starts Raft) with openraft's random choices seeded
+/// by `seed`. Every task Raft spawns inherits a seed derived from it.
+pub async fn start_raft_scope<F: std::future::Future>(seed: u64, future: F) -> F::Output {
+    Runtime::scope(seed, future).await
+}
 
 pub type NodeId = u64;
 pub type Node = BasicNode;

@@ -3,7 +3,7 @@
 use lapse_ledger::LedgerState;
 use lapse_storage::{
     FileSnapshotVault, FlushPolicy, MemLogStore, MemSnapshotVault, SledLogStore, SnapshotVault,
-    StateMachineStore, TypeConfig, open_sled,
+    StateMachineStore, TypeConfig, open_sled, start_raft_scope,
 };
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
@@ -39,10 +39,12 @@ impl StoreBuilder<TypeConfig, MemLogStore, StateMachineStore, ()> for MemBuilder
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_store_passes_the_openraft_suite() -> Result<(), StorageError<TypeConfig>> {
-    Suite::test_all(SledBuilder).await
+    // The stores run under Lapse's seeded runtime, as in the broker.
+    start_raft_scope(7, Suite::test_all(SledBuilder)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_passes_the_openraft_suite() -> Result<(), StorageError<TypeConfig>> {
-    Suite::test_all(MemBuilder).await
+    // The stores run under Lapse's seeded runtime, as in the broker.
+    start_raft_scope(7, Suite::test_all(MemBuilder)).await
 }

@@ -324,6 +324,11 @@ impl Session {
     }
 
     async fn push(&self, event: FeedEvent) -> Result<(), End> {
+        if let Some(faults) = &self.hub.core.env.faults
+            && faults.drop_feed_message(&self.hello.verifier_id)
+        {
+            return Ok(());
+        }
         let patience = Duration::from_millis(self.hub.settings.send_timeout_ms);
         match tokio::time::timeout(patience, self.out.send(Ok(event))).await {
             Ok(Ok(())) => Ok(()),

@@ -29,8 +29,26 @@ pub struct AuditLog {
     jobs: Mutex<Option<mpsc::Sender<(IssuanceRecord, Reply)>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     unshipped: Arc<Mutex<VecDeque<IssuanceRecord>>>,
-    path: PathBuf,
-    dir: PathBuf,
+    /// Where the log rests: a directory, or memory for simulation.
+    place: Place,
+}
+
+enum Place {
+    Disk {
+        path: PathBuf,
+        dir: PathBuf,
+    },
+    /// Every record, and the next sequence number. A simulated broker's
+    /// audit log survives its simulated crashes, as a synced file would.
+    Memory(Arc<Mutex<MemoryLog>>),
+}
+
+/// The records of an in-memory audit log; keep it to reopen the log after
+/// a simulated restart.
+#[derive(Debug, Default)]
+pub struct MemoryLog {
+    records: Vec<IssuanceRecord>,
+    shipped: u64,
 }
 
 /// Read every whole record from `file`, returning them and the length of
@@ -124,13 +142,43 @@ impl AuditLog {
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),
             unshipped,
-            path,
-            dir: dir.to_owned(),
+            place: Place::Disk {
+                path,
+                dir: dir.to_owned(),
+            },
         })
     }
 
+    /// An audit log held in `memory` instead of a file: appends complete at
+    /// once, with no thread and no disk, so a simulation stays
+    /// deterministic. Reopening the same `memory` finds every record.
+    pub fn in_memory(memory: Arc<Mutex<MemoryLog>>) -> Self {
+        let unshipped = {
+            let log = memory.lock().expect("audit lock");
+            log.records
+                .iter()
+                .filter(|r| r.sequence > log.shipped)
+                .cloned()
+                .collect()
+        };
+        Self {
+            jobs: Mutex::new(None),
+            thread: Mutex::new(None),
+            unshipped: Arc::new(Mutex::new(unshipped)),
+            place: Place::Memory(memory),
+        }
+    }
+
     /// Append `record` and wait until it is on disk. Returns its sequence.
-    pub async fn append(&self, record: IssuanceRecord) -> io::Result<u64> {
+    pub async fn append(&self, mut record: IssuanceRecord) -> io::Result<u64> {
+        if let Place::Memory(memory) = &self.place {
+            let mut log = memory.lock().expect("audit lock");
+            record.sequence = log.records.last().map(|r| r.sequence + 1).unwrap_or(1);
+            log.records.push(record.clone());
+            let sequence = record.sequence;
+            self.unshipped.lock().expect("audit lock").push_back(record);
+            return Ok(sequence);
+        }
         let (reply, wait) = tokio::sync::oneshot::channel();
         self.jobs
             .lock()
@@ -145,8 +193,13 @@ impl AuditLog {
 
     /// Every record in the local log.
     pub fn read_all(&self) -> io::Result<Vec<IssuanceRecord>> {
-        let mut file = File::open(&self.path)?;
-        Ok(read_records(&mut file)?.0)
+        match &self.place {
+            Place::Disk { path, .. } => {
+                let mut file = File::open(path)?;
+                Ok(read_records(&mut file)?.0)
+            }
+            Place::Memory(memory) => Ok(memory.lock().expect("audit lock").records.clone()),
+        }
     }
 
     /// How many records wait to be shipped.
@@ -197,11 +250,7 @@ impl AuditLog {
                     match core.propose(request_id, command).await.map(|r| r.outcome) {
                         Ok(Ok(Applied::IssuancesRecorded { .. })) => {
                             log.unshipped.lock().expect("audit lock").drain(..count);
-                            if let Err(error) =
-                                std::fs::write(log.dir.join(SHIPPED_FILE), last.to_string())
-                            {
-                                tracing::warn!(%error, "could not note shipped audit records");
-                            }
+                            log.note_shipped(last);
                         }
                         Ok(other) => {
                             tracing::warn!(?other, "the ledger refused audit records");
@@ -215,6 +264,20 @@ impl AuditLog {
                 }
             }
         })
+    }
+}
+
+impl AuditLog {
+    /// Remember that records up to `last` are in the ledger.
+    fn note_shipped(&self, last: u64) {
+        match &self.place {
+            Place::Disk { dir, .. } => {
+                if let Err(error) = std::fs::write(dir.join(SHIPPED_FILE), last.to_string()) {
+                    tracing::warn!(%error, "could not note shipped audit records");
+                }
+            }
+            Place::Memory(memory) => memory.lock().expect("audit lock").shipped = last,
+        }
     }
 }
 

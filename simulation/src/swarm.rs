@@ -1,0 +1,146 @@
+//! Swarm mode: the whole scenario (topology, clocks, faults) drawn from the
+//! seed, so a sweep of seeds explores combinations no file names.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::scenario::{
+    Bounds, ClockSpec, Fault, FaultAction, LatencyRange, Region, Scenario, Topology,
+    VerifierSettings, Workload,
+};
+
+/// The scenario seed `seed` stands for. The run itself uses the same seed.
+pub fn generate(seed: u64) -> Scenario {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5357_4152_4d00_0000);
+    let names = ["eu", "us", "ap"];
+    let region_count = rng.gen_range(1..=3usize);
+    let voters_total = *[3u32, 5].choose(&mut rng).expect("non-empty");
+    let mut regions: Vec<Region> = names[..region_count]
+        .iter()
+        .map(|name| Region {
+            name: (*name).into(),
+            voters: 0,
+            learners: 0,
+            verifiers: rng.gen_range(2..=8),
+            verifier_hosts: rng.gen_range(1..=2),
+        })
+        .collect();
+    for n in 0..voters_total as usize {
+        regions[n % region_count].voters += 1;
+    }
+    if rng.gen_bool(0.3) {
+        let last = regions.len() - 1;
+        regions[last].learners = 1;
+    }
+    let duration_s = rng.gen_range(15..=30u64);
+    let staleness_ms = rng.gen_range(1_000..=3_000u64);
+    let mut scenario = Scenario {
+        name: format!("swarm-{seed}"),
+        description: "drawn from the seed".into(),
+        duration_s,
+        settle_s: 15,
+        topology: Topology {
+            regions,
+            latency_ms: LatencyRange {
+                min: 1,
+                max: rng.gen_range(2..=20),
+            },
+            links: vec![],
+        },
+        workload: Workload::default(),
+        verifier: VerifierSettings {
+            staleness_ms,
+            fail_open: false,
+        },
+        bounds: Bounds {
+            skew_allowance_ms: 0,
+            delivery_allowance_ms: 1_000,
+        },
+        clocks: vec![],
+        faults: vec![],
+    };
+    let hosts = scenario.all_hosts();
+    let brokers: Vec<String> = scenario.brokers().into_iter().map(|b| b.host).collect();
+    for host in &hosts {
+        if rng.gen_bool(0.3) {
+            scenario.clocks.push(ClockSpec {
+                hosts: vec![host.clone()],
+                offset_ms: rng.gen_range(-120_000..=120_000),
+                drift_ppm: rng.gen_range(-500.0..=500.0),
+                steps: vec![],
+            });
+        }
+    }
+    // Faults happen in the first two thirds; everything heals and restarts
+    // before the workload ends.
+    let window = duration_s as f64 * 2.0 / 3.0;
+    let mut crashed: Vec<String> = Vec::new();
+    for _ in 0..rng.gen_range(1..=4) {
+        let at_s = (rng.gen_range(2.0..window) * 10.0f64).round() / 10.0;
+        let target = if rng.gen_bool(0.5) {
+            "leader".to_owned()
+        } else {
+            brokers[rng.gen_range(0..brokers.len())].clone()
+        };
+        let action = match rng.gen_range(0..8) {
+            0 => FaultAction::Isolate { target },
+            1 => {
+                let region = scenario.topology.regions
+                    [rng.gen_range(0..scenario.topology.regions.len())]
+                .name
+                .clone();
+                FaultAction::CutRegion { region }
+            }
+            2 if target != "leader" && !crashed.contains(&target) => {
+                crashed.push(target.clone());
+                FaultAction::Crash { target }
+            }
+            3 => FaultAction::LatencySpike {
+                max_ms: rng.gen_range(50..=400),
+            },
+            4 => FaultAction::DropFeed {
+                rate: rng.gen_range(0.01..0.2),
+            },
+            5 => FaultAction::DelayApply {
+                ms: rng.gen_range(10..=200),
+            },
+            6 => FaultAction::Snapshot { target },
+            _ => FaultAction::Loss {
+                rate: rng.gen_range(0.001..0.01),
+                repair_rate: 0.2,
+            },
+        };
+        scenario.faults.push(Fault { at_s, action });
+    }
+    let heal_at = (window + 1.0).min(duration_s as f64);
+    scenario.faults.push(Fault {
+        at_s: heal_at,
+        action: FaultAction::Heal,
+    });
+    scenario.faults.push(Fault {
+        at_s: heal_at,
+        action: FaultAction::LatencyNormal,
+    });
+    scenario.faults.push(Fault {
+        at_s: heal_at,
+        action: FaultAction::RestartAll,
+    });
+    scenario
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_draws_the_same_valid_scenario() {
+        for seed in 0..50 {
+            let a = generate(seed);
+            assert_eq!(a, generate(seed));
+            let text = toml::to_string(&a).expect("serialises");
+            Scenario::parse(&text, std::path::Path::new("swarm.toml"))
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+        }
+    }
+}

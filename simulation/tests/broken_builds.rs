@@ -1,0 +1,35 @@
+//! The invariants catch deliberately broken builds.
+
+use std::path::Path;
+
+use lapse_sim::{Scenario, Variant};
+
+fn violated(outcome: &lapse_sim::RunOutcome) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = outcome.violations.iter().map(|v| v.invariant).collect();
+    names.dedup();
+    names
+}
+
+#[test]
+fn a_verifier_that_ignores_staleness_accepts_revoked_credentials_and_is_caught() {
+    let scenario = Scenario::load(Path::new("scenarios/region-cut-off.toml")).unwrap();
+    let correct = lapse_sim::run(&scenario, 3, Variant::Correct);
+    assert!(correct.passed(), "{:#?}", correct.violations);
+    let broken = lapse_sim::run(&scenario, 3, Variant::VerifierIgnoresStaleness);
+    assert!(
+        violated(&broken).contains(&"revoked_acceptance"),
+        "expected revoked_acceptance, got {:?}",
+        broken.violations
+    );
+}
+
+#[test]
+fn a_log_store_that_acknowledges_before_flushing_loses_revocations_and_is_caught() {
+    let scenario = Scenario::load(Path::new("scenarios/whole-cluster-restart.toml")).unwrap();
+    let broken = lapse_sim::run(&scenario, 3, Variant::AckBeforeFlush);
+    assert!(
+        violated(&broken).contains(&"acked_revocations"),
+        "expected acked_revocations, got {:?}",
+        broken.violations
+    );
+}
