@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use lapse_broker::{Broker, BrokerConfig, Env, FaultPoints, Member, MemoryStorage, Storage};
 use lapse_ledger::LedgerState;
@@ -328,7 +328,6 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
     let mut digests = ReplicaDigests::default();
     let mut next_sample = SAMPLE_EVERY_MS;
     let mut error = None;
-    let settled_at_ms = scenario.duration_s as f64 * 1000.0;
     let mut final_checked = false;
     loop {
         match sim.step() {
@@ -342,7 +341,7 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
         let now_ms = sim.elapsed().as_secs_f64() * 1000.0;
         *shared.driver_ms.lock().expect("lock") = now_ms;
         while let Some(fault) = faults.next_if(|f| f.at_s * 1000.0 <= now_ms) {
-            apply_fault(&mut sim, &shared, &fault.action, now_ms);
+            apply_fault(&mut sim, &shared, &fault.action);
         }
         if now_ms >= next_sample {
             next_sample += SAMPLE_EVERY_MS;
@@ -350,12 +349,12 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
         }
         if !final_checked && now_ms >= total.as_secs_f64() * 1000.0 - 1.0 {
             final_checked = true;
-            final_checks(&shared, now_ms, settled_at_ms);
+            final_checks(&shared, now_ms);
         }
     }
     if !final_checked && error.is_none() {
         let now_ms = sim.elapsed().as_secs_f64() * 1000.0;
-        final_checks(&shared, now_ms, settled_at_ms);
+        final_checks(&shared, now_ms);
     }
     let simulated_s = sim.elapsed().as_secs_f64();
     shared.note(
@@ -975,7 +974,7 @@ fn broker_id_of(host: &str) -> Option<u64> {
     host.strip_prefix('b').and_then(|n| n.parse().ok())
 }
 
-fn apply_fault(sim: &mut turmoil::Sim<'_>, shared: &Shared, action: &FaultAction, now_ms: f64) {
+fn apply_fault(sim: &mut turmoil::Sim<'_>, shared: &Shared, action: &FaultAction) {
     shared.counts.lock().expect("lock").faults += 1;
     let all = shared.scenario.all_hosts();
     let cut = |sim: &turmoil::Sim<'_>, inside: &[String]| {
@@ -1081,7 +1080,6 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, shared: &Shared, action: &FaultAction
             None => "snapshot: no leader known; nothing done".into(),
         },
     };
-    let _ = now_ms;
     shared.note("fault", described);
 }
 
@@ -1140,7 +1138,7 @@ fn sample(shared: &Shared, digests: &mut ReplicaDigests, now_ms: f64) {
 
 /// After the settle time: durability of acked revocations on every broker,
 /// and convergence of every broker and verifier.
-fn final_checks(shared: &Shared, now_ms: f64, _settled_at_ms: f64) {
+fn final_checks(shared: &Shared, now_ms: f64) {
     let outcomes = shared.outcomes.lock().expect("lock").clone();
     let states: Vec<(u64, LedgerState)> = shared
         .brokers
@@ -1193,9 +1191,4 @@ fn final_checks(shared: &Shared, now_ms: f64, _settled_at_ms: f64) {
     for violation in found {
         shared.violate(violation);
     }
-}
-
-/// The wall-clock time a run starts at, for reports.
-pub fn epoch() -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(EPOCH_MS)
 }
