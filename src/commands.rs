@@ -276,6 +276,13 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
         "state_digest": status.state_digest,
         "cluster_time_ms": status.cluster_time_ms,
         "revocation_epoch": status.revocation_epoch,
+        "divergences": status.divergences.iter().map(|d| json!({
+            "peer_id": d.peer_id,
+            "index": d.index,
+            "own_digest": d.own_digest,
+            "peer_digest": d.peer_digest,
+            "detected_at_ms": d.detected_at_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -360,6 +367,25 @@ pub async fn status(args: StatusArgs) -> Result<(), Failure> {
             ),
             Err(error) => println!("    -  unreachable: {error}"),
         }
+    }
+    let divergences: Vec<String> = all
+        .iter()
+        .flatten()
+        .flat_map(|s| {
+            s.divergences.iter().map(|d| {
+                format!(
+                    "DIVERGED: node {} and node {} hold different states at log index {} ({} vs {})",
+                    s.node_id,
+                    d.peer_id,
+                    d.index,
+                    &d.own_digest[..16.min(d.own_digest.len())],
+                    &d.peer_digest[..16.min(d.peer_digest.len())]
+                )
+            })
+        })
+        .collect();
+    for line in &divergences {
+        println!("{line}");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use lapse_broker::replica_check::ReplicaCheck;
 use lapse_broker::{Broker, BrokerConfig, Env, FaultPoints, Member, MemoryStorage, Storage};
 use lapse_ledger::LedgerState;
 use lapse_storage::{FlushPolicy, LedgerView, Raft};
@@ -49,6 +50,9 @@ pub enum Variant {
     VerifierIgnoresStaleness,
     /// The Raft log store acknowledges appends before flushing them.
     AckBeforeFlush,
+    /// Brokers run openraft with leader restore on: a restarted leader
+    /// resumes its old term without a vote, even with a shorter log.
+    LeaderRestoreWithoutVote,
 }
 
 /// What one run produced.
@@ -98,6 +102,7 @@ struct Issued {
 struct BrokerHandle {
     view: LedgerView,
     raft: Raft,
+    replicas: Arc<ReplicaCheck>,
 }
 
 struct VerifierHandle {
@@ -218,6 +223,10 @@ impl FaultPoints for BrokerFaults {
         (ms > 0).then(|| Duration::from_millis(ms))
     }
 
+    fn restore_leadership_without_vote(&self) -> bool {
+        self.shared.variant == Variant::LeaderRestoreWithoutVote
+    }
+
     fn force_snapshot(&self) -> bool {
         self.shared
             .faults
@@ -326,6 +335,7 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let mut faults = faults.into_iter().peekable();
     let mut digests = ReplicaDigests::default();
+    let mut deferred = Deferred::default();
     let mut next_sample = SAMPLE_EVERY_MS;
     let mut error = None;
     let mut final_checked = false;
@@ -341,7 +351,10 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
         let now_ms = sim.elapsed().as_secs_f64() * 1000.0;
         *shared.driver_ms.lock().expect("lock") = now_ms;
         while let Some(fault) = faults.next_if(|f| f.at_s * 1000.0 <= now_ms) {
-            apply_fault(&mut sim, &shared, &fault.action);
+            apply_fault(&mut sim, &shared, &fault.action, &mut deferred, now_ms);
+        }
+        for step in deferred.due(now_ms) {
+            run_deferred(&mut sim, &shared, step);
         }
         if now_ms >= next_sample {
             next_sample += SAMPLE_EVERY_MS;
@@ -433,6 +446,9 @@ async fn broker_host(
     config.cluster.secret = Some(CLUSTER_SECRET.into());
     config.auth.admin_tokens = vec![ADMIN_TOKEN.into()];
     config.issuance.audit_ship_ms = 500;
+    // Checkpoints often enough for a short run to compare several.
+    config.raft.checkpoint_every_entries = 32;
+    config.raft.replica_check_ms = 1000;
     let host_seed = shared.host_seed(&spec.host, incarnation);
     let env = Env {
         clock: Arc::new(shared.clock(&spec.host)),
@@ -464,8 +480,14 @@ async fn broker_host(
         BrokerHandle {
             view: view.clone(),
             raft: broker.raft().clone(),
+            replicas: broker.core().replicas.clone(),
         },
     );
+    tokio::spawn(note_leadership(
+        shared.clone(),
+        spec.host.clone(),
+        broker.raft().clone(),
+    ));
     // Watch this replica apply revocations: the first replica to apply one
     // fixes its commit time for the invariants and for propagation.
     let mut changes = view.changes();
@@ -501,6 +523,28 @@ async fn broker_host(
     }
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Note in the trace each term in which this broker becomes leader, so a
+/// run shows whether a restarted leader won a new election.
+async fn note_leadership(shared: Arc<Shared>, host: String, raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut leading = None;
+    loop {
+        let now_leading = {
+            let m = metrics.borrow_watched();
+            (m.state == openraft::ServerState::Leader).then_some(m.current_term)
+        };
+        if now_leading != leading {
+            if let Some(term) = now_leading {
+                shared.note(&host, format_args!("leads term {term}"));
+            }
+            leading = now_leading;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn verifier_host(
@@ -974,7 +1018,59 @@ fn broker_id_of(host: &str) -> Option<u64> {
     host.strip_prefix('b').and_then(|n| n.parse().ok())
 }
 
-fn apply_fault(sim: &mut turmoil::Sim<'_>, shared: &Shared, action: &FaultAction) {
+/// A later step of a fault that unfolds over time.
+#[derive(Debug, Clone)]
+enum DeferredStep {
+    /// Crash a broker whose flushes are held, losing its unflushed tail.
+    CrashHeld(String),
+    Restart(String),
+}
+
+/// Steps due at a simulated time, in the order they were scheduled.
+#[derive(Debug, Default)]
+struct Deferred {
+    steps: Vec<(f64, DeferredStep)>,
+}
+
+impl Deferred {
+    fn at(&mut self, at_ms: f64, step: DeferredStep) {
+        self.steps.push((at_ms, step));
+    }
+
+    fn due(&mut self, now_ms: f64) -> Vec<DeferredStep> {
+        let (due, later) = std::mem::take(&mut self.steps)
+            .into_iter()
+            .partition(|(at, _)| *at <= now_ms);
+        self.steps = later;
+        due.into_iter().map(|(_, step)| step).collect()
+    }
+}
+
+fn run_deferred(sim: &mut turmoil::Sim<'_>, shared: &Shared, step: DeferredStep) {
+    let described = match step {
+        DeferredStep::CrashHeld(host) => {
+            let lost = broker_id_of(&host)
+                .and_then(|id| shared.storage.get(&id))
+                .map(|s| s.log.unflushed_writes())
+                .unwrap_or(0);
+            crash(sim, shared, &host);
+            format!("crash {host}, losing {lost} unflushed log writes")
+        }
+        DeferredStep::Restart(host) => {
+            restart(sim, &host);
+            format!("restart {host}")
+        }
+    };
+    shared.note("fault", described);
+}
+
+fn apply_fault(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    action: &FaultAction,
+    deferred: &mut Deferred,
+    now_ms: f64,
+) {
     shared.counts.lock().expect("lock").faults += 1;
     let all = shared.scenario.all_hosts();
     let cut = |sim: &turmoil::Sim<'_>, inside: &[String]| {
@@ -1025,6 +1121,27 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, shared: &Shared, action: &FaultAction
                 format!("restart {host}")
             }
             None => "restart: no leader known; nothing done".into(),
+        },
+        FaultAction::CrashLeaderMidAppend {
+            hold_ms,
+            restart_after_ms,
+        } => match current_leader(shared) {
+            Some(id) => {
+                let host = format!("b{id}");
+                if let Some(storage) = shared.storage.get(&id) {
+                    storage.log.hold_flushes();
+                }
+                let crash_at = now_ms + *hold_ms as f64;
+                deferred.at(crash_at, DeferredStep::CrashHeld(host.clone()));
+                deferred.at(
+                    crash_at + *restart_after_ms as f64,
+                    DeferredStep::Restart(host.clone()),
+                );
+                format!(
+                    "{host} stops flushing its log; crash in {hold_ms} ms, restart {restart_after_ms} ms after"
+                )
+            }
+            None => "crash_leader_mid_append: no leader known; nothing done".into(),
         },
         FaultAction::CrashAll => {
             for spec in shared.scenario.brokers() {
@@ -1102,8 +1219,9 @@ fn restart(sim: &mut turmoil::Sim<'_>, host: &str) {
     }
 }
 
-/// One broker sampled: id, applied index, digest, lease violations.
-type Sampled = (u64, Option<u64>, [u8; 32], Vec<Violation>);
+/// One broker sampled: id, applied index, digest, lease violations, and
+/// the peers its own replica check found diverged (peer, index).
+type Sampled = (u64, Option<u64>, [u8; 32], Vec<Violation>, Vec<(u64, u64)>);
 
 /// Sample every running broker: digests at their applied index, leases.
 fn sample(shared: &Shared, digests: &mut ReplicaDigests, now_ms: f64) {
@@ -1113,18 +1231,33 @@ fn sample(shared: &Shared, digests: &mut ReplicaDigests, now_ms: f64) {
         brokers
             .iter()
             .map(|(id, b)| {
+                let diverged = b
+                    .replicas
+                    .divergences()
+                    .into_iter()
+                    .map(|d| (d.peer, d.index))
+                    .collect();
                 b.view.read(|a| {
                     (
                         *id,
                         a.ledger.last_applied_index,
                         a.ledger.digest(),
                         leases.observe(&a.ledger, now_ms),
+                        diverged,
                     )
                 })
             })
             .collect()
     };
-    for (id, index, digest, lease_violations) in states {
+    for (id, index, digest, lease_violations, diverged) in states {
+        for (peer, at) in diverged {
+            if digests.first_report(id, peer) {
+                shared.note(
+                    &format!("b{id}"),
+                    format_args!("detects divergence from b{peer} at index {at}"),
+                );
+            }
+        }
         if let Some(index) = index
             && let Some(violation) = digests.observe(id, index, digest, now_ms)
         {

@@ -201,6 +201,14 @@ pub enum FaultAction {
     Restart {
         target: String,
     },
+    /// The leader's disk stops flushing for `hold_ms` while it keeps
+    /// appending and replicating, then the leader crashes (losing the
+    /// unflushed tail its followers already hold) and restarts
+    /// `restart_after_ms` later.
+    CrashLeaderMidAppend {
+        hold_ms: u64,
+        restart_after_ms: u64,
+    },
     /// Crash every broker.
     CrashAll,
     /// Start every crashed broker again.
@@ -428,6 +436,13 @@ impl Scenario {
                 FaultAction::DropFeed { rate } if !(0.0..=1.0).contains(rate) => {
                     Some("drop_feed rate must be between 0 and 1".into())
                 }
+                FaultAction::CrashLeaderMidAppend {
+                    hold_ms,
+                    restart_after_ms,
+                } if *hold_ms > 10_000 || *restart_after_ms > 60_000 => Some(
+                    "crash_leader_mid_append: hold_ms is at most 10000, restart_after_ms at most 60000"
+                        .into(),
+                ),
                 _ => None,
             };
             if let Some(problem) = problem {

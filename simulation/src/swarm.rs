@@ -83,7 +83,7 @@ pub fn generate(seed: u64) -> Scenario {
         } else {
             brokers[rng.gen_range(0..brokers.len())].clone()
         };
-        let action = match rng.gen_range(0..8) {
+        let action = match rng.gen_range(0..9) {
             0 => FaultAction::Isolate { target },
             1 => {
                 let region = scenario.topology.regions
@@ -106,6 +106,10 @@ pub fn generate(seed: u64) -> Scenario {
                 ms: rng.gen_range(10..=200),
             },
             6 => FaultAction::Snapshot { target },
+            7 => FaultAction::CrashLeaderMidAppend {
+                hold_ms: rng.gen_range(20..=300),
+                restart_after_ms: rng.gen_range(0..=500),
+            },
             _ => FaultAction::Loss {
                 rate: rng.gen_range(0.001..0.01),
                 repair_rate: 0.2,

@@ -33,3 +33,23 @@ fn a_log_store_that_acknowledges_before_flushing_loses_revocations_and_is_caught
         broken.violations
     );
 }
+
+#[test]
+fn a_leader_restored_without_a_vote_diverges_from_its_followers_and_is_caught() {
+    let scenario = Scenario::load(Path::new("scenarios/leader-crash-mid-append.toml")).unwrap();
+    let broken = lapse_sim::run(&scenario, 1, Variant::LeaderRestoreWithoutVote);
+    assert!(
+        violated(&broken).contains(&"replicas_agree"),
+        "expected replicas_agree, got {:?}",
+        broken.violations
+    );
+    // The brokers' own background comparison of checkpoint digests notices
+    // it too, and says so.
+    assert!(
+        broken
+            .trace
+            .iter()
+            .any(|line| line.contains("detects divergence from")),
+        "no broker reported the divergence itself"
+    );
+}

@@ -408,6 +408,19 @@ impl Cluster for ClusterService {
             revocation_epoch,
             replication,
             snapshot_index: metrics.snapshot.map(|l| l.index()).unwrap_or(0),
+            divergences: self
+                .core
+                .replicas
+                .divergences()
+                .into_iter()
+                .map(|d| pb::Divergence {
+                    peer_id: d.peer,
+                    index: d.index,
+                    own_digest: hex::encode(d.own_digest),
+                    peer_digest: hex::encode(d.peer_digest),
+                    detected_at_ms: d.detected_at_ms,
+                })
+                .collect(),
         }))
     }
 

@@ -175,6 +175,11 @@ pub struct RaftTuning {
     pub logs_kept_after_snapshot: u64,
     /// Timeout of one peer RPC when openraft gives none.
     pub rpc_timeout_ms: u64,
+    /// Record a digest of the applied state at every log index divisible
+    /// by this, for comparing replicas.
+    pub checkpoint_every_entries: u64,
+    /// How often to compare checkpoint digests with every peer; 0: never.
+    pub replica_check_ms: u64,
 }
 
 impl Default for RaftTuning {
@@ -186,6 +191,8 @@ impl Default for RaftTuning {
             snapshot_every_entries: 20_000,
             logs_kept_after_snapshot: 2_000,
             rpc_timeout_ms: 2_000,
+            checkpoint_every_entries: 1_000,
+            replica_check_ms: 5_000,
         }
     }
 }
@@ -378,6 +385,9 @@ impl BrokerConfig {
             || r.election_timeout_max_ms <= r.election_timeout_min_ms
         {
             return invalid("raft timeouts need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+        }
+        if r.checkpoint_every_entries == 0 {
+            return invalid("raft.checkpoint_every_entries must be above zero".into());
         }
         let feed = &self.feed;
         if feed.heartbeat_ms == 0

@@ -25,6 +25,8 @@ pub struct Core {
     pub channels: PeerChannels,
     pub secret: ClusterSecret,
     pub config: BrokerConfig,
+    /// Divergences from peers found by comparing checkpoint digests.
+    pub replicas: Arc<crate::replica_check::ReplicaCheck>,
     digest_cache: Mutex<Option<(Option<u64>, Sha256Digest)>>,
 }
 
@@ -60,6 +62,7 @@ impl Core {
             channels,
             secret,
             config,
+            replicas: Arc::default(),
             digest_cache: Mutex::new(None),
         }
     }

@@ -75,6 +75,13 @@ pub trait FaultPoints: Send + Sync + 'static {
     fn force_snapshot(&self) -> bool {
         false
     }
+    /// Whether this broker runs openraft with leader restore on (a leader
+    /// that restarts resumes its old term without a vote): the unsafe
+    /// setting the simulation's broken build uses to show that
+    /// `replicas_agree` catches it. Read once, at start.
+    fn restore_leadership_without_vote(&self) -> bool {
+        false
+    }
 }
 
 /// How often a broker with fault points polls `force_snapshot`.

@@ -7,6 +7,7 @@
 
 pub mod cluster_service;
 pub mod config;
+pub mod consensus;
 pub mod core;
 pub mod env;
 pub mod feed;
@@ -14,6 +15,7 @@ pub mod issuance;
 pub mod node;
 pub mod peer_service;
 pub mod peers;
+pub mod replica_check;
 
 pub use cluster_service::{REFUSAL_HEADER, refusal_status};
 pub use config::{BrokerConfig, Member};

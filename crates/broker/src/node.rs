@@ -16,7 +16,6 @@ use lapse_wire::cluster::cluster_client::ClusterClient;
 use lapse_wire::cluster::cluster_server::ClusterServer;
 use lapse_wire::feed::feed_server::FeedServer;
 use lapse_wire::peer::raft_peer_server::RaftPeerServer;
-use openraft::{Config, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -25,6 +24,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::cluster_service::ClusterService;
 use crate::config::{BrokerConfig, ConfigError};
+use crate::consensus::{LeaderRestart, raft_config};
 use crate::core::{Core, SharedCore};
 use crate::env::Env;
 use crate::feed::{FeedHub, FeedService};
@@ -196,6 +196,7 @@ impl Broker {
                 StateMachineStore::new(initial, SnapshotVault::Memory(memory.vault.clone()))
             }
         };
+        state_machine = state_machine.with_checkpoints(config.raft.checkpoint_every_entries);
         if let Some(faults) = env.faults.clone() {
             state_machine = state_machine.with_apply_delay(Arc::new(move || faults.apply_delay()));
         }
@@ -206,18 +207,15 @@ impl Broker {
             config.limits.max_peer_message_bytes,
             env.dialer.clone(),
         );
-        let raft_config = Config {
-            cluster_name: "lapse".into(),
-            heartbeat_interval: config.raft.heartbeat_ms,
-            election_timeout_min: config.raft.election_timeout_min_ms,
-            election_timeout_max: config.raft.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
-            install_snapshot_timeout: config.raft.rpc_timeout_ms.max(1000),
-            ..Config::default()
-        }
-        .validate()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let leader_restart = match &env.faults {
+            Some(faults) if faults.restore_leadership_without_vote() => {
+                LeaderRestart::RestoreWithoutVote
+            }
+            _ => LeaderRestart::Elect,
+        };
+        let raft_config = raft_config(&config.raft, leader_restart)
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let network = PeerNetworkFactory {
             channels: channels.clone(),
         };
@@ -417,8 +415,12 @@ impl Broker {
                 Duration::from_secs(issuance.key_overlap_seconds),
             ),
             leases.spawn_refill(core.clone()),
-            audit.spawn_shipping(core, Duration::from_millis(issuance.audit_ship_ms)),
+            audit.spawn_shipping(core.clone(), Duration::from_millis(issuance.audit_ship_ms)),
         ]);
+        if core.config.raft.replica_check_ms > 0 {
+            let every = Duration::from_millis(core.config.raft.replica_check_ms);
+            background.push(tokio::spawn(core.replicas.clone().run(core, every)));
+        }
         if let Some(faults) = faults {
             let raft = broker.core.raft.clone();
             background.push(tokio::spawn(async move {

@@ -5,8 +5,8 @@ use lapse_ledger::{Command, RequestId};
 use lapse_storage::{SnapshotMeta, TypeConfig, Vote};
 use lapse_wire::peer::raft_peer_server::RaftPeer;
 use lapse_wire::peer::{
-    LocalPropagationRequest, LocalPropagationResponse, RaftMessage, ReadIndexRequest,
-    ReadIndexResponse, SnapshotChunk,
+    Checkpoint, CheckpointsRequest, CheckpointsResponse, LocalPropagationRequest,
+    LocalPropagationResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -74,6 +74,23 @@ impl RaftPeer for PeerService {
         Ok(Response::new(LocalPropagationResponse {
             report: encode(&self.feed.local_report()),
         }))
+    }
+
+    async fn checkpoints(
+        &self,
+        _request: Request<CheckpointsRequest>,
+    ) -> Result<Response<CheckpointsResponse>, Status> {
+        let checkpoints = self
+            .core
+            .view
+            .read(|a| a.checkpoints.list())
+            .into_iter()
+            .map(|(index, digest)| Checkpoint {
+                index,
+                digest: digest.to_vec(),
+            })
+            .collect();
+        Ok(Response::new(CheckpointsResponse { checkpoints }))
     }
 
     async fn append_entries(

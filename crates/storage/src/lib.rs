@@ -15,7 +15,10 @@ mod types;
 pub use file_vault::FileSnapshotVault;
 pub use mem::{FlushPolicy, MemLogStore, MemSnapshotVault};
 pub use sled_store::{SledLogStore, open_sled};
-pub use state_machine::{AppliedState, ApplyDelay, LedgerView, SnapshotVault, StateMachineStore};
+pub use state_machine::{
+    AppliedState, ApplyDelay, CHECKPOINTS_KEPT, Checkpoints, LedgerView, SnapshotVault,
+    StateMachineStore,
+};
 pub use types::{
     Entry, LogId, Membership, Node, NodeId, Raft, Runtime, Sha256Digest, SnapshotData,
     SnapshotMeta, StoredMembership, TypeConfig, Vote, start_raft_scope,

@@ -64,11 +64,25 @@ impl LogData {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct MemLog {
     current: LogData,
     durable: LogData,
     pending: Vec<Write>,
+    /// Set by [`MemLogStore::hold_flushes`]: appends stay unflushed and
+    /// unacknowledged, as on a disk whose flushes stall.
+    held: bool,
+    /// The acknowledgements of appends made while held; a crash drops them.
+    held_callbacks: Vec<IOFlushed<TypeConfig>>,
+}
+
+impl Debug for MemLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemLog")
+            .field("pending", &self.pending.len())
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemLog {
@@ -80,6 +94,14 @@ impl MemLog {
     fn flush(&mut self) {
         for write in self.pending.drain(..) {
             self.durable.write(write);
+        }
+    }
+
+    /// Flush, and acknowledge the appends held until now.
+    fn flush_all(&mut self) {
+        self.flush();
+        for callback in self.held_callbacks.drain(..) {
+            callback.io_completed(Ok(()));
         }
     }
 }
@@ -104,7 +126,28 @@ impl MemLogStore {
     pub fn crash(&self) {
         let mut log = self.log.lock().expect("log lock");
         log.pending.clear();
+        log.held = false;
+        log.held_callbacks.clear();
         log.current = log.durable.clone();
+    }
+
+    /// From now until [`crash`](Self::crash) or
+    /// [`release_flushes`](Self::release_flushes), appends are written but
+    /// neither flushed nor acknowledged, as when a disk's flushes stall.
+    /// openraft still replicates them (it sends what was submitted to the
+    /// store), so followers can hold entries this store would lose: the
+    /// state a leader killed in the middle of appends leaves behind. A vote
+    /// or truncation still flushes everything, as sled's flush would.
+    pub fn hold_flushes(&self) {
+        self.with(|log| log.held = true);
+    }
+
+    /// Flush and acknowledge everything held, and stop holding.
+    pub fn release_flushes(&self) {
+        self.with(|log| {
+            log.held = false;
+            log.flush_all();
+        });
     }
 
     /// How many writes are waiting for a flush.
@@ -163,7 +206,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.with(|log| {
             log.write(Write::Vote(*vote));
-            log.flush();
+            log.flush_all();
         });
         Ok(())
     }
@@ -186,13 +229,20 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = <TypeConfig as RaftTypeConfig>::Entry> + OptionalSend,
     {
         let policy = self.policy;
-        self.with(|log| {
+        let callback = self.with(|log| {
             log.write(Write::Append(entries.into_iter().collect()));
+            if log.held {
+                log.held_callbacks.push(callback);
+                return None;
+            }
             if policy == FlushPolicy::FlushBeforeAck {
                 log.flush();
             }
+            Some(callback)
         });
-        callback.io_completed(Ok(()));
+        if let Some(callback) = callback {
+            callback.io_completed(Ok(()));
+        }
         Ok(())
     }
 
@@ -200,7 +250,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
         self.with(|log| {
             log.write(Write::TruncateAfter(from));
-            log.flush();
+            log.flush_all();
         });
         Ok(())
     }

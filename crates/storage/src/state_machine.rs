@@ -48,6 +48,34 @@ pub struct Applied {
     pub ledger: LedgerState,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Digests of this replica's state at recent checkpoint indices.
+    pub checkpoints: Checkpoints,
+}
+
+/// How many checkpoint digests a replica keeps.
+pub const CHECKPOINTS_KEPT: usize = 32;
+
+/// The digest of the applied state at every log index that is a multiple
+/// of the checkpoint interval, the last [`CHECKPOINTS_KEPT`] of them. Every
+/// replica that applies the same log computes the same digests at the same
+/// indices, so brokers compare them to detect a replica that diverged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoints {
+    digests: std::collections::BTreeMap<u64, crate::types::Sha256Digest>,
+}
+
+impl Checkpoints {
+    pub fn record(&mut self, index: u64, digest: crate::types::Sha256Digest) {
+        self.digests.insert(index, digest);
+        while self.digests.len() > CHECKPOINTS_KEPT {
+            self.digests.pop_first();
+        }
+    }
+
+    /// (index, digest), oldest first.
+    pub fn list(&self) -> Vec<(u64, crate::types::Sha256Digest)> {
+        self.digests.iter().map(|(i, d)| (*i, *d)).collect()
+    }
 }
 
 /// A read handle on the applied state, for status and the feed. Cheap to
@@ -79,6 +107,8 @@ pub struct StateMachineStore {
     vault: SnapshotVault,
     initial: LedgerState,
     apply_delay: Option<ApplyDelay>,
+    /// Record a checkpoint digest at every index divisible by this; 0: none.
+    checkpoint_every: u64,
 }
 
 /// Asked before each batch of committed entries is applied; an answer
@@ -101,7 +131,15 @@ impl StateMachineStore {
             vault,
             initial,
             apply_delay: None,
+            checkpoint_every: 0,
         }
+    }
+
+    /// Record the state's digest at every log index divisible by `every`
+    /// (0 records none), for comparing replicas.
+    pub fn with_checkpoints(mut self, every: u64) -> Self {
+        self.checkpoint_every = every;
+        self
     }
 
     /// Hold each batch before applying it for as long as `delay` says: a
@@ -185,6 +223,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 };
                 applied.last_applied = Some(entry.log_id);
+                if self.checkpoint_every > 0 && index % self.checkpoint_every == 0 {
+                    let digest = applied.ledger.digest();
+                    applied.checkpoints.record(index, digest);
+                }
                 response
             };
             last_index = Some(index);

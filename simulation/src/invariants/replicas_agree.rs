@@ -11,9 +11,17 @@ pub const NAME: &str = "replicas_agree";
 #[derive(Debug, Default)]
 pub struct ReplicaDigests {
     seen: BTreeMap<u64, (u64, [u8; 32])>,
+    /// (broker, peer) pairs whose own replica check reported a divergence.
+    reported: std::collections::BTreeSet<(u64, u64)>,
 }
 
 impl ReplicaDigests {
+    /// Whether this is the first time `broker` reported diverging from
+    /// `peer` (the brokers' own check, shown in the trace).
+    pub fn first_report(&mut self, broker: u64, peer: u64) -> bool {
+        self.reported.insert((broker, peer))
+    }
+
     /// Broker `broker` has applied up to `index` with state `digest`.
     pub fn observe(
         &mut self,

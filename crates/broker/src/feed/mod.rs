@@ -342,6 +342,12 @@ impl FeedHub {
         );
         let _ = writeln!(
             out,
+            "# HELP lapse_replica_divergences Peers whose state differs from this broker's at the same log index (should be 0).\n\
+             # TYPE lapse_replica_divergences gauge\nlapse_replica_divergences {}",
+            self.core.replicas.divergences().len()
+        );
+        let _ = writeln!(
+            out,
             "# HELP lapse_feed_heartbeats_total Confirmed heartbeats broadcast.\n\
              # TYPE lapse_feed_heartbeats_total counter\nlapse_feed_heartbeats_total {}",
             self.heartbeats_sent.load(Ordering::Relaxed)
