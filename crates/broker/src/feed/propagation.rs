@@ -6,6 +6,14 @@
 //! and `A` has reached it: each gives one sample, the broker's cluster time
 //! at the ack minus the revocation's commit time. Samples go into mergeable
 //! log-bucketed histograms, so reports from every broker combine exactly.
+//!
+//! A sample means "this revocation, committed at `c`, was applied by this
+//! verifier at `a`, while it was part of the fleet". A verifier that
+//! subscribes holding nothing (resume epoch 0) receives everything revoked
+//! before it arrived in its first snapshot; those revocations are counted
+//! as caught up, not as propagation delay. A verifier that resumes from an
+//! epoch (a reconnect or a failover) was part of the fleet all along, so
+//! what it missed while away is measured.
 
 use std::collections::BTreeMap;
 
@@ -116,6 +124,11 @@ pub struct VerifierRecord {
     pub delays: Histogram,
     /// Delay of the latest revocation acked, in microseconds.
     pub last_us: u64,
+    /// Revocations committed before this cluster time reached the verifier
+    /// in its first snapshot: not propagation samples.
+    pub measured_from_ms: u64,
+    /// How many revocations arrived that way.
+    pub caught_up: u64,
 }
 
 /// One broker's view, as sent to peers for a cluster-wide report.
@@ -165,7 +178,14 @@ impl Tracker {
                 last_seen_ms: now_ms,
                 delays: Histogram::default(),
                 last_us: 0,
+                measured_from_ms: 0,
+                caught_up: 0,
             });
+        if acked_epoch == 0 {
+            // It holds nothing: what was revoked before now arrives in its
+            // first snapshot.
+            record.measured_from_ms = now_ms;
+        }
         record.region = region.to_owned();
         record.connections += 1;
         record.last_seen_ms = now_ms;
@@ -191,6 +211,10 @@ impl Tracker {
         }
         let mut samples = 0;
         for (_, committed_ms) in self.commits.range(record.acked_epoch + 1..=epoch) {
+            if *committed_ms < record.measured_from_ms {
+                record.caught_up += 1;
+                continue;
+            }
             let us = now_ms.saturating_sub(*committed_ms).saturating_mul(1000);
             record.delays.record(us);
             // Looked up per sample, so an ack without samples allocates nothing.
@@ -259,6 +283,7 @@ pub fn merge_reports(reports: &[LocalReport]) -> LocalReport {
                     existing.delays.merge(&record.delays);
                     existing.acked_epoch = existing.acked_epoch.max(record.acked_epoch);
                     existing.connections += record.connections;
+                    existing.caught_up += record.caught_up;
                     if newer {
                         existing.broker_id = record.broker_id;
                         existing.region = record.region.clone();
@@ -332,6 +357,33 @@ mod tests {
         t.forget_gone(1_900 + 10, 5);
         assert_eq!(t.subscribers(), 0);
         assert!(t.report(1, 0, 0).verifiers.is_empty());
+    }
+
+    #[test]
+    fn revocations_from_before_a_new_verifier_subscribed_are_caught_up_not_delay() {
+        let mut t = Tracker::default();
+        // A burst revoked long before the verifier arrives.
+        t.note_commits([(2, 1_000), (3, 1_001), (4, 1_002)]);
+        t.connected("v1", "eu", 1, 0, 60_000);
+        // Its first snapshot covers them all; then one revocation arrives
+        // while it is subscribed.
+        assert_eq!(t.ack("v1", 4, 60_010), 0);
+        t.note_commits([(5, 61_000)]);
+        assert_eq!(t.ack("v1", 5, 61_007), 1);
+        let v = &t.report(1, 5, 61_007).verifiers["v1"];
+        assert_eq!(v.caught_up, 3);
+        assert_eq!(v.delays.count(), 1);
+        assert_eq!(v.delays.max_us(), 7_000);
+        // A verifier resuming from an epoch was away: what it missed is
+        // measured, however long it took.
+        t.disconnected("v1", 61_100);
+        t.note_commits([(6, 62_000)]);
+        t.connected("v1", "eu", 1, 5, 65_000);
+        assert_eq!(t.ack("v1", 6, 65_010), 1);
+        assert_eq!(
+            t.report(1, 6, 65_010).verifiers["v1"].delays.max_us(),
+            3_010_000
+        );
     }
 
     fn report_of(t: &Tracker, id: u64) -> LocalReport {
