@@ -703,12 +703,19 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<GrpcResponse<pb::PolicyResponse>, Status> {
+        use crate::issuance::policy::{PolicyError, check};
         self.authorize(request.metadata())?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         let tenant = TenantId::new(request.tenant).map_err(|e| invalid("tenant", e))?;
-        crate::issuance::policy::parse(&request.text)
-            .map_err(|e| invalid("text", format!("not a Cedar policy set: {e}")))?;
+        // Refuse here, before proposing, whatever would not do what its
+        // author meant: nothing reaches the ledger unless it validates.
+        check(&request.text).map_err(|e| match e {
+            PolicyError::TooLarge { length, max } => {
+                refusal_status(&Refusal::PolicyTooLarge { length, max })
+            }
+            e => Status::invalid_argument(e.to_string()),
+        })?;
         let command = Command::SetPolicy {
             tenant: tenant.clone(),
             text: request.text.clone(),
