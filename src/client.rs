@@ -13,13 +13,46 @@ use tonic::{Code, Status};
 /// Where the dev cluster keeps its files, and where the CLI looks for a token.
 pub const DEV_DIR: &str = ".lapse-dev";
 
-/// Exit codes, documented in `lapse --help`.
+/// Every exit code the command line returns, in one place. `lapse --help`
+/// prints [`exit::HELP`], and a test checks that it names each code.
 pub mod exit {
+    /// A failure here rather than in the cluster: a file that cannot be
+    /// read or written, a port that cannot be bound, a broker that cannot
+    /// start, a simulation run that broke an invariant, a broker that
+    /// failed internally, or anything unexpected.
     pub const FAILURE: u8 = 1;
+    /// The command line itself is wrong (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// The request was refused: invalid input (a malformed id, credential
+    /// file or secret), an unknown or expired target, already done.
     pub const REFUSED: u8 = 3;
+    /// Not authorised: no admin token, a wrong one, a join token not valid
+    /// here, or a policy that denies issuance.
     pub const UNAUTHORISED: u8 = 4;
+    /// No broker reachable, no leader, or no answer in time. Retrying is
+    /// safe, with the same `--request-id` for a write.
     pub const UNAVAILABLE: u8 = 5;
+    /// The revocation is committed, but `--wait` could not confirm that
+    /// enough verifiers applied it: it timed out, or no verifier is
+    /// subscribed at all.
     pub const NOT_PROPAGATED: u8 = 6;
+
+    /// The exit-code table of `lapse --help` (and of the README).
+    pub const HELP: &str = "\
+Exit codes:
+  0  success
+  1  failed here: a file could not be read or written, a port could not be
+     bound, a broker could not start, a simulation broke an invariant, or
+     something unexpected (including a broker's internal error)
+  2  bad command-line usage
+  3  refused: invalid input (including a malformed credential file or an
+     empty secret), unknown or expired target, already done
+  4  not authorised: missing or wrong admin token, join token not valid
+     here, issuance denied by policy
+  5  unavailable: no broker reachable, no leader, or timed out (safe to
+     retry with the same --request-id)
+  6  revoked, but --wait could not confirm enough verifiers applied it: it
+     timed out, or no verifier is subscribed";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -32,7 +65,8 @@ pub struct Connection {
         global = true
     )]
     pub broker: String,
-    /// Admin bearer token. Defaults to the dev cluster's token in .lapse-dev/admin-token.
+    /// Admin bearer token. Defaults to the dev cluster's token, read from
+    /// .lapse-dev/admin-token in the working directory.
     #[arg(long, env = "LAPSE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Give up on a call after this long.
@@ -62,20 +96,38 @@ impl Failure {
         eprintln!("error: {}", self.message);
         ExitCode::from(self.code)
     }
+
+    /// For a write that may or may not have been applied (the cluster was
+    /// unavailable or did not answer in time), say how to retry it safely.
+    pub fn retry_with(mut self, request_id: &str) -> Self {
+        if self.code == exit::UNAVAILABLE {
+            self.message.push_str(&format!(
+                "; it may or may not have been applied: retry with --request-id {request_id} to apply it at most once"
+            ));
+        }
+        self
+    }
 }
 
 impl From<Status> for Failure {
     fn from(status: Status) -> Self {
-        let code = match status.code() {
+        let (code, hint) = match status.code() {
             Code::InvalidArgument
             | Code::NotFound
             | Code::AlreadyExists
             | Code::FailedPrecondition
             | Code::OutOfRange
-            | Code::ResourceExhausted => exit::REFUSED,
-            Code::Unauthenticated | Code::PermissionDenied => exit::UNAUTHORISED,
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => exit::UNAVAILABLE,
-            _ => exit::FAILURE,
+            | Code::ResourceExhausted => (exit::REFUSED, ""),
+            Code::Unauthenticated | Code::PermissionDenied => (exit::UNAUTHORISED, ""),
+            Code::Unavailable | Code::Cancelled => (
+                exit::UNAVAILABLE,
+                " (the cluster may be electing a leader, or too few brokers are up; retrying is safe)",
+            ),
+            Code::DeadlineExceeded => (
+                exit::UNAVAILABLE,
+                " (no answer in time: retry, or allow longer with --timeout)",
+            ),
+            _ => (exit::FAILURE, " (the broker's log says more)"),
         };
         let refusal = status
             .metadata()
@@ -85,18 +137,37 @@ impl From<Status> for Failure {
             .unwrap_or_default();
         Failure::new(
             code,
-            format!("{} ({:?}){refusal}", status.message(), status.code()),
+            format!("{} ({:?}){refusal}{hint}", status.message(), status.code()),
         )
     }
 }
 
+/// Where the admin token the CLI sends comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum TokenSource {
+    /// `--token` or `LAPSE_TOKEN` (clap reads both into one field).
+    CommandLine,
+    /// The dev cluster's token file, found in the working directory.
+    DevFile(PathBuf),
+}
+
+/// The path the CLI reads a token from when none is given.
+fn dev_token_path() -> PathBuf {
+    PathBuf::from(DEV_DIR).join("admin-token")
+}
+
 impl Connection {
-    pub fn token(&self) -> Option<String> {
-        self.token.clone().or_else(|| {
-            std::fs::read_to_string(PathBuf::from(DEV_DIR).join("admin-token"))
-                .ok()
-                .map(|t| t.trim().to_owned())
-        })
+    /// The admin token to send, and where it came from: `--token` or
+    /// `LAPSE_TOKEN`, else `.lapse-dev/admin-token` in the working
+    /// directory (written by `lapse dev`). An empty token counts as none.
+    fn admin_token(&self) -> Option<(String, TokenSource)> {
+        if let Some(token) = &self.token {
+            let token = token.trim();
+            return (!token.is_empty()).then(|| (token.to_owned(), TokenSource::CommandLine));
+        }
+        let path = dev_token_path();
+        let token = std::fs::read_to_string(&path).ok()?.trim().to_owned();
+        (!token.is_empty()).then_some((token, TokenSource::DevFile(path)))
     }
 
     pub async fn client(&self) -> Result<ClusterClient<Channel>, Failure> {
@@ -109,19 +180,34 @@ impl Connection {
 
     /// A connected channel to `address`.
     pub async fn channel_to(&self, address: &str) -> Result<Channel, Failure> {
+        let given = address == self.broker;
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| {
-                Failure::new(
-                    exit::FAILURE,
-                    format!("bad broker address {address:?}: {e}"),
-                )
+                if given {
+                    Failure::new(
+                        exit::USAGE,
+                        format!(
+                            "--broker (or LAPSE_BROKER) {address:?} is not a broker address: give host:port, e.g. 127.0.0.1:7401 ({e})"
+                        ),
+                    )
+                } else {
+                    Failure::new(
+                        exit::FAILURE,
+                        format!("the cluster lists a malformed broker address {address:?}: {e}"),
+                    )
+                }
             })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.timeout);
         let channel = endpoint.connect().await.map_err(|e| {
+            let next = if given {
+                " Is the cluster running? `lapse dev` starts one on 127.0.0.1:7401-7403; point --broker (or LAPSE_BROKER) at any broker of yours."
+            } else {
+                ""
+            };
             Failure::new(
                 exit::UNAVAILABLE,
-                format!("cannot reach a broker at {address}: {e}"),
+                format!("cannot reach a broker at {address}: {}.{next}", error_chain(&e)),
             )
         })?;
         Ok(channel)
@@ -130,13 +216,69 @@ impl Connection {
     /// A request carrying the admin token, if there is one.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Some(token) = self.token() {
+        if let Some((token, _)) = self.admin_token() {
             if let Ok(value) = format!("Bearer {token}").parse() {
                 request.metadata_mut().insert("authorization", value);
             }
         }
         request
     }
+
+    /// Await an admin call (one made with [`Connection::request`]) and take
+    /// its answer; a refused token comes back saying where tokens come from.
+    pub async fn admin<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Failure> {
+        match call.await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if status.code() == Code::Unauthenticated => Err(Failure::new(
+                exit::UNAUTHORISED,
+                format!(
+                    "{} (Unauthenticated): {}",
+                    status.message(),
+                    token_advice(self.admin_token().map(|(_, source)| source))
+                ),
+            )),
+            Err(status) => Err(status.into()),
+        }
+    }
+}
+
+/// What to do about an admin token the broker refused (or did not get).
+fn token_advice(source: Option<TokenSource>) -> String {
+    match source {
+        None => {
+            let looked = std::env::current_dir()
+                .map(|dir| dir.join(dev_token_path()))
+                .unwrap_or_else(|_| dev_token_path());
+            format!(
+                "no admin token was given. Pass one with --token or the LAPSE_TOKEN environment variable, or run lapse from the directory where `lapse dev` keeps its token ({} does not exist or is empty)",
+                looked.display()
+            )
+        }
+        Some(TokenSource::CommandLine) => "the token given by --token or LAPSE_TOKEN is not one of this cluster's admin tokens (the `[auth] admin_tokens` of its brokers' configuration; for `lapse dev`, the contents of .lapse-dev/admin-token)".to_owned(),
+        Some(TokenSource::DevFile(path)) => format!(
+            "the token read from {} (the dev cluster's) is not one of this cluster's admin tokens; give the right one with --token or LAPSE_TOKEN",
+            path.display()
+        ),
+    }
+}
+
+/// An error and its causes, `outer: inner: innermost` (a transport error
+/// alone says only "transport error").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A fresh random request id.
@@ -150,4 +292,55 @@ pub fn print_json(value: &serde_json::Value) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_lists_every_exit_code() {
+        let codes = [
+            exit::FAILURE,
+            exit::USAGE,
+            exit::REFUSED,
+            exit::UNAUTHORISED,
+            exit::UNAVAILABLE,
+            exit::NOT_PROPAGATED,
+        ];
+        assert!(exit::HELP.contains("\n  0  success"));
+        for code in codes {
+            assert!(
+                exit::HELP.contains(&format!("\n  {code}  ")),
+                "exit code {code} is not in the help"
+            );
+        }
+    }
+
+    #[test]
+    fn token_advice_names_every_place_a_token_comes_from() {
+        let none = token_advice(None);
+        for place in [
+            "--token",
+            "LAPSE_TOKEN",
+            ".lapse-dev/admin-token",
+            "lapse dev",
+        ] {
+            assert!(none.contains(place), "{place} missing from: {none}");
+        }
+        let given = token_advice(Some(TokenSource::CommandLine));
+        assert!(given.contains("--token or LAPSE_TOKEN"), "{given}");
+        let file = token_advice(Some(TokenSource::DevFile(dev_token_path())));
+        assert!(file.contains(".lapse-dev/admin-token"), "{file}");
+    }
+
+    #[test]
+    fn only_unavailable_failures_suggest_a_retry() {
+        let unavailable = Failure::from(Status::unavailable("no leader")).retry_with("fix-1");
+        assert_eq!(unavailable.code, exit::UNAVAILABLE);
+        assert!(unavailable.message.contains("--request-id fix-1"));
+        let refused = Failure::from(Status::not_found("no such index")).retry_with("fix-1");
+        assert_eq!(refused.code, exit::REFUSED);
+        assert!(!refused.message.contains("--request-id"));
+    }
 }

@@ -11,6 +11,7 @@ use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_requ
 use serde_json::json;
 
 use crate::client::{Connection, Failure, exit, new_request_id, print_json};
+use crate::output::moment;
 
 #[derive(Debug, Args)]
 pub struct IssueArgs {
@@ -92,8 +93,12 @@ fn print_issued(reply: &IssueResponse, json_output: bool) {
     } else {
         println!("{}", reply.credential);
         eprintln!(
-            "issued to {} ({}), status index {}, key {}, expires at {}",
-            reply.workload, reply.tenant, reply.status_index, reply.key_id, reply.expires_at
+            "issued to {} ({}), status index {}, key {}, expires {}",
+            reply.workload,
+            reply.tenant,
+            reply.status_index,
+            reply.key_id,
+            moment(reply.expires_at.saturating_mul(1000))
         );
     }
 }
@@ -115,7 +120,12 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
                 .trim()
                 .to_owned(),
         ),
-        _ => return Err(Failure::new(2, "give --join-token or --external-jwt-file")),
+        _ => {
+            return Err(Failure::new(
+                exit::USAGE,
+                "give --join-token or --external-jwt-file",
+            ));
+        }
     };
     let dpop_jkt = match &args.dpop_key_file {
         Some(path) => dpop_key(path)?.public_jwk().thumbprint(),
@@ -209,22 +219,23 @@ pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", file.display())))?;
-            client
-                .set_policy(connection.request(pb::SetPolicyRequest {
-                    request_id: request_id.unwrap_or_else(new_request_id),
+            let request_id = request_id.unwrap_or_else(new_request_id);
+            connection
+                .admin(client.set_policy(connection.request(pb::SetPolicyRequest {
+                    request_id: request_id.clone(),
                     tenant,
                     text,
                     expected_version,
-                }))
-                .await?
+                })))
+                .await
+                .map_err(|failure| failure.retry_with(&request_id))?
         }
         PolicyAction::Show { tenant } => {
-            client
-                .get_policy(connection.request(pb::GetPolicyRequest { tenant }))
+            connection
+                .admin(client.get_policy(connection.request(pb::GetPolicyRequest { tenant })))
                 .await?
         }
-    }
-    .into_inner();
+    };
     if connection.json {
         print_json(
             &json!({"tenant": reply.tenant, "version": reply.version, "text": reply.text, "set_at_ms": reply.set_at_ms}),
@@ -233,8 +244,10 @@ pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
         println!("tenant {} has no policy: issuance is denied", reply.tenant);
     } else {
         println!(
-            "# tenant {}, policy version {}",
-            reply.tenant, reply.version
+            "# tenant {}, policy version {}, set {}",
+            reply.tenant,
+            reply.version,
+            moment(reply.set_at_ms)
         );
         println!("{}", reply.text);
     }
@@ -261,10 +274,9 @@ pub async fn keys(args: KeysArgs) -> Result<(), Failure> {
     let connection = args.connection;
     let mut client = connection.client().await?;
     if let Some(KeysAction::Rotate) = args.action {
-        let reply = client
-            .rotate_key(connection.request(pb::RotateKeyRequest {}))
-            .await?
-            .into_inner();
+        let reply = connection
+            .admin(client.rotate_key(connection.request(pb::RotateKeyRequest {})))
+            .await?;
         if connection.json {
             print_json(&json!({"key_id": reply.key_id, "retired_key_id": reply.retired_key_id}));
         } else {
@@ -290,20 +302,20 @@ pub async fn keys(args: KeysArgs) -> Result<(), Failure> {
         print_json(&json!({"keys": keys}));
     } else {
         println!(
-            "{:<24} {:>6} {:>10} {:>8}",
-            "key id", "broker", "retired", "revoked"
+            "{:<24} {:>6}  {:<7}  valid until",
+            "key id", "broker", "revoked"
         );
         for k in reply.keys {
+            let retired = k
+                .retired_at_ms
+                .map(|ms| format!(" (retired {})", moment(ms)))
+                .unwrap_or_default();
             println!(
-                "{:<24} {:>6} {:>10} {:>8}",
+                "{:<24} {:>6}  {:<7}  {}{retired}",
                 k.key_id,
                 k.broker_id,
-                if k.retired_at_ms.is_some() {
-                    "yes"
-                } else {
-                    "no"
-                },
-                if k.revoked { "yes" } else { "no" }
+                if k.revoked { "yes" } else { "no" },
+                moment(k.not_after_ms)
             );
         }
     }
@@ -330,15 +342,16 @@ pub struct AuditArgs {
 pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
     let connection = args.connection;
     let mut client = connection.client().await?;
-    let reply = client
-        .query_audit(connection.request(pb::QueryAuditRequest {
-            tenant: args.tenant.unwrap_or_default(),
-            workload: args.workload.unwrap_or_default(),
-            index: args.index,
-            limit: args.limit,
-        }))
-        .await?
-        .into_inner();
+    let reply = connection
+        .admin(
+            client.query_audit(connection.request(pb::QueryAuditRequest {
+                tenant: args.tenant.unwrap_or_default(),
+                workload: args.workload.unwrap_or_default(),
+                index: args.index,
+                limit: args.limit,
+            })),
+        )
+        .await?;
     if connection.json {
         let records: Vec<_> = reply
             .records
@@ -365,8 +378,8 @@ pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
                 format!("refused: {}", r.reason)
             };
             println!(
-                "{} broker {} #{} {} {} [{}] policy v{}: {outcome}",
-                r.at_ms,
+                "{}  broker {} #{} {} {} [{}] policy v{}: {outcome}",
+                moment(r.at_ms),
                 r.broker_id,
                 r.sequence,
                 r.tenant,

@@ -70,11 +70,35 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             || tonic::transport::Endpoint::from_shared(lapse_verifier::broker_uri(address)).is_err()
         {
             return Err(Failure::new(
-                2,
+                exit::USAGE,
                 format!("--brokers: {address:?} is not a broker address (host:port)"),
             ));
         }
     }
+    // Bind the verify API before subscribing: a verifier that cannot serve
+    // must not appear to the cluster, even briefly, as one that came and
+    // went (`lapse propagation` would list it as gone).
+    let listener = if args.no_http {
+        None
+    } else {
+        check_loopback(args.http).map_err(|m| Failure::new(exit::USAGE, m))?;
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!(
+                        "cannot listen on {} for the verify API: {e} (choose another --http address, port 0 for any free port, or --no-http)",
+                        args.http
+                    ),
+                )
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        println!("verify API listening on http://{bound}");
+        Some(listener)
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut served = Vec::new();
     let mut tasks = Vec::new();
@@ -120,30 +144,16 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             stats,
         });
     }
-    let mut http_task = None;
-    if !args.no_http {
-        check_loopback(args.http).map_err(|m| Failure::new(2, m))?;
-        let listener = tokio::net::TcpListener::bind(args.http)
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    exit::FAILURE,
-                    format!("cannot listen on {}: {e}", args.http),
-                )
-            })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
-        println!("verify API listening on http://{bound}");
+    let http_task = listener.map(|listener| {
         let mut stop = stop_rx.clone();
-        http_task = Some(tokio::spawn(lapse_verifier::http::serve(
+        tokio::spawn(lapse_verifier::http::serve(
             listener,
             served.clone(),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
-        )));
-    }
+        ))
+    });
     println!(
         "{} verifier(s) in region {} following {}",
         args.count,
@@ -191,12 +201,13 @@ fn subscribed(v: &pb::VerifierProgress) -> bool {
 pub async fn propagation(args: PropagationArgs) -> Result<(), Failure> {
     let connection = args.connection;
     let mut client = connection.client().await?;
-    let report = client
-        .propagation(connection.request(pb::PropagationRequest {
-            epoch: args.epoch.unwrap_or(0),
-        }))
-        .await?
-        .into_inner();
+    let report = connection
+        .admin(
+            client.propagation(connection.request(pb::PropagationRequest {
+                epoch: args.epoch.unwrap_or(0),
+            })),
+        )
+        .await?;
     let lagging: Vec<&pb::VerifierProgress> = report
         .verifiers
         .iter()
@@ -321,12 +332,25 @@ pub async fn wait_for_epoch(
     let started = std::time::Instant::now();
     let mut client = connection.client().await?;
     loop {
-        let report = client
-            .propagation(connection.request(pb::PropagationRequest { epoch }))
-            .await?
-            .into_inner();
+        let report = connection
+            .admin(client.propagation(connection.request(pb::PropagationRequest { epoch })))
+            .await?;
         let subscribed: Vec<&pb::VerifierProgress> =
             report.verifiers.iter().filter(|v| subscribed(v)).collect();
+        // With no verifier at all, "every one of them" holds the epoch
+        // vacuously; reporting "0 of 0" as success would hide a missing
+        // fleet. The revocation itself is committed, so this is not a
+        // refusal (3) but the outcome of code 6: propagation unconfirmed.
+        // It is said at once: there is nobody to wait for (brokers that
+        // did not answer may have verifiers, so then the wait goes on).
+        if subscribed.is_empty() && report.unreachable_brokers.is_empty() {
+            return Err(Failure::new(
+                exit::NOT_PROPAGATED,
+                format!(
+                    "epoch {epoch} is committed, but no verifier is subscribed to the feed, so --wait cannot confirm that any applied it; start verifiers (`lapse verifier --brokers ...`) or leave out --wait"
+                ),
+            ));
+        }
         let holding = subscribed.iter().filter(|v| v.acked_epoch >= epoch).count();
         let enough = match wanted {
             WaitFor::All => holding == subscribed.len(),

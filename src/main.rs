@@ -1,5 +1,10 @@
 //! `lapse`: run brokers and a local dev cluster, revoke, inspect, administer.
 
+// First, so that its `print!`/`println!`/`eprint!`/`eprintln!`, which
+// survive a closed pipe, replace the standard ones in every module below.
+#[macro_use]
+mod output;
+
 mod bench;
 mod bench_feed;
 mod client;
@@ -13,23 +18,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-const AFTER_HELP: &str = "\
-Exit codes:
-  0  success
-  1  unexpected failure
-  2  bad command-line usage
-  3  refused: invalid input, unknown or expired target, already done
-  4  not authorised: missing or wrong admin token, join token not valid here
-  5  unavailable: no broker reachable, no leader, or timed out (safe to retry
-     with the same --request-id)
-  6  revoked, but `--wait` timed out before enough verifiers applied it
-
-Start a local three-broker cluster with `lapse dev`, then try `lapse status`.";
+/// The end of `lapse --help`: the exit codes, then where to start.
+fn after_help() -> String {
+    format!(
+        "{}\n\nStart a local three-broker cluster with `lapse dev`, then try `lapse status`.",
+        client::exit::HELP
+    )
+}
 
 /// Lapse: a Raft-replicated cluster that issues short-lived workload
 /// credentials, revokes them, and measures how fast a revocation takes effect.
 #[derive(Debug, Parser)]
-#[command(name = "lapse", version, after_help = AFTER_HELP)]
+#[command(name = "lapse", version, after_help = after_help())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +41,7 @@ enum Command {
     Broker(commands::BrokerArgs),
     /// Start a local three-broker cluster on loopback, with data under .lapse-dev.
     Dev(dev::DevArgs),
-    /// Revoke credentials: one by status index, a workload's, a tenant's, a key's, or a leaked secret.
+    /// Revoke credentials: one by status index or from the credential itself, a workload's, a tenant's, a key's, or a leaked secret.
     Revoke(commands::RevokeArgs),
     /// Show the cluster as the brokers see it: leader, term, members, log indexes, state digests.
     Status(commands::StatusArgs),

@@ -1,7 +1,7 @@
 //! `lapse sim run`: run simulation scenarios over a range of seeds, check
 //! their invariants, and report.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -93,34 +93,99 @@ pub async fn run(args: SimArgs) -> Result<(), Failure> {
     }
 }
 
-/// Which scenarios: (name on the command line, scenario or swarm).
+/// Where a scenario comes from.
 enum Source {
     File(Box<Scenario>),
     Swarm,
 }
 
+/// One scenario to run over the seeds.
+struct Planned {
+    /// Its name in the table, the report and the picture's file name: the
+    /// scenario's `name`, else its file stem.
+    name: String,
+    /// What to give `lapse sim run` to run it again.
+    replay: String,
+    source: Source,
+}
+
+impl Planned {
+    fn file(scenario: Scenario, path: &Path, replay: String) -> Self {
+        let name = if scenario.name.trim().is_empty() {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".into())
+        } else {
+            scenario.name.clone()
+        };
+        Self {
+            name,
+            replay,
+            source: Source::File(Box::new(scenario)),
+        }
+    }
+
+    fn swarm() -> Self {
+        Self {
+            name: "swarm".into(),
+            replay: "swarm".into(),
+            source: Source::Swarm,
+        }
+    }
+}
+
+/// `name` made safe as part of a file name: anything but letters, digits,
+/// `-`, `_` and `.` becomes `_`, so a report never lands outside its
+/// directory.
+fn file_name_part(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.trim_matches('.').is_empty() {
+        "scenario".into()
+    } else {
+        safe
+    }
+}
+
 fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
     let fail = |e: lapse_sim::ScenarioError| Failure::new(exit::FAILURE, e.to_string());
-    let mut sources: Vec<(String, Source)> = Vec::new();
+    // A replay outside the default scenario directory needs it named.
+    let dir_flag = if args.dir == default_dir() {
+        String::new()
+    } else {
+        format!(" --dir {}", args.dir.display())
+    };
+    let mut planned: Vec<Planned> = Vec::new();
     match args.scenario.as_str() {
         "all" => {
             for path in lapse_sim::scenario::list(&args.dir).map_err(fail)? {
                 let scenario = Scenario::load(&path).map_err(fail)?;
-                let name = path
+                let stem = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                sources.push((name, Source::File(Box::new(scenario))));
+                planned.push(Planned::file(scenario, &path, format!("{stem}{dir_flag}")));
             }
-            sources.push(("swarm".into(), Source::Swarm));
+            planned.push(Planned::swarm());
         }
-        "swarm" => sources.push(("swarm".into(), Source::Swarm)),
-        name => {
-            let path = lapse_sim::scenario::resolve(name, &args.dir).map_err(fail)?;
-            sources.push((
-                name.to_owned(),
-                Source::File(Box::new(Scenario::load(&path).map_err(fail)?)),
-            ));
+        "swarm" => planned.push(Planned::swarm()),
+        given => {
+            let path = lapse_sim::scenario::resolve(given, &args.dir).map_err(fail)?;
+            let scenario = Scenario::load(&path).map_err(fail)?;
+            let replay = if path == Path::new(given) {
+                given.to_owned()
+            } else {
+                format!("{given}{dir_flag}")
+            };
+            planned.push(Planned::file(scenario, &path, replay));
         }
     }
     let seeds: Vec<u64> = match (args.seed, &args.seeds) {
@@ -128,32 +193,34 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
         (None, Some(range)) => range.clone().collect(),
         (None, None) => vec![1],
     };
-    let total = sources.len() * seeds.len();
+    let total = planned.len() * seeds.len();
+    let progress = Progress::on_terminal(total);
     let mut done = 0usize;
     let mut summaries: Vec<ScenarioSummary> = Vec::new();
     let mut runs_json = Vec::new();
-    let mut failures: Vec<(String, RunOutcome)> = Vec::new();
+    let mut failures: Vec<(&Planned, RunOutcome)> = Vec::new();
     std::fs::create_dir_all(&args.report)
         .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", args.report.display())))?;
-    for (name, source) in &sources {
+    for plan in &planned {
+        let name = &plan.name;
         let mut outcomes = Vec::new();
         for &seed in &seeds {
-            progress(done, total, name, seed);
-            let scenario = match source {
+            progress.show(done, name, seed);
+            let scenario = match &plan.source {
                 Source::File(scenario) => (**scenario).clone(),
                 Source::Swarm => lapse_sim::swarm::generate(seed),
             };
             let outcome = lapse_sim::run(&scenario, seed, Variant::Correct);
             done += 1;
             if args.trace {
-                eprintln!();
+                progress.end_line();
                 for line in &outcome.trace {
                     println!("{line}");
                 }
             }
             runs_json.push(serde_json::to_value(report::run_report(&outcome)).unwrap_or_default());
             if !outcome.passed() {
-                failures.push((name.clone(), outcome.clone()));
+                failures.push((plan, outcome.clone()));
             }
             outcomes.push(outcome);
         }
@@ -162,13 +229,15 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
             .iter()
             .flat_map(|o| o.propagation_ms.iter().copied())
             .collect();
-        let picture = args.report.join(format!("{name}-propagation.svg"));
+        let picture = args
+            .report
+            .join(format!("{}-propagation.svg", file_name_part(name)));
         std::fs::write(&picture, report::propagation_svg(name, &delays))
             .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", picture.display())))?;
         summaries.push(summary);
     }
-    progress(done, total, "", 0);
-    eprintln!();
+    progress.show(done, "", 0);
+    progress.end_line();
     print!("{}", report::table(&summaries));
     let json = serde_json::json!({ "scenarios": summaries, "runs": runs_json });
     let path = args.report.join("report.json");
@@ -185,9 +254,9 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
     if failures.is_empty() {
         return Ok(());
     }
-    for (name, outcome) in &failures {
+    for (plan, outcome) in &failures {
         println!();
-        println!("FAILED {name} seed {}:", outcome.seed);
+        println!("FAILED {} seed {}:", plan.name, outcome.seed);
         if let Some(error) = &outcome.error {
             println!("  simulation error: {error}");
         }
@@ -198,8 +267,8 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
             println!("  ... and {} more", outcome.violations.len() - 10);
         }
         println!(
-            "  replay: lapse sim run {name} --seed {} --trace",
-            outcome.seed
+            "  replay: lapse sim run {} --seed {} --trace",
+            plan.replay, outcome.seed
         );
     }
     Err(Failure::new(
@@ -208,19 +277,60 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
     ))
 }
 
-/// A one-line progress bar on standard error.
-fn progress(done: usize, total: usize, name: &str, seed: u64) {
-    const WIDTH: usize = 30;
-    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
-    let label = if name.is_empty() {
-        String::new()
-    } else {
-        format!(" {name} seed {seed}")
-    };
-    eprint!(
-        "\r[{}{}] {done}/{total}{label:<40}",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    );
-    let _ = std::io::stderr().flush();
+/// A one-line progress bar on standard error, redrawn in place with a
+/// carriage return; drawn only when standard error is a terminal, since
+/// in a file or a pipe the frames would pile up as noise.
+struct Progress {
+    total: usize,
+    drawn: bool,
+}
+
+impl Progress {
+    fn on_terminal(total: usize) -> Self {
+        Self {
+            total,
+            drawn: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, done: usize, name: &str, seed: u64) {
+        const WIDTH: usize = 30;
+        if !self.drawn {
+            return;
+        }
+        let filled = (done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
+        let label = if name.is_empty() {
+            String::new()
+        } else {
+            format!(" {name} seed {seed}")
+        };
+        eprint!(
+            "\r[{}{}] {done}/{}{label:<40}",
+            "#".repeat(filled),
+            " ".repeat(WIDTH - filled),
+            self.total
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    /// Move past the bar, so that what follows starts on a line of its own.
+    fn end_line(&self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name_part;
+
+    #[test]
+    fn report_file_names_stay_in_the_report_directory() {
+        assert_eq!(file_name_part("leader-crash"), "leader-crash");
+        assert_eq!(file_name_part("a/b\\c d"), "a_b_c_d");
+        assert_eq!(file_name_part("../../etc"), ".._.._etc");
+        assert_eq!(file_name_part(".."), "scenario");
+        assert_eq!(file_name_part(""), "scenario");
+    }
 }

@@ -4,8 +4,8 @@
 //! A new subscription resumes from the epoch held, so a failover misses
 //! nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lapse_wire::feed::feed_client::FeedClient;
@@ -73,8 +73,34 @@ pub struct FollowStats {
     pub subscriptions: AtomicU64,
     pub failovers: AtomicU64,
     pub acks: AtomicU64,
-    /// The broker index in the list currently followed, plus one (0: none).
-    pub following: AtomicU64,
+    /// The broker followed now, if any.
+    following: Mutex<Option<FollowedBroker>>,
+}
+
+/// The broker a verifier follows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FollowedBroker {
+    /// Its address as given in the verifier's broker list.
+    pub address: String,
+    /// Its node id, as its feed events say; `None` until the first event.
+    pub broker_id: Option<u64>,
+}
+
+impl FollowStats {
+    /// The broker followed now; `None` between brokers.
+    pub fn following(&self) -> Option<FollowedBroker> {
+        self.following
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_following(&self, broker: Option<FollowedBroker>) {
+        *self
+            .following
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = broker;
+    }
 }
 
 /// The URI of a broker given as `host:port` or as a URL.
@@ -122,7 +148,7 @@ pub async fn follow(
             _ = &mut stop => return,
             ended = follow_one(&verifier, &config, &stats, index, channels[index].clone()) => ended,
         };
-        stats.following.store(0, Ordering::Relaxed);
+        stats.set_following(None);
         match ended {
             Ok(()) => failures_in_round = 0,
             Err(reason) => {
@@ -176,7 +202,12 @@ async fn follow_one(
     .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
     let mut events = subscribed.into_inner();
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
-    stats.following.store(index as u64 + 1, Ordering::Relaxed);
+    let address = config.brokers.get(index).cloned().unwrap_or_default();
+    stats.set_following(Some(FollowedBroker {
+        address: address.clone(),
+        broker_id: None,
+    }));
+    let mut identified = false;
     let mut delivered = false;
     loop {
         let event = match tokio::time::timeout(config.idle_timeout, events.message()).await {
@@ -191,6 +222,16 @@ async fn follow_one(
             Ok(Ok(None)) => return Err("the broker closed the feed".into()),
             Ok(Ok(Some(event))) => event,
         };
+        // Every event names the broker that sent it: record it once, so
+        // the status says which broker this is, not only where it was
+        // reached (a proxy or a load balancer may stand in between).
+        if !identified && event.broker_id != 0 {
+            identified = true;
+            stats.set_following(Some(FollowedBroker {
+                address: address.clone(),
+                broker_id: Some(event.broker_id),
+            }));
+        }
         let before = verifier.epoch();
         match verifier.apply(&event) {
             Ok(epoch) => {

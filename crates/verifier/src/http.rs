@@ -12,7 +12,12 @@
 //!   `POST /v1/verify-all` answers for each.
 //! - `POST /v1/check-secret` with `{"sha256": "<hex>"}`: whether a static
 //!   secret has been revoked as leaked.
-//! - `GET /v1/status`: every verifier's health as JSON.
+//! - `GET /v1/status`: every verifier's health as JSON, keyed by verifier
+//!   id: its epoch, freshness, clock offset and drift, counters, `region`,
+//!   `failovers` (times it left a broker), and `following_broker`, the
+//!   broker it follows now: `{"address": "<as given in --brokers>",
+//!   "broker_id": <node id, from the feed; null until the first event>}`,
+//!   or `null` while it is between brokers.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /healthz`: 200 when every verifier is fresh, 503 otherwise.
 
@@ -267,33 +272,28 @@ async fn status(State(state): State<AppState>) -> Response {
     let all: BTreeMap<&String, Value> = state
         .verifiers
         .iter()
-        .map(|(id, served)| {
-            let mut status = serde_json::to_value(served.verifier.status()).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut status {
-                map.insert("region".into(), json!(served.region));
-                map.insert(
-                    "following_broker".into(),
-                    json!(
-                        served
-                            .stats
-                            .following
-                            .load(std::sync::atomic::Ordering::Relaxed)
-                    ),
-                );
-                map.insert(
-                    "failovers".into(),
-                    json!(
-                        served
-                            .stats
-                            .failovers
-                            .load(std::sync::atomic::Ordering::Relaxed)
-                    ),
-                );
-            }
-            (id, status)
-        })
+        .map(|(id, served)| (id, status_of(served)))
         .collect();
     axum::Json(all).into_response()
+}
+
+/// One verifier's entry in `GET /v1/status`.
+fn status_of(served: &Served) -> Value {
+    let mut status = serde_json::to_value(served.verifier.status()).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut status {
+        map.insert("region".into(), json!(served.region));
+        map.insert("following_broker".into(), json!(served.stats.following()));
+        map.insert(
+            "failovers".into(),
+            json!(
+                served
+                    .stats
+                    .failovers
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        );
+    }
+    status
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -411,4 +411,41 @@ async fn metrics(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::follower::FollowedBroker;
+    use crate::verifier::VerifyConfig;
+
+    #[test]
+    fn status_names_the_followed_broker_by_address_and_id() {
+        let served = Served {
+            id: "v-0".into(),
+            region: "eu".into(),
+            verifier: Verifier::new(VerifyConfig::default()),
+            stats: Arc::new(FollowStats::default()),
+        };
+        assert_eq!(status_of(&served)["following_broker"], Value::Null);
+        served.stats.set_following(Some(FollowedBroker {
+            address: "127.0.0.1:7402".into(),
+            broker_id: None,
+        }));
+        assert_eq!(
+            status_of(&served)["following_broker"],
+            json!({"address": "127.0.0.1:7402", "broker_id": null})
+        );
+        served.stats.set_following(Some(FollowedBroker {
+            address: "127.0.0.1:7402".into(),
+            broker_id: Some(2),
+        }));
+        let status = status_of(&served);
+        assert_eq!(
+            status["following_broker"],
+            json!({"address": "127.0.0.1:7402", "broker_id": 2})
+        );
+        assert_eq!(status["region"], "eu");
+        assert_eq!(status["failovers"], 0);
+    }
 }
