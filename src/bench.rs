@@ -478,6 +478,7 @@ async fn issue(args: IssueBench) -> Result<(), Failure> {
                 ttl_seconds: 600,
                 dpop_jkt: String::new(),
                 tenant: String::new(),
+                request_id: String::new(),
             })
             .await
         {

@@ -140,6 +140,7 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
             ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
             dpop_jkt,
             tenant: args.tenant.unwrap_or_default(),
+            request_id: String::new(),
         })
         .await?
         .into_inner();

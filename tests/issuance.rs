@@ -621,6 +621,7 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
             ttl_seconds: 300,
             dpop_jkt: holder.public_jwk().thumbprint(),
             tenant: "acme".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap()

@@ -813,6 +813,7 @@ async fn client(
                     ttl_seconds: 3600,
                     dpop_jkt: String::new(),
                     tenant: String::new(),
+                    request_id: String::new(),
                 })
                 .await
         }

@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 use crate::config::BrokerConfig;
 use crate::env::Env;
 use crate::peers::{ClusterSecret, PeerChannels, decode, encode};
-use lapse_wire::peer::RaftMessage;
+use lapse_wire::peer::{RaftMessage, ReadIndexRequest};
 
 /// Everything the services of one broker share.
 pub struct Core {
@@ -206,6 +206,45 @@ impl Core {
             .read(|a| (a.ledger.last_applied_index, a.ledger.digest()));
         *cache = Some((index, digest));
         (index, digest)
+    }
+
+    /// Confirm that this broker's applied state holds everything committed
+    /// before now: on the leader a read index, elsewhere the leader's read
+    /// index and then waiting to apply up to it. Returns the leader's clock
+    /// minus this broker's (0 on the leader), estimated from the round trip.
+    pub async fn confirm_current(&self, patience: Duration) -> Result<i64, String> {
+        let (leader, address) = self.leader();
+        if leader == Some(self.id) {
+            tokio::time::timeout(
+                patience,
+                self.raft
+                    .ensure_linearizable(openraft::ReadPolicy::ReadIndex),
+            )
+            .await
+            .map_err(|_| "read index timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+            return Ok(0);
+        }
+        let address = address.ok_or("no leader known")?;
+        let mut client = self.channels.peer_client(&address)?;
+        let sent = tokio::time::Instant::now();
+        let reply = client
+            .read_index(self.channels.request(ReadIndexRequest {}, patience))
+            .await
+            .map_err(|status| format!("leader {address}: {}", status.message()))?
+            .into_inner();
+        let rtt = sent.elapsed().as_millis() as i64;
+        let local = self.env.now_ms() as i64;
+        let offset = reply.leader_time_ms as i64 + rtt / 2 - local;
+        let mut applied = self.view.changes();
+        tokio::time::timeout(
+            patience.saturating_sub(sent.elapsed()),
+            applied.wait_for(|index| *index >= reply.read_index),
+        )
+        .await
+        .map_err(|_| format!("did not apply up to {} in time", reply.read_index))?
+        .map_err(|_| "state machine stopped".to_string())?;
+        Ok(offset)
     }
 
     /// The current leader's id and address, as this node believes.

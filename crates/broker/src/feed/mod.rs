@@ -28,8 +28,7 @@ use std::time::Duration;
 
 use lapse_filter::{Message, encode_message};
 use lapse_ledger::feed;
-use lapse_wire::peer::{LocalPropagationRequest, ReadIndexRequest};
-use openraft::ReadPolicy;
+use lapse_wire::peer::LocalPropagationRequest;
 use openraft::async_runtime::WatchReceiver;
 use prost::bytes::Bytes;
 use tokio::sync::{Semaphore, broadcast};
@@ -229,42 +228,11 @@ impl FeedHub {
         }
     }
 
-    /// Confirm that this broker's applied state holds everything committed
-    /// before now: on the leader a read index, elsewhere the leader's read
-    /// index and then waiting to apply up to it.
+    /// Confirm this broker's state is current (see [`Core::confirm_current`])
+    /// and keep the leader's clock offset for cluster time.
     async fn confirm_current(&self, patience: Duration) -> Result<(), String> {
-        let (leader, address) = self.core.leader();
-        if leader == Some(self.core.id) {
-            tokio::time::timeout(
-                patience,
-                self.core.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-            )
-            .await
-            .map_err(|_| "read index timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-            self.offset_ms.store(0, Ordering::Relaxed);
-            return Ok(());
-        }
-        let address = address.ok_or("no leader known")?;
-        let mut client = self.core.channels.peer_client(&address)?;
-        let sent = tokio::time::Instant::now();
-        let reply = client
-            .read_index(self.core.channels.request(ReadIndexRequest {}, patience))
-            .await
-            .map_err(|status| format!("leader {address}: {}", status.message()))?
-            .into_inner();
-        let rtt = sent.elapsed().as_millis() as i64;
-        let local = self.core.env.now_ms() as i64;
-        let offset = reply.leader_time_ms as i64 + rtt / 2 - local;
+        let offset = self.core.confirm_current(patience).await?;
         self.offset_ms.store(offset, Ordering::Relaxed);
-        let mut applied = self.core.view.changes();
-        tokio::time::timeout(
-            patience.saturating_sub(sent.elapsed()),
-            applied.wait_for(|index| *index >= reply.read_index),
-        )
-        .await
-        .map_err(|_| format!("did not apply up to {} in time", reply.read_index))?
-        .map_err(|_| "state machine stopped".to_string())?;
         Ok(())
     }
 

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lapse_credential::{
     Claims, Confirmation, DpopExpectation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex,
     StatusListRef, TenantId, VerifyOptions, WorkloadId, verify, verify_proof,
 };
 use lapse_ledger::{
-    Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse, RequestId,
+    Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse, Refusal,
+    RequestId,
 };
 use lapse_wire::issuer::issuer_server::Issuer;
 use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request::Attestation};
@@ -50,6 +52,9 @@ struct Attested {
     bound_jkt: Option<String>,
     /// The credential being refreshed.
     previous: Option<Claims>,
+    /// A join token to spend once the issuance is granted, with the request
+    /// id of this attempt's consumption.
+    join_token: Option<([u8; 32], RequestId)>,
 }
 
 /// The `iss` claim of a JWT, read without verifying it, to pick the issuer
@@ -161,36 +166,101 @@ impl IssuerService {
         self.refuse(attested, ask, decision, status).await
     }
 
-    async fn attest_join_token(&self, token: &str) -> Result<Attested, Status> {
+    /// Check a join token against this broker's applied state, without
+    /// spending it: the token is consumed through the ledger only once the
+    /// issuance it pays for has been granted (see [`Self::spend_join_token`]).
+    /// A token this broker has not applied yet is looked up again after
+    /// confirming its state is current, so a token just created elsewhere
+    /// works, and a guessed one costs no Raft commit.
+    async fn attest_join_token(&self, token: &str, request_id: &str) -> Result<Attested, Status> {
         if !token.starts_with("lapse-join-") {
             return Err(Status::invalid_argument(
                 "join_token: not a Lapse join token",
             ));
         }
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let request_id = RequestId::new(format!("consume-{}", &hex::encode(token_hash)[..32]))
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let attempt = if request_id.is_empty() {
+            hex::encode(self.core.env.random_bytes::<12>())
+        } else {
+            RequestId::new(request_id)
+                .map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
+            request_id.to_owned()
+        };
+        let spend_id = RequestId::new(format!(
+            "consume-{}-{attempt}",
+            &hex::encode(token_hash)[..16]
+        ))
+        .map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
+        let mut grant = self.join_grant(&token_hash, &spend_id);
+        if let Err(Refusal::JoinTokenUnknown) = grant {
+            let patience = Duration::from_millis(self.core.config.raft.rpc_timeout_ms);
+            if self.core.confirm_current(patience).await.is_ok() {
+                grant = self.join_grant(&token_hash, &spend_id);
+            }
+        }
+        let (tenant, workload) = grant.map_err(|refusal| refusal_status(&refusal))?;
+        Ok(Attested {
+            tenant,
+            workload,
+            kind: AttestationKind::JoinToken,
+            bound_jkt: None,
+            previous: None,
+            join_token: Some((token_hash, spend_id)),
+        })
+    }
+
+    /// What the applied ledger says of a join token: the workload it is for,
+    /// or why it cannot be used. A token spent by this same attempt (a
+    /// retry whose first try committed) is still good for it.
+    fn join_grant(
+        &self,
+        token_hash: &[u8; 32],
+        spend_id: &RequestId,
+    ) -> Result<(TenantId, WorkloadId), Refusal> {
+        let now_ms = self.core.env.now_ms();
+        self.core.view.read(|applied| {
+            let token = applied
+                .ledger
+                .join_tokens
+                .get(token_hash)
+                .ok_or(Refusal::JoinTokenUnknown)?;
+            let JoinGrant::Workload { tenant, workload } = &token.grant else {
+                return Err(Refusal::JoinTokenWrongUse);
+            };
+            if let Some(epoch) = token.consumed_epoch {
+                let spent_by_this_attempt = applied
+                    .ledger
+                    .response_for(spend_id)
+                    .is_some_and(|r| r.outcome.is_ok());
+                if !spent_by_this_attempt {
+                    return Err(Refusal::JoinTokenSpent { epoch });
+                }
+            } else if token.expires_at_ms <= now_ms {
+                return Err(Refusal::JoinTokenExpired {
+                    expires_at_ms: token.expires_at_ms,
+                });
+            }
+            Ok((tenant.clone(), workload.clone()))
+        })
+    }
+
+    /// Consume the join token an issuance was granted on, through the
+    /// ledger, once per attempt: the attempt's request id deduplicates
+    /// retries (the broker's own, through elections and forwarding, and the
+    /// caller's, when it sends the same `request_id`), and a duplicate of
+    /// this attempt's own consumption is its first answer, a success.
+    async fn spend_join_token(
+        &self,
+        token_hash: [u8; 32],
+        spend_id: RequestId,
+    ) -> Result<(), Status> {
         let command = Command::ConsumeJoinToken {
             token_hash,
             presented: JoinUse::Workload,
         };
-        let response = self.core.propose(request_id, command).await?;
-        if response.duplicate && response.outcome.is_ok() {
-            // The token was consumed by an earlier call: a second caller
-            // with the same token must not get a credential. (A refusal is
-            // replayed below as it was.)
-            return Err(Status::failed_precondition("join token was already used"));
-        }
+        let response = self.core.propose(spend_id, command).await?;
         match response.outcome {
-            Ok(Applied::JoinTokenConsumed(JoinGrant::Workload { tenant, workload })) => {
-                Ok(Attested {
-                    tenant,
-                    workload,
-                    kind: AttestationKind::JoinToken,
-                    bound_jkt: None,
-                    previous: None,
-                })
-            }
+            Ok(Applied::JoinTokenConsumed(JoinGrant::Workload { .. })) => Ok(()),
             Ok(_) => Err(Status::permission_denied(
                 "join token was not made for a workload",
             )),
@@ -238,6 +308,7 @@ impl IssuerService {
             },
             bound_jkt: None,
             previous: None,
+            join_token: None,
         })
     }
 
@@ -306,6 +377,7 @@ impl IssuerService {
             },
             bound_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
             previous: Some(claims),
+            join_token: None,
         })
     }
 
@@ -372,6 +444,16 @@ impl IssuerService {
                     .await);
             }
         };
+        // Spent last, once nothing else can refuse: a refused or unavailable
+        // issuance leaves the token usable. (An index taken for an attempt
+        // that then fails is skipped, never reused.)
+        if let Some((token_hash, spend_id)) = attested.join_token.clone()
+            && let Err(status) = self.spend_join_token(token_hash, spend_id).await
+        {
+            return Err(self
+                .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                .await);
+        }
         let now = now_ms / 1000;
         let jti: [u8; 16] = self.core.env.random_bytes();
         let claims = Claims {
@@ -451,7 +533,9 @@ impl Issuer for IssuerService {
             ));
         }
         let attested = match &request.attestation {
-            Some(Attestation::JoinToken(token)) => self.attest_join_token(token).await,
+            Some(Attestation::JoinToken(token)) => {
+                self.attest_join_token(token, &request.request_id).await
+            }
             Some(Attestation::ExternalJwt(token)) => self.attest_external(token),
             None => Err(Status::invalid_argument(
                 "attestation: give a join_token or an external_jwt",
