@@ -432,3 +432,30 @@ pub fn set_policy(cluster: &TestCluster, tenant: &str, text: &str) -> serde_json
     }
     set
 }
+
+/// Wait until every running broker has its own signing key registered and
+/// active: after that, no start-up write moves the feed epoch (keys are
+/// the only start-up writes that do), so a test can compare epochs.
+pub async fn wait_for_active_keys(cluster: &TestCluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending: Vec<u64> = cluster
+            .running()
+            .into_iter()
+            .filter(|id| {
+                !std::fs::read_to_string(cluster.log_path(*id))
+                    .unwrap_or_default()
+                    .contains("signing key registered and active")
+            })
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokers {pending:?} have no active signing key\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
