@@ -116,6 +116,33 @@ fn the_readme_tour_runs_as_written_and_shows_a_revocation_taking_effect() {
         ["200", "403"],
         "the verifier should accept, then refuse:\n{stdout}\n{stderr}"
     );
+    // `lapse propagation` tells the truth: its largest delay is the one
+    // revocation made while the verifiers were subscribed, about what
+    // `revoke --wait` saw (its time runs from the acknowledgement, the
+    // samples' from the commit stamp, and --wait polls), not the seconds
+    // since revocations made before the verifiers started.
+    let waited_ms: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            let rest = l.split_once("verifiers (")?.1;
+            rest.split(" ms after the commit").next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no --wait time in:\n{stdout}"));
+    let all_row: Vec<f64> = stdout
+        .lines()
+        .find(|l| l.starts_with("(all)"))
+        .unwrap_or_else(|| panic!("no propagation table in:\n{stdout}"))
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (samples, max_ms) = (all_row[1], all_row[4]);
+    assert_eq!(samples, 3.0, "one sample per verifier:\n{stdout}");
+    assert!(
+        max_ms <= waited_ms + 100.0,
+        "propagation max {max_ms} ms, but --wait saw {waited_ms} ms:\n{stdout}"
+    );
+
     // The retried revocation was applied once: the second answer is the
     // first, marked as a duplicate.
     assert!(

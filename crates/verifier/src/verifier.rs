@@ -53,9 +53,8 @@ pub struct Expect<'a> {
 pub enum Rejection {
     #[error("the verifier has no revocation state yet")]
     NoState,
-    #[error(
-        "the verifier is stale: no confirmed heartbeat for {stale_ms} ms (bound {bound_ms} ms)"
-    )]
+    /// `stale_ms` is `u64::MAX` when no confirmed heartbeat arrived yet.
+    #[error("the verifier is stale: {}", stale_words(.stale_ms, .bound_ms))]
     Stale { stale_ms: u64, bound_ms: u64 },
     #[error("invalid credential: {detail}")]
     Invalid { detail: String },
@@ -65,6 +64,14 @@ pub enum Rejection {
     WrongTenant { expected: String, found: String },
     #[error("revoked: {by}")]
     Revoked { by: String },
+}
+
+fn stale_words(stale_ms: &u64, bound_ms: &u64) -> String {
+    if *stale_ms == u64::MAX {
+        format!("no confirmed heartbeat yet (bound {bound_ms} ms)")
+    } else {
+        format!("no confirmed heartbeat for {stale_ms} ms (bound {bound_ms} ms)")
+    }
 }
 
 impl Rejection {
