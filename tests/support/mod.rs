@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
