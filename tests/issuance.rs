@@ -285,7 +285,16 @@ async fn issue_verify_refresh_rotate_revoke_and_audit() {
             .status
             .success()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Broker 1 serves the JWKS from its applied state: wait until it has
+    // applied the key's revocation.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while verify_with_jwks(&issuing, 1, &credential).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "broker 1 still publishes the revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         verify_with_jwks(&issuing, 1, &credential)
             .unwrap_err()
@@ -312,8 +321,34 @@ async fn issue_verify_refresh_rotate_revoke_and_audit() {
     assert!(String::from_utf8_lossy(&by_revoked_key.stderr).contains("no published key"));
 
     // The audit log holds grants and refusals with policy versions, shipped to the ledger.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let audit = cli_json(cluster, 1, &["audit", "--tenant", "acme", "--json"]);
+    // Records reach the ledger in batches: wait for the ones checked below.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let audit = loop {
+        let audit = cli_json(cluster, 1, &["audit", "--tenant", "acme", "--json"]);
+        let records = audit["records"].as_array().unwrap();
+        let shipped = records
+            .iter()
+            .any(|r| r["allowed"] == true && r["index"] == issued["status_index"])
+            && records.iter().any(|r| {
+                r["allowed"] == false
+                    && r["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("does not permit")
+            })
+            && records
+                .iter()
+                .any(|r| r["allowed"] == false && r["policy_version"] == 0)
+            && records.iter().any(|r| r["shipped"] == true);
+        if shipped {
+            break audit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit records never shipped: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let records = audit["records"].as_array().unwrap();
     assert!(records.iter().any(|r| r["allowed"] == true
         && r["index"] == issued["status_index"]
