@@ -108,6 +108,10 @@ struct BrokerHandle {
 struct VerifierHandle {
     verifier: Verifier,
     last_epoch: u64,
+    /// When it started, holding nothing: revocations first applied before
+    /// then reach it in its first snapshot and are not propagation samples
+    /// (as in the brokers' own measurement).
+    started_ms: f64,
 }
 
 #[derive(Default)]
@@ -576,6 +580,7 @@ async fn verifier_host(
             VerifierHandle {
                 verifier: verifier.clone(),
                 last_epoch: 0,
+                started_ms: elapsed_ms(),
             },
         );
         let on_apply = {
@@ -633,8 +638,9 @@ fn on_verifier_epoch(shared: &Shared, id: &str, epoch: u64) {
         };
         let previous = handle.last_epoch;
         handle.last_epoch = handle.last_epoch.max(epoch);
-        previous
+        (previous, handle.started_ms)
     };
+    let (previous, started_ms) = previous;
     shared.note(id, format_args!("epoch {epoch}"));
     if let Some(violation) = epochs_grow::check(id, previous, epoch, now) {
         shared.violate(violation);
@@ -643,7 +649,9 @@ fn on_verifier_epoch(shared: &Shared, id: &str, epoch: u64) {
         let by_epoch = shared.applied_by_epoch.lock().expect("lock");
         let mut propagation = shared.propagation.lock().expect("lock");
         for (_, first) in by_epoch.range(previous + 1..=epoch) {
-            propagation.push((now - first).max(0.0));
+            if *first >= started_ms {
+                propagation.push((now - first).max(0.0));
+            }
         }
     }
 }
