@@ -28,7 +28,9 @@ use crate::invariants::acked_revocations::{self, Outcome};
 use crate::invariants::convergence::{self, VerifierEnd};
 use crate::invariants::disjoint_leases::LeaseBook;
 use crate::invariants::replicas_agree::ReplicaDigests;
-use crate::invariants::{Violation, committed_keys, epochs_grow, revoked_acceptance};
+use crate::invariants::{
+    Violation, committed_keys, epochs_grow, freshness_liveness, revoked_acceptance,
+};
 use crate::net::{self, BROKER_PORT, SeededEntropy, SimDialer};
 use crate::scenario::{BrokerSpec, FaultAction, Scenario, client_host};
 
@@ -53,6 +55,9 @@ pub enum Variant {
     /// Brokers run openraft with leader restore on: a restarted leader
     /// resumes its old term without a vote, even with a shorter log.
     LeaderRestoreWithoutVote,
+    /// Leaders confirm reads with Raft heartbeats only, which never answer
+    /// in time when a round trip is longer than the heartbeat interval.
+    HeartbeatOnlyReads,
 }
 
 /// What one run produced.
@@ -229,6 +234,10 @@ impl FaultPoints for BrokerFaults {
 
     fn restore_leadership_without_vote(&self) -> bool {
         self.shared.variant == Variant::LeaderRestoreWithoutVote
+    }
+
+    fn skip_leadership_confirmation(&self) -> bool {
+        self.shared.variant == Variant::HeartbeatOnlyReads
     }
 
     fn force_snapshot(&self) -> bool {
@@ -705,7 +714,19 @@ async fn verify_loop(shared: Arc<Shared>, id: String, verifier: Verifier, mut rn
                     }
                 }
                 Err(lapse_verifier::Rejection::Revoked { .. }) => counts.rejected_revoked += 1,
-                Err(lapse_verifier::Rejection::Stale { .. }) => counts.rejected_stale += 1,
+                Err(lapse_verifier::Rejection::Stale { .. }) => {
+                    counts.rejected_stale += 1;
+                    drop(counts);
+                    let bounds = &shared.scenario.bounds;
+                    if let Some(violation) = freshness_liveness::check(
+                        &id,
+                        now,
+                        bounds.fresh_after_s as f64 * 1000.0,
+                        !shared.scenario.faults.is_empty(),
+                    ) {
+                        shared.violate(violation);
+                    }
+                }
                 Err(_) => counts.rejected_other += 1,
             }
         }

@@ -130,12 +130,16 @@ pub struct Bounds {
     /// Added as well: the time a heartbeat may spend between its read-index
     /// confirmation and its arrival (network latency and scheduling).
     pub delivery_allowance_ms: u64,
+    /// In a scenario without faults, no verification may be refused as
+    /// stale after this many seconds from the start (`freshness_liveness`).
+    pub fresh_after_s: u64,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
         Self {
             skew_allowance_ms: 0,
+            fresh_after_s: 5,
             delivery_allowance_ms: 500,
         }
     }

@@ -56,6 +56,7 @@ pub fn generate(seed: u64) -> Scenario {
         bounds: Bounds {
             skew_allowance_ms: 0,
             delivery_allowance_ms: 1_000,
+            ..Bounds::default()
         },
         clocks: vec![],
         faults: vec![],

@@ -53,3 +53,20 @@ fn a_leader_restored_without_a_vote_diverges_from_its_followers_and_is_caught() 
         "no broker reported the divergence itself"
     );
 }
+
+#[test]
+fn reads_confirmed_by_raft_heartbeats_alone_leave_wan_verifiers_stale_and_are_caught() {
+    // One voter per region, 70 ms apart: every Raft heartbeat times out
+    // (its deadline is the 100 ms heartbeat interval), so an idle leader can
+    // only confirm a read through a replicated entry.
+    let scenario = Scenario::load(Path::new("scenarios/wan-voter-per-region.toml")).unwrap();
+    let correct = lapse_sim::run(&scenario, 1, Variant::Correct);
+    assert!(correct.passed(), "{:#?}", correct.violations);
+    assert_eq!(correct.counts.rejected_stale, 0, "{:?}", correct.counts);
+    let broken = lapse_sim::run(&scenario, 1, Variant::HeartbeatOnlyReads);
+    assert!(
+        violated(&broken).contains(&"freshness_liveness"),
+        "expected freshness_liveness, got {:?}",
+        broken.violations
+    );
+}

@@ -27,6 +27,8 @@ pub struct Core {
     pub config: BrokerConfig,
     /// Divergences from peers found by comparing checkpoint digests.
     pub replicas: Arc<crate::replica_check::ReplicaCheck>,
+    /// A `ConfirmLeadership` entry is being written.
+    confirming: Arc<std::sync::atomic::AtomicBool>,
     digest_cache: Mutex<Option<(Option<u64>, Sha256Digest)>>,
 }
 
@@ -63,6 +65,7 @@ impl Core {
             secret,
             config,
             replicas: Arc::default(),
+            confirming: Arc::default(),
             digest_cache: Mutex::new(None),
         }
     }
@@ -215,14 +218,7 @@ impl Core {
     pub async fn confirm_current(&self, patience: Duration) -> Result<i64, String> {
         let (leader, address) = self.leader();
         if leader == Some(self.id) {
-            tokio::time::timeout(
-                patience,
-                self.raft
-                    .ensure_linearizable(openraft::ReadPolicy::ReadIndex),
-            )
-            .await
-            .map_err(|_| "read index timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            self.leader_read_index(patience).await?;
             return Ok(0);
         }
         let address = address.ok_or("no leader known")?;
@@ -245,6 +241,68 @@ impl Core {
         .map_err(|_| format!("did not apply up to {} in time", reply.read_index))?
         .map_err(|_| "state machine stopped".to_string())?;
         Ok(offset)
+    }
+
+    /// As the leader: a read index (a quorum acknowledged an RPC sent after
+    /// now, and this broker applied up to what was committed then), the
+    /// index returned.
+    ///
+    /// openraft cuts each Raft heartbeat off after one heartbeat interval,
+    /// so where a round trip to a quorum is longer than that, heartbeats
+    /// never bring the acknowledgement, and an idle cluster could never
+    /// confirm a read. If none came within one heartbeat interval, this
+    /// proposes a [`Command::ConfirmLeadership`], which changes nothing: its
+    /// replication (whose deadline is `raft.rpc_timeout_ms`) brings it.
+    pub async fn leader_read_index(&self, patience: Duration) -> Result<u64, String> {
+        let read = self
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex);
+        tokio::pin!(read);
+        let nudge_after = Duration::from_millis(self.config.raft.heartbeat_ms).min(patience);
+        let done = match tokio::time::timeout(nudge_after, &mut read).await {
+            Ok(done) => done,
+            Err(_) => {
+                let skip = self
+                    .env
+                    .faults
+                    .as_ref()
+                    .is_some_and(|f| f.skip_leadership_confirmation());
+                if !skip {
+                    self.confirm_leadership_in_background();
+                }
+                tokio::time::timeout(patience.saturating_sub(nudge_after), read)
+                    .await
+                    .map_err(|_| "read index timed out".to_string())?
+            }
+        };
+        done.map(|read| read.log_id().index())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Propose a `ConfirmLeadership` entry unless one is already on its way.
+    /// Its request id is fixed per broker, so the ledger remembers one.
+    fn confirm_leadership_in_background(&self) {
+        use std::sync::atomic::Ordering;
+        if self.confirming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(request_id) = RequestId::new(format!("confirm-leadership-{}", self.id)) else {
+            self.confirming.store(false, Ordering::Release);
+            return;
+        };
+        let proposal = Proposal {
+            request_id,
+            stamped_at_ms: self.env.clock.now_ms(),
+            command: Command::ConfirmLeadership,
+        };
+        let raft = self.raft.clone();
+        let confirming = self.confirming.clone();
+        tokio::spawn(async move {
+            if let Err(error) = raft.client_write(proposal).await {
+                tracing::debug!(%error, "a leadership confirmation entry was not written");
+            }
+            confirming.store(false, Ordering::Release);
+        });
     }
 
     /// The current leader's id and address, as this node believes.

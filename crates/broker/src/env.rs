@@ -82,6 +82,13 @@ pub trait FaultPoints: Send + Sync + 'static {
     fn restore_leadership_without_vote(&self) -> bool {
         false
     }
+    /// Whether a leader skips the `ConfirmLeadership` entry that completes
+    /// a read index Raft heartbeats cannot (the simulation's broken build
+    /// showing `freshness_liveness` catch verifiers that go stale across
+    /// long round trips).
+    fn skip_leadership_confirmation(&self) -> bool {
+        false
+    }
 }
 
 /// How often a broker with fault points polls `force_snapshot`.

@@ -8,6 +8,8 @@ use lapse_wire::peer::{
     Checkpoint, CheckpointsRequest, CheckpointsResponse, LocalPropagationRequest,
     LocalPropagationResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
 };
+use std::time::Duration;
+
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::SharedCore;
@@ -55,14 +57,14 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let (read_log_id, _) = self
+        let patience = Duration::from_millis(self.core.config.raft.rpc_timeout_ms);
+        let read_index = self
             .core
-            .raft
-            .get_read_log_id(openraft::ReadPolicy::ReadIndex)
+            .leader_read_index(patience)
             .await
             .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
         Ok(Response::new(ReadIndexResponse {
-            read_index: read_log_id.log_id().index(),
+            read_index,
             leader_time_ms: self.core.env.now_ms(),
         }))
     }

@@ -174,6 +174,11 @@ pub enum Command {
         broker: NodeId,
         records: Vec<IssuanceRecord>,
     },
+    /// Changes nothing. A leader whose read index is still waiting for a
+    /// quorum proposes one: its replication carries the acknowledgements
+    /// the read needs when Raft heartbeats cannot (their deadline is the
+    /// heartbeat interval, shorter than a cross-region round trip).
+    ConfirmLeadership,
 }
 
 /// The most audit records one `RecordIssuances` command may carry.
@@ -266,6 +271,7 @@ pub enum Applied {
     },
     JoinTokenCreated,
     JoinTokenConsumed(JoinGrant),
+    LeadershipConfirmed,
 }
 
 /// Why the ledger refused a command. Each maps to a precise client error.

@@ -378,6 +378,7 @@ impl LedgerState {
                     count: records.len(),
                 })
             }
+            Command::ConfirmLeadership => Ok(Applied::LeadershipConfirmed),
             Command::ConsumeJoinToken {
                 token_hash,
                 presented,

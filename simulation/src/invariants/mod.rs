@@ -7,6 +7,7 @@ pub mod committed_keys;
 pub mod convergence;
 pub mod disjoint_leases;
 pub mod epochs_grow;
+pub mod freshness_liveness;
 pub mod replicas_agree;
 pub mod revoked_acceptance;
 

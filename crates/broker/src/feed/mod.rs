@@ -201,10 +201,7 @@ impl FeedHub {
         let forget_ms = self.settings.forget_after_seconds * 1000;
         loop {
             tick.tick().await;
-            match self
-                .confirm_current(period.max(Duration::from_millis(500)))
-                .await
-            {
+            match self.confirm_current(self.confirm_patience(period)).await {
                 Ok(()) => {
                     let epoch = self.current_epoch();
                     *self.last_confirmed.lock().expect("confirm lock") =
@@ -226,6 +223,14 @@ impl FeedHub {
                 .expect("tracker lock")
                 .forget_gone(now, forget_ms);
         }
+    }
+
+    /// How long one confirmation may take: a follower's needs the round
+    /// trip to the leader, the leader's quorum round trip and the wait to
+    /// apply, so it gets the peer RPC deadline (a confirmation that succeeds
+    /// is sent as soon as it does; this only bounds a failing one).
+    fn confirm_patience(&self, period: Duration) -> Duration {
+        period.max(Duration::from_millis(self.core.config.raft.rpc_timeout_ms))
     }
 
     /// Confirm this broker's state is current (see [`Core::confirm_current`])
