@@ -401,6 +401,15 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
             "peer_digest": d.peer_digest,
             "detected_at_ms": d.detected_at_ms,
         })).collect::<Vec<_>>(),
+        "freshness": status.freshness.as_ref().map(|f| json!({
+            "problem": (!f.problem.is_empty()).then_some(&f.problem),
+            "withheld_reason": (!f.withheld_reason.is_empty()).then_some(&f.withheld_reason),
+            "withheld_for_ms": f.withheld_for_ms,
+            "withheld_total": f.withheld_total,
+            "slowest_confirmation_ms": f.slowest_confirmation_ms,
+            "heartbeat_ms": f.heartbeat_ms,
+            "verifier_staleness_ms": f.verifier_staleness_ms,
+        })),
     })
 }
 
@@ -504,6 +513,18 @@ pub async fn status(args: StatusArgs) -> Result<(), Failure> {
         .collect();
     for line in &divergences {
         println!("{line}");
+    }
+    for s in all.iter().flatten() {
+        let Some(f) = &s.freshness else { continue };
+        if !f.withheld_reason.is_empty() {
+            println!(
+                "WITHHELD: node {} has sent its verifiers no heartbeat for {} ms: {}",
+                s.node_id, f.withheld_for_ms, f.withheld_reason
+            );
+        }
+        if !f.problem.is_empty() {
+            println!("STALE RISK: node {}: {}", s.node_id, f.problem);
+        }
     }
     Ok(())
 }

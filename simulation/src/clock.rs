@@ -52,6 +52,12 @@ impl HostClock {
         (EPOCH_MS as i64 + self.offset_ms + stepped + drifted as i64).max(0) as u64
     }
 
+    /// What this host's monotonic clock reads at `elapsed_ms`: it drifts
+    /// with the wall clock (one oscillator drives both) but never steps.
+    pub fn monotonic(&self, elapsed_ms: f64) -> f64 {
+        elapsed_ms * (1.0 + self.drift_ppm / 1e6)
+    }
+
     /// How far this clock is from true time at `elapsed_ms`, in ms.
     pub fn error_ms(&self, elapsed_ms: f64) -> i64 {
         self.read(elapsed_ms) as i64 - (EPOCH_MS as i64 + elapsed_ms as i64)
@@ -65,19 +71,48 @@ pub fn elapsed_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Steps of one host's wall clock made by `step_clock` faults while the
+/// run goes: (true ms since start, step in ms). Shared by every process
+/// the host runs, across restarts: the clock belongs to the machine.
+pub type LateSteps = Arc<std::sync::Mutex<Vec<(f64, i64)>>>;
+
 /// A host clock readable by the broker and the verifier.
 #[derive(Debug, Clone)]
-pub struct SimClock(pub Arc<HostClock>);
+pub struct SimClock {
+    pub host: Arc<HostClock>,
+    pub late_steps: LateSteps,
+}
+
+impl SimClock {
+    fn wall(&self) -> u64 {
+        let elapsed = elapsed_ms();
+        let late: i64 = self
+            .late_steps
+            .lock()
+            .expect("clock lock")
+            .iter()
+            .filter(|(at, _)| *at <= elapsed)
+            .map(|(_, by)| by)
+            .sum();
+        (self.host.read(elapsed) as i64 + late).max(0) as u64
+    }
+}
 
 impl lapse_broker::Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        self.0.read(elapsed_ms())
+        self.wall()
+    }
+    fn monotonic_ms(&self) -> f64 {
+        self.host.monotonic(elapsed_ms())
     }
 }
 
 impl lapse_verifier::clock::Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        self.0.read(elapsed_ms())
+        self.wall()
+    }
+    fn monotonic_ms(&self) -> f64 {
+        self.host.monotonic(elapsed_ms())
     }
 }
 

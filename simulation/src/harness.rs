@@ -23,13 +23,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
-use crate::clock::{EPOCH_MS, HostClock, SimClock, elapsed_ms};
+use crate::clock::{EPOCH_MS, HostClock, LateSteps, SimClock, elapsed_ms};
 use crate::invariants::acked_revocations::{self, Outcome};
 use crate::invariants::convergence::{self, VerifierEnd};
 use crate::invariants::disjoint_leases::LeaseBook;
 use crate::invariants::replicas_agree::ReplicaDigests;
+use crate::invariants::valid_acceptance::{self, Life};
 use crate::invariants::{
-    Violation, committed_keys, epochs_grow, freshness_liveness, revoked_acceptance,
+    Violation, committed_keys, epochs_grow, expired_acceptance, freshness_liveness,
+    revoked_acceptance,
 };
 use crate::net::{self, BROKER_PORT, SeededEntropy, SimDialer};
 use crate::scenario::{BrokerSpec, FaultAction, Scenario, client_host};
@@ -58,6 +60,8 @@ pub enum Variant {
     /// Leaders confirm reads with Raft heartbeats only, which never answer
     /// in time when a round trip is longer than the heartbeat interval.
     HeartbeatOnlyReads,
+    /// Brokers take cluster time from the raw wall clock, steps and all.
+    WallClockTime,
 }
 
 /// What one run produced.
@@ -94,6 +98,8 @@ pub struct Counts {
     pub accepted: u64,
     pub rejected_revoked: u64,
     pub rejected_stale: u64,
+    /// Refused after the credential's lifetime had passed in true time.
+    pub rejected_expired: u64,
     pub rejected_other: u64,
     pub faults: u64,
 }
@@ -102,6 +108,11 @@ struct Issued {
     region: String,
     index: u64,
     token: String,
+    /// True ms when the request left and when the answer came: the
+    /// credential was signed in between.
+    sent_ms: f64,
+    issued_ms: f64,
+    ttl_ms: u64,
 }
 
 struct BrokerHandle {
@@ -117,6 +128,8 @@ struct VerifierHandle {
     /// then reach it in its first snapshot and are not propagation samples
     /// (as in the brokers' own measurement).
     started_ms: f64,
+    /// Whether it was fresh when last looked at, for the trace.
+    fresh: Option<bool>,
 }
 
 #[derive(Default)]
@@ -124,6 +137,19 @@ struct FaultState {
     drop_feed: f64,
     delay_apply_ms: u64,
     snapshot: BTreeSet<u64>,
+    /// Faults in force now (cuts, loss, latency, ...).
+    active: BTreeSet<String>,
+    /// Brokers crashed and not yet running again.
+    down: BTreeSet<u64>,
+    /// True ms when the last fault began or ended.
+    last_change_ms: f64,
+}
+
+impl FaultState {
+    /// Since when no fault has been active, if none is.
+    fn calm_since_ms(&self) -> Option<f64> {
+        (self.active.is_empty() && self.down.is_empty()).then_some(self.last_change_ms)
+    }
 }
 
 /// State shared by every host of a run and the driver. Turmoil runs every
@@ -155,6 +181,11 @@ struct Shared {
     /// Each verifier's state just before the end, reported from its host
     /// (its staleness is measured on that host's clock).
     verifier_ends: Mutex<Vec<VerifierEnd>>,
+    /// Wall-clock steps made by `step_clock` faults, per host.
+    late_steps: Mutex<BTreeMap<String, LateSteps>>,
+    /// Indices whose revocation a client attempted (noted before the
+    /// request leaves, so an answer still in flight counts).
+    revoke_attempted: Mutex<BTreeSet<u64>>,
 }
 
 impl Shared {
@@ -205,7 +236,17 @@ impl Shared {
     }
 
     fn clock(&self, host: &str) -> SimClock {
-        SimClock(Arc::new(HostClock::for_host(host, &self.scenario.clocks)))
+        let late_steps = self
+            .late_steps
+            .lock()
+            .expect("lock")
+            .entry(host.to_owned())
+            .or_default()
+            .clone();
+        SimClock {
+            host: Arc::new(HostClock::for_host(host, &self.scenario.clocks)),
+            late_steps,
+        }
     }
 }
 
@@ -238,6 +279,14 @@ impl FaultPoints for BrokerFaults {
 
     fn skip_leadership_confirmation(&self) -> bool {
         self.shared.variant == Variant::HeartbeatOnlyReads
+    }
+
+    fn note(&self, event: &str) {
+        self.shared.note(&format!("b{}", self.id), event);
+    }
+
+    fn raw_wall_clock(&self) -> bool {
+        self.shared.variant == Variant::WallClockTime
     }
 
     fn force_snapshot(&self) -> bool {
@@ -282,7 +331,26 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
         policy_ready: AtomicBool::new(false),
         driver_ms: Mutex::new(0.0),
         verifier_ends: Mutex::default(),
+        late_steps: Mutex::default(),
+        revoke_attempted: Mutex::default(),
     });
+    // The clocks the run starts with, so a trace can be read on its own
+    // (a swarm scenario is drawn from the seed, not written down).
+    for spec in &scenario.clocks {
+        shared.note(
+            "clock",
+            format_args!(
+                "{:?}: offset {} ms, drift {} ppm, steps {:?}",
+                spec.hosts,
+                spec.offset_ms,
+                spec.drift_ppm,
+                spec.steps
+                    .iter()
+                    .map(|s| (s.at_s, s.by_ms))
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
     let data_dir = tempfile::tempdir().expect("a temporary directory");
     let total = Duration::from_secs(scenario.duration_s + scenario.settle_s);
     let latency = scenario.topology.latency_ms;
@@ -472,6 +540,7 @@ async fn broker_host(
             id: spec.id,
             rng: Mutex::new(StdRng::seed_from_u64(host_seed ^ 1)),
         })),
+        steps: Arc::default(),
     };
     let storage = shared.storage[&spec.id].clone();
     let broker = Broker::start_with(
@@ -488,6 +557,12 @@ async fn broker_host(
         format_args!("started (incarnation {incarnation})"),
     );
     let view = broker.core().view.clone();
+    {
+        let mut faults = shared.faults.lock().expect("fault lock");
+        if faults.down.remove(&spec.id) {
+            faults.last_change_ms = elapsed_ms();
+        }
+    }
     shared.brokers.lock().expect("broker lock").insert(
         spec.id,
         BrokerHandle {
@@ -569,9 +644,18 @@ async fn verifier_host(
 ) -> turmoil::Result {
     let incarnation = shared.next_incarnation(&host);
     let timeout = Duration::from_millis(shared.scenario.workload.request_timeout_ms);
-    // One connection per broker for the whole host, as `lapse verifier
-    // --count` does.
-    let channels: Vec<Channel> = brokers.iter().map(|b| net::channel(b, timeout)).collect();
+    // One connection per broker for the whole host, set up as a verifier
+    // sets up its own (keepalive pings find a connection that died).
+    let mut endpoint_config = FollowConfig::new(brokers.clone(), host.clone());
+    endpoint_config.connect_timeout = timeout;
+    let channels: Vec<Channel> = brokers
+        .iter()
+        .map(|b| {
+            let endpoint = lapse_verifier::feed_endpoint(b, &endpoint_config)
+                .expect("simulation addresses are valid URIs");
+            net::dial(endpoint)
+        })
+        .collect();
     let clock = Arc::new(shared.clock(&host));
     for n in 0..count {
         let id = format!("{host}/{n}");
@@ -580,6 +664,7 @@ async fn verifier_host(
                 staleness: Duration::from_millis(shared.scenario.verifier.staleness_ms),
                 fail_open: shared.scenario.verifier.fail_open
                     || shared.variant == Variant::VerifierIgnoresStaleness,
+                leeway_seconds: shared.scenario.verifier.leeway_s,
                 ..VerifyConfig::default()
             },
             clock.clone(),
@@ -590,6 +675,7 @@ async fn verifier_host(
                 verifier: verifier.clone(),
                 last_epoch: 0,
                 started_ms: elapsed_ms(),
+                fresh: None,
             },
         );
         let on_apply = {
@@ -668,18 +754,26 @@ fn on_verifier_epoch(shared: &Shared, id: &str, epoch: u64) {
 async fn verify_loop(shared: Arc<Shared>, id: String, verifier: Verifier, mut rng: StdRng) {
     let every = Duration::from_millis(shared.scenario.workload.verify_every_ms);
     let bound = shared.accept_bound_ms();
+    let bounds = shared.scenario.bounds.clone();
+    let leeway_ms = verifier.config().leeway_seconds * 1000;
+    let settle_ms = bounds.fresh_after_s as f64 * 1000.0;
     loop {
         tokio::time::sleep(every).await;
         // A few credentials: any issued one, and one whose revocation was
         // acknowledged (the ones the invariant is about).
-        let picks: Vec<(u64, String)> = {
+        let picks: Vec<(u64, String, Life)> = {
             let issued = shared.issued.lock().expect("lock");
             let outcomes = shared.outcomes.lock().expect("lock");
+            let life = |c: &Issued| Life {
+                sent_ms: c.sent_ms,
+                issued_ms: c.issued_ms,
+                ttl_ms: c.ttl_ms,
+            };
             let mut picks = Vec::new();
             if !issued.is_empty() {
                 for _ in 0..2 {
                     let c = &issued[rng.gen_range(0..issued.len())];
-                    picks.push((c.index, c.token.clone()));
+                    picks.push((c.index, c.token.clone(), life(c)));
                 }
                 let revoked: Vec<&Issued> = issued
                     .iter()
@@ -687,17 +781,18 @@ async fn verify_loop(shared: Arc<Shared>, id: String, verifier: Verifier, mut rn
                     .collect();
                 if !revoked.is_empty() {
                     let c = revoked[rng.gen_range(0..revoked.len())];
-                    picks.push((c.index, c.token.clone()));
+                    picks.push((c.index, c.token.clone(), life(c)));
                 }
             }
             picks
         };
-        for (index, token) in picks {
+        let fresh = note_freshness(&shared, &id, &verifier);
+        for (index, token, life) in picks {
             let result = verifier.verify(&token, &Expect::default());
             let now = elapsed_ms();
             let mut counts = shared.counts.lock().expect("lock");
             counts.verifications += 1;
-            match result {
+            let refusal = match &result {
                 Ok(_) => {
                     counts.accepted += 1;
                     drop(counts);
@@ -712,25 +807,87 @@ async fn verify_loop(shared: Arc<Shared>, id: String, verifier: Verifier, mut rn
                     {
                         shared.violate(violation);
                     }
+                    let deadline = expired_acceptance::deadline_ms(
+                        life.issued_ms,
+                        life.ttl_ms,
+                        leeway_ms,
+                        bounds.skew_allowance_ms,
+                    );
+                    if let Some(violation) = expired_acceptance::check(&id, index, now, deadline) {
+                        shared.violate(violation);
+                    }
+                    continue;
                 }
-                Err(lapse_verifier::Rejection::Revoked { .. }) => counts.rejected_revoked += 1,
+                Err(lapse_verifier::Rejection::Revoked { .. }) => {
+                    counts.rejected_revoked += 1;
+                    result.err()
+                }
                 Err(lapse_verifier::Rejection::Stale { .. }) => {
                     counts.rejected_stale += 1;
                     drop(counts);
-                    let bounds = &shared.scenario.bounds;
-                    if let Some(violation) = freshness_liveness::check(
-                        &id,
-                        now,
-                        bounds.fresh_after_s as f64 * 1000.0,
-                        !shared.scenario.faults.is_empty(),
-                    ) {
+                    let calm = shared.faults.lock().expect("lock").calm_since_ms();
+                    if let Some(violation) = freshness_liveness::check(&id, now, calm, settle_ms) {
                         shared.violate(violation);
                     }
+                    continue;
                 }
-                Err(_) => counts.rejected_other += 1,
+                Err(_) if now > life.sent_ms + life.ttl_ms as f64 => {
+                    counts.rejected_expired += 1;
+                    continue;
+                }
+                Err(_) => {
+                    counts.rejected_other += 1;
+                    result.err()
+                }
+            };
+            let Some(refusal) = refusal else { continue };
+            let unrevoked = !shared
+                .revoke_attempted
+                .lock()
+                .expect("lock")
+                .contains(&index)
+                && !shared
+                    .first_applied
+                    .lock()
+                    .expect("lock")
+                    .contains_key(&index);
+            if fresh && unrevoked {
+                let window = valid_acceptance::window(life, bound, bounds.skew_allowance_ms);
+                if let Some(violation) =
+                    valid_acceptance::check(&id, index, now, window, &refusal.to_string())
+                {
+                    shared.violate(violation);
+                }
             }
         }
     }
+}
+
+/// Whether `verifier` is fresh now; a change since the last look goes in
+/// the trace with the verifier's own reason.
+fn note_freshness(shared: &Shared, id: &str, verifier: &Verifier) -> bool {
+    let status = verifier.status();
+    let was = {
+        let mut verifiers = shared.verifiers.lock().expect("lock");
+        verifiers
+            .get_mut(id)
+            .and_then(|h| h.fresh.replace(status.fresh))
+    };
+    if was != Some(status.fresh) {
+        match (&status.stale_reason, was) {
+            (Some(reason), Some(true)) => shared.note(id, format_args!("fresh -> stale: {reason}")),
+            (None, _) => shared.note(
+                id,
+                format_args!(
+                    "{}fresh (heartbeat from broker {})",
+                    if was.is_some() { "stale -> " } else { "" },
+                    status.heartbeat_broker_id.unwrap_or(0)
+                ),
+            ),
+            (Some(_), _) => {}
+        }
+    }
+    status.fresh
 }
 
 fn admin<T>(message: T) -> tonic::Request<T> {
@@ -879,10 +1036,11 @@ async fn client(
         let target = preferred % channels.len();
         if next_issue <= next_revoke {
             next_issue += issue_every;
+            let sent_ms = elapsed_ms();
             let request = RefreshRequest {
                 credential: seed_credential.credential.clone(),
                 dpop_proof: String::new(),
-                ttl_seconds: 3600,
+                ttl_seconds: workload.credential_ttl_s,
                 audiences: vec![],
                 scopes: vec![],
             };
@@ -894,7 +1052,13 @@ async fn client(
             match answer {
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
-                    on_issued(&shared, &host, &brokers[target], &region, reply);
+                    let ttl_ms = workload.credential_ttl_s * 1000;
+                    on_issued(
+                        &shared,
+                        (&host, &brokers[target], &region),
+                        reply,
+                        (sent_ms, ttl_ms),
+                    );
                 }
                 _ => {
                     shared.counts.lock().expect("lock").issue_failures += 1;
@@ -914,6 +1078,7 @@ async fn client(
                 (!mine.is_empty()).then(|| mine[rng.gen_range(0..mine.len())])
             };
             let Some(index) = candidate else { continue };
+            shared.revoke_attempted.lock().expect("lock").insert(index);
             revoke_serial += 1;
             let request = admin(pb::RevokeRequest {
                 request_id: format!("sim-{region}-{revoke_serial}"),
@@ -970,10 +1135,9 @@ fn definite_refusal(code: tonic::Code) -> bool {
 
 fn on_issued(
     shared: &Shared,
-    host: &str,
-    broker_address: &str,
-    region: &str,
+    (host, broker_address, region): (&str, &str, &str),
     reply: lapse_wire::issuer::IssueResponse,
+    (sent_ms, ttl_ms): (f64, u64),
 ) {
     let now = elapsed_ms();
     let broker_id: u64 = broker_address
@@ -1022,6 +1186,9 @@ fn on_issued(
         region: region.to_owned(),
         index: reply.status_index,
         token: reply.credential,
+        sent_ms,
+        issued_ms: now,
+        ttl_ms,
     });
 }
 
@@ -1088,9 +1255,16 @@ fn run_deferred(sim: &mut turmoil::Sim<'_>, shared: &Shared, step: DeferredStep)
         }
         DeferredStep::Restart(host) => {
             restart(sim, &host);
+            shared
+                .faults
+                .lock()
+                .expect("lock")
+                .active
+                .remove("mid_append");
             format!("restart {host}")
         }
     };
+    shared.faults.lock().expect("lock").last_change_ms = shared.now_ms();
     shared.note("fault", described);
 }
 
@@ -1226,8 +1400,83 @@ fn apply_fault(
             }
             None => "snapshot: no leader known; nothing done".into(),
         },
+        FaultAction::StepClock { target, by_ms } => {
+            let host = if target.starts_with("v-") {
+                Some(target.clone())
+            } else {
+                resolve_target(shared, target)
+            };
+            match host {
+                Some(host) => {
+                    shared
+                        .late_steps
+                        .lock()
+                        .expect("lock")
+                        .entry(host.clone())
+                        .or_default()
+                        .lock()
+                        .expect("clock lock")
+                        .push((now_ms, *by_ms));
+                    format!("the wall clock of {host} steps by {by_ms} ms")
+                }
+                None => "step_clock: no leader known; nothing done".into(),
+            }
+        }
     };
+    note_activity(shared, action, now_ms);
     shared.note("fault", described);
+}
+
+/// Keep track of which faults are in force, for `freshness_liveness`.
+fn note_activity(shared: &Shared, action: &FaultAction, now_ms: f64) {
+    let mut faults = shared.faults.lock().expect("lock");
+    let active = &mut faults.active;
+    match action {
+        FaultAction::Isolate { .. }
+        | FaultAction::Partition { .. }
+        | FaultAction::CutRegion { .. } => {
+            active.insert("cut".into());
+        }
+        FaultAction::Loss { .. } => {
+            active.insert("loss".into());
+        }
+        FaultAction::DropFeed { .. } => {
+            active.insert("drop_feed".into());
+        }
+        FaultAction::DelayApply { .. } => {
+            active.insert("delay_apply".into());
+        }
+        FaultAction::Heal => {
+            for kind in ["cut", "loss", "drop_feed", "delay_apply"] {
+                active.remove(kind);
+            }
+        }
+        FaultAction::LatencySpike { .. } => {
+            active.insert("latency".into());
+        }
+        FaultAction::LatencyNormal => {
+            active.remove("latency");
+        }
+        FaultAction::SlowVerifier { host, .. } => {
+            active.insert(format!("slow {host}"));
+        }
+        FaultAction::CrashLeaderMidAppend { .. } => {
+            // Until its deferred restart: a leader whose disk holds its
+            // flushes, then a crashed one.
+            active.insert("mid_append".into());
+        }
+        // Crashes are tracked by the brokers that are down (see `crash`
+        // and `broker_host`).
+        FaultAction::Crash { .. }
+        | FaultAction::CrashAll
+        | FaultAction::Restart { .. }
+        | FaultAction::RestartAll
+        | FaultAction::Snapshot { .. } => {}
+        // A clock step is not given time to settle: verifiers must stay
+        // fresh through it.
+        FaultAction::StepClock { .. } => return,
+    }
+    faults.last_change_ms = now_ms;
 }
 
 fn crash(sim: &mut turmoil::Sim<'_>, shared: &Shared, host: &str) {
@@ -1236,6 +1485,7 @@ fn crash(sim: &mut turmoil::Sim<'_>, shared: &Shared, host: &str) {
     }
     sim.crash(host);
     if let Some(id) = broker_id_of(host) {
+        shared.faults.lock().expect("lock").down.insert(id);
         shared.brokers.lock().expect("lock").remove(&id);
         if let Some(storage) = shared.storage.get(&id) {
             storage.crash();

@@ -88,6 +88,11 @@ pub struct Workload {
     /// How long a client waits for an answer before counting the request
     /// as unknown.
     pub request_timeout_ms: u64,
+    /// Lifetime of the credentials the clients refresh (the seed
+    /// credential each client starts from always lives an hour). Shorter
+    /// than the run, credentials expire during it and `expired_acceptance`
+    /// has something to judge.
+    pub credential_ttl_s: u64,
 }
 
 impl Default for Workload {
@@ -97,6 +102,7 @@ impl Default for Workload {
             revoke_every_ms: 400,
             verify_every_ms: 200,
             request_timeout_ms: 3_000,
+            credential_ttl_s: 3_600,
         }
     }
 }
@@ -109,6 +115,9 @@ pub struct VerifierSettings {
     /// Accept while stale (a deliberately unsafe setting; the invariants
     /// catch it).
     pub fail_open: bool,
+    /// Allowed difference between `exp`/`nbf` and cluster time, seconds
+    /// (`lapse verifier --leeway`).
+    pub leeway_s: u64,
 }
 
 impl Default for VerifierSettings {
@@ -116,6 +125,7 @@ impl Default for VerifierSettings {
         Self {
             staleness_ms: 2_000,
             fail_open: false,
+            leeway_s: 30,
         }
     }
 }
@@ -130,8 +140,10 @@ pub struct Bounds {
     /// Added as well: the time a heartbeat may spend between its read-index
     /// confirmation and its arrival (network latency and scheduling).
     pub delivery_allowance_ms: u64,
-    /// In a scenario without faults, no verification may be refused as
-    /// stale after this many seconds from the start (`freshness_liveness`).
+    /// The settle time of `freshness_liveness`: once this many seconds
+    /// have passed since the start or since the last fault ended (a heal,
+    /// a restart, a clock step), with no fault active, no verification may
+    /// be refused as stale.
     pub fresh_after_s: u64,
 }
 
@@ -244,6 +256,13 @@ pub enum FaultAction {
     /// The target builds a Raft snapshot.
     Snapshot {
         target: String,
+    },
+    /// The target host's wall clock jumps by `by_ms` (an NTP step; negative
+    /// is backwards). Its monotonic clock does not move. `target` is a
+    /// broker, `"leader"`, or a verifier host.
+    StepClock {
+        target: String,
+        by_ms: i64,
     },
 }
 
@@ -417,6 +436,7 @@ impl Scenario {
                 | FaultAction::Crash { target }
                 | FaultAction::Restart { target }
                 | FaultAction::Snapshot { target }
+                | FaultAction::StepClock { target, .. }
                     if !known_target(target)
                         || (target.starts_with("v-") && !hosts.contains(target)) =>
                 {
@@ -447,6 +467,9 @@ impl Scenario {
                     "crash_leader_mid_append: hold_ms is at most 10000, restart_after_ms at most 60000"
                         .into(),
                 ),
+                FaultAction::StepClock { by_ms, .. } if by_ms.unsigned_abs() > 86_400_000 => {
+                    Some("step_clock: by_ms is at most a day either way".into())
+                }
                 _ => None,
             };
             if let Some(problem) = problem {

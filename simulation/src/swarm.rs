@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::scenario::{
-    Bounds, ClockSpec, Fault, FaultAction, LatencyRange, Region, Scenario, Topology,
+    Bounds, ClockSpec, Fault, FaultAction, LatencyRange, Region, RegionLink, Scenario, Topology,
     VerifierSettings, Workload,
 };
 
@@ -26,15 +26,41 @@ pub fn generate(seed: u64) -> Scenario {
             verifier_hosts: rng.gen_range(1..=2),
         })
         .collect();
+    // Voters round-robin over the regions (a quorum then spans regions
+    // whenever there are two or more), or all but one in the first.
+    let spread = rng.gen_bool(0.7);
     for n in 0..voters_total as usize {
-        regions[n % region_count].voters += 1;
+        let region = if spread || n + 1 == voters_total as usize {
+            n % region_count
+        } else {
+            0
+        };
+        regions[region].voters += 1;
     }
     if rng.gen_bool(0.3) {
         let last = regions.len() - 1;
         regions[last].learners = 1;
     }
     let duration_s = rng.gen_range(15..=30u64);
-    let staleness_ms = rng.gen_range(1_000..=3_000u64);
+    // Half the draws put the regions far apart (up to 250 ms one way).
+    let mut links = Vec::new();
+    if region_count > 1 && rng.gen_bool(0.5) {
+        for a in 0..region_count {
+            for b in a + 1..region_count {
+                links.push(RegionLink {
+                    between: [names[a].into(), names[b].into()],
+                    latency_ms: rng.gen_range(20..=250),
+                });
+            }
+        }
+    }
+    // The freshness rule: the heartbeat interval, the confirmation's round
+    // trips (to the leader and the leader's quorum, about five one-way
+    // trips) and the Raft heartbeat the leader waits before a no-op entry
+    // fit in the staleness bound. Draw bounds that keep it.
+    let longest = links.iter().map(|l| l.latency_ms).max().unwrap_or(20);
+    let least = (6 * longest + 600).max(1_000);
+    let staleness_ms = rng.gen_range(least..=least.max(3_000));
     let mut scenario = Scenario {
         name: format!("swarm-{seed}"),
         description: "drawn from the seed".into(),
@@ -46,17 +72,20 @@ pub fn generate(seed: u64) -> Scenario {
                 min: 1,
                 max: rng.gen_range(2..=20),
             },
-            links: vec![],
+            links,
         },
         workload: Workload::default(),
         verifier: VerifierSettings {
             staleness_ms,
             fail_open: false,
+            ..VerifierSettings::default()
         },
         bounds: Bounds {
             skew_allowance_ms: 0,
-            delivery_allowance_ms: 1_000,
-            ..Bounds::default()
+            delivery_allowance_ms: 1_000 + 2 * longest,
+            // Long links slow recovery after a fault: elections, catching
+            // up and moving verifiers each take a few round trips.
+            fresh_after_s: 5 + longest / 50,
         },
         clocks: vec![],
         faults: vec![],
@@ -84,7 +113,7 @@ pub fn generate(seed: u64) -> Scenario {
         } else {
             brokers[rng.gen_range(0..brokers.len())].clone()
         };
-        let action = match rng.gen_range(0..9) {
+        let action = match rng.gen_range(0..10) {
             0 => FaultAction::Isolate { target },
             1 => {
                 let region = scenario.topology.regions
@@ -107,6 +136,10 @@ pub fn generate(seed: u64) -> Scenario {
                 ms: rng.gen_range(10..=200),
             },
             6 => FaultAction::Snapshot { target },
+            9 => FaultAction::StepClock {
+                target,
+                by_ms: rng.gen_range(-120_000..=120_000),
+            },
             7 => FaultAction::CrashLeaderMidAppend {
                 hold_ms: rng.gen_range(20..=300),
                 restart_after_ms: rng.gen_range(0..=500),

@@ -70,3 +70,17 @@ fn reads_confirmed_by_raft_heartbeats_alone_leave_wan_verifiers_stale_and_are_ca
         broken.violations
     );
 }
+
+#[test]
+fn cluster_time_read_from_a_stepping_wall_clock_refuses_valid_credentials_and_is_caught() {
+    // The leader's clock jumps two minutes forward: with its steps not
+    // taken out, cluster time jumps with it and credentials with 10 s
+    // left look expired to every verifier.
+    let scenario = Scenario::load(Path::new("scenarios/leader-clock-step.toml")).unwrap();
+    let broken = lapse_sim::run(&scenario, 1, Variant::WallClockTime);
+    assert!(
+        violated(&broken).contains(&"valid_acceptance"),
+        "expected valid_acceptance, got {:?}",
+        broken.violations
+    );
+}

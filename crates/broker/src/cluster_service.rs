@@ -421,6 +421,7 @@ impl Cluster for ClusterService {
                     detected_at_ms: d.detected_at_ms,
                 })
                 .collect(),
+            freshness: Some(freshness_message(self.feed.freshness_report())),
         }))
     }
 
@@ -490,7 +491,7 @@ impl Cluster for ClusterService {
         };
         let secret: [u8; 32] = self.core.env.random_bytes();
         let token = format!("lapse-join-{}", hex::encode(secret));
-        let expires_at_ms = self.core.env.clock.now_ms() + ttl_seconds * 1000;
+        let expires_at_ms = self.core.confirmed_cluster_now().await? + ttl_seconds * 1000;
         let command = Command::CreateJoinToken {
             token_hash: Sha256::digest(token.as_bytes()).into(),
             grant,
@@ -926,5 +927,17 @@ impl Cluster for ClusterService {
             regions,
             unreachable_brokers,
         }))
+    }
+}
+
+fn freshness_message(report: crate::feed::freshness::FreshnessReport) -> pb::Freshness {
+    pb::Freshness {
+        problem: report.problem.unwrap_or_default(),
+        withheld_reason: report.withheld_reason.unwrap_or_default(),
+        withheld_for_ms: report.withheld_for_ms,
+        withheld_total: report.withheld_total,
+        slowest_confirmation_ms: report.slowest_confirmation_ms,
+        heartbeat_ms: report.heartbeat_ms,
+        verifier_staleness_ms: report.verifier_staleness_ms,
     }
 }

@@ -243,6 +243,11 @@ pub struct FeedConfig {
     pub send_timeout_ms: u64,
     /// How long a disconnected verifier stays in propagation reports.
     pub forget_after_seconds: u64,
+    /// The staleness bound this broker's verifiers use (`lapse verifier
+    /// --staleness`). The broker does not enforce it; it checks that its
+    /// heartbeats and measured round trips can keep such verifiers fresh,
+    /// and says so in `lapse status` and `/metrics` when they cannot.
+    pub verifier_staleness_ms: u64,
 }
 
 impl Default for FeedConfig {
@@ -254,6 +259,7 @@ impl Default for FeedConfig {
             subscriber_queue: 16,
             send_timeout_ms: 10_000,
             forget_after_seconds: 600,
+            verifier_staleness_ms: 2_000,
         }
     }
 }
@@ -395,6 +401,7 @@ impl BrokerConfig {
             || feed.buffered_updates == 0
             || feed.subscriber_queue == 0
             || feed.send_timeout_ms == 0
+            || feed.verifier_staleness_ms == 0
         {
             return invalid("every [feed] setting must be above zero".into());
         }

@@ -27,6 +27,8 @@ pub struct Core {
     pub config: BrokerConfig,
     /// Divergences from peers found by comparing checkpoint digests.
     pub replicas: Arc<crate::replica_check::ReplicaCheck>,
+    /// Cluster time as this broker knows it (see [`crate::time`]).
+    pub clock: crate::time::ClusterClock,
     /// A `ConfirmLeadership` entry is being written.
     confirming: Arc<std::sync::atomic::AtomicBool>,
     digest_cache: Mutex<Option<(Option<u64>, Sha256Digest)>>,
@@ -65,6 +67,7 @@ impl Core {
             secret,
             config,
             replicas: Arc::default(),
+            clock: Default::default(),
             confirming: Arc::default(),
             digest_cache: Mutex::new(None),
         }
@@ -143,7 +146,7 @@ impl Core {
     ) -> Result<Response, LocalWrite> {
         let proposal = Proposal {
             request_id,
-            stamped_at_ms: self.env.clock.now_ms(),
+            stamped_at_ms: self.cluster_now(),
             command,
         };
         // The write runs in its own task: a client that disconnects cannot
@@ -213,13 +216,14 @@ impl Core {
 
     /// Confirm that this broker's applied state holds everything committed
     /// before now: on the leader a read index, elsewhere the leader's read
-    /// index and then waiting to apply up to it. Returns the leader's clock
-    /// minus this broker's (0 on the leader), estimated from the round trip.
-    pub async fn confirm_current(&self, patience: Duration) -> Result<i64, String> {
+    /// index and then waiting to apply up to it. Keeps the leader's local
+    /// time, estimated from the round trip, for cluster time.
+    pub async fn confirm_current(&self, patience: Duration) -> Result<(), String> {
         let (leader, address) = self.leader();
         if leader == Some(self.id) {
             self.leader_read_index(patience).await?;
-            return Ok(0);
+            self.clock.set_leader_offset(0);
+            return Ok(());
         }
         let address = address.ok_or("no leader known")?;
         let mut client = self.channels.peer_client(&address)?;
@@ -240,7 +244,32 @@ impl Core {
         .await
         .map_err(|_| format!("did not apply up to {} in time", reply.read_index))?
         .map_err(|_| "state machine stopped".to_string())?;
-        Ok(offset)
+        self.clock.set_leader_offset(offset);
+        Ok(())
+    }
+
+    /// Cluster time for what is stamped with it (credentials, keys, join
+    /// tokens): a broker that has not yet measured the leader's clock
+    /// confirms with the leader first, so a broker whose own clock is off
+    /// never stamps its own time in the first moments after it starts.
+    pub async fn confirmed_cluster_now(&self) -> Result<u64, Status> {
+        if !self.clock.measured() {
+            let patience = Duration::from_millis(self.config.raft.rpc_timeout_ms);
+            self.confirm_current(patience).await.map_err(|e| {
+                Status::unavailable(format!(
+                    "cluster time is not known yet (cannot confirm with the leader: {e}); retry shortly"
+                ))
+            })?;
+        }
+        Ok(self.cluster_now())
+    }
+
+    /// Cluster time now (see [`crate::time`]): the leader's local time as
+    /// this broker last measured it, never behind the ledger's stamps.
+    pub fn cluster_now(&self) -> u64 {
+        let stamped = self.view.read(|a| a.ledger.cluster_time_ms);
+        self.clock
+            .now_ms(self.env.now_ms(), self.env.monotonic_ms(), stamped)
     }
 
     /// As the leader: a read index (a quorum acknowledged an RPC sent after
@@ -292,7 +321,7 @@ impl Core {
         };
         let proposal = Proposal {
             request_id,
-            stamped_at_ms: self.env.clock.now_ms(),
+            stamped_at_ms: self.cluster_now(),
             command: Command::ConfirmLeadership,
         };
         let raft = self.raft.clone();

@@ -9,6 +9,17 @@ use std::sync::Arc;
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+    /// A clock that never steps: ms since an arbitrary origin, running at
+    /// the same rate as the wall clock. Used to take the wall clock's
+    /// steps out (see [`crate::time`]).
+    fn monotonic_ms(&self) -> f64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1000.0
+    }
 }
 
 /// The operating system's clock.
@@ -89,6 +100,14 @@ pub trait FaultPoints: Send + Sync + 'static {
     fn skip_leadership_confirmation(&self) -> bool {
         false
     }
+    /// Whether cluster time reads the raw wall clock, steps and all (the
+    /// simulation's broken build showing `valid_acceptance` catch it).
+    fn raw_wall_clock(&self) -> bool {
+        false
+    }
+    /// Something a simulation's trace should show (heartbeats withheld and
+    /// resumed, with their reason).
+    fn note(&self, _event: &str) {}
 }
 
 /// How often a broker with fault points polls `force_snapshot`.
@@ -101,11 +120,23 @@ pub struct Env {
     pub entropy: Arc<dyn Entropy>,
     pub dialer: Arc<dyn Dialer>,
     pub faults: Option<Arc<dyn FaultPoints>>,
+    /// Takes the clock's steps out of [`Env::now_ms`].
+    pub steps: Arc<crate::time::StepGuard>,
 }
 
 impl Env {
+    /// Local time: the wall clock with its steps taken out (see
+    /// [`crate::time`]).
     pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+        if self.faults.as_ref().is_some_and(|f| f.raw_wall_clock()) {
+            return self.clock.now_ms();
+        }
+        self.steps.now_ms(&*self.clock)
+    }
+
+    /// The monotonic clock, ms since an arbitrary origin.
+    pub fn monotonic_ms(&self) -> f64 {
+        self.clock.monotonic_ms()
     }
 
     pub fn random_bytes<const N: usize>(&self) -> [u8; N] {
@@ -122,6 +153,7 @@ impl Default for Env {
             entropy: Arc::new(OsEntropy),
             dialer: Arc::new(TcpDialer),
             faults: None,
+            steps: Arc::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod node;
 pub mod peer_service;
 pub mod peers;
 pub mod replica_check;
+pub mod time;
 
 pub use cluster_service::{REFUSAL_HEADER, refusal_status};
 pub use config::{BrokerConfig, Member};

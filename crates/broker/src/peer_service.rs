@@ -65,7 +65,7 @@ impl RaftPeer for PeerService {
             .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
         Ok(Response::new(ReadIndexResponse {
             read_index,
-            leader_time_ms: self.core.env.now_ms(),
+            leader_time_ms: self.core.cluster_now(),
         }))
     }
 
@@ -116,6 +116,20 @@ impl RaftPeer for PeerService {
             .core
             .raft
             .vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        reply(&answer)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc = decode(&request.into_inner().payload).map_err(|e| malformed("pre-vote", e))?;
+        let answer = self
+            .core
+            .raft
+            .pre_vote(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&answer)

@@ -93,8 +93,13 @@ impl PeerChannels {
             .map_err(|e| format!("bad peer address {address:?}: {e}"))?
             .connect_timeout(self.rpc_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+            // A connection that stopped carrying anything (a path that
+            // broke mid-stream) is found by its missing ping answer and
+            // replaced within two RPC deadlines, idle or not: Raft and the
+            // heartbeats' confirmations depend on every peer connection.
+            .http2_keep_alive_interval(self.rpc_timeout.max(Duration::from_secs(1)))
+            .keep_alive_timeout(self.rpc_timeout.max(Duration::from_secs(1)))
+            .keep_alive_while_idle(true);
         let channel = self.dialer.channel(endpoint);
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
@@ -234,6 +239,17 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary(&rpc, &option, |mut client, request| async move {
             client.vote(request).await
+        })
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut client, request| async move {
+            client.pre_vote(request).await
         })
         .await
     }

@@ -1,18 +1,30 @@
-//! The verifier's clocks: its own wall clock (injected, so simulation can
-//! skew it), and its estimate of the cluster's time from heartbeats.
+//! The verifier's clocks: its own wall and monotonic clocks (injected, so
+//! simulation can skew, drift and step them), and its estimate of the
+//! cluster's time from heartbeats.
 //!
 //! Each heartbeat says what the cluster's time was when the broker sent it.
-//! It arrives a little later, so `cluster time - local time` read at
-//! arrival underestimates the true offset by the delivery delay. The
+//! It arrives a little later, so `cluster time - local monotonic time` read
+//! at arrival underestimates the true offset by the delivery delay. The
 //! estimate is the largest such sample over a recent window: the sample
-//! that travelled fastest. Drift is the slope of the offset against the
-//! local monotonic clock, over a longer window, in parts per million.
+//! that travelled fastest. Cluster time is then the monotonic clock plus
+//! that offset, so a step of the verifier's wall clock (an NTP correction)
+//! changes nothing. Drift is the slope of the offset against the monotonic
+//! clock, over a longer window, in parts per million.
 
 use std::collections::VecDeque;
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+    /// A clock that never steps: ms since an arbitrary origin.
+    fn monotonic_ms(&self) -> f64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1000.0
+    }
 }
 
 /// The operating system's clock.
@@ -39,7 +51,7 @@ const MIN_DRIFT_SPAN_MS: f64 = 5_000.0;
 struct Sample {
     /// Local monotonic time of arrival, ms.
     mono_ms: f64,
-    /// Cluster time minus local wall time, ms.
+    /// Cluster time minus local monotonic time, ms.
     offset_ms: i64,
 }
 
@@ -51,12 +63,12 @@ pub struct OffsetEstimator {
 }
 
 impl OffsetEstimator {
-    /// A heartbeat with `cluster_ms` arrived when the local wall clock read
-    /// `local_ms` and the monotonic clock `mono_ms`.
-    pub fn observe(&mut self, cluster_ms: u64, local_ms: u64, mono_ms: f64) {
+    /// A heartbeat with `cluster_ms` arrived when the monotonic clock read
+    /// `mono_ms`.
+    pub fn observe(&mut self, cluster_ms: u64, mono_ms: f64) {
         let sample = Sample {
             mono_ms,
-            offset_ms: cluster_ms as i64 - local_ms as i64,
+            offset_ms: cluster_ms as i64 - mono_ms as i64,
         };
         self.recent.push_back(sample);
         if self.recent.len() > OFFSET_WINDOW {
@@ -68,7 +80,8 @@ impl OffsetEstimator {
         }
     }
 
-    /// Cluster time minus local time, in ms; `None` before any heartbeat.
+    /// Cluster time minus monotonic time, in ms; `None` before any
+    /// heartbeat.
     pub fn offset_ms(&self) -> Option<i64> {
         self.recent.iter().map(|s| s.offset_ms).max()
     }
@@ -93,10 +106,10 @@ impl OffsetEstimator {
         (den > 0.0).then(|| num / den * 1e6)
     }
 
-    /// The cluster's time now, given the local wall clock.
-    pub fn cluster_now(&self, local_ms: u64) -> Option<u64> {
+    /// The cluster's time now, given the monotonic clock.
+    pub fn cluster_now(&self, mono_ms: f64) -> Option<u64> {
         self.offset_ms()
-            .map(|offset| (local_ms as i64 + offset).max(0) as u64)
+            .map(|offset| (mono_ms as i64 + offset).max(0) as u64)
     }
 }
 
@@ -111,14 +124,10 @@ mod tests {
         // Cluster is 5 s ahead; deliveries take 1..=9 ms.
         for i in 0..10u64 {
             let delay = 1 + (i * 7) % 9;
-            e.observe(
-                100_000 + i * 200,
-                95_000 + i * 200 + delay,
-                (i * 200) as f64,
-            );
+            e.observe(100_000 + i * 200, (95_000 + i * 200 + delay) as f64);
         }
         assert_eq!(e.offset_ms(), Some(4_999));
-        assert_eq!(e.cluster_now(1_000), Some(5_999));
+        assert_eq!(e.cluster_now(1_000.0), Some(5_999));
     }
 
     #[test]
@@ -128,7 +137,7 @@ mod tests {
         for i in 0..100u64 {
             let t = i * 200;
             let local = t - t / 5_000;
-            e.observe(1_000_000 + t, 1_000_000 + local, t as f64);
+            e.observe(1_000_000 + t, local as f64);
         }
         let ppm = e.drift_ppm().unwrap();
         assert!((ppm - 200.0).abs() < 20.0, "{ppm}");

@@ -53,7 +53,13 @@ pub struct Decoded {
 pub enum Body {
     Snapshot(Box<Snapshot>),
     Delta(DeltaMessage),
-    Heartbeat { interval_ms: u64 },
+    Heartbeat {
+        interval_ms: u64,
+    },
+    /// The broker withholds heartbeats, for this reason (capped).
+    Withheld {
+        reason: String,
+    },
 }
 
 /// Decode a protobuf-encoded `FeedEvent` (what arrives on the wire).
@@ -123,6 +129,9 @@ pub fn decode_event(event: &FeedEvent) -> Result<Decoded, FeedError> {
                 interval_ms: heartbeat.interval_ms,
             }
         }
+        Some(Kind::Withheld(notice)) => Body::Withheld {
+            reason: cap_reason(&notice.reason),
+        },
     };
     Ok(Decoded {
         body,
@@ -131,4 +140,21 @@ pub fn decode_event(event: &FeedEvent) -> Result<Decoded, FeedError> {
         broker_id: event.broker_id,
         max_credential_ttl_ms: event.max_credential_ttl_ms,
     })
+}
+
+/// The longest withheld reason kept, in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// A broker's reason, cut to [`MAX_REASON_BYTES`] on a character boundary
+/// and stripped of control characters (it reaches logs and status pages).
+fn cap_reason(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > MAX_REASON_BYTES {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lapse_wire::feed::feed_client::FeedClient;
+use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::{Ack, FeedRequest, Hello};
 use tokio::sync::mpsc;
@@ -112,6 +113,21 @@ pub fn broker_uri(address: &str) -> String {
     }
 }
 
+/// The endpoint a verifier reaches `address` through: connect within
+/// `connect_timeout`, and a ping every `idle_timeout` whether or not a
+/// stream is open, so a connection whose path broke (a partition that
+/// healed, a broker's host that vanished) is found dead and replaced within
+/// two idle timeouts instead of holding every later subscription.
+pub fn feed_endpoint(address: &str, config: &FollowConfig) -> Option<Endpoint> {
+    Endpoint::from_shared(broker_uri(address)).ok().map(|e| {
+        e.connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(config.idle_timeout)
+            .keep_alive_timeout(config.idle_timeout)
+            .keep_alive_while_idle(true)
+    })
+}
+
 /// Follow the feed until `stop` resolves.
 pub async fn follow(
     verifier: Verifier,
@@ -125,15 +141,7 @@ pub async fn follow(
         None => config
             .brokers
             .iter()
-            .map(|address| {
-                Endpoint::from_shared(broker_uri(address)).ok().map(|e| {
-                    e.connect_timeout(config.connect_timeout)
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(5))
-                        .keep_alive_timeout(config.idle_timeout)
-                        .connect_lazy()
-                })
-            })
+            .map(|address| feed_endpoint(address, &config).map(|e| e.connect_lazy()))
             .collect(),
     };
     let mut next = 0usize;
@@ -209,13 +217,24 @@ async fn follow_one(
     }));
     let mut identified = false;
     let mut delivered = false;
+    // A broker that only says why it withholds heartbeats is as good as a
+    // silent one: leave it for another that can confirm its state.
+    let mut alive_at = tokio::time::Instant::now();
+    let mut withheld: Option<String> = None;
     loop {
-        let event = match tokio::time::timeout(config.idle_timeout, events.message()).await {
+        let patience = config.idle_timeout.saturating_sub(alive_at.elapsed());
+        let event = match tokio::time::timeout(patience, events.message()).await {
             Err(_) => {
-                return Err(format!(
-                    "nothing received for {} ms",
-                    config.idle_timeout.as_millis()
-                ));
+                return Err(match withheld {
+                    Some(reason) => format!(
+                        "no heartbeat for {} ms; the broker withholds them: {reason}",
+                        config.idle_timeout.as_millis()
+                    ),
+                    None => format!(
+                        "nothing received for {} ms",
+                        config.idle_timeout.as_millis()
+                    ),
+                });
             }
             Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
             Ok(Ok(None)) if delivered => return Ok(()),
@@ -231,6 +250,13 @@ async fn follow_one(
                 address: address.clone(),
                 broker_id: Some(event.broker_id),
             }));
+        }
+        match &event.kind {
+            Some(Kind::Withheld(notice)) => withheld = Some(notice.reason.clone()),
+            _ => {
+                alive_at = tokio::time::Instant::now();
+                withheld = None;
+            }
         }
         let before = verifier.epoch();
         match verifier.apply(&event) {

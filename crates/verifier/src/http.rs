@@ -316,7 +316,7 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    let gauges: [(&str, &str, &str); 7] = [
+    let gauges: [(&str, &str, &str); 9] = [
         (
             "lapse_verifier_epoch",
             "gauge",
@@ -331,6 +331,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "lapse_verifier_heartbeat_age_seconds",
             "gauge",
             "Time since the last confirmed heartbeat.",
+        ),
+        (
+            "lapse_verifier_heartbeat_broker",
+            "gauge",
+            "The broker whose confirmed heartbeat came last.",
+        ),
+        (
+            "lapse_verifier_heartbeats_withheld",
+            "gauge",
+            "1 when the followed broker said, since the last heartbeat, that it withholds them (reason in the label).",
         ),
         (
             "lapse_verifier_clock_offset_seconds",
@@ -368,6 +378,21 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     .since_heartbeat_ms
                     .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
                     .unwrap_or_default(),
+                "lapse_verifier_heartbeat_broker" => s
+                    .heartbeat_broker_id
+                    .map(|id| vec![(labels.clone(), id as f64)])
+                    .unwrap_or_default(),
+                "lapse_verifier_heartbeats_withheld" => match &s.withheld {
+                    Some(notice) => vec![(
+                        format!(
+                            "{labels},broker=\"{}\",reason=\"{}\"",
+                            notice.broker_id,
+                            escape_label(&notice.reason)
+                        ),
+                        1.0,
+                    )],
+                    None => vec![(labels.clone(), 0.0)],
+                },
                 "lapse_verifier_clock_offset_seconds" => s
                     .clock_offset_ms
                     .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
@@ -411,6 +436,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// Escape a Prometheus label value.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -21,5 +21,9 @@ mod verifier;
 
 pub use clock::{Clock, OffsetEstimator, SystemClock};
 pub use event::{Body, Decoded, FeedError, MAX_EVENT_BYTES, decode_event, decode_event_bytes};
-pub use follower::{FollowConfig, FollowStats, FollowedBroker, OnApply, broker_uri, follow};
-pub use verifier::{Accepted, Expect, Rejection, Verifier, VerifierStatus, VerifyConfig};
+pub use follower::{
+    FollowConfig, FollowStats, FollowedBroker, OnApply, broker_uri, feed_endpoint, follow,
+};
+pub use verifier::{
+    Accepted, Expect, Rejection, Verifier, VerifierStatus, VerifyConfig, WithheldNotice,
+};

@@ -109,6 +109,14 @@ pub struct Accepted {
 pub struct VerifierStatus {
     pub epoch: Option<u64>,
     pub fresh: bool,
+    /// Why the verifier is not fresh, in words: since when no heartbeat
+    /// came, from which broker, and what the broker said; `None` when
+    /// fresh.
+    pub stale_reason: Option<String>,
+    /// The last heartbeat came from this broker.
+    pub heartbeat_broker_id: Option<u64>,
+    /// A broker said, since the last heartbeat, that it withholds them.
+    pub withheld: Option<WithheldNotice>,
     pub fail_open: bool,
     /// Since the last confirmed heartbeat, ms.
     pub since_heartbeat_ms: Option<u64>,
@@ -130,8 +138,19 @@ pub struct VerifierStatus {
     pub stale_rejections: u64,
 }
 
+/// A broker's word that it withholds heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WithheldNotice {
+    pub broker_id: u64,
+    pub reason: String,
+    /// How long ago it said so, ms.
+    pub age_ms: u64,
+}
+
 struct Inner {
     state: Option<Snapshot>,
+    heartbeat_broker: Option<u64>,
+    withheld: Option<(u64, String, Instant)>,
     max_ttl_ms: u64,
     last_heartbeat: Option<Instant>,
     broker_id: Option<u64>,
@@ -150,7 +169,6 @@ pub struct Verifier {
     counters: Arc<Counters>,
     config: Arc<VerifyConfig>,
     clock: Arc<dyn Clock>,
-    started: Instant,
     epochs: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -182,6 +200,8 @@ impl Verifier {
         Self {
             inner: Arc::new(RwLock::new(Inner {
                 state: None,
+                heartbeat_broker: None,
+                withheld: None,
                 max_ttl_ms: 0,
                 last_heartbeat: None,
                 broker_id: None,
@@ -195,7 +215,6 @@ impl Verifier {
             counters: Arc::default(),
             config: Arc::new(config),
             clock,
-            started: Instant::now(),
             epochs: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
@@ -215,12 +234,18 @@ impl Verifier {
         inner.state.as_ref().map(|s| s.epoch)
     }
 
-    /// The cluster's time as this verifier estimates it (its own clock
-    /// until the first heartbeat).
+    /// The cluster's time as this verifier estimates it (its own wall
+    /// clock until the first heartbeat).
     pub fn cluster_now_ms(&self) -> u64 {
-        let local = self.clock.now_ms();
         let inner = self.inner.read().expect("verifier lock");
-        inner.clock.cluster_now(local).unwrap_or(local)
+        self.cluster_now_locked(&inner)
+    }
+
+    fn cluster_now_locked(&self, inner: &Inner) -> u64 {
+        inner
+            .clock
+            .cluster_now(self.clock.monotonic_ms())
+            .unwrap_or_else(|| self.clock.now_ms())
     }
 
     /// Apply one feed event. On error the state is unchanged. Returns the
@@ -272,13 +297,17 @@ impl Verifier {
                         offered: event.epoch,
                     });
                 }
-                let now = Instant::now();
-                inner.last_heartbeat = Some(now);
+                inner.last_heartbeat = Some(Instant::now());
+                inner.heartbeat_broker = Some(event.broker_id);
+                inner.withheld = None;
                 inner.heartbeats += 1;
-                let mono = now.duration_since(self.started).as_secs_f64() * 1000.0;
                 inner
                     .clock
-                    .observe(event.cluster_time_ms, self.clock.now_ms(), mono);
+                    .observe(event.cluster_time_ms, self.clock.monotonic_ms());
+            }
+            Body::Withheld { reason } => {
+                inner.withheld = Some((event.broker_id, reason, Instant::now()));
+                return Ok(held.unwrap_or(0));
             }
         }
         inner.broker_id = Some(event.broker_id);
@@ -313,7 +342,6 @@ impl Verifier {
     }
 
     fn verify_inner(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
-        let local = self.clock.now_ms();
         let inner = self.inner.read().expect("verifier lock");
         let stale = self.staleness(&inner);
         if let Some(rejection) = &stale
@@ -322,7 +350,7 @@ impl Verifier {
             return Err(rejection.clone());
         }
         let state = inner.state.as_ref().ok_or(Rejection::NoState)?;
-        let now_ms = inner.clock.cluster_now(local).unwrap_or(local);
+        let now_ms = self.cluster_now_locked(&inner);
         let audience = expect.audience.or(self.config.audience.as_deref());
         let options = VerifyOptions {
             audience,
@@ -440,14 +468,46 @@ impl Verifier {
             .last_heartbeat
             .map(|at| at.elapsed().as_millis() as u64);
         let state = inner.state.as_ref();
+        let stale = self.staleness(&inner);
+        let withheld = inner
+            .withheld
+            .as_ref()
+            .map(|(broker_id, reason, at)| WithheldNotice {
+                broker_id: *broker_id,
+                reason: reason.clone(),
+                age_ms: at.elapsed().as_millis() as u64,
+            });
+        let stale_reason = stale.map(|rejection| {
+            let mut words = match (&rejection, inner.heartbeat_broker) {
+                (Rejection::Stale { stale_ms, bound_ms }, Some(broker)) if *stale_ms != u64::MAX => {
+                    format!(
+                        "no confirmed heartbeat for {stale_ms} ms (bound {bound_ms} ms); the last came from broker {broker}"
+                    )
+                }
+                _ => rejection.to_string(),
+            };
+            if let Some(notice) = &withheld {
+                words.push_str(&format!(
+                    "; broker {} withholds heartbeats ({} ms ago): {}",
+                    notice.broker_id, notice.age_ms, notice.reason
+                ));
+            }
+            words
+        });
         VerifierStatus {
             epoch: state.map(|s| s.epoch),
-            fresh: self.staleness(&inner).is_none(),
+            fresh: stale_reason.is_none(),
+            stale_reason,
+            heartbeat_broker_id: inner.heartbeat_broker,
+            withheld,
             fail_open: self.config.fail_open,
             since_heartbeat_ms: since,
             staleness_bound_ms: self.config.staleness.as_millis() as u64,
             broker_id: inner.broker_id,
-            clock_offset_ms: inner.clock.offset_ms(),
+            clock_offset_ms: inner
+                .clock
+                .offset_ms()
+                .map(|_| self.cluster_now_locked(&inner) as i64 - self.clock.now_ms() as i64),
             clock_drift_ppm: inner.clock.drift_ppm(),
             revoked_indices: state.map_or(0, |s| s.set.len()),
             rules: state.map_or(0, |s| s.rules.len()),

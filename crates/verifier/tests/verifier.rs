@@ -13,7 +13,7 @@ use lapse_filter::{
 };
 use lapse_verifier::{Expect, FeedError, Rejection, Verifier, VerifyConfig, decode_event_bytes};
 use lapse_wire::feed::feed_event::Kind;
-use lapse_wire::feed::{FeedEvent, Heartbeat};
+use lapse_wire::feed::{FeedEvent, Heartbeat, Withheld};
 use prost::Message as _;
 use sha2::Digest;
 
@@ -256,6 +256,126 @@ async fn stale_verifier_fails_closed_or_open_as_configured() {
     assert!(!open.status().fresh);
     let accepted = open.verify(&token, &Expect::default()).unwrap();
     assert!(accepted.stale);
+}
+
+fn withheld(broker_id: u64, reason: &str) -> FeedEvent {
+    let mut event = envelope(
+        Kind::Withheld(Withheld {
+            reason: reason.into(),
+        }),
+        10,
+        0,
+    );
+    event.broker_id = broker_id;
+    event
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_verifier_says_why_and_a_withheld_notice_does_not_make_it_fresh() {
+    let v = ready();
+    assert_eq!(v.status().stale_reason, None);
+    assert_eq!(v.status().heartbeat_broker_id, Some(1));
+    tokio::time::advance(Duration::from_millis(2500)).await;
+    let status = v.status();
+    let reason = status.stale_reason.unwrap();
+    assert!(
+        reason.starts_with(
+            "no confirmed heartbeat for 2500 ms (bound 2000 ms); the last came from broker 1"
+        ),
+        "{reason}"
+    );
+    // The broker says why it sends none; that changes nothing held and
+    // does not refresh the verifier. Control characters and length are cut.
+    let long = format!("leader b3:7000: read index timed out\n{}", "x".repeat(400));
+    assert_eq!(v.apply(&withheld(2, &long)), Ok(10));
+    let status = v.status();
+    assert!(!status.fresh);
+    let notice = status.withheld.unwrap();
+    assert_eq!(notice.broker_id, 2);
+    assert!(
+        notice
+            .reason
+            .starts_with("leader b3:7000: read index timed out x")
+    );
+    assert!(
+        notice.reason.len() <= 256 + '…'.len_utf8(),
+        "{}",
+        notice.reason.len()
+    );
+    assert!(
+        status
+            .stale_reason
+            .unwrap()
+            .contains("; broker 2 withholds heartbeats (0 ms ago): leader b3:7000"),
+    );
+    assert!(matches!(
+        verdict(&v, &credential(1, "spiffe://acme/a", "acme")),
+        Err(Rejection::Stale { .. })
+    ));
+    // The next heartbeat clears both.
+    v.apply(&heartbeat(10)).unwrap();
+    let status = v.status();
+    assert!(status.fresh);
+    assert_eq!(status.withheld, None);
+}
+
+/// A verifier clock moved by hand: a wall clock that can step and a
+/// monotonic one that cannot.
+struct HandClock {
+    wall_ms: std::sync::atomic::AtomicU64,
+    mono_ms: std::sync::atomic::AtomicU64,
+}
+
+impl lapse_verifier::Clock for HandClock {
+    fn now_ms(&self) -> u64 {
+        self.wall_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn monotonic_ms(&self) -> f64 {
+        self.mono_ms.load(std::sync::atomic::Ordering::SeqCst) as f64
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_of_the_verifiers_wall_clock_changes_nothing_it_decides() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let clock = std::sync::Arc::new(HandClock {
+        wall_ms: (NOW_S * 1000).into(),
+        mono_ms: 5_000.into(),
+    });
+    let v = Verifier::with_clock(
+        VerifyConfig {
+            staleness: Duration::from_secs(2),
+            leeway_seconds: 0,
+            ..VerifyConfig::default()
+        },
+        clock.clone(),
+    );
+    v.apply(&snapshot_event(snapshot(10, &[]))).unwrap();
+    v.apply(&heartbeat(10)).unwrap();
+    let token = credential(1, "spiffe://acme/a", "acme");
+    assert_eq!(verdict(&v, &token), Ok(10));
+    let cluster = v.cluster_now_ms();
+    for step in [120_000i64, -240_000] {
+        clock
+            .wall_ms
+            .store((clock.wall_ms.load(SeqCst) as i64 + step) as u64, SeqCst);
+        assert_eq!(v.cluster_now_ms(), cluster, "a step of {step} ms");
+        assert_eq!(verdict(&v, &token), Ok(10), "a step of {step} ms");
+        // The status still reports the offset from the (stepped) wall clock.
+        assert_eq!(
+            v.status().clock_offset_ms,
+            Some(cluster as i64 - clock.wall_ms.load(SeqCst) as i64)
+        );
+    }
+    // Time passing on the monotonic clock moves cluster time: the
+    // credential (600 s left) expires on time, whatever the wall clock says.
+    clock.mono_ms.fetch_add(601_000, SeqCst);
+    v.apply(&heartbeat(10)).unwrap_or_default();
+    assert!(
+        matches!(verdict(&v, &token), Err(Rejection::Invalid { .. })),
+        "{:?}",
+        verdict(&v, &token)
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,9 +7,11 @@ pub mod committed_keys;
 pub mod convergence;
 pub mod disjoint_leases;
 pub mod epochs_grow;
+pub mod expired_acceptance;
 pub mod freshness_liveness;
 pub mod replicas_agree;
 pub mod revoked_acceptance;
+pub mod valid_acceptance;
 
 use serde::Serialize;
 

@@ -19,10 +19,11 @@
 //!   memory;
 //! - verifiers' acks feed the propagation [`propagation::Tracker`].
 
+pub mod freshness;
 pub mod propagation;
 mod service;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub enum Update {
     Delta { from: u64, to: u64, bytes: Bytes },
     /// The broker confirmed that `epoch` was current at `cluster_time_ms`.
     Heartbeat { epoch: u64, cluster_time_ms: u64 },
+    /// The broker could not confirm its state; no heartbeat this time.
+    Withheld { reason: String },
     /// The state cannot be followed by deltas (it moved in a way a delta
     /// does not describe): every subscriber gets a snapshot.
     Resync,
@@ -60,12 +63,11 @@ pub struct FeedHub {
     snapshot_cache: Mutex<Option<(u64, Bytes)>>,
     permits: Arc<Semaphore>,
     tracker: Mutex<Tracker>,
-    /// Leader clock minus local clock, in ms, from the last read index.
-    offset_ms: AtomicI64,
     /// Local monotonic time (ms since the hub started) of the last
     /// confirmed heartbeat, and its epoch.
     last_confirmed: Mutex<Option<(tokio::time::Instant, u64)>>,
     heartbeats_sent: AtomicU64,
+    pub freshness: freshness::Freshness,
 }
 
 impl FeedHub {
@@ -73,6 +75,11 @@ impl FeedHub {
         let settings = core.config.feed.clone();
         let (updates, _) = broadcast::channel(settings.buffered_updates);
         let seed = core.env.random_bytes::<32>();
+        let epoch = core.view.read(|a| a.ledger.revocation_epoch);
+        let freshness = freshness::Freshness::new(&core.config);
+        if let Some(problem) = freshness::config_problem(&core.config) {
+            tracing::warn!("verifiers cannot stay fresh: {problem}");
+        }
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(settings.max_subscribers)),
             core,
@@ -80,10 +87,10 @@ impl FeedHub {
             seed,
             updates,
             snapshot_cache: Mutex::new(None),
-            tracker: Mutex::new(Tracker::default()),
-            offset_ms: AtomicI64::new(0),
+            tracker: Mutex::new(Tracker::starting_at(epoch)),
             last_confirmed: Mutex::new(None),
             heartbeats_sent: AtomicU64::new(0),
+            freshness,
         })
     }
 
@@ -95,16 +102,34 @@ impl FeedHub {
         ]
     }
 
-    /// The cluster's time as this broker best knows it: the leader's clock.
+    /// The cluster's time as this broker knows it (see [`crate::time`]).
     pub fn cluster_now(&self) -> u64 {
-        let local = self.core.env.now_ms() as i64;
-        let estimate = (local + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64;
-        let stamped = self.core.view.read(|a| a.ledger.cluster_time_ms);
-        estimate.max(stamped)
+        self.core.cluster_now()
     }
 
     fn max_ttl_ms(&self) -> u64 {
         self.core.config.ledger_params().max_credential_ttl_ms
+    }
+
+    /// Make sure the commit times of every revocation up to `epoch` are
+    /// known before an ack of it is measured: a session can send an epoch
+    /// (catching up on a heartbeat, or resuming) before the publisher has
+    /// noted it, and an ack measured without it would lose its samples.
+    pub fn note_commits_through(&self, epoch: u64) {
+        let noted = self.tracker.lock().expect("tracker lock").noted_through();
+        if noted >= epoch {
+            return;
+        }
+        let (current, commits) = self.core.view.read(|a| {
+            (
+                a.ledger.revocation_epoch,
+                feed::revocations_since(&a.ledger, noted),
+            )
+        });
+        self.tracker
+            .lock()
+            .expect("tracker lock")
+            .note_commits(commits, current);
     }
 
     /// The current feed epoch of this broker's applied state.
@@ -174,7 +199,7 @@ impl FeedHub {
             self.tracker
                 .lock()
                 .expect("tracker lock")
-                .note_commits(commits);
+                .note_commits(commits, current);
             let update = match delta.map(|delta| encode_delta(published, delta)) {
                 Some(Ok(Some((to, bytes)))) => Some(Update::Delta {
                     from: published,
@@ -201,8 +226,15 @@ impl FeedHub {
         let forget_ms = self.settings.forget_after_seconds * 1000;
         loop {
             tick.tick().await;
+            let started = tokio::time::Instant::now();
             match self.confirm_current(self.confirm_patience(period)).await {
                 Ok(()) => {
+                    let took_ms = started.elapsed().as_millis() as u64;
+                    if let Some((since, reason)) = self.freshness.confirmed(took_ms) {
+                        let after_ms = self.core.env.now_ms().saturating_sub(since);
+                        tracing::info!(after_ms, last_reason = %reason, "feed heartbeats resume");
+                        self.note(format_args!("heartbeats resume after {after_ms} ms"));
+                    }
                     let epoch = self.current_epoch();
                     *self.last_confirmed.lock().expect("confirm lock") =
                         Some((tokio::time::Instant::now(), epoch));
@@ -214,7 +246,12 @@ impl FeedHub {
                     self.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
-                    tracing::debug!(%error, "feed heartbeat withheld: state not confirmed current");
+                    let reason = freshness::cap(&format!("state not confirmed current: {error}"));
+                    if self.freshness.withheld(self.core.env.now_ms(), &reason) {
+                        tracing::warn!(%reason, "feed heartbeats withheld");
+                        self.note(format_args!("heartbeats withheld: {reason}"));
+                    }
+                    let _ = self.updates.send(Arc::new(Update::Withheld { reason }));
                 }
             }
             let now = self.cluster_now();
@@ -222,6 +259,13 @@ impl FeedHub {
                 .lock()
                 .expect("tracker lock")
                 .forget_gone(now, forget_ms);
+        }
+    }
+
+    /// Tell a simulation's trace (production brokers have no observer).
+    fn note(&self, event: std::fmt::Arguments<'_>) {
+        if let Some(faults) = &self.core.env.faults {
+            faults.note(&event.to_string());
         }
     }
 
@@ -233,12 +277,14 @@ impl FeedHub {
         period.max(Duration::from_millis(self.core.config.raft.rpc_timeout_ms))
     }
 
-    /// Confirm this broker's state is current (see [`Core::confirm_current`])
-    /// and keep the leader's clock offset for cluster time.
+    /// Confirm this broker's state is current (see [`Core::confirm_current`]).
     async fn confirm_current(&self, patience: Duration) -> Result<(), String> {
-        let offset = self.core.confirm_current(patience).await?;
-        self.offset_ms.store(offset, Ordering::Relaxed);
-        Ok(())
+        self.core.confirm_current(patience).await
+    }
+
+    /// Whether this broker keeps its verifiers fresh.
+    pub fn freshness_report(&self) -> freshness::FreshnessReport {
+        self.freshness.report(self.core.env.now_ms())
     }
 
     /// This broker's own subscribers and measurements.
@@ -324,6 +370,42 @@ impl FeedHub {
             "# HELP lapse_feed_heartbeats_total Confirmed heartbeats broadcast.\n\
              # TYPE lapse_feed_heartbeats_total counter\nlapse_feed_heartbeats_total {}",
             self.heartbeats_sent.load(Ordering::Relaxed)
+        );
+        let fresh = self.freshness_report();
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_heartbeats_withheld_total Heartbeats not sent because this broker could not confirm its state.\n\
+             # TYPE lapse_feed_heartbeats_withheld_total counter\nlapse_feed_heartbeats_withheld_total {}",
+            fresh.withheld_total
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_heartbeats_withheld Whether heartbeats are withheld now, with the reason.\n\
+             # TYPE lapse_feed_heartbeats_withheld gauge"
+        );
+        match &fresh.withheld_reason {
+            Some(reason) => {
+                let _ = writeln!(
+                    out,
+                    "lapse_feed_heartbeats_withheld{{reason=\"{}\"}} 1",
+                    label(reason)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "lapse_feed_heartbeats_withheld{{reason=\"\"}} 0");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_freshness_problem 1 when this broker's configuration or measured round trips cannot keep verifiers fresh (see lapse status).\n\
+             # TYPE lapse_feed_freshness_problem gauge\nlapse_feed_freshness_problem {}",
+            u8::from(fresh.problem.is_some())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lapse_feed_slowest_confirmation_seconds The slowest recent confirmation of this broker's state with the leader.\n\
+             # TYPE lapse_feed_slowest_confirmation_seconds gauge\nlapse_feed_slowest_confirmation_seconds {:.3}",
+            fresh.slowest_confirmation_ms as f64 / 1000.0
         );
         if let Some(age) = confirmed_age {
             let _ = writeln!(

@@ -145,17 +145,34 @@ pub struct LocalReport {
 #[derive(Debug, Default)]
 pub struct Tracker {
     commits: BTreeMap<u64, u64>,
+    /// Every revocation up to this epoch is in `commits`.
+    noted_through: u64,
     verifiers: BTreeMap<String, VerifierRecord>,
     regions: BTreeMap<String, Histogram>,
 }
 
 impl Tracker {
-    /// Remember the commit times of revocation epochs.
-    pub fn note_commits(&mut self, commits: impl IntoIterator<Item = (u64, u64)>) {
+    /// Remember the commit times of the revocation epochs up to `through`.
+    pub fn note_commits(&mut self, commits: impl IntoIterator<Item = (u64, u64)>, through: u64) {
         self.commits.extend(commits);
+        self.noted_through = self.noted_through.max(through);
         while self.commits.len() > MAX_TRACKED_EPOCHS {
             self.commits.pop_first();
         }
+    }
+
+    /// A tracker that knows no commit up to `epoch` (those were committed
+    /// before it started).
+    pub fn starting_at(epoch: u64) -> Self {
+        Self {
+            noted_through: epoch,
+            ..Self::default()
+        }
+    }
+
+    /// The epoch up to which commit times are known.
+    pub fn noted_through(&self) -> u64 {
+        self.noted_through
     }
 
     /// A verifier subscribed; `acked_epoch` is the epoch it says it holds.
@@ -331,7 +348,7 @@ mod tests {
     #[test]
     fn acks_produce_one_sample_per_revocation() {
         let mut t = Tracker::default();
-        t.note_commits([(5, 1_000), (7, 1_010), (9, 1_020)]);
+        t.note_commits([(5, 1_000), (7, 1_010), (9, 1_020)], 9);
         t.connected("v1", "eu", 1, 4, 1_000);
         assert_eq!(t.ack("v1", 7, 1_030), 2);
         assert_eq!(t.ack("v1", 7, 1_040), 0);
@@ -345,7 +362,7 @@ mod tests {
         assert_eq!(report.regions["eu"].count(), 3);
         // A second broker saw the same verifier after a failover.
         let mut other = Tracker::default();
-        other.note_commits([(11, 2_000)]);
+        other.note_commits([(11, 2_000)], 11);
         other.connected("v1", "eu", 2, 9, 2_000);
         other.ack("v1", 11, 2_005);
         t.disconnected("v1", 1_900);
@@ -363,12 +380,12 @@ mod tests {
     fn revocations_from_before_a_new_verifier_subscribed_are_caught_up_not_delay() {
         let mut t = Tracker::default();
         // A burst revoked long before the verifier arrives.
-        t.note_commits([(2, 1_000), (3, 1_001), (4, 1_002)]);
+        t.note_commits([(2, 1_000), (3, 1_001), (4, 1_002)], 4);
         t.connected("v1", "eu", 1, 0, 60_000);
         // Its first snapshot covers them all; then one revocation arrives
         // while it is subscribed.
         assert_eq!(t.ack("v1", 4, 60_010), 0);
-        t.note_commits([(5, 61_000)]);
+        t.note_commits([(5, 61_000)], 5);
         assert_eq!(t.ack("v1", 5, 61_007), 1);
         let v = &t.report(1, 5, 61_007).verifiers["v1"];
         assert_eq!(v.caught_up, 3);
@@ -377,7 +394,7 @@ mod tests {
         // A verifier resuming from an epoch was away: what it missed is
         // measured, however long it took.
         t.disconnected("v1", 61_100);
-        t.note_commits([(6, 62_000)]);
+        t.note_commits([(6, 62_000)], 6);
         t.connected("v1", "eu", 1, 5, 65_000);
         assert_eq!(t.ack("v1", 6, 65_010), 1);
         assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapse_wire::feed::feed_event::Kind as EventKind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::feed_server::Feed;
-use lapse_wire::feed::{FeedEvent, FeedRequest, Heartbeat, Hello};
+use lapse_wire::feed::{FeedEvent, FeedRequest, Heartbeat, Hello, Withheld};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -122,6 +122,7 @@ async fn read_acks(
                         ack.epoch
                     )));
                 }
+                hub.note_commits_through(ack.epoch);
                 let now = hub.cluster_now();
                 hub.tracker
                     .lock()
@@ -271,6 +272,19 @@ impl Session {
                     epoch: self.sent,
                     from_epoch: 0,
                     cluster_time_ms: *cluster_time_ms,
+                    broker_id: self.hub.core.id,
+                    max_credential_ttl_ms: self.hub.max_ttl_ms(),
+                };
+                self.push(event).await
+            }
+            Update::Withheld { reason } => {
+                let event = FeedEvent {
+                    kind: Some(EventKind::Withheld(Withheld {
+                        reason: reason.clone(),
+                    })),
+                    epoch: self.sent,
+                    from_epoch: 0,
+                    cluster_time_ms: self.hub.cluster_now(),
                     broker_id: self.hub.core.id,
                     max_credential_ttl_ms: self.hub.max_ttl_ms(),
                 };

@@ -54,7 +54,7 @@ impl KeyRing {
             key_id.clone(),
             core.env.random_bytes(),
         ));
-        let now_ms = core.env.now_ms();
+        let now_ms = core.confirmed_cluster_now().await?;
         let command = Command::RegisterKey {
             key_id: key_id.clone(),
             broker: core.id,

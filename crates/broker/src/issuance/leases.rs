@@ -128,7 +128,7 @@ impl IndexLeases {
             loop {
                 let low = {
                     let blocks = leases.blocks.lock().expect("lease lock");
-                    leases.needs_refill(&blocks, core.env.now_ms())
+                    leases.needs_refill(&blocks, core.cluster_now())
                 };
                 if low {
                     sequence += 1;

@@ -109,8 +109,9 @@ fn check_list(field: &str, items: &[String]) -> Result<(), Status> {
 }
 
 impl IssuerService {
+    /// Cluster time, in seconds: what `iat` and `exp` are measured in.
     fn now_seconds(&self) -> u64 {
-        self.core.env.now_ms() / 1000
+        self.core.cluster_now() / 1000
     }
 
     /// Record an attempt durably; a failure to record fails the request.
@@ -217,7 +218,7 @@ impl IssuerService {
         token_hash: &[u8; 32],
         spend_id: &RequestId,
     ) -> Result<(TenantId, WorkloadId), Refusal> {
-        let now_ms = self.core.env.now_ms();
+        let now_ms = self.core.cluster_now();
         self.core.view.read(|applied| {
             let token = applied
                 .ledger
@@ -434,7 +435,7 @@ impl IssuerService {
                 .refuse(Some(&attested), (&scopes, &audiences), decision, status)
                 .await);
         };
-        let now_ms = self.core.env.now_ms();
+        let now_ms = self.core.cluster_now();
         let index = match self.leases.take(now_ms) {
             Ok(index) => index,
             Err(spent) => {
@@ -521,6 +522,7 @@ impl Issuer for IssuerService {
                 "audiences: name at least one audience",
             ));
         }
+        self.core.confirmed_cluster_now().await?;
         let jkt = Some(request.dpop_jkt.clone()).filter(|j| !j.is_empty());
         if let Some(jkt) = &jkt
             && (jkt.len() != 43
@@ -576,6 +578,7 @@ impl Issuer for IssuerService {
         let request = request.into_inner();
         check_list("scopes", &request.scopes)?;
         check_list("audiences", &request.audiences)?;
+        self.core.confirmed_cluster_now().await?;
         let attested = match self.attest_refresh(&request) {
             Ok(attested) => attested,
             Err(status) => {
