@@ -516,7 +516,9 @@ pub async fn status(args: StatusArgs) -> Result<(), Failure> {
     }
     for s in all.iter().flatten() {
         let Some(f) = &s.freshness else { continue };
-        if !f.withheld_reason.is_empty() {
+        // One missed heartbeat is not news (a broker just started, a
+        // leader just changed): report what lasts longer than the interval.
+        if !f.withheld_reason.is_empty() && f.withheld_for_ms >= f.heartbeat_ms {
             println!(
                 "WITHHELD: node {} has sent its verifiers no heartbeat for {} ms: {}",
                 s.node_id, f.withheld_for_ms, f.withheld_reason

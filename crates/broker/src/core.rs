@@ -252,14 +252,22 @@ impl Core {
     /// tokens): a broker that has not yet measured the leader's clock
     /// confirms with the leader first, so a broker whose own clock is off
     /// never stamps its own time in the first moments after it starts.
+    /// Like a write, this waits through elections up to the write timeout.
     pub async fn confirmed_cluster_now(&self) -> Result<u64, Status> {
-        if !self.clock.measured() {
-            let patience = Duration::from_millis(self.config.raft.rpc_timeout_ms);
-            self.confirm_current(patience).await.map_err(|e| {
-                Status::unavailable(format!(
-                    "cluster time is not known yet (cannot confirm with the leader: {e}); retry shortly"
-                ))
-            })?;
+        let deadline = tokio::time::Instant::now() + self.config.write_timeout();
+        let patience = Duration::from_millis(self.config.raft.rpc_timeout_ms);
+        let mut pause = Duration::from_millis(20);
+        while !self.clock.measured() {
+            let Err(problem) = self.confirm_current(patience).await else {
+                break;
+            };
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(Status::unavailable(format!(
+                    "cluster time is not known yet (cannot confirm with the leader: {problem}); retry shortly"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
         }
         Ok(self.cluster_now())
     }
