@@ -119,8 +119,17 @@ async fn wait_for_verifiers(cluster: &TestCluster, count: usize, processes: &[&V
 
 /// Poll `check` until it holds, or fail with `what` after `seconds`.
 async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    found(seconds, what, || check().then_some(())).await
+}
+
+/// Poll `check` until it returns `Some`, or fail with `what` after
+/// `seconds`.
+async fn found<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
         assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -557,25 +566,13 @@ fn the_verifier_refuses_bad_addresses_on_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
 
-/// Poll `check` until it returns `Some`, or fail with `what` after 60 s.
-async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_cannot_keep_verifiers_fresh_says_why_and_so_do_its_verifiers() {
     // 100 ms feed heartbeats plus 50 ms Raft heartbeats leave no room for
     // any round trip in a 150 ms staleness bound.
     let (mut cluster, http) = start("verifier_staleness_ms = 150");
     cluster.wait_for_leader().await;
-    wait_until("the start-up warning", || {
+    found(60, "timed out waiting for the start-up warning", || {
         std::fs::read_to_string(cluster.log_path(1))
             .ok()?
             .contains("verifiers cannot stay fresh")
@@ -610,19 +607,25 @@ async fn a_broker_that_cannot_keep_verifiers_fresh_says_why_and_so_do_its_verifi
         &[],
     );
     // One verifier in the process: named by its id alone.
-    wait_until("the lone verifier to be fresh", || {
-        (lone.status()["lone"]["fresh"] == true).then_some(())
-    })
+    found(
+        60,
+        "timed out waiting for the lone verifier to be fresh",
+        || (lone.status()["lone"]["fresh"] == true).then_some(()),
+    )
     .await;
     cluster.kill9(1);
     cluster.kill9(2);
-    let withheld = wait_until("broker 3 to report withheld heartbeats", || {
-        let out = cluster.cli(3, &["status", "--only"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find(|l| l.starts_with("WITHHELD: node 3 has sent its verifiers no heartbeat for"))
-            .map(str::to_owned)
-    })
+    let withheld = found(
+        60,
+        "timed out waiting for broker 3 to report withheld heartbeats",
+        || {
+            let out = cluster.cli(3, &["status", "--only"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .find(|l| l.starts_with("WITHHELD: node 3 has sent its verifiers no heartbeat for"))
+                .map(str::to_owned)
+        },
+    )
     .await;
     assert!(
         withheld.contains("state not confirmed current"),
@@ -633,13 +636,17 @@ async fn a_broker_that_cannot_keep_verifiers_fresh_says_why_and_so_do_its_verifi
         metrics.contains("lapse_feed_heartbeats_withheld{reason=\"state not confirmed current"),
         "{metrics}"
     );
-    let status = wait_until("the verifier to say why it is stale", || {
-        let status = lone.status()["lone"].clone();
-        status["stale_reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("broker 3 withholds heartbeats"))
-            .then_some(status)
-    })
+    let status = found(
+        60,
+        "timed out waiting for the verifier to say why it is stale",
+        || {
+            let status = lone.status()["lone"].clone();
+            status["stale_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("broker 3 withholds heartbeats"))
+                .then_some(status)
+        },
+    )
     .await;
     assert_eq!(status["fresh"], false, "{status}");
     assert_eq!(status["heartbeat_broker_id"], 3, "{status}");

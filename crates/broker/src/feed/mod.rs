@@ -227,7 +227,11 @@ impl FeedHub {
         loop {
             tick.tick().await;
             let started = tokio::time::Instant::now();
-            match self.confirm_current(self.confirm_patience(period)).await {
+            match self
+                .core
+                .confirm_current(self.confirm_patience(period))
+                .await
+            {
                 Ok(()) => {
                     let took_ms = started.elapsed().as_millis() as u64;
                     if let Some((since, reason)) = self.freshness.confirmed(took_ms) {
@@ -275,11 +279,6 @@ impl FeedHub {
     /// is sent as soon as it does; this only bounds a failing one).
     fn confirm_patience(&self, period: Duration) -> Duration {
         period.max(Duration::from_millis(self.core.config.raft.rpc_timeout_ms))
-    }
-
-    /// Confirm this broker's state is current (see [`Core::confirm_current`]).
-    async fn confirm_current(&self, patience: Duration) -> Result<(), String> {
-        self.core.confirm_current(patience).await
     }
 
     /// Whether this broker keeps its verifiers fresh.
