@@ -96,7 +96,7 @@ pub async fn propagation(args: PropagationBench) -> Result<(), Failure> {
     let auth = format!("Bearer {BENCH_TOKEN}");
     let leader = brokers
         .iter()
-        .find(|b| b.core().leader().0 == Some(b.core().id))
+        .find(|b| b.core().leader().0 == Some(b.core().id()))
         .map(|b| b.local_address())
         .unwrap_or(addresses[0]);
     let mut admin = ClusterClient::connect(format!("http://{leader}"))

@@ -75,7 +75,7 @@ pub async fn broker(args: BrokerArgs) -> Result<(), Failure> {
     let broker = Broker::start(config, Env::default())
         .await
         .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
-    tracing::info!(address = %broker.local_address(), node = broker.core().id, "broker serving");
+    tracing::info!(address = %broker.local_address(), node = broker.core().id(), "broker serving");
     wait_for_stop().await;
     tracing::info!("stopping");
     broker.shutdown().await;

@@ -138,7 +138,7 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         args.data_dir.display()
     );
     for broker in &brokers {
-        let marker = if broker.core().id == leader {
+        let marker = if broker.core().id() == leader {
             "  (leader)"
         } else {
             ""
@@ -149,7 +149,7 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
             .unwrap_or_default();
         println!(
             "  broker {}  {}{jwks}{marker}",
-            broker.core().id,
+            broker.core().id(),
             broker.local_address()
         );
     }

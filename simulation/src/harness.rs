@@ -556,7 +556,7 @@ async fn broker_host(
         &spec.host,
         format_args!("started (incarnation {incarnation})"),
     );
-    let view = broker.core().view.clone();
+    let view = broker.core().view().clone();
     {
         let mut faults = shared.faults.lock().expect("fault lock");
         if faults.down.remove(&spec.id) {
@@ -568,7 +568,7 @@ async fn broker_host(
         BrokerHandle {
             view: view.clone(),
             raft: broker.raft().clone(),
-            replicas: broker.core().replicas.clone(),
+            replicas: broker.core().replicas().clone(),
         },
     );
     tokio::spawn(note_leadership(

@@ -4,21 +4,31 @@
 //!
 //! Start one with [`Broker::start`]; everything it needs comes from a
 //! [`BrokerConfig`] and an [`Env`] (its clock).
+//!
+//! Layers, from the wire inwards: [`api`] serves gRPC and [`http`] serves
+//! HTTP; [`link`] calls peers. Both turn [`BrokerError`] into what their
+//! callers see, and nothing else in the broker knows gRPC. Below them,
+//! [`core`] (the write path, reads, membership) and the domain modules
+//! ([`issuance`], [`feed`], [`replica_check`], [`time`]) return
+//! [`BrokerError`]. [`node`] assembles a broker and runs it.
 
-pub mod cluster_service;
+pub mod api;
 pub mod config;
 pub mod consensus;
 pub mod core;
 pub mod env;
+pub mod error;
 pub mod feed;
+pub mod http;
 pub mod issuance;
+pub mod link;
+pub mod membership;
 pub mod node;
-pub mod peer_service;
-pub mod peers;
 pub mod replica_check;
 pub mod time;
 
-pub use cluster_service::{REFUSAL_HEADER, refusal_status};
+pub use api::{REFUSAL_HEADER, refusal_status};
 pub use config::{BrokerConfig, Member};
 pub use env::{Clock, Dialer, Entropy, Env, FaultPoints, SystemClock, TcpDialer};
+pub use error::BrokerError;
 pub use node::{Broker, MemoryStorage, StartError, Storage};

@@ -11,8 +11,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use lapse_storage::{NodeId, Sha256Digest};
-use lapse_wire::peer::CheckpointsRequest;
-use openraft::async_runtime::WatchReceiver;
 
 use crate::core::SharedCore;
 
@@ -114,33 +112,13 @@ impl ReplicaCheck {
 
     /// Ask every other member for its checkpoints and compare, once.
     pub async fn check_once(&self, core: &SharedCore) {
-        let peers: Vec<(NodeId, String)> = {
-            let metrics = core.raft.metrics().borrow_watched().clone();
-            metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != core.id)
-                .map(|(id, node)| (*id, node.addr.clone()))
-                .collect()
-        };
-        let timeout = Duration::from_millis(core.config.raft.rpc_timeout_ms);
-        for (peer, address) in peers {
-            let Ok(mut client) = core.channels.peer_client(&address) else {
+        let timeout = Duration::from_millis(core.config().raft.rpc_timeout_ms);
+        for (peer, address) in core.peers() {
+            let Ok(theirs) = core.channels().checkpoints(&address, timeout).await else {
                 continue;
             };
-            let request = core.channels.request(CheckpointsRequest {}, timeout);
-            let Ok(reply) = client.checkpoints(request).await else {
-                continue;
-            };
-            let theirs: Vec<(u64, Sha256Digest)> = reply
-                .into_inner()
-                .checkpoints
-                .into_iter()
-                .filter_map(|c| Some((c.index, c.digest.try_into().ok()?)))
-                .collect();
-            let own = core.view.read(|a| a.checkpoints.list());
-            self.observe(core.id, peer, &own, &theirs, core.env.now_ms());
+            let own = core.view().read(|a| a.checkpoints.list());
+            self.observe(core.id(), peer, &own, &theirs, core.env().now_ms());
         }
     }
 

@@ -12,7 +12,7 @@
 //!   up to it) and only then broadcasts a heartbeat with the epoch and the
 //!   cluster's time. A broker cut off from the leader sends no heartbeats,
 //!   so its verifiers go stale and fail closed or move to another broker;
-//! - each **subscriber** session (see `service`) sends a snapshot or the
+//! - each **subscriber** session (see [`crate::api::feed`]) sends a snapshot or the
 //!   deltas since the verifier's epoch, then follows the broadcast. The
 //!   broadcast channel is bounded: a subscriber that falls behind it is
 //!   resynchronised with a snapshot, so no subscriber can grow the broker's
@@ -21,7 +21,6 @@
 
 pub mod freshness;
 pub mod propagation;
-mod service;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,16 +28,14 @@ use std::time::Duration;
 
 use lapse_filter::{Message, encode_message};
 use lapse_ledger::feed;
-use lapse_wire::peer::LocalPropagationRequest;
-use openraft::async_runtime::WatchReceiver;
 use prost::bytes::Bytes;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 
 use crate::config::FeedConfig;
 use crate::core::SharedCore;
+use crate::error::BrokerError;
 use propagation::{LocalReport, Tracker, merge_reports};
-pub use service::FeedService;
 
 /// One broadcast to every subscriber.
 #[derive(Debug)]
@@ -56,13 +53,13 @@ pub enum Update {
 
 /// The shared state of this broker's feed.
 pub struct FeedHub {
-    core: SharedCore,
-    settings: FeedConfig,
+    pub(crate) core: SharedCore,
+    pub(crate) settings: FeedConfig,
     seed: [u8; 32],
-    updates: broadcast::Sender<Arc<Update>>,
+    pub(crate) updates: broadcast::Sender<Arc<Update>>,
     snapshot_cache: Mutex<Option<(u64, Bytes)>>,
-    permits: Arc<Semaphore>,
-    tracker: Mutex<Tracker>,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) tracker: Mutex<Tracker>,
     /// Local monotonic time (ms since the hub started) of the last
     /// confirmed heartbeat, and its epoch.
     last_confirmed: Mutex<Option<(tokio::time::Instant, u64)>>,
@@ -72,12 +69,12 @@ pub struct FeedHub {
 
 impl FeedHub {
     pub fn new(core: SharedCore) -> Arc<Self> {
-        let settings = core.config.feed.clone();
+        let settings = core.config().feed.clone();
         let (updates, _) = broadcast::channel(settings.buffered_updates);
-        let seed = core.env.random_bytes::<32>();
-        let epoch = core.view.read(|a| a.ledger.revocation_epoch);
-        let freshness = freshness::Freshness::new(&core.config);
-        if let Some(problem) = freshness::config_problem(&core.config) {
+        let seed = core.env().random_bytes::<32>();
+        let epoch = core.view().read(|a| a.ledger.revocation_epoch);
+        let freshness = freshness::Freshness::new(core.config());
+        if let Some(problem) = freshness::config_problem(core.config()) {
             tracing::warn!("verifiers cannot stay fresh: {problem}");
         }
         Arc::new(Self {
@@ -107,8 +104,8 @@ impl FeedHub {
         self.core.cluster_now()
     }
 
-    fn max_ttl_ms(&self) -> u64 {
-        self.core.config.ledger_params().max_credential_ttl_ms
+    pub(crate) fn max_ttl_ms(&self) -> u64 {
+        self.core.config().ledger_params().max_credential_ttl_ms
     }
 
     /// Make sure the commit times of every revocation up to `epoch` are
@@ -120,7 +117,7 @@ impl FeedHub {
         if noted >= epoch {
             return;
         }
-        let (current, commits) = self.core.view.read(|a| {
+        let (current, commits) = self.core.view().read(|a| {
             (
                 a.ledger.revocation_epoch,
                 feed::revocations_since(&a.ledger, noted),
@@ -134,11 +131,11 @@ impl FeedHub {
 
     /// The current feed epoch of this broker's applied state.
     pub fn current_epoch(&self) -> u64 {
-        self.core.view.read(|a| a.ledger.revocation_epoch)
+        self.core.view().read(|a| a.ledger.revocation_epoch)
     }
 
     /// A snapshot of the current state, encoded; built once per epoch.
-    fn snapshot(&self) -> Result<(u64, Bytes), String> {
+    pub(crate) fn snapshot(&self) -> Result<(u64, Bytes), BrokerError> {
         let epoch = self.current_epoch();
         if let Some((cached, bytes)) = &*self.snapshot_cache.lock().expect("cache lock")
             && *cached == epoch
@@ -147,13 +144,13 @@ impl FeedHub {
         }
         let snapshot = self
             .core
-            .view
+            .view()
             .read(|a| feed::snapshot(&a.ledger, self.seed))
-            .map_err(|e| format!("cannot build a feed snapshot: {e}"))?;
+            .map_err(|e| BrokerError::Broken(format!("cannot build a feed snapshot: {e}")))?;
         let epoch = snapshot.epoch;
         let bytes = Bytes::from(
             encode_message(&Message::Full(Box::new(snapshot)))
-                .map_err(|e| format!("cannot encode a feed snapshot: {e}"))?,
+                .map_err(|e| BrokerError::Broken(format!("cannot encode a feed snapshot: {e}")))?,
         );
         *self.snapshot_cache.lock().expect("cache lock") = Some((epoch, bytes.clone()));
         Ok((epoch, bytes))
@@ -161,21 +158,24 @@ impl FeedHub {
 
     /// The delta from `from` to the current state, encoded; `None` when the
     /// state is at `from`.
-    fn delta_from(&self, from: u64) -> Result<Option<(u64, Bytes)>, String> {
-        let delta = self.core.view.read(|a| feed::delta_since(&a.ledger, from));
+    pub(crate) fn delta_from(&self, from: u64) -> Result<Option<(u64, Bytes)>, BrokerError> {
+        let delta = self
+            .core
+            .view()
+            .read(|a| feed::delta_since(&a.ledger, from));
         encode_delta(from, delta)
     }
 
     /// Whether a delta from `from` is worth sending rather than a snapshot.
-    fn delta_is_smaller(&self, from: u64) -> bool {
-        self.core.view.read(|a| {
+    pub(crate) fn delta_is_smaller(&self, from: u64) -> bool {
+        self.core.view().read(|a| {
             let since = feed::indices_since(&a.ledger, from);
             since <= a.ledger.revoked_indices.len() / 2 + 1024
         })
     }
 
     async fn publish(self: Arc<Self>) {
-        let mut changes = self.core.view.changes();
+        let mut changes = self.core.view().changes();
         let mut published = self.current_epoch();
         loop {
             if changes.changed().await.is_err() {
@@ -184,7 +184,7 @@ impl FeedHub {
             // One read of the state: the commit times noted and the delta
             // sent cover exactly the same epochs.
             let subscribed = self.updates.receiver_count() > 0;
-            let Some((current, commits, delta)) = self.core.view.read(|a| {
+            let Some((current, commits, delta)) = self.core.view().read(|a| {
                 let ledger = &a.ledger;
                 (ledger.revocation_epoch != published).then(|| {
                     (
@@ -235,7 +235,7 @@ impl FeedHub {
                 Ok(()) => {
                     let took_ms = started.elapsed().as_millis() as u64;
                     if let Some((since, reason)) = self.freshness.confirmed(took_ms) {
-                        let after_ms = self.core.env.now_ms().saturating_sub(since);
+                        let after_ms = self.core.env().now_ms().saturating_sub(since);
                         tracing::info!(after_ms, last_reason = %reason, "feed heartbeats resume");
                         self.note(format_args!("heartbeats resume after {after_ms} ms"));
                     }
@@ -251,7 +251,7 @@ impl FeedHub {
                 }
                 Err(error) => {
                     let reason = freshness::cap(&format!("state not confirmed current: {error}"));
-                    if self.freshness.withheld(self.core.env.now_ms(), &reason) {
+                    if self.freshness.withheld(self.core.env().now_ms(), &reason) {
                         tracing::warn!(%reason, "feed heartbeats withheld");
                         self.note(format_args!("heartbeats withheld: {reason}"));
                     }
@@ -268,7 +268,7 @@ impl FeedHub {
 
     /// Tell a simulation's trace (production brokers have no observer).
     fn note(&self, event: std::fmt::Arguments<'_>) {
-        if let Some(faults) = &self.core.env.faults {
+        if let Some(faults) = &self.core.env().faults {
             faults.note(&event.to_string());
         }
     }
@@ -278,12 +278,14 @@ impl FeedHub {
     /// apply, so it gets the peer RPC deadline (a confirmation that succeeds
     /// is sent as soon as it does; this only bounds a failing one).
     fn confirm_patience(&self, period: Duration) -> Duration {
-        period.max(Duration::from_millis(self.core.config.raft.rpc_timeout_ms))
+        period.max(Duration::from_millis(
+            self.core.config().raft.rpc_timeout_ms,
+        ))
     }
 
     /// Whether this broker keeps its verifiers fresh.
     pub fn freshness_report(&self) -> freshness::FreshnessReport {
-        self.freshness.report(self.core.env.now_ms())
+        self.freshness.report(self.core.env().now_ms())
     }
 
     /// This broker's own subscribers and measurements.
@@ -293,32 +295,22 @@ impl FeedHub {
         self.tracker
             .lock()
             .expect("tracker lock")
-            .report(self.core.id, epoch, now)
+            .report(self.core.id(), epoch, now)
     }
 
     /// Every broker's report, merged, and the brokers that did not answer.
     pub async fn cluster_report(&self) -> (LocalReport, Vec<u64>) {
-        let members: Vec<(u64, String)> = {
-            let metrics = self.core.raft.metrics().borrow_watched().clone();
-            let members: Vec<(u64, String)> = metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.core.id)
-                .map(|(id, node)| (*id, node.addr.clone()))
-                .collect();
-            members
-        };
-        let timeout = Duration::from_millis(self.core.config.raft.rpc_timeout_ms);
+        let members = self.core.peers();
+        let timeout = Duration::from_millis(self.core.config().raft.rpc_timeout_ms);
         let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
         let asks = members.into_iter().map(|(_, address)| async move {
-            let mut client = self.core.channels.peer_client(&address).ok()?;
-            let request = self
+            let report = self
                 .core
-                .channels
-                .request(LocalPropagationRequest {}, timeout);
-            let reply = client.local_propagation(request).await.ok()?;
-            postcard::from_bytes::<LocalReport>(&reply.into_inner().report).ok()
+                .channels()
+                .local_propagation(&address, timeout)
+                .await
+                .ok()?;
+            postcard::from_bytes::<LocalReport>(&report).ok()
         });
         let answers = futures::future::join_all(asks).await;
         let mut reports = vec![self.local_report()];
@@ -362,7 +354,7 @@ impl FeedHub {
             out,
             "# HELP lapse_replica_divergences Peers whose state differs from this broker's at the same log index (should be 0).\n\
              # TYPE lapse_replica_divergences gauge\nlapse_replica_divergences {}",
-            self.core.replicas.divergences().len()
+            self.core.replicas().divergences().len()
         );
         let _ = writeln!(
             out,
@@ -484,14 +476,16 @@ impl FeedHub {
 fn encode_delta(
     from: u64,
     delta: Result<Option<lapse_filter::DeltaMessage>, lapse_filter::FilterError>,
-) -> Result<Option<(u64, Bytes)>, String> {
-    let delta = delta.map_err(|e| format!("cannot derive a delta from epoch {from}: {e}"))?;
+) -> Result<Option<(u64, Bytes)>, BrokerError> {
+    let delta = delta.map_err(|e| {
+        BrokerError::Broken(format!("cannot derive a delta from epoch {from}: {e}"))
+    })?;
     let Some(delta) = delta else {
         return Ok(None);
     };
     let to = delta.revoked.to_epoch();
     let bytes = encode_message(&Message::Delta(delta))
-        .map_err(|e| format!("cannot encode a delta: {e}"))?;
+        .map_err(|e| BrokerError::Broken(format!("cannot encode a delta: {e}")))?;
     Ok(Some((to, Bytes::from(bytes))))
 }
 

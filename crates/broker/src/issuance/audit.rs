@@ -239,12 +239,12 @@ impl AuditLog {
                     };
                     let (first, last, count) = (first.sequence, last.sequence, batch.len());
                     let Ok(request_id) =
-                        RequestId::new(format!("audit-{}-{first}-{last}", core.id))
+                        RequestId::new(format!("audit-{}-{first}-{last}", core.id()))
                     else {
                         break;
                     };
                     let command = Command::RecordIssuances {
-                        broker: core.id,
+                        broker: core.id(),
                         records: batch,
                     };
                     match core.propose(request_id, command).await.map(|r| r.outcome) {
@@ -257,7 +257,7 @@ impl AuditLog {
                             break;
                         }
                         Err(status) => {
-                            tracing::debug!(error = %status.message(), "audit shipping waits for the cluster");
+                            tracing::debug!(error = %status, "audit shipping waits for the cluster");
                             break;
                         }
                     }

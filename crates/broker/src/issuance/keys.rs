@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use lapse_credential::{KeyId, SigningKeyPair};
 use lapse_ledger::{Applied, Command, RequestId};
-use tonic::Status;
 
-use crate::cluster_service::{refusal_status, unexpected};
 use crate::core::SharedCore;
+use crate::error::{BrokerError, answer};
 
 /// The key this broker signs with, once committed.
 #[derive(Default)]
@@ -25,7 +24,7 @@ impl KeyRing {
     /// not revoked it.
     pub fn signing_key(&self, core: &SharedCore) -> Option<Arc<SigningKeyPair>> {
         let key = self.active.read().expect("key lock").clone()?;
-        let usable = core.view.read(|applied| {
+        let usable = core.view().read(|applied| {
             applied
                 .ledger
                 .keys
@@ -46,34 +45,45 @@ impl KeyRing {
         &self,
         core: &SharedCore,
         lifetime: Duration,
-    ) -> Result<Option<KeyId>, Status> {
-        let suffix: [u8; 6] = core.env.random_bytes();
-        let key_id = KeyId::new(format!("n{}-{}", core.id, hex::encode(suffix)))
-            .map_err(|e| Status::internal(e.to_string()))?;
+    ) -> Result<Option<KeyId>, BrokerError> {
+        let suffix: [u8; 6] = core.env().random_bytes();
+        let key_id = KeyId::new(format!("n{}-{}", core.id(), hex::encode(suffix)))
+            .map_err(|e| BrokerError::Broken(e.to_string()))?;
         let key = Arc::new(SigningKeyPair::from_seed(
             key_id.clone(),
-            core.env.random_bytes(),
+            core.env().random_bytes(),
         ));
         let now_ms = core.confirmed_cluster_now().await?;
         let command = Command::RegisterKey {
             key_id: key_id.clone(),
-            broker: core.id,
+            broker: core.id(),
             public_key: key.public_key().to_vec(),
             not_before_ms: now_ms,
             not_after_ms: now_ms + lifetime.as_millis() as u64,
         };
-        let request_id =
-            RequestId::new(format!("key-{key_id}")).map_err(|e| Status::internal(e.to_string()))?;
-        match core.propose(request_id, command).await?.outcome {
-            Ok(Applied::KeyRegistered) => {}
-            Ok(other) => {
-                return Err(unexpected(&other));
-            }
-            Err(refusal) => return Err(refusal_status(&refusal)),
-        }
+        let request_id = RequestId::new(format!("key-{key_id}"))
+            .map_err(|e| BrokerError::Broken(e.to_string()))?;
+        answer(
+            core.propose(request_id, command).await?.outcome,
+            |applied| match applied {
+                Applied::KeyRegistered => Ok(()),
+                other => Err(other),
+            },
+        )?;
         let previous = self.activate(key).map(|old| old.key_id().clone());
         tracing::info!(key_id = %key_id, "signing key registered and active");
         Ok(previous)
+    }
+
+    /// Tell the ledger a key signs no more; it stays published until the
+    /// credentials it signed have expired. Fails only when the write could
+    /// not be made; the ledger's own answer is not an error here.
+    pub async fn retire(&self, core: &SharedCore, key_id: KeyId) -> Result<(), BrokerError> {
+        let request_id = RequestId::new(format!("retire-{key_id}"))
+            .map_err(|e| BrokerError::Broken(e.to_string()))?;
+        core.propose(request_id, Command::RetireKey { key_id })
+            .await
+            .map(|_| ())
     }
 
     /// Keep a committed key: register one now (retrying until the cluster
@@ -86,7 +96,7 @@ impl KeyRing {
     ) -> tokio::task::JoinHandle<()> {
         let ring = self.clone();
         tokio::spawn(async move {
-            let mut changes = core.view.changes();
+            let mut changes = core.view().changes();
             let mut next_rotation = tokio::time::Instant::now();
             loop {
                 let held = ring.active.read().expect("key lock").is_some();
@@ -95,12 +105,14 @@ impl KeyRing {
                     match ring.rotate(&core, interval + overlap).await {
                         Ok(previous) => {
                             next_rotation = tokio::time::Instant::now() + interval;
-                            if let Some(previous) = previous {
-                                retire(&core, previous).await;
+                            if let Some(previous) = previous
+                                && let Err(error) = ring.retire(&core, previous.clone()).await
+                            {
+                                tracing::warn!(key_id = %previous, %error, "could not retire a signing key");
                             }
                         }
-                        Err(status) => {
-                            tracing::warn!(error = %status.message(), "could not register a signing key; retrying");
+                        Err(error) => {
+                            tracing::warn!(%error, "could not register a signing key; retrying");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             continue;
                         }
@@ -118,24 +130,5 @@ impl KeyRing {
                 }
             }
         })
-    }
-}
-
-/// Tell the ledger a key signs no more; it stays published until the
-/// credentials it signed have expired.
-async fn retire(core: &SharedCore, key_id: KeyId) {
-    let Ok(request_id) = RequestId::new(format!("retire-{key_id}")) else {
-        return;
-    };
-    if let Err(status) = core
-        .propose(
-            request_id,
-            Command::RetireKey {
-                key_id: key_id.clone(),
-            },
-        )
-        .await
-    {
-        tracing::warn!(%key_id, error = %status.message(), "could not retire a signing key");
     }
 }

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use lapse_ledger::{Applied, Command, RequestId};
 use tokio::sync::Notify;
-use tonic::Status;
 
-use crate::cluster_service::unexpected;
 use crate::core::SharedCore;
+use crate::error::{BrokerError, answer};
 
 #[derive(Debug, Clone, Copy)]
 struct Block {
@@ -86,37 +85,38 @@ impl IndexLeases {
         lasting < self.block_size / 4 + 1
     }
 
-    async fn lease_block(&self, core: &SharedCore, sequence: u64) -> Result<(), Status> {
-        let nonce: [u8; 4] = core.env.random_bytes();
+    async fn lease_block(&self, core: &SharedCore, sequence: u64) -> Result<(), BrokerError> {
+        let nonce: [u8; 4] = core.env().random_bytes();
         let request_id = RequestId::new(format!(
             "lease-{}-{sequence}-{}",
-            core.id,
+            core.id(),
             hex::encode(nonce)
         ))
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(|e| BrokerError::Broken(e.to_string()))?;
         let command = Command::LeaseIndices {
-            broker: core.id,
+            broker: core.id(),
             count: self.block_size,
             lease_ms: self.lease.as_millis() as u64,
         };
-        match core.propose(request_id, command).await?.outcome {
-            Ok(Applied::Leased {
-                start,
-                end,
-                lease_expires_at_ms,
-                ..
-            }) => {
-                self.blocks.lock().expect("lease lock").push_back(Block {
-                    next: start,
+        let (start, end, lease_expires_at_ms) = answer(
+            core.propose(request_id, command).await?.outcome,
+            |applied| match applied {
+                Applied::Leased {
+                    start,
                     end,
                     lease_expires_at_ms,
-                });
-                tracing::info!(start, end, "leased status indices");
-                Ok(())
-            }
-            Ok(other) => Err(unexpected(&other)),
-            Err(refusal) => Err(crate::cluster_service::refusal_status(&refusal)),
-        }
+                    ..
+                } => Ok((start, end, lease_expires_at_ms)),
+                other => Err(other),
+            },
+        )?;
+        self.blocks.lock().expect("lease lock").push_back(Block {
+            next: start,
+            end,
+            lease_expires_at_ms,
+        });
+        tracing::info!(start, end, "leased status indices");
+        Ok(())
     }
 
     /// Keep enough indices leased: lease when low, retry while the leader is
@@ -132,8 +132,8 @@ impl IndexLeases {
                 };
                 if low {
                     sequence += 1;
-                    if let Err(status) = leases.lease_block(&core, sequence).await {
-                        tracing::warn!(error = %status.message(), "could not lease status indices; retrying");
+                    if let Err(error) = leases.lease_block(&core, sequence).await {
+                        tracing::warn!(%error, "could not lease status indices; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     continue;

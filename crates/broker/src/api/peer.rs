@@ -1,5 +1,7 @@
-//! The broker-to-broker gRPC service: Raft messages, streamed snapshots and
-//! forwarded writes. Every call must carry the cluster secret.
+//! The broker-to-broker gRPC service: Raft messages, streamed snapshots,
+//! forwarded writes and membership changes, read indices, checkpoints and
+//! propagation reports. Every call must carry the cluster secret. The
+//! calling side is [`crate::link`].
 
 use lapse_ledger::{Command, RequestId};
 use lapse_storage::{SnapshotMeta, TypeConfig, Vote};
@@ -13,7 +15,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::SharedCore;
-use crate::peers::{ClusterSecret, SECRET_HEADER, decode, encode};
+use crate::link::{ClusterSecret, SECRET_HEADER, decode, encode};
+use crate::membership::MembershipChange;
 
 pub struct PeerService {
     pub core: SharedCore,
@@ -57,7 +60,7 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let patience = Duration::from_millis(self.core.config.raft.rpc_timeout_ms);
+        let patience = Duration::from_millis(self.core.config().raft.rpc_timeout_ms);
         let read_index = self
             .core
             .leader_read_index(patience)
@@ -84,7 +87,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<CheckpointsResponse>, Status> {
         let checkpoints = self
             .core
-            .view
+            .view()
             .read(|a| a.checkpoints.list())
             .into_iter()
             .map(|(index, digest)| Checkpoint {
@@ -103,7 +106,7 @@ impl RaftPeer for PeerService {
             decode(&request.into_inner().payload).map_err(|e| malformed("append-entries", e))?;
         let answer = self
             .core
-            .raft
+            .raft()
             .append_entries(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -114,7 +117,7 @@ impl RaftPeer for PeerService {
         let rpc = decode(&request.into_inner().payload).map_err(|e| malformed("vote", e))?;
         let answer = self
             .core
-            .raft
+            .raft()
             .vote(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -128,7 +131,7 @@ impl RaftPeer for PeerService {
         let rpc = decode(&request.into_inner().payload).map_err(|e| malformed("pre-vote", e))?;
         let answer = self
             .core
-            .raft
+            .raft()
             .pre_vote(rpc)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -139,7 +142,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let limit = self.core.config.limits.max_snapshot_bytes;
+        let limit = self.core.config().limits.max_snapshot_bytes;
         let mut chunks = request.into_inner();
         let first = chunks
             .message()
@@ -165,7 +168,7 @@ impl RaftPeer for PeerService {
         };
         let answer = self
             .core
-            .raft
+            .raft()
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -180,5 +183,15 @@ impl RaftPeer for PeerService {
             .map_err(|e| malformed("forwarded proposal", e))?;
         let response = self.core.propose_here(request_id, command).await?;
         reply(&response)
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let change: MembershipChange = decode(&request.into_inner().payload)
+            .map_err(|e| malformed("forwarded membership change", e))?;
+        let membership = self.core.change_membership_here(change).await?;
+        reply(&membership)
     }
 }

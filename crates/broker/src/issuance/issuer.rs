@@ -1,4 +1,4 @@
-//! The `Issuer` gRPC service: attest, decide by policy, take a status index
+//! Issuing a credential: attest, decide by policy, take a status index
 //! from the local lease, sign with the committed key, record durably, answer.
 //! Every attempt, granted or refused, lands in the audit log with its reason.
 
@@ -14,25 +14,74 @@ use lapse_ledger::{
     Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse, Refusal,
     RequestId,
 };
-use lapse_wire::issuer::issuer_server::Issuer;
-use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request::Attestation};
 use sha2::{Digest, Sha256};
-use tonic::{Request, Response, Status};
 
 use super::audit::AuditLog;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
 use super::policy::{IssueAsk, PolicyCache};
-use crate::cluster_service::refusal_status;
 use crate::config::{ExternalIssuerConfig, IssuanceConfig};
 use crate::core::SharedCore;
+use crate::error::BrokerError;
 
 /// The most scopes or audiences one credential may carry.
 const MAX_LIST: usize = 32;
 /// The longest scope or audience string.
 const MAX_ITEM_BYTES: usize = 128;
 
-pub struct IssuerService {
+/// How a workload proves who it is.
+#[derive(Debug, Clone)]
+pub enum Attestation {
+    /// A one-time join token made for one workload.
+    JoinToken(String),
+    /// A JWT from a configured external issuer.
+    ExternalJwt(String),
+}
+
+/// A request for a new credential.
+#[derive(Debug, Clone, Default)]
+pub struct IssueParams {
+    pub attestation: Option<Attestation>,
+    /// Chosen by the caller so a retried join-token issuance spends the
+    /// token once; may be empty.
+    pub request_id: String,
+    /// The tenant the caller expects; empty for "whatever the attestation says".
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    /// 0 for the default.
+    pub ttl_seconds: u64,
+    /// RFC 7638 thumbprint of the key to bind the credential to; may be empty.
+    pub dpop_jkt: String,
+}
+
+/// A request to refresh a credential.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshParams {
+    pub credential: String,
+    /// Required when the credential is bound to a key.
+    pub dpop_proof: String,
+    /// Empty to keep the credential's own.
+    pub scopes: Vec<String>,
+    /// Empty to keep the credential's own.
+    pub audiences: Vec<String>,
+    pub ttl_seconds: u64,
+}
+
+/// A credential issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub credential: String,
+    pub status_index: u64,
+    pub key_id: String,
+    /// `exp`, in seconds.
+    pub expires_at: u64,
+    pub tenant: String,
+    pub workload: String,
+    pub policy_version: u64,
+}
+
+pub struct Issuer {
     pub core: SharedCore,
     pub keys: Arc<KeyRing>,
     pub leases: Arc<IndexLeases>,
@@ -59,14 +108,18 @@ struct Attested {
 
 /// The `iss` claim of a JWT, read without verifying it, to pick the issuer
 /// whose keys will verify it.
-fn unverified_issuer(token: &str) -> Result<String, String> {
+fn unverified_issuer(token: &str) -> Result<String, BrokerError> {
     use base64::Engine;
-    let payload = token.split('.').nth(1).ok_or("not a JWT")?;
+    let bad = |why: String| BrokerError::Unauthenticated(format!("external_jwt: {why}"));
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| bad("not a JWT".into()))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
-        .map_err(|e| format!("payload is not base64url: {e}"))?;
+        .map_err(|e| bad(format!("payload is not base64url: {e}")))?;
     let claims: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("payload is not JSON: {e}"))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("payload is not JSON: {e}")))?;
     Ok(claims
         .get("iss")
         .and_then(|v| v.as_str())
@@ -76,7 +129,7 @@ fn unverified_issuer(token: &str) -> Result<String, String> {
 
 /// Public keys of the ledger's registered, unrevoked signing keys.
 pub fn ledger_keys(core: &SharedCore) -> BTreeMap<String, [u8; 32]> {
-    core.view.read(|applied| {
+    core.view().read(|applied| {
         applied
             .ledger
             .keys
@@ -89,18 +142,16 @@ pub fn ledger_keys(core: &SharedCore) -> BTreeMap<String, [u8; 32]> {
     })
 }
 
-fn check_list(field: &str, items: &[String]) -> Result<(), Status> {
+fn check_list(field: &str, items: &[String]) -> Result<(), BrokerError> {
     if items.len() > MAX_LIST {
-        return Err(Status::invalid_argument(format!(
-            "{field}: at most {MAX_LIST}"
-        )));
+        return Err(BrokerError::Invalid(format!("{field}: at most {MAX_LIST}")));
     }
     for item in items {
         if item.is_empty()
             || item.len() > MAX_ITEM_BYTES
             || item.chars().any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(BrokerError::Invalid(format!(
                 "{field}: {item:?} must be 1 to {MAX_ITEM_BYTES} bytes with no spaces"
             )));
         }
@@ -108,32 +159,32 @@ fn check_list(field: &str, items: &[String]) -> Result<(), Status> {
     Ok(())
 }
 
-impl IssuerService {
+impl Issuer {
     /// Cluster time, in seconds: what `iat` and `exp` are measured in.
     fn now_seconds(&self) -> u64 {
         self.core.cluster_now() / 1000
     }
 
     /// Record an attempt durably; a failure to record fails the request.
-    async fn record(&self, record: IssuanceRecord) -> Result<(), Status> {
+    async fn record(&self, record: IssuanceRecord) -> Result<(), BrokerError> {
         self.audit
             .append(record)
             .await
             .map(|_| ())
-            .map_err(|e| Status::unavailable(format!("the audit log cannot be written: {e}")))
+            .map_err(|e| BrokerError::Unavailable(format!("the audit log cannot be written: {e}")))
     }
 
-    /// Record a refusal and return its status.
+    /// Record a refusal and return it.
     async fn refuse(
         &self,
         attested: Option<&Attested>,
         ask: (&[String], &[String]),
         decision: Decision,
-        status: Status,
-    ) -> Status {
+        error: BrokerError,
+    ) -> BrokerError {
         let record = IssuanceRecord {
             sequence: 0,
-            at_ms: self.core.env.now_ms(),
+            at_ms: self.core.env().now_ms(),
             tenant: attested.map(|a| a.tenant.clone()),
             workload: attested.map(|a| a.workload.clone()),
             index: None,
@@ -145,26 +196,26 @@ impl IssuerService {
             decision,
         };
         match self.record(record).await {
-            Ok(()) => status,
+            Ok(()) => error,
             Err(audit_failure) => audit_failure,
         }
     }
 
     /// Record and return a refusal that no policy decided (bad attestation,
-    /// bad request): its reason is the status message.
+    /// bad request): its reason is the error's message.
     async fn refuse_plainly(
         &self,
         attested: Option<&Attested>,
         ask: (&[String], &[String]),
-        status: Status,
-    ) -> Status {
+        error: BrokerError,
+    ) -> BrokerError {
         let decision = Decision {
             policy_version: 0,
             input_sha256: [0; 32],
             allowed: false,
-            reason: status.message().to_owned(),
+            reason: error.to_string(),
         };
-        self.refuse(attested, ask, decision, status).await
+        self.refuse(attested, ask, decision, error).await
     }
 
     /// Check a join token against this broker's applied state, without
@@ -173,33 +224,37 @@ impl IssuerService {
     /// A token this broker has not applied yet is looked up again after
     /// confirming its state is current, so a token just created elsewhere
     /// works, and a guessed one costs no Raft commit.
-    async fn attest_join_token(&self, token: &str, request_id: &str) -> Result<Attested, Status> {
+    async fn attest_join_token(
+        &self,
+        token: &str,
+        request_id: &str,
+    ) -> Result<Attested, BrokerError> {
         if !token.starts_with("lapse-join-") {
-            return Err(Status::invalid_argument(
-                "join_token: not a Lapse join token",
+            return Err(BrokerError::Invalid(
+                "join_token: not a Lapse join token".into(),
             ));
         }
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let attempt = if request_id.is_empty() {
-            hex::encode(self.core.env.random_bytes::<12>())
+            hex::encode(self.core.env().random_bytes::<12>())
         } else {
             RequestId::new(request_id)
-                .map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
+                .map_err(|e| BrokerError::Invalid(format!("request_id: {e}")))?;
             request_id.to_owned()
         };
         let spend_id = RequestId::new(format!(
             "consume-{}-{attempt}",
             &hex::encode(token_hash)[..16]
         ))
-        .map_err(|e| Status::invalid_argument(format!("request_id: {e}")))?;
+        .map_err(|e| BrokerError::Invalid(format!("request_id: {e}")))?;
         let mut grant = self.join_grant(&token_hash, &spend_id);
         if let Err(Refusal::JoinTokenUnknown) = grant {
-            let patience = Duration::from_millis(self.core.config.raft.rpc_timeout_ms);
+            let patience = Duration::from_millis(self.core.config().raft.rpc_timeout_ms);
             if self.core.confirm_current(patience).await.is_ok() {
                 grant = self.join_grant(&token_hash, &spend_id);
             }
         }
-        let (tenant, workload) = grant.map_err(|refusal| refusal_status(&refusal))?;
+        let (tenant, workload) = grant.map_err(BrokerError::Refused)?;
         Ok(Attested {
             tenant,
             workload,
@@ -219,7 +274,7 @@ impl IssuerService {
         spend_id: &RequestId,
     ) -> Result<(TenantId, WorkloadId), Refusal> {
         let now_ms = self.core.cluster_now();
-        self.core.view.read(|applied| {
+        self.core.view().read(|applied| {
             let token = applied
                 .ledger
                 .join_tokens
@@ -254,7 +309,7 @@ impl IssuerService {
         &self,
         token_hash: [u8; 32],
         spend_id: RequestId,
-    ) -> Result<(), Status> {
+    ) -> Result<(), BrokerError> {
         let command = Command::ConsumeJoinToken {
             token_hash,
             presented: JoinUse::Workload,
@@ -262,45 +317,44 @@ impl IssuerService {
         let response = self.core.propose(spend_id, command).await?;
         match response.outcome {
             Ok(Applied::JoinTokenConsumed(JoinGrant::Workload { .. })) => Ok(()),
-            Ok(_) => Err(Status::permission_denied(
-                "join token was not made for a workload",
+            Ok(_) => Err(BrokerError::Forbidden(
+                "join token was not made for a workload".into(),
             )),
-            Err(refusal) => Err(refusal_status(&refusal)),
+            Err(refusal) => Err(BrokerError::Refused(refusal)),
         }
     }
 
-    fn attest_external(&self, token: &str) -> Result<Attested, Status> {
-        let claimed_issuer = unverified_issuer(token)
-            .map_err(|e| Status::unauthenticated(format!("external_jwt: {e}")))?;
+    fn attest_external(&self, token: &str) -> Result<Attested, BrokerError> {
+        let claimed_issuer = unverified_issuer(token)?;
         let (config, issuer) = self
             .external
             .iter()
             .find(|(config, _)| config.issuer == claimed_issuer)
             .ok_or_else(|| {
-                Status::unauthenticated(format!(
+                BrokerError::Unauthenticated(format!(
                     "external_jwt: issuer {claimed_issuer:?} is not configured"
                 ))
             })?;
         let claims = issuer
             .verify(token, self.now_seconds(), self.settings.leeway_seconds)
             .map_err(|e| {
-                Status::unauthenticated(format!("external_jwt from {claimed_issuer}: {e}"))
+                BrokerError::Unauthenticated(format!("external_jwt from {claimed_issuer}: {e}"))
             })?;
         let name = claims
             .get(&config.workload_claim)
             .and_then(|v| v.as_str())
             .ok_or_else(|| {
-                Status::unauthenticated(format!(
+                BrokerError::Unauthenticated(format!(
                     "external_jwt has no string claim {:?}",
                     config.workload_claim
                 ))
             })?;
         let workload =
             WorkloadId::new(format!("{}{name}", config.workload_prefix)).map_err(|e| {
-                Status::permission_denied(format!("external_jwt maps to no workload id: {e}"))
+                BrokerError::Forbidden(format!("external_jwt maps to no workload id: {e}"))
             })?;
         let tenant =
-            TenantId::new(config.tenant.clone()).map_err(|e| Status::internal(e.to_string()))?;
+            TenantId::new(config.tenant.clone()).map_err(|e| BrokerError::Broken(e.to_string()))?;
         Ok(Attested {
             tenant,
             workload,
@@ -313,7 +367,7 @@ impl IssuerService {
         })
     }
 
-    fn attest_refresh(&self, request: &RefreshRequest) -> Result<Attested, Status> {
+    fn attest_refresh(&self, request: &RefreshParams) -> Result<Attested, BrokerError> {
         let now = self.now_seconds();
         let keys = ledger_keys(&self.core);
         let verified = verify(
@@ -326,9 +380,9 @@ impl IssuerService {
                 leeway_seconds: self.settings.leeway_seconds,
             },
         )
-        .map_err(|e| Status::unauthenticated(format!("credential: {e}")))?;
+        .map_err(|e| BrokerError::Unauthenticated(format!("credential: {e}")))?;
         let claims = verified.claims;
-        let revoked = self.core.view.read(|applied| {
+        let revoked = self.core.view().read(|applied| {
             applied.ledger.is_revoked(
                 claims.status_index(),
                 &claims.tenant,
@@ -338,12 +392,12 @@ impl IssuerService {
             )
         });
         if revoked {
-            return Err(Status::permission_denied("credential has been revoked"));
+            return Err(BrokerError::Forbidden("credential has been revoked".into()));
         }
         if let Some(Confirmation { jkt }) = &claims.cnf {
             if request.dpop_proof.is_empty() {
-                return Err(Status::unauthenticated(
-                    "credential is bound to a key: a DPoP proof is required",
+                return Err(BrokerError::Unauthenticated(
+                    "credential is bound to a key: a DPoP proof is required".into(),
                 ));
             }
             let uri = self.settings.refresh_uri();
@@ -358,17 +412,18 @@ impl IssuerService {
                     leeway_seconds: self.settings.leeway_seconds,
                 },
             )
-            .map_err(|e| Status::unauthenticated(format!("DPoP proof: {e}")))?;
+            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
             if &proof.jkt != jkt {
-                return Err(Status::unauthenticated(
-                    "DPoP proof is signed by a different key than the credential is bound to",
+                return Err(BrokerError::Unauthenticated(
+                    "DPoP proof is signed by a different key than the credential is bound to"
+                        .into(),
                 ));
             }
             self.replay
                 .lock()
                 .expect("replay lock")
                 .check_and_remember(&proof.jti, now)
-                .map_err(|e| Status::unauthenticated(format!("DPoP proof: {e}")))?;
+                .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
         }
         Ok(Attested {
             tenant: claims.tenant.clone(),
@@ -390,22 +445,22 @@ impl IssuerService {
         audiences: Vec<String>,
         ttl_seconds: u64,
         jkt: Option<String>,
-    ) -> Result<IssueResponse, Status> {
-        let max_ttl = self.core.config.ledger.max_credential_ttl_seconds;
+    ) -> Result<Issued, BrokerError> {
+        let max_ttl = self.core.config().ledger.max_credential_ttl_seconds;
         let ttl_seconds = if ttl_seconds == 0 {
             self.settings.default_ttl_seconds
         } else {
             ttl_seconds
         };
         if ttl_seconds > max_ttl {
-            let status = Status::invalid_argument(format!(
+            let status = BrokerError::Invalid(format!(
                 "ttl_seconds {ttl_seconds} is beyond the cluster's maximum {max_ttl}"
             ));
             return Err(self
                 .refuse_plainly(Some(&attested), (&scopes, &audiences), status)
                 .await);
         }
-        let policy = self.core.view.read(|applied| {
+        let policy = self.core.view().read(|applied| {
             applied
                 .ledger
                 .policies
@@ -423,14 +478,15 @@ impl IssuerService {
             },
         );
         if !decision.allowed {
-            let status = Status::permission_denied(decision.reason.clone());
+            let status = BrokerError::Forbidden(decision.reason.clone());
             return Err(self
                 .refuse(Some(&attested), (&scopes, &audiences), decision, status)
                 .await);
         }
         let Some(key) = self.keys.signing_key(&self.core) else {
-            let status =
-                Status::unavailable("this broker has no committed signing key yet; retry shortly");
+            let status = BrokerError::Unavailable(
+                "this broker has no committed signing key yet; retry shortly".into(),
+            );
             return Err(self
                 .refuse(Some(&attested), (&scopes, &audiences), decision, status)
                 .await);
@@ -439,7 +495,7 @@ impl IssuerService {
         let index = match self.leases.take(now_ms) {
             Ok(index) => index,
             Err(spent) => {
-                let status = Status::resource_exhausted(spent.to_string());
+                let status = BrokerError::Exhausted(spent.to_string());
                 return Err(self
                     .refuse(Some(&attested), (&scopes, &audiences), decision, status)
                     .await);
@@ -456,7 +512,7 @@ impl IssuerService {
                 .await);
         }
         let now = now_ms / 1000;
-        let jti: [u8; 16] = self.core.env.random_bytes();
+        let jti: [u8; 16] = self.core.env().random_bytes();
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: attested.workload.clone(),
@@ -480,7 +536,7 @@ impl IssuerService {
         };
         let credential = key
             .sign(&claims)
-            .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
+            .map_err(|e| BrokerError::Broken(format!("signing failed: {e}")))?;
         let policy_version = decision.policy_version;
         self.record(IssuanceRecord {
             sequence: 0,
@@ -496,7 +552,7 @@ impl IssuerService {
             decision,
         })
         .await?;
-        Ok(IssueResponse {
+        Ok(Issued {
             credential,
             status_index: index,
             key_id: key.key_id().to_string(),
@@ -508,18 +564,15 @@ impl IssuerService {
     }
 }
 
-#[tonic::async_trait]
-impl Issuer for IssuerService {
-    async fn issue(
-        &self,
-        request: Request<IssueRequest>,
-    ) -> Result<Response<IssueResponse>, Status> {
-        let request = request.into_inner();
+impl Issuer {
+    /// Issue a credential to the workload the attestation proves, if its
+    /// tenant's policy allows it. Every attempt is audited.
+    pub async fn issue(&self, request: IssueParams) -> Result<Issued, BrokerError> {
         check_list("scopes", &request.scopes)?;
         check_list("audiences", &request.audiences)?;
         if request.audiences.is_empty() {
-            return Err(Status::invalid_argument(
-                "audiences: name at least one audience",
+            return Err(BrokerError::Invalid(
+                "audiences: name at least one audience".into(),
             ));
         }
         self.core.confirmed_cluster_now().await?;
@@ -530,8 +583,8 @@ impl Issuer for IssuerService {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         {
-            return Err(Status::invalid_argument(
-                "dpop_jkt: expected an RFC 7638 SHA-256 thumbprint, base64url",
+            return Err(BrokerError::Invalid(
+                "dpop_jkt: expected an RFC 7638 SHA-256 thumbprint, base64url".into(),
             ));
         }
         let attested = match &request.attestation {
@@ -539,51 +592,47 @@ impl Issuer for IssuerService {
                 self.attest_join_token(token, &request.request_id).await
             }
             Some(Attestation::ExternalJwt(token)) => self.attest_external(token),
-            None => Err(Status::invalid_argument(
-                "attestation: give a join_token or an external_jwt",
+            None => Err(BrokerError::Invalid(
+                "attestation: give a join_token or an external_jwt".into(),
             )),
         };
         let attested = match attested {
             Ok(attested) => attested,
-            Err(status) => {
+            Err(error) => {
                 return Err(self
-                    .refuse_plainly(None, (&request.scopes, &request.audiences), status)
+                    .refuse_plainly(None, (&request.scopes, &request.audiences), error)
                     .await);
             }
         };
         if !request.tenant.is_empty() && request.tenant != attested.tenant.as_str() {
-            let status = Status::permission_denied(format!(
+            let error = BrokerError::Forbidden(format!(
                 "tenant mismatch: the attestation is for tenant {}, not {}",
                 attested.tenant, request.tenant
             ));
             let asked = (request.scopes.as_slice(), request.audiences.as_slice());
-            return Err(self.refuse_plainly(Some(&attested), asked, status).await);
+            return Err(self.refuse_plainly(Some(&attested), asked, error).await);
         }
-        let response = self
-            .grant(
-                attested,
-                request.scopes,
-                request.audiences,
-                request.ttl_seconds,
-                jkt,
-            )
-            .await?;
-        Ok(Response::new(response))
+        self.grant(
+            attested,
+            request.scopes,
+            request.audiences,
+            request.ttl_seconds,
+            jkt,
+        )
+        .await
     }
 
-    async fn refresh(
-        &self,
-        request: Request<RefreshRequest>,
-    ) -> Result<Response<IssueResponse>, Status> {
-        let request = request.into_inner();
+    /// Issue a fresh credential for the holder of a valid, unrevoked one,
+    /// bound to the same key. Every attempt is audited.
+    pub async fn refresh(&self, request: RefreshParams) -> Result<Issued, BrokerError> {
         check_list("scopes", &request.scopes)?;
         check_list("audiences", &request.audiences)?;
         self.core.confirmed_cluster_now().await?;
         let attested = match self.attest_refresh(&request) {
             Ok(attested) => attested,
-            Err(status) => {
+            Err(error) => {
                 return Err(self
-                    .refuse_plainly(None, (&request.scopes, &request.audiences), status)
+                    .refuse_plainly(None, (&request.scopes, &request.audiences), error)
                     .await);
             }
         };
@@ -603,9 +652,7 @@ impl Issuer for IssuerService {
             request.audiences
         };
         let jkt = attested.bound_jkt.clone();
-        let response = self
-            .grant(attested, scopes, audiences, request.ttl_seconds, jkt)
-            .await?;
-        Ok(Response::new(response))
+        self.grant(attested, scopes, audiences, request.ttl_seconds, jkt)
+            .await
     }
 }

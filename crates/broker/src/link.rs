@@ -1,6 +1,10 @@
-//! Talking to other brokers: one cached gRPC channel per peer address, the
-//! cluster-secret header on every call, a timeout on every RPC, and the
-//! openraft network built on top.
+//! The peer link: the calling side of the broker-to-broker protocol. One
+//! cached gRPC channel per peer address, the cluster-secret header on every
+//! call, a timeout on every RPC, the openraft network built on top, and the
+//! typed calls the rest of the broker makes on peers (forwarded writes and
+//! membership changes, read indices, checkpoints, propagation reports).
+//! Like [`crate::api`], this is gRPC code; what it returns to the rest of
+//! the broker is a [`BrokerError`], never a status.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,6 +22,11 @@ use openraft::raft::{
 use tonic::transport::{Channel, Endpoint};
 
 use crate::env::Dialer;
+use crate::error::BrokerError;
+use crate::membership::{MembershipChange, MembershipView};
+use lapse_ledger::{Command, RequestId, Response};
+use lapse_storage::Sha256Digest;
+use lapse_wire::peer::{CheckpointsRequest, LocalPropagationRequest, ReadIndexRequest};
 
 /// The metadata key that carries the cluster secret between brokers.
 pub const SECRET_HEADER: &str = "x-lapse-cluster-secret";
@@ -125,6 +134,148 @@ impl PeerChannels {
 
     pub fn rpc_timeout(&self) -> Duration {
         self.rpc_timeout
+    }
+
+    fn client(&self, address: &str) -> Result<RaftPeerClient<Channel>, BrokerError> {
+        self.peer_client(address).map_err(BrokerError::Broken)
+    }
+
+    /// Forward a write to the leader at `address`; its answer is the
+    /// ledger's response.
+    pub async fn propose(
+        &self,
+        address: &str,
+        request_id: &RequestId,
+        command: &Command,
+        timeout: Duration,
+    ) -> Result<Response, BrokerError> {
+        let message = RaftMessage {
+            payload: encode(&(request_id, command)),
+        };
+        let reply = self
+            .client(address)?
+            .propose(self.request(message, timeout))
+            .await
+            .map_err(|status| from_status(&status))?;
+        decode(&reply.into_inner().payload)
+            .map_err(|e| BrokerError::Broken(format!("leader sent an undecodable answer: {e}")))
+    }
+
+    /// Forward a membership change to the leader at `address`.
+    pub async fn change_membership(
+        &self,
+        address: &str,
+        change: &MembershipChange,
+        timeout: Duration,
+    ) -> Result<MembershipView, BrokerError> {
+        let message = RaftMessage {
+            payload: encode(change),
+        };
+        let reply = self
+            .client(address)?
+            .change_membership(self.request(message, timeout))
+            .await
+            .map_err(|status| from_status(&status))?;
+        decode(&reply.into_inner().payload)
+            .map_err(|e| BrokerError::Broken(format!("leader sent an undecodable answer: {e}")))
+    }
+
+    /// Ask the leader at `address` for a read index: the commit index to
+    /// wait for, and the leader's clock when it answered.
+    pub async fn read_index(
+        &self,
+        address: &str,
+        patience: Duration,
+    ) -> Result<(u64, u64), BrokerError> {
+        let reply = self
+            .client(address)?
+            .read_index(self.request(ReadIndexRequest {}, patience))
+            .await
+            .map_err(|status| {
+                BrokerError::Unavailable(format!("leader {address}: {}", status.message()))
+            })?
+            .into_inner();
+        Ok((reply.read_index, reply.leader_time_ms))
+    }
+
+    /// A peer's recent checkpoints: `(index, digest of the applied state)`.
+    pub async fn checkpoints(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Vec<(u64, Sha256Digest)>, BrokerError> {
+        let reply = self
+            .client(address)?
+            .checkpoints(self.request(CheckpointsRequest {}, timeout))
+            .await
+            .map_err(|status| from_status(&status))?;
+        Ok(reply
+            .into_inner()
+            .checkpoints
+            .into_iter()
+            .filter_map(|c| Some((c.index, c.digest.try_into().ok()?)))
+            .collect())
+    }
+
+    /// Ask a cluster member at `address` to take this broker in as a
+    /// learner, presenting a join token. This broker is not a member yet,
+    /// so the call goes to the member's public `Join`; the answer is the
+    /// cluster secret.
+    pub async fn join(
+        &self,
+        address: &str,
+        token: &str,
+        node_id: u64,
+        own_address: String,
+    ) -> Result<String, BrokerError> {
+        use lapse_wire::cluster::JoinRequest;
+        use lapse_wire::cluster::cluster_client::ClusterClient;
+        let mut call = tonic::Request::new(JoinRequest {
+            token: token.to_owned(),
+            node_id,
+            address: own_address,
+        });
+        call.set_timeout(Duration::from_secs(15));
+        let reply = ClusterClient::new(self.channel(address).map_err(BrokerError::Invalid)?)
+            .join(call)
+            .await
+            .map_err(|status| from_status(&status))?;
+        Ok(reply.into_inner().cluster_secret)
+    }
+
+    /// A peer's own propagation report, still encoded.
+    pub async fn local_propagation(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BrokerError> {
+        let reply = self
+            .client(address)?
+            .local_propagation(self.request(LocalPropagationRequest {}, timeout))
+            .await
+            .map_err(|status| from_status(&status))?;
+        Ok(reply.into_inner().report)
+    }
+}
+
+/// What a peer's gRPC error means here. Whether a forwarded call is worth
+/// retrying is decided on this: a connection that failed or a deadline
+/// that passed is [`BrokerError::Unavailable`].
+pub fn from_status(status: &tonic::Status) -> BrokerError {
+    use tonic::Code;
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
+            BrokerError::Unavailable(message)
+        }
+        Code::InvalidArgument | Code::OutOfRange => BrokerError::Invalid(message),
+        Code::Unauthenticated => BrokerError::Unauthenticated(message),
+        Code::PermissionDenied => BrokerError::Forbidden(message),
+        Code::NotFound => BrokerError::NotFound(message),
+        Code::AlreadyExists => BrokerError::Exists(message),
+        Code::FailedPrecondition | Code::Aborted => BrokerError::Precondition(message),
+        Code::ResourceExhausted => BrokerError::Exhausted(message),
+        _ => BrokerError::Broken(message),
     }
 }
 

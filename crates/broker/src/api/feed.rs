@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{FeedHub, Update};
+use crate::feed::{FeedHub, Update};
 
 /// How long a new subscriber has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,7 +82,8 @@ impl Feed for FeedService {
         let permit = hub.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "broker {} already serves its maximum of {} verifiers; try another broker",
-                hub.core.id, hub.settings.max_subscribers
+                hub.core.id(),
+                hub.settings.max_subscribers
             ))
         })?;
         // Subscribe to the broadcast before reading the state, so nothing
@@ -172,7 +173,7 @@ impl Session {
             self.hub.tracker.lock().expect("tracker lock").connected(
                 &id,
                 &self.hello.region,
-                self.hub.core.id,
+                self.hub.core.id(),
                 resume.unwrap_or(0),
                 now,
             );
@@ -226,7 +227,7 @@ impl Session {
             return self.send_snapshot().await;
         };
         if self.hub.current_epoch() < epoch {
-            let mut changes = self.hub.core.view.changes();
+            let mut changes = self.hub.core.view().changes();
             let hub = self.hub.clone();
             let caught_up = tokio::time::timeout(
                 CATCH_UP_TIMEOUT,
@@ -236,7 +237,7 @@ impl Session {
             if !matches!(caught_up, Ok(Ok(_))) {
                 return Err(End::Fail(Status::unavailable(format!(
                     "broker {} is at epoch {}, behind the verifier's {epoch}; try another broker",
-                    self.hub.core.id,
+                    self.hub.core.id(),
                     self.hub.current_epoch()
                 ))));
             }
@@ -272,7 +273,7 @@ impl Session {
                     epoch: self.sent,
                     from_epoch: 0,
                     cluster_time_ms: *cluster_time_ms,
-                    broker_id: self.hub.core.id,
+                    broker_id: self.hub.core.id(),
                     max_credential_ttl_ms: self.hub.max_ttl_ms(),
                 };
                 self.push(event).await
@@ -285,7 +286,7 @@ impl Session {
                     epoch: self.sent,
                     from_epoch: 0,
                     cluster_time_ms: self.hub.cluster_now(),
-                    broker_id: self.hub.core.id,
+                    broker_id: self.hub.core.id(),
                     max_credential_ttl_ms: self.hub.max_ttl_ms(),
                 };
                 self.push(event).await
@@ -309,10 +310,7 @@ impl Session {
     }
 
     async fn send_snapshot(&mut self) -> Result<(), End> {
-        let (epoch, bytes) = self
-            .hub
-            .snapshot()
-            .map_err(|e| End::Fail(Status::internal(e)))?;
+        let (epoch, bytes) = self.hub.snapshot().map_err(|e| End::Fail(e.into()))?;
         if epoch < self.sent {
             // Never move a verifier backwards; a delta will follow.
             return Ok(());
@@ -329,7 +327,7 @@ impl Session {
             epoch,
             from_epoch: from,
             cluster_time_ms: self.hub.cluster_now(),
-            broker_id: self.hub.core.id,
+            broker_id: self.hub.core.id(),
             max_credential_ttl_ms: self.hub.max_ttl_ms(),
         };
         self.push(event).await?;
@@ -338,7 +336,7 @@ impl Session {
     }
 
     async fn push(&self, event: FeedEvent) -> Result<(), End> {
-        if let Some(faults) = &self.hub.core.env.faults
+        if let Some(faults) = &self.hub.core.env().faults
             && faults.drop_feed_message(&self.hello.verifier_id)
         {
             return Ok(());

@@ -1,5 +1,7 @@
 //! The broker's HTTP side: the JWKS at `/.well-known/jwks.json` and issuer
-//! metadata at `/.well-known/openid-configuration`, so standard JWT
+//! metadata at `/.well-known/openid-configuration`, `/healthz` and
+//! `/metrics`, and the one mapping from [`BrokerError`] to an HTTP answer
+//! ([`error_response`]). The JWKS and metadata let standard JWT
 //! libraries can verify Lapse credentials. Keys come from the ledger: every
 //! registered key, from every broker, until it is revoked or every
 //! credential it signed has expired.
@@ -8,13 +10,14 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use lapse_credential::{Jwk, JwkSet, KeyId};
 use serde_json::json;
 
 use crate::core::SharedCore;
+use crate::error::BrokerError;
 
 #[derive(Clone)]
 struct HttpState {
@@ -25,7 +28,7 @@ struct HttpState {
 
 /// The JWKS of the cluster's published signing keys.
 pub fn jwks(core: &SharedCore) -> JwkSet {
-    let keys = super::service::ledger_keys(core);
+    let keys = crate::issuance::issuer::ledger_keys(core);
     JwkSet {
         keys: keys
             .iter()
@@ -48,7 +51,7 @@ async fn jwks_handler(State(state): State<HttpState>) -> impl IntoResponse {
 
 async fn openid_configuration(State(state): State<HttpState>) -> impl IntoResponse {
     axum::Json(json!({
-        "issuer": state.core.config.issuance.issuer,
+        "issuer": state.core.config().issuance.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", state.base_url),
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint_auth_methods_supported": ["none"],
@@ -96,9 +99,61 @@ pub async fn serve(
         .await
 }
 
+/// The one mapping from a broker error to an HTTP answer: its status code
+/// and a JSON body `{"error": kind, "message": text}` (with `"refusal"`,
+/// the ledger's refusal code, when the ledger refused).
+pub fn error_response(error: &BrokerError) -> axum::response::Response {
+    let (status, kind) = match error {
+        BrokerError::Refused(_) => (StatusCode::CONFLICT, "refused"),
+        BrokerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        BrokerError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        BrokerError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        BrokerError::Exists(_) => (StatusCode::CONFLICT, "exists"),
+        BrokerError::Precondition(_) => (StatusCode::CONFLICT, "precondition"),
+        BrokerError::Exhausted(_) => (StatusCode::TOO_MANY_REQUESTS, "exhausted"),
+        BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        BrokerError::Broken(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let mut body = json!({ "error": kind, "message": error.to_string() });
+    if let BrokerError::Refused(refusal) = error {
+        body["refusal"] = json!(refusal.code());
+    }
+    (status, axum::Json(body)).into_response()
+}
+
 /// The base URL for an HTTP listener address.
 pub fn base_url(advertise: Option<&str>, bound: SocketAddr) -> String {
     advertise
         .map(str::to_owned)
         .unwrap_or_else(|| format!("http://{bound}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapse_ledger::Refusal;
+
+    #[test]
+    fn each_kind_of_error_has_its_status_and_a_json_body() {
+        let cases = [
+            (BrokerError::Refused(Refusal::JoinTokenUnknown), 409),
+            (BrokerError::Invalid("x".into()), 400),
+            (BrokerError::Unauthenticated("x".into()), 401),
+            (BrokerError::Forbidden("x".into()), 403),
+            (BrokerError::NotFound("x".into()), 404),
+            (BrokerError::Exhausted("x".into()), 429),
+            (BrokerError::Unavailable("x".into()), 503),
+            (BrokerError::Broken("x".into()), 500),
+        ];
+        for (error, code) in cases {
+            let response = error_response(&error);
+            assert_eq!(response.status().as_u16(), code, "{error:?}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{error:?}"
+            );
+        }
+    }
 }

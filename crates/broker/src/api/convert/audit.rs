@@ -1,0 +1,37 @@
+//! Issuance audit records to the wire.
+
+use lapse_ledger::{AttestationKind, IssuanceRecord};
+
+use lapse_wire::cluster as pb;
+
+/// One issuance attempt as `QueryAudit` reports it. `shipped` says whether
+/// the record has reached the ledger or is still only in the issuing
+/// broker's local log.
+pub fn audit_record(broker: u64, record: &IssuanceRecord, shipped: bool) -> pb::AuditRecord {
+    let text = |value: Option<String>| value.unwrap_or_default();
+    pb::AuditRecord {
+        broker_id: broker,
+        sequence: record.sequence,
+        at_ms: record.at_ms,
+        tenant: text(record.tenant.as_ref().map(|t| t.to_string())),
+        workload: text(record.workload.as_ref().map(|w| w.to_string())),
+        index: record.index.map(|i| i.0),
+        key_id: text(record.key_id.as_ref().map(|k| k.to_string())),
+        scopes: record.scopes.clone(),
+        audiences: record.audiences.clone(),
+        expires_at_ms: record.expires_at_ms.unwrap_or(0),
+        attestation: match &record.attestation {
+            None => String::new(),
+            Some(AttestationKind::JoinToken) => "join-token".into(),
+            Some(AttestationKind::ExternalJwt { issuer }) => format!("external-jwt:{issuer}"),
+            Some(AttestationKind::Refresh { previous_index }) => {
+                format!("refresh:{previous_index}")
+            }
+        },
+        allowed: record.decision.allowed,
+        policy_version: record.decision.policy_version,
+        input_sha256: hex::encode(record.decision.input_sha256),
+        reason: record.decision.reason.clone(),
+        shipped,
+    }
+}

@@ -1,0 +1,79 @@
+//! `Revocation` from the wire.
+
+use lapse_credential::{KeyId, StatusIndex, TenantId, WorkloadId};
+use lapse_ledger::Revocation;
+
+use lapse_wire::cluster::{self as pb, revocation::Target};
+
+use crate::error::BrokerError;
+
+/// A wire revocation as the ledger's, every identifier in it validated.
+pub fn revocation(revocation: Option<pb::Revocation>) -> Result<Revocation, BrokerError> {
+    let target = revocation.and_then(|r| r.target).ok_or_else(|| {
+        BrokerError::invalid(
+            "revocation",
+            "no target given (index, subject, tenant, key_id or secret_sha256)",
+        )
+    })?;
+    Ok(match target {
+        Target::Index(index) => Revocation::Index(StatusIndex(index)),
+        Target::Subject(subject) => Revocation::Subject {
+            tenant: TenantId::new(subject.tenant)
+                .map_err(|e| BrokerError::invalid("subject.tenant", e))?,
+            subject: WorkloadId::new(subject.subject)
+                .map_err(|e| BrokerError::invalid("subject.subject", e))?,
+            issued_before_ms: subject.issued_before_ms,
+        },
+        Target::Tenant(tenant) => Revocation::Tenant {
+            tenant: TenantId::new(tenant.tenant)
+                .map_err(|e| BrokerError::invalid("tenant.tenant", e))?,
+            issued_before_ms: tenant.issued_before_ms,
+        },
+        Target::KeyId(key_id) => {
+            Revocation::Key(KeyId::new(key_id).map_err(|e| BrokerError::invalid("key_id", e))?)
+        }
+        Target::SecretSha256(bytes) => {
+            let hash: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                BrokerError::invalid(
+                    "secret_sha256",
+                    format!("must be 32 bytes, got {}", bytes.len()),
+                )
+            })?;
+            Revocation::SecretHash(hash)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(target: Target) -> Option<pb::Revocation> {
+        Some(pb::Revocation {
+            target: Some(target),
+        })
+    }
+
+    #[test]
+    fn each_target_converts_and_bad_fields_are_named() {
+        assert_eq!(
+            revocation(target(Target::Index(7))),
+            Ok(Revocation::Index(StatusIndex(7)))
+        );
+        assert_eq!(
+            revocation(None).unwrap_err().to_string(),
+            "revocation: no target given (index, subject, tenant, key_id or secret_sha256)"
+        );
+        let bad_hash = revocation(target(Target::SecretSha256(vec![0; 31]))).unwrap_err();
+        assert_eq!(
+            bad_hash.to_string(),
+            "secret_sha256: must be 32 bytes, got 31"
+        );
+        let bad_tenant = revocation(target(Target::Tenant(pb::TenantTarget {
+            tenant: "has space".into(),
+            issued_before_ms: None,
+        })))
+        .unwrap_err();
+        assert!(bad_tenant.to_string().starts_with("tenant.tenant: "));
+    }
+}

@@ -1,0 +1,65 @@
+//! The `Issuer` service: `Issue` and `Refresh`, converted to and from
+//! [`crate::issuance::issuer`], which does the work.
+
+use std::sync::Arc;
+
+use lapse_wire::issuer::issuer_server::Issuer as IssuerRpc;
+use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request};
+use tonic::{Request, Response, Status};
+
+use crate::issuance::issuer::{Attestation, IssueParams, Issued, Issuer, RefreshParams};
+
+pub struct IssuerService {
+    pub issuer: Arc<Issuer>,
+}
+
+fn reply(issued: Issued) -> Response<IssueResponse> {
+    Response::new(IssueResponse {
+        credential: issued.credential,
+        status_index: issued.status_index,
+        key_id: issued.key_id,
+        expires_at: issued.expires_at,
+        tenant: issued.tenant,
+        workload: issued.workload,
+        policy_version: issued.policy_version,
+    })
+}
+
+#[tonic::async_trait]
+impl IssuerRpc for IssuerService {
+    async fn issue(
+        &self,
+        request: Request<IssueRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let request = request.into_inner();
+        let attestation = request.attestation.map(|a| match a {
+            issue_request::Attestation::JoinToken(token) => Attestation::JoinToken(token),
+            issue_request::Attestation::ExternalJwt(token) => Attestation::ExternalJwt(token),
+        });
+        let params = IssueParams {
+            attestation,
+            request_id: request.request_id,
+            tenant: request.tenant,
+            scopes: request.scopes,
+            audiences: request.audiences,
+            ttl_seconds: request.ttl_seconds,
+            dpop_jkt: request.dpop_jkt,
+        };
+        Ok(reply(self.issuer.issue(params).await?))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let request = request.into_inner();
+        let params = RefreshParams {
+            credential: request.credential,
+            dpop_proof: request.dpop_proof,
+            scopes: request.scopes,
+            audiences: request.audiences,
+            ttl_seconds: request.ttl_seconds,
+        };
+        Ok(reply(self.issuer.refresh(params).await?))
+    }
+}

@@ -1,0 +1,49 @@
+//! `ListKeys` and `RotateKey`: the cluster's published signing keys, and a
+//! rotation of this broker's own.
+
+use std::time::Duration;
+
+use super::convert;
+use lapse_wire::cluster as pb;
+use tonic::{Request, Response, Status};
+
+use super::ClusterService;
+
+impl ClusterService {
+    pub(super) async fn published_keys(
+        &self,
+        _request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let keys = self.core.view().read(|a| {
+            a.ledger
+                .keys
+                .iter()
+                .map(|(id, key)| convert::signing_key_info(id, key))
+                .collect()
+        });
+        Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+
+    pub(super) async fn rotate(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let settings = &self.core.config().issuance;
+        let lifetime =
+            Duration::from_secs(settings.key_rotation_seconds + settings.key_overlap_seconds);
+        let previous = self.keys.rotate(&self.core, lifetime).await?;
+        if let Some(previous) = &previous {
+            self.keys.retire(&self.core, previous.clone()).await?;
+        }
+        let current = self
+            .keys
+            .signing_key(&self.core)
+            .map(|k| k.key_id().to_string())
+            .unwrap_or_default();
+        Ok(Response::new(pb::RotateKeyResponse {
+            key_id: current,
+            retired_key_id: previous.map(|k| k.to_string()).unwrap_or_default(),
+        }))
+    }
+}

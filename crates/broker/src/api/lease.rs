@@ -1,0 +1,43 @@
+//! `LeaseIndices`: an admin lease of a block of status indices (brokers
+//! lease their own through [`crate::issuance::leases`]).
+
+use lapse_ledger::{Applied, Command};
+use lapse_wire::cluster as pb;
+use tonic::{Request, Response, Status};
+
+use super::{ClusterService, request_id};
+use crate::error::answer;
+
+impl ClusterService {
+    pub(super) async fn lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let request = request.into_inner();
+        let id = request_id(request.request_id)?;
+        let command = Command::LeaseIndices {
+            broker: request.broker_id,
+            count: request.count,
+            lease_ms: request.lease_ms,
+        };
+        let response = self.core.propose(id, command).await?;
+        let epoch = response.log_index;
+        answer(response.outcome, |applied| match applied {
+            Applied::Leased {
+                start,
+                end,
+                lease_expires_at_ms,
+                credentials_expire_by_ms,
+            } => Ok(Response::new(pb::LeaseResponse {
+                start,
+                end,
+                lease_expires_at_ms,
+                credentials_expire_by_ms,
+                epoch,
+            })),
+            other => Err(other),
+        })
+        .map_err(Status::from)
+    }
+}

@@ -1,0 +1,89 @@
+//! `Status`: what this broker knows of itself and the cluster. Needs no
+//! token: a joining broker is probed with it.
+
+use lapse_wire::cluster as pb;
+use openraft::ServerState;
+use tonic::{Request, Response, Status};
+
+use super::ClusterService;
+use crate::feed::freshness::FreshnessReport;
+use crate::membership::MembershipView;
+
+impl ClusterService {
+    pub(super) async fn node_status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let core = &self.core;
+        let metrics = core.raft_metrics();
+        let membership = metrics.membership_config.membership();
+        let view = MembershipView::of(0, 0, membership);
+        let (voters, learners) = super::membership::members(&view);
+        let (applied_index, digest) = core.digest();
+        let (cluster_time_ms, revocation_epoch) = core
+            .view()
+            .read(|a| (a.ledger.cluster_time_ms, a.ledger.revocation_epoch));
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let replication = metrics
+            .replication
+            .iter()
+            .flatten()
+            .map(|(id, matched)| pb::Replication {
+                node_id: *id,
+                matched_index: matched.as_ref().map(|l| l.index()),
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            node_id: core.id(),
+            address: core.address().to_owned(),
+            role: role.into(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader_address: metrics
+                .current_leader
+                .and_then(|id| view.address_of(id).map(str::to_owned))
+                .unwrap_or_default(),
+            voters,
+            learners,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index: metrics.local_committed.map(|l| l.index()).unwrap_or(0),
+            applied_index: applied_index.unwrap_or(0),
+            state_digest: hex::encode(digest),
+            cluster_time_ms,
+            revocation_epoch,
+            replication,
+            snapshot_index: metrics.snapshot.map(|l| l.index()).unwrap_or(0),
+            divergences: core
+                .replicas()
+                .divergences()
+                .into_iter()
+                .map(|d| pb::Divergence {
+                    peer_id: d.peer,
+                    index: d.index,
+                    own_digest: hex::encode(d.own_digest),
+                    peer_digest: hex::encode(d.peer_digest),
+                    detected_at_ms: d.detected_at_ms,
+                })
+                .collect(),
+            freshness: Some(freshness(self.feed.freshness_report())),
+        }))
+    }
+}
+
+fn freshness(report: FreshnessReport) -> pb::Freshness {
+    pb::Freshness {
+        problem: report.problem.unwrap_or_default(),
+        withheld_reason: report.withheld_reason.unwrap_or_default(),
+        withheld_for_ms: report.withheld_for_ms,
+        withheld_total: report.withheld_total,
+        slowest_confirmation_ms: report.slowest_confirmation_ms,
+        heartbeat_ms: report.heartbeat_ms,
+        verifier_staleness_ms: report.verifier_staleness_ms,
+    }
+}

@@ -1,0 +1,152 @@
+//! Opening a broker's storage and starting Raft over it: the cluster
+//! secret, the state machine and its snapshots, and the log, on disk or in
+//! memory. Raft starts once, over whichever log store was opened.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapse_ledger::LedgerState;
+use lapse_storage::{
+    FileSnapshotVault, Raft, SnapshotVault, StateMachineStore, TypeConfig, open_sled,
+    start_raft_scope,
+};
+use openraft::storage::RaftLogStorage;
+
+use super::{StartError, Storage};
+use crate::config::BrokerConfig;
+use crate::consensus::{LeaderRestart, raft_config};
+use crate::core::{Core, SharedCore};
+use crate::env::Env;
+use crate::link::{ClusterSecret, PeerChannels, PeerNetworkFactory};
+
+const SECRET_FILE: &str = "cluster-secret";
+
+/// What storage holds before Raft starts.
+pub(super) struct Opened {
+    pub secret: ClusterSecret,
+    pub state: StateMachineStore,
+}
+
+pub(super) fn storage_error(data_dir: &Path) -> impl Fn(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Storage {
+        path: data_dir.display().to_string(),
+        source,
+    }
+}
+
+/// Create the data directory, read the cluster secret, and open the state
+/// machine over its snapshots.
+pub(super) fn open(
+    config: &BrokerConfig,
+    env: &Env,
+    storage: &Storage,
+) -> Result<Opened, StartError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(storage_error(data_dir))?;
+    let secret = ClusterSecret::new(match &config.cluster.secret {
+        Some(secret) => Some(secret.clone()),
+        None => read_secret(data_dir).map_err(storage_error(data_dir))?,
+    });
+    if secret.get().is_none() && config.cluster.join.is_none() {
+        return Err(StartError::NoSecret);
+    }
+    let vault = match storage {
+        Storage::Disk => SnapshotVault::File(
+            FileSnapshotVault::open(&data_dir.join("snapshots"))
+                .map_err(storage_error(data_dir))?,
+        ),
+        Storage::Memory(memory) => SnapshotVault::Memory(memory.vault.clone()),
+    };
+    let initial = LedgerState::new(config.ledger_params());
+    let mut state = StateMachineStore::new(initial, vault)
+        .with_checkpoints(config.raft.checkpoint_every_entries);
+    if let Some(faults) = env.faults.clone() {
+        state = state.with_apply_delay(Arc::new(move || faults.apply_delay()));
+    }
+    Ok(Opened { secret, state })
+}
+
+/// Start Raft over the opened storage and wrap it in the broker's [`Core`].
+pub(super) async fn start_core(
+    config: BrokerConfig,
+    env: Env,
+    storage: &Storage,
+    opened: Opened,
+) -> Result<SharedCore, StartError> {
+    let channels = PeerChannels::new(
+        opened.secret.clone(),
+        Duration::from_millis(config.raft.rpc_timeout_ms),
+        config.limits.max_peer_message_bytes,
+        env.dialer.clone(),
+    );
+    let view = opened.state.view();
+    let raft = match storage {
+        Storage::Disk => {
+            let data_dir = &config.data_dir;
+            let log = open_sled(&data_dir.join("raft")).map_err(storage_error(data_dir))?;
+            start_raft(&config, &env, &channels, log, opened.state).await?
+        }
+        Storage::Memory(memory) => {
+            start_raft(&config, &env, &channels, memory.log.clone(), opened.state).await?
+        }
+    };
+    Ok(Arc::new(Core::new(
+        config,
+        raft,
+        view,
+        env,
+        channels,
+        opened.secret,
+    )))
+}
+
+/// Start openraft over `log` and `state`, with its randomness seeded from
+/// the broker's entropy so a simulated run replays.
+async fn start_raft<L: RaftLogStorage<TypeConfig>>(
+    config: &BrokerConfig,
+    env: &Env,
+    channels: &PeerChannels,
+    log: L,
+    state: StateMachineStore,
+) -> Result<Raft, StartError> {
+    let leader_restart = match &env.faults {
+        Some(faults) if faults.restore_leadership_without_vote() => {
+            LeaderRestart::RestoreWithoutVote
+        }
+        _ => LeaderRestart::Elect,
+    };
+    let raft_config = raft_config(&config.raft, leader_restart)
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = PeerNetworkFactory {
+        channels: channels.clone(),
+    };
+    let seed = u64::from_le_bytes(env.random_bytes::<8>());
+    start_raft_scope(
+        seed,
+        openraft::Raft::new(config.node_id, Arc::new(raft_config), network, log, state),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+pub(super) fn read_secret(data_dir: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(data_dir.join(SECRET_FILE)) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn write_secret(data_dir: &Path, secret: &str) -> std::io::Result<()> {
+    let path = data_dir.join(SECRET_FILE);
+    let temporary = data_dir.join(format!("{SECRET_FILE}.new"));
+    std::fs::write(&temporary, secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(temporary, path)
+}

@@ -1,0 +1,202 @@
+//! A broker's services and servers: the domain parts every service shares
+//! (feed, keys, leases, audit log, issuer), the gRPC server with the peer,
+//! cluster, issuer and feed services, and the HTTP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapse_credential::{ExternalIssuer, ReplayCache};
+use lapse_wire::cluster::cluster_server::ClusterServer;
+use lapse_wire::feed::feed_server::FeedServer;
+use lapse_wire::issuer::issuer_server::IssuerServer;
+use lapse_wire::peer::raft_peer_server::RaftPeerServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+
+use super::open::storage_error;
+use super::{StartError, Storage};
+use crate::api::feed::FeedService;
+use crate::api::peer::{PeerService, check_secret};
+use crate::api::{ClusterService, IssuerService};
+use crate::config::{ConfigError, ExternalIssuerConfig, IssuanceConfig};
+use crate::core::SharedCore;
+use crate::feed::FeedHub;
+use crate::http;
+use crate::issuance::audit::AuditLog;
+use crate::issuance::issuer::Issuer;
+use crate::issuance::keys::KeyRing;
+use crate::issuance::leases::IndexLeases;
+
+/// The domain parts behind the services.
+pub(super) struct Parts {
+    pub feed: Arc<FeedHub>,
+    pub keys: Arc<KeyRing>,
+    pub leases: Arc<IndexLeases>,
+    pub audit: Arc<AuditLog>,
+    pub issuer: Arc<Issuer>,
+}
+
+impl Parts {
+    pub fn new(core: &SharedCore, storage: &Storage) -> Result<Self, StartError> {
+        let issuance = &core.config().issuance;
+        let data_dir = &core.config().data_dir;
+        let feed = FeedHub::new(core.clone());
+        let keys = Arc::new(KeyRing::default());
+        let leases = Arc::new(IndexLeases::new(
+            issuance.lease_block,
+            Duration::from_secs(issuance.lease_seconds),
+        ));
+        let audit = Arc::new(match storage {
+            Storage::Disk => {
+                AuditLog::open(&data_dir.join("audit")).map_err(storage_error(data_dir))?
+            }
+            Storage::Memory(memory) => AuditLog::in_memory(memory.audit.clone()),
+        });
+        let issuer = Arc::new(Issuer {
+            core: core.clone(),
+            keys: keys.clone(),
+            leases: leases.clone(),
+            audit: audit.clone(),
+            settings: issuance.clone(),
+            external: external_issuers(issuance)?,
+            policies: Default::default(),
+            replay: std::sync::Mutex::new(ReplayCache::new(
+                100_000,
+                issuance.dpop_max_age_seconds + 2 * issuance.leeway_seconds,
+            )),
+        });
+        Ok(Self {
+            feed,
+            keys,
+            leases,
+            audit,
+            issuer,
+        })
+    }
+}
+
+/// The configured external JWT issuers, each with the keys it is trusted for.
+fn external_issuers(
+    issuance: &IssuanceConfig,
+) -> Result<Vec<(ExternalIssuerConfig, ExternalIssuer)>, StartError> {
+    let mut external = Vec::new();
+    for issuer in &issuance.external_issuers {
+        let text =
+            std::fs::read_to_string(&issuer.jwks_file).map_err(|source| StartError::Storage {
+                path: issuer.jwks_file.display().to_string(),
+                source,
+            })?;
+        let verifier =
+            ExternalIssuer::from_jwks_json(issuer.issuer.clone(), issuer.audience.clone(), &text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", issuer.jwks_file.display())))?;
+        external.push((issuer.clone(), verifier));
+    }
+    Ok(external)
+}
+
+/// The running servers and how to stop them.
+pub(super) struct Servers {
+    pub grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    pub grpc_stop: oneshot::Sender<()>,
+    pub http_address: Option<std::net::SocketAddr>,
+    pub http_stop: Option<oneshot::Sender<()>>,
+}
+
+/// Serve every gRPC service on `incoming`, and HTTP if configured.
+pub(super) async fn serve<I, IO, IE>(
+    core: &SharedCore,
+    parts: &Parts,
+    incoming: I,
+) -> Result<Servers, StartError>
+where
+    I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let limits = &core.config().limits;
+    let peer = RaftPeerServer::new(PeerService {
+        core: core.clone(),
+        feed: parts.feed.clone(),
+    })
+    .max_decoding_message_size(limits.max_peer_message_bytes)
+    .max_encoding_message_size(limits.max_peer_message_bytes);
+    let peer = InterceptedService::new(peer, check_secret(core.secret()));
+    let cluster = ClusterServer::new(ClusterService {
+        core: core.clone(),
+        keys: parts.keys.clone(),
+        audit: parts.audit.clone(),
+        feed: parts.feed.clone(),
+    })
+    .max_decoding_message_size(limits.max_request_bytes);
+    let issuer = IssuerServer::new(IssuerService {
+        issuer: parts.issuer.clone(),
+    })
+    .max_decoding_message_size(limits.max_request_bytes);
+    let feed = FeedServer::new(FeedService {
+        hub: parts.feed.clone(),
+    });
+    let (grpc_stop, stopped) = oneshot::channel::<()>();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .concurrency_limit_per_connection(1024)
+            .add_service(peer)
+            .add_service(cluster)
+            .add_service(issuer)
+            .add_service(feed)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    let (http_address, http_stop) = match serve_http(core, parts).await {
+        Ok(Some((address, stop))) => (Some(address), Some(stop)),
+        Ok(None) => (None, None),
+        Err(error) => {
+            let _ = grpc_stop.send(());
+            return Err(error);
+        }
+    };
+    Ok(Servers {
+        grpc,
+        grpc_stop,
+        http_address,
+        http_stop,
+    })
+}
+
+/// Serve JWKS, issuer metadata and metrics over HTTP, if configured.
+async fn serve_http(
+    core: &SharedCore,
+    parts: &Parts,
+) -> Result<Option<(std::net::SocketAddr, oneshot::Sender<()>)>, StartError> {
+    let issuance = &core.config().issuance;
+    let Some(address) = issuance.http_listen else {
+        return Ok(None);
+    };
+    let listen_error = |source| StartError::Listen {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    let base_url = http::base_url(issuance.http_advertise.as_deref(), bound);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (core, feed) = (core.clone(), parts.feed.clone());
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(error) = http::serve(core, feed, listener, base_url, stopped).await {
+            tracing::warn!(%error, "HTTP server stopped");
+        }
+    });
+    Ok(Some((bound, stop)))
+}
