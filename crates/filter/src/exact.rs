@@ -2,11 +2,10 @@
 //! with a Golomb-Rice gap-coded compact encoding, plus the information-theoretic
 //! size bound it is measured against.
 
-use crate::codec::{Reader, choose_rice_k, put_varint, rice_decode, rice_encode};
+use crate::codec::{Reader, choose_rice_k, put_varint, rice_encode};
+use crate::delta::RevokedDelta;
 use crate::error::FilterError;
-
-/// Hard cap on the number of revoked indices in one set (and in one delta).
-pub const MAX_INDICES: u64 = 16 * 1024 * 1024;
+use crate::gaps::{MAX_INDICES, check_canonical_k, decode_indices, gaps_from};
 
 /// The exact set of revoked status indices within `[base, base + universe)`.
 ///
@@ -166,7 +165,7 @@ impl RevokedSet {
     /// Apply a delta: first slide the window forward to `removed_below` (if
     /// set), dropping every index below it, then add `added`. The universe
     /// (window length) is unchanged. Atomic: on error `self` is untouched.
-    pub fn apply(&mut self, delta: &crate::delta::RevokedDelta) -> Result<(), FilterError> {
+    pub fn apply(&mut self, delta: &RevokedDelta) -> Result<(), FilterError> {
         let new_base = match delta.removed_below() {
             Some(nb) if nb < self.base => {
                 return Err(FilterError::WindowBackwards {
@@ -217,61 +216,6 @@ impl RevokedSet {
         self.indices = merged;
         Ok(())
     }
-}
-
-/// Gaps of a strictly increasing sequence starting at or after `start`:
-/// first `v[0] - start`, then `v[i] - v[i-1] - 1`.
-pub(crate) fn gaps_from(start: u64, v: &[u64]) -> Vec<u64> {
-    let mut prev: Option<u64> = None;
-    v.iter()
-        .map(|&x| {
-            let g = match prev {
-                None => x - start,
-                Some(p) => x - p - 1,
-            };
-            prev = Some(x);
-            g
-        })
-        .collect()
-}
-
-/// Reject a Rice parameter the encoder would not have chosen, so every value
-/// has exactly one encoding (replicas and verifiers can compare bytes).
-pub(crate) fn check_canonical_k(k: u8, gaps: &[u64]) -> Result<(), FilterError> {
-    if k != choose_rice_k(gaps) {
-        return Err(FilterError::Corrupt(format!(
-            "non-canonical rice parameter {k}"
-        )));
-    }
-    Ok(())
-}
-
-/// Decode `count` Rice-coded gaps (see [`gaps_from`]) into absolute indices,
-/// checking each with `check`. `count` must already be capped; it is further
-/// checked against the input left (every code takes at least `k + 1` bits).
-pub(crate) fn decode_indices(
-    r: &mut Reader<'_>,
-    count: u64,
-    k: u8,
-    start: u64,
-    mut check: impl FnMut(u64) -> Result<(), FilterError>,
-) -> Result<Vec<u64>, FilterError> {
-    if count.saturating_mul(u64::from(k) + 1) > (r.remaining() as u64).saturating_mul(8) {
-        return Err(FilterError::Truncated);
-    }
-    let count_usize = usize::try_from(count).map_err(|_| FilterError::Truncated)?;
-    let mut out: Vec<u64> = Vec::with_capacity(count_usize);
-    rice_decode(r, count_usize, k, |g| {
-        let index = match out.last() {
-            None => start.checked_add(g),
-            Some(&p) => p.checked_add(g).and_then(|x| x.checked_add(1)),
-        }
-        .ok_or_else(|| FilterError::Corrupt("index overflows u64".into()))?;
-        check(index)?;
-        out.push(index);
-        Ok(())
-    })?;
-    Ok(out)
 }
 
 /// `ln(n!)`: exact summation for small `n`, Stirling series otherwise.
@@ -387,5 +331,29 @@ mod tests {
             RevokedSet::decode(&bytes),
             Err(FilterError::TrailingBytes(1))
         );
+    }
+
+    #[test]
+    fn apply_delta() {
+        let mut s = RevokedSet::from_sorted(0, 50, [3, 10, 11, 20]).unwrap();
+        let d = RevokedDelta::new(1, 2, vec![12, 55], Some(11)).unwrap();
+        s.apply(&d).unwrap();
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![11, 12, 20, 55]);
+        assert_eq!(s.base(), 11);
+
+        let before = s.clone();
+        let back = RevokedDelta::new(2, 3, vec![], Some(5)).unwrap();
+        assert!(matches!(
+            s.apply(&back),
+            Err(FilterError::WindowBackwards { .. })
+        ));
+        let dup = RevokedDelta::new(2, 3, vec![13, 20], None).unwrap();
+        assert_eq!(s.apply(&dup), Err(FilterError::AlreadyPresent(20)));
+        let out = RevokedDelta::new(2, 3, vec![61], None).unwrap();
+        assert!(matches!(
+            s.apply(&out),
+            Err(FilterError::OutOfWindow { .. })
+        ));
+        assert_eq!(s, before, "failed applies must not mutate");
     }
 }

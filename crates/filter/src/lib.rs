@@ -27,16 +27,18 @@ mod delta;
 mod error;
 mod exact;
 pub mod format;
+mod gaps;
 mod keys;
 mod rules;
 
 pub use bloom::{MAX_PLANNED_ITEMS, MAX_SECRETS, MIN_PLANNED_ITEMS, SecretHash, SecretSet};
 pub use delta::RevokedDelta;
 pub use error::FilterError;
-pub use exact::{MAX_INDICES, RevokedSet, information_bound_bits};
+pub use exact::{RevokedSet, information_bound_bits};
 pub use format::{
     DeltaMessage, FORMAT_VERSION, MAGIC, MAX_MESSAGE_BYTES, Message, MessageKind, Snapshot,
     decode_message, encode_message,
 };
+pub use gaps::MAX_INDICES;
 pub use keys::{KeyAlgorithm, KeySet, MAX_KEYS, MAX_PUBLIC_KEY_BYTES, PublicKey};
 pub use rules::{MAX_RULES, MAX_STRING_BYTES, RevokedBy, RuleSet};

@@ -5,6 +5,7 @@
 //! proposal at a log index into a [`Response`], the same on every replica.
 //! The log index of a revocation is its *epoch*.
 
+mod apply;
 mod command;
 pub mod feed;
 mod snapshot;

@@ -1,0 +1,142 @@
+//! Issuance policy: `SetPolicy` replaces a tenant's policy text, optionally
+//! guarded by the version the writer last read.
+
+use lapse_credential::TenantId;
+
+use crate::command::{Applied, MAX_POLICY_BYTES, Outcome, Refusal};
+use crate::state::{LedgerState, Policy};
+
+impl LedgerState {
+    /// `SetPolicy`: store `text` as the tenant's next policy version.
+    pub(super) fn set_policy(
+        &mut self,
+        epoch: u64,
+        now_ms: u64,
+        tenant: &TenantId,
+        text: &str,
+        expected_version: Option<u64>,
+    ) -> Outcome {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(Refusal::PolicyTooLarge {
+                length: text.len(),
+                max: MAX_POLICY_BYTES,
+            });
+        }
+        let current = self.policies.get(tenant).map(|p| p.version).unwrap_or(0);
+        if let Some(expected) = expected_version
+            && expected != current
+        {
+            return Err(Refusal::PolicyVersionMismatch { expected, current });
+        }
+        let version = current + 1;
+        self.policies.insert(
+            tenant.clone(),
+            Policy {
+                version,
+                text: text.to_owned(),
+                set_at_ms: now_ms,
+                epoch,
+            },
+        );
+        Ok(Applied::PolicySet { version })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Ledger, tenant};
+    use crate::command::{Applied, Command, MAX_POLICY_BYTES, Refusal};
+    use crate::state::Policy;
+
+    fn set(name: &str, text: &str, expected_version: Option<u64>) -> Command {
+        Command::SetPolicy {
+            tenant: tenant(name),
+            text: text.into(),
+            expected_version,
+        }
+    }
+
+    #[test]
+    fn each_set_is_the_next_version() {
+        let mut ledger = Ledger::new();
+        assert_eq!(
+            ledger
+                .run("p1", 1_000, set("acme", "permit-all", None))
+                .outcome,
+            Ok(Applied::PolicySet { version: 1 })
+        );
+        let second = ledger.run("p2", 2_000, set("acme", "forbid-all", Some(1)));
+        assert_eq!(second.outcome, Ok(Applied::PolicySet { version: 2 }));
+        assert_eq!(
+            ledger.state.policies.get(&tenant("acme")),
+            Some(&Policy {
+                version: 2,
+                text: "forbid-all".into(),
+                set_at_ms: 2_000,
+                epoch: second.log_index,
+            })
+        );
+        // Versions are per tenant; a tenant with no policy is at version 0.
+        assert_eq!(
+            ledger
+                .run("other", 2_000, set("globex", "x", Some(0)))
+                .outcome,
+            Ok(Applied::PolicySet { version: 1 })
+        );
+        // Policies are not part of what verifiers hold.
+        assert_eq!(ledger.state.revocation_epoch, 0);
+    }
+
+    #[test]
+    fn set_retried_replays_the_first_answer() {
+        let mut ledger = Ledger::new();
+        let first = ledger.run("p1", 1_000, set("acme", "permit-all", None));
+        let again = ledger.run("p1", 1_100, set("acme", "permit-all", None));
+        assert!(again.duplicate);
+        assert_eq!(again.outcome, Ok(Applied::PolicySet { version: 1 }));
+        assert_eq!(again.log_index, first.log_index);
+        assert_eq!(ledger.state.policies[&tenant("acme")].version, 1);
+    }
+
+    #[test]
+    fn a_stale_expected_version_is_refused() {
+        let mut ledger = Ledger::new();
+        ledger.run("p1", 1_000, set("acme", "v1", None));
+        ledger.run("p2", 1_000, set("acme", "v2", None));
+        for (id, expected) in [("stale", 1), ("ahead", 3)] {
+            assert_eq!(
+                ledger
+                    .run(id, 1_100, set("acme", "v3", Some(expected)))
+                    .outcome,
+                Err(Refusal::PolicyVersionMismatch {
+                    expected,
+                    current: 2
+                })
+            );
+        }
+        assert_eq!(ledger.state.policies[&tenant("acme")].text, "v2");
+    }
+
+    #[test]
+    fn an_oversized_policy_is_refused() {
+        let mut ledger = Ledger::new();
+        let largest = "x".repeat(MAX_POLICY_BYTES);
+        assert_eq!(
+            ledger
+                .run("largest", 1_000, set("acme", &largest, None))
+                .outcome,
+            Ok(Applied::PolicySet { version: 1 })
+        );
+        let too_large = "x".repeat(MAX_POLICY_BYTES + 1);
+        assert_eq!(
+            ledger
+                .run("too-large", 1_000, set("acme", &too_large, Some(1)))
+                .outcome,
+            Err(Refusal::PolicyTooLarge {
+                length: MAX_POLICY_BYTES + 1,
+                max: MAX_POLICY_BYTES
+            })
+        );
+        assert_eq!(ledger.state.policies[&tenant("acme")].version, 1);
+    }
+}
