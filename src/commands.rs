@@ -112,8 +112,8 @@ pub struct RevokeArgs {
     /// timeout, or at once when no verifier is subscribed).
     #[arg(long, global = true, value_parser = crate::feed::parse_wait)]
     wait: Option<crate::feed::WaitFor>,
-    /// How long --wait waits.
-    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long --wait waits (at most 10m).
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::feed::parse_wait_timeout)]
     wait_timeout: Duration,
     #[command(flatten)]
     connection: Connection,

@@ -2,20 +2,16 @@
 //! reach the verifiers (`lapse revoke --wait`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use lapse_verifier::http::{Served, check_loopback};
-use lapse_verifier::{FollowConfig, FollowStats, Verifier, VerifyConfig, follow};
+use lapse_verifier::VerifyConfig;
+use lapse_verifier::daemon::{self, DaemonConfig};
+use lapse_verifier::http::check_loopback;
 use lapse_wire::cluster as pb;
 use serde_json::json;
 
 use crate::client::{Connection, Failure, exit, print_json};
-
-/// A verifier that dropped its subscription this recently still counts as
-/// subscribed: it is most likely moving to another broker.
-const FAILOVER_GRACE_MS: u64 = 5_000;
 
 #[derive(Debug, Args)]
 pub struct VerifierArgs {
@@ -58,22 +54,22 @@ pub struct VerifierArgs {
 }
 
 pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
-    let config = VerifyConfig {
-        staleness: args.staleness,
-        fail_open: args.fail_open,
-        leeway_seconds: args.leeway_seconds,
-        audience: args.audience.clone(),
-        issuer: args.issuer.clone(),
+    let config = DaemonConfig {
+        brokers: args.brokers.clone(),
+        id: args.id.clone(),
+        region: args.region.clone(),
+        count: args.count,
+        verify: VerifyConfig {
+            staleness: args.staleness,
+            fail_open: args.fail_open,
+            leeway_seconds: args.leeway_seconds,
+            audience: args.audience.clone(),
+            issuer: args.issuer.clone(),
+        },
+        idle_timeout: args.idle_timeout,
     };
-    for address in &args.brokers {
-        if address.is_empty()
-            || tonic::transport::Endpoint::from_shared(lapse_verifier::broker_uri(address)).is_err()
-        {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!("--brokers: {address:?} is not a broker address (host:port)"),
-            ));
-        }
+    if let Some(problem) = config.problem() {
+        return Err(Failure::new(exit::USAGE, format!("--brokers: {problem}")));
     }
     // Bind the verify API before subscribing: a verifier that cannot serve
     // must not appear to the cluster, even briefly, as one that came and
@@ -81,94 +77,35 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
     let listener = if args.no_http {
         None
     } else {
-        check_loopback(args.http).map_err(|m| Failure::new(exit::USAGE, m))?;
-        let listener = tokio::net::TcpListener::bind(args.http)
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    exit::FAILURE,
-                    format!(
-                        "cannot listen on {} for the verify API: {e} (choose another --http address, port 0 for any free port, or --no-http)",
-                        args.http
-                    ),
-                )
-            })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
-        println!("verify API listening on http://{bound}");
-        Some(listener)
+        Some(bind_verify_api(args.http).await?)
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut served = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..args.count {
-        let id = if args.count == 1 {
-            args.id.clone()
-        } else {
-            format!("{}-{i}", args.id)
-        };
-        let verifier = Verifier::new(config.clone());
-        let stats = Arc::new(FollowStats::default());
-        let mut follow_config = FollowConfig::new(args.brokers.clone(), id.clone());
-        follow_config.region = args.region.clone();
-        follow_config.idle_timeout = args.idle_timeout;
-        // Spread the verifiers of one process over the brokers.
-        follow_config
-            .brokers
-            .rotate_left(i as usize % args.brokers.len());
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(follow(
-            verifier.clone(),
-            follow_config,
-            stats.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
-        let ager = verifier.clone();
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => ager.age_out(),
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        }));
-        served.push(Served {
-            id,
-            region: args.region.clone(),
-            verifier,
-            stats,
-        });
-    }
-    let http_task = listener.map(|listener| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(lapse_verifier::http::serve(
-            listener,
-            served.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ))
-    });
     println!(
         "{} verifier(s) in region {} following {}",
         args.count,
         args.region,
         args.brokers.join(", ")
     );
-    crate::commands::wait_for_stop().await;
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    if let Some(task) = http_task {
-        let _ = task.await;
-    }
-    Ok(())
+    daemon::run(config, listener, crate::commands::wait_for_stop())
+        .await
+        .map_err(|message| Failure::new(exit::FAILURE, message))
+}
+
+/// Bind the loopback verify API, saying where.
+async fn bind_verify_api(address: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    check_loopback(address).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!(
+                "cannot listen on {address} for the verify API: {e} (choose another --http address, port 0 for any free port, or --no-http)"
+            ),
+        )
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    println!("verify API listening on http://{bound}");
+    Ok(listener)
 }
 
 #[derive(Debug, Args)]
@@ -191,11 +128,6 @@ fn summary_json(summary: &Option<pb::DelaySummary>) -> serde_json::Value {
             "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms,
         }),
     }
-}
-
-/// A verifier counts as subscribed when connected or only just gone.
-fn subscribed(v: &pb::VerifierProgress) -> bool {
-    v.connected || v.since_ack_ms < FAILOVER_GRACE_MS
 }
 
 pub async fn propagation(args: PropagationArgs) -> Result<(), Failure> {
@@ -314,6 +246,16 @@ pub fn parse_wait(text: &str) -> Result<WaitFor, String> {
     }
 }
 
+/// `--wait-timeout`: a duration of at most ten minutes, the longest a
+/// broker waits.
+pub fn parse_wait_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if timeout > Duration::from_secs(600) {
+        return Err(format!("{text:?} is longer than the 10m a broker waits"));
+    }
+    Ok(timeout)
+}
+
 /// The outcome of waiting for propagation.
 pub struct Reached {
     pub holding: usize,
@@ -321,83 +263,39 @@ pub struct Reached {
     pub waited: Duration,
 }
 
-/// Poll the cluster until the wanted share of subscribed verifiers holds
-/// `epoch`, or fail with who is missing.
+/// Ask the cluster to wait until the wanted share of subscribed verifiers
+/// holds `epoch` (the broker decides who counts; see `WaitPropagated`), or
+/// fail with who is missing.
 pub async fn wait_for_epoch(
     connection: &Connection,
     epoch: u64,
     wanted: WaitFor,
     patience: Duration,
 ) -> Result<Reached, Failure> {
-    let started = std::time::Instant::now();
-    let mut client = connection.client().await?;
-    loop {
-        let report = connection
-            .admin(client.propagation(connection.request(pb::PropagationRequest { epoch })))
-            .await?;
-        let subscribed: Vec<&pb::VerifierProgress> =
-            report.verifiers.iter().filter(|v| subscribed(v)).collect();
-        // With no verifier at all, "every one of them" holds the epoch
-        // vacuously; reporting "0 of 0" as success would hide a missing
-        // fleet. The revocation itself is committed, so this is not a
-        // refusal (3) but the outcome of code 6: propagation unconfirmed.
-        // It is said at once: there is nobody to wait for (brokers that
-        // did not answer may have verifiers, so then the wait goes on).
-        if subscribed.is_empty() && report.unreachable_brokers.is_empty() {
-            return Err(Failure::new(
-                exit::NOT_PROPAGATED,
-                format!(
-                    "epoch {epoch} is committed, but no verifier is subscribed to the feed, so --wait cannot confirm that any applied it; start verifiers (`lapse verifier --brokers ...`) or leave out --wait"
-                ),
-            ));
-        }
-        let holding = subscribed.iter().filter(|v| v.acked_epoch >= epoch).count();
-        let enough = match wanted {
-            WaitFor::All => holding == subscribed.len(),
-            WaitFor::Percent(p) => holding as f64 * 100.0 >= p * subscribed.len() as f64,
-        };
-        if enough && report.unreachable_brokers.is_empty() {
-            return Ok(Reached {
-                holding,
-                subscribed: subscribed.len(),
-                waited: started.elapsed(),
-            });
-        }
-        if started.elapsed() >= patience {
-            let missing: Vec<&str> = subscribed
-                .iter()
-                .filter(|v| v.acked_epoch < epoch)
-                .map(|v| v.verifier_id.as_str())
-                .collect();
-            let shown = missing
-                .iter()
-                .take(20)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ");
-            let more = missing.len().saturating_sub(20);
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            let brokers = if report.unreachable_brokers.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; brokers {:?} did not answer, so their verifiers are unknown",
-                    report.unreachable_brokers
-                )
-            };
-            return Err(Failure::new(
-                exit::NOT_PROPAGATED,
-                format!(
-                    "epoch {epoch} is committed but held by only {holding} of {} subscribed verifiers after {} s; missing: {shown}{more}{brokers}",
-                    subscribed.len(),
-                    patience.as_secs()
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The call lasts as long as the wait, and then some.
+    let mut waiting = connection.clone();
+    waiting.timeout = waiting.timeout.max(patience + Duration::from_secs(5));
+    let mut client = waiting.client().await?;
+    let share_percent = match wanted {
+        WaitFor::All => 0.0,
+        WaitFor::Percent(p) => p,
+    };
+    let answer = waiting
+        .admin(
+            client.wait_propagated(waiting.request(pb::WaitPropagatedRequest {
+                epoch,
+                share_percent,
+                timeout_ms: patience.as_millis() as u64,
+            })),
+        )
+        .await?;
+    if answer.reached {
+        Ok(Reached {
+            holding: answer.holding as usize,
+            subscribed: answer.subscribed as usize,
+            waited: Duration::from_millis(answer.waited_ms),
+        })
+    } else {
+        Err(Failure::new(exit::NOT_PROPAGATED, answer.reason))
     }
 }

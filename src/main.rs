@@ -12,6 +12,7 @@ mod commands;
 mod credentials;
 mod dev;
 mod feed;
+#[cfg(feature = "sim")]
 mod sim;
 
 use std::process::ExitCode;
@@ -68,6 +69,7 @@ enum Command {
     /// Measure the cluster: revocation throughput and latency.
     Bench(bench::BenchArgs),
     /// Deterministic simulation: run scenarios of partitions, crashes and clock drift from seeds.
+    #[cfg(feature = "sim")]
     Sim(sim::SimArgs),
 }
 
@@ -76,7 +78,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Simulated brokers log as real ones do; during a simulation that is
     // noise unless asked for.
-    let default_filter = if matches!(cli.command, Command::Sim(_)) {
+    #[cfg(feature = "sim")]
+    let simulating = matches!(cli.command, Command::Sim(_));
+    #[cfg(not(feature = "sim"))]
+    let simulating = false;
+    let default_filter = if simulating {
         "error"
     } else {
         "warn,lapse=info,lapse_broker=info"
@@ -104,6 +110,7 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
         Command::Propagation(args) => feed::propagation(args).await,
+        #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args).await,
     };
     match result {

@@ -14,6 +14,8 @@ use std::fmt;
 use std::io::{ErrorKind, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+// Without the `sim` feature nothing calls `print!` or `eprint!`.
+#[allow(unused_macros)]
 macro_rules! print {
     ($($arg:tt)*) => {
         $crate::output::write_stdout(format_args!($($arg)*))
@@ -29,6 +31,7 @@ macro_rules! println {
     };
 }
 
+#[allow(unused_macros)]
 macro_rules! eprint {
     ($($arg:tt)*) => {
         $crate::output::write_stderr(format_args!($($arg)*))

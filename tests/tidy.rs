@@ -103,3 +103,35 @@ fn every_source_file_says_what_it_is_for_and_leaves_no_debugging_behind() {
         assert!(!text.contains(todo), "{shown} contains a todo");
     }
 }
+
+#[test]
+fn only_the_broker_api_knows_grpc_and_domain_code_returns_the_broker_error() {
+    let src = root().join("crates/broker/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let grpc_layer = |path: &Path| {
+        let relative = path.strip_prefix(&src).unwrap();
+        relative.starts_with("api")
+            || relative.starts_with("node")
+            || relative == Path::new("link.rs")
+    };
+    let string_error = ["Result<", ", String>"];
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let shown = file.strip_prefix(root()).unwrap().display();
+        if !grpc_layer(&file) {
+            for forbidden in ["tonic::Status", "use tonic", "Status::"] {
+                assert!(
+                    !text.contains(forbidden),
+                    "{shown} is domain code but uses {forbidden:?}: return a BrokerError and let api/ map it"
+                );
+            }
+        }
+        for line in text.lines() {
+            assert!(
+                !(line.contains(string_error[0]) && line.contains(string_error[1])),
+                "{shown} returns a Result with a String error: {line}"
+            );
+        }
+    }
+}

@@ -7,6 +7,13 @@
 //! from a seed and checks the invariants in [`invariants`] as it goes. One
 //! seed replays one run exactly.
 
+// turmoil seeds each simulated host's tokio runtime only through tokio's
+// unstable API; without it a seed would not replay.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "the simulation needs `--cfg tokio_unstable` (see .cargo/config.toml); build the `lapse` binary without it using --no-default-features"
+);
+
 pub mod clock;
 pub mod harness;
 pub mod invariants;

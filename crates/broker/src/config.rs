@@ -304,14 +304,14 @@ impl BrokerConfig {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|error| ConfigError::Parse {
             path: path.to_owned(),
-            message,
+            message: error.to_string(),
         })
     }
 
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// A single-node default for `node_id` listening on `listen`.
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(config.raft.election_timeout_min_ms, 500);
 
         let typo = text.replace("heartbeat_ms", "heartbeat_msec");
-        let error = BrokerConfig::from_toml(&typo).unwrap_err();
+        let error = BrokerConfig::from_toml(&typo).unwrap_err().to_string();
         assert!(error.contains("heartbeat_msec"), "{error}");
     }
 

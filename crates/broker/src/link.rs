@@ -93,13 +93,13 @@ impl PeerChannels {
 
     /// The channel to `address`, created on first use. Connecting happens
     /// lazily, so this never blocks on the network.
-    pub fn channel(&self, address: &str) -> Result<Channel, String> {
+    pub fn channel(&self, address: &str) -> Result<Channel, BrokerError> {
         let mut channels = self.channels.lock().expect("channel lock");
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("bad peer address {address:?}: {e}"))?
+            .map_err(|e| BrokerError::Invalid(format!("bad peer address {address:?}: {e}")))?
             .connect_timeout(self.rpc_timeout)
             .tcp_nodelay(true)
             // A connection that stopped carrying anything (a path that
@@ -114,7 +114,7 @@ impl PeerChannels {
         Ok(channel)
     }
 
-    pub fn peer_client(&self, address: &str) -> Result<RaftPeerClient<Channel>, String> {
+    pub fn peer_client(&self, address: &str) -> Result<RaftPeerClient<Channel>, BrokerError> {
         Ok(RaftPeerClient::new(self.channel(address)?)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
@@ -137,7 +137,10 @@ impl PeerChannels {
     }
 
     fn client(&self, address: &str) -> Result<RaftPeerClient<Channel>, BrokerError> {
-        self.peer_client(address).map_err(BrokerError::Broken)
+        // An address from the membership that does not parse is this
+        // cluster's fault, not the caller's.
+        self.peer_client(address)
+            .map_err(|e| BrokerError::Broken(e.to_string()))
     }
 
     /// Forward a write to the leader at `address`; its answer is the
@@ -236,7 +239,7 @@ impl PeerChannels {
             address: own_address,
         });
         call.set_timeout(Duration::from_secs(15));
-        let reply = ClusterClient::new(self.channel(address).map_err(BrokerError::Invalid)?)
+        let reply = ClusterClient::new(self.channel(address)?)
             .join(call)
             .await
             .map_err(|status| from_status(&status))?;

@@ -5,7 +5,7 @@
 //! credentials offline against it, in cluster time. [`follow`] keeps it
 //! current from a list of brokers' feeds, with failover and acks;
 //! [`http::serve`] offers the same verification to other languages on
-//! loopback.
+//! loopback; [`daemon::run`] is a whole verifier process.
 //!
 //! Staleness: the verifier counts as fresh only for a bounded time after a
 //! heartbeat that its broker confirmed with the leader. When stale it
@@ -14,6 +14,7 @@
 //! staleness bound, whatever the network does.
 
 pub mod clock;
+pub mod daemon;
 pub mod event;
 pub mod follower;
 pub mod http;

@@ -124,4 +124,11 @@ impl Cluster for ClusterService {
     ) -> Answer<pb::PropagationResponse> {
         self.propagation_report(request).await
     }
+
+    async fn wait_propagated(
+        &self,
+        request: Request<pb::WaitPropagatedRequest>,
+    ) -> Answer<pb::WaitPropagatedResponse> {
+        self.wait(request).await
+    }
 }

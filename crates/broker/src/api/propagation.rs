@@ -1,13 +1,16 @@
 //! `Propagation`: how long revocations took to reach verifiers, merged
-//! from every broker's report.
+//! from every broker's report; `WaitPropagated`: wait for an epoch to
+//! reach them (the waiting itself is [`crate::feed::wait`]).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use lapse_wire::cluster as pb;
 use tonic::{Request, Response, Status};
 
-use super::ClusterService;
+use super::{ClusterService, invalid};
 use crate::feed::propagation::Histogram;
+use crate::feed::wait::{MAX_WAIT, Share, Waited};
 
 fn delay_summary(region: &str, histogram: &Histogram, verifiers: u32) -> pb::DelaySummary {
     let ms = |us: u64| us as f64 / 1000.0;
@@ -67,6 +70,58 @@ impl ClusterService {
             overall: Some(delay_summary("", &overall, report.verifiers.len() as u32)),
             regions,
             unreachable_brokers,
+        }))
+    }
+}
+
+/// Waits asked for with no timeout.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// Verifiers named in a `WaitPropagated` answer.
+const NAMED: usize = 20;
+
+impl ClusterService {
+    pub(super) async fn wait(
+        &self,
+        request: Request<pb::WaitPropagatedRequest>,
+    ) -> Result<Response<pb::WaitPropagatedResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let request = request.into_inner();
+        let share = match request.share_percent {
+            0.0 => Share::All,
+            p if p > 0.0 && p <= 100.0 => Share::Percent(p),
+            p => return Err(invalid("share_percent", format!("{p} is not in (0, 100]"))),
+        };
+        let timeout = match request.timeout_ms {
+            0 => DEFAULT_WAIT,
+            ms if ms > MAX_WAIT.as_millis() as u64 => {
+                return Err(invalid(
+                    "timeout_ms",
+                    format!("at most {}", MAX_WAIT.as_millis()),
+                ));
+            }
+            ms => Duration::from_millis(ms),
+        };
+        let waited = self
+            .feed
+            .wait_propagated(request.epoch, share, timeout)
+            .await;
+        let (reached, progress, waited, reason) = match waited {
+            Waited::Reached { progress, waited } => (true, progress, waited, String::new()),
+            Waited::NotReached {
+                progress,
+                waited,
+                reason,
+            } => (false, progress, waited, reason),
+        };
+        Ok(Response::new(pb::WaitPropagatedResponse {
+            reached,
+            holding: progress.holding as u32,
+            subscribed: progress.subscribed as u32,
+            waited_ms: waited.as_millis() as u64,
+            missing_count: progress.missing.len() as u32,
+            missing: progress.missing.into_iter().take(NAMED).collect(),
+            unreachable_brokers: progress.unreachable,
+            reason,
         }))
     }
 }

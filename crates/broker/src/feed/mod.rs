@@ -21,6 +21,7 @@
 
 pub mod freshness;
 pub mod propagation;
+pub mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

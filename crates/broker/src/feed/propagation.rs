@@ -112,7 +112,7 @@ impl Histogram {
 }
 
 /// What one broker knows of one verifier.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VerifierRecord {
     pub region: String,
     pub broker_id: u64,

@@ -290,18 +290,29 @@ fn context_json(ask: &IssueAsk<'_>) -> serde_json::Value {
 /// The Cedar request for `ask`, with `context`, checked against [`SCHEMA`]:
 /// a request the schema does not describe is an error (and the issuance is
 /// refused with it as the reason), never a decision.
-fn request(ask: &IssueAsk<'_>, context: serde_json::Value) -> Result<Request, String> {
+fn request(ask: &IssueAsk<'_>, context: serde_json::Value) -> Result<Request, RequestError> {
     let (Some(principal), Some(action), Some(resource)) = (
         uid(Kind::Workload, ask.workload.as_str()),
         uid(Kind::Action, "issue"),
         uid(Kind::Tenant, ask.tenant.as_str()),
     ) else {
-        return Err("request entities do not form Cedar ids".into());
+        return Err(RequestError::Ids);
     };
-    let context =
-        Context::from_json_value(context, None).map_err(|e| format!("request context: {e}"))?;
+    let context = Context::from_json_value(context, None)
+        .map_err(|e| RequestError::Context(e.to_string()))?;
     Request::new(principal, action, resource, context, Some(schema()))
-        .map_err(|e| format!("request: {e}"))
+        .map_err(|e| RequestError::Schema(e.to_string()))
+}
+
+/// Why no Cedar request could be built for an issuance.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("request entities do not form Cedar ids")]
+    Ids,
+    #[error("request context: {0}")]
+    Context(String),
+    #[error("request: {0}")]
+    Schema(String),
 }
 
 /// A policy set as parsed, or why it did not parse.
@@ -373,7 +384,7 @@ fn decide_parsed(
     };
     let request = match request(ask, context_json(ask)) {
         Ok(request) => request,
-        Err(reason) => return refuse(version, reason),
+        Err(reason) => return refuse(version, reason.to_string()),
     };
     let response = Authorizer::new().is_authorized(&request, policies, &Entities::empty());
     match response.decision() {
@@ -571,11 +582,11 @@ when { ["payments:read"].containsAll(context.scopes)
         // The check can fail: a context the schema does not describe is refused.
         let mut extra = context_json(&full);
         extra["attestation"] = serde_json::json!("join-token");
-        let error = request(&full, extra).unwrap_err();
+        let error = request(&full, extra).unwrap_err().to_string();
         assert!(error.contains("attestation"), "{error}");
         let mut missing = context_json(&full);
         missing.as_object_mut().unwrap().remove("ttl_seconds");
-        let error = request(&full, missing).unwrap_err();
+        let error = request(&full, missing).unwrap_err().to_string();
         assert!(error.contains("is not valid for"), "{error}");
     }
 

@@ -1,0 +1,197 @@
+//! A verifier process (`lapse verifier`): some number of verifiers in one
+//! region following a list of brokers, each ageing out expired state, and
+//! the local verify API over all of them, until told to stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::http::Served;
+use crate::{FollowConfig, FollowStats, Verifier, VerifyConfig, broker_uri, follow};
+
+/// How often each verifier drops state whose credentials have all expired.
+const AGE_OUT_EVERY: Duration = Duration::from_secs(10);
+
+/// What a verifier process runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Brokers to follow, in order of preference.
+    pub brokers: Vec<String>,
+    /// The verifier's name; with `count` above 1, the prefix of `ID-0`,
+    /// `ID-1`, ...
+    pub id: String,
+    /// Where the verifiers run; propagation is reported per region.
+    pub region: String,
+    /// Verifiers in this process, at least 1.
+    pub count: u32,
+    pub verify: VerifyConfig,
+    /// Abandon a broker that sends nothing for this long.
+    pub idle_timeout: Duration,
+}
+
+impl DaemonConfig {
+    /// Why the configuration cannot run, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.brokers.is_empty() {
+            return Some("name at least one broker to follow".into());
+        }
+        if self.count == 0 {
+            return Some("run at least one verifier".into());
+        }
+        self.brokers
+            .iter()
+            .find(|address| {
+                address.is_empty()
+                    || tonic::transport::Endpoint::from_shared(broker_uri(address)).is_err()
+            })
+            .map(|address| format!("{address:?} is not a broker address (host:port)"))
+    }
+
+    /// The name of verifier `i`.
+    fn name(&self, i: u32) -> String {
+        if self.count == 1 {
+            self.id.clone()
+        } else {
+            format!("{}-{i}", self.id)
+        }
+    }
+}
+
+/// Run the verifiers, and the verify API on `listener` if given, until
+/// `shutdown` resolves; then stop everything and wait for it.
+pub async fn run(
+    config: DaemonConfig,
+    listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    if let Some(problem) = config.problem() {
+        return Err(problem);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let mut served = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..config.count {
+        let id = config.name(i);
+        let verifier = Verifier::new(config.verify.clone());
+        let stats = Arc::new(FollowStats::default());
+        let mut follow_config = FollowConfig::new(config.brokers.clone(), id.clone());
+        follow_config.region = config.region.clone();
+        follow_config.idle_timeout = config.idle_timeout;
+        // Spread the verifiers of one process over the brokers.
+        follow_config
+            .brokers
+            .rotate_left(i as usize % config.brokers.len());
+        tasks.push(tokio::spawn(follow(
+            verifier.clone(),
+            follow_config,
+            stats.clone(),
+            stopped(stop_rx.clone()),
+        )));
+        tasks.push(tokio::spawn(age_out(
+            verifier.clone(),
+            stopped(stop_rx.clone()),
+        )));
+        served.push(Served {
+            id,
+            region: config.region.clone(),
+            verifier,
+            stats,
+        });
+    }
+    let http = listener.map(|listener| {
+        tokio::spawn(crate::http::serve(
+            listener,
+            served,
+            stopped(stop_rx.clone()),
+        ))
+    });
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    if let Some(http) = http {
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("the verify API failed: {error}")),
+            Err(error) => return Err(format!("the verify API task failed: {error}")),
+        }
+    }
+    Ok(())
+}
+
+/// Drop expired state every [`AGE_OUT_EVERY`] until `stop` resolves.
+async fn age_out(verifier: Verifier, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(AGE_OUT_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => verifier.age_out(),
+            _ = &mut stop => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(brokers: &[&str], count: u32) -> DaemonConfig {
+        DaemonConfig {
+            brokers: brokers.iter().map(|b| b.to_string()).collect(),
+            id: "edge".into(),
+            region: "eu".into(),
+            count,
+            verify: VerifyConfig::default(),
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_configuration_that_cannot_run_says_why() {
+        assert_eq!(config(&["127.0.0.1:7401"], 1).problem(), None);
+        assert!(config(&[], 1).problem().is_some());
+        assert!(config(&["127.0.0.1:7401"], 0).problem().is_some());
+        let bad = config(&["127.0.0.1:7401", "not a host"], 1)
+            .problem()
+            .unwrap();
+        assert!(bad.contains("\"not a host\""), "{bad}");
+    }
+
+    #[test]
+    fn verifiers_of_one_process_are_numbered_only_when_there_are_several() {
+        assert_eq!(config(&["b:1"], 1).name(0), "edge");
+        assert_eq!(config(&["b:1"], 3).name(2), "edge-2");
+    }
+
+    #[tokio::test]
+    async fn runs_until_told_to_stop_and_refuses_a_configuration_that_cannot_run() {
+        let refused = run(config(&[], 1), None, async {}).await;
+        assert!(refused.is_err());
+        // A broker that is not there: the verifiers keep trying until stop.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(config(&["127.0.0.1:1"], 2), Some(listener), async {
+            let _ = stopped.await;
+        }));
+        let url = format!("http://{address}/healthz");
+        let status = tokio::task::spawn_blocking(move || match ureq::get(&url).call() {
+            Ok(response) => Some(response.status()),
+            Err(ureq::Error::Status(code, _)) => Some(code),
+            Err(ureq::Error::Transport(_)) => None,
+        })
+        .await
+        .unwrap();
+        // Served, and honest: with no broker reachable, not healthy.
+        assert_eq!(status, Some(503));
+        stop.send(()).unwrap();
+        assert_eq!(daemon.await.unwrap(), Ok(()));
+    }
+}
