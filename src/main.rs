@@ -12,8 +12,10 @@ mod commands;
 mod credentials;
 mod dev;
 mod feed;
+mod revoke;
 #[cfg(feature = "sim")]
 mod sim;
+mod status;
 
 use std::process::ExitCode;
 
@@ -43,9 +45,9 @@ enum Command {
     /// Start a local three-broker cluster on loopback, with data under .lapse-dev.
     Dev(dev::DevArgs),
     /// Revoke credentials: one by status index or from the credential itself, a workload's, a tenant's, a key's, or a leaked secret.
-    Revoke(commands::RevokeArgs),
+    Revoke(revoke::RevokeArgs),
     /// Show the cluster as the brokers see it: leader, term, members, log indexes, state digests.
-    Status(commands::StatusArgs),
+    Status(status::StatusArgs),
     /// Create single-use join tokens for brokers or workloads.
     JoinToken(commands::JoinTokenArgs),
     /// Change cluster membership: add a learner, promote it to voter, remove a node.
@@ -97,8 +99,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Broker(args) => commands::broker(args).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Revoke(args) => commands::revoke(args).await,
-        Command::Status(args) => commands::status(args).await,
+        Command::Revoke(args) => revoke::revoke(args).await,
+        Command::Status(args) => status::status(args).await,
         Command::JoinToken(args) => commands::join_token(args).await,
         Command::Cluster(args) => commands::cluster(args).await,
         Command::Lease(args) => commands::lease(args).await,

@@ -4,18 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use lapse_credential::{
-    Claims, Confirmation, DpopExpectation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex,
-    StatusListRef, TenantId, VerifyOptions, WorkloadId, verify, verify_proof,
+    Claims, Confirmation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex, StatusListRef,
 };
-use lapse_ledger::{
-    Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse, Refusal,
-    RequestId,
-};
-use sha2::{Digest, Sha256};
+use lapse_ledger::{Decision, IssuanceRecord};
 
+use super::attest::Attested;
 use super::audit::AuditLog;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
@@ -92,41 +87,6 @@ pub struct Issuer {
     pub policies: PolicyCache,
 }
 
-/// Who the workload turned out to be.
-struct Attested {
-    tenant: TenantId,
-    workload: WorkloadId,
-    kind: AttestationKind,
-    /// The key the new credential must stay bound to (refresh).
-    bound_jkt: Option<String>,
-    /// The credential being refreshed.
-    previous: Option<Claims>,
-    /// A join token to spend once the issuance is granted, with the request
-    /// id of this attempt's consumption.
-    join_token: Option<([u8; 32], RequestId)>,
-}
-
-/// The `iss` claim of a JWT, read without verifying it, to pick the issuer
-/// whose keys will verify it.
-fn unverified_issuer(token: &str) -> Result<String, BrokerError> {
-    use base64::Engine;
-    let bad = |why: String| BrokerError::Unauthenticated(format!("external_jwt: {why}"));
-    let payload = token
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| bad("not a JWT".into()))?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|e| bad(format!("payload is not base64url: {e}")))?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("payload is not JSON: {e}")))?;
-    Ok(claims
-        .get("iss")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_owned())
-}
-
 /// Public keys of the ledger's registered, unrevoked signing keys.
 pub fn ledger_keys(core: &SharedCore) -> BTreeMap<String, [u8; 32]> {
     core.view().read(|applied| {
@@ -161,7 +121,7 @@ fn check_list(field: &str, items: &[String]) -> Result<(), BrokerError> {
 
 impl Issuer {
     /// Cluster time, in seconds: what `iat` and `exp` are measured in.
-    fn now_seconds(&self) -> u64 {
+    pub(super) fn now_seconds(&self) -> u64 {
         self.core.cluster_now() / 1000
     }
 
@@ -218,223 +178,66 @@ impl Issuer {
         self.refuse(attested, ask, decision, error).await
     }
 
-    /// Check a join token against this broker's applied state, without
-    /// spending it: the token is consumed through the ledger only once the
-    /// issuance it pays for has been granted (see [`Self::spend_join_token`]).
-    /// A token this broker has not applied yet is looked up again after
-    /// confirming its state is current, so a token just created elsewhere
-    /// works, and a guessed one costs no Raft commit.
-    async fn attest_join_token(
+    /// The tenant's policy's decision on an issuance.
+    fn decide(
         &self,
-        token: &str,
-        request_id: &str,
-    ) -> Result<Attested, BrokerError> {
-        if !token.starts_with("lapse-join-") {
-            return Err(BrokerError::Invalid(
-                "join_token: not a Lapse join token".into(),
-            ));
-        }
-        let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let attempt = if request_id.is_empty() {
-            hex::encode(self.core.env().random_bytes::<12>())
-        } else {
-            RequestId::new(request_id)
-                .map_err(|e| BrokerError::Invalid(format!("request_id: {e}")))?;
-            request_id.to_owned()
-        };
-        let spend_id = RequestId::new(format!(
-            "consume-{}-{attempt}",
-            &hex::encode(token_hash)[..16]
-        ))
-        .map_err(|e| BrokerError::Invalid(format!("request_id: {e}")))?;
-        let mut grant = self.join_grant(&token_hash, &spend_id);
-        if let Err(Refusal::JoinTokenUnknown) = grant {
-            let patience = Duration::from_millis(self.core.config().raft.rpc_timeout_ms);
-            if self.core.confirm_current(patience).await.is_ok() {
-                grant = self.join_grant(&token_hash, &spend_id);
-            }
-        }
-        let (tenant, workload) = grant.map_err(BrokerError::Refused)?;
-        Ok(Attested {
-            tenant,
-            workload,
-            kind: AttestationKind::JoinToken,
-            bound_jkt: None,
-            previous: None,
-            join_token: Some((token_hash, spend_id)),
-        })
-    }
-
-    /// What the applied ledger says of a join token: the workload it is for,
-    /// or why it cannot be used. A token spent by this same attempt (a
-    /// retry whose first try committed) is still good for it.
-    fn join_grant(
-        &self,
-        token_hash: &[u8; 32],
-        spend_id: &RequestId,
-    ) -> Result<(TenantId, WorkloadId), Refusal> {
-        let now_ms = self.core.cluster_now();
-        self.core.view().read(|applied| {
-            let token = applied
+        attested: &Attested,
+        scopes: &[String],
+        audiences: &[String],
+        ttl_seconds: u64,
+    ) -> Decision {
+        let policy = self.core.view().read(|applied| {
+            applied
                 .ledger
-                .join_tokens
-                .get(token_hash)
-                .ok_or(Refusal::JoinTokenUnknown)?;
-            let JoinGrant::Workload { tenant, workload } = &token.grant else {
-                return Err(Refusal::JoinTokenWrongUse);
-            };
-            if let Some(epoch) = token.consumed_epoch {
-                let spent_by_this_attempt = applied
-                    .ledger
-                    .response_for(spend_id)
-                    .is_some_and(|r| r.outcome.is_ok());
-                if !spent_by_this_attempt {
-                    return Err(Refusal::JoinTokenSpent { epoch });
-                }
-            } else if token.expires_at_ms <= now_ms {
-                return Err(Refusal::JoinTokenExpired {
-                    expires_at_ms: token.expires_at_ms,
-                });
-            }
-            Ok((tenant.clone(), workload.clone()))
-        })
-    }
-
-    /// Consume the join token an issuance was granted on, through the
-    /// ledger, once per attempt: the attempt's request id deduplicates
-    /// retries (the broker's own, through elections and forwarding, and the
-    /// caller's, when it sends the same `request_id`), and a duplicate of
-    /// this attempt's own consumption is its first answer, a success.
-    async fn spend_join_token(
-        &self,
-        token_hash: [u8; 32],
-        spend_id: RequestId,
-    ) -> Result<(), BrokerError> {
-        let command = Command::ConsumeJoinToken {
-            token_hash,
-            presented: JoinUse::Workload,
-        };
-        let response = self.core.propose(spend_id, command).await?;
-        match response.outcome {
-            Ok(Applied::JoinTokenConsumed(JoinGrant::Workload { .. })) => Ok(()),
-            Ok(_) => Err(BrokerError::Forbidden(
-                "join token was not made for a workload".into(),
-            )),
-            Err(refusal) => Err(BrokerError::Refused(refusal)),
-        }
-    }
-
-    fn attest_external(&self, token: &str) -> Result<Attested, BrokerError> {
-        let claimed_issuer = unverified_issuer(token)?;
-        let (config, issuer) = self
-            .external
-            .iter()
-            .find(|(config, _)| config.issuer == claimed_issuer)
-            .ok_or_else(|| {
-                BrokerError::Unauthenticated(format!(
-                    "external_jwt: issuer {claimed_issuer:?} is not configured"
-                ))
-            })?;
-        let claims = issuer
-            .verify(token, self.now_seconds(), self.settings.leeway_seconds)
-            .map_err(|e| {
-                BrokerError::Unauthenticated(format!("external_jwt from {claimed_issuer}: {e}"))
-            })?;
-        let name = claims
-            .get(&config.workload_claim)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                BrokerError::Unauthenticated(format!(
-                    "external_jwt has no string claim {:?}",
-                    config.workload_claim
-                ))
-            })?;
-        let workload =
-            WorkloadId::new(format!("{}{name}", config.workload_prefix)).map_err(|e| {
-                BrokerError::Forbidden(format!("external_jwt maps to no workload id: {e}"))
-            })?;
-        let tenant =
-            TenantId::new(config.tenant.clone()).map_err(|e| BrokerError::Broken(e.to_string()))?;
-        Ok(Attested {
-            tenant,
-            workload,
-            kind: AttestationKind::ExternalJwt {
-                issuer: config.issuer.clone(),
-            },
-            bound_jkt: None,
-            previous: None,
-            join_token: None,
-        })
-    }
-
-    fn attest_refresh(&self, request: &RefreshParams) -> Result<Attested, BrokerError> {
-        let now = self.now_seconds();
-        let keys = ledger_keys(&self.core);
-        let verified = verify(
-            &request.credential,
-            &keys,
-            &VerifyOptions {
-                audience: None,
-                issuer: Some(&self.settings.issuer),
-                now_seconds: now,
-                leeway_seconds: self.settings.leeway_seconds,
+                .policies
+                .get(&attested.tenant)
+                .map(|p| (p.version, p.text.clone()))
+        });
+        self.policies.decide(
+            policy.as_ref().map(|(v, t)| (*v, t.as_str())),
+            &IssueAsk {
+                tenant: &attested.tenant,
+                workload: &attested.workload,
+                scopes,
+                audiences,
+                ttl_seconds,
             },
         )
-        .map_err(|e| BrokerError::Unauthenticated(format!("credential: {e}")))?;
-        let claims = verified.claims;
-        let revoked = self.core.view().read(|applied| {
-            applied.ledger.is_revoked(
-                claims.status_index(),
-                &claims.tenant,
-                &claims.sub,
-                &verified.key_id,
-                claims.iat * 1000,
-            )
-        });
-        if revoked {
-            return Err(BrokerError::Forbidden("credential has been revoked".into()));
-        }
-        if let Some(Confirmation { jkt }) = &claims.cnf {
-            if request.dpop_proof.is_empty() {
-                return Err(BrokerError::Unauthenticated(
-                    "credential is bound to a key: a DPoP proof is required".into(),
-                ));
-            }
-            let uri = self.settings.refresh_uri();
-            let proof = verify_proof(
-                &request.dpop_proof,
-                &DpopExpectation {
-                    method: "POST",
-                    url: &uri,
-                    access_token: Some(&request.credential),
-                    now_seconds: now,
-                    max_age_seconds: self.settings.dpop_max_age_seconds,
-                    leeway_seconds: self.settings.leeway_seconds,
+    }
+
+    /// The claims of a new credential issued at `now_ms` for `ttl_seconds`.
+    fn claims(
+        &self,
+        attested: &Attested,
+        scopes: &[String],
+        audiences: &[String],
+        (now_ms, ttl_seconds): (u64, u64),
+        index: u64,
+        jkt: Option<String>,
+    ) -> Claims {
+        let now = now_ms / 1000;
+        let jti: [u8; 16] = self.core.env().random_bytes();
+        Claims {
+            iss: self.settings.issuer.clone(),
+            sub: attested.workload.clone(),
+            aud: audiences.to_vec(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_seconds,
+            jti: hex::encode(jti),
+            tenant: attested.tenant.clone(),
+            scopes: scopes.to_vec(),
+            status: StatusClaim {
+                status_list: StatusListRef {
+                    idx: index,
+                    uri: format!(
+                        "{}/statuslists/1",
+                        self.settings.issuer.trim_end_matches('/')
+                    ),
                 },
-            )
-            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
-            if &proof.jkt != jkt {
-                return Err(BrokerError::Unauthenticated(
-                    "DPoP proof is signed by a different key than the credential is bound to"
-                        .into(),
-                ));
-            }
-            self.replay
-                .lock()
-                .expect("replay lock")
-                .check_and_remember(&proof.jti, now)
-                .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
-        }
-        Ok(Attested {
-            tenant: claims.tenant.clone(),
-            workload: claims.sub.clone(),
-            kind: AttestationKind::Refresh {
-                previous_index: claims.status_index().0,
             },
-            bound_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
-            previous: Some(claims),
-            join_token: None,
-        })
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
+        }
     }
 
     /// Decide, take an index, sign, record: the part every attestation shares.
@@ -460,23 +263,7 @@ impl Issuer {
                 .refuse_plainly(Some(&attested), (&scopes, &audiences), status)
                 .await);
         }
-        let policy = self.core.view().read(|applied| {
-            applied
-                .ledger
-                .policies
-                .get(&attested.tenant)
-                .map(|p| (p.version, p.text.clone()))
-        });
-        let decision = self.policies.decide(
-            policy.as_ref().map(|(v, t)| (*v, t.as_str())),
-            &IssueAsk {
-                tenant: &attested.tenant,
-                workload: &attested.workload,
-                scopes: &scopes,
-                audiences: &audiences,
-                ttl_seconds,
-            },
-        );
+        let decision = self.decide(&attested, &scopes, &audiences, ttl_seconds);
         if !decision.allowed {
             let status = BrokerError::Forbidden(decision.reason.clone());
             return Err(self
@@ -511,29 +298,14 @@ impl Issuer {
                 .refuse(Some(&attested), (&scopes, &audiences), decision, status)
                 .await);
         }
-        let now = now_ms / 1000;
-        let jti: [u8; 16] = self.core.env().random_bytes();
-        let claims = Claims {
-            iss: self.settings.issuer.clone(),
-            sub: attested.workload.clone(),
-            aud: audiences.clone(),
-            iat: now,
-            nbf: now,
-            exp: now + ttl_seconds,
-            jti: hex::encode(jti),
-            tenant: attested.tenant.clone(),
-            scopes: scopes.clone(),
-            status: StatusClaim {
-                status_list: StatusListRef {
-                    idx: index,
-                    uri: format!(
-                        "{}/statuslists/1",
-                        self.settings.issuer.trim_end_matches('/')
-                    ),
-                },
-            },
-            cnf: jkt.map(|jkt| Confirmation { jkt }),
-        };
+        let claims = self.claims(
+            &attested,
+            &scopes,
+            &audiences,
+            (now_ms, ttl_seconds),
+            index,
+            jkt,
+        );
         let credential = key
             .sign(&claims)
             .map_err(|e| BrokerError::Broken(format!("signing failed: {e}")))?;

@@ -2,6 +2,7 @@
 //! indices, Cedar policy, the durable audit log, and the issuing itself
 //! (served over gRPC by [`crate::api`]).
 
+mod attest;
 pub mod audit;
 pub mod issuer;
 pub mod keys;

@@ -1,0 +1,363 @@
+//! `lapse revoke`: revoke one credential (by status index or from the
+//! credential itself), a workload's, a tenant's, a key's, or a leaked
+//! secret's; optionally wait until the verifiers hold it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use lapse_wire::cluster::{self as pb, revocation::Target};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::client::{Connection, Failure, exit, new_request_id, print_json};
+use crate::output::moment;
+use crate::parse_time_ms;
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(subcommand)]
+    what: RevokeTarget,
+    /// Makes the revocation idempotent: a retry with the same id is applied once.
+    #[arg(long, global = true)]
+    request_id: Option<String>,
+    /// Return only once this share of subscribed verifiers has applied the
+    /// revocation: `all`, or a percentage such as `99` (exit code 6 on
+    /// timeout, or at once when no verifier is subscribed).
+    #[arg(long, global = true, value_parser = crate::feed::parse_wait)]
+    wait: Option<crate::feed::WaitFor>,
+    /// How long --wait waits (at most 10m).
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::feed::parse_wait_timeout)]
+    wait_timeout: Duration,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
+enum RevokeTarget {
+    /// One credential, by its status index.
+    Index { index: u64 },
+    /// One credential, from the credential itself (a Lapse JWT).
+    ///
+    /// Revokes the status index in the credential's
+    /// `status.status_list.idx` claim, exactly as `revoke index` would. The
+    /// signature is not checked here, so any copy of the credential will
+    /// do; revoking is an admin action, which the cluster checks.
+    Credential {
+        /// The file holding the credential; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Every credential of a workload issued before a time.
+    Subject {
+        /// The workload's SPIFFE id.
+        subject: String,
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339 or milliseconds since the epoch; default: the commit time.
+        #[arg(long, value_parser = parse_time_ms)]
+        before: Option<u64>,
+    },
+    /// Every credential of a tenant issued before a time.
+    Tenant {
+        tenant: String,
+        /// RFC 3339 or milliseconds since the epoch; default: the commit time.
+        #[arg(long, value_parser = parse_time_ms)]
+        before: Option<u64>,
+    },
+    /// Every credential a signing key signed.
+    Key { key_id: String },
+    /// A leaked static secret: give its sha256, or pipe the secret on stdin.
+    ///
+    /// What is revoked is the SHA-256 of the secret's bytes. With --stdin
+    /// that is every byte read except one trailing newline (`\n` or
+    /// `\r\n`), so `lapse revoke secret --stdin < leaked.txt` matches the
+    /// secret whether or not the file ends in a newline; nothing else is
+    /// trimmed. Empty or whitespace-only input is refused (exit code 3).
+    Secret {
+        /// SHA-256 of the secret's bytes, 64 hex digits
+        /// (e.g. from `printf %s "$SECRET" | sha256sum`).
+        #[arg(long, conflicts_with = "stdin")]
+        sha256: Option<String>,
+        /// Read the secret from standard input and hash it here (less one
+        /// trailing newline).
+        #[arg(long)]
+        stdin: bool,
+    },
+}
+
+/// The largest credential file `revoke credential` reads.
+const MAX_CREDENTIAL_BYTES: u64 = 64 * 1024;
+
+/// What `revoke` names, read and checked.
+fn target_of(what: RevokeTarget) -> Result<Target, Failure> {
+    Ok(match what {
+        RevokeTarget::Index { index } => Target::Index(index),
+        RevokeTarget::Credential { file } => {
+            let (text, source) = read_input(&file, MAX_CREDENTIAL_BYTES)?;
+            let text = String::from_utf8(text).map_err(|_| {
+                Failure::new(
+                    exit::REFUSED,
+                    format!("{source} is not text, so it is not a credential (a JWT)"),
+                )
+            })?;
+            let index = credential_status_index(&text)
+                .map_err(|problem| Failure::new(exit::REFUSED, format!("{source}: {problem}")))?;
+            Target::Index(index)
+        }
+        RevokeTarget::Subject {
+            subject,
+            tenant,
+            before,
+        } => Target::Subject(pb::SubjectTarget {
+            tenant,
+            subject,
+            issued_before_ms: before,
+        }),
+        RevokeTarget::Tenant { tenant, before } => Target::Tenant(pb::TenantTarget {
+            tenant,
+            issued_before_ms: before,
+        }),
+        RevokeTarget::Key { key_id } => Target::KeyId(key_id),
+        RevokeTarget::Secret { sha256, stdin } => {
+            let hash = match (sha256, stdin) {
+                (Some(hex_digest), false) => hex::decode(hex_digest.trim())
+                    .ok()
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| Failure::new(exit::REFUSED, "--sha256 needs 64 hex digits"))?,
+                (None, true) => {
+                    let (read, _) = read_input(Path::new("-"), u64::MAX)?;
+                    let secret = secret_from_input(&read).map_err(|problem| {
+                        Failure::new(exit::REFUSED, format!("standard input: {problem}"))
+                    })?;
+                    Sha256::digest(secret).to_vec()
+                }
+                _ => return Err(Failure::new(exit::USAGE, "give --sha256 HEX or --stdin")),
+            };
+            Target::SecretSha256(hash)
+        }
+    })
+}
+
+/// Say what was revoked, and how far it reached when waited for.
+fn print_revoked(
+    connection: &Connection,
+    request_id: &str,
+    index: Option<u64>,
+    reply: &pb::RevokeResponse,
+    reached: Option<crate::feed::Reached>,
+) {
+    if connection.json {
+        print_json(&json!({
+            "request_id": request_id,
+            "status_index": index,
+            "epoch": reply.epoch,
+            "committed_at_ms": reply.committed_at_ms,
+            "duplicate": reply.duplicate,
+            "propagated": reached.as_ref().map(|r| json!({
+                "verifiers": r.holding,
+                "subscribed": r.subscribed,
+                "waited_ms": r.waited.as_millis() as u64,
+            })),
+        }));
+    } else {
+        let what = index
+            .map(|i| format!("status index {i} "))
+            .unwrap_or_default();
+        let again = if reply.duplicate {
+            " (duplicate: applied earlier under this request id, and not again)"
+        } else {
+            ""
+        };
+        println!(
+            "revoked {what}at epoch {} (committed {}){again}",
+            reply.epoch,
+            moment(reply.committed_at_ms)
+        );
+        if let Some(r) = reached {
+            println!(
+                "applied by {} of {} subscribed verifiers ({} ms after the commit was acknowledged)",
+                r.holding,
+                r.subscribed,
+                r.waited.as_millis()
+            );
+        }
+    }
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<(), Failure> {
+    let target = target_of(args.what)?;
+    let index = match target {
+        Target::Index(index) => Some(index),
+        _ => None,
+    };
+    let connection = args.connection;
+    let request_id = args.request_id.unwrap_or_else(new_request_id);
+    let mut client = connection.client().await?;
+    let reply = connection
+        .admin(client.revoke(connection.request(pb::RevokeRequest {
+            request_id: request_id.clone(),
+            revocation: Some(pb::Revocation {
+                target: Some(target),
+            }),
+        })))
+        .await
+        .map_err(|failure| failure.retry_with(&request_id))?;
+    let reached = match args.wait {
+        Some(wanted) => Some(
+            crate::feed::wait_for_epoch(&connection, reply.epoch, wanted, args.wait_timeout)
+                .await?,
+        ),
+        None => None,
+    };
+    print_revoked(&connection, &request_id, index, &reply, reached);
+    Ok(())
+}
+
+/// Read at most `limit` bytes from `path`, or from standard input for
+/// `-`; the bytes and how to name where they came from.
+fn read_input(path: &Path, limit: u64) -> Result<(Vec<u8>, String), Failure> {
+    use std::io::Read;
+    let (result, source) = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        let result = std::io::stdin()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map(|_| bytes);
+        (result, "standard input".to_owned())
+    } else {
+        let result = std::fs::File::open(path).and_then(|file| {
+            let mut bytes = Vec::new();
+            file.take(limit.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map(|_| bytes)
+        });
+        (result, path.display().to_string())
+    };
+    let bytes =
+        result.map_err(|e| Failure::new(exit::FAILURE, format!("cannot read {source}: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!("{source} is longer than {limit} bytes"),
+        ));
+    }
+    Ok((bytes, source))
+}
+
+/// The secret in what was read from standard input: everything except one
+/// trailing newline (`\n` or `\r\n`, as an editor or `echo` leaves it).
+/// Nothing, or only whitespace, is refused: revoking the hash of an empty
+/// line would revoke nothing anyone holds.
+fn secret_from_input(read: &[u8]) -> Result<&[u8], &'static str> {
+    let secret = read
+        .strip_suffix(b"\r\n")
+        .or_else(|| read.strip_suffix(b"\n"))
+        .unwrap_or(read);
+    if secret.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            "the secret is empty or only whitespace; pipe the leaked secret itself, e.g. `lapse revoke secret --stdin < leaked.txt`",
+        );
+    }
+    Ok(secret)
+}
+
+/// The status index of a Lapse credential, from the
+/// `status.status_list.idx` claim of its payload. The signature is not
+/// checked: the index is only a target for an admin's revocation.
+fn credential_status_index(text: &str) -> Result<u64, String> {
+    use base64::Engine;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("empty; expected a Lapse credential (a JWT)".into());
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let [_, payload, _] = parts.as_slice() else {
+        return Err(format!(
+            "not a JWT: expected three dot-separated parts, found {}",
+            parts.len()
+        ));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| "not a JWT: its payload is not base64url".to_owned())?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| "not a JWT: its payload is not JSON".to_owned())?;
+    match &claims["status"]["status_list"]["idx"] {
+        serde_json::Value::Null => Err(
+            "the token has no status.status_list.idx claim, so it is not a Lapse credential; revoke it by its issuer's means, or use `lapse revoke index N`"
+                .into(),
+        ),
+        idx => idx
+            .as_u64()
+            .ok_or_else(|| format!("status.status_list.idx is {idx}, not a status index")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::{credential_status_index, secret_from_input};
+
+    #[test]
+    fn one_trailing_newline_is_not_part_of_the_secret() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"hunter2", b"hunter2"),
+            (b"hunter2\n", b"hunter2"),
+            (b"hunter2\r\n", b"hunter2"),
+            (b"hunter2\n\n", b"hunter2\n"),
+            (b" hunter2 \n", b" hunter2 "),
+            (b"hunter2\r", b"hunter2\r"),
+        ];
+        for (read, secret) in cases {
+            assert_eq!(secret_from_input(read), Ok(secret), "{read:?}");
+        }
+    }
+
+    #[test]
+    fn empty_or_blank_secrets_are_refused() {
+        for read in [&b""[..], b"\n", b"\r\n", b"  \t\n", b"\n\n"] {
+            assert!(secret_from_input(read).is_err(), "{read:?}");
+        }
+    }
+
+    fn token(payload: &str) -> String {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"n1-a"}"#),
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode([0u8; 64])
+        )
+    }
+
+    #[test]
+    fn the_status_index_is_read_from_the_payload_without_a_key() {
+        let jwt = token(r#"{"sub":"spiffe://x/y","status":{"status_list":{"idx":42,"uri":"u"}}}"#);
+        assert_eq!(credential_status_index(&jwt), Ok(42));
+        assert_eq!(credential_status_index(&format!("{jwt}\n")), Ok(42));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_a_reason() {
+        let cases = [
+            (String::new(), "empty"),
+            ("not a jwt".to_owned(), "three dot-separated parts, found 1"),
+            ("a.b.c.d".to_owned(), "found 4"),
+            ("a.!!!.c".to_owned(), "not base64url"),
+            (
+                format!("a.{}.c", URL_SAFE_NO_PAD.encode("nope")),
+                "not JSON",
+            ),
+            (token(r#"{"sub":"x"}"#), "no status.status_list.idx"),
+            (
+                token(r#"{"status":{"status_list":{"idx":-1}}}"#),
+                "not a status index",
+            ),
+        ];
+        for (text, reason) in cases {
+            let error = credential_status_index(&text).unwrap_err();
+            assert!(error.contains(reason), "{text:?}: {error}");
+        }
+    }
+}
