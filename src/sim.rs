@@ -156,38 +156,7 @@ fn file_name_part(name: &str) -> String {
 }
 
 fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
-    let fail = |e: lapse_sim::ScenarioError| Failure::new(exit::FAILURE, e.to_string());
-    // A replay outside the default scenario directory needs it named.
-    let dir_flag = if args.dir == default_dir() {
-        String::new()
-    } else {
-        format!(" --dir {}", args.dir.display())
-    };
-    let mut planned: Vec<Planned> = Vec::new();
-    match args.scenario.as_str() {
-        "all" => {
-            for path in lapse_sim::scenario::list(&args.dir).map_err(fail)? {
-                let scenario = Scenario::load(&path).map_err(fail)?;
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                planned.push(Planned::file(scenario, &path, format!("{stem}{dir_flag}")));
-            }
-            planned.push(Planned::swarm());
-        }
-        "swarm" => planned.push(Planned::swarm()),
-        given => {
-            let path = lapse_sim::scenario::resolve(given, &args.dir).map_err(fail)?;
-            let scenario = Scenario::load(&path).map_err(fail)?;
-            let replay = if path == Path::new(given) {
-                given.to_owned()
-            } else {
-                format!("{given}{dir_flag}")
-            };
-            planned.push(Planned::file(scenario, &path, replay));
-        }
-    }
+    let planned = plan(&args)?;
     let seeds: Vec<u64> = match (args.seed, &args.seeds) {
         (Some(seed), _) => vec![seed],
         (None, Some(range)) => range.clone().collect(),
@@ -254,7 +223,53 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
     if failures.is_empty() {
         return Ok(());
     }
-    for (plan, outcome) in &failures {
+    print_failures(&failures);
+    Err(Failure::new(
+        exit::FAILURE,
+        format!("{} of {total} runs broke an invariant", failures.len()),
+    ))
+}
+
+/// The runs `args` asks for: scenario files, the swarm, or both.
+fn plan(args: &RunArgs) -> Result<Vec<Planned>, Failure> {
+    let fail = |e: lapse_sim::ScenarioError| Failure::new(exit::FAILURE, e.to_string());
+    // A replay outside the default scenario directory needs it named.
+    let dir_flag = if args.dir == default_dir() {
+        String::new()
+    } else {
+        format!(" --dir {}", args.dir.display())
+    };
+    let mut planned: Vec<Planned> = Vec::new();
+    match args.scenario.as_str() {
+        "all" => {
+            for path in lapse_sim::scenario::list(&args.dir).map_err(fail)? {
+                let scenario = Scenario::load(&path).map_err(fail)?;
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                planned.push(Planned::file(scenario, &path, format!("{stem}{dir_flag}")));
+            }
+            planned.push(Planned::swarm());
+        }
+        "swarm" => planned.push(Planned::swarm()),
+        given => {
+            let path = lapse_sim::scenario::resolve(given, &args.dir).map_err(fail)?;
+            let scenario = Scenario::load(&path).map_err(fail)?;
+            let replay = if path == Path::new(given) {
+                given.to_owned()
+            } else {
+                format!("{given}{dir_flag}")
+            };
+            planned.push(Planned::file(scenario, &path, replay));
+        }
+    }
+    Ok(planned)
+}
+
+/// What each failed run broke, and how to replay it.
+fn print_failures(failures: &[(&Planned, RunOutcome)]) {
+    for (plan, outcome) in failures {
         println!();
         println!("FAILED {} seed {}:", plan.name, outcome.seed);
         if let Some(error) = &outcome.error {
@@ -271,10 +286,6 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
             plan.replay, outcome.seed
         );
     }
-    Err(Failure::new(
-        exit::FAILURE,
-        format!("{} of {total} runs broke an invariant", failures.len()),
-    ))
 }
 
 /// A one-line progress bar on standard error, redrawn in place with a

@@ -65,7 +65,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.feed.metrics_text(),
+        crate::metrics::exposition(&state.feed),
     )
 }
 

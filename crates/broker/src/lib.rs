@@ -23,6 +23,7 @@ pub mod http;
 pub mod issuance;
 pub mod link;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod replica_check;
 pub mod time;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lapse_wire::feed::feed_client::FeedClient;
 use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
-use lapse_wire::feed::{Ack, FeedRequest, Hello};
+use lapse_wire::feed::{Ack, FeedEvent, FeedRequest, Hello};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -185,30 +185,7 @@ async fn follow_one(
     index: usize,
     channel: Option<Channel>,
 ) -> Result<(), String> {
-    let channel = channel.ok_or("not a valid broker address")?;
-    let mut client = FeedClient::new(channel)
-        .max_decoding_message_size(MAX_EVENT_BYTES)
-        .max_encoding_message_size(1 << 20);
-    let (requests, outbound) = mpsc::channel::<FeedRequest>(64);
-    let hello = FeedRequest {
-        kind: Some(RequestKind::Hello(Hello {
-            verifier_id: config.verifier_id.clone(),
-            region: config.region.clone(),
-            resume_epoch: verifier.epoch(),
-        })),
-    };
-    requests
-        .send(hello)
-        .await
-        .map_err(|_| "request channel closed")?;
-    let subscribed = tokio::time::timeout(
-        config.connect_timeout,
-        client.subscribe(ReceiverStream::new(outbound)),
-    )
-    .await
-    .map_err(|_| "subscribing timed out".to_string())?
-    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
-    let mut events = subscribed.into_inner();
+    let (mut events, requests) = subscribe(verifier, config, channel).await?;
     stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     let address = config.brokers.get(index).cloned().unwrap_or_default();
     stats.set_following(Some(FollowedBroker {
@@ -258,26 +235,67 @@ async fn follow_one(
                 withheld = None;
             }
         }
-        let before = verifier.epoch();
-        match verifier.apply(&event) {
-            Ok(epoch) => {
-                delivered = true;
-                if before != Some(epoch) {
-                    if let Some(OnApply(hook)) = &config.on_apply {
-                        hook(epoch);
-                    }
-                    let ack = FeedRequest {
-                        kind: Some(RequestKind::Ack(Ack { epoch })),
-                    };
-                    if requests.try_send(ack).is_ok() {
-                        stats.acks.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Err(error) => {
-                // The state is unchanged; another broker may do better.
-                return Err(format!("rejected a feed event: {error}"));
-            }
+        apply_and_ack(verifier, config, stats, &requests, &event)?;
+        delivered = true;
+    }
+}
+
+/// Open a subscription on `channel`, saying hello with the epoch held.
+async fn subscribe(
+    verifier: &Verifier,
+    config: &FollowConfig,
+    channel: Option<Channel>,
+) -> Result<(tonic::Streaming<FeedEvent>, mpsc::Sender<FeedRequest>), String> {
+    let channel = channel.ok_or("not a valid broker address")?;
+    let mut client = FeedClient::new(channel)
+        .max_decoding_message_size(MAX_EVENT_BYTES)
+        .max_encoding_message_size(1 << 20);
+    let (requests, outbound) = mpsc::channel::<FeedRequest>(64);
+    let hello = FeedRequest {
+        kind: Some(RequestKind::Hello(Hello {
+            verifier_id: config.verifier_id.clone(),
+            region: config.region.clone(),
+            resume_epoch: verifier.epoch(),
+        })),
+    };
+    requests
+        .send(hello)
+        .await
+        .map_err(|_| "request channel closed")?;
+    let subscribed = tokio::time::timeout(
+        config.connect_timeout,
+        client.subscribe(ReceiverStream::new(outbound)),
+    )
+    .await
+    .map_err(|_| "subscribing timed out".to_string())?
+    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+    Ok((subscribed.into_inner(), requests))
+}
+
+/// Apply one event; ack when the epoch held changed. A rejected event
+/// leaves the state as it was and ends this subscription: another broker
+/// may do better.
+fn apply_and_ack(
+    verifier: &Verifier,
+    config: &FollowConfig,
+    stats: &FollowStats,
+    requests: &mpsc::Sender<FeedRequest>,
+    event: &FeedEvent,
+) -> Result<(), String> {
+    let before = verifier.epoch();
+    let epoch = verifier
+        .apply(event)
+        .map_err(|error| format!("rejected a feed event: {error}"))?;
+    if before != Some(epoch) {
+        if let Some(OnApply(hook)) = &config.on_apply {
+            hook(epoch);
+        }
+        let ack = FeedRequest {
+            kind: Some(RequestKind::Ack(Ack { epoch })),
+        };
+        if requests.try_send(ack).is_ok() {
+            stats.acks.fetch_add(1, Ordering::Relaxed);
         }
     }
+    Ok(())
 }

@@ -314,116 +314,62 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The metrics a verifier process exposes: name, type, help.
+const METRICS: [(&str, &str, &str); 9] = [
+    (
+        "lapse_verifier_epoch",
+        "gauge",
+        "Epoch of the revocation state held.",
+    ),
+    (
+        "lapse_verifier_fresh",
+        "gauge",
+        "1 when a confirmed heartbeat arrived within the staleness bound.",
+    ),
+    (
+        "lapse_verifier_heartbeat_age_seconds",
+        "gauge",
+        "Time since the last confirmed heartbeat.",
+    ),
+    (
+        "lapse_verifier_heartbeat_broker",
+        "gauge",
+        "The broker whose confirmed heartbeat came last.",
+    ),
+    (
+        "lapse_verifier_heartbeats_withheld",
+        "gauge",
+        "1 when the followed broker said, since the last heartbeat, that it withholds them (reason in the label).",
+    ),
+    (
+        "lapse_verifier_clock_offset_seconds",
+        "gauge",
+        "Estimated cluster time minus local time.",
+    ),
+    (
+        "lapse_verifier_clock_drift_ppm",
+        "gauge",
+        "Local clock drift against cluster time.",
+    ),
+    (
+        "lapse_verifier_verifications_total",
+        "counter",
+        "Credentials checked, by result.",
+    ),
+    (
+        "lapse_verifier_feed_events_total",
+        "counter",
+        "Feed events, by whether they were applied.",
+    ),
+];
+
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    let gauges: [(&str, &str, &str); 9] = [
-        (
-            "lapse_verifier_epoch",
-            "gauge",
-            "Epoch of the revocation state held.",
-        ),
-        (
-            "lapse_verifier_fresh",
-            "gauge",
-            "1 when a confirmed heartbeat arrived within the staleness bound.",
-        ),
-        (
-            "lapse_verifier_heartbeat_age_seconds",
-            "gauge",
-            "Time since the last confirmed heartbeat.",
-        ),
-        (
-            "lapse_verifier_heartbeat_broker",
-            "gauge",
-            "The broker whose confirmed heartbeat came last.",
-        ),
-        (
-            "lapse_verifier_heartbeats_withheld",
-            "gauge",
-            "1 when the followed broker said, since the last heartbeat, that it withholds them (reason in the label).",
-        ),
-        (
-            "lapse_verifier_clock_offset_seconds",
-            "gauge",
-            "Estimated cluster time minus local time.",
-        ),
-        (
-            "lapse_verifier_clock_drift_ppm",
-            "gauge",
-            "Local clock drift against cluster time.",
-        ),
-        (
-            "lapse_verifier_verifications_total",
-            "counter",
-            "Credentials checked, by result.",
-        ),
-        (
-            "lapse_verifier_feed_events_total",
-            "counter",
-            "Feed events, by whether they were applied.",
-        ),
-    ];
-    for (name, kind, help) in gauges {
+    for (name, kind, help) in METRICS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (id, served) in state.verifiers.iter() {
-            let s = served.verifier.status();
             let labels = format!("verifier=\"{id}\",region=\"{}\"", served.region);
-            let lines: Vec<(String, f64)> = match name {
-                "lapse_verifier_epoch" => s
-                    .epoch
-                    .map(|e| vec![(labels.clone(), e as f64)])
-                    .unwrap_or_default(),
-                "lapse_verifier_fresh" => vec![(labels.clone(), f64::from(u8::from(s.fresh)))],
-                "lapse_verifier_heartbeat_age_seconds" => s
-                    .since_heartbeat_ms
-                    .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
-                    .unwrap_or_default(),
-                "lapse_verifier_heartbeat_broker" => s
-                    .heartbeat_broker_id
-                    .map(|id| vec![(labels.clone(), id as f64)])
-                    .unwrap_or_default(),
-                "lapse_verifier_heartbeats_withheld" => match &s.withheld {
-                    Some(notice) => vec![(
-                        format!(
-                            "{labels},broker=\"{}\",reason=\"{}\"",
-                            notice.broker_id,
-                            escape_label(&notice.reason)
-                        ),
-                        1.0,
-                    )],
-                    None => vec![(labels.clone(), 0.0)],
-                },
-                "lapse_verifier_clock_offset_seconds" => s
-                    .clock_offset_ms
-                    .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
-                    .unwrap_or_default(),
-                "lapse_verifier_clock_drift_ppm" => s
-                    .clock_drift_ppm
-                    .map(|ppm| vec![(labels.clone(), ppm)])
-                    .unwrap_or_default(),
-                "lapse_verifier_verifications_total" => vec![
-                    (format!("{labels},result=\"accepted\""), s.accepted as f64),
-                    (
-                        format!("{labels},result=\"rejected\""),
-                        (s.rejected - s.stale_rejections) as f64,
-                    ),
-                    (
-                        format!("{labels},result=\"stale\""),
-                        s.stale_rejections as f64,
-                    ),
-                ],
-                _ => vec![
-                    (
-                        format!("{labels},result=\"applied\""),
-                        s.applied_events as f64,
-                    ),
-                    (
-                        format!("{labels},result=\"rejected\""),
-                        s.rejected_events as f64,
-                    ),
-                ],
-            };
-            for (labels, value) in lines {
+            for (labels, value) in samples(name, &labels, &served.verifier.status()) {
                 let _ = writeln!(out, "{name}{{{labels}}} {value}");
             }
         }
@@ -436,6 +382,66 @@ async fn metrics(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// One verifier's samples of metric `name`: labels and value.
+fn samples(name: &str, labels: &str, s: &crate::VerifierStatus) -> Vec<(String, f64)> {
+    let labels = labels.to_owned();
+    match name {
+        "lapse_verifier_epoch" => s
+            .epoch
+            .map(|e| vec![(labels.clone(), e as f64)])
+            .unwrap_or_default(),
+        "lapse_verifier_fresh" => vec![(labels.clone(), f64::from(u8::from(s.fresh)))],
+        "lapse_verifier_heartbeat_age_seconds" => s
+            .since_heartbeat_ms
+            .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
+            .unwrap_or_default(),
+        "lapse_verifier_heartbeat_broker" => s
+            .heartbeat_broker_id
+            .map(|id| vec![(labels.clone(), id as f64)])
+            .unwrap_or_default(),
+        "lapse_verifier_heartbeats_withheld" => match &s.withheld {
+            Some(notice) => vec![(
+                format!(
+                    "{labels},broker=\"{}\",reason=\"{}\"",
+                    notice.broker_id,
+                    escape_label(&notice.reason)
+                ),
+                1.0,
+            )],
+            None => vec![(labels.clone(), 0.0)],
+        },
+        "lapse_verifier_clock_offset_seconds" => s
+            .clock_offset_ms
+            .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
+            .unwrap_or_default(),
+        "lapse_verifier_clock_drift_ppm" => s
+            .clock_drift_ppm
+            .map(|ppm| vec![(labels.clone(), ppm)])
+            .unwrap_or_default(),
+        "lapse_verifier_verifications_total" => vec![
+            (format!("{labels},result=\"accepted\""), s.accepted as f64),
+            (
+                format!("{labels},result=\"rejected\""),
+                (s.rejected - s.stale_rejections) as f64,
+            ),
+            (
+                format!("{labels},result=\"stale\""),
+                s.stale_rejections as f64,
+            ),
+        ],
+        _ => vec![
+            (
+                format!("{labels},result=\"applied\""),
+                s.applied_events as f64,
+            ),
+            (
+                format!("{labels},result=\"rejected\""),
+                s.rejected_events as f64,
+            ),
+        ],
+    }
 }
 
 /// Escape a Prometheus label value.

@@ -325,151 +325,17 @@ impl FeedHub {
         (merge_reports(&reports), unreachable)
     }
 
-    /// Prometheus text exposition of this broker's feed and propagation.
-    pub fn metrics_text(&self) -> String {
-        use std::fmt::Write;
-        let report = self.local_report();
-        let mut out = String::new();
-        let confirmed_age = self
-            .last_confirmed
+    /// Seconds since this broker last confirmed its state current.
+    pub fn confirmed_age_seconds(&self) -> Option<f64> {
+        self.last_confirmed
             .lock()
             .expect("confirm lock")
-            .map(|(at, _)| at.elapsed().as_secs_f64());
-        let connected = report
-            .verifiers
-            .values()
-            .filter(|r| r.connections > 0)
-            .count();
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_epoch The feed epoch of this broker's applied state.\n\
-             # TYPE lapse_feed_epoch gauge\nlapse_feed_epoch {}",
-            report.current_epoch
-        );
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_subscribers Verifiers subscribed to this broker's feed.\n\
-             # TYPE lapse_feed_subscribers gauge\nlapse_feed_subscribers {connected}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP lapse_replica_divergences Peers whose state differs from this broker's at the same log index (should be 0).\n\
-             # TYPE lapse_replica_divergences gauge\nlapse_replica_divergences {}",
-            self.core.replicas().divergences().len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_heartbeats_total Confirmed heartbeats broadcast.\n\
-             # TYPE lapse_feed_heartbeats_total counter\nlapse_feed_heartbeats_total {}",
-            self.heartbeats_sent.load(Ordering::Relaxed)
-        );
-        let fresh = self.freshness_report();
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_heartbeats_withheld_total Heartbeats not sent because this broker could not confirm its state.\n\
-             # TYPE lapse_feed_heartbeats_withheld_total counter\nlapse_feed_heartbeats_withheld_total {}",
-            fresh.withheld_total
-        );
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_heartbeats_withheld Whether heartbeats are withheld now, with the reason.\n\
-             # TYPE lapse_feed_heartbeats_withheld gauge"
-        );
-        match &fresh.withheld_reason {
-            Some(reason) => {
-                let _ = writeln!(
-                    out,
-                    "lapse_feed_heartbeats_withheld{{reason=\"{}\"}} 1",
-                    label(reason)
-                );
-            }
-            None => {
-                let _ = writeln!(out, "lapse_feed_heartbeats_withheld{{reason=\"\"}} 0");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_freshness_problem 1 when this broker's configuration or measured round trips cannot keep verifiers fresh (see lapse status).\n\
-             # TYPE lapse_feed_freshness_problem gauge\nlapse_feed_freshness_problem {}",
-            u8::from(fresh.problem.is_some())
-        );
-        let _ = writeln!(
-            out,
-            "# HELP lapse_feed_slowest_confirmation_seconds The slowest recent confirmation of this broker's state with the leader.\n\
-             # TYPE lapse_feed_slowest_confirmation_seconds gauge\nlapse_feed_slowest_confirmation_seconds {:.3}",
-            fresh.slowest_confirmation_ms as f64 / 1000.0
-        );
-        if let Some(age) = confirmed_age {
-            let _ = writeln!(
-                out,
-                "# HELP lapse_feed_confirmed_age_seconds Time since this broker last confirmed its state current.\n\
-                 # TYPE lapse_feed_confirmed_age_seconds gauge\nlapse_feed_confirmed_age_seconds {age:.3}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP lapse_propagation_delay_seconds Commit-to-apply delay of revocations at this broker's verifiers.\n\
-             # TYPE lapse_propagation_delay_seconds histogram"
-        );
-        const BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
-        for (region, histogram) in &report.regions {
-            let region = label(region);
-            for bound in BOUNDS_MS {
-                let _ = writeln!(
-                    out,
-                    "lapse_propagation_delay_seconds_bucket{{region=\"{region}\",le=\"{}\"}} {}",
-                    bound as f64 / 1000.0,
-                    histogram.count_at_most(bound * 1000)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "lapse_propagation_delay_seconds_bucket{{region=\"{region}\",le=\"+Inf\"}} {}\n\
-                 lapse_propagation_delay_seconds_sum{{region=\"{region}\"}} {}\n\
-                 lapse_propagation_delay_seconds_count{{region=\"{region}\"}} {}",
-                histogram.count(),
-                histogram.sum_us() as f64 / 1e6,
-                histogram.count()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP lapse_verifier_acked_epoch The last epoch each verifier acknowledged.\n\
-             # TYPE lapse_verifier_acked_epoch gauge"
-        );
-        for (id, record) in &report.verifiers {
-            let _ = writeln!(
-                out,
-                "lapse_verifier_acked_epoch{{verifier=\"{}\",region=\"{}\"}} {}",
-                label(id),
-                label(&record.region),
-                record.acked_epoch
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP lapse_verifier_delay_seconds Commit-to-apply delay per verifier.\n\
-             # TYPE lapse_verifier_delay_seconds summary"
-        );
-        for (id, record) in &report.verifiers {
-            for (q, name) in [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")] {
-                let _ = writeln!(
-                    out,
-                    "lapse_verifier_delay_seconds{{verifier=\"{}\",region=\"{}\",quantile=\"{name}\"}} {}",
-                    label(id),
-                    label(&record.region),
-                    record.delays.quantile_us(q) as f64 / 1e6
-                );
-            }
-            let _ = writeln!(
-                out,
-                "lapse_verifier_delay_seconds_count{{verifier=\"{}\",region=\"{}\"}} {}",
-                label(id),
-                label(&record.region),
-                record.delays.count()
-            );
-        }
-        out
+            .map(|(at, _)| at.elapsed().as_secs_f64())
+    }
+
+    /// Confirmed heartbeats broadcast so far.
+    pub fn heartbeats_sent(&self) -> u64 {
+        self.heartbeats_sent.load(Ordering::Relaxed)
     }
 }
 
@@ -488,12 +354,4 @@ fn encode_delta(
     let bytes = encode_message(&Message::Delta(delta))
         .map_err(|e| BrokerError::Broken(format!("cannot encode a delta: {e}")))?;
     Ok(Some((to, Bytes::from(bytes))))
-}
-
-/// Escape a Prometheus label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
