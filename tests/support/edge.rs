@@ -106,24 +106,25 @@ impl Drop for VerifierProcess {
     }
 }
 
-/// A minimal HTTP/1.1 request: `(status, body)`, `None` if unreachable.
+/// One HTTP request (through ureq): `(status, body)`, `None` if unreachable.
 pub fn http_request(address: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let request = agent
+        .request(method, &format!("http://{address}{path}"))
+        .set("Content-Type", "application/json");
+    let sent = if body.is_empty() && method == "GET" {
+        request.call()
+    } else {
+        request.send_string(body)
+    };
+    let response = match sent {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(ureq::Error::Transport(_)) => return None,
+    };
+    let status = response.status();
+    Some((status, response.into_string().ok()?))
 }
 
 /// A TCP proxy in front of one broker that can cut every connection and
