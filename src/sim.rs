@@ -194,14 +194,10 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
             outcomes.push(outcome);
         }
         let summary = report::summarize(name, &outcomes);
-        let delays: Vec<f64> = outcomes
-            .iter()
-            .flat_map(|o| o.propagation_ms.iter().copied())
-            .collect();
         let picture = args
             .report
             .join(format!("{}-propagation.svg", file_name_part(name)));
-        std::fs::write(&picture, report::propagation_svg(name, &delays))
+        std::fs::write(&picture, report::propagation_chart(name, &outcomes))
             .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", picture.display())))?;
         summaries.push(summary);
     }

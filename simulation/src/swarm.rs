@@ -13,47 +13,9 @@ use crate::scenario::{
 /// The scenario seed `seed` stands for. The run itself uses the same seed.
 pub fn generate(seed: u64) -> Scenario {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5357_4152_4d00_0000);
-    let names = ["eu", "us", "ap"];
-    let region_count = rng.gen_range(1..=3usize);
-    let voters_total = *[3u32, 5].choose(&mut rng).expect("non-empty");
-    let mut regions: Vec<Region> = names[..region_count]
-        .iter()
-        .map(|name| Region {
-            name: (*name).into(),
-            voters: 0,
-            learners: 0,
-            verifiers: rng.gen_range(2..=8),
-            verifier_hosts: rng.gen_range(1..=2),
-        })
-        .collect();
-    // Voters round-robin over the regions (a quorum then spans regions
-    // whenever there are two or more), or all but one in the first.
-    let spread = rng.gen_bool(0.7);
-    for n in 0..voters_total as usize {
-        let region = if spread || n + 1 == voters_total as usize {
-            n % region_count
-        } else {
-            0
-        };
-        regions[region].voters += 1;
-    }
-    if rng.gen_bool(0.3) {
-        let last = regions.len() - 1;
-        regions[last].learners = 1;
-    }
+    let regions = draw_regions(&mut rng);
     let duration_s = rng.gen_range(15..=30u64);
-    // Half the draws put the regions far apart (up to 250 ms one way).
-    let mut links = Vec::new();
-    if region_count > 1 && rng.gen_bool(0.5) {
-        for a in 0..region_count {
-            for b in a + 1..region_count {
-                links.push(RegionLink {
-                    between: [names[a].into(), names[b].into()],
-                    latency_ms: rng.gen_range(20..=250),
-                });
-            }
-        }
-    }
+    let links = draw_links(&mut rng, &regions);
     // The freshness rule: the heartbeat interval, the confirmation's round
     // trips (to the leader and the leader's quorum, about five one-way
     // trips) and the Raft heartbeat the leader waits before a no-op entry
@@ -90,9 +52,68 @@ pub fn generate(seed: u64) -> Scenario {
         clocks: vec![],
         faults: vec![],
     };
-    let hosts = scenario.all_hosts();
-    let brokers: Vec<String> = scenario.brokers().into_iter().map(|b| b.host).collect();
-    for host in &hosts {
+    draw_clocks(&mut rng, &mut scenario);
+    draw_faults(&mut rng, &mut scenario);
+    scenario
+}
+
+const REGION_NAMES: [&str; 3] = ["eu", "us", "ap"];
+
+/// One to three regions with their verifiers, three or five voters, and
+/// sometimes a learner in the last region.
+fn draw_regions(rng: &mut StdRng) -> Vec<Region> {
+    let names = REGION_NAMES;
+    let region_count = rng.gen_range(1..=3usize);
+    let voters_total = *[3u32, 5].choose(rng).expect("non-empty");
+    let mut regions: Vec<Region> = names[..region_count]
+        .iter()
+        .map(|name| Region {
+            name: (*name).into(),
+            voters: 0,
+            learners: 0,
+            verifiers: rng.gen_range(2..=8),
+            verifier_hosts: rng.gen_range(1..=2),
+        })
+        .collect();
+    // Voters round-robin over the regions (a quorum then spans regions
+    // whenever there are two or more), or all but one in the first.
+    let spread = rng.gen_bool(0.7);
+    for n in 0..voters_total as usize {
+        let region = if spread || n + 1 == voters_total as usize {
+            n % region_count
+        } else {
+            0
+        };
+        regions[region].voters += 1;
+    }
+    if rng.gen_bool(0.3) {
+        let last = regions.len() - 1;
+        regions[last].learners = 1;
+    }
+    regions
+}
+
+/// Half the draws put the regions far apart (up to 250 ms one way).
+fn draw_links(rng: &mut StdRng, regions: &[Region]) -> Vec<RegionLink> {
+    let names = REGION_NAMES;
+    let region_count = regions.len();
+    let mut links = Vec::new();
+    if region_count > 1 && rng.gen_bool(0.5) {
+        for a in 0..region_count {
+            for b in a + 1..region_count {
+                links.push(RegionLink {
+                    between: [names[a].into(), names[b].into()],
+                    latency_ms: rng.gen_range(20..=250),
+                });
+            }
+        }
+    }
+    links
+}
+
+/// Some hosts get a clock offset and drift.
+fn draw_clocks(rng: &mut StdRng, scenario: &mut Scenario) {
+    for host in &scenario.all_hosts() {
         if rng.gen_bool(0.3) {
             scenario.clocks.push(ClockSpec {
                 hosts: vec![host.clone()],
@@ -102,8 +123,13 @@ pub fn generate(seed: u64) -> Scenario {
             });
         }
     }
-    // Faults happen in the first two thirds; everything heals and restarts
-    // before the workload ends.
+}
+
+/// One to four faults in the first two thirds of the workload; everything
+/// heals and restarts before it ends.
+fn draw_faults(rng: &mut StdRng, scenario: &mut Scenario) {
+    let duration_s = scenario.duration_s;
+    let brokers: Vec<String> = scenario.brokers().into_iter().map(|b| b.host).collect();
     let window = duration_s as f64 * 2.0 / 3.0;
     let mut crashed: Vec<String> = Vec::new();
     for _ in 0..rng.gen_range(1..=4) {
@@ -164,7 +190,6 @@ pub fn generate(seed: u64) -> Scenario {
         at_s: heal_at,
         action: FaultAction::RestartAll,
     });
-    scenario
 }
 
 #[cfg(test)]
