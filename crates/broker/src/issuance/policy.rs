@@ -694,7 +694,7 @@ when { context.ttl <= 900 };"#;
             POLICY,        // also tests/issuance.rs
             DENY_ALL,
             "permit(principal, action, resource);", // crates/ledger/tests
-            // src/bench.rs and simulation/src/harness.rs
+            // benches/benches/issue.rs and simulation/src/harness.rs
             r#"permit(principal, action == Action::"issue", resource == Tenant::"bench");"#,
             r#"permit(principal, action == Action::"issue", resource == Tenant::"sim");"#,
         ] {
