@@ -5,8 +5,6 @@
 #[macro_use]
 mod output;
 
-mod bench;
-mod bench_feed;
 mod client;
 mod commands;
 mod credentials;
@@ -68,8 +66,6 @@ enum Command {
     Verifier(feed::VerifierArgs),
     /// How far revocations have reached: delays per region and verifier, lagging verifiers.
     Propagation(feed::PropagationArgs),
-    /// Measure the cluster: revocation throughput and latency.
-    Bench(bench::BenchArgs),
     /// Deterministic simulation: run scenarios of partitions, crashes and clock drift from seeds.
     #[cfg(feature = "sim")]
     Sim(sim::SimArgs),
@@ -109,7 +105,6 @@ async fn main() -> ExitCode {
         Command::Policy(args) => credentials::policy(args).await,
         Command::Keys(args) => credentials::keys(args).await,
         Command::Audit(args) => credentials::audit(args).await,
-        Command::Bench(args) => bench::run(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
         Command::Propagation(args) => feed::propagation(args).await,
         #[cfg(feature = "sim")]

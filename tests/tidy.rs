@@ -87,7 +87,7 @@ fn dependencies_point_one_way() {
 #[test]
 fn every_source_file_says_what_it_is_for_and_leaves_no_debugging_behind() {
     let mut files = Vec::new();
-    for dir in ["src", "crates", "tests"] {
+    for dir in ["src", "crates", "tests", "benches"] {
         rust_files(&root().join(dir), &mut files);
     }
     assert!(files.len() > 10);

@@ -287,7 +287,7 @@ fn documented_and_used_policies_are_accepted() {
         POLICY,        // also tests/issuance.rs
         DENY_ALL,
         "permit(principal, action, resource);", // crates/ledger/tests
-        // src/bench.rs and simulation/src/harness.rs
+        // benches/benches/issue.rs and simulation/src/harness/
         r#"permit(principal, action == Action::"issue", resource == Tenant::"bench");"#,
         r#"permit(principal, action == Action::"issue", resource == Tenant::"sim");"#,
     ] {

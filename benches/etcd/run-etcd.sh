@@ -5,7 +5,7 @@
 # etcd-propagation against it with this script's arguments, and tears the
 # cluster down on exit, whatever happened.
 #
-#   bash bench/etcd/run-etcd.sh --watchers 1000 --puts 200 [--json]
+#   bash benches/etcd/run-etcd.sh --watchers 1000 --puts 200 [--json]
 #
 # Environment:
 #   PROTOC       protoc to build etcd-client's generated code with; default:

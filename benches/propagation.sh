@@ -3,14 +3,15 @@
 # back on the same machine, alternating, three rounds each, then medians and
 # ratios.
 #
-# Lapse: `lapse bench propagation` — a local three-broker cluster and N
+# Lapse: the `propagation` benchmark of the lapse-benches package
+# (benches/benches/propagation.rs) — a local three-broker cluster and N
 # verifiers; per revocation, the time from the revoke call returning to
 # each verifier applying it, and to the last of them.
-# etcd: `bench/etcd/run-etcd.sh` — a three-member etcd 3.4 cluster (Debian's
+# etcd: `benches/etcd/run-etcd.sh` — a three-member etcd 3.4 cluster (Debian's
 # etcd-server, installed if missing) and N watchers; per put, the time from
 # the put returning to each watcher seeing it, and to the last of them.
 #
-#   bash bench/propagation.sh [--watchers 1000] [--events 200] [--rounds 3]
+#   bash benches/propagation.sh [--watchers 1000] [--events 200] [--rounds 3]
 set -euo pipefail
 
 watchers=1000
@@ -29,15 +30,24 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-cargo build --release --manifest-path "$root/Cargo.toml" -q
-lapse="$root/target/release/lapse"
+# Build the benchmark once (bench profile: release settings) and run its
+# program directly, so that `timeout` bounds the benchmark itself.
+lapse=$(cargo bench --manifest-path "$root/Cargo.toml" -p lapse-benches --bench propagation \
+  --no-run --message-format=json -q | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "propagation" and m.get("executable"):
+        print(m["executable"])
+')
+[ -x "$lapse" ] || { echo "the propagation benchmark did not build" >&2; exit 1; }
 
 for round in $(seq 1 "$rounds"); do
   echo "round $round: lapse" >&2
-  timeout 900 "$lapse" bench propagation --verifiers "$watchers" --revocations "$events" --json \
+  timeout 900 "$lapse" --verifiers "$watchers" --revocations "$events" --json \
     > "$out/lapse-$round.json" 2> "$out/lapse-$round.log"
   echo "round $round: etcd" >&2
-  timeout 900 bash "$root/bench/etcd/run-etcd.sh" --watchers "$watchers" --puts "$events" --json \
+  timeout 900 bash "$root/benches/etcd/run-etcd.sh" --watchers "$watchers" --puts "$events" --json \
     > "$out/etcd-$round.json" 2> "$out/etcd-$round.log"
 done
 

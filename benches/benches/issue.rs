@@ -1,0 +1,241 @@
+//! Issuance latency and throughput over gRPC beside the raw Ed25519 signing
+//! rate.
+//!
+//! First, on one core and before anything else starts: the raw Ed25519
+//! signing rate and the rate of whole EdDSA JWTs. Then a three-broker
+//! cluster in this process (sled, loopback gRPC), a Cedar policy, one
+//! credential from a join token, and `Refresh` calls to one broker from
+//! concurrent clients: the broker-local issuance path (verify, decide,
+//! lease, sign, audit fsync), no Raft round trip per credential.
+//!
+//! ```sh
+//! cargo bench -p lapse-benches --bench issue -- [--count N] [--concurrency N] [--json] ...
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use lapse_benches::client::{Phase, connect, connections, request, run_phase};
+use lapse_benches::cluster::{bench_auth, shutdown, start_bench_cluster};
+use lapse_benches::stats::rate;
+use lapse_benches::{CargoBench, init_logging, print_json};
+use lapse_credential::{
+    Claims, KeyId, SigningKeyPair, StatusClaim, StatusListRef, TenantId, WorkloadId,
+};
+use lapse_wire::cluster::cluster_client::ClusterClient;
+use lapse_wire::cluster::{self as pb};
+use lapse_wire::issuer::issuer_client::IssuerClient;
+use lapse_wire::issuer::{IssueRequest, RefreshRequest, issue_request::Attestation};
+use serde_json::json;
+use tonic::transport::Channel;
+
+/// Issuance latency and throughput over gRPC beside the raw Ed25519 signing rate.
+#[derive(Debug, Parser)]
+#[command(
+    name = "issue",
+    bin_name = "cargo bench -p lapse-benches --bench issue --"
+)]
+struct IssueBench {
+    /// Credentials to issue.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u64,
+    /// Client connections the tasks share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How often brokers ship audit records to the ledger.
+    #[arg(long, default_value_t = 1000)]
+    audit_ship_ms: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cargo: CargoBench,
+}
+
+/// Signatures per second on this thread: raw Ed25519, and whole JWTs.
+struct SigningBaseline {
+    raw_per_second: f64,
+    jwt_per_second: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = IssueBench::parse();
+    init_logging();
+    // Baselines first, on an idle machine: raw Ed25519 and a whole JWT.
+    let baseline = signing_baseline();
+
+    let temporary = tempfile::tempdir()?;
+    let (brokers, addresses) = start_bench_cluster(temporary.path(), |config| {
+        config.issuance.lease_block = 200_000;
+        config.issuance.audit_ship_ms = args.audit_ship_ms;
+    })
+    .await?;
+    let target = addresses[0].to_string();
+    let seed = first_credential(connect(&target, false).await?).await?;
+    let channels = connections(&target, args.connections).await?;
+    let seed = Arc::new(seed);
+    let phase = run_phase(
+        "issue (refresh: verify, policy, lease, sign, audit fsync)",
+        args.count,
+        1,
+        args.concurrency,
+        &channels,
+        move |client, _, _| {
+            let mut issuer = IssuerClient::new(client.clone());
+            let message = RefreshRequest {
+                credential: seed.to_string(),
+                dpop_proof: String::new(),
+                ttl_seconds: 600,
+                audiences: vec![],
+                scopes: vec![],
+            };
+            async move { issuer.refresh(message).await.map(|_| ()) }
+        },
+    )
+    .await?;
+    shutdown(brokers).await;
+    report(&args, &baseline, &phase);
+    Ok(())
+}
+
+/// The raw Ed25519 and whole-JWT signing rates, one second each.
+fn signing_baseline() -> SigningBaseline {
+    let signer = SigningKeyPair::from_seed(KeyId::new("bench").expect("valid"), [7; 32]);
+    let raw_per_second = rate(Duration::from_secs(1), |_| {
+        std::hint::black_box(signer.sign_raw(std::hint::black_box(b"a message of typical claim size, about one hundred bytes long, for the signing baseline..")));
+    });
+    let claims = Claims {
+        iss: "lapse".into(),
+        sub: WorkloadId::new("spiffe://bench.example/worker").expect("valid"),
+        aud: vec!["bench".into()],
+        iat: 1,
+        nbf: 1,
+        exp: 2,
+        jti: "00112233445566778899aabbccddeeff".into(),
+        tenant: TenantId::new("bench").expect("valid"),
+        scopes: vec!["read".into()],
+        status: StatusClaim {
+            status_list: StatusListRef {
+                idx: 1,
+                uri: "lapse/statuslists/1".into(),
+            },
+        },
+        cnf: None,
+    };
+    let jwt_per_second = rate(Duration::from_secs(1), |_| {
+        std::hint::black_box(signer.sign(&claims).ok());
+    });
+    SigningBaseline {
+        raw_per_second,
+        jwt_per_second,
+    }
+}
+
+/// Set a policy that lets tenant `bench` issue, create a join token for
+/// its worker and exchange it for the credential every refresh presents.
+async fn first_credential(channel: Channel) -> anyhow::Result<String> {
+    let auth = bench_auth();
+    let mut admin = ClusterClient::new(channel.clone());
+    admin
+        .set_policy(request(
+            &auth,
+            pb::SetPolicyRequest {
+                request_id: "bench-policy".into(),
+                tenant: "bench".into(),
+                text:
+                    r#"permit(principal, action == Action::"issue", resource == Tenant::"bench");"#
+                        .into(),
+                expected_version: None,
+            },
+        ))
+        .await?;
+    let join = admin
+        .create_join_token(request(
+            &auth,
+            pb::CreateJoinTokenRequest {
+                request_id: "bench-token".into(),
+                ttl_seconds: 600,
+                grant: Some(pb::create_join_token_request::Grant::Workload(
+                    pb::WorkloadGrant {
+                        tenant: "bench".into(),
+                        workload: "spiffe://bench.example/worker".into(),
+                    },
+                )),
+            },
+        ))
+        .await?
+        .into_inner();
+    // The broker registers its signing key and leases indices in the
+    // background: retry the first issuance until both are ready.
+    let mut issuer = IssuerClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match issuer
+            .issue(IssueRequest {
+                attestation: Some(Attestation::JoinToken(join.token.clone())),
+                audiences: vec!["bench".into()],
+                scopes: vec!["read".into()],
+                ttl_seconds: 600,
+                dpop_jkt: String::new(),
+                tenant: String::new(),
+                request_id: String::new(),
+            })
+            .await
+        {
+            Ok(reply) => return Ok(reply.into_inner().credential),
+            Err(status)
+                if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+}
+
+fn report(args: &IssueBench, baseline: &SigningBaseline, phase: &Phase) {
+    let SigningBaseline {
+        raw_per_second,
+        jwt_per_second,
+    } = *baseline;
+    let issued_per_second = phase.operations as f64 / phase.elapsed.as_secs_f64();
+    let (p50, p99, max) = phase.latencies.summary_ms();
+    if args.json {
+        print_json(&json!({
+            "raw_ed25519_signatures_per_second_one_core": raw_per_second,
+            "jwt_signatures_per_second_one_core": jwt_per_second,
+            "issued_per_second": issued_per_second,
+            "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+            "concurrency": args.concurrency,
+        }));
+        return;
+    }
+    println!(
+        "one broker of three (sled, loopback gRPC), {} concurrent clients over {} connections",
+        args.concurrency, args.connections
+    );
+    println!(
+        "{:<44} {:>12}",
+        "raw Ed25519 signatures/s (one core)",
+        format!("{raw_per_second:.0}")
+    );
+    println!(
+        "{:<44} {:>12}",
+        "EdDSA JWT signatures/s (one core)",
+        format!("{jwt_per_second:.0}")
+    );
+    println!(
+        "{:<44} {:>12}   p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms",
+        "credentials issued/s over gRPC",
+        format!("{issued_per_second:.0}"),
+    );
+    println!(
+        "issued/s as a share of the raw signing rate per core: {:.2}",
+        issued_per_second / raw_per_second
+    );
+}

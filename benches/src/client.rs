@@ -1,0 +1,110 @@
+//! The benchmarks' side of gRPC: connections, requests with the admin
+//! token, and a phase of timed calls from concurrent tasks.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::stats::Latencies;
+
+/// A request with the admin token (`auth`, the whole `authorization`
+/// value) and a deadline of 30 s.
+pub fn request<T>(auth: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", auth.parse().expect("ascii token"));
+    request.set_timeout(Duration::from_secs(30));
+    request
+}
+
+/// One connection to `address` (host:port), with `TCP_NODELAY` when
+/// `nodelay`.
+pub async fn connect(address: &str, nodelay: bool) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))?;
+    let endpoint = if nodelay {
+        endpoint.tcp_nodelay(true)
+    } else {
+        endpoint
+    };
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}"))
+}
+
+/// `count` (at least one) connections to `address`, with `TCP_NODELAY`.
+pub async fn connections(address: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..count.max(1) {
+        channels.push(connect(address, true).await?);
+    }
+    Ok(channels)
+}
+
+/// Calls made in one phase and how long each took.
+#[derive(Debug)]
+pub struct Phase {
+    pub name: &'static str,
+    /// Calls made.
+    pub operations: u64,
+    /// Items the calls carried (a batched call carries many).
+    pub items: u64,
+    pub elapsed: Duration,
+    /// Per call, from sending the request to the answer.
+    pub latencies: Latencies,
+}
+
+/// Run `items` operations in calls of `per_call`, from `concurrency` tasks
+/// sharing `channels` in turn. `call` is given the channel, the number of
+/// the call and how many items it carries.
+pub async fn run_phase<F, Fut>(
+    name: &'static str,
+    items: u64,
+    per_call: u64,
+    concurrency: u64,
+    channels: &[Channel],
+    call: F,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(&Channel, u64, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let calls = items.div_ceil(per_call);
+    let next_call = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency.max(1) {
+        let channel = channels[task as usize % channels.len()].clone();
+        let next_call = next_call.clone();
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Latencies::new();
+            loop {
+                let n = next_call.fetch_add(1, Ordering::Relaxed);
+                if n >= calls {
+                    return Ok::<_, tonic::Status>(latencies);
+                }
+                let size = per_call.min(items - n * per_call);
+                let sent = Instant::now();
+                call(&channel, n, size).await?;
+                latencies.record(sent.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Latencies::new();
+    for task in tasks {
+        latencies.add(&task.await??);
+    }
+    Ok(Phase {
+        name,
+        operations: calls,
+        items,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}

@@ -1,0 +1,121 @@
+//! A three-broker cluster in the benchmark's own process, on loopback, with
+//! sled storage under a given directory: the configurations, the start, and
+//! finding the leader.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lapse_broker::{Broker, BrokerConfig, Env, Member};
+use tokio::net::TcpListener;
+
+/// The admin token of benchmark clusters.
+pub const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// The cluster secret of benchmark clusters.
+const BENCH_SECRET: &str = "bench-cluster-secret-0123456789";
+
+/// The `authorization` value that carries [`BENCH_TOKEN`].
+pub fn bench_auth() -> String {
+    format!("Bearer {BENCH_TOKEN}")
+}
+
+/// Configurations for a cluster of brokers on the given addresses, with
+/// data under `dir/node-N` (as `lapse dev` lays them out).
+pub fn local_configs(
+    dir: &Path,
+    addresses: &[SocketAddr],
+    secret: &str,
+    admin_token: &str,
+) -> Vec<BrokerConfig> {
+    let members: Vec<Member> = addresses
+        .iter()
+        .enumerate()
+        .map(|(n, address)| Member {
+            id: n as u64 + 1,
+            address: address.to_string(),
+        })
+        .collect();
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(n, address)| {
+            let id = n as u64 + 1;
+            let mut config = BrokerConfig::new(id, *address, dir.join(format!("node-{id}")));
+            config.cluster.members = members.clone();
+            config.cluster.secret = Some(secret.to_owned());
+            config.auth.admin_tokens = vec![admin_token.to_owned()];
+            config
+        })
+        .collect()
+}
+
+/// Start every configured broker on its listener and wait (at most 30 s)
+/// for a leader.
+pub async fn start_local_cluster(
+    configs: Vec<BrokerConfig>,
+    listeners: Vec<TcpListener>,
+) -> anyhow::Result<Vec<Broker>> {
+    let mut brokers = Vec::new();
+    for (config, listener) in configs.into_iter().zip(listeners) {
+        let broker = Broker::start_on(config, Env::default(), listener)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting a broker: {e}"))?;
+        brokers.push(broker);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if brokers.iter().any(|b| b.core().leader().0.is_some()) {
+            return Ok(brokers);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no leader was elected within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three brokers in this process on loopback, with their data under `dir`,
+/// each configuration adjusted by `adjust`: the brokers and their addresses.
+pub async fn start_bench_cluster(
+    dir: &Path,
+    adjust: impl Fn(&mut BrokerConfig),
+) -> anyhow::Result<(Vec<Broker>, Vec<SocketAddr>)> {
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding a loopback port")?;
+        addresses.push(listener.local_addr()?);
+        listeners.push(listener);
+    }
+    let mut configs = local_configs(dir, &addresses, BENCH_SECRET, BENCH_TOKEN);
+    configs.iter_mut().for_each(adjust);
+    Ok((start_local_cluster(configs, listeners).await?, addresses))
+}
+
+/// The leader's address as the brokers know it.
+pub fn leader_address(brokers: &[Broker]) -> anyhow::Result<String> {
+    brokers
+        .iter()
+        .find_map(|b| b.core().leader().1)
+        .context("no leader")
+}
+
+/// The address of the broker that leads now, or `fallback` if none says so.
+pub fn leading_broker(brokers: &[Broker], fallback: SocketAddr) -> SocketAddr {
+    brokers
+        .iter()
+        .find(|b| b.core().leader().0 == Some(b.core().id()))
+        .map(|b| b.local_address())
+        .unwrap_or(fallback)
+}
+
+/// Stop every broker.
+pub async fn shutdown(brokers: Vec<Broker>) {
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+}

@@ -1,0 +1,171 @@
+//! The verifiers of the propagation benchmark: many `Verifier`s following
+//! the feed as tasks in this process, spread over the brokers and sharing a
+//! few connections, with the instant each one applied each epoch.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapse_verifier::{FollowConfig, FollowStats, OnApply, Verifier, VerifyConfig, follow};
+use tonic::transport::{Channel, Endpoint};
+
+/// When one verifier reached each epoch.
+type ApplyLog = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+/// Verifiers following the feed until the fleet is stopped.
+pub struct Fleet {
+    verifiers: Vec<Verifier>,
+    logs: Vec<ApplyLog>,
+    progress: Arc<Progress>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Fleet {
+    /// Start `count` verifiers following `brokers`. Verifier `i` prefers
+    /// broker `i mod 3` and reports region `region-{i mod 3}`; each
+    /// `per_connection` of them share one connection to each broker (1: a
+    /// connection each), every verifier with its own stream.
+    pub fn start(brokers: &[String], count: usize, per_connection: usize) -> anyhow::Result<Self> {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let pools = connection_pools(brokers, count.div_ceil(per_connection).max(1))?;
+        let progress = Arc::new(Progress {
+            target: AtomicU64::new(1),
+            reached: AtomicUsize::new(0),
+            marked: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            all: tokio::sync::Notify::new(),
+            count,
+        });
+        let mut verifiers = Vec::new();
+        let mut logs: Vec<ApplyLog> = Vec::new();
+        for i in 0..count {
+            let verifier = Verifier::new(VerifyConfig::default());
+            let mut config = FollowConfig::new(brokers.to_vec(), format!("bench-{i}"));
+            config.brokers.rotate_left(i % 3);
+            if per_connection > 1 {
+                let mut pool = pools[i / per_connection].clone();
+                pool.rotate_left(i % 3);
+                config.channels = Some(pool);
+            }
+            config.region = format!("region-{}", i % 3);
+            let log: ApplyLog = Arc::default();
+            let (record, progress_of) = (log.clone(), progress.clone());
+            config.on_apply = Some(OnApply(Arc::new(move |epoch| {
+                record
+                    .lock()
+                    .expect("log lock")
+                    .push((epoch, Instant::now()));
+                progress_of.reached(i, epoch);
+            })));
+            let mut stop = stop_rx.clone();
+            tokio::spawn(follow(
+                verifier.clone(),
+                config,
+                Arc::new(FollowStats::default()),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+            logs.push(log);
+            verifiers.push(verifier);
+        }
+        Ok(Self {
+            verifiers,
+            logs,
+            progress,
+            stop,
+        })
+    }
+
+    /// Wait, at most `patience`, until every verifier holds `epoch`;
+    /// whether they all do.
+    pub async fn wait_all(&self, epoch: u64, patience: Duration) -> bool {
+        self.progress.start(epoch, &self.verifiers);
+        let progress = &self.progress;
+        tokio::time::timeout(patience, async {
+            loop {
+                let notified = progress.all.notified();
+                if progress.reached.load(Ordering::SeqCst) >= progress.count {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// For each verifier that applied `epoch` (or a later one), how long
+    /// after `since` it first held it (zero if before).
+    pub fn delays(&self, epoch: u64, since: Instant) -> Vec<Duration> {
+        let mut delays = Vec::with_capacity(self.logs.len());
+        for log in &self.logs {
+            let log = log.lock().expect("log lock");
+            if let Some((_, at)) = log.iter().find(|(held, _)| *held >= epoch) {
+                delays.push(at.saturating_duration_since(since));
+            }
+        }
+        delays
+    }
+
+    /// Stop every verifier.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// `groups` sets of lazily connected channels, one channel per broker in
+/// each set.
+fn connection_pools(brokers: &[String], groups: usize) -> anyhow::Result<Vec<Vec<Channel>>> {
+    let mut pools = Vec::new();
+    for _ in 0..groups {
+        let mut pool = Vec::new();
+        for address in brokers {
+            pool.push(
+                Endpoint::from_shared(format!("http://{address}"))?
+                    .tcp_nodelay(true)
+                    .connect_lazy(),
+            );
+        }
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
+/// Which verifiers hold the epoch being waited for.
+struct Progress {
+    target: AtomicU64,
+    reached: AtomicUsize,
+    marked: Vec<AtomicBool>,
+    all: tokio::sync::Notify,
+    count: usize,
+}
+
+impl Progress {
+    /// Verifier `i` now holds `epoch`.
+    fn reached(&self, i: usize, epoch: u64) {
+        if epoch >= self.target.load(Ordering::SeqCst)
+            && !self.marked[i].swap(true, Ordering::SeqCst)
+        {
+            let reached = self.reached.fetch_add(1, Ordering::SeqCst) + 1;
+            if reached >= self.count {
+                self.all.notify_one();
+            }
+        }
+    }
+
+    /// Wait for `epoch` next; count verifiers that already hold it.
+    fn start(&self, epoch: u64, verifiers: &[Verifier]) {
+        // No verifier is marked while the marks are reset.
+        self.target.store(u64::MAX, Ordering::SeqCst);
+        self.reached.store(0, Ordering::SeqCst);
+        for mark in &self.marked {
+            mark.store(false, Ordering::SeqCst);
+        }
+        self.target.store(epoch, Ordering::SeqCst);
+        for (i, verifier) in verifiers.iter().enumerate() {
+            if let Some(held) = verifier.epoch() {
+                self.reached(i, held);
+            }
+        }
+    }
+}

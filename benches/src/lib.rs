@@ -1,0 +1,43 @@
+//! What Lapse's benchmarks share: an in-process three-broker cluster
+//! ([`cluster`]), gRPC client helpers and timed phases of calls
+//! ([`client`]), the verifiers of the propagation benchmark ([`fleet`]), and
+//! one latency histogram for every percentile reported ([`stats`]).
+//!
+//! The benchmarks themselves are the `[[bench]]` targets in `benches/`:
+//! `revoke`, `issue`, `verify` and `propagation`, each run as
+//! `cargo bench -p lapse-benches --bench <name> -- <options>`. BENCHMARKS.md
+//! records their figures.
+
+pub mod client;
+pub mod cluster;
+pub mod fleet;
+pub mod stats;
+
+/// The option `cargo bench` adds to a benchmark's command line: accepted
+/// and ignored.
+#[derive(Debug, clap::Args)]
+pub struct CargoBench {
+    #[arg(long = "bench", hide = true)]
+    bench: bool,
+}
+
+/// Log to standard error as `lapse` does: warnings, and the brokers' own
+/// information lines; `LAPSE_LOG` overrides the filter.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,lapse=info,lapse_broker=info")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Print `value` as pretty JSON on standard output.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
