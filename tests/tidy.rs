@@ -57,19 +57,26 @@ fn dependencies_point_one_way() {
         ("ledger", vec!["lapse-credential", "lapse-filter"]),
         ("storage", vec!["lapse-ledger", "lapse-credential"]),
         ("wire", vec![]),
+        ("metrics", vec![]),
         (
             "broker",
             vec![
                 "lapse-credential",
                 "lapse-filter",
                 "lapse-ledger",
+                "lapse-metrics",
                 "lapse-storage",
                 "lapse-wire",
             ],
         ),
         (
             "verifier",
-            vec!["lapse-credential", "lapse-filter", "lapse-wire"],
+            vec![
+                "lapse-credential",
+                "lapse-filter",
+                "lapse-metrics",
+                "lapse-wire",
+            ],
         ),
     ];
     for (name, allowed) in may_use {

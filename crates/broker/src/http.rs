@@ -61,10 +61,7 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::exposition(&state.feed),
     )
 }

@@ -158,10 +158,8 @@ impl PeerChannels {
         let reply = self
             .client(address)?
             .propose(self.request(message, timeout))
-            .await
-            .map_err(|status| from_status(&status))?;
-        decode(&reply.into_inner().payload)
-            .map_err(|e| BrokerError::Broken(format!("leader sent an undecodable answer: {e}")))
+            .await;
+        leader_answer(reply)
     }
 
     /// Forward a membership change to the leader at `address`.
@@ -177,10 +175,8 @@ impl PeerChannels {
         let reply = self
             .client(address)?
             .change_membership(self.request(message, timeout))
-            .await
-            .map_err(|status| from_status(&status))?;
-        decode(&reply.into_inner().payload)
-            .map_err(|e| BrokerError::Broken(format!("leader sent an undecodable answer: {e}")))
+            .await;
+        leader_answer(reply)
     }
 
     /// Ask the leader at `address` for a read index: the commit index to
@@ -259,6 +255,15 @@ impl PeerChannels {
             .map_err(|status| from_status(&status))?;
         Ok(reply.into_inner().report)
     }
+}
+
+/// The leader's answer to a forwarded call, decoded.
+fn leader_answer<T: serde::de::DeserializeOwned>(
+    reply: Result<tonic::Response<RaftMessage>, tonic::Status>,
+) -> Result<T, BrokerError> {
+    let reply = reply.map_err(|status| from_status(&status))?;
+    decode(&reply.into_inner().payload)
+        .map_err(|e| BrokerError::Broken(format!("leader sent an undecodable answer: {e}")))
 }
 
 /// What a peer's gRPC error means here. Whether a forwarded call is worth

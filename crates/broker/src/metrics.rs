@@ -2,190 +2,146 @@
 //! freshness, replica divergence, and propagation delays per region and
 //! per verifier, all read from the feed's state at scrape time.
 
-use std::fmt::Write;
+use lapse_metrics::{HistogramSample, Labels, Scrape, Value};
 
 use crate::feed::FeedHub;
-use crate::feed::propagation::Histogram;
+use crate::feed::histogram::Histogram;
+
+pub use lapse_metrics::CONTENT_TYPE;
 
 /// Upper bounds of the propagation histogram's buckets, in milliseconds.
 const BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
 
-/// Text in the Prometheus exposition format, built metric by metric.
-#[derive(Default)]
-struct Exposition {
-    out: String,
-}
-
-impl Exposition {
-    /// A metric's `# HELP` and `# TYPE` lines.
-    fn describe(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// A delay histogram as Prometheus buckets, in seconds.
+fn buckets(histogram: &Histogram) -> HistogramSample {
+    let mut buckets = Vec::with_capacity(BOUNDS_MS.len() + 1);
+    let mut below = 0;
+    for bound in BOUNDS_MS {
+        let at_most = histogram.count_at_most(bound * 1000);
+        buckets.push((bound as f64 / 1000.0, at_most - below));
+        below = at_most;
     }
-
-    /// One sample; label values are escaped.
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            let labels: Vec<String> = labels
-                .iter()
-                .map(|(key, value)| format!("{key}=\"{}\"", escape(value)))
-                .collect();
-            let _ = write!(self.out, "{{{}}}", labels.join(","));
-        }
-        let _ = writeln!(self.out, " {value}");
+    buckets.push((f64::INFINITY, histogram.count() - below));
+    HistogramSample {
+        buckets,
+        sum: histogram.sum_us() as f64 / 1e6,
+        count: histogram.count(),
     }
-
-    /// A metric with one unlabelled sample.
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.describe(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    /// A region's delay histogram, in seconds.
-    fn histogram(&mut self, name: &str, region: &str, histogram: &Histogram) {
-        let bucket = format!("{name}_bucket");
-        for bound in BOUNDS_MS {
-            let le = (bound as f64 / 1000.0).to_string();
-            let count = histogram.count_at_most(bound * 1000);
-            self.sample(&bucket, &[("region", region), ("le", &le)], count);
-        }
-        let count = histogram.count();
-        self.sample(&bucket, &[("region", region), ("le", "+Inf")], count);
-        let sum = histogram.sum_us() as f64 / 1e6;
-        self.sample(&format!("{name}_sum"), &[("region", region)], sum);
-        self.sample(&format!("{name}_count"), &[("region", region)], count);
-    }
-}
-
-/// Escape a Prometheus label value.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Everything `/metrics` shows for this broker.
 pub fn exposition(hub: &FeedHub) -> String {
-    let mut text = Exposition::default();
-    feed(&mut text, hub);
-    freshness(&mut text, hub);
-    propagation(&mut text, hub);
-    text.out
+    let mut scrape = Scrape::new();
+    feed(&mut scrape, hub);
+    freshness(&mut scrape, hub);
+    propagation(&mut scrape, hub);
+    scrape.finish()
 }
 
-fn feed(text: &mut Exposition, hub: &FeedHub) {
+fn feed(scrape: &mut Scrape, hub: &FeedHub) {
     let report = hub.local_report();
     let connected = report.verifiers.values().filter(|r| r.connections > 0);
-    text.single(
+    scrape.gauge(
         "lapse_feed_epoch",
-        "gauge",
         "The feed epoch of this broker's applied state.",
         report.current_epoch,
     );
-    text.single(
+    scrape.gauge(
         "lapse_feed_subscribers",
-        "gauge",
         "Verifiers subscribed to this broker's feed.",
         connected.count(),
     );
-    text.single(
+    scrape.gauge(
         "lapse_replica_divergences",
-        "gauge",
         "Peers whose state differs from this broker's at the same log index (should be 0).",
         hub.core.replicas().divergences().len(),
     );
-    text.single(
-        "lapse_feed_heartbeats_total",
-        "counter",
+    scrape.counter(
+        "lapse_feed_heartbeats",
         "Confirmed heartbeats broadcast.",
         hub.heartbeats_sent(),
     );
 }
 
-fn freshness(text: &mut Exposition, hub: &FeedHub) {
+fn freshness(scrape: &mut Scrape, hub: &FeedHub) {
     let fresh = hub.freshness_report();
-    text.single(
-        "lapse_feed_heartbeats_withheld_total",
-        "counter",
+    scrape.counter(
+        "lapse_feed_withheld_heartbeats",
         "Heartbeats not sent because this broker could not confirm its state.",
         fresh.withheld_total,
     );
-    let name = "lapse_feed_heartbeats_withheld";
-    text.describe(
-        name,
-        "gauge",
+    let withheld = match &fresh.withheld_reason {
+        Some(reason) => (Labels::new().with("reason", reason), Value::from(true)),
+        None => (Labels::new().with("reason", ""), Value::from(false)),
+    };
+    scrape.gauges(
+        "lapse_feed_heartbeats_withheld",
         "Whether heartbeats are withheld now, with the reason.",
+        [withheld],
     );
-    match &fresh.withheld_reason {
-        Some(reason) => text.sample(name, &[("reason", reason)], 1),
-        None => text.sample(name, &[("reason", "")], 0),
-    }
-    text.single(
+    scrape.gauge(
         "lapse_feed_freshness_problem",
-        "gauge",
         "1 when this broker's configuration or measured round trips cannot keep verifiers fresh (see lapse status).",
-        u8::from(fresh.problem.is_some()),
+        fresh.problem.is_some(),
     );
-    text.single(
+    scrape.gauge(
         "lapse_feed_slowest_confirmation_seconds",
-        "gauge",
         "The slowest recent confirmation of this broker's state with the leader.",
-        format!("{:.3}", fresh.slowest_confirmation_ms as f64 / 1000.0),
+        fresh.slowest_confirmation_ms as f64 / 1000.0,
     );
     if let Some(age) = hub.confirmed_age_seconds() {
-        text.single(
+        scrape.gauge(
             "lapse_feed_confirmed_age_seconds",
-            "gauge",
             "Time since this broker last confirmed its state current.",
-            format!("{age:.3}"),
+            age,
         );
     }
 }
 
-fn propagation(text: &mut Exposition, hub: &FeedHub) {
+fn propagation(scrape: &mut Scrape, hub: &FeedHub) {
     let report = hub.local_report();
-    let delay = "lapse_propagation_delay_seconds";
-    text.describe(
-        delay,
-        "histogram",
+    scrape.histograms(
+        "lapse_propagation_delay_seconds",
         "Commit-to-apply delay of revocations at this broker's verifiers.",
+        report
+            .regions
+            .iter()
+            .map(|(region, histogram)| (Labels::new().with("region", region), buckets(histogram))),
     );
-    for (region, histogram) in &report.regions {
-        text.histogram(delay, region, histogram);
-    }
-    let acked = "lapse_verifier_acked_epoch";
-    text.describe(acked, "gauge", "The last epoch each verifier acknowledged.");
-    for (id, record) in &report.verifiers {
-        let labels = [
-            ("verifier", id.as_str()),
-            ("region", record.region.as_str()),
-        ];
-        text.sample(acked, &labels, record.acked_epoch);
-    }
-    let per_verifier = "lapse_verifier_delay_seconds";
-    text.describe(
-        per_verifier,
-        "summary",
-        "Commit-to-apply delay per verifier.",
+    let verifier =
+        |id: &str, region: &str| Labels::new().with("verifier", id).with("region", region);
+    scrape.gauges(
+        "lapse_verifier_acked_epoch",
+        "The last epoch each verifier acknowledged.",
+        report.verifiers.iter().map(|(id, record)| {
+            (
+                verifier(id, &record.region),
+                Value::from(record.acked_epoch),
+            )
+        }),
     );
-    for (id, record) in &report.verifiers {
-        for (q, quantile) in [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")] {
-            let labels = [
-                ("verifier", id.as_str()),
-                ("region", record.region.as_str()),
-                ("quantile", quantile),
-            ];
+    let quantiles = report.verifiers.iter().flat_map(|(id, record)| {
+        [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")].map(|(q, quantile)| {
             let seconds = record.delays.quantile_us(q) as f64 / 1e6;
-            text.sample(per_verifier, &labels, seconds);
-        }
-        let labels = [
-            ("verifier", id.as_str()),
-            ("region", record.region.as_str()),
-        ];
-        let count = record.delays.count();
-        text.sample(&format!("{per_verifier}_count"), &labels, count);
-    }
+            let labels = verifier(id, &record.region).with("quantile", quantile);
+            (labels, Value::from(seconds))
+        })
+    });
+    scrape.gauges(
+        "lapse_verifier_delay_seconds",
+        "Commit-to-apply delay per verifier: median, 99th percentile and maximum.",
+        quantiles,
+    );
+    scrape.counters(
+        "lapse_verifier_delay_samples",
+        "Revocations measured per verifier.",
+        report.verifiers.iter().map(|(id, record)| {
+            (
+                verifier(id, &record.region),
+                Value::from(record.delays.count()),
+            )
+        }),
+    );
 }
 
 #[cfg(test)]
@@ -193,27 +149,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn samples_escape_their_label_values_and_histograms_end_at_infinity() {
-        let mut text = Exposition::default();
-        text.describe("m", "gauge", "A metric.");
-        text.sample("m", &[("reason", "a \"b\"\nc\\")], 1);
-        assert_eq!(
-            text.out,
-            "# HELP m A metric.\n# TYPE m gauge\nm{reason=\"a \\\"b\\\"\\nc\\\\\"} 1\n"
-        );
+    fn a_delay_histogram_becomes_cumulative_buckets_in_seconds() {
         let mut histogram = Histogram::default();
         histogram.record(3_000);
-        let mut text = Exposition::default();
-        text.histogram("d", "eu", &histogram);
+        histogram.record(20_000_000);
+        let sample = buckets(&histogram);
+        assert_eq!(sample.count, 2);
+        assert_eq!(sample.sum, 20.003);
+        assert_eq!(sample.buckets.len(), BOUNDS_MS.len() + 1);
+        assert_eq!(sample.buckets[1], (0.002, 0));
+        assert_eq!(sample.buckets[2], (0.005, 1));
+        assert_eq!(sample.buckets.last(), Some(&(f64::INFINITY, 1)));
+        let mut scrape = Scrape::new();
+        scrape.histograms(
+            "d",
+            "Delays.",
+            [(Labels::new().with("region", "eu"), sample)],
+        );
+        let text = scrape.finish();
         assert!(
-            text.out
-                .contains("d_bucket{region=\"eu\",le=\"0.002\"} 0\n")
+            text.contains("d_bucket{le=\"0.002\",region=\"eu\"} 0\n"),
+            "{text}"
         );
         assert!(
-            text.out
-                .contains("d_bucket{region=\"eu\",le=\"0.005\"} 1\n")
+            text.contains("d_bucket{le=\"0.005\",region=\"eu\"} 1\n"),
+            "{text}"
         );
-        assert!(text.out.contains("d_bucket{region=\"eu\",le=\"+Inf\"} 1\n"));
-        assert!(text.out.contains("d_count{region=\"eu\"} 1\n"));
+        assert!(
+            text.contains("d_bucket{le=\"+Inf\",region=\"eu\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("d_count{region=\"eu\"} 2\n"), "{text}");
     }
 }

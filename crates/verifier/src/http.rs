@@ -22,7 +22,6 @@
 //! - `GET /healthz`: 200 when every verifier is fresh, 503 otherwise.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -35,7 +34,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::follower::FollowStats;
+use crate::verifier::VerifierStatus;
 use crate::verifier::{Expect, Rejection, Verifier};
+use lapse_metrics::{Labels, Scrape, Value as Sample};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -314,142 +315,125 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The metrics a verifier process exposes: name, type, help.
-const METRICS: [(&str, &str, &str); 9] = [
-    (
-        "lapse_verifier_epoch",
-        "gauge",
-        "Epoch of the revocation state held.",
-    ),
-    (
-        "lapse_verifier_fresh",
-        "gauge",
-        "1 when a confirmed heartbeat arrived within the staleness bound.",
-    ),
-    (
-        "lapse_verifier_heartbeat_age_seconds",
-        "gauge",
-        "Time since the last confirmed heartbeat.",
-    ),
-    (
-        "lapse_verifier_heartbeat_broker",
-        "gauge",
-        "The broker whose confirmed heartbeat came last.",
-    ),
-    (
-        "lapse_verifier_heartbeats_withheld",
-        "gauge",
-        "1 when the followed broker said, since the last heartbeat, that it withholds them (reason in the label).",
-    ),
-    (
-        "lapse_verifier_clock_offset_seconds",
-        "gauge",
-        "Estimated cluster time minus local time.",
-    ),
-    (
-        "lapse_verifier_clock_drift_ppm",
-        "gauge",
-        "Local clock drift against cluster time.",
-    ),
-    (
-        "lapse_verifier_verifications_total",
-        "counter",
-        "Credentials checked, by result.",
-    ),
-    (
-        "lapse_verifier_feed_events_total",
-        "counter",
-        "Feed events, by whether they were applied.",
-    ),
-];
+/// One sample per verifier in this process, from its status; a verifier
+/// for which `value` says nothing has no sample.
+fn per_verifier(
+    statuses: &[(Labels, VerifierStatus)],
+    value: impl Fn(&VerifierStatus) -> Option<Sample>,
+) -> Vec<(Labels, Sample)> {
+    statuses
+        .iter()
+        .filter_map(|(labels, status)| Some((labels.clone(), value(status)?)))
+        .collect()
+}
+
+/// A counter's samples per verifier, one per `result`.
+fn by_result(
+    statuses: &[(Labels, VerifierStatus)],
+    results: impl Fn(&VerifierStatus) -> [(&'static str, u64); 2],
+) -> Vec<(Labels, Sample)> {
+    statuses
+        .iter()
+        .flat_map(|(labels, status)| {
+            results(status).map(|(result, n)| (labels.clone().with("result", result), n.into()))
+        })
+        .collect()
+}
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut out = String::new();
-    for (name, kind, help) in METRICS {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (id, served) in state.verifiers.iter() {
-            let labels = format!("verifier=\"{id}\",region=\"{}\"", served.region);
-            for (labels, value) in samples(name, &labels, &served.verifier.status()) {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    let text = exposition(&state.verifiers);
+    ([(header::CONTENT_TYPE, lapse_metrics::CONTENT_TYPE)], text).into_response()
 }
 
-/// One verifier's samples of metric `name`: labels and value.
-fn samples(name: &str, labels: &str, s: &crate::VerifierStatus) -> Vec<(String, f64)> {
-    let labels = labels.to_owned();
-    match name {
-        "lapse_verifier_epoch" => s
-            .epoch
-            .map(|e| vec![(labels.clone(), e as f64)])
-            .unwrap_or_default(),
-        "lapse_verifier_fresh" => vec![(labels.clone(), f64::from(u8::from(s.fresh)))],
-        "lapse_verifier_heartbeat_age_seconds" => s
-            .since_heartbeat_ms
-            .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
-            .unwrap_or_default(),
-        "lapse_verifier_heartbeat_broker" => s
-            .heartbeat_broker_id
-            .map(|id| vec![(labels.clone(), id as f64)])
-            .unwrap_or_default(),
-        "lapse_verifier_heartbeats_withheld" => match &s.withheld {
-            Some(notice) => vec![(
-                format!(
-                    "{labels},broker=\"{}\",reason=\"{}\"",
-                    notice.broker_id,
-                    escape_label(&notice.reason)
-                ),
-                1.0,
-            )],
-            None => vec![(labels.clone(), 0.0)],
-        },
-        "lapse_verifier_clock_offset_seconds" => s
-            .clock_offset_ms
-            .map(|ms| vec![(labels.clone(), ms as f64 / 1000.0)])
-            .unwrap_or_default(),
-        "lapse_verifier_clock_drift_ppm" => s
-            .clock_drift_ppm
-            .map(|ppm| vec![(labels.clone(), ppm)])
-            .unwrap_or_default(),
-        "lapse_verifier_verifications_total" => vec![
-            (format!("{labels},result=\"accepted\""), s.accepted as f64),
-            (
-                format!("{labels},result=\"rejected\""),
-                (s.rejected - s.stale_rejections) as f64,
-            ),
-            (
-                format!("{labels},result=\"stale\""),
-                s.stale_rejections as f64,
-            ),
-        ],
-        _ => vec![
-            (
-                format!("{labels},result=\"applied\""),
-                s.applied_events as f64,
-            ),
-            (
-                format!("{labels},result=\"rejected\""),
-                s.rejected_events as f64,
-            ),
-        ],
-    }
-}
-
-/// Escape a Prometheus label value.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Everything `/metrics` shows for the verifiers of this process.
+fn exposition(verifiers: &BTreeMap<String, Served>) -> String {
+    let statuses: Vec<(Labels, VerifierStatus)> = verifiers
+        .iter()
+        .map(|(id, served)| {
+            let labels = Labels::new()
+                .with("verifier", id)
+                .with("region", &served.region);
+            (labels, served.verifier.status())
+        })
+        .collect();
+    let mut scrape = Scrape::new();
+    scrape.gauges(
+        "lapse_verifier_epoch",
+        "Epoch of the revocation state held.",
+        per_verifier(&statuses, |s| s.epoch.map(Sample::from)),
+    );
+    scrape.gauges(
+        "lapse_verifier_fresh",
+        "1 when a confirmed heartbeat arrived within the staleness bound.",
+        per_verifier(&statuses, |s| Some(s.fresh.into())),
+    );
+    scrape.gauges(
+        "lapse_verifier_heartbeat_age_seconds",
+        "Time since the last confirmed heartbeat.",
+        per_verifier(&statuses, |s| {
+            s.since_heartbeat_ms
+                .map(|ms| Sample::from(ms as f64 / 1000.0))
+        }),
+    );
+    scrape.gauges(
+        "lapse_verifier_heartbeat_broker",
+        "The broker whose confirmed heartbeat came last.",
+        per_verifier(&statuses, |s| s.heartbeat_broker_id.map(Sample::from)),
+    );
+    let withheld = statuses.iter().map(|(labels, s)| match &s.withheld {
+        Some(notice) => (
+            labels
+                .clone()
+                .with("broker", notice.broker_id)
+                .with("reason", &notice.reason),
+            Sample::from(true),
+        ),
+        None => (labels.clone(), Sample::from(false)),
+    });
+    scrape.gauges(
+        "lapse_verifier_heartbeats_withheld",
+        "1 when the followed broker said, since the last heartbeat, that it withholds them (reason in the label).",
+        withheld,
+    );
+    scrape.gauges(
+        "lapse_verifier_clock_offset_seconds",
+        "Estimated cluster time minus local time.",
+        per_verifier(&statuses, |s| {
+            s.clock_offset_ms.map(|ms| Sample::from(ms as f64 / 1000.0))
+        }),
+    );
+    scrape.gauges(
+        "lapse_verifier_clock_drift_ppm",
+        "Local clock drift against cluster time.",
+        per_verifier(&statuses, |s| s.clock_drift_ppm.map(Sample::from)),
+    );
+    let mut verifications = by_result(&statuses, |s| {
+        [
+            ("accepted", s.accepted),
+            ("rejected", s.rejected - s.stale_rejections),
+        ]
+    });
+    verifications.extend(
+        per_verifier(&statuses, |s| Some(s.stale_rejections.into()))
+            .into_iter()
+            .map(|(labels, n)| (labels.with("result", "stale"), n)),
+    );
+    scrape.counters(
+        "lapse_verifier_verifications",
+        "Credentials checked, by result.",
+        verifications,
+    );
+    scrape.counters(
+        "lapse_verifier_feed_events",
+        "Feed events, by whether they were applied.",
+        by_result(&statuses, |s| {
+            [
+                ("applied", s.applied_events),
+                ("rejected", s.rejected_events),
+            ]
+        }),
+    );
+    scrape.finish()
 }
 
 #[cfg(test)]
@@ -486,5 +470,41 @@ mod tests {
         );
         assert_eq!(status["region"], "eu");
         assert_eq!(status["failovers"], 0);
+    }
+
+    #[test]
+    fn metrics_label_each_verifier_and_count_by_result() {
+        let served = |id: &str, region: &str| Served {
+            id: id.into(),
+            region: region.into(),
+            verifier: Verifier::new(VerifyConfig::default()),
+            stats: Arc::new(FollowStats::default()),
+        };
+        let verifiers = BTreeMap::from([
+            ("v-0".to_string(), served("v-0", "eu")),
+            ("v-1".to_string(), served("v-1", "us \"east\"")),
+        ]);
+        let text = exposition(&verifiers);
+        assert!(
+            text.contains("lapse_verifier_fresh{verifier=\"v-0\",region=\"eu\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lapse_verifier_fresh{verifier=\"v-1\",region=\"us \\\"east\\\"\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE lapse_verifier_verifications counter\n"),
+            "{text}"
+        );
+        for result in ["accepted", "rejected", "stale"] {
+            let line = format!(
+                "lapse_verifier_verifications_total{{verifier=\"v-0\",region=\"eu\",result=\"{result}\"}} 0\n"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        // A verifier that holds no state yet has no epoch sample.
+        assert!(!text.contains("lapse_verifier_epoch{"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -77,7 +77,7 @@ impl RaftPeer for PeerService {
         _request: Request<LocalPropagationRequest>,
     ) -> Result<Response<LocalPropagationResponse>, Status> {
         Ok(Response::new(LocalPropagationResponse {
-            report: encode(&self.feed.local_report()),
+            report: self.feed.local_report().encode(),
         }))
     }
 

@@ -9,7 +9,7 @@ use lapse_wire::cluster as pb;
 use tonic::{Request, Response, Status};
 
 use super::{ClusterService, invalid};
-use crate::feed::propagation::Histogram;
+use crate::feed::histogram::Histogram;
 use crate::feed::wait::{MAX_WAIT, Share, Waited};
 
 fn delay_summary(region: &str, histogram: &Histogram, verifiers: u32) -> pb::DelaySummary {

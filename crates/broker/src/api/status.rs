@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 
 use super::ClusterService;
 use crate::feed::freshness::FreshnessReport;
-use crate::membership::MembershipView;
 
 impl ClusterService {
     pub(super) async fn node_status(
@@ -16,8 +15,7 @@ impl ClusterService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let core = &self.core;
         let metrics = core.raft_metrics();
-        let membership = metrics.membership_config.membership();
-        let view = MembershipView::of(0, 0, membership);
+        let view = core.membership();
         let (voters, learners) = super::membership::members(&view);
         let (applied_index, digest) = core.digest();
         let (cluster_time_ms, revocation_epoch) = core

@@ -20,7 +20,9 @@
 //! - verifiers' acks feed the propagation [`propagation::Tracker`].
 
 pub mod freshness;
+pub mod histogram;
 pub mod propagation;
+mod report;
 pub mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +38,7 @@ use tokio::task::JoinHandle;
 use crate::config::FeedConfig;
 use crate::core::SharedCore;
 use crate::error::BrokerError;
-use propagation::{LocalReport, Tracker, merge_reports};
+use propagation::{LocalReport, Tracker};
 
 /// One broadcast to every subscriber.
 #[derive(Debug)]
@@ -297,32 +299,6 @@ impl FeedHub {
             .lock()
             .expect("tracker lock")
             .report(self.core.id(), epoch, now)
-    }
-
-    /// Every broker's report, merged, and the brokers that did not answer.
-    pub async fn cluster_report(&self) -> (LocalReport, Vec<u64>) {
-        let members = self.core.peers();
-        let timeout = Duration::from_millis(self.core.config().raft.rpc_timeout_ms);
-        let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
-        let asks = members.into_iter().map(|(_, address)| async move {
-            let report = self
-                .core
-                .channels()
-                .local_propagation(&address, timeout)
-                .await
-                .ok()?;
-            postcard::from_bytes::<LocalReport>(&report).ok()
-        });
-        let answers = futures::future::join_all(asks).await;
-        let mut reports = vec![self.local_report()];
-        let mut unreachable = Vec::new();
-        for (id, answer) in ids.into_iter().zip(answers) {
-            match answer {
-                Some(report) => reports.push(report),
-                None => unreachable.push(id),
-            }
-        }
-        (merge_reports(&reports), unreachable)
     }
 
     /// Seconds since this broker last confirmed its state current.

@@ -5,7 +5,8 @@
 //! verifier acks epoch `A`, every revocation epoch between its previous ack
 //! and `A` has reached it: each gives one sample, the broker's cluster time
 //! at the ack minus the revocation's commit time. Samples go into mergeable
-//! log-bucketed histograms, so reports from every broker combine exactly.
+//! HDR histograms (`histogram.rs`), so reports from every broker combine
+//! exactly.
 //!
 //! A sample means "this revocation, committed at `c`, was applied by this
 //! verifier at `a`, while it was part of the fleet". A verifier that
@@ -19,97 +20,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::histogram::Histogram;
+
 /// Revocation epochs remembered for measurement; older ones are dropped
 /// (a verifier acking past them records no sample for them).
 const MAX_TRACKED_EPOCHS: usize = 200_000;
-
-/// Sub-buckets per power of two: about 9 % resolution.
-const SUB_BITS: u32 = 3;
-const SUB: u64 = 1 << SUB_BITS;
-
-/// A histogram of delays in microseconds, with log-spaced buckets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Histogram {
-    buckets: BTreeMap<u16, u64>,
-    count: u64,
-    sum_us: u64,
-    max_us: u64,
-}
-
-fn bucket_of(us: u64) -> u16 {
-    if us < 2 * SUB {
-        return us as u16;
-    }
-    let exp = 63 - us.leading_zeros();
-    let sub = (us >> (exp - SUB_BITS)) & (SUB - 1);
-    (2 * SUB + u64::from(exp - SUB_BITS - 1) * SUB + sub) as u16
-}
-
-/// The middle of a bucket, in microseconds.
-fn bucket_value(bucket: u16) -> u64 {
-    let b = u64::from(bucket);
-    if b < 2 * SUB {
-        return b;
-    }
-    let exp = (b - 2 * SUB) / SUB + u64::from(SUB_BITS) + 1;
-    let sub = (b - 2 * SUB) % SUB;
-    let low = (1u64 << exp) + (sub << (exp - u64::from(SUB_BITS)));
-    let width = 1u64 << (exp - u64::from(SUB_BITS));
-    low + width / 2
-}
-
-impl Histogram {
-    pub fn record(&mut self, us: u64) {
-        *self.buckets.entry(bucket_of(us)).or_default() += 1;
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        self.max_us = self.max_us.max(us);
-    }
-
-    pub fn merge(&mut self, other: &Histogram) {
-        for (bucket, count) in &other.buckets {
-            *self.buckets.entry(*bucket).or_default() += count;
-        }
-        self.count += other.count;
-        self.sum_us = self.sum_us.saturating_add(other.sum_us);
-        self.max_us = self.max_us.max(other.max_us);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    pub fn sum_us(&self) -> u64 {
-        self.sum_us
-    }
-
-    pub fn max_us(&self) -> u64 {
-        self.max_us
-    }
-
-    /// The value below which a share `q` (0..=1) of samples lie; never
-    /// above the largest sample.
-    pub fn quantile_us(&self, q: f64) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
-        for (bucket, count) in &self.buckets {
-            seen += count;
-            if seen >= rank {
-                return bucket_value(*bucket).min(self.max_us);
-            }
-        }
-        self.max_us
-    }
-
-    /// How many samples are at most `us` (bucket resolution).
-    pub fn count_at_most(&self, us: u64) -> u64 {
-        let limit = bucket_of(us);
-        self.buckets.range(..=limit).map(|(_, c)| c).sum()
-    }
-}
 
 /// What one broker knows of one verifier.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -139,6 +54,29 @@ pub struct LocalReport {
     pub now_ms: u64,
     pub verifiers: BTreeMap<String, VerifierRecord>,
     pub regions: BTreeMap<String, Histogram>,
+}
+
+/// The format of an encoded [`LocalReport`], its first byte. A peer whose
+/// report this broker cannot read counts as unreachable in the
+/// cluster-wide report. Format 1 had no such byte and log-bucket
+/// histograms; format 2 carries HDR buckets.
+pub const REPORT_FORMAT: u8 = 2;
+
+impl LocalReport {
+    /// The report as sent to a peer: the format byte, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![REPORT_FORMAT];
+        bytes.extend(postcard::to_stdvec(self).expect("reports always serialise"));
+        bytes
+    }
+
+    /// A peer's report, if it is in this broker's format and well formed.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&REPORT_FORMAT, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// The measuring state of one broker.
@@ -319,33 +257,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_monotonic_and_close() {
-        let mut last = 0;
-        for us in (0..5_000_000u64).step_by(997) {
-            let b = bucket_of(us);
-            assert!(b >= last);
-            last = b;
-            let v = bucket_value(b);
-            let err = v.abs_diff(us) as f64 / us.max(1) as f64;
-            assert!(err <= 0.07 || us < 16, "{us} -> {b} -> {v}");
-        }
-    }
-
-    #[test]
-    fn quantiles() {
-        let mut h = Histogram::default();
-        for ms in 1..=100u64 {
-            h.record(ms * 1000);
-        }
-        let p50 = h.quantile_us(0.5) as f64;
-        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.07, "{p50}");
-        assert_eq!(h.quantile_us(1.0), 100_000);
-        assert_eq!(h.max_us(), 100_000);
-        assert_eq!(h.count(), 100);
-        assert_eq!(Histogram::default().quantile_us(0.99), 0);
-    }
-
-    #[test]
     fn acks_produce_one_sample_per_revocation() {
         let mut t = Tracker::default();
         t.note_commits([(5, 1_000), (7, 1_010), (9, 1_020)], 9);
@@ -401,6 +312,23 @@ mod tests {
             t.report(1, 6, 65_010).verifiers["v1"].delays.max_us(),
             3_010_000
         );
+    }
+
+    #[test]
+    fn reports_carry_their_format_and_another_format_is_not_read() {
+        let mut t = Tracker::default();
+        t.note_commits([(5, 1_000)], 5);
+        t.connected("v1", "eu", 1, 4, 1_000);
+        t.ack("v1", 5, 1_008);
+        let report = t.report(1, 5, 1_008);
+        let bytes = report.encode();
+        assert_eq!(bytes[0], REPORT_FORMAT);
+        assert_eq!(LocalReport::decode(&bytes), Some(report.clone()));
+        // Format 1: postcard with no format byte.
+        let old = postcard::to_stdvec(&report).unwrap();
+        assert_eq!(LocalReport::decode(&old), None);
+        assert_eq!(LocalReport::decode(&[]), None);
+        assert_eq!(LocalReport::decode(&bytes[..bytes.len() - 1]), None);
     }
 
     fn report_of(t: &Tracker, id: u64) -> LocalReport {

@@ -97,6 +97,28 @@ pub struct Broker {
     feed: Arc<FeedHub>,
 }
 
+/// An accepted connection the broker's gRPC server can serve: a TCP
+/// stream, or the simulation's.
+pub trait Connection:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 impl Broker {
     /// Start a broker on `config.listen`.
     pub async fn start(config: BrokerConfig, env: Env) -> Result<Self, StartError> {
@@ -126,7 +148,7 @@ impl Broker {
         Self::start_with(config, env, Storage::Disk, incoming, local_address).await
     }
 
-    /// Start a broker on any stream of accepted connections, keeping its
+    /// Start a broker on any stream of accepted [`Connection`]s, keeping its
     /// log, snapshots and audit log in `storage`. Simulation uses this with
     /// its own network and [`Storage::Memory`].
     ///
@@ -143,13 +165,7 @@ impl Broker {
     ) -> Result<Self, StartError>
     where
         I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
-        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IO: Connection,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         config.validate()?;

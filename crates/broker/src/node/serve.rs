@@ -112,13 +112,7 @@ pub(super) async fn serve<I, IO, IE>(
 ) -> Result<Servers, StartError>
 where
     I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IO: super::Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let limits = &core.config().limits;

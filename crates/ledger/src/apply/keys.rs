@@ -47,16 +47,20 @@ impl LedgerState {
         Ok(Applied::KeyRegistered)
     }
 
+    /// A registered key, to change; refused if there is none.
+    pub(super) fn key_mut(&mut self, key_id: &KeyId) -> Result<&mut SigningKey, Refusal> {
+        self.keys
+            .get_mut(key_id)
+            .ok_or_else(|| Refusal::UnknownKey {
+                key_id: key_id.to_string(),
+            })
+    }
+
     /// `RetireKey`: the key's validity ends now, or one millisecond after
     /// it begins if that is later; an earlier end is kept. Retiring a
     /// retired key changes nothing.
     pub(super) fn retire_key(&mut self, epoch: u64, now_ms: u64, key_id: &KeyId) -> Outcome {
-        let key = self
-            .keys
-            .get_mut(key_id)
-            .ok_or_else(|| Refusal::UnknownKey {
-                key_id: key_id.to_string(),
-            })?;
+        let key = self.key_mut(key_id)?;
         if key.retired_at_ms.is_none() {
             key.retired_at_ms = Some(now_ms);
             key.not_after_ms = key.not_after_ms.min(now_ms.max(key.not_before_ms + 1));

@@ -82,12 +82,7 @@ impl LedgerState {
                 )
             }
             Revocation::Key(key_id) => {
-                let key = self
-                    .keys
-                    .get_mut(key_id)
-                    .ok_or_else(|| Refusal::UnknownKey {
-                        key_id: key_id.to_string(),
-                    })?;
+                let key = self.key_mut(key_id)?;
                 if let Some(earlier) = key.revoked {
                     return Err(Refusal::AlreadyRevoked {
                         epoch: earlier.epoch,
