@@ -142,3 +142,49 @@ fn only_the_broker_api_knows_grpc_and_domain_code_returns_the_broker_error() {
         }
     }
 }
+
+/// What `cargo tree` says the `lapse` binary links, as crate names.
+fn linked_crates(features: &[&str]) -> Vec<String> {
+    let output = std::process::Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "lapse",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args(features)
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_production_binary_does_not_link_the_simulator() {
+    let production = linked_crates(&["--no-default-features"]);
+    assert!(
+        production.iter().any(|c| c == "lapse-broker"),
+        "{production:?}"
+    );
+    for simulator in ["turmoil", "lapse-sim"] {
+        assert!(
+            !production.iter().any(|c| c == simulator),
+            "{simulator} is linked"
+        );
+    }
+    // The check can fail: with the default `sim` feature both are there.
+    let default = linked_crates(&[]);
+    assert!(default.iter().any(|c| c == "turmoil"), "{default:?}");
+}
