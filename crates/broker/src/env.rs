@@ -1,39 +1,12 @@
-//! The broker's environment: the one place it reads the wall clock or the
-//! OS random source, dials peers, and (in simulation only) meets injected
-//! faults. The
-//! leader stamps this time into every proposal; the ledger never reads a
-//! clock. Simulation substitutes its own implementation.
+//! The broker's environment: the one place it reads the wall clock (a
+//! [`Clock`], defined with the rest of time in [`crate::time`]) or the OS
+//! random source, dials peers, and (in simulation only) meets injected
+//! faults. The leader stamps this time into every proposal; the ledger
+//! never reads a clock. Simulation substitutes its own implementation.
 
 use std::sync::Arc;
 
-/// A source of wall-clock time in milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    fn now_ms(&self) -> u64;
-    /// A clock that never steps: ms since an arbitrary origin, running at
-    /// the same rate as the wall clock. Used to take the wall clock's
-    /// steps out (see [`crate::time`]).
-    fn monotonic_ms(&self) -> f64 {
-        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        ORIGIN
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs_f64()
-            * 1000.0
-    }
-}
-
-/// The operating system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    }
-}
+use crate::time::{Clock, StepGuard, SystemClock};
 
 /// A source of random bytes (key seeds, key ids, join tokens).
 pub trait Entropy: Send + Sync + 'static {
@@ -121,7 +94,7 @@ pub struct Env {
     pub dialer: Arc<dyn Dialer>,
     pub faults: Option<Arc<dyn FaultPoints>>,
     /// Takes the clock's steps out of [`Env::now_ms`].
-    pub steps: Arc<crate::time::StepGuard>,
+    pub steps: Arc<StepGuard>,
 }
 
 impl Env {

@@ -30,6 +30,7 @@ pub mod time;
 
 pub use api::{REFUSAL_HEADER, refusal_status};
 pub use config::{BrokerConfig, Member};
-pub use env::{Clock, Dialer, Entropy, Env, FaultPoints, SystemClock, TcpDialer};
+pub use env::{Dialer, Entropy, Env, FaultPoints, TcpDialer};
 pub use error::BrokerError;
 pub use node::{Broker, MemoryStorage, StartError, Storage};
+pub use time::{Clock, SystemClock};

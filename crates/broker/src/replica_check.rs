@@ -8,11 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use lapse_storage::{NodeId, Sha256Digest};
-
-use crate::core::SharedCore;
 
 /// A peer whose state differs from ours at the same applied index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,26 +105,6 @@ impl ReplicaCheck {
         );
         found.insert(peer, divergence.clone());
         Some(divergence)
-    }
-
-    /// Ask every other member for its checkpoints and compare, once.
-    pub async fn check_once(&self, core: &SharedCore) {
-        let timeout = Duration::from_millis(core.config().raft.rpc_timeout_ms);
-        for (peer, address) in core.peers() {
-            let Ok(theirs) = core.channels().checkpoints(&address, timeout).await else {
-                continue;
-            };
-            let own = core.view().read(|a| a.checkpoints.list());
-            self.observe(core.id(), peer, &own, &theirs, core.env().now_ms());
-        }
-    }
-
-    /// Compare with every peer every `every` until the task is dropped.
-    pub async fn run(self: std::sync::Arc<Self>, core: SharedCore, every: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            self.check_once(&core).await;
-        }
     }
 }
 

@@ -22,7 +22,34 @@
 
 use std::sync::Mutex;
 
-use crate::env::Clock;
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> u64;
+    /// A clock that never steps: ms since an arbitrary origin, running at
+    /// the same rate as the wall clock. Used to take the wall clock's
+    /// steps out (see [`crate::time`]).
+    fn monotonic_ms(&self) -> f64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1000.0
+    }
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
 
 /// A jump of the wall clock against the monotonic clock larger than this
 /// (plus [`RATE_TOLERANCE`] of the interval) is a step.

@@ -9,7 +9,10 @@
 
 mod membership;
 mod read;
+mod replicas;
 mod write;
+
+pub use replicas::check_replicas;
 
 use std::sync::{Arc, Mutex};
 

@@ -6,28 +6,13 @@
 use std::time::Duration;
 
 use lapse_credential::{
-    Claims, Confirmation, DpopExpectation, TenantId, VerifyOptions, WorkloadId, verify,
-    verify_proof,
+    Confirmation, DpopExpectation, TenantId, VerifyOptions, WorkloadId, verify, verify_proof,
 };
 use lapse_ledger::{Applied, AttestationKind, Command, JoinGrant, JoinUse, Refusal, RequestId};
 use sha2::{Digest, Sha256};
 
-use super::issuer::{Issuer, RefreshParams, ledger_keys};
+use super::issuer::{Attested, Issuer, RefreshParams, ledger_keys};
 use crate::error::BrokerError;
-
-/// Who the workload turned out to be.
-pub(super) struct Attested {
-    pub tenant: TenantId,
-    pub workload: WorkloadId,
-    pub kind: AttestationKind,
-    /// The key the new credential must stay bound to (refresh).
-    pub bound_jkt: Option<String>,
-    /// The credential being refreshed.
-    pub previous: Option<Claims>,
-    /// A join token to spend once the issuance is granted, with the request
-    /// id of this attempt's consumption.
-    pub join_token: Option<([u8; 32], RequestId)>,
-}
 
 /// The `iss` claim of a JWT, read without verifying it, to pick the issuer
 /// whose keys will verify it.

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use lapse_credential::{
     Claims, Confirmation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex, StatusListRef,
+    TenantId, WorkloadId,
 };
-use lapse_ledger::{Decision, IssuanceRecord};
+use lapse_ledger::{AttestationKind, Decision, IssuanceRecord, RequestId};
 
-use super::attest::Attested;
 use super::audit::AuditLog;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
@@ -18,6 +18,20 @@ use super::policy::{IssueAsk, PolicyCache};
 use crate::config::{ExternalIssuerConfig, IssuanceConfig};
 use crate::core::SharedCore;
 use crate::error::BrokerError;
+
+/// Who the workload turned out to be.
+pub(super) struct Attested {
+    pub tenant: TenantId,
+    pub workload: WorkloadId,
+    pub kind: AttestationKind,
+    /// The key the new credential must stay bound to (refresh).
+    pub bound_jkt: Option<String>,
+    /// The credential being refreshed.
+    pub previous: Option<Claims>,
+    /// A join token to spend once the issuance is granted, with the request
+    /// id of this attempt's consumption.
+    pub join_token: Option<([u8; 32], RequestId)>,
+}
 
 /// The most scopes or audiences one credential may carry.
 const MAX_LIST: usize = 32;

@@ -111,9 +111,10 @@ pub(super) fn background(core: &SharedCore, parts: &Parts) -> Vec<JoinHandle<()>
     ]);
     if core.config().raft.replica_check_ms > 0 {
         let every = Duration::from_millis(core.config().raft.replica_check_ms);
-        tasks.push(tokio::spawn(
-            core.replicas().clone().run(core.clone(), every),
-        ));
+        tasks.push(tokio::spawn(crate::core::check_replicas(
+            core.clone(),
+            every,
+        )));
     }
     if let Some(faults) = core.env().faults.clone() {
         let core = core.clone();
