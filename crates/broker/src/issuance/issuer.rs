@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lapse_credential::{
     Claims, Confirmation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex, StatusListRef,
@@ -18,6 +19,11 @@ use super::policy::{IssueAsk, PolicyCache};
 use crate::config::{ExternalIssuerConfig, IssuanceConfig};
 use crate::core::SharedCore;
 use crate::error::BrokerError;
+
+/// How long an issuance waits for status indices when this broker holds
+/// none: enough for the first lease after start-up; a broker cut off from
+/// the leader refuses after it.
+const LEASE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Who the workload turned out to be.
 pub(super) struct Attested {
@@ -292,8 +298,12 @@ impl Issuer {
                 .refuse(Some(&attested), (&scopes, &audiences), decision, status)
                 .await);
         };
-        let now_ms = self.core.cluster_now();
-        let index = match self.leases.take(now_ms) {
+        let core = &self.core;
+        let index = match self
+            .leases
+            .take_or_wait(|| core.cluster_now(), LEASE_PATIENCE)
+            .await
+        {
             Ok(index) => index,
             Err(spent) => {
                 let status = BrokerError::Exhausted(spent.to_string());
@@ -302,6 +312,7 @@ impl Issuer {
                     .await);
             }
         };
+        let now_ms = self.core.cluster_now();
         // Spent last, once nothing else can refuse: a refused or unavailable
         // issuance leaves the token usable. (An index taken for an attempt
         // that then fails is skipped, never reused.)

@@ -34,6 +34,8 @@ pub enum LeaseError {
 pub struct IndexLeases {
     blocks: Mutex<VecDeque<Block>>,
     refill: Notify,
+    /// Woken each time a block is leased.
+    leased: Notify,
     block_size: u64,
     lease: Duration,
 }
@@ -43,6 +45,7 @@ impl IndexLeases {
         Self {
             blocks: Mutex::new(VecDeque::new()),
             refill: Notify::new(),
+            leased: Notify::new(),
             block_size: block_size.max(1),
             lease,
         }
@@ -67,6 +70,29 @@ impl IndexLeases {
             self.refill.notify_one();
         }
         Ok(index)
+    }
+
+    /// Take the next index; when none is leased, wait up to `patience`
+    /// for the refill task to lease a block (right after start-up the first
+    /// one is usually on its way). `now_ms` reads the time at each try.
+    pub async fn take_or_wait(
+        &self,
+        now_ms: impl Fn() -> u64,
+        patience: Duration,
+    ) -> Result<u64, LeaseError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let leased = self.leased.notified();
+            tokio::pin!(leased);
+            leased.as_mut().enable();
+            match self.take(now_ms()) {
+                Ok(index) => return Ok(index),
+                Err(spent) if tokio::time::Instant::now() >= deadline => return Err(spent),
+                Err(_) => {
+                    let _ = tokio::time::timeout_at(deadline, leased).await;
+                }
+            }
+        }
     }
 
     /// Indices left in live blocks at `now_ms`.
@@ -115,6 +141,7 @@ impl IndexLeases {
             end,
             lease_expires_at_ms,
         });
+        self.leased.notify_waiters();
         tracing::info!(start, end, "leased status indices");
         Ok(())
     }
@@ -182,5 +209,30 @@ mod tests {
         assert_eq!(leases.take(60), Ok(20));
         assert_eq!(leases.take(60), Ok(21));
         assert_eq!(leases.take(60), Err(LeaseError::Spent));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_taker_waits_for_a_block_being_leased_and_gives_up_after_its_patience() {
+        let leases = Arc::new(IndexLeases::new(4, Duration::from_secs(100)));
+        let waiting = {
+            let leases = leases.clone();
+            tokio::spawn(async move { leases.take_or_wait(|| 0, Duration::from_secs(2)).await })
+        };
+        tokio::task::yield_now().await;
+        leases.blocks.lock().unwrap().push_back(Block {
+            next: 7,
+            end: 9,
+            lease_expires_at_ms: 500,
+        });
+        leases.leased.notify_waiters();
+        assert_eq!(waiting.await.unwrap(), Ok(7));
+        // Nothing leased: refused once the patience is spent.
+        let empty = IndexLeases::new(4, Duration::from_secs(100));
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            empty.take_or_wait(|| 0, Duration::from_secs(2)).await,
+            Err(LeaseError::Spent)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 }
