@@ -1,4 +1,5 @@
-//! Every scenario keeps every invariant on a bounded range of seeds. The
+//! Every scenario keeps every invariant on a bounded range of seeds, one
+//! test per scenario file. The
 //! long sweep is `lapse sim run all --seeds 1..200` (see the README);
 //! `LAPSE_SIM_SEEDS=A..B` widens this one.
 
@@ -35,16 +36,56 @@ fn check(scenario: &Scenario, seed: u64) {
     assert!(outcome.counts.issued > 0 && outcome.counts.revocations_acked > 0);
 }
 
+/// One test per scenario file, so that the test threads share the files
+/// instead of one thread running them all.
+macro_rules! scenario_files {
+    ($($test:ident: $file:literal,)*) => {
+        const FILES: &[&str] = &[$($file),*];
+        $(
+            #[test]
+            fn $test() {
+                let scenario = Scenario::load(&Path::new("scenarios").join($file)).unwrap();
+                for seed in seeds() {
+                    check(&scenario, seed);
+                }
+            }
+        )*
+    };
+}
+
+scenario_files! {
+    clock_drift: "clock-drift.toml",
+    clock_skew: "clock-skew.toml",
+    leader_clock_step: "leader-clock-step.toml",
+    leader_crash_mid_append: "leader-crash-mid-append.toml",
+    leader_crash: "leader-crash.toml",
+    leader_partition: "leader-partition.toml",
+    loss_and_latency: "loss-and-latency.toml",
+    minority_partition: "minority-partition.toml",
+    region_cut_off: "region-cut-off.toml",
+    slow_verifier: "slow-verifier.toml",
+    wan_five_voters_clock_step: "wan-five-voters-clock-step.toml",
+    wan_five_voters_leader_crash: "wan-five-voters-leader-crash.toml",
+    wan_five_voters_region_cut: "wan-five-voters-region-cut.toml",
+    wan_five_voters: "wan-five-voters.toml",
+    wan_voter_per_region_clock_step: "wan-voter-per-region-clock-step.toml",
+    wan_voter_per_region_leader_crash: "wan-voter-per-region-leader-crash.toml",
+    wan_voter_per_region_region_cut: "wan-voter-per-region-region-cut.toml",
+    wan_voter_per_region: "wan-voter-per-region.toml",
+    whole_cluster_restart: "whole-cluster-restart.toml",
+}
+
 #[test]
-fn every_scenario_file_keeps_its_invariants() {
+fn every_scenario_file_has_its_test() {
     let paths = scenario::list(Path::new("scenarios")).unwrap();
     assert!(paths.len() >= 9, "scenarios missing: {paths:?}");
-    for path in paths {
-        let scenario = Scenario::load(&path).unwrap();
-        for seed in seeds() {
-            check(&scenario, seed);
-        }
-    }
+    let on_disk: Vec<String> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut listed: Vec<String> = FILES.iter().map(|f| f.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "add each scenario file to scenario_files!");
 }
 
 #[test]
