@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use lapse_broker::{Broker, BrokerConfig, Env, Member};
+use lapse_broker::{Broker, BrokerConfig, Env};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
@@ -36,36 +36,6 @@ pub fn secret_file(path: &Path) -> std::io::Result<String> {
     let secret = hex::encode(bytes);
     std::fs::write(path, &secret)?;
     Ok(secret)
-}
-
-/// Configurations for a cluster of brokers on the given listeners, with data
-/// under `dir/node-N`.
-pub fn local_configs(
-    dir: &Path,
-    addresses: &[std::net::SocketAddr],
-    secret: &str,
-    admin_token: &str,
-) -> Vec<BrokerConfig> {
-    let members: Vec<Member> = addresses
-        .iter()
-        .enumerate()
-        .map(|(n, address)| Member {
-            id: n as u64 + 1,
-            address: address.to_string(),
-        })
-        .collect();
-    addresses
-        .iter()
-        .enumerate()
-        .map(|(n, address)| {
-            let id = n as u64 + 1;
-            let mut config = BrokerConfig::new(id, *address, dir.join(format!("node-{id}")));
-            config.cluster.members = members.clone();
-            config.cluster.secret = Some(secret.to_owned());
-            config.auth.admin_tokens = vec![admin_token.to_owned()];
-            config
-        })
-        .collect()
 }
 
 /// Start every configured broker on its listener and wait for a leader.
@@ -116,7 +86,8 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         listeners.push(listener);
         addresses.push(address);
     }
-    let mut configs = local_configs(&args.data_dir, &addresses, &secret, &admin_token);
+    let mut configs =
+        BrokerConfig::local_cluster(&args.data_dir, &addresses, &secret, &admin_token);
     for (n, config) in configs.iter_mut().enumerate() {
         // The JWKS and issuer metadata, 100 ports above each broker.
         config.issuance.http_listen =

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lapse_broker::{Broker, BrokerConfig, Env, Member};
+use lapse_broker::{Broker, BrokerConfig, Env};
 use tokio::net::TcpListener;
 
 /// The admin token of benchmark clusters.
@@ -19,36 +19,6 @@ const BENCH_SECRET: &str = "bench-cluster-secret-0123456789";
 /// The `authorization` value that carries [`BENCH_TOKEN`].
 pub fn bench_auth() -> String {
     format!("Bearer {BENCH_TOKEN}")
-}
-
-/// Configurations for a cluster of brokers on the given addresses, with
-/// data under `dir/node-N` (as `lapse dev` lays them out).
-pub fn local_configs(
-    dir: &Path,
-    addresses: &[SocketAddr],
-    secret: &str,
-    admin_token: &str,
-) -> Vec<BrokerConfig> {
-    let members: Vec<Member> = addresses
-        .iter()
-        .enumerate()
-        .map(|(n, address)| Member {
-            id: n as u64 + 1,
-            address: address.to_string(),
-        })
-        .collect();
-    addresses
-        .iter()
-        .enumerate()
-        .map(|(n, address)| {
-            let id = n as u64 + 1;
-            let mut config = BrokerConfig::new(id, *address, dir.join(format!("node-{id}")));
-            config.cluster.members = members.clone();
-            config.cluster.secret = Some(secret.to_owned());
-            config.auth.admin_tokens = vec![admin_token.to_owned()];
-            config
-        })
-        .collect()
 }
 
 /// Start every configured broker on its listener and wait (at most 30 s)
@@ -91,7 +61,7 @@ pub async fn start_bench_cluster(
         addresses.push(listener.local_addr()?);
         listeners.push(listener);
     }
-    let mut configs = local_configs(dir, &addresses, BENCH_SECRET, BENCH_TOKEN);
+    let mut configs = BrokerConfig::local_cluster(dir, &addresses, BENCH_SECRET, BENCH_TOKEN);
     configs.iter_mut().for_each(adjust);
     Ok((start_local_cluster(configs, listeners).await?, addresses))
 }

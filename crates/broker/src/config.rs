@@ -299,6 +299,37 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// A local cluster's configurations (`lapse dev`, the benchmarks): one
+    /// broker per address, ids from 1, every address a member, the given
+    /// cluster secret and admin token, data under `dir/node-N`.
+    pub fn local_cluster(
+        dir: &Path,
+        addresses: &[SocketAddr],
+        secret: &str,
+        admin_token: &str,
+    ) -> Vec<Self> {
+        let members: Vec<Member> = addresses
+            .iter()
+            .enumerate()
+            .map(|(n, address)| Member {
+                id: n as u64 + 1,
+                address: address.to_string(),
+            })
+            .collect();
+        addresses
+            .iter()
+            .enumerate()
+            .map(|(n, address)| {
+                let id = n as u64 + 1;
+                let mut config = Self::new(id, *address, dir.join(format!("node-{id}")));
+                config.cluster.members = members.clone();
+                config.cluster.secret = Some(secret.to_owned());
+                config.auth.admin_tokens = vec![admin_token.to_owned()];
+                config
+            })
+            .collect()
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
