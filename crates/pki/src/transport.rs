@@ -1,0 +1,444 @@
+//! TLS for tonic and axum: a reloading [`Tls`] context, a stream of
+//! accepted and handshaken connections that carry the peer's
+//! [`PeerIdentity`] into every request, and a connector for clients.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures::{Stream, StreamExt};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::server::Connected;
+
+use crate::PkiError;
+use crate::files::{Reloading, TlsFiles};
+use crate::name::Principal;
+use crate::tls::{ALPN_H2, ALPN_HTTP1, Credentials, Expect};
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once on one listener; more wait in the
+/// accept queue.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// The configurations built from one set of credentials.
+struct Built {
+    credentials: Arc<Credentials>,
+    grpc: Option<Arc<ServerConfig>>,
+    http: Option<Arc<ServerConfig>>,
+    /// Client configurations by the server they accept; at most one per
+    /// peer broker, rebuilt on reload.
+    clients: Mutex<BTreeMap<ExpectKey, Arc<ClientConfig>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ExpectKey {
+    Any,
+    Broker(u64),
+}
+
+/// The most client configurations kept (one per peer broker dialled).
+const MAX_CLIENT_CONFIGS: usize = 1024;
+
+impl Built {
+    fn new(credentials: Arc<Credentials>) -> Result<Self, PkiError> {
+        let (grpc, http) = if credentials.identity.is_some() {
+            (
+                Some(Arc::new(credentials.server_config(ALPN_H2)?)),
+                Some(Arc::new(credentials.server_config(ALPN_HTTP1)?)),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            credentials,
+            grpc,
+            http,
+            clients: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// A process's TLS: its credentials, read again when the files change, and
+/// the server and client configurations built from them.
+pub struct Tls {
+    source: Reloading,
+    built: RwLock<Arc<Built>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", self.source.files())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Read `files` and build the configurations; refuses expired or
+    /// mismatched files with a message naming the file.
+    pub fn open(files: TlsFiles, now: SystemTime) -> Result<Arc<Self>, PkiError> {
+        let source = Reloading::open(files, now)?;
+        let built = Built::new(source.current())?;
+        Ok(Arc::new(Self {
+            source,
+            built: RwLock::new(Arc::new(built)),
+        }))
+    }
+
+    fn built(&self) -> Arc<Built> {
+        self.built.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.built().credentials.clone()
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        self.source.files()
+    }
+
+    /// Read the files again if they changed (or if `force`). New
+    /// connections use the new credentials; open ones keep theirs.
+    pub fn reload(&self, now: SystemTime, force: bool) -> Result<bool, PkiError> {
+        if !self.source.reload(now, force)? {
+            return Ok(false);
+        }
+        let built = Built::new(self.source.current())?;
+        *self.built.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(built);
+        Ok(true)
+    }
+
+    fn server(&self, alpn: &[u8]) -> io::Result<Arc<ServerConfig>> {
+        let built = self.built();
+        let config = if alpn == ALPN_H2 {
+            &built.grpc
+        } else {
+            &built.http
+        };
+        config
+            .clone()
+            .ok_or_else(|| io::Error::other("this process has no certificate to serve with"))
+    }
+
+    fn client(&self, expect: Expect) -> io::Result<Arc<ClientConfig>> {
+        let built = self.built();
+        let key = match expect {
+            Expect::AnyBroker => ExpectKey::Any,
+            Expect::Broker(id) => ExpectKey::Broker(id),
+        };
+        let mut clients = built.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = clients.get(&key) {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(
+            built
+                .credentials
+                .client_config(expect, ALPN_H2)
+                .map_err(io::Error::other)?,
+        );
+        if clients.len() >= MAX_CLIENT_CONFIGS {
+            clients.clear();
+        }
+        clients.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+/// Who is on the other end of an accepted connection, as its verified
+/// certificate says: in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// `None`: the client presented no certificate.
+    pub principal: Option<Principal>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// An accepted connection after its TLS handshake.
+pub struct Secured {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    identity: PeerIdentity,
+}
+
+impl std::fmt::Debug for Secured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secured")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secured {
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
+}
+
+impl Connected for Secured {
+    type ConnectInfo = PeerIdentity;
+
+    fn connect_info(&self) -> PeerIdentity {
+        self.identity.clone()
+    }
+}
+
+impl AsyncRead for Secured {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Secured {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepted TCP connections, handshaken concurrently (a slow or silent
+/// client holds up no one else): a stream of [`Secured`] connections.
+/// Failed handshakes are logged and dropped. The stream ends when
+/// `accepted` does.
+pub struct TlsIncoming;
+
+impl TlsIncoming {
+    pub fn stream<S>(
+        tls: Arc<Tls>,
+        alpn: &'static [u8],
+        accepted: S,
+    ) -> impl Stream<Item = io::Result<Secured>> + Send + 'static
+    where
+        S: Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    {
+        let accepted = Box::pin(accepted);
+        accepted
+            .filter_map(|next| async move {
+                match next {
+                    Ok(stream) => Some(stream),
+                    Err(error) => {
+                        tracing::debug!(%error, "accept failed");
+                        None
+                    }
+                }
+            })
+            .map(move |stream| {
+                let tls = tls.clone();
+                async move { handshake(&tls, alpn, stream).await }
+            })
+            .buffer_unordered(MAX_HANDSHAKES)
+            .filter_map(|secured| async move { secured.map(Ok) })
+    }
+}
+
+async fn handshake(tls: &Tls, alpn: &[u8], stream: TcpStream) -> Option<Secured> {
+    let remote = stream.peer_addr().ok();
+    let config = match tls.server(alpn) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::warn!(%error, "cannot serve TLS");
+            return None;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(?remote, %error, "TLS handshake refused");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(?remote, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let credentials = tls.credentials();
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| credentials.peer(chain));
+    Some(Secured {
+        stream,
+        identity: PeerIdentity { principal, remote },
+    })
+}
+
+/// Accept TLS connections for axum: [`TlsIncoming`] behind axum's
+/// `Listener`.
+pub struct TlsListener {
+    incoming: Pin<Box<dyn Stream<Item = io::Result<Secured>> + Send>>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(tls: Arc<Tls>, listener: tokio::net::TcpListener) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let accepted = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        Ok(Self {
+            incoming: Box::pin(TlsIncoming::stream(tls, ALPN_HTTP1, accepted)),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = Secured;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Secured, SocketAddr) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(secured)) => {
+                    let remote = secured.identity.remote.unwrap_or(self.local);
+                    return (secured, remote);
+                }
+                Some(Err(_)) => continue,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerIdentity
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.io().identity.clone()
+    }
+}
+
+/// Dials a broker over TLS for tonic, accepting only the server `expect`
+/// names. Give it an `http://host:port` endpoint (tonic must not add TLS
+/// of its own).
+#[derive(Clone)]
+pub struct TlsConnector {
+    tls: Arc<Tls>,
+    expect: Expect,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("expect", &self.expect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConnector {
+    pub fn new(tls: Arc<Tls>, expect: Expect) -> Self {
+        Self { tls, expect }
+    }
+
+    /// A lazily connecting channel to `endpoint` through this connector.
+    pub fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+        endpoint.connect_with_connector_lazy(self.clone())
+    }
+}
+
+type Connecting =
+    Pin<Box<dyn std::future::Future<Output = io::Result<TokioIo<ClientStream>>> + Send>>;
+type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+impl tower::Service<http::Uri> for TlsConnector {
+    type Response = TokioIo<ClientStream>;
+    type Error = io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (tls, expect) = (self.tls.clone(), self.expect);
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::other(format!("{uri}: no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let config = tls.client(expect)?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| io::Error::other(format!("{host}: not a host name")))?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|error| io::Error::other(describe(&host, port, expect, error)))?;
+            if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                return Err(io::Error::other(format!(
+                    "{host}:{port} did not agree to HTTP/2 over TLS"
+                )));
+            }
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// A handshake failure in words an operator can act on.
+fn describe(host: &str, port: u16, expect: Expect, error: io::Error) -> String {
+    let wanted = match expect {
+        Expect::AnyBroker => "a broker of this cluster".to_owned(),
+        Expect::Broker(id) => format!("broker {id}"),
+    };
+    let reason = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(|e| match e {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ) => {
+                format!("its certificate does not name {wanted}")
+            }
+            rustls::Error::InvalidCertificate(cert) => {
+                format!("its certificate is not valid: {cert:?}")
+            }
+            rustls::Error::AlertReceived(alert) => {
+                format!("it refused our certificate ({alert:?})")
+            }
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| error.to_string());
+    format!("TLS with {host}:{port} failed: {reason}")
+}
