@@ -12,6 +12,8 @@ use tonic::{Code, Status};
 
 /// Where the dev cluster keeps its files, and where the CLI looks for a token.
 pub const DEV_DIR: &str = ".lapse-dev";
+/// The operator `lapse dev` certifies for the command line.
+pub const DEV_OPERATOR: &str = "dev";
 
 /// Every exit code the command line returns, in one place. `lapse --help`
 /// prints [`exit::HELP`], and a test checks that it names each code.
@@ -75,6 +77,8 @@ pub struct Connection {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// A failure the CLI reports: a message and an exit code.
@@ -199,7 +203,17 @@ impl Connection {
             })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.timeout);
-        let channel = endpoint.connect().await.map_err(|e| {
+        let operator = lapse_pki::Role::Operator(DEV_OPERATOR.into());
+        let tls = self.tls.load(&operator, &[address.to_owned()])?;
+        let connected = match tls {
+            Some(tls) => {
+                lapse_pki::TlsConnector::new(tls, lapse_pki::Expect::AnyBroker)
+                    .connect(endpoint)
+                    .await
+            }
+            None => endpoint.connect().await,
+        };
+        let channel = connected.map_err(|e| {
             let next = if given {
                 " Is the cluster running? `lapse dev` starts one on 127.0.0.1:7401-7403; point --broker (or LAPSE_BROKER) at any broker of yours."
             } else {

@@ -1,11 +1,13 @@
 //! `lapse dev`: a local three-broker cluster in one process, on loopback,
-//! with its data, configuration and admin token under `.lapse-dev/`.
+//! with its data, configuration, admin token and certificates (a dev CA,
+//! the brokers', and an operator's for the command line) under
+//! `.lapse-dev/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use lapse_broker::{Broker, BrokerConfig, Env};
+use lapse_broker::{Broker, BrokerConfig, Env, LocalTransport};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
@@ -36,6 +38,54 @@ pub fn secret_file(path: &Path) -> std::io::Result<String> {
     let secret = hex::encode(bytes);
     std::fs::write(path, &secret)?;
     Ok(secret)
+}
+
+/// The dev cluster's CA (made once, kept) and certificates for brokers
+/// 1 to 3 and the command line's operator, made afresh when missing or
+/// within a day of expiring.
+fn dev_certificates(certs: &Path) -> Result<(), Failure> {
+    use lapse_pki::Role;
+    let now = std::time::SystemTime::now();
+    if !certs.join("ca.pem").exists() {
+        std::fs::create_dir_all(certs)
+            .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", certs.display())))?;
+        let (_, pair) = lapse_pki::Authority::generate("lapse.dev", now, crate::certs::CA_VALIDITY)
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        let write = |name: &str, text: &str, private: bool| {
+            lapse_pki::files::write(&certs.join(name), text, private, true)
+                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))
+        };
+        write("ca.key", &pair.key_pem, true)?;
+        write("ca.pem", &pair.cert_pem, false)?;
+    }
+    let authority = crate::certs::authority(certs)?;
+    let roles = (1..=3)
+        .map(Role::Broker)
+        .chain([Role::Operator(crate::client::DEV_OPERATOR.into())]);
+    for role in roles {
+        let cert = certs.join(format!("{}.pem", crate::certs::stem(&role)));
+        let fresh = lapse_pki::files::read(&cert)
+            .ok()
+            .and_then(|pem| lapse_pki::inspect::first_cert(&pem).ok())
+            .and_then(|der| lapse_pki::CertInfo::parse(&der).ok())
+            .is_some_and(|info| info.seconds_left(now) > 86_400);
+        if !fresh {
+            let hosts = match role {
+                Role::Broker(_) => vec!["127.0.0.1".into(), "localhost".into()],
+                _ => Vec::new(),
+            };
+            crate::certs::write_leaf(
+                &authority,
+                certs,
+                role,
+                hosts,
+                crate::tls::DEV_LEAF_VALIDITY,
+                true,
+                now,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Start every configured broker on its listener and wait for a leader.
@@ -70,8 +120,9 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         Failure::new(exit::FAILURE, format!("{}: {e}", args.data_dir.display()))
     };
     std::fs::create_dir_all(&args.data_dir).map_err(io)?;
-    let secret = secret_file(&args.data_dir.join("cluster-secret")).map_err(io)?;
     let admin_token = secret_file(&args.data_dir.join("admin-token")).map_err(io)?;
+    let certs = args.data_dir.join("certs");
+    dev_certificates(&certs)?;
 
     let mut listeners = Vec::new();
     let mut addresses = Vec::new();
@@ -86,8 +137,14 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         listeners.push(listener);
         addresses.push(address);
     }
-    let mut configs =
-        BrokerConfig::local_cluster(&args.data_dir, &addresses, &secret, &admin_token);
+    let mut configs = BrokerConfig::local_cluster(
+        &args.data_dir,
+        &addresses,
+        &LocalTransport::Tls {
+            certs: certs.clone(),
+        },
+        &admin_token,
+    );
     for (n, config) in configs.iter_mut().enumerate() {
         // The JWKS and issuer metadata, 100 ports above each broker.
         config.issuance.http_listen =
@@ -116,7 +173,7 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         };
         let jwks = broker
             .http_address()
-            .map(|a| format!("  JWKS http://{a}/.well-known/jwks.json"))
+            .map(|a| format!("  JWKS https://{a}/.well-known/jwks.json"))
             .unwrap_or_default();
         println!(
             "  broker {}  {}{jwks}{marker}",
@@ -126,7 +183,11 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
     }
     println!();
     println!(
-        "The admin token is in {}/admin-token; lapse reads it from there.",
+        "Every link is mutual TLS. The CA and certificates are in {}; lapse finds the operator's there.",
+        certs.display()
+    );
+    println!(
+        "A fallback admin token is in {}/admin-token.",
         args.data_dir.display()
     );
     println!(

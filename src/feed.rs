@@ -24,7 +24,8 @@ pub struct VerifierArgs {
     /// Where this verifier runs; propagation is reported per region.
     #[arg(long, default_value = "default")]
     region: String,
-    /// Run this many verifiers in this process, named ID-0, ID-1, ...
+    /// Run this many verifiers in this process, named ID/0, ID/1, ... (with
+    /// --insecure-plaintext, ID-0, ID-1, ...)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     count: u32,
     /// With no confirmed heartbeat for this long, the verifier is stale.
@@ -51,6 +52,11 @@ pub struct VerifierArgs {
     /// Do not serve the local verify API.
     #[arg(long, conflicts_with = "http")]
     no_http: bool,
+    /// The cluster CA and this verifier's certificate, which must name
+    /// spiffe://<trust domain>/verifier/<ID>. Next to a `lapse dev` cluster
+    /// the dev CA certifies the verifier on first use.
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
 }
 
 pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
@@ -67,6 +73,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             issuer: args.issuer.clone(),
         },
         idle_timeout: args.idle_timeout,
+        tls: None,
     };
     if let Some(problem) = config.problem() {
         return Err(Failure::new(exit::USAGE, format!("--brokers: {problem}")));
@@ -74,6 +81,15 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
     // Bind the verify API before subscribing: a verifier that cannot serve
     // must not appear to the cluster, even briefly, as one that came and
     // went (`lapse propagation` would list it as gone).
+    if !args.tls.insecure_plaintext {
+        // The id names the verifier's certificate.
+        lapse_pki::name::check_name(&args.id)
+            .map_err(|e| Failure::new(exit::USAGE, format!("--id: {e}")))?;
+    }
+    let mut config = config;
+    config.tls = args
+        .tls
+        .load(&lapse_pki::Role::Verifier(args.id.clone()), &args.brokers)?;
     let listener = if args.no_http {
         None
     } else {

@@ -5,6 +5,7 @@
 #[macro_use]
 mod output;
 
+mod certs;
 mod client;
 mod commands;
 mod credentials;
@@ -14,6 +15,7 @@ mod revoke;
 #[cfg(feature = "sim")]
 mod sim;
 mod status;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,8 @@ struct Cli {
 enum Command {
     /// Run one broker (a cluster member).
     Broker(commands::BrokerArgs),
+    /// Make the cluster CA and certificates for brokers, verifiers and operators.
+    Certs(certs::CertsArgs),
     /// Start a local three-broker cluster on loopback, with data under .lapse-dev.
     Dev(dev::DevArgs),
     /// Revoke credentials: one by status index or from the credential itself, a workload's, a tenant's, a key's, or a leaked secret.
@@ -94,6 +98,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Broker(args) => commands::broker(args).await,
+        Command::Certs(args) => certs::run(args),
         Command::Dev(args) => dev::run(args).await,
         Command::Revoke(args) => revoke::revoke(args).await,
         Command::Status(args) => status::status(args).await,

@@ -12,7 +12,10 @@ use support::*;
 #[test]
 fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("dev");
+    // Run where a newcomer would: the cluster keeps everything in
+    // ./.lapse-dev, and the CLI finds its certificate there.
+    let data = dir.path().join(".lapse-dev");
+    let certs = data.join("certs");
     // Three consecutive free ports, found by probing.
     let base = loop {
         let base = free_port();
@@ -22,8 +25,9 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
         }
     };
     let mut child = lapse()
-        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
-        .arg(&data)
+        .env_remove("LAPSE_INSECURE_PLAINTEXT")
+        .current_dir(dir.path())
+        .args(["dev", "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -50,8 +54,16 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
     assert!(printed.contains(&jwks_address), "{printed}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let jwks: serde_json::Value =
-            serde_json::from_str(&http_get(&jwks_address, "/.well-known/jwks.json")).unwrap();
+        // Over HTTPS, with no client certificate: relying parties have none.
+        let (code, body) = tls::https_get(
+            &jwks_address,
+            "/.well-known/jwks.json",
+            &certs.join("ca.pem"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+        let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
         if jwks["keys"].as_array().unwrap().len() == 3 {
             break;
         }
@@ -62,14 +74,33 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The printed suggestions work: the CLI finds the token in the data dir.
+    // Metrics need a client certificate: the operator's.
+    let (code, body) =
+        tls::https_get(&jwks_address, "/metrics", &certs.join("ca.pem"), None).unwrap();
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = tls::https_get(
+        &jwks_address,
+        "/metrics",
+        &certs.join("ca.pem"),
+        Some((
+            &certs.join("operator-dev.pem"),
+            &certs.join("operator-dev.key"),
+        )),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("lapse_"), "{body}");
+
+    // The printed suggestions work: the CLI finds the CA and the operator's
+    // certificate in ./.lapse-dev/certs, with no token.
     let broker = format!("127.0.0.1:{base}");
-    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
     let run = |args: &[&str]| {
         lapse()
+            .env_remove("LAPSE_INSECURE_PLAINTEXT")
+            .env_remove("LAPSE_TOKEN")
+            .current_dir(dir.path())
             .args(args)
             .env("LAPSE_BROKER", &broker)
-            .env("LAPSE_TOKEN", token.trim())
             .output()
             .unwrap()
     };

@@ -58,6 +58,7 @@ fn dependencies_point_one_way() {
         ("storage", vec!["lapse-ledger", "lapse-credential"]),
         ("wire", vec![]),
         ("metrics", vec![]),
+        ("pki", vec![]),
         (
             "broker",
             vec![
@@ -65,6 +66,7 @@ fn dependencies_point_one_way() {
                 "lapse-filter",
                 "lapse-ledger",
                 "lapse-metrics",
+                "lapse-pki",
                 "lapse-storage",
                 "lapse-wire",
             ],
@@ -75,6 +77,7 @@ fn dependencies_point_one_way() {
                 "lapse-credential",
                 "lapse-filter",
                 "lapse-metrics",
+                "lapse-pki",
                 "lapse-wire",
             ],
         ),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lapse_broker::{Broker, BrokerConfig, Env};
+use lapse_broker::{Broker, BrokerConfig, Env, LocalTransport};
 use tokio::net::TcpListener;
 
 /// The admin token of benchmark clusters.
@@ -61,7 +61,14 @@ pub async fn start_bench_cluster(
         addresses.push(listener.local_addr()?);
         listeners.push(listener);
     }
-    let mut configs = BrokerConfig::local_cluster(dir, &addresses, BENCH_SECRET, BENCH_TOKEN);
+    let mut configs = BrokerConfig::local_cluster(
+        dir,
+        &addresses,
+        &LocalTransport::Plaintext {
+            secret: BENCH_SECRET.into(),
+        },
+        BENCH_TOKEN,
+    );
     configs.iter_mut().for_each(adjust);
     Ok((start_local_cluster(configs, listeners).await?, addresses))
 }

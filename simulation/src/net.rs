@@ -93,7 +93,7 @@ pub fn dial(endpoint: Endpoint) -> Channel {
 pub struct SimDialer;
 
 impl lapse_broker::Dialer for SimDialer {
-    fn channel(&self, endpoint: Endpoint) -> Channel {
+    fn channel(&self, endpoint: Endpoint, _node: Option<u64>) -> Channel {
         dial(endpoint)
     }
 }

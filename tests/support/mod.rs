@@ -5,6 +5,7 @@
 
 pub mod edge;
 pub mod soak;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +19,13 @@ use tonic::transport::Channel;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
+/// The `lapse` binary, talking plaintext to the plaintext test clusters
+/// (`lapse dev` tests remove `LAPSE_INSECURE_PLAINTEXT`; `tests/mtls.rs`
+/// runs clusters with TLS).
 pub fn lapse() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lapse"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lapse"));
+    command.env("LAPSE_INSECURE_PLAINTEXT", "true");
+    command
 }
 
 /// A free loopback port (bound, read, released).
@@ -42,6 +48,56 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, Node>,
     /// Extra TOML appended to every broker's configuration.
     pub tuning: String,
+    /// With TLS: the directory of the CA (`ca.pem`, `ca.key`) and every
+    /// certificate (`broker-N`, `operator-ops`).
+    pub certs: Option<PathBuf>,
+}
+
+/// The operator the TLS test clusters certify for their clients.
+pub const OPERATOR: &str = "ops";
+
+/// Issue `role`'s certificate with the CA in `certs`, valid from `now` for
+/// `valid_for`: the certificate and key paths.
+pub fn issue_cert(
+    certs: &Path,
+    role: lapse_pki::Role,
+    now: std::time::SystemTime,
+    valid_for: Duration,
+) -> (PathBuf, PathBuf) {
+    let read = |name: &str| std::fs::read_to_string(certs.join(name)).expect("CA file");
+    let authority = lapse_pki::Authority::load(&read("ca.pem"), &read("ca.key")).expect("the CA");
+    let stem = format!("{}-{}", role.kind(), role.name());
+    let hosts = vec!["127.0.0.1".to_owned()];
+    let pair = authority
+        .issue(
+            &lapse_pki::LeafRequest {
+                role,
+                hosts,
+                valid_for,
+            },
+            now,
+        )
+        .expect("a certificate");
+    let (cert, key) = (
+        certs.join(format!("{stem}.pem")),
+        certs.join(format!("{stem}.key")),
+    );
+    lapse_pki::files::write(&key, &pair.key_pem, true, true).expect("write key");
+    lapse_pki::files::write(&cert, &pair.cert_pem, false, true).expect("write cert");
+    (cert, key)
+}
+
+/// A new CA for trust domain `domain` in `certs`.
+pub fn new_ca(certs: &Path, domain: &str) {
+    std::fs::create_dir_all(certs).expect("certs directory");
+    let (_, pair) = lapse_pki::Authority::generate(
+        domain,
+        std::time::SystemTime::now(),
+        Duration::from_secs(86_400),
+    )
+    .expect("a CA");
+    lapse_pki::files::write(&certs.join("ca.key"), &pair.key_pem, true, true).expect("write");
+    lapse_pki::files::write(&certs.join("ca.pem"), &pair.cert_pem, false, true).expect("write");
 }
 
 pub const FAST_RAFT: &str = "
@@ -58,13 +114,54 @@ impl TestCluster {
         Self::start_with(voters, tuning, |_| String::new())
     }
 
+    /// Like `start`, with mutual TLS: a CA, a certificate per broker and
+    /// one for the operator the clients act as.
+    pub fn start_tls(voters: u64, tuning: &str) -> Self {
+        Self::start_inner(voters, tuning, |_| String::new(), true)
+    }
+
+    /// The TOML `[tls]` section of broker `id`.
+    pub fn tls_section(&self, id: u64) -> String {
+        let certs = self.certs.as_ref().expect("a TLS cluster");
+        format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            certs.join("ca.pem").display(),
+            certs.join(format!("broker-{id}.pem")).display(),
+            certs.join(format!("broker-{id}.key")).display()
+        )
+    }
+
     /// Like `start`, with extra TOML for each node from `per_node(id)`.
     pub fn start_with(voters: u64, tuning: &str, per_node: impl Fn(u64) -> String) -> Self {
+        Self::start_inner(voters, tuning, per_node, false)
+    }
+
+    fn start_inner(voters: u64, tuning: &str, per_node: impl Fn(u64) -> String, tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let certs = tls.then(|| dir.path().join("certs"));
+        if let Some(certs) = &certs {
+            new_ca(certs, "test.lapse");
+            let now = std::time::SystemTime::now();
+            for id in 1..=voters {
+                issue_cert(
+                    certs,
+                    lapse_pki::Role::Broker(id),
+                    now,
+                    Duration::from_secs(86_400),
+                );
+            }
+            issue_cert(
+                certs,
+                lapse_pki::Role::Operator(OPERATOR.into()),
+                now,
+                Duration::from_secs(86_400),
+            );
+        }
         let mut cluster = Self {
             dir,
             nodes: BTreeMap::new(),
             tuning: tuning.to_owned(),
+            certs,
         };
         let addresses: Vec<(u64, String)> = (1..=voters)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
@@ -76,8 +173,17 @@ impl TestCluster {
             })
             .collect();
         for (id, address) in &addresses {
+            let (top, secret, section) = if tls {
+                (String::new(), String::new(), cluster.tls_section(*id))
+            } else {
+                (
+                    "insecure_plaintext = true\n".to_owned(),
+                    format!("secret = \"{SECRET}\"\n"),
+                    String::new(),
+                )
+            };
             let text = format!(
-                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n[cluster]\nsecret = \"{SECRET}\"\n{members}[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}\n{}",
+                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n{top}[cluster]\n{secret}{members}[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{section}{}\n{}",
                 cluster.dir.path().join(format!("node-{id}")).display(),
                 cluster.tuning,
                 per_node(*id)
@@ -94,7 +200,7 @@ impl TestCluster {
     pub fn add_joiner(&mut self, id: u64) -> String {
         let address = format!("127.0.0.1:{}", free_port());
         let text = format!(
-            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}",
+            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}",
             self.dir.path().join(format!("node-{id}")).display(),
             self.tuning
         );
@@ -168,7 +274,22 @@ impl TestCluster {
                 .ok()?
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_secs(15));
-        endpoint.connect().await.ok().map(ClusterClient::new)
+        match &self.certs {
+            None => endpoint.connect().await.ok().map(ClusterClient::new),
+            Some(certs) => {
+                let files = lapse_pki::TlsFiles {
+                    ca: certs.join("ca.pem"),
+                    cert: Some(certs.join(format!("operator-{OPERATOR}.pem"))),
+                    key: Some(certs.join(format!("operator-{OPERATOR}.key"))),
+                };
+                let tls = lapse_pki::Tls::open(files, std::time::SystemTime::now()).ok()?;
+                lapse_pki::TlsConnector::new(tls, lapse_pki::Expect::AnyBroker)
+                    .connect(endpoint)
+                    .await
+                    .ok()
+                    .map(ClusterClient::new)
+            }
+        }
     }
 
     pub async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
@@ -256,12 +377,20 @@ impl TestCluster {
 
     /// Run the `lapse` command against broker `id`.
     pub fn cli(&self, id: u64, args: &[&str]) -> Output {
-        lapse()
+        let mut command = lapse();
+        command
             .args(args)
             .env("LAPSE_BROKER", self.address(id))
-            .env("LAPSE_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("run lapse")
+            .env("LAPSE_TOKEN", ADMIN_TOKEN);
+        if let Some(certs) = &self.certs {
+            command
+                .env_remove("LAPSE_INSECURE_PLAINTEXT")
+                .env_remove("LAPSE_TOKEN")
+                .env("LAPSE_CA", certs.join("ca.pem"))
+                .env("LAPSE_CERT", certs.join(format!("operator-{OPERATOR}.pem")))
+                .env("LAPSE_KEY", certs.join(format!("operator-{OPERATOR}.key")));
+        }
+        command.output().expect("run lapse")
     }
 }
 

@@ -25,10 +25,16 @@ pub struct BrokerConfig {
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub auth: AuthConfig,
-    /// Reserved for mutual TLS between brokers and for clients. Setting it is
-    /// refused until TLS is supported, rather than silently ignored.
+    /// Mutual TLS on every link: the cluster's CA bundle and this broker's
+    /// certificate and key (made with `lapse certs`). Required unless
+    /// `insecure_plaintext`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Run without TLS, brokers proving themselves to each other with
+    /// `cluster.secret` sent in the clear: for experiments on loopback only.
+    /// A broker refuses to start this way on any other address.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
     #[serde(default)]
     pub raft: RaftTuning,
     #[serde(default)]
@@ -128,8 +134,9 @@ pub struct ClusterConfig {
     /// broker whose id is the lowest listed; others wait to be contacted.
     #[serde(default)]
     pub members: Vec<Member>,
-    /// Shared secret brokers present to each other. A joining broker gets it
-    /// from the cluster and keeps it in its data directory.
+    /// With `insecure_plaintext` only: the shared secret brokers present to
+    /// each other. A joining broker gets it from the cluster and keeps it in
+    /// its data directory. With TLS a broker's certificate proves who it is.
     #[serde(default)]
     pub secret: Option<String>,
     /// Address of a running broker to join through, on first start.
@@ -155,12 +162,37 @@ pub struct AuthConfig {
     pub admin_tokens: Vec<String>,
 }
 
+/// Where a broker's TLS files are. They are read again when they change
+/// (or on SIGHUP), so a certificate can be replaced without a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The cluster CA bundle (`ca.pem`; during a CA rollover, both CAs).
+    pub ca: PathBuf,
+    /// This broker's certificate, naming `spiffe://<trust domain>/broker/<node_id>`.
     pub cert: PathBuf,
+    /// Its private key.
     pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn files(&self) -> lapse_pki::TlsFiles {
+        lapse_pki::TlsFiles {
+            ca: self.ca.clone(),
+            cert: Some(self.cert.clone()),
+            key: Some(self.key.clone()),
+        }
+    }
+}
+
+/// How the brokers of a local cluster secure their links.
+#[derive(Debug, Clone)]
+pub enum LocalTransport {
+    /// Mutual TLS with the certificates in this directory: `ca.pem`, and
+    /// `broker-<id>.pem` and `.key` for each broker.
+    Tls { certs: PathBuf },
+    /// Plaintext on loopback, brokers sharing this secret.
+    Plaintext { secret: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,11 +333,11 @@ pub enum ConfigError {
 impl BrokerConfig {
     /// A local cluster's configurations (`lapse dev`, the benchmarks): one
     /// broker per address, ids from 1, every address a member, the given
-    /// cluster secret and admin token, data under `dir/node-N`.
+    /// transport and admin token, data under `dir/node-N`.
     pub fn local_cluster(
         dir: &Path,
         addresses: &[SocketAddr],
-        secret: &str,
+        transport: &LocalTransport,
         admin_token: &str,
     ) -> Vec<Self> {
         let members: Vec<Member> = addresses
@@ -323,7 +355,19 @@ impl BrokerConfig {
                 let id = n as u64 + 1;
                 let mut config = Self::new(id, *address, dir.join(format!("node-{id}")));
                 config.cluster.members = members.clone();
-                config.cluster.secret = Some(secret.to_owned());
+                match transport {
+                    LocalTransport::Tls { certs } => {
+                        config.tls = Some(TlsConfig {
+                            ca: certs.join("ca.pem"),
+                            cert: certs.join(format!("broker-{id}.pem")),
+                            key: certs.join(format!("broker-{id}.key")),
+                        });
+                    }
+                    LocalTransport::Plaintext { secret } => {
+                        config.insecure_plaintext = true;
+                        config.cluster.secret = Some(secret.clone());
+                    }
+                }
                 config.auth.admin_tokens = vec![admin_token.to_owned()];
                 config
             })
@@ -355,6 +399,7 @@ impl BrokerConfig {
             cluster: ClusterConfig::default(),
             auth: AuthConfig::default(),
             tls: None,
+            insecure_plaintext: false,
             raft: RaftTuning::default(),
             limits: Limits::default(),
             ledger: LedgerTuning::default(),
@@ -382,14 +427,52 @@ impl BrokerConfig {
         Duration::from_millis(self.limits.write_timeout_ms)
     }
 
+    /// For a plaintext broker on real sockets: every address it listens on,
+    /// advertises or dials must be loopback.
+    pub fn check_plaintext_on_loopback(&self) -> Result<(), ConfigError> {
+        if !self.insecure_plaintext {
+            return Ok(());
+        }
+        let mut addresses = vec![("listen", self.listen.to_string())];
+        if let Some(advertise) = &self.advertise {
+            addresses.push(("advertise", advertise.clone()));
+        }
+        if let Some(http) = self.issuance.http_listen {
+            addresses.push(("issuance.http_listen", http.to_string()));
+        }
+        if let Some(join) = &self.cluster.join {
+            addresses.push(("cluster.join", join.clone()));
+        }
+        for member in &self.cluster.members {
+            addresses.push(("cluster.members", member.address.clone()));
+        }
+        for (field, address) in addresses {
+            if !is_loopback(&address) {
+                return Err(ConfigError::Invalid(format!(
+                    "insecure_plaintext is for loopback only, but {field} is {address}; configure [tls] (see `lapse certs`)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Check what a TOML parser cannot: consistency between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }
-        if self.tls.is_some() {
-            return invalid("[tls] is reserved for mutual TLS, which this version does not support yet; remove it".into());
+        match (&self.tls, self.insecure_plaintext) {
+            (Some(_), true) => {
+                return invalid("give either [tls] or insecure_plaintext = true, not both".into());
+            }
+            (None, false) => {
+                return invalid("no [tls]: give ca, cert and key (make them with `lapse certs`), or set insecure_plaintext = true for an experiment on loopback".into());
+            }
+            (Some(_), false) if self.cluster.secret.is_some() => {
+                return invalid("cluster.secret is for insecure_plaintext brokers; with [tls] a broker's certificate proves who it is: remove it".into());
+            }
+            _ => {}
         }
         if self.auth.admin_tokens.iter().any(|t| t.len() < 16) {
             return invalid("every admin token must be at least 16 characters".into());
@@ -465,6 +548,22 @@ impl BrokerConfig {
     }
 }
 
+/// Whether `address` (`host:port`) names a loopback interface.
+fn is_loopback(address: &str) -> bool {
+    if let Ok(socket) = address.parse::<SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +574,7 @@ mod tests {
             node_id = 2
             listen = "127.0.0.1:7402"
             data_dir = "data/2"
+            insecure_plaintext = true
             [cluster]
             secret = "0123456789abcdef0123"
             [[cluster.members]]
@@ -502,15 +602,57 @@ mod tests {
     #[test]
     fn refuses_inconsistent_settings() {
         let mut config = BrokerConfig::new(1, "127.0.0.1:1".parse().unwrap(), "d".into());
-        config.validate().unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("no [tls]"), "{error}");
         config.tls = Some(TlsConfig {
+            ca: "ca.pem".into(),
             cert: "c".into(),
             key: "k".into(),
-            client_ca: None,
         });
-        assert!(config.validate().is_err());
-        config.tls = None;
+        config.validate().unwrap();
+        config.insecure_plaintext = true;
+        assert!(config.validate().is_err(), "both TLS and plaintext");
+        config.insecure_plaintext = false;
+        config.cluster.secret = Some("0123456789abcdef0123".into());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("cluster.secret"), "{error}");
+        config.cluster.secret = None;
         config.cluster.join = Some("127.0.0.1:2".into());
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn plaintext_is_for_loopback_only() {
+        let mut config = BrokerConfig::new(1, "127.0.0.1:1".parse().unwrap(), "d".into());
+        config.insecure_plaintext = true;
+        config.validate().unwrap();
+        config.check_plaintext_on_loopback().unwrap();
+        config.advertise = Some("localhost:1".into());
+        config.check_plaintext_on_loopback().unwrap();
+        config.cluster.members = vec![Member {
+            id: 1,
+            address: "[::1]:7401".into(),
+        }];
+        config.check_plaintext_on_loopback().unwrap();
+        for (field, outside) in [
+            ("advertise", "10.0.0.5:7401"),
+            ("listen", "0.0.0.0:7401"),
+            ("cluster.members", "broker-2.internal:7401"),
+        ] {
+            let mut config = config.clone();
+            match field {
+                "advertise" => config.advertise = Some(outside.into()),
+                "listen" => config.listen = outside.parse().unwrap(),
+                _ => config.cluster.members.push(Member {
+                    id: 2,
+                    address: outside.into(),
+                }),
+            }
+            let error = config
+                .check_plaintext_on_loopback()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(field) && error.contains(outside), "{error}");
+        }
     }
 }

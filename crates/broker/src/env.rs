@@ -25,18 +25,49 @@ impl Entropy for OsEntropy {
 }
 
 /// How a broker turns a peer's endpoint into a gRPC channel. Production
-/// dials TCP lazily; simulation dials over its simulated network.
+/// dials TCP lazily, with TLS when configured; simulation dials over its
+/// simulated network. `node` is the broker that must answer (checked
+/// against its certificate with TLS); `None` accepts any broker of the
+/// cluster.
 pub trait Dialer: Send + Sync + 'static {
-    fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel;
+    fn channel(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+        node: Option<u64>,
+    ) -> tonic::transport::Channel;
 }
 
-/// Dial peers over the operating system's TCP, connecting on first use.
+/// Dial peers over the operating system's TCP, in plaintext, connecting on
+/// first use (`insecure_plaintext` brokers, on loopback only).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpDialer;
 
 impl Dialer for TcpDialer {
-    fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+    fn channel(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+        _node: Option<u64>,
+    ) -> tonic::transport::Channel {
         endpoint.connect_lazy()
+    }
+}
+
+/// Dial peers over TCP with mutual TLS: this broker presents its
+/// certificate and accepts only the broker it meant to reach.
+#[derive(Debug, Clone)]
+pub struct TlsDialer(pub Arc<lapse_pki::Tls>);
+
+impl Dialer for TlsDialer {
+    fn channel(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+        node: Option<u64>,
+    ) -> tonic::transport::Channel {
+        let expect = match node {
+            Some(id) => lapse_pki::Expect::Broker(id),
+            None => lapse_pki::Expect::AnyBroker,
+        };
+        lapse_pki::TlsConnector::new(self.0.clone(), expect).channel(endpoint)
     }
 }
 

@@ -59,11 +59,36 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
     }))
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+/// With TLS, metrics are for operators and brokers: they name verifiers,
+/// regions and delays. Relying parties need only the JWKS and metadata.
+async fn metrics(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    if state.core.tls().is_some() {
+        let who = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<lapse_pki::PeerIdentity>>()
+            .and_then(|info| info.0.principal.clone());
+        match who.map(|p| p.role) {
+            Some(lapse_pki::Role::Operator(_) | lapse_pki::Role::Broker(_)) => {}
+            Some(other) => {
+                return error_response(&BrokerError::Forbidden(format!(
+                    "/metrics is for operators and brokers; the client certificate names {other}"
+                )));
+            }
+            None => {
+                return error_response(&BrokerError::Unauthenticated(
+                    "/metrics needs an operator client certificate of this cluster".into(),
+                ));
+            }
+        }
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::exposition(&state.feed),
     )
+        .into_response()
 }
 
 async fn health() -> &'static str {
@@ -87,13 +112,26 @@ pub async fn serve(
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .with_state(HttpState {
-            core,
+            core: core.clone(),
             feed,
             base_url,
         });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    match core.tls() {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => {
+            let listener = lapse_pki::transport::TlsListener::new(tls.clone(), listener)?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<lapse_pki::PeerIdentity>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
+        }
+    }
 }
 
 /// The one mapping from a broker error to an HTTP answer: its status code
@@ -120,10 +158,11 @@ pub fn error_response(error: &BrokerError) -> axum::response::Response {
 }
 
 /// The base URL for an HTTP listener address.
-pub fn base_url(advertise: Option<&str>, bound: SocketAddr) -> String {
+pub fn base_url(advertise: Option<&str>, bound: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     advertise
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("http://{bound}"))
+        .unwrap_or_else(|| format!("{scheme}://{bound}"))
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ pub mod replica_check;
 pub mod time;
 
 pub use api::{REFUSAL_HEADER, refusal_status};
-pub use config::{BrokerConfig, Member};
-pub use env::{Dialer, Entropy, Env, FaultPoints, TcpDialer};
+pub use config::{BrokerConfig, LocalTransport, Member, TlsConfig};
+pub use env::{Dialer, Entropy, Env, FaultPoints, TcpDialer, TlsDialer};
 pub use error::BrokerError;
 pub use node::{Broker, MemoryStorage, StartError, Storage};
 pub use time::{Clock, SystemClock};

@@ -64,11 +64,47 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// One lazily connected channel per peer address, shared by Raft traffic and
+/// A broker to call: where, and which node must answer there. With TLS
+/// the answering broker's certificate must name `node`; `None` accepts
+/// any broker of the cluster (a joining broker does not know who answers
+/// at its join address).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    pub node: Option<NodeId>,
+    pub address: &'a str,
+}
+
+impl<'a> Peer<'a> {
+    /// Member `node` at `address`.
+    pub fn member(node: NodeId, address: &'a str) -> Self {
+        Self {
+            node: Some(node),
+            address,
+        }
+    }
+
+    /// Whichever broker answers at `address`.
+    pub fn any(address: &'a str) -> Self {
+        Self {
+            node: None,
+            address,
+        }
+    }
+}
+
+/// The most peer channels kept; past it the oldest is dropped (addresses
+/// come from the membership and from join requests, so they are few, but
+/// a bound keeps a stream of joins from growing the cache).
+pub const MAX_PEER_CHANNELS: usize = 256;
+
+/// A cached channel's address and the node that must answer there.
+type ChannelKey = (String, Option<NodeId>);
+
+/// One lazily connected channel per peer, shared by Raft traffic and
 /// forwarded writes.
 #[derive(Clone)]
 pub struct PeerChannels {
-    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    channels: Arc<Mutex<BTreeMap<ChannelKey, Channel>>>,
     dialer: Arc<dyn Dialer>,
     secret: ClusterSecret,
     rpc_timeout: Duration,
@@ -91,11 +127,13 @@ impl PeerChannels {
         }
     }
 
-    /// The channel to `address`, created on first use. Connecting happens
+    /// The channel to `peer`, created on first use. Connecting happens
     /// lazily, so this never blocks on the network.
-    pub fn channel(&self, address: &str) -> Result<Channel, BrokerError> {
+    pub fn channel(&self, peer: Peer<'_>) -> Result<Channel, BrokerError> {
+        let address = peer.address;
+        let key = (address.to_owned(), peer.node);
         let mut channels = self.channels.lock().expect("channel lock");
-        if let Some(channel) = channels.get(address) {
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -109,13 +147,16 @@ impl PeerChannels {
             .http2_keep_alive_interval(self.rpc_timeout.max(Duration::from_secs(1)))
             .keep_alive_timeout(self.rpc_timeout.max(Duration::from_secs(1)))
             .keep_alive_while_idle(true);
-        let channel = self.dialer.channel(endpoint);
-        channels.insert(address.to_owned(), channel.clone());
+        let channel = self.dialer.channel(endpoint, peer.node);
+        if channels.len() >= MAX_PEER_CHANNELS {
+            channels.pop_first();
+        }
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 
-    pub fn peer_client(&self, address: &str) -> Result<RaftPeerClient<Channel>, BrokerError> {
-        Ok(RaftPeerClient::new(self.channel(address)?)
+    pub fn peer_client(&self, peer: Peer<'_>) -> Result<RaftPeerClient<Channel>, BrokerError> {
+        Ok(RaftPeerClient::new(self.channel(peer)?)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
     }
@@ -136,10 +177,10 @@ impl PeerChannels {
         self.rpc_timeout
     }
 
-    fn client(&self, address: &str) -> Result<RaftPeerClient<Channel>, BrokerError> {
+    fn client(&self, peer: Peer<'_>) -> Result<RaftPeerClient<Channel>, BrokerError> {
         // An address from the membership that does not parse is this
         // cluster's fault, not the caller's.
-        self.peer_client(address)
+        self.peer_client(peer)
             .map_err(|e| BrokerError::Broken(e.to_string()))
     }
 
@@ -147,7 +188,7 @@ impl PeerChannels {
     /// ledger's response.
     pub async fn propose(
         &self,
-        address: &str,
+        peer: Peer<'_>,
         request_id: &RequestId,
         command: &Command,
         timeout: Duration,
@@ -156,7 +197,7 @@ impl PeerChannels {
             payload: encode(&(request_id, command)),
         };
         let reply = self
-            .client(address)?
+            .client(peer)?
             .propose(self.request(message, timeout))
             .await;
         leader_answer(reply)
@@ -165,7 +206,7 @@ impl PeerChannels {
     /// Forward a membership change to the leader at `address`.
     pub async fn change_membership(
         &self,
-        address: &str,
+        peer: Peer<'_>,
         change: &MembershipChange,
         timeout: Duration,
     ) -> Result<MembershipView, BrokerError> {
@@ -173,7 +214,7 @@ impl PeerChannels {
             payload: encode(change),
         };
         let reply = self
-            .client(address)?
+            .client(peer)?
             .change_membership(self.request(message, timeout))
             .await;
         leader_answer(reply)
@@ -183,15 +224,15 @@ impl PeerChannels {
     /// wait for, and the leader's clock when it answered.
     pub async fn read_index(
         &self,
-        address: &str,
+        peer: Peer<'_>,
         patience: Duration,
     ) -> Result<(u64, u64), BrokerError> {
         let reply = self
-            .client(address)?
+            .client(peer)?
             .read_index(self.request(ReadIndexRequest {}, patience))
             .await
             .map_err(|status| {
-                BrokerError::Unavailable(format!("leader {address}: {}", status.message()))
+                BrokerError::Unavailable(format!("leader {}: {}", peer.address, status.message()))
             })?
             .into_inner();
         Ok((reply.read_index, reply.leader_time_ms))
@@ -200,11 +241,11 @@ impl PeerChannels {
     /// A peer's recent checkpoints: `(index, digest of the applied state)`.
     pub async fn checkpoints(
         &self,
-        address: &str,
+        peer: Peer<'_>,
         timeout: Duration,
     ) -> Result<Vec<(u64, Sha256Digest)>, BrokerError> {
         let reply = self
-            .client(address)?
+            .client(peer)?
             .checkpoints(self.request(CheckpointsRequest {}, timeout))
             .await
             .map_err(|status| from_status(&status))?;
@@ -235,7 +276,7 @@ impl PeerChannels {
             address: own_address,
         });
         call.set_timeout(Duration::from_secs(15));
-        let reply = ClusterClient::new(self.channel(address)?)
+        let reply = ClusterClient::new(self.channel(Peer::any(address))?)
             .join(call)
             .await
             .map_err(|status| from_status(&status))?;
@@ -245,11 +286,11 @@ impl PeerChannels {
     /// A peer's own propagation report, still encoded.
     pub async fn local_propagation(
         &self,
-        address: &str,
+        peer: Peer<'_>,
         timeout: Duration,
     ) -> Result<Vec<u8>, BrokerError> {
         let reply = self
-            .client(address)?
+            .client(peer)?
             .local_propagation(self.request(LocalPropagationRequest {}, timeout))
             .await
             .map_err(|status| from_status(&status))?;
@@ -361,7 +402,7 @@ impl PeerNetwork {
     {
         let client = self
             .channels
-            .peer_client(&self.address)
+            .peer_client(Peer::member(self.target, &self.address))
             .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
         let request = self.channels.request(
             RaftMessage {
@@ -422,7 +463,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self
             .channels
-            .peer_client(&self.address)
+            .peer_client(Peer::member(self.target, &self.address))
             .map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
         let header = encode(&(vote, snapshot.meta));
         let data = snapshot.snapshot;

@@ -23,6 +23,8 @@ use crate::files::{Reloading, TlsFiles};
 use crate::name::Principal;
 use crate::tls::{ALPN_H2, ALPN_HTTP1, Credentials, Expect};
 
+/// How often certificate files are checked for changes.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once on one listener; more wait in the
@@ -115,6 +117,50 @@ impl Tls {
         let built = Built::new(self.source.current())?;
         *self.built.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(built);
         Ok(true)
+    }
+
+    /// Watch the files: read them again when they change (checked every
+    /// `every`) or when the process gets SIGHUP. A failed reload is logged
+    /// and the credentials in use stay.
+    pub fn spawn_reload(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let forced = match hangup.as_mut() {
+                    Some(signal) => tokio::select! {
+                        _ = signal.recv() => true,
+                        _ = tokio::time::sleep(every) => false,
+                    },
+                    None => {
+                        tokio::time::sleep(every).await;
+                        false
+                    }
+                };
+                #[cfg(not(unix))]
+                let forced = {
+                    tokio::time::sleep(every).await;
+                    false
+                };
+                match tls.reload(SystemTime::now(), forced) {
+                    Ok(true) => {
+                        let credentials = tls.credentials();
+                        tracing::info!(
+                            identity = ?credentials.principal.as_ref().map(|p| p.to_string()),
+                            expires = ?credentials.cert.as_ref().map(|c| humantime::format_rfc3339_seconds(c.not_after).to_string()),
+                            "TLS certificate reloaded"
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "TLS files changed but could not be used; keeping the current certificate")
+                    }
+                }
+            }
+        })
     }
 
     fn server(&self, alpn: &[u8]) -> io::Result<Arc<ServerConfig>> {
@@ -371,6 +417,14 @@ impl TlsConnector {
     /// A lazily connecting channel to `endpoint` through this connector.
     pub fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
         endpoint.connect_with_connector_lazy(self.clone())
+    }
+
+    /// A channel to `endpoint`, connected now.
+    pub async fn connect(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        endpoint.connect_with_connector(self.clone()).await
     }
 }
 

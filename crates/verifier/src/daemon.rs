@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub verify: VerifyConfig,
     /// Abandon a broker that sends nothing for this long.
     pub idle_timeout: Duration,
+    /// Mutual TLS with the brokers; `None` for plaintext brokers on
+    /// loopback.
+    pub tls: Option<Arc<lapse_pki::Tls>>,
 }
 
 impl DaemonConfig {
@@ -50,12 +53,13 @@ impl DaemonConfig {
             .map(|address| format!("{address:?} is not a broker address (host:port)"))
     }
 
-    /// The name of verifier `i`.
+    /// The name of verifier `i`: with TLS, `ID/i` (a verifier's id must
+    /// be its certificate's name or under it), otherwise `ID-i`.
     fn name(&self, i: u32) -> String {
-        if self.count == 1 {
-            self.id.clone()
-        } else {
-            format!("{}-{i}", self.id)
+        match (self.count, &self.tls) {
+            (1, _) => self.id.clone(),
+            (_, Some(_)) => format!("{}/{i}", self.id),
+            (_, None) => format!("{}-{i}", self.id),
         }
     }
 }
@@ -76,6 +80,9 @@ pub async fn run(
     };
     let mut served = Vec::new();
     let mut tasks = Vec::new();
+    if let Some(tls) = &config.tls {
+        tasks.push(tls.spawn_reload(lapse_pki::transport::RELOAD_EVERY));
+    }
     for i in 0..config.count {
         let id = config.name(i);
         let verifier = Verifier::new(config.verify.clone());
@@ -83,6 +90,7 @@ pub async fn run(
         let mut follow_config = FollowConfig::new(config.brokers.clone(), id.clone());
         follow_config.region = config.region.clone();
         follow_config.idle_timeout = config.idle_timeout;
+        follow_config.tls = config.tls.clone();
         // Spread the verifiers of one process over the brokers.
         follow_config
             .brokers
@@ -150,6 +158,7 @@ mod tests {
             count,
             verify: VerifyConfig::default(),
             idle_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 

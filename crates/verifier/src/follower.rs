@@ -40,6 +40,10 @@ pub struct FollowConfig {
     pub channels: Option<Vec<Channel>>,
     /// Called with the new epoch each time the verifier's epoch changes.
     pub on_apply: Option<OnApply>,
+    /// Mutual TLS with the brokers: the cluster CA and this verifier's
+    /// certificate. `None` dials in plaintext (brokers that run
+    /// `insecure_plaintext`, on loopback).
+    pub tls: Option<Arc<lapse_pki::Tls>>,
 }
 
 /// A callback run after each epoch change (keep it short: it runs on the
@@ -64,6 +68,7 @@ impl FollowConfig {
             retry_pause: Duration::from_millis(200),
             channels: None,
             on_apply: None,
+            tls: None,
         }
     }
 }
@@ -141,7 +146,15 @@ pub async fn follow(
         None => config
             .brokers
             .iter()
-            .map(|address| feed_endpoint(address, &config).map(|e| e.connect_lazy()))
+            .map(|address| {
+                feed_endpoint(address, &config).map(|e| match &config.tls {
+                    Some(tls) => {
+                        lapse_pki::TlsConnector::new(tls.clone(), lapse_pki::Expect::AnyBroker)
+                            .channel(e)
+                    }
+                    None => e.connect_lazy(),
+                })
+            })
             .collect(),
     };
     let mut next = 0usize;

@@ -19,7 +19,7 @@ impl ClusterService {
         &self,
         request: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<pb::QueryAuditResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
         let tenant = Some(request.tenant).filter(|t| !t.is_empty());
         let workload = Some(request.workload).filter(|w| !w.is_empty());

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use lapse_wire::cluster as pb;
 use lapse_wire::cluster::cluster_server::Cluster;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::core::SharedCore;
@@ -22,9 +21,9 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
-    /// Require one of the configured admin bearer tokens.
-    pub(super) fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        super::authorize_admin(&self.core.config().auth.admin_tokens, metadata)
+    /// Require an operator: by certificate, or by admin token.
+    pub(super) fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        super::auth::authorize_admin(&self.core, request)
     }
 }
 

@@ -55,6 +55,8 @@ impl Feed for FeedService {
         &self,
         request: Request<Streaming<FeedRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        // With TLS only a verifier may subscribe, under its certified name.
+        let certified = super::auth::check_verifier(&self.hub.core, &request)?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => {
@@ -77,6 +79,14 @@ impl Feed for FeedService {
             }
         };
         check_name("verifier_id", &hello.verifier_id, false)?;
+        if let Some(name) = &certified
+            && !super::auth::verifier_id_matches(name, &hello.verifier_id)
+        {
+            return Err(Status::permission_denied(format!(
+                "verifier_id {:?} is not this verifier's: its certificate names {name:?} (use {name:?} or \"{name}/<suffix>\")",
+                hello.verifier_id
+            )));
+        }
         check_name("region", &hello.region, true)?;
         let hub = &self.hub;
         let permit = hub.permits.clone().try_acquire_owned().map_err(|_| {

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use lapse_credential::{TenantId, WorkloadId};
-use lapse_ledger::{Applied, Command, JoinGrant, JoinUse};
+use lapse_ledger::{Applied, Command, JoinGrant, JoinToken, JoinUse, Refusal};
 use lapse_wire::cluster as pb;
 use lapse_wire::cluster::cluster_client::ClusterClient;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::{ClusterService, invalid, request_id};
+use crate::core::SharedCore;
 use crate::error::{BrokerError, answer};
 use crate::membership::MembershipChange;
 
@@ -26,7 +27,7 @@ impl ClusterService {
         &self,
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         let ttl_seconds = match request.ttl_seconds {
@@ -70,6 +71,24 @@ impl ClusterService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        // With TLS the joining broker must hold a certificate of this
+        // cluster naming the node id it asks for.
+        if self.core.tls().is_some() {
+            match super::auth::principal(&request).map(|p| &p.role) {
+                Some(lapse_pki::Role::Broker(id)) if *id == request.get_ref().node_id => {}
+                Some(other) => {
+                    return Err(Status::permission_denied(format!(
+                        "a join as node {} needs that broker's certificate; the client certificate names {other}",
+                        request.get_ref().node_id
+                    )));
+                }
+                None => {
+                    return Err(Status::unauthenticated(
+                        "a join needs a broker certificate of this cluster (lapse certs broker)",
+                    ));
+                }
+            }
+        }
         let request = request.into_inner();
         if request.node_id == 0 {
             return Err(invalid("node_id", "must be at least 1"));
@@ -88,9 +107,12 @@ impl ClusterService {
                 request.node_id
             )));
         }
-        self.probe(&request).await?;
-
         let token_hash: [u8; 32] = Sha256::digest(request.token.as_bytes()).into();
+        // The token first: nobody without one makes this broker contact an
+        // address of their choosing.
+        self.check_token(&token_hash, &request.address).await?;
+        probe(&self.core, request.node_id, &request.address).await?;
+
         let id = request_id(format!(
             "join-{}-{}",
             request.node_id,
@@ -129,33 +151,81 @@ impl ClusterService {
             leader_id: Some(membership.leader_id),
             voters,
             learners,
+            // Plaintext clusters only; with TLS there is no secret to hand out.
             cluster_secret: self.core.secret().get().unwrap_or_default(),
         }))
     }
 
-    /// The new broker must answer at the address it claims, as itself.
-    async fn probe(&self, request: &pb::JoinRequest) -> Result<(), Status> {
-        let channel = self
+    /// Whether the token could pay for this join, on state at least as new
+    /// as the call: an unspent, unexpired broker token, for this address if
+    /// it names one. The ledger checks again when it is spent.
+    async fn check_token(&self, token_hash: &[u8; 32], address: &str) -> Result<(), Status> {
+        self.core
+            .confirm_current(Duration::from_secs(5))
+            .await
+            .map_err(Status::from)?;
+        let now = self.core.cluster_now();
+        let token = self
             .core
-            .channels()
-            .channel(&request.address)
-            .map_err(|e| invalid("address", e))?;
-        let mut probe = ClusterClient::new(channel);
-        let mut status_request = Request::new(pb::StatusRequest {});
-        status_request.set_timeout(Duration::from_secs(3));
-        match probe.status(status_request).await {
-            Ok(status) if status.get_ref().node_id == request.node_id => Ok(()),
-            Ok(status) => Err(Status::failed_precondition(format!(
-                "the broker at {} is node {}, not node {}",
-                request.address,
-                status.get_ref().node_id,
-                request.node_id
-            ))),
-            Err(error) => Err(Status::failed_precondition(format!(
-                "no broker answers at {}: {}",
-                request.address,
-                error.message()
-            ))),
+            .view()
+            .read(|a| a.ledger.join_tokens.get(token_hash).cloned());
+        let refused = |refusal: Refusal| Err(super::refusal_status(&refusal));
+        match token {
+            None => refused(Refusal::JoinTokenUnknown),
+            Some(JoinToken {
+                consumed_epoch: Some(epoch),
+                ..
+            }) => refused(Refusal::JoinTokenSpent { epoch }),
+            Some(token) if token.expires_at_ms <= now => refused(Refusal::JoinTokenExpired {
+                expires_at_ms: token.expires_at_ms,
+            }),
+            Some(token) => match token.grant {
+                JoinGrant::Broker {
+                    address: Some(expected),
+                } if expected != address => refused(Refusal::JoinTokenWrongAddress {
+                    expected,
+                    presented: address.to_owned(),
+                }),
+                JoinGrant::Broker { .. } => Ok(()),
+                JoinGrant::Workload { .. } => refused(Refusal::JoinTokenWrongUse),
+            },
+        }
+    }
+}
+
+/// The broker at `address` must answer as `node_id` (with TLS, its
+/// certificate must name that node id).
+pub(super) async fn probe(core: &SharedCore, node_id: u64, address: &str) -> Result<(), Status> {
+    let channel = core
+        .channels()
+        .channel(crate::link::Peer::member(node_id, address))
+        .map_err(|e| invalid("address", e))?;
+    let mut probe = ClusterClient::new(channel);
+    let mut status_request = Request::new(pb::StatusRequest {});
+    status_request.set_timeout(Duration::from_secs(3));
+    match probe.status(status_request).await {
+        Ok(status) if status.get_ref().node_id == node_id => Ok(()),
+        Ok(status) => Err(Status::failed_precondition(format!(
+            "the broker at {} is node {}, not node {}",
+            address,
+            status.get_ref().node_id,
+            node_id
+        ))),
+        Err(error) => {
+            // A refused TLS handshake is in the error's sources.
+            let mut reason = error.message().to_owned();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !reason.contains(&text) {
+                    reason.push_str(": ");
+                    reason.push_str(&text);
+                }
+                source = cause.source();
+            }
+            Err(Status::failed_precondition(format!(
+                "no broker {node_id} answers at {address}: {reason}"
+            )))
         }
     }
 }

@@ -28,7 +28,7 @@ impl ClusterService {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let settings = &self.core.config().issuance;
         let lifetime =
             Duration::from_secs(settings.key_rotation_seconds + settings.key_overlap_seconds);

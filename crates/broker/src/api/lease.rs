@@ -13,7 +13,7 @@ impl ClusterService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         let command = Command::LeaseIndices {

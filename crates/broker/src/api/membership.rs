@@ -42,8 +42,13 @@ impl ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
+        if self.core.tls().is_some() {
+            // Raft traffic goes only to a broker whose certificate names
+            // the node being added.
+            super::join::probe(&self.core, request.node_id, &request.address).await?;
+        }
         self.change(MembershipChange::AddLearner {
             node_id: request.node_id,
             address: request.address,
@@ -55,7 +60,7 @@ impl ClusterService {
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let node_id = request.into_inner().node_id;
         self.change(MembershipChange::Promote { node_id }).await
     }
@@ -64,7 +69,7 @@ impl ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let node_id = request.into_inner().node_id;
         self.change(MembershipChange::Remove { node_id }).await
     }

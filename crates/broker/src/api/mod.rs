@@ -8,6 +8,7 @@
 //! admin authentication, and the reading of request ids.
 
 mod audit;
+pub mod auth;
 mod cluster;
 pub mod convert;
 pub mod feed;
@@ -26,7 +27,6 @@ pub use cluster::ClusterService;
 pub use issue::IssuerService;
 
 use lapse_ledger::{Refusal, RequestId};
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::error::BrokerError;
@@ -102,28 +102,6 @@ fn request_id(value: String) -> Result<RequestId, Status> {
 /// An invalid-argument status naming the field at fault.
 fn invalid(field: &str, error: impl std::fmt::Display) -> Status {
     BrokerError::invalid(field, error).into()
-}
-
-/// Require one of the configured admin bearer tokens.
-fn authorize_admin(admin_tokens: &[String], metadata: &MetadataMap) -> Result<(), Status> {
-    let header = metadata.get("authorization").ok_or_else(|| {
-        Status::unauthenticated(
-            "this call needs an admin token: send 'authorization: Bearer <token>'",
-        )
-    })?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| Status::unauthenticated("authorization header is not 'Bearer <token>'"))?;
-    let known = admin_tokens
-        .iter()
-        .any(|t| crate::link::constant_time_eq(t.as_bytes(), token.as_bytes()));
-    if known {
-        Ok(())
-    } else {
-        Err(Status::unauthenticated("admin token not recognised"))
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The broker-to-broker gRPC service: Raft messages, streamed snapshots,
 //! forwarded writes and membership changes, read indices, checkpoints and
-//! propagation reports. Every call must carry the cluster secret. The
-//! calling side is [`crate::link`].
+//! propagation reports. Every call must come from a broker of the cluster
+//! ([`super::auth::check_peer`]); Raft messages must come from the broker
+//! they name. The calling side is [`crate::link`].
 
 use lapse_ledger::{Command, RequestId};
 use lapse_storage::{SnapshotMeta, TypeConfig, Vote};
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::check_sender;
 use crate::core::SharedCore;
-use crate::link::{ClusterSecret, SECRET_HEADER, decode, encode};
+use crate::link::{decode, encode};
 use crate::membership::MembershipChange;
 
 pub struct PeerService {
@@ -23,25 +25,11 @@ pub struct PeerService {
     pub feed: std::sync::Arc<crate::feed::FeedHub>,
 }
 
-/// Refuse peer calls without the cluster secret.
-pub fn check_secret(
-    secret: &ClusterSecret,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-    let secret = secret.clone();
-    move |request: Request<()>| {
-        let presented = request
-            .metadata()
-            .get(SECRET_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if secret.matches(presented) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated(
-                "peer call without the right cluster secret",
-            ))
-        }
-    }
+/// The broker a vote names as its sender: the candidate of a vote
+/// request, the leader of an append or a snapshot.
+fn sender(vote: &Vote) -> u64 {
+    use openraft::vote::RaftLeaderId;
+    *vote.leader_id().node_id()
 }
 
 fn malformed(what: &str, error: impl std::fmt::Display) -> Status {
@@ -102,8 +90,9 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc =
-            decode(&request.into_inner().payload).map_err(|e| malformed("append-entries", e))?;
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
+            decode(&request.get_ref().payload).map_err(|e| malformed("append-entries", e))?;
+        check_sender(&request, sender(&rpc.vote))?;
         let answer = self
             .core
             .raft()
@@ -114,7 +103,9 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(&request.into_inner().payload).map_err(|e| malformed("vote", e))?;
+        let rpc: openraft::raft::VoteRequest<TypeConfig> =
+            decode(&request.get_ref().payload).map_err(|e| malformed("vote", e))?;
+        check_sender(&request, sender(&rpc.vote))?;
         let answer = self
             .core
             .raft()
@@ -128,7 +119,9 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(&request.into_inner().payload).map_err(|e| malformed("pre-vote", e))?;
+        let rpc: openraft::raft::VoteRequest<TypeConfig> =
+            decode(&request.get_ref().payload).map_err(|e| malformed("pre-vote", e))?;
+        check_sender(&request, sender(&rpc.vote))?;
         let answer = self
             .core
             .raft()
@@ -143,6 +136,10 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
         let limit = self.core.config().limits.max_snapshot_bytes;
+        let calling = request
+            .extensions()
+            .get::<super::auth::CallingBroker>()
+            .copied();
         let mut chunks = request.into_inner();
         let first = chunks
             .message()
@@ -150,6 +147,14 @@ impl RaftPeer for PeerService {
             .ok_or_else(|| Status::invalid_argument("snapshot stream ended before its header"))?;
         let (vote, meta): (Vote, SnapshotMeta) =
             decode(&first.header).map_err(|e| malformed("snapshot header", e))?;
+        if let Some(super::auth::CallingBroker(id)) = calling
+            && id != sender(&vote)
+        {
+            return Err(Status::permission_denied(format!(
+                "the snapshot claims to come from broker {}, but the certificate names broker {id}",
+                sender(&vote)
+            )));
+        }
         let mut data = first.data;
         while let Some(chunk) = chunks.message().await? {
             if data.len() + chunk.data.len() > limit {

@@ -15,7 +15,7 @@ impl ClusterService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         let tenant = TenantId::new(request.tenant).map_err(|e| invalid("tenant", e))?;
@@ -49,7 +49,7 @@ impl ClusterService {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let tenant =
             TenantId::new(request.into_inner().tenant).map_err(|e| invalid("tenant", e))?;
         let policy = self

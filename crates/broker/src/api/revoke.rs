@@ -14,7 +14,7 @@ impl ClusterService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         let revocation = convert::revocation(request.revocation)
@@ -38,7 +38,7 @@ impl ClusterService {
         &self,
         request: Request<pb::RevokeManyRequest>,
     ) -> Result<Response<pb::RevokeManyResponse>, Status> {
-        self.authorize(request.metadata())?;
+        self.authorize(&request)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         if request.revocations.is_empty() || request.revocations.len() > MAX_BATCH {

@@ -31,9 +31,13 @@ impl Core {
     ) -> Result<MembershipView, BrokerError> {
         match self.leader() {
             (Some(id), _) if id == self.id => self.change_membership_here(change).await,
-            (Some(_), Some(address)) => {
+            (Some(leader), Some(address)) => {
                 self.channels
-                    .change_membership(&address, &change, self.config.write_timeout())
+                    .change_membership(
+                        crate::link::Peer::member(leader, &address),
+                        &change,
+                        self.config.write_timeout(),
+                    )
                     .await
             }
             _ => Err(BrokerError::Unavailable(

@@ -37,6 +37,7 @@ pub struct Core {
     env: Env,
     channels: PeerChannels,
     secret: ClusterSecret,
+    tls: Option<Arc<lapse_pki::Tls>>,
     config: BrokerConfig,
     /// Divergences from peers found by comparing checkpoint digests.
     replicas: Arc<ReplicaCheck>,
@@ -55,6 +56,7 @@ impl Core {
         env: Env,
         channels: PeerChannels,
         secret: ClusterSecret,
+        tls: Option<Arc<lapse_pki::Tls>>,
     ) -> Self {
         Self {
             id: config.node_id,
@@ -64,6 +66,7 @@ impl Core {
             env,
             channels,
             secret,
+            tls,
             config,
             replicas: Arc::default(),
             clock: Default::default(),
@@ -99,6 +102,12 @@ impl Core {
     /// The secret brokers present to each other.
     pub fn secret(&self) -> &ClusterSecret {
         &self.secret
+    }
+
+    /// This broker's TLS credentials; `None` for an `insecure_plaintext`
+    /// broker (loopback only) or in simulation.
+    pub fn tls(&self) -> Option<&Arc<lapse_pki::Tls>> {
+        self.tls.as_ref()
     }
 
     /// Channels to peers, for the calls of the peer link.

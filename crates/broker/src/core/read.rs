@@ -7,6 +7,7 @@ use lapse_ledger::{Command, Proposal, RequestId};
 
 use super::Core;
 use crate::error::BrokerError;
+use crate::link::Peer;
 
 impl Core {
     /// Confirm that this broker's applied state holds everything committed
@@ -22,7 +23,11 @@ impl Core {
         }
         let address = address.ok_or_else(|| BrokerError::Unavailable("no leader known".into()))?;
         let sent = tokio::time::Instant::now();
-        let (read_index, leader_time_ms) = self.channels.read_index(&address, patience).await?;
+        let leader = leader.ok_or_else(|| BrokerError::Unavailable("no leader known".into()))?;
+        let (read_index, leader_time_ms) = self
+            .channels
+            .read_index(Peer::member(leader, &address), patience)
+            .await?;
         let rtt = sent.elapsed().as_millis() as i64;
         let local = self.env.now_ms() as i64;
         let offset = leader_time_ms as i64 + rtt / 2 - local;

@@ -11,7 +11,11 @@ impl Core {
     pub async fn check_replicas_once(&self) {
         let timeout = Duration::from_millis(self.config().raft.rpc_timeout_ms);
         for (peer, address) in self.peers() {
-            let Ok(theirs) = self.channels().checkpoints(&address, timeout).await else {
+            let Ok(theirs) = self
+                .channels()
+                .checkpoints(crate::link::Peer::member(peer, &address), timeout)
+                .await
+            else {
                 continue;
             };
             let own = self.view().read(|a| a.checkpoints.list());

@@ -49,7 +49,7 @@ impl Core {
                     leader_id: Some(leader),
                     address: Some(address),
                 }) if leader != self.id => {
-                    match self.forward(&address, &request_id, &command).await {
+                    match self.forward(leader, &address, &request_id, &command).await {
                         Ok(response) => return Ok(response),
                         Err(error) if error.is_retriable() => {
                             last_problem = format!("leader {leader} at {address}: {error}");
@@ -130,12 +130,18 @@ impl Core {
 
     async fn forward(
         &self,
+        leader: NodeId,
         address: &str,
         request_id: &RequestId,
         command: &Command,
     ) -> Result<Response, BrokerError> {
         self.channels
-            .propose(address, request_id, command, self.config.write_timeout())
+            .propose(
+                crate::link::Peer::member(leader, address),
+                request_id,
+                command,
+                self.config.write_timeout(),
+            )
             .await
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::FeedHub;
 use super::propagation::{LocalReport, merge_reports};
+use crate::link::Peer;
 
 impl FeedHub {
     /// Every broker's report, merged, and the brokers that did not answer.
@@ -12,11 +13,11 @@ impl FeedHub {
         let members = self.core.peers();
         let timeout = Duration::from_millis(self.core.config().raft.rpc_timeout_ms);
         let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
-        let asks = members.into_iter().map(|(_, address)| async move {
+        let asks = members.into_iter().map(|(id, address)| async move {
             let report = self
                 .core
                 .channels()
-                .local_propagation(&address, timeout)
+                .local_propagation(Peer::member(id, &address), timeout)
                 .await
                 .ok()?;
             LocalReport::decode(&report)

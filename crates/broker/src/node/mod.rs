@@ -40,6 +40,8 @@ pub enum StartError {
         "this broker has no cluster secret: set cluster.secret, or join a cluster with cluster.join"
     )]
     NoSecret,
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("joining through {address} was refused: {message}")]
     JoinRefused { address: String, message: String },
     #[error("could not reach {address} to join within {seconds} s: {message}")]
@@ -119,6 +121,23 @@ impl<T> Connection for T where
 {
 }
 
+/// A TLS broker's certificate must name it: `spiffe://<trust domain>/broker/<node_id>`.
+fn check_identity(config: &BrokerConfig, tls: &lapse_pki::Tls) -> Result<(), StartError> {
+    let credentials = tls.credentials();
+    match credentials.principal.as_ref().map(|p| &p.role) {
+        Some(lapse_pki::Role::Broker(id)) if *id == config.node_id => Ok(()),
+        Some(other) => Err(StartError::Tls(format!(
+            "{}: the certificate names {other}, but this broker is node {}",
+            tls.files()
+                .cert
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            config.node_id
+        ))),
+        None => Err(StartError::Tls("the certificate names no broker".into())),
+    }
+}
+
 impl Broker {
     /// Start a broker on `config.listen`.
     pub async fn start(config: BrokerConfig, env: Env) -> Result<Self, StartError> {
@@ -145,7 +164,29 @@ impl Broker {
         // Accepted sockets get no-delay here: the server builder's setting
         // applies only to listeners it binds itself.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        Self::start_with(config, env, Storage::Disk, incoming, local_address).await
+        config.check_plaintext_on_loopback()?;
+        match &config.tls {
+            None => {
+                Self::start_inner(config, env, Storage::Disk, incoming, local_address, None).await
+            }
+            Some(tls) => {
+                let now = std::time::UNIX_EPOCH + Duration::from_millis(env.now_ms());
+                let tls = lapse_pki::Tls::open(tls.files(), now)
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+                check_identity(&config, &tls)?;
+                let incoming =
+                    lapse_pki::TlsIncoming::stream(tls.clone(), lapse_pki::tls::ALPN_H2, incoming);
+                Self::start_inner(
+                    config,
+                    env,
+                    Storage::Disk,
+                    incoming,
+                    local_address,
+                    Some(tls),
+                )
+                .await
+            }
+        }
     }
 
     /// Start a broker on any stream of accepted [`Connection`]s, keeping its
@@ -156,6 +197,9 @@ impl Broker {
     /// over it, build the services and serve gRPC and HTTP ([`serve`]),
     /// then bootstrap or join the cluster and start background work
     /// ([`run`]).
+    ///
+    /// Connections here are plaintext: a configuration with `[tls]` is
+    /// refused (TLS needs real sockets, [`Broker::start_on`]).
     pub async fn start_with<I, IO, IE>(
         config: BrokerConfig,
         env: Env,
@@ -168,8 +212,29 @@ impl Broker {
         IO: Connection,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
+        if config.tls.is_some() {
+            return Err(StartError::Tls(
+                "a broker with [tls] serves on real sockets only (Broker::start_on)".into(),
+            ));
+        }
+        Self::start_inner(config, env, storage, incoming, local_address, None).await
+    }
+
+    async fn start_inner<I, IO, IE>(
+        config: BrokerConfig,
+        env: Env,
+        storage: Storage,
+        incoming: I,
+        local_address: std::net::SocketAddr,
+        tls: Option<Arc<lapse_pki::Tls>>,
+    ) -> Result<Self, StartError>
+    where
+        I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: Connection,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
         config.validate()?;
-        let opened = open::open(&config, &env, &storage)?;
+        let opened = open::open(&config, &env, &storage, tls)?;
         let core = open::start_core(config, env, &storage, opened).await?;
         let started = match serve::Parts::new(&core, &storage) {
             Ok(parts) => serve::serve(&core, &parts, incoming)

@@ -26,6 +26,7 @@ const SECRET_FILE: &str = "cluster-secret";
 pub(super) struct Opened {
     pub secret: ClusterSecret,
     pub state: StateMachineStore,
+    pub tls: Option<Arc<lapse_pki::Tls>>,
 }
 
 pub(super) fn storage_error(data_dir: &Path) -> impl Fn(std::io::Error) -> StartError + '_ {
@@ -41,14 +42,18 @@ pub(super) fn open(
     config: &BrokerConfig,
     env: &Env,
     storage: &Storage,
+    tls: Option<Arc<lapse_pki::Tls>>,
 ) -> Result<Opened, StartError> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(storage_error(data_dir))?;
-    let secret = ClusterSecret::new(match &config.cluster.secret {
-        Some(secret) => Some(secret.clone()),
-        None => read_secret(data_dir).map_err(storage_error(data_dir))?,
+    // With TLS brokers prove themselves by certificate; the secret is for
+    // plaintext brokers only.
+    let secret = ClusterSecret::new(match (&tls, &config.cluster.secret) {
+        (Some(_), _) => None,
+        (None, Some(secret)) => Some(secret.clone()),
+        (None, None) => read_secret(data_dir).map_err(storage_error(data_dir))?,
     });
-    if secret.get().is_none() && config.cluster.join.is_none() {
+    if tls.is_none() && secret.get().is_none() && config.cluster.join.is_none() {
         return Err(StartError::NoSecret);
     }
     let vault = match storage {
@@ -64,7 +69,7 @@ pub(super) fn open(
     if let Some(faults) = env.faults.clone() {
         state = state.with_apply_delay(Arc::new(move || faults.apply_delay()));
     }
-    Ok(Opened { secret, state })
+    Ok(Opened { secret, state, tls })
 }
 
 /// Start Raft over the opened storage and wrap it in the broker's [`Core`].
@@ -74,11 +79,15 @@ pub(super) async fn start_core(
     storage: &Storage,
     opened: Opened,
 ) -> Result<SharedCore, StartError> {
+    let dialer: Arc<dyn crate::env::Dialer> = match &opened.tls {
+        Some(tls) => Arc::new(crate::env::TlsDialer(tls.clone())),
+        None => env.dialer.clone(),
+    };
     let channels = PeerChannels::new(
         opened.secret.clone(),
         Duration::from_millis(config.raft.rpc_timeout_ms),
         config.limits.max_peer_message_bytes,
-        env.dialer.clone(),
+        dialer,
     );
     let view = opened.state.view();
     let raft = match storage {
@@ -98,6 +107,7 @@ pub(super) async fn start_core(
         env,
         channels,
         opened.secret,
+        opened.tls,
     )))
 }
 

@@ -116,6 +116,9 @@ pub(super) fn background(core: &SharedCore, parts: &Parts) -> Vec<JoinHandle<()>
             every,
         )));
     }
+    if let Some(tls) = core.tls() {
+        tasks.push(tls.spawn_reload(lapse_pki::transport::RELOAD_EVERY));
+    }
     if let Some(faults) = core.env().faults.clone() {
         let core = core.clone();
         tasks.push(tokio::spawn(async move {

@@ -17,8 +17,9 @@ use tonic::service::interceptor::InterceptedService;
 
 use super::open::storage_error;
 use super::{StartError, Storage};
+use crate::api::auth::check_peer;
 use crate::api::feed::FeedService;
-use crate::api::peer::{PeerService, check_secret};
+use crate::api::peer::PeerService;
 use crate::api::{ClusterService, IssuerService};
 use crate::config::{ConfigError, ExternalIssuerConfig, IssuanceConfig};
 use crate::core::SharedCore;
@@ -122,7 +123,7 @@ where
     })
     .max_decoding_message_size(limits.max_peer_message_bytes)
     .max_encoding_message_size(limits.max_peer_message_bytes);
-    let peer = InterceptedService::new(peer, check_secret(core.secret()));
+    let peer = InterceptedService::new(peer, check_peer(core));
     let cluster = ClusterServer::new(ClusterService {
         core: core.clone(),
         keys: parts.keys.clone(),
@@ -181,7 +182,11 @@ async fn serve_http(
     };
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
-    let base_url = http::base_url(issuance.http_advertise.as_deref(), bound);
+    let base_url = http::base_url(
+        issuance.http_advertise.as_deref(),
+        bound,
+        core.tls().is_some(),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let (core, feed) = (core.clone(), parts.feed.clone());
     tokio::spawn(async move {

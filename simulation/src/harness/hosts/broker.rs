@@ -101,6 +101,9 @@ fn config(
             })
             .collect();
     }
+    // turmoil's network cannot carry rustls; simulated brokers run
+    // plaintext and share a secret.
+    config.insecure_plaintext = true;
     config.cluster.secret = Some(CLUSTER_SECRET.into());
     config.auth.admin_tokens = vec![ADMIN_TOKEN.into()];
     config.issuance.audit_ship_ms = 500;

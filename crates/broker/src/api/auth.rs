@@ -1,0 +1,167 @@
+//! Who is calling. With TLS every caller is the identity its verified
+//! client certificate names (brokers by node id, verifiers and operators
+//! by name), or anonymous; without TLS (`insecure_plaintext`, loopback
+//! only, and simulation) peers prove themselves with the cluster secret.
+//! Admin calls take an operator certificate, or one of the configured
+//! admin bearer tokens as a fallback.
+
+use lapse_pki::{PeerIdentity, Principal, Role};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
+
+use crate::core::SharedCore;
+use crate::link::{ClusterSecret, SECRET_HEADER, constant_time_eq};
+
+/// The caller's verified identity, if the connection is TLS and the
+/// client presented a certificate of this cluster.
+pub fn principal<T>(request: &Request<T>) -> Option<&Principal> {
+    request
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|identity| identity.principal.as_ref())
+}
+
+/// A broker that proved its node id on this call (TLS only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallingBroker(pub u64);
+
+/// Refuse peer calls from anyone but a broker of this cluster: with TLS,
+/// a client certificate naming a broker (its id goes into the request as
+/// [`CallingBroker`]); without, the cluster secret.
+pub fn check_peer(
+    core: &SharedCore,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
+    let secret: Option<ClusterSecret> = core.tls().is_none().then(|| core.secret().clone());
+    move |mut request: Request<()>| match &secret {
+        None => match principal(&request).map(|p| &p.role) {
+            Some(Role::Broker(id)) => {
+                let id = *id;
+                request.extensions_mut().insert(CallingBroker(id));
+                Ok(request)
+            }
+            Some(other) => Err(Status::permission_denied(format!(
+                "peer calls are for brokers; the client certificate names {other}"
+            ))),
+            None => Err(Status::unauthenticated(
+                "peer calls need a broker certificate of this cluster",
+            )),
+        },
+        Some(secret) => {
+            let presented = request
+                .metadata()
+                .get(SECRET_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if secret.matches(presented) {
+                Ok(request)
+            } else {
+                Err(Status::unauthenticated(
+                    "peer call without the right cluster secret",
+                ))
+            }
+        }
+    }
+}
+
+/// With TLS, the node id a peer call's certificate proved; a Raft message
+/// claiming another sender is refused.
+pub fn check_sender<T>(request: &Request<T>, claimed: u64) -> Result<(), Status> {
+    match request.extensions().get::<CallingBroker>() {
+        Some(CallingBroker(id)) if *id != claimed => Err(Status::permission_denied(format!(
+            "the message claims to come from broker {claimed}, but the certificate names broker {id}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Who may administer: an operator by certificate, or the holder of an
+/// admin token.
+pub fn authorize_admin<T>(core: &SharedCore, request: &Request<T>) -> Result<(), Status> {
+    match principal(request).map(|p| &p.role) {
+        Some(Role::Operator(_)) => return Ok(()),
+        Some(other) => {
+            return Err(Status::permission_denied(format!(
+                "admin calls are for operators; the client certificate names {other}"
+            )));
+        }
+        None => {}
+    }
+    authorize_token(
+        &core.config().auth.admin_tokens,
+        request.metadata(),
+        core.tls().is_some(),
+    )
+}
+
+/// Require one of the configured admin bearer tokens.
+fn authorize_token(
+    admin_tokens: &[String],
+    metadata: &MetadataMap,
+    tls: bool,
+) -> Result<(), Status> {
+    let what = if tls {
+        "this call needs an operator certificate (lapse certs operator) or an admin token"
+    } else {
+        "this call needs an admin token: send 'authorization: Bearer <token>'"
+    };
+    let header = metadata
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated(what))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| Status::unauthenticated("authorization header is not 'Bearer <token>'"))?;
+    let known = admin_tokens
+        .iter()
+        .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    if known {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated("admin token not recognised"))
+    }
+}
+
+/// With TLS, the verifier name a feed subscriber's certificate proves; the
+/// id in its `Hello` must be that name or `name/<anything>` (several
+/// verifiers in one process). Without TLS any id goes.
+pub fn check_verifier<T>(
+    core: &SharedCore,
+    request: &Request<T>,
+) -> Result<Option<String>, Status> {
+    if core.tls().is_none() {
+        return Ok(None);
+    }
+    match principal(request).map(|p| &p.role) {
+        Some(Role::Verifier(name)) => Ok(Some(name.clone())),
+        Some(other) => Err(Status::permission_denied(format!(
+            "the feed is for verifiers; the client certificate names {other}"
+        ))),
+        None => Err(Status::unauthenticated(
+            "the feed needs a verifier certificate of this cluster (lapse certs verifier)",
+        )),
+    }
+}
+
+/// Whether a `Hello`'s verifier id belongs to the certified `name`.
+pub fn verifier_id_matches(name: &str, id: &str) -> bool {
+    id == name
+        || id
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_id_matches;
+
+    #[test]
+    fn a_verifier_id_is_its_name_or_under_it() {
+        assert!(verifier_id_matches("edge", "edge"));
+        assert!(verifier_id_matches("edge", "edge/7"));
+        assert!(!verifier_id_matches("edge", "edge/"));
+        assert!(!verifier_id_matches("edge", "edge-2"));
+        assert!(!verifier_id_matches("edge", "edg"));
+        assert!(!verifier_id_matches("edge", "other/edge"));
+    }
+}
