@@ -408,3 +408,77 @@ fn a_broker_refuses_to_start_on_an_expired_certificate_or_in_plaintext_off_loopb
         "{said}"
     );
 }
+
+#[test]
+fn lapse_certs_makes_a_ca_and_named_certificates_with_private_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().unwrap();
+    let run = |args: &[&str]| lapse().arg("certs").args(args).output().unwrap();
+    let init = run(&["init", "--trust-domain", "prod.example", "--dir", certs_arg]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let broker = run(&[
+        "broker",
+        "--id",
+        "3",
+        "--address",
+        "10.0.0.3:7401",
+        "--dir",
+        certs_arg,
+    ]);
+    assert!(
+        broker.status.success(),
+        "{}",
+        String::from_utf8_lossy(&broker.stderr)
+    );
+    let printed = String::from_utf8_lossy(&broker.stdout);
+    assert!(
+        printed.contains("spiffe://prod.example/broker/3"),
+        "{printed}"
+    );
+    assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+    let shown = run(&["show", certs.join("broker-3.pem").to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("spiffe://prod.example/broker/3") && shown.contains("left"),
+        "{shown}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["ca.key", "broker-3.key"] {
+            let mode = std::fs::metadata(certs.join(key))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{key}");
+        }
+    }
+    // Nothing is overwritten unless asked, and bad names change nothing.
+    let again = run(&["init", "--trust-domain", "prod.example", "--dir", certs_arg]);
+    assert_eq!(again.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    let bad = run(&["verifier", "--name", "../etc", "--dir", certs_arg]);
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("name \"../etc\""));
+    let bad = run(&[
+        "init",
+        "--trust-domain",
+        "Bad Domain",
+        "--dir",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(!dir.path().join("x").exists());
+    let mut names: Vec<String> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["broker-3.key", "broker-3.pem", "ca.key", "ca.pem"]);
+}

@@ -80,9 +80,11 @@ pub async fn run(
     };
     let mut served = Vec::new();
     let mut tasks = Vec::new();
-    if let Some(tls) = &config.tls {
-        tasks.push(tls.spawn_reload(lapse_pki::transport::RELOAD_EVERY));
-    }
+    // Runs until aborted at shutdown.
+    let reload = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.spawn_reload(lapse_pki::transport::RELOAD_EVERY));
     for i in 0..config.count {
         let id = config.name(i);
         let verifier = Verifier::new(config.verify.clone());
@@ -121,6 +123,9 @@ pub async fn run(
     });
     shutdown.await;
     let _ = stop_tx.send(true);
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     for task in tasks {
         let _ = task.await;
     }
