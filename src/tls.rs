@@ -46,7 +46,7 @@ impl TlsArgs {
     /// from the dev CA when it has none.
     pub fn load(&self, role: &Role, brokers: &[String]) -> Result<Option<Arc<Tls>>, Failure> {
         if self.insecure_plaintext {
-            if let Some(outside) = brokers.iter().find(|b| !is_loopback(b)) {
+            if let Some(outside) = brokers.iter().find(|b| !lapse_pki::is_loopback(b)) {
                 return Err(Failure::new(
                     exit::USAGE,
                     format!(
@@ -113,19 +113,3 @@ fn dev_identity(
 
 /// How long the dev cluster's certificates last.
 pub const DEV_LEAF_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
-
-/// Whether `address` (`host:port`) is on loopback.
-pub fn is_loopback(address: &str) -> bool {
-    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
-        return socket.ip().is_loopback();
-    }
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}

@@ -447,7 +447,7 @@ impl BrokerConfig {
             addresses.push(("cluster.members", member.address.clone()));
         }
         for (field, address) in addresses {
-            if !is_loopback(&address) {
+            if !lapse_pki::is_loopback(&address) {
                 return Err(ConfigError::Invalid(format!(
                     "insecure_plaintext is for loopback only, but {field} is {address}; configure [tls] (see `lapse certs`)"
                 )));
@@ -546,22 +546,6 @@ impl BrokerConfig {
         }
         Ok(())
     }
-}
-
-/// Whether `address` (`host:port`) names a loopback interface.
-fn is_loopback(address: &str) -> bool {
-    if let Ok(socket) = address.parse::<SocketAddr>() {
-        return socket.ip().is_loopback();
-    }
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -21,6 +21,23 @@ pub use name::{NameError, Principal, Role};
 pub use tls::{Credentials, Expect};
 pub use transport::{PeerIdentity, Tls, TlsConnector, TlsIncoming, TlsListener};
 
+/// Whether `address` (`host:port`, `[v6]:port` or a bare host) names a
+/// loopback interface: where plaintext is allowed.
+pub fn is_loopback(address: &str) -> bool {
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Why a certificate operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
