@@ -248,7 +248,10 @@ async fn follow_one(
                 withheld = None;
             }
         }
-        apply_and_ack(verifier, config, stats, &requests, &event)?;
+        // The first event of a subscription is acked whatever it changed:
+        // the broker counts a verifier as holding an epoch only once it
+        // acks it, not for the epoch its hello claimed.
+        apply_and_ack(verifier, config, stats, &requests, &event, !delivered)?;
         delivered = true;
     }
 }
@@ -285,7 +288,7 @@ async fn subscribe(
     Ok((subscribed.into_inner(), requests))
 }
 
-/// Apply one event; ack when the epoch held changed. A rejected event
+/// Apply one event; ack when the epoch held changed (or `always`). A rejected event
 /// leaves the state as it was and ends this subscription: another broker
 /// may do better.
 fn apply_and_ack(
@@ -294,13 +297,15 @@ fn apply_and_ack(
     stats: &FollowStats,
     requests: &mpsc::Sender<FeedRequest>,
     event: &FeedEvent,
+    always: bool,
 ) -> Result<(), String> {
     let before = verifier.epoch();
     let epoch = verifier
         .apply(event)
         .map_err(|error| format!("rejected a feed event: {error}"))?;
-    if before != Some(epoch) {
-        if let Some(OnApply(hook)) = &config.on_apply {
+    let changed = before != Some(epoch);
+    if changed || always {
+        if changed && let Some(OnApply(hook)) = &config.on_apply {
             hook(epoch);
         }
         let ack = FeedRequest {

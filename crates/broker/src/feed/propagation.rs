@@ -87,6 +87,10 @@ pub struct Tracker {
     noted_through: u64,
     verifiers: BTreeMap<String, VerifierRecord>,
     regions: BTreeMap<String, Histogram>,
+    /// Per verifier, the epoch it said it held when it subscribed: what it
+    /// holds up to there is not measured here. It is the verifier's claim,
+    /// not an acknowledgement: only acks move `acked_epoch`.
+    baselines: BTreeMap<String, u64>,
 }
 
 impl Tracker {
@@ -113,13 +117,16 @@ impl Tracker {
         self.noted_through
     }
 
-    /// A verifier subscribed; `acked_epoch` is the epoch it says it holds.
+    /// A verifier subscribed, saying it holds `resume_epoch` (0: nothing).
+    /// That is not an acknowledgement: a verifier counts as holding an
+    /// epoch only once it acks it. It only keeps epochs up to there (at
+    /// most those this broker knows) out of the measurements.
     pub fn connected(
         &mut self,
         verifier: &str,
         region: &str,
         broker_id: u64,
-        acked_epoch: u64,
+        resume_epoch: u64,
         now_ms: u64,
     ) {
         let record = self
@@ -128,7 +135,7 @@ impl Tracker {
             .or_insert_with(|| VerifierRecord {
                 region: region.to_owned(),
                 broker_id,
-                acked_epoch,
+                acked_epoch: 0,
                 connections: 0,
                 last_seen_ms: now_ms,
                 delays: Histogram::default(),
@@ -136,7 +143,10 @@ impl Tracker {
                 measured_from_ms: 0,
                 caught_up: 0,
             });
-        if acked_epoch == 0 {
+        let baseline = resume_epoch.min(self.noted_through);
+        let kept = self.baselines.entry(verifier.to_owned()).or_insert(0);
+        *kept = (*kept).max(baseline);
+        if resume_epoch == 0 {
             // It holds nothing: what was revoked before now arrives in its
             // first snapshot.
             record.measured_from_ms = now_ms;
@@ -144,7 +154,6 @@ impl Tracker {
         record.region = region.to_owned();
         record.connections += 1;
         record.last_seen_ms = now_ms;
-        record.acked_epoch = record.acked_epoch.max(acked_epoch);
     }
 
     pub fn disconnected(&mut self, verifier: &str, now_ms: u64) {
@@ -164,8 +173,15 @@ impl Tracker {
         if epoch <= record.acked_epoch {
             return 0;
         }
+        let baseline = self.baselines.get(verifier).copied().unwrap_or(0);
+        let from = record.acked_epoch.max(baseline);
+        if epoch <= from {
+            // Held before it subscribed here: nothing to measure.
+            record.acked_epoch = epoch;
+            return 0;
+        }
         let mut samples = 0;
-        for (_, committed_ms) in self.commits.range(record.acked_epoch + 1..=epoch) {
+        for (_, committed_ms) in self.commits.range(from + 1..=epoch) {
             if *committed_ms < record.measured_from_ms {
                 record.caught_up += 1;
                 continue;
@@ -193,6 +209,8 @@ impl Tracker {
         self.verifiers.retain(|_, record| {
             record.connections > 0 || record.last_seen_ms.saturating_add(forget_ms) > now_ms
         });
+        let verifiers = &self.verifiers;
+        self.baselines.retain(|id, _| verifiers.contains_key(id));
     }
 
     pub fn subscribers(&self) -> usize {
@@ -311,6 +329,31 @@ mod tests {
         assert_eq!(
             t.report(1, 6, 65_010).verifiers["v1"].delays.max_us(),
             3_010_000
+        );
+    }
+
+    #[test]
+    fn a_resume_epoch_is_not_an_acknowledgement() {
+        let mut t = Tracker::default();
+        t.note_commits([(5, 1_000)], 5);
+        // A subscriber claiming to hold everything there will ever be.
+        t.connected("liar", "eu", 1, u64::MAX, 1_000);
+        t.connected("honest", "eu", 1, 4, 1_000);
+        let report = t.report(1, 5, 1_001);
+        assert_eq!(report.verifiers["liar"].acked_epoch, 0);
+        assert_eq!(report.verifiers["honest"].acked_epoch, 0);
+        // Only an ack says what a verifier holds; the honest one's measures
+        // the one revocation it was missing.
+        assert_eq!(t.ack("honest", 5, 1_010), 1);
+        assert_eq!(t.report(1, 5, 1_010).verifiers["honest"].acked_epoch, 5);
+        // The liar's claim kept nothing but its own samples out.
+        assert_eq!(t.ack("liar", 5, 1_010), 0);
+        t.disconnected("liar", 1_020);
+        t.disconnected("honest", 1_020);
+        t.forget_gone(1_030, 5);
+        assert!(
+            t.baselines.is_empty(),
+            "forgotten verifiers keep no baseline"
         );
     }
 
