@@ -37,6 +37,7 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
         "state_digest": status.state_digest,
         "cluster_time_ms": status.cluster_time_ms,
         "revocation_epoch": status.revocation_epoch,
+        "certificate_expires_at_ms": (status.certificate_expires_at_ms > 0).then_some(status.certificate_expires_at_ms),
         "divergences": status.divergences.iter().map(|d| json!({
             "peer_id": d.peer_id,
             "index": d.index,
@@ -153,6 +154,25 @@ async fn gather(
     all
 }
 
+/// A broker certificate that expires within this long is reported.
+const CERTIFICATE_WARNING_MS: u64 = 14 * 86_400_000;
+
+/// `CERTIFICATE:` when a broker's certificate expires within two weeks.
+fn certificate_warning(node: u64, expires_at_ms: u64, now_ms: u64) -> Option<String> {
+    if expires_at_ms == 0 || expires_at_ms > now_ms.saturating_add(CERTIFICATE_WARNING_MS) {
+        return None;
+    }
+    let at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(expires_at_ms),
+    );
+    let left =
+        std::time::Duration::from_secs(expires_at_ms.saturating_sub(now_ms) / 3_600_000 * 3600);
+    Some(format!(
+        "CERTIFICATE: node {node}'s TLS certificate expires at {at} (in {}); issue a new one with `lapse certs broker` and replace the files (no restart needed)",
+        humantime::format_duration(left)
+    ))
+}
+
 /// Divergent replicas, withheld heartbeats and freshness risks, loudly.
 fn print_warnings(all: &[Result<pb::StatusResponse, String>]) {
     let divergences: Vec<String> = all
@@ -174,6 +194,14 @@ fn print_warnings(all: &[Result<pb::StatusResponse, String>]) {
     for line in &divergences {
         println!("{line}");
     }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for s in all.iter().flatten() {
+        if let Some(warning) = certificate_warning(s.node_id, s.certificate_expires_at_ms, now_ms) {
+            println!("{warning}");
+        }
+    }
     for s in all.iter().flatten() {
         let Some(f) = &s.freshness else { continue };
         // One missed heartbeat is not news (a broker just started, a
@@ -187,5 +215,25 @@ fn print_warnings(all: &[Result<pb::StatusResponse, String>]) {
         if !f.problem.is_empty() {
             println!("STALE RISK: node {}: {}", s.node_id, f.problem);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_warning;
+
+    #[test]
+    fn a_certificate_is_reported_only_within_two_weeks_of_expiry() {
+        let day = 86_400_000;
+        let now = 1_800_000_000_000;
+        assert_eq!(certificate_warning(1, 0, now), None, "no TLS");
+        assert_eq!(certificate_warning(1, now + 30 * day, now), None);
+        let soon = certificate_warning(2, now + 3 * day, now).unwrap();
+        assert!(soon.contains("node 2") && soon.contains("3days"), "{soon}");
+        let gone = certificate_warning(3, now - day, now).unwrap();
+        assert!(
+            gone.contains("node 3") && gone.contains("(in 0s)"),
+            "{gone}"
+        );
     }
 }

@@ -89,7 +89,10 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
     )
     .unwrap();
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("lapse_"), "{body}");
+    assert!(
+        body.contains("lapse_tls_certificate_expiry_timestamp_seconds"),
+        "{body}"
+    );
 
     // The printed suggestions work: the CLI finds the CA and the operator's
     // certificate in ./.lapse-dev/certs, with no token.

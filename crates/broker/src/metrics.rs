@@ -51,6 +51,14 @@ fn feed(scrape: &mut Scrape, hub: &FeedHub) {
         "Verifiers subscribed to this broker's feed.",
         connected.count(),
     );
+    let expiry_ms = crate::api::status::certificate_expiry_ms(&hub.core);
+    if expiry_ms > 0 {
+        scrape.gauge(
+            "lapse_tls_certificate_expiry_timestamp_seconds",
+            "When this broker's TLS certificate expires, in seconds since the Unix epoch: replace it before then.",
+            expiry_ms / 1000,
+        );
+    }
     scrape.gauge(
         "lapse_replica_divergences",
         "Peers whose state differs from this broker's at the same log index (should be 0).",

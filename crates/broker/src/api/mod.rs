@@ -21,7 +21,7 @@ pub mod peer;
 mod policy;
 mod propagation;
 mod revoke;
-mod status;
+pub(crate) mod status;
 
 pub use cluster::ClusterService;
 pub use issue::IssuerService;

@@ -70,8 +70,18 @@ impl ClusterService {
                 })
                 .collect(),
             freshness: Some(freshness(self.feed.freshness_report())),
+            certificate_expires_at_ms: certificate_expiry_ms(core),
         }))
     }
+}
+
+/// When this broker's TLS certificate expires (ms since the epoch), 0
+/// without TLS.
+pub fn certificate_expiry_ms(core: &crate::core::Core) -> u64 {
+    core.tls()
+        .and_then(|tls| tls.credentials().cert.as_ref().map(|c| c.not_after))
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn freshness(report: FreshnessReport) -> pb::Freshness {
