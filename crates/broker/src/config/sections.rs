@@ -1,0 +1,278 @@
+//! The sections of a broker's configuration: every key, what it means, and
+//! its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lapse_ledger::LedgerParams;
+use serde::{Deserialize, Serialize};
+
+/// How this broker issues credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceConfig {
+    /// The `iss` of every credential; the same on every broker of a cluster.
+    pub issuer: String,
+    /// Lifetime of a credential when the request names none.
+    pub default_ttl_seconds: u64,
+    /// A new signing key every this often.
+    pub key_rotation_seconds: u64,
+    /// How long a replaced key may still sign while the next one registers.
+    pub key_overlap_seconds: u64,
+    /// Status indices per leased block.
+    pub lease_block: u64,
+    /// How long the broker may issue from one block.
+    pub lease_seconds: u64,
+    /// Clock leeway when checking `exp`/`nbf` and DPoP proof times.
+    pub leeway_seconds: u64,
+    /// How old a DPoP proof may be.
+    pub dpop_max_age_seconds: u64,
+    /// Where to serve the JWKS and issuer metadata over HTTP; off if unset.
+    pub http_listen: Option<SocketAddr>,
+    /// The base URL clients reach `http_listen` at; defaults to http://<http_listen>.
+    pub http_advertise: Option<String>,
+    /// Ship local audit records to the ledger this often.
+    pub audit_ship_ms: u64,
+    /// External issuers whose JWTs attest a workload.
+    pub external_issuers: Vec<ExternalIssuerConfig>,
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "lapse".into(),
+            default_ttl_seconds: 600,
+            key_rotation_seconds: 3600,
+            key_overlap_seconds: 300,
+            lease_block: 10_000,
+            lease_seconds: 600,
+            leeway_seconds: 30,
+            dpop_max_age_seconds: 60,
+            http_listen: None,
+            http_advertise: None,
+            audit_ship_ms: 1000,
+            external_issuers: Vec::new(),
+        }
+    }
+}
+
+impl IssuanceConfig {
+    /// The URI a DPoP proof for refresh must name (`htu`).
+    pub fn refresh_uri(&self) -> String {
+        format!("{}/refresh", self.issuer.trim_end_matches('/'))
+    }
+}
+
+/// An external issuer (Kubernetes service accounts, CI OIDC) whose JWTs
+/// attest a workload, checked against a JWKS read from a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// The audience its tokens must name.
+    pub audience: String,
+    /// Path of its JWKS (JSON).
+    pub jwks_file: PathBuf,
+    /// The tenant its workloads belong to.
+    pub tenant: String,
+    /// The claim that names the workload (for example `sub`).
+    #[serde(default = "default_workload_claim")]
+    pub workload_claim: String,
+    /// Prepended to the claim's value to form the SPIFFE id.
+    pub workload_prefix: String,
+}
+
+fn default_workload_claim() -> String {
+    "sub".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The voters a new cluster starts with. Only read on first start of a
+    /// broker whose id is the lowest listed; others wait to be contacted.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// With `insecure_plaintext` only: the shared secret brokers present to
+    /// each other. A joining broker gets it from the cluster and keeps it in
+    /// its data directory. With TLS a broker's certificate proves who it is.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Address of a running broker to join through, on first start.
+    #[serde(default)]
+    pub join: Option<String>,
+    /// The single-use join token to present when joining.
+    #[serde(default)]
+    pub join_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: u64,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens accepted for admin and revoke calls.
+    #[serde(default)]
+    pub admin_tokens: Vec<String>,
+}
+
+/// Where a broker's TLS files are. They are read again when they change
+/// (or on SIGHUP), so a certificate can be replaced without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA bundle (`ca.pem`; during a CA rollover, both CAs).
+    pub ca: PathBuf,
+    /// This broker's certificate, naming `spiffe://<trust domain>/broker/<node_id>`.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn files(&self) -> lapse_pki::TlsFiles {
+        lapse_pki::TlsFiles {
+            ca: self.ca.clone(),
+            cert: Some(self.cert.clone()),
+            key: Some(self.key.clone()),
+        }
+    }
+}
+
+/// How the brokers of a local cluster secure their links.
+#[derive(Debug, Clone)]
+pub enum LocalTransport {
+    /// Mutual TLS with the certificates in this directory: `ca.pem`, and
+    /// `broker-<id>.pem` and `.key` for each broker.
+    Tls { certs: PathBuf },
+    /// Plaintext on loopback, brokers sharing this secret.
+    Plaintext { secret: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept after a snapshot, for followers slightly behind.
+    pub logs_kept_after_snapshot: u64,
+    /// Timeout of one peer RPC when openraft gives none.
+    pub rpc_timeout_ms: u64,
+    /// Record a digest of the applied state at every log index divisible
+    /// by this, for comparing replicas.
+    pub checkpoint_every_entries: u64,
+    /// How often to compare checkpoint digests with every peer; 0: never.
+    pub replica_check_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 20_000,
+            logs_kept_after_snapshot: 2_000,
+            rpc_timeout_ms: 2_000,
+            checkpoint_every_entries: 1_000,
+            replica_check_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest client request accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Largest message between brokers (append entries), in bytes.
+    pub max_peer_message_bytes: usize,
+    /// Largest snapshot accepted from a leader, in bytes.
+    pub max_snapshot_bytes: usize,
+    /// How long a write may wait for the cluster before the client is told
+    /// it is unavailable.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1 << 20,
+            max_peer_message_bytes: 64 << 20,
+            max_snapshot_bytes: 1 << 30,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The revocation feed this broker serves to edge verifiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// How often subscribers get a heartbeat, each one confirmed with the
+    /// leader first (a read index), so a broker cut off from the cluster
+    /// stops sending them and its verifiers notice.
+    pub heartbeat_ms: u64,
+    /// Most verifiers this broker serves at once; more are refused with
+    /// RESOURCE_EXHAUSTED and go to another broker.
+    pub max_subscribers: usize,
+    /// Updates kept for subscribers that are behind; one further behind is
+    /// resynchronised with a snapshot.
+    pub buffered_updates: usize,
+    /// Events queued for one subscriber's connection.
+    pub subscriber_queue: usize,
+    /// A subscriber that takes longer than this to accept an event is
+    /// disconnected.
+    pub send_timeout_ms: u64,
+    /// How long a disconnected verifier stays in propagation reports.
+    pub forget_after_seconds: u64,
+    /// The staleness bound this broker's verifiers use (`lapse verifier
+    /// --staleness`). The broker does not enforce it; it checks that its
+    /// heartbeats and measured round trips can keep such verifiers fresh,
+    /// and says so in `lapse status` and `/metrics` when they cannot.
+    pub verifier_staleness_ms: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 200,
+            max_subscribers: 10_000,
+            buffered_updates: 1024,
+            subscriber_queue: 16,
+            send_timeout_ms: 10_000,
+            forget_after_seconds: 600,
+            verifier_staleness_ms: 2_000,
+        }
+    }
+}
+
+/// Ledger parameters, fixed when the cluster is created. Every broker of a
+/// cluster must use the same values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerTuning {
+    pub max_credential_ttl_seconds: u64,
+    pub max_lease_seconds: u64,
+    pub request_dedup_seconds: u64,
+}
+
+impl Default for LedgerTuning {
+    fn default() -> Self {
+        let params = LedgerParams::default();
+        Self {
+            max_credential_ttl_seconds: params.max_credential_ttl_ms / 1000,
+            max_lease_seconds: params.max_lease_ms / 1000,
+            request_dedup_seconds: params.request_dedup_ms / 1000,
+        }
+    }
+}
