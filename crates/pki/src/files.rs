@@ -24,9 +24,19 @@ pub fn write(path: &Path, contents: &str, private: bool, overwrite: bool) -> Res
         path: path.display().to_string(),
         source,
     };
-    let temporary = path.with_extension("tmp");
+    // A temporary file of its own, made afresh: a file left by an earlier
+    // crash would keep its old mode, and a key must never take a
+    // certificate's 0644.
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -262,4 +262,15 @@ fn keys_are_written_for_the_owner_only() {
         error.to_string().contains("refusing to overwrite"),
         "{error}"
     );
+    // A temporary file an earlier crash left behind, readable by all, does
+    // not lend its mode to a key written next.
+    let stale = dir.path().join("n.key.tmp");
+    std::fs::write(&stale, "old").unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key = dir.path().join("n.key");
+    lapse_pki::files::write(&key, "secret", true, false).unwrap();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret");
+    assert!(!stale.exists());
 }
