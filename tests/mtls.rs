@@ -133,6 +133,40 @@ fn present(
     (verdict, served)
 }
 
+/// Run the CLI against `address` over TLS, trusting the CA in `certs` and
+/// presenting `identity` (none: anonymous), from `certs`' parent, so no
+/// `.lapse-dev/` is found by default.
+fn cli_as(
+    certs: &Path,
+    identity: Option<(&Path, &Path)>,
+    address: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = lapse();
+    command
+        .env_remove("LAPSE_INSECURE_PLAINTEXT")
+        .env_remove("LAPSE_TOKEN")
+        .env("LAPSE_CA", certs.join("ca.pem"))
+        .env("LAPSE_BROKER", address)
+        .current_dir(certs.parent().unwrap())
+        .args(args);
+    if let Some((cert, key)) = identity {
+        command.env("LAPSE_CERT", cert).env("LAPSE_KEY", key);
+    }
+    command.output().unwrap()
+}
+
+/// Start `lapse broker` with `config`, which must refuse: what it said.
+fn refused_start(config: &Path) -> String {
+    let started = lapse()
+        .args(["broker", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!started.status.success());
+    String::from_utf8_lossy(&started.stderr).into_owned()
+}
+
 fn serial(cert: &rustls::pki_types::CertificateDer<'_>) -> String {
     lapse_pki::CertInfo::parse(cert).unwrap().serial
 }
@@ -153,14 +187,8 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
     );
 
     // No client certificate: admin calls say what they need.
-    let anonymous = lapse()
-        .env_remove("LAPSE_INSECURE_PLAINTEXT")
-        .env("LAPSE_CA", certs.join("ca.pem"))
-        .env("LAPSE_BROKER", &address)
-        .current_dir(cluster.dir.path())
-        .args(["lease", "--broker-id", "1", "--count", "10"])
-        .output()
-        .unwrap();
+    let lease = ["lease", "--broker-id", "1", "--count", "10"];
+    let anonymous = cli_as(&certs, None, &address, &lease);
     assert_eq!(anonymous.status.code(), Some(4));
     let said = String::from_utf8_lossy(&anonymous.stderr);
     assert!(said.contains("operator certificate"), "{said}");
@@ -172,15 +200,7 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
         SystemTime::now(),
         DAY,
     );
-    let as_verifier = lapse()
-        .env_remove("LAPSE_INSECURE_PLAINTEXT")
-        .env("LAPSE_CA", certs.join("ca.pem"))
-        .env("LAPSE_CERT", &vcert)
-        .env("LAPSE_KEY", &vkey)
-        .env("LAPSE_BROKER", &address)
-        .args(["lease", "--broker-id", "1", "--count", "10"])
-        .output()
-        .unwrap();
+    let as_verifier = cli_as(&certs, Some((&vcert, &vkey)), &address, &lease);
     assert_eq!(as_verifier.status.code(), Some(4));
     let said = String::from_utf8_lossy(&as_verifier.stderr);
     assert!(
@@ -197,15 +217,12 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
         SystemTime::now(),
         DAY,
     );
-    let foreign = lapse()
-        .env_remove("LAPSE_INSECURE_PLAINTEXT")
-        .env("LAPSE_CA", certs.join("ca.pem"))
-        .env("LAPSE_CERT", &foreign_cert)
-        .env("LAPSE_KEY", &foreign_key)
-        .env("LAPSE_BROKER", &address)
-        .args(["status"])
-        .output()
-        .unwrap();
+    let foreign = cli_as(
+        &certs,
+        Some((&foreign_cert, &foreign_key)),
+        &address,
+        &["status"],
+    );
     assert_eq!(foreign.status.code(), Some(1));
     let said = String::from_utf8_lossy(&foreign.stderr);
     assert!(said.contains("does not chain to the CA bundle"), "{said}");
@@ -375,13 +392,7 @@ fn a_broker_refuses_to_start_on_an_expired_certificate_or_in_plaintext_off_loopb
         ),
     )
     .unwrap();
-    let started = lapse()
-        .args(["broker", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!started.status.success());
-    let said = String::from_utf8_lossy(&started.stderr);
+    let said = refused_start(&config);
     assert!(
         said.contains("expired at") && said.contains("broker-1.pem"),
         "{said}"
@@ -396,13 +407,7 @@ fn a_broker_refuses_to_start_on_an_expired_certificate_or_in_plaintext_off_loopb
         ),
     )
     .unwrap();
-    let started = lapse()
-        .args(["broker", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!started.status.success());
-    let said = String::from_utf8_lossy(&started.stderr);
+    let said = refused_start(&config);
     assert!(
         said.contains("loopback only") && said.contains("listen"),
         "{said}"
