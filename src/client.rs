@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
@@ -79,6 +80,9 @@ pub struct Connection {
     pub json: bool,
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+    /// The TLS files, read once for every broker this command calls.
+    #[arg(skip)]
+    loaded_tls: Arc<OnceLock<Option<Arc<lapse_pki::Tls>>>>,
 }
 
 /// A failure the CLI reports: a message and an exit code.
@@ -203,8 +207,17 @@ impl Connection {
             })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.timeout);
-        let operator = lapse_pki::Role::Operator(DEV_OPERATOR.into());
-        let tls = self.tls.load(&operator, &[address.to_owned()])?;
+        // Plaintext is checked per address (loopback only); files are read
+        // once.
+        let tls = match (self.tls.insecure_plaintext, self.loaded_tls.get()) {
+            (false, Some(loaded)) => loaded.clone(),
+            _ => {
+                let operator = lapse_pki::Role::Operator(DEV_OPERATOR.into());
+                let loaded = self.tls.load(&operator, &[address.to_owned()])?;
+                let _ = self.loaded_tls.set(loaded.clone());
+                loaded
+            }
+        };
         let connected = match tls {
             Some(tls) => {
                 lapse_pki::TlsConnector::new(tls, lapse_pki::Expect::AnyBroker)
