@@ -239,7 +239,7 @@ fn verify_client_chain(
 }
 
 /// Which server a client accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Expect {
     /// Any broker of the trust domain (clients, verifiers).
     AnyBroker,

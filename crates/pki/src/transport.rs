@@ -38,13 +38,7 @@ struct Built {
     http: Option<Arc<ServerConfig>>,
     /// Client configurations by the server they accept; at most one per
     /// peer broker, rebuilt on reload.
-    clients: Mutex<BTreeMap<ExpectKey, Arc<ClientConfig>>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum ExpectKey {
-    Any,
-    Broker(u64),
+    clients: Mutex<BTreeMap<Expect, Arc<ClientConfig>>>,
 }
 
 /// The most client configurations kept (one per peer broker dialled).
@@ -163,26 +157,10 @@ impl Tls {
         })
     }
 
-    fn server(&self, alpn: &[u8]) -> io::Result<Arc<ServerConfig>> {
-        let built = self.built();
-        let config = if alpn == ALPN_H2 {
-            &built.grpc
-        } else {
-            &built.http
-        };
-        config
-            .clone()
-            .ok_or_else(|| io::Error::other("this process has no certificate to serve with"))
-    }
-
     fn client(&self, expect: Expect) -> io::Result<Arc<ClientConfig>> {
         let built = self.built();
-        let key = match expect {
-            Expect::AnyBroker => ExpectKey::Any,
-            Expect::Broker(id) => ExpectKey::Broker(id),
-        };
         let mut clients = built.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(config) = clients.get(&key) {
+        if let Some(config) = clients.get(&expect) {
             return Ok(config.clone());
         }
         let config = Arc::new(
@@ -194,7 +172,7 @@ impl Tls {
         if clients.len() >= MAX_CLIENT_CONFIGS {
             clients.clear();
         }
-        clients.insert(key, config.clone());
+        clients.insert(expect, config.clone());
         Ok(config)
     }
 }
@@ -313,12 +291,16 @@ impl TlsIncoming {
 
 async fn handshake(tls: &Tls, alpn: &[u8], stream: TcpStream) -> Option<Secured> {
     let remote = stream.peer_addr().ok();
-    let config = match tls.server(alpn) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::warn!(%error, "cannot serve TLS");
-            return None;
-        }
+    // One set of credentials for the handshake and for naming the peer.
+    let built = tls.built();
+    let config = if alpn == ALPN_H2 {
+        &built.grpc
+    } else {
+        &built.http
+    };
+    let Some(config) = config.clone() else {
+        tracing::warn!("cannot serve TLS: this process has no certificate to serve with");
+        return None;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -332,7 +314,7 @@ async fn handshake(tls: &Tls, alpn: &[u8], stream: TcpStream) -> Option<Secured>
             return None;
         }
     };
-    let credentials = tls.credentials();
+    let credentials = &built.credentials;
     let principal = stream
         .get_ref()
         .1
