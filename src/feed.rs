@@ -71,6 +71,8 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             leeway_seconds: args.leeway_seconds,
             audience: args.audience.clone(),
             issuer: args.issuer.clone(),
+            // Set from the CA below (see `daemon::run`).
+            trust: None,
         },
         idle_timeout: args.idle_timeout,
         tls: None,

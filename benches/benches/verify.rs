@@ -135,7 +135,13 @@ fn loaded_verifier(signer: &SigningKeyPair, now_s: u64, revoked: u64) -> anyhow:
         .apply(&event(Kind::Snapshot(bytes.into()), 7))
         .map_err(err)?;
     verifier
-        .apply(&event(Kind::Heartbeat(Heartbeat { interval_ms: 200 }), 7))
+        .apply(&event(
+            Kind::Heartbeat(Heartbeat {
+                interval_ms: 200,
+                voucher: None,
+            }),
+            7,
+        ))
         .map_err(err)?;
     Ok(verifier)
 }

@@ -126,6 +126,10 @@ pub struct Env {
     pub faults: Option<Arc<dyn FaultPoints>>,
     /// Takes the clock's steps out of [`Env::now_ms`].
     pub steps: Arc<StepGuard>,
+    /// The certificate and key feed heartbeats are signed with when the
+    /// broker runs without `[tls]` (a simulation's brokers). A broker with
+    /// `[tls]` signs with its TLS certificate and ignores this.
+    pub feed_identity: Option<Arc<lapse_pki::Credentials>>,
 }
 
 impl Env {
@@ -158,6 +162,7 @@ impl Default for Env {
             dialer: Arc::new(TcpDialer),
             faults: None,
             steps: Arc::default(),
+            feed_identity: None,
         }
     }
 }

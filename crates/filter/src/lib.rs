@@ -30,6 +30,7 @@ pub mod format;
 mod gaps;
 mod keys;
 mod rules;
+pub mod vouch;
 
 pub use bloom::{MAX_PLANNED_ITEMS, MAX_SECRETS, MIN_PLANNED_ITEMS, SecretHash, SecretSet};
 pub use delta::RevokedDelta;
@@ -42,3 +43,4 @@ pub use format::{
 pub use gaps::MAX_INDICES;
 pub use keys::{KeyAlgorithm, KeySet, MAX_KEYS, MAX_PUBLIC_KEY_BYTES, PublicKey};
 pub use rules::{MAX_RULES, MAX_STRING_BYTES, RevokedBy, RuleSet};
+pub use vouch::{StateDigest, Statement};

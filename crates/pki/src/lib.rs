@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod name;
 pub mod tls;
 pub mod transport;
+pub mod vouch;
 
 pub use authority::{Authority, LeafRequest, Pair};
 pub use files::{Reloading, TlsFiles};
@@ -20,6 +21,7 @@ pub use inspect::CertInfo;
 pub use name::{NameError, Principal, Role};
 pub use tls::{Credentials, Expect};
 pub use transport::{PeerIdentity, Tls, TlsConnector, TlsIncoming, TlsListener};
+pub use vouch::{SignatureChecker, Signed};
 
 /// Whether `address` (`host:port`, `[v6]:port` or a bare host) names a
 /// loopback interface: where plaintext is allowed.

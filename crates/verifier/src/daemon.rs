@@ -85,9 +85,18 @@ pub async fn run(
         .tls
         .as_ref()
         .map(|tls| tls.spawn_reload(lapse_pki::transport::RELOAD_EVERY));
+    // With a cluster CA, heartbeats must be signed by a broker it
+    // certifies: the CA that authenticates the link also vouches for the
+    // state, so a relay or proxy between needs no trust.
+    let mut verify = config.verify.clone();
+    if verify.trust.is_none()
+        && let Some(tls) = &config.tls
+    {
+        verify.trust = Some(lapse_pki::SignatureChecker::new(tls.credentials()));
+    }
     for i in 0..config.count {
         let id = config.name(i);
-        let verifier = Verifier::new(config.verify.clone());
+        let verifier = Verifier::new(verify.clone());
         let stats = Arc::new(FollowStats::default());
         let mut follow_config = FollowConfig::new(config.brokers.clone(), id.clone());
         follow_config.region = config.region.clone();

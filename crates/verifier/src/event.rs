@@ -37,6 +37,19 @@ pub enum FeedError {
     HeartbeatEpoch { held: u64, offered: u64 },
     #[error("heartbeat interval {0} ms is out of range")]
     BadInterval(u64),
+    #[error("heartbeat carries no broker signature, and this verifier trusts only signed ones")]
+    Unsigned,
+    #[error("heartbeat signature refused: {0}")]
+    Signature(String),
+    #[error(
+        "broker {broker_id} vouches for epoch {vouched} with another state than the one received \
+         (epoch {held}); the unvouched state is dropped"
+    )]
+    Unvouched {
+        broker_id: u64,
+        vouched: u64,
+        held: u64,
+    },
 }
 
 /// A feed event, checked and decoded.
@@ -55,6 +68,8 @@ pub enum Body {
     Delta(DeltaMessage),
     Heartbeat {
         interval_ms: u64,
+        /// The broker's signed statement, if it sent one.
+        voucher: Option<lapse_wire::feed::Voucher>,
     },
     /// The broker withholds heartbeats, for this reason (capped).
     Withheld {
@@ -127,6 +142,7 @@ pub fn decode_event(event: &FeedEvent) -> Result<Decoded, FeedError> {
             }
             Body::Heartbeat {
                 interval_ms: heartbeat.interval_ms,
+                voucher: heartbeat.voucher.clone(),
             }
         }
         Some(Kind::Withheld(notice)) => Body::Withheld {

@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lapse_credential::{KeyLookup, VerifyError, VerifyOptions, verify};
-use lapse_filter::{KeyAlgorithm, RevokedBy, SecretHash, Snapshot};
+use lapse_filter::{KeyAlgorithm, PublicKey, RevokedBy, SecretHash, Snapshot, Statement};
 use lapse_wire::feed::FeedEvent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,14 @@ pub struct VerifyConfig {
     pub audience: Option<String>,
     /// Required issuer, if any.
     pub issuer: Option<String>,
+    /// Whose word makes the verifier fresh. With a checker (the cluster
+    /// CA), only heartbeats signed by a broker certificate of that CA,
+    /// whose digest matches the state held, do; anything that could make
+    /// the verifier accept more (a key, a window move, a maximum
+    /// lifetime) counts only once such a heartbeat covers it. `None`
+    /// takes heartbeats at their word: for plaintext experiments on
+    /// loopback only.
+    pub trust: Option<lapse_pki::SignatureChecker>,
 }
 
 impl Default for VerifyConfig {
@@ -36,6 +44,7 @@ impl Default for VerifyConfig {
             leeway_seconds: 30,
             audience: None,
             issuer: None,
+            trust: None,
         }
     }
 }
@@ -108,6 +117,11 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifierStatus {
     pub epoch: Option<u64>,
+    /// The epoch of the last state a heartbeat vouched for (signed, when
+    /// the verifier checks signatures).
+    pub vouched_epoch: Option<u64>,
+    /// Whether heartbeats must carry a broker's signature.
+    pub signed_heartbeats: bool,
     pub fresh: bool,
     /// Why the verifier is not fresh, in words: since when no heartbeat
     /// came, from which broker, and what the broker said; `None` when
@@ -147,11 +161,27 @@ pub struct WithheldNotice {
     pub age_ms: u64,
 }
 
+/// The last state a heartbeat vouched for, with the cluster time and
+/// maximum credential lifetime it named.
+struct Vouched {
+    state: Snapshot,
+    at_ms: u64,
+    max_ttl_ms: u64,
+}
+
 struct Inner {
+    /// The state as received: the vouched state plus every event since.
     state: Option<Snapshot>,
+    /// The state a heartbeat last vouched for. A credential must pass both
+    /// it and `state`, so an event nobody vouched for can make the
+    /// verifier refuse more, never accept more.
+    vouched: Option<Vouched>,
+    /// `state` changed since it was last vouched for.
+    unvouched_changes: bool,
+    /// The epoch digest of `state`, once computed (cleared when it changes).
+    epoch_digest: Option<lapse_filter::StateDigest>,
     heartbeat_broker: Option<u64>,
     withheld: Option<(u64, String, Instant)>,
-    max_ttl_ms: u64,
     last_heartbeat: Option<Instant>,
     broker_id: Option<u64>,
     clock: OffsetEstimator,
@@ -160,6 +190,33 @@ struct Inner {
     snapshots: u64,
     deltas: u64,
     heartbeats: u64,
+}
+
+impl Inner {
+    /// The state received changed.
+    fn changed(&mut self) {
+        self.unvouched_changes = true;
+        self.epoch_digest = None;
+    }
+
+    /// The state held is now vouched for, as of cluster time `at_ms`.
+    fn vouch(&mut self, at_ms: u64, max_ttl_ms: u64) {
+        match (&mut self.vouched, &self.state) {
+            (_, None) => {}
+            (Some(vouched), Some(_)) if !self.unvouched_changes => {
+                vouched.at_ms = at_ms;
+                vouched.max_ttl_ms = max_ttl_ms;
+            }
+            (vouched, Some(state)) => {
+                *vouched = Some(Vouched {
+                    state: state.clone(),
+                    at_ms,
+                    max_ttl_ms,
+                });
+            }
+        }
+        self.unvouched_changes = false;
+    }
 }
 
 /// An edge verifier's state: cheap to clone, safe to share between threads.
@@ -179,12 +236,36 @@ struct Counters {
     stale: std::sync::atomic::AtomicU64,
 }
 
-/// Public keys by id, from the feed.
-struct FeedKeys<'a>(&'a Snapshot);
+/// Public keys by id, from the feed: a key counts only when the vouched
+/// state and the state received agree on it.
+struct FeedKeys<'a> {
+    vouched: &'a Snapshot,
+    current: Option<&'a Snapshot>,
+}
+
+impl FeedKeys<'_> {
+    fn get(&self, key_id: &str) -> Option<PublicKey> {
+        let vouched = self.vouched.keys.get(key_id)?;
+        let Some(current) = self.current else {
+            return Some(vouched.clone());
+        };
+        let other = current.keys.get(key_id)?;
+        if other.algorithm != vouched.algorithm || other.bytes != vouched.bytes {
+            return None;
+        }
+        // The narrower window of the two.
+        Some(PublicKey {
+            algorithm: vouched.algorithm,
+            bytes: vouched.bytes.clone(),
+            not_before_ms: vouched.not_before_ms.max(other.not_before_ms),
+            not_after_ms: vouched.not_after_ms.min(other.not_after_ms),
+        })
+    }
+}
 
 impl KeyLookup for FeedKeys<'_> {
     fn public_key(&self, key_id: &str) -> Option<[u8; 32]> {
-        let key = self.0.keys.get(key_id)?;
+        let key = self.get(key_id)?;
         match key.algorithm {
             KeyAlgorithm::Ed25519 => key.bytes.as_slice().try_into().ok(),
         }
@@ -200,9 +281,11 @@ impl Verifier {
         Self {
             inner: Arc::new(RwLock::new(Inner {
                 state: None,
+                vouched: None,
+                unvouched_changes: false,
+                epoch_digest: None,
                 heartbeat_broker: None,
                 withheld: None,
-                max_ttl_ms: 0,
                 last_heartbeat: None,
                 broker_id: None,
                 clock: OffsetEstimator::default(),
@@ -272,16 +355,24 @@ impl Verifier {
         let held = inner.state.as_ref().map(|s| s.epoch);
         match event.body {
             Body::Snapshot(snapshot) => {
-                if let Some(held) = held
-                    && held > snapshot.epoch
+                // With signed heartbeats a snapshot may take the state back
+                // to any epoch at or after the vouched one: a state received
+                // from further ahead was never vouched for.
+                let floor = match &self.config.trust {
+                    Some(_) => inner.vouched.as_ref().map(|v| v.state.epoch),
+                    None => held,
+                };
+                if let Some(floor) = floor
+                    && floor > snapshot.epoch
                 {
                     return Err(FeedError::EpochBackwards {
-                        held,
+                        held: floor,
                         offered: snapshot.epoch,
                     });
                 }
                 inner.state = Some(*snapshot);
                 inner.snapshots += 1;
+                inner.changed();
             }
             Body::Delta(delta) => {
                 let state = inner.state.as_mut().ok_or(FeedError::NoSnapshot {
@@ -289,32 +380,123 @@ impl Verifier {
                 })?;
                 state.apply(&delta)?;
                 inner.deltas += 1;
+                inner.changed();
             }
-            Body::Heartbeat { .. } => {
-                if held != Some(event.epoch) {
-                    return Err(FeedError::HeartbeatEpoch {
-                        held: held.unwrap_or(0),
-                        offered: event.epoch,
-                    });
+            Body::Heartbeat { voucher, .. } => match &self.config.trust {
+                Some(checker) => self.vouched_heartbeat(inner, checker, voucher)?,
+                None => {
+                    if held != Some(event.epoch) {
+                        return Err(FeedError::HeartbeatEpoch {
+                            held: held.unwrap_or(0),
+                            offered: event.epoch,
+                        });
+                    }
+                    let max_ttl_ms = match event.max_credential_ttl_ms {
+                        0 => inner.vouched.as_ref().map_or(0, |v| v.max_ttl_ms),
+                        ttl => ttl,
+                    };
+                    inner.vouch(event.cluster_time_ms, max_ttl_ms);
+                    self.refreshed(inner, event.broker_id, event.cluster_time_ms);
                 }
-                inner.last_heartbeat = Some(Instant::now());
-                inner.heartbeat_broker = Some(event.broker_id);
-                inner.withheld = None;
-                inner.heartbeats += 1;
-                inner
-                    .clock
-                    .observe(event.cluster_time_ms, self.clock.monotonic_ms());
-            }
+            },
             Body::Withheld { reason } => {
                 inner.withheld = Some((event.broker_id, reason, Instant::now()));
                 return Ok(held.unwrap_or(0));
             }
         }
         inner.broker_id = Some(event.broker_id);
-        if event.max_credential_ttl_ms > 0 {
-            inner.max_ttl_ms = event.max_credential_ttl_ms;
-        }
         Ok(inner.state.as_ref().map(|s| s.epoch).unwrap_or(0))
+    }
+
+    /// A heartbeat when heartbeats must be signed: check the broker's
+    /// signature, then that the statement covers exactly the state held.
+    /// Only then is the state vouched for and the verifier fresh.
+    fn vouched_heartbeat(
+        &self,
+        inner: &mut Inner,
+        checker: &lapse_pki::SignatureChecker,
+        voucher: Option<lapse_wire::feed::Voucher>,
+    ) -> Result<(), FeedError> {
+        let voucher = voucher.ok_or(FeedError::Unsigned)?;
+        let statement = Statement::decode(&voucher.statement)?;
+        let scheme = u16::try_from(voucher.scheme)
+            .map_err(|_| FeedError::Signature("unknown signature scheme".into()))?;
+        let signed = lapse_pki::Signed {
+            scheme,
+            signature: voucher.signature,
+            chain: voucher.chain,
+        };
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(self.clock.now_ms());
+        let signer = checker
+            .check_broker(&voucher.statement, &signed, now)
+            .map_err(|e| FeedError::Signature(e.to_string()))?;
+        if signer != statement.broker_id {
+            return Err(FeedError::Signature(format!(
+                "broker {signer} signed a statement in the name of broker {}",
+                statement.broker_id
+            )));
+        }
+        if statement.interval_ms == 0
+            || statement.interval_ms > crate::event::MAX_HEARTBEAT_INTERVAL_MS
+        {
+            return Err(FeedError::BadInterval(statement.interval_ms));
+        }
+        let Some(state) = inner.state.as_ref() else {
+            return Err(FeedError::HeartbeatEpoch {
+                held: 0,
+                offered: statement.epoch,
+            });
+        };
+        let epoch_digest = match inner.epoch_digest {
+            Some(digest) if state.epoch == statement.epoch => Some(digest),
+            _ => None,
+        };
+        let matches = state.epoch == statement.epoch && {
+            let epoch_digest = epoch_digest.unwrap_or_else(|| state.epoch_digest());
+            inner.epoch_digest = Some(epoch_digest);
+            state.digest_at(
+                Some(epoch_digest),
+                statement.cluster_time_ms,
+                statement.max_ttl_ms,
+            ) == statement.digest
+        };
+        if !matches {
+            // A broker vouches for another state than the one received:
+            // what was received since the last vouched state is dropped,
+            // and the next subscription resumes from the vouched state.
+            let held = state.epoch;
+            inner.state = inner.vouched.as_ref().map(|v| v.state.clone());
+            inner.changed();
+            inner.unvouched_changes = false;
+            return Err(FeedError::Unvouched {
+                broker_id: statement.broker_id,
+                vouched: statement.epoch,
+                held,
+            });
+        }
+        // A heartbeat no newer than the last one vouched for refreshes
+        // nothing: a replayed heartbeat cannot keep a verifier fresh.
+        if inner
+            .vouched
+            .as_ref()
+            .is_some_and(|v| statement.cluster_time_ms <= v.at_ms)
+        {
+            return Ok(());
+        }
+        inner.vouch(statement.cluster_time_ms, statement.max_ttl_ms);
+        self.refreshed(inner, statement.broker_id, statement.cluster_time_ms);
+        Ok(())
+    }
+
+    /// A heartbeat made the verifier fresh.
+    fn refreshed(&self, inner: &mut Inner, broker_id: u64, cluster_time_ms: u64) {
+        inner.last_heartbeat = Some(Instant::now());
+        inner.heartbeat_broker = Some(broker_id);
+        inner.withheld = None;
+        inner.heartbeats += 1;
+        inner
+            .clock
+            .observe(cluster_time_ms, self.clock.monotonic_ms());
     }
 
     fn staleness(&self, inner: &Inner) -> Option<Rejection> {
@@ -349,7 +531,9 @@ impl Verifier {
         {
             return Err(rejection.clone());
         }
-        let state = inner.state.as_ref().ok_or(Rejection::NoState)?;
+        let vouched = &inner.vouched.as_ref().ok_or(Rejection::NoState)?.state;
+        let current = inner.state.as_ref();
+        let keys = FeedKeys { vouched, current };
         let now_ms = self.cluster_now_locked(&inner);
         let audience = expect.audience.or(self.config.audience.as_deref());
         let options = VerifyOptions {
@@ -358,7 +542,7 @@ impl Verifier {
             now_seconds: now_ms / 1000,
             leeway_seconds: self.config.leeway_seconds,
         };
-        let verified = verify(token, &FeedKeys(state), &options).map_err(|e| match e {
+        let verified = verify(token, &keys, &options).map_err(|e| match e {
             VerifyError::UnknownKeyId(kid) => Rejection::Invalid {
                 detail: format!("no key {kid:?} in the revocation feed"),
             },
@@ -369,7 +553,7 @@ impl Verifier {
         let claims = &verified.claims;
         let kid = verified.key_id.as_str();
         let issued_at_ms = claims.iat.saturating_mul(1000);
-        if let Some(key) = state.keys.get(kid) {
+        if let Some(key) = keys.get(kid) {
             let leeway_ms = self.config.leeway_seconds * 1000;
             // `iat` is whole seconds: the signing moment lies in [iat, iat + 1 s).
             if issued_at_ms.saturating_add(1000 + leeway_ms) < key.not_before_ms
@@ -392,14 +576,17 @@ impl Verifier {
         let index = claims.status_index().0;
         let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
         let (tenant, subject) = (claims.tenant.as_str(), claims.sub.as_str());
-        if let Some(by) = state.revoked_by(
-            tenant,
-            subject,
-            kid,
-            issued_at_ms,
-            Some(index),
-            Some(&token_hash),
-        ) {
+        let revoked = |state: &Snapshot| {
+            state.revoked_by(
+                tenant,
+                subject,
+                kid,
+                issued_at_ms,
+                Some(index),
+                Some(&token_hash),
+            )
+        };
+        if let Some(by) = current.and_then(revoked).or_else(|| revoked(vouched)) {
             let by = match by {
                 RevokedBy::StatusIndex => format!("status index {index}"),
                 RevokedBy::SecretHash => "the credential's own hash".into(),
@@ -417,7 +604,7 @@ impl Verifier {
             key_id: kid.to_owned(),
             status_index: index,
             expires_at: claims.exp,
-            epoch: state.epoch,
+            epoch: current.unwrap_or(vouched).epoch,
             stale: stale.is_some(),
         })
     }
@@ -431,32 +618,47 @@ impl Verifier {
         {
             return Err(rejection);
         }
-        let state = inner.state.as_ref().ok_or(Rejection::NoState)?;
-        Ok(state.secrets.contains(hash))
+        let vouched = &inner.vouched.as_ref().ok_or(Rejection::NoState)?.state;
+        Ok(vouched.secrets.contains(hash)
+            || inner
+                .state
+                .as_ref()
+                .is_some_and(|s| s.secrets.contains(hash)))
     }
 
     /// Drop rules and keys that can no longer matter: every credential
-    /// they cover has expired by cluster time.
+    /// they cover has expired by the cluster time of the last vouched
+    /// heartbeat, with the lifetime it named (a broker's digest filters by
+    /// the same rule at a later time, so both sides agree).
     pub fn age_out(&self) {
-        let now = self.cluster_now_ms();
         let mut inner = self.inner.write().expect("verifier lock");
-        let ttl = inner.max_ttl_ms;
+        let Some((now, ttl)) = inner.vouched.as_ref().map(|v| (v.at_ms, v.max_ttl_ms)) else {
+            return;
+        };
         if ttl == 0 {
             return;
         }
-        if let Some(state) = inner.state.as_mut() {
+        let prune = |state: &mut Snapshot| {
             let expired: Vec<String> = state
                 .keys
                 .iter()
                 .filter(|(_, key)| key.not_after_ms.saturating_add(ttl) <= now)
                 .map(|(kid, _)| kid.to_owned())
                 .collect();
-            for kid in expired {
-                state.keys.remove(&kid);
+            for kid in &expired {
+                state.keys.remove(kid);
             }
             state
                 .rules
                 .retain_cutoffs(|cutoff| cutoff.saturating_add(ttl) > now);
+        };
+        if let Some(vouched) = inner.vouched.as_mut() {
+            prune(&mut vouched.state);
+        }
+        // Pruned by the same rule as the vouched copy, so still vouched
+        // for; rules and keys are not part of the epoch digest.
+        if let Some(state) = inner.state.as_mut() {
+            prune(state);
         }
     }
 
@@ -496,6 +698,8 @@ impl Verifier {
         });
         VerifierStatus {
             epoch: state.map(|s| s.epoch),
+            vouched_epoch: inner.vouched.as_ref().map(|v| v.state.epoch),
+            signed_heartbeats: self.config.trust.is_some(),
             fresh: stale_reason.is_none(),
             stale_reason,
             heartbeat_broker_id: inner.heartbeat_broker,

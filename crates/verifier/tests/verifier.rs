@@ -106,7 +106,14 @@ fn delta(from: u64, to: u64, added: Vec<u64>) -> DeltaMessage {
 }
 
 fn heartbeat(epoch: u64) -> FeedEvent {
-    envelope(Kind::Heartbeat(Heartbeat { interval_ms: 200 }), epoch, 0)
+    envelope(
+        Kind::Heartbeat(Heartbeat {
+            interval_ms: 200,
+            voucher: None,
+        }),
+        epoch,
+        0,
+    )
 }
 
 fn verifier() -> Verifier {
@@ -436,7 +443,14 @@ async fn hostile_feed_events_change_nothing() {
     attempts.push(("heartbeat for another epoch".into(), heartbeat(12)));
     attempts.push((
         "zero heartbeat interval".into(),
-        envelope(Kind::Heartbeat(Heartbeat { interval_ms: 0 }), 10, 0),
+        envelope(
+            Kind::Heartbeat(Heartbeat {
+                interval_ms: 0,
+                voucher: None,
+            }),
+            10,
+            0,
+        ),
     ));
     attempts.push((
         "index already revoked".into(),
@@ -478,4 +492,322 @@ fn wire_bytes_are_checked_before_decoding() {
         decode_event_bytes(&[0xff; 7]),
         Err(FeedError::Malformed(_))
     ));
+}
+
+// ---- Signed heartbeats: a verifier that trusts a cluster CA ----
+
+mod signed {
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use lapse_filter::{Snapshot, Statement};
+    use lapse_pki::{Authority, Credentials, LeafRequest, Role, SignatureChecker};
+    use lapse_verifier::clock::Clock;
+    use lapse_wire::feed::Voucher;
+
+    use super::*;
+
+    /// The wall clock at `NOW_S`; monotonic time is tokio's (paused).
+    struct Fixed;
+
+    impl Clock for Fixed {
+        fn now_ms(&self) -> u64 {
+            NOW_S * 1000
+        }
+    }
+
+    struct Pki {
+        ca: Authority,
+        trust: SignatureChecker,
+    }
+
+    fn at_now() -> std::time::SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW_S)
+    }
+
+    impl Pki {
+        fn new() -> Self {
+            let (ca, _) =
+                Authority::generate("lapse.test", at_now(), Duration::from_secs(86400)).unwrap();
+            let trust = Credentials::from_pem(ca.cert_pem().as_bytes(), None, at_now()).unwrap();
+            Self {
+                ca,
+                trust: SignatureChecker::new(Arc::new(trust)),
+            }
+        }
+
+        fn identity(&self, role: Role) -> Credentials {
+            let pair = self
+                .ca
+                .issue(
+                    &LeafRequest {
+                        role,
+                        hosts: Vec::new(),
+                        valid_for: Duration::from_secs(3600),
+                    },
+                    at_now(),
+                )
+                .unwrap();
+            Credentials::from_pem(
+                self.ca.cert_pem().as_bytes(),
+                Some((pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())),
+                at_now(),
+            )
+            .unwrap()
+        }
+
+        fn verifier(&self) -> Verifier {
+            Verifier::with_clock(
+                VerifyConfig {
+                    staleness: Duration::from_secs(2),
+                    trust: Some(self.trust.clone()),
+                    ..VerifyConfig::default()
+                },
+                Arc::new(Fixed),
+            )
+        }
+    }
+
+    /// A heartbeat from broker `claimed`, signed by `by`, vouching for
+    /// `state` at cluster time `at_ms`.
+    fn signed(by: &Credentials, claimed: u64, state: &Snapshot, at_ms: u64, ttl: u64) -> FeedEvent {
+        let statement = Statement {
+            broker_id: claimed,
+            epoch: state.epoch,
+            cluster_time_ms: at_ms,
+            max_ttl_ms: ttl,
+            interval_ms: 200,
+            digest: state.digest_at(None, at_ms, ttl),
+        }
+        .encode();
+        let signature = by.sign(&statement).unwrap();
+        let mut event = envelope(
+            Kind::Heartbeat(Heartbeat {
+                interval_ms: 200,
+                voucher: Some(Voucher {
+                    statement,
+                    signature: signature.signature,
+                    scheme: u32::from(signature.scheme),
+                    chain: signature.chain,
+                }),
+            }),
+            state.epoch,
+            0,
+        );
+        event.cluster_time_ms = at_ms;
+        event
+    }
+
+    const T: u64 = NOW_S * 1000;
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_heartbeat_signed_by_a_broker_of_the_ca_over_the_state_held_makes_it_fresh() {
+        let pki = Pki::new();
+        let broker = pki.identity(Role::Broker(1));
+        let state = snapshot(10, &[3]);
+        let good = credential(5, "spiffe://acme/a", "acme");
+
+        // Unsigned, another CA's broker, a verifier, a broker speaking
+        // for another: all refused, and the verifier holds nothing vouched.
+        let v = pki.verifier();
+        v.apply(&snapshot_event(state.clone())).unwrap();
+        assert_eq!(v.apply(&heartbeat(10)), Err(FeedError::Unsigned));
+        let stranger = Pki::new().identity(Role::Broker(1));
+        let as_verifier = pki.identity(Role::Verifier("v".into()));
+        for forged in [
+            signed(&stranger, 1, &state, T, TTL_MS),
+            signed(&as_verifier, 1, &state, T, TTL_MS),
+            signed(&pki.identity(Role::Broker(2)), 1, &state, T, TTL_MS),
+        ] {
+            assert!(
+                matches!(v.apply(&forged), Err(FeedError::Signature(_))),
+                "{:?}",
+                v.apply(&forged)
+            );
+        }
+        assert!(matches!(verdict(&v, &good), Err(Rejection::Stale { .. })));
+        assert!(!v.status().fresh);
+        assert_eq!(v.status().vouched_epoch, None);
+
+        // A signature that checks, over the state held: fresh.
+        v.apply(&signed(&broker, 1, &state, T, TTL_MS)).unwrap();
+        assert!(v.status().fresh);
+        assert_eq!(v.status().vouched_epoch, Some(10));
+        assert_eq!(verdict(&v, &good), Ok(10));
+        assert!(matches!(
+            verdict(&v, &credential(3, "spiffe://acme/a", "acme")),
+            Err(Rejection::Revoked { .. })
+        ));
+    }
+
+    /// A verifier vouched for at epoch 10 (index 3 revoked).
+    fn vouched(pki: &Pki, broker: &Credentials) -> Verifier {
+        let v = pki.verifier();
+        v.apply(&snapshot_event(snapshot(10, &[3]))).unwrap();
+        v.apply(&signed(broker, 1, &snapshot(10, &[3]), T, TTL_MS))
+            .unwrap();
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rewritten_delta_that_drops_a_revocation_is_caught_by_the_digest() {
+        let pki = Pki::new();
+        let broker = pki.identity(Role::Broker(1));
+        let v = vouched(&pki, &broker);
+        let four = credential(4, "spiffe://acme/a", "acme");
+        // The broker's state at 11 revokes 4; the feed said it added nothing.
+        v.apply(&delta_event(delta(10, 11, vec![]))).unwrap();
+        let real = snapshot(11, &[3, 4]);
+        let refused = v.apply(&signed(&broker, 1, &real, T + 200, TTL_MS));
+        assert!(
+            matches!(refused, Err(FeedError::Unvouched { .. })),
+            "{refused:?}"
+        );
+        // Back to the vouched state, to resume from it.
+        assert_eq!(v.epoch(), Some(10));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(matches!(verdict(&v, &four), Err(Rejection::Stale { .. })));
+        // The true delta, then the same heartbeat: fresh, and 4 is revoked.
+        v.apply(&delta_event(delta(10, 11, vec![4]))).unwrap();
+        v.apply(&signed(&broker, 1, &real, T + 400, TTL_MS))
+            .unwrap();
+        assert!(matches!(verdict(&v, &four), Err(Rejection::Revoked { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forged_key_counts_for_nothing_until_a_signature_covers_it() {
+        let pki = Pki::new();
+        let broker = pki.identity(Role::Broker(1));
+        let v = vouched(&pki, &broker);
+        let attacker = SigningKeyPair::from_seed(KeyId::new("evil").unwrap(), [9; 32]);
+        let mut injected = delta(10, 11, vec![]);
+        injected
+            .keys
+            .insert(
+                "evil",
+                PublicKey {
+                    algorithm: KeyAlgorithm::Ed25519,
+                    bytes: attacker.public_key().to_vec(),
+                    not_before_ms: 0,
+                    not_after_ms: u64::MAX / 2,
+                },
+            )
+            .unwrap();
+        v.apply(&delta_event(injected)).unwrap();
+        let forged = attacker
+            .sign(&Claims {
+                iss: "https://lapse.test".into(),
+                sub: WorkloadId::new("spiffe://acme/a").unwrap(),
+                aud: vec!["billing".into()],
+                iat: NOW_S - 10,
+                nbf: NOW_S - 10,
+                exp: NOW_S + 600,
+                jti: "forged".into(),
+                tenant: TenantId::new("acme").unwrap(),
+                scopes: vec!["admin".into()],
+                status: StatusClaim {
+                    status_list: StatusListRef {
+                        idx: 77,
+                        uri: "https://lapse.test/status".into(),
+                    },
+                },
+                cnf: None,
+            })
+            .unwrap();
+        // The verifier is fresh (on its vouched state), yet the key is not
+        // in the vouched state: refused.
+        assert!(v.status().fresh);
+        assert!(matches!(
+            verdict(&v, &forged),
+            Err(Rejection::Invalid { .. })
+        ));
+        // A heartbeat signed by a rogue CA over the forged state changes nothing.
+        let mut forged_state = snapshot(11, &[3]);
+        forged_state.keys.insert("evil", v_key(&attacker)).unwrap();
+        let rogue = Pki::new().identity(Role::Broker(1));
+        assert!(
+            v.apply(&signed(&rogue, 1, &forged_state, T + 200, TTL_MS))
+                .is_err()
+        );
+        assert!(matches!(
+            verdict(&v, &forged),
+            Err(Rejection::Invalid { .. })
+        ));
+    }
+
+    fn v_key(k: &SigningKeyPair) -> PublicKey {
+        PublicKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            bytes: k.public_key().to_vec(),
+            not_before_ms: 0,
+            not_after_ms: u64::MAX / 2,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hostile_maximum_lifetime_of_1_ms_ages_out_nothing() {
+        let pki = Pki::new();
+        let broker = pki.identity(Role::Broker(1));
+        let v = pki.verifier();
+        let mut state = snapshot(10, &[]);
+        state
+            .rules
+            .revoke_subject("acme", "spiffe://acme/a", (NOW_S + 1) * 1000)
+            .unwrap();
+        let mut event = snapshot_event(state.clone());
+        event.max_credential_ttl_ms = 1;
+        v.apply(&event).unwrap();
+        v.apply(&signed(&broker, 1, &state, T, TTL_MS)).unwrap();
+        // Every event from now on claims a 1 ms lifetime.
+        let mut hb = signed(&broker, 1, &state, T + 200, TTL_MS);
+        hb.max_credential_ttl_ms = 1;
+        v.apply(&hb).unwrap();
+        v.age_out();
+        assert_eq!(v.status().rules, 1);
+        assert!(matches!(
+            verdict(&v, &credential(1, "spiffe://acme/a", "acme")),
+            Err(Rejection::Revoked { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replayed_heartbeat_does_not_keep_the_verifier_fresh() {
+        let pki = Pki::new();
+        let broker = pki.identity(Role::Broker(1));
+        let v = vouched(&pki, &broker);
+        let replay = signed(&broker, 1, &snapshot(10, &[3]), T, TTL_MS);
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_millis(900)).await;
+            v.apply(&replay).unwrap();
+        }
+        assert!(!v.status().fresh, "{:?}", v.status());
+        assert!(matches!(
+            verdict(&v, &credential(5, "spiffe://acme/a", "acme")),
+            Err(Rejection::Stale { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hostile_snapshot_that_forgets_revocations_is_checked_against_the_vouched_state() {
+        let pki = Pki::new();
+        let broker = pki.identity(Role::Broker(1));
+        let v = vouched(&pki, &broker);
+        v.apply(&snapshot_event(snapshot(u64::MAX / 2, &[])))
+            .unwrap();
+        assert!(matches!(
+            verdict(&v, &credential(3, "spiffe://acme/a", "acme")),
+            Err(Rejection::Revoked { .. })
+        ));
+        // The broker's next heartbeat drops it; a snapshot at the vouched
+        // epoch or later is taken again.
+        assert!(
+            v.apply(&signed(&broker, 1, &snapshot(10, &[3]), T + 200, TTL_MS))
+                .is_err()
+        );
+        assert_eq!(v.epoch(), Some(10));
+        v.apply(&snapshot_event(snapshot(12, &[3, 4]))).unwrap();
+        v.apply(&signed(&broker, 1, &snapshot(12, &[3, 4]), T + 400, TTL_MS))
+            .unwrap();
+        assert_eq!(v.status().vouched_epoch, Some(12));
+    }
 }

@@ -40,6 +40,7 @@ pub fn run(scenario: &Scenario, seed: u64, variant: Variant) -> RunOutcome {
         oracle: Default::default(),
         faults: Default::default(),
         hosts: Default::default(),
+        pki: super::pki::SimPki::new(scenario.brokers().iter().map(|b| b.id)),
     });
     note_clocks(&world);
     let data_dir = tempfile::tempdir().expect("a temporary directory");

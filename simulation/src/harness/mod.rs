@@ -24,6 +24,7 @@ mod faults;
 mod hosts;
 mod observe;
 mod oracle;
+mod pki;
 
 use std::collections::BTreeMap;
 
@@ -98,6 +99,8 @@ struct World {
     faults: faults::Faults,
     /// What runs where: brokers, verifiers, incarnations, clock steps.
     hosts: hosts::Hosts,
+    /// The CA and the brokers' certificates heartbeats are signed with.
+    pki: pki::SimPki,
 }
 
 impl World {

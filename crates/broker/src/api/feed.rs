@@ -272,13 +272,21 @@ impl Session {
             Update::Heartbeat {
                 epoch,
                 cluster_time_ms,
+                voucher,
             } => {
                 if self.sent < *epoch {
                     self.catch_up().await?;
                 }
+                // A signed heartbeat vouches for one epoch's state; one for
+                // another epoch than this subscriber holds is no use to it
+                // (it raced a newer delta), and the next one will match.
+                if voucher.is_some() && self.sent != *epoch {
+                    return Ok(());
+                }
                 let event = FeedEvent {
                     kind: Some(EventKind::Heartbeat(Heartbeat {
                         interval_ms: self.hub.settings.heartbeat_ms,
+                        voucher: voucher.clone(),
                     })),
                     epoch: self.sent,
                     from_epoch: 0,

@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapse_filter::{Message, encode_message};
+use lapse_filter::{Message, Snapshot, StateDigest, Statement, encode_message};
 use lapse_ledger::feed;
+use lapse_wire::feed::Voucher;
 use prost::bytes::Bytes;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
@@ -45,13 +46,28 @@ use propagation::{LocalReport, Tracker};
 pub enum Update {
     /// The encoded delta from `from` to `to`.
     Delta { from: u64, to: u64, bytes: Bytes },
-    /// The broker confirmed that `epoch` was current at `cluster_time_ms`.
-    Heartbeat { epoch: u64, cluster_time_ms: u64 },
+    /// The broker confirmed that `epoch` was current at `cluster_time_ms`;
+    /// the voucher signs that, with the digest of the state at `epoch`
+    /// (absent on a broker with no certificate).
+    Heartbeat {
+        epoch: u64,
+        cluster_time_ms: u64,
+        voucher: Option<Voucher>,
+    },
     /// The broker could not confirm its state; no heartbeat this time.
     Withheld { reason: String },
     /// The state cannot be followed by deltas (it moved in a way a delta
     /// does not describe): every subscriber gets a snapshot.
     Resync,
+}
+
+/// The feed snapshot of one epoch, kept until the epoch moves: its
+/// encoding for subscribers, and the state and digest heartbeats vouch for.
+struct CachedSnapshot {
+    epoch: u64,
+    bytes: Bytes,
+    state: Arc<Snapshot>,
+    epoch_digest: StateDigest,
 }
 
 /// The shared state of this broker's feed.
@@ -60,7 +76,7 @@ pub struct FeedHub {
     pub(crate) settings: FeedConfig,
     seed: [u8; 32],
     pub(crate) updates: broadcast::Sender<Arc<Update>>,
-    snapshot_cache: Mutex<Option<(u64, Bytes)>>,
+    snapshot_cache: Mutex<Option<Arc<CachedSnapshot>>>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) tracker: Mutex<Tracker>,
     /// Local monotonic time (ms since the hub started) of the last
@@ -139,11 +155,15 @@ impl FeedHub {
 
     /// A snapshot of the current state, encoded; built once per epoch.
     pub(crate) fn snapshot(&self) -> Result<(u64, Bytes), BrokerError> {
+        self.cached_snapshot().map(|c| (c.epoch, c.bytes.clone()))
+    }
+
+    fn cached_snapshot(&self) -> Result<Arc<CachedSnapshot>, BrokerError> {
         let epoch = self.current_epoch();
-        if let Some((cached, bytes)) = &*self.snapshot_cache.lock().expect("cache lock")
-            && *cached == epoch
+        if let Some(cached) = &*self.snapshot_cache.lock().expect("cache lock")
+            && cached.epoch == epoch
         {
-            return Ok((epoch, bytes.clone()));
+            return Ok(cached.clone());
         }
         let snapshot = self
             .core
@@ -151,12 +171,74 @@ impl FeedHub {
             .read(|a| feed::snapshot(&a.ledger, self.seed))
             .map_err(|e| BrokerError::Broken(format!("cannot build a feed snapshot: {e}")))?;
         let epoch = snapshot.epoch;
+        let epoch_digest = snapshot.epoch_digest();
+        let state = Arc::new(snapshot);
         let bytes = Bytes::from(
-            encode_message(&Message::Full(Box::new(snapshot)))
+            encode_message(&Message::Full(Box::new((*state).clone())))
                 .map_err(|e| BrokerError::Broken(format!("cannot encode a feed snapshot: {e}")))?,
         );
-        *self.snapshot_cache.lock().expect("cache lock") = Some((epoch, bytes.clone()));
-        Ok((epoch, bytes))
+        let cached = Arc::new(CachedSnapshot {
+            epoch,
+            bytes,
+            state,
+            epoch_digest,
+        });
+        *self.snapshot_cache.lock().expect("cache lock") = Some(cached.clone());
+        Ok(cached)
+    }
+
+    /// The identity heartbeats are signed with: the TLS certificate (as
+    /// reloaded), else the environment's, else none.
+    fn signing_identity(&self) -> Option<Arc<lapse_pki::Credentials>> {
+        match self.core.tls() {
+            Some(tls) => Some(tls.credentials()),
+            None => self.core.env().feed_identity.clone(),
+        }
+    }
+
+    /// The signed heartbeat for the current state at cluster time `now`:
+    /// its epoch, and the voucher (`None` with no identity to sign with,
+    /// or when signing failed, which is logged: verifiers that check
+    /// signatures then stay stale rather than trust an unsigned word).
+    fn vouch(&self, identity: &lapse_pki::Credentials) -> (u64, u64, Option<Voucher>) {
+        let cached = match self.cached_snapshot() {
+            Ok(cached) => cached,
+            Err(error) => {
+                tracing::warn!(%error, "heartbeat sent unsigned");
+                return (self.current_epoch(), self.cluster_now(), None);
+            }
+        };
+        // Read after the state: cluster time never falls behind the
+        // ledger's stamps, so whatever the ledger pruned is dead by then.
+        let cluster_time_ms = self.cluster_now();
+        let max_ttl_ms = self.max_ttl_ms();
+        let statement = Statement {
+            broker_id: self.core.id(),
+            epoch: cached.epoch,
+            cluster_time_ms,
+            max_ttl_ms,
+            interval_ms: self.settings.heartbeat_ms,
+            digest: cached
+                .state
+                .digest_at(Some(cached.epoch_digest), cluster_time_ms, max_ttl_ms),
+        };
+        let statement = statement.encode();
+        match identity.sign(&statement) {
+            Ok(signed) => (
+                cached.epoch,
+                cluster_time_ms,
+                Some(Voucher {
+                    statement,
+                    signature: signed.signature,
+                    scheme: u32::from(signed.scheme),
+                    chain: signed.chain,
+                }),
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "heartbeat sent unsigned");
+                (cached.epoch, cluster_time_ms, None)
+            }
+        }
     }
 
     /// The delta from `from` to the current state, encoded; `None` when the
@@ -242,12 +324,16 @@ impl FeedHub {
                         tracing::info!(after_ms, last_reason = %reason, "feed heartbeats resume");
                         self.note(format_args!("heartbeats resume after {after_ms} ms"));
                     }
-                    let epoch = self.current_epoch();
+                    let (epoch, cluster_time_ms, voucher) = match self.signing_identity() {
+                        Some(identity) => self.vouch(&identity),
+                        None => (self.current_epoch(), self.cluster_now(), None),
+                    };
                     *self.last_confirmed.lock().expect("confirm lock") =
                         Some((tokio::time::Instant::now(), epoch));
                     let update = Update::Heartbeat {
                         epoch,
-                        cluster_time_ms: self.cluster_now(),
+                        cluster_time_ms,
+                        voucher,
                     };
                     let _ = self.updates.send(Arc::new(update));
                     self.heartbeats_sent.fetch_add(1, Ordering::Relaxed);

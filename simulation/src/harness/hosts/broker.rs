@@ -46,6 +46,7 @@ pub(in crate::harness) async fn broker_host(
             rng: Mutex::new(StdRng::seed_from_u64(host_seed ^ 1)),
         })),
         steps: Arc::default(),
+        feed_identity: world.pki.broker(spec.id),
     };
     let storage = world.storage[&spec.id].clone();
     let broker = Broker::start_with(

@@ -78,6 +78,7 @@ fn start_verifier(
             staleness: Duration::from_millis(settings.staleness_ms),
             fail_open: settings.fail_open || world.variant == Variant::VerifierIgnoresStaleness,
             leeway_seconds: settings.leeway_s,
+            trust: Some(world.pki.checker()),
             ..VerifyConfig::default()
         },
         clock,
