@@ -291,6 +291,53 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
     assert!(refused.message().contains("\"edge\""), "{refused:?}");
     subscribe("edge").await.unwrap();
     subscribe("edge/2").await.unwrap();
+
+    // The broker signs its heartbeats: a verifier trusting the CA takes
+    // the feed as it comes and becomes fresh only on a checked signature.
+    let trust = lapse_pki::Credentials::from_pem(
+        &std::fs::read(certs.join("ca.pem")).unwrap(),
+        None,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let verifier = lapse_verifier::Verifier::new(lapse_verifier::VerifyConfig {
+        trust: Some(lapse_pki::SignatureChecker::new(Arc::new(trust))),
+        ..Default::default()
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(FeedRequest {
+        kind: Some(Kind::Hello(Hello {
+            verifier_id: "edge/signed".into(),
+            region: "test".into(),
+            resume_epoch: None,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut events = FeedClient::new(edge.clone())
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let signed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let event = events.message().await.unwrap().expect("the feed ended");
+            verifier.apply(&event).unwrap();
+            if let Some(lapse_wire::feed::feed_event::Kind::Heartbeat(beat)) = &event.kind {
+                return beat.clone();
+            }
+        }
+    })
+    .await
+    .expect("no heartbeat within 30 s");
+    assert!(
+        signed.voucher.is_some(),
+        "a TLS broker sent an unsigned heartbeat"
+    );
+    let status = verifier.status();
+    assert!(status.fresh && status.signed_heartbeats, "{status:?}");
+    assert_eq!(status.vouched_epoch, status.epoch);
+    drop(tx);
     let refused = FeedClient::new(as_operator.clone())
         .subscribe(tokio_stream::iter(Vec::<FeedRequest>::new()))
         .await
