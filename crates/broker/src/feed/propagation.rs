@@ -79,6 +79,14 @@ impl LocalReport {
     }
 }
 
+/// Most verifiers the tracker keeps. Subscriptions are capped by
+/// `feed.max_subscribers`; this caps those gone but not yet forgotten, so
+/// cycling verifier ids cannot grow it: the longest gone leaves first.
+pub const MAX_TRACKED_VERIFIERS: usize = 50_000;
+/// Most regions with their own histogram; samples of further regions count
+/// for their verifiers only.
+pub const MAX_TRACKED_REGIONS: usize = 1_024;
+
 /// The measuring state of one broker.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -129,6 +137,18 @@ impl Tracker {
         resume_epoch: u64,
         now_ms: u64,
     ) {
+        if !self.verifiers.contains_key(verifier) && self.verifiers.len() >= MAX_TRACKED_VERIFIERS {
+            let oldest = self
+                .verifiers
+                .iter()
+                .filter(|(_, r)| r.connections == 0)
+                .min_by_key(|(_, r)| r.last_seen_ms)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                self.verifiers.remove(&id);
+                self.baselines.remove(&id);
+            }
+        }
         let record = self
             .verifiers
             .entry(verifier.to_owned())
@@ -189,8 +209,10 @@ impl Tracker {
             let us = now_ms.saturating_sub(*committed_ms).saturating_mul(1000);
             record.delays.record(us);
             // Looked up per sample, so an ack without samples allocates nothing.
+            let room = self.regions.len() < MAX_TRACKED_REGIONS;
             match self.regions.get_mut(&record.region) {
                 Some(region) => region.record(us),
+                None if !room => {}
                 None => {
                     let mut region = Histogram::default();
                     region.record(us);
@@ -211,6 +233,9 @@ impl Tracker {
         });
         let verifiers = &self.verifiers;
         self.baselines.retain(|id, _| verifiers.contains_key(id));
+        let regions: std::collections::BTreeSet<&String> =
+            verifiers.values().map(|r| &r.region).collect();
+        self.regions.retain(|region, _| regions.contains(region));
     }
 
     pub fn subscribers(&self) -> usize {
@@ -273,6 +298,37 @@ pub fn merge_reports(reports: &[LocalReport]) -> LocalReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cycling_verifier_ids_and_regions_cannot_grow_the_tracker() {
+        let mut t = Tracker::default();
+        t.note_commits([(1, 0)], 1);
+        let live = "live-one";
+        t.connected(live, "eu", 1, 0, 0);
+        for n in 0..MAX_TRACKED_VERIFIERS + 100 {
+            let id = format!("v{n}");
+            let region = format!("r{n}");
+            t.connected(&id, &region, 1, 0, 0);
+            t.ack(&id, 1, n as u64 + 1);
+            t.disconnected(&id, n as u64 + 1);
+        }
+        let report = t.report(1, 1, 0);
+        assert_eq!(report.verifiers.len(), MAX_TRACKED_VERIFIERS);
+        assert!(
+            report.verifiers.contains_key(live),
+            "a connected verifier was evicted"
+        );
+        assert!(
+            !report.verifiers.contains_key("v0"),
+            "the longest gone stays"
+        );
+        assert_eq!(report.regions.len(), MAX_TRACKED_REGIONS);
+        // Once gone long enough, their regions go with them.
+        t.forget_gone(u64::MAX / 2, 1);
+        let report = t.report(1, 1, 0);
+        assert_eq!(report.verifiers.len(), 1);
+        assert!(report.regions.len() <= 1, "{:?}", report.regions.keys());
+    }
 
     #[test]
     fn acks_produce_one_sample_per_revocation() {
