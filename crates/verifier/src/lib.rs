@@ -19,6 +19,7 @@ pub mod event;
 pub mod follower;
 pub mod http;
 mod verifier;
+mod vouched;
 
 pub use clock::{Clock, OffsetEstimator, SystemClock};
 pub use event::{Body, Decoded, FeedError, MAX_EVENT_BYTES, decode_event, decode_event_bytes};

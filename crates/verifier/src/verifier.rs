@@ -3,8 +3,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lapse_credential::{KeyLookup, VerifyError, VerifyOptions, verify};
-use lapse_filter::{KeyAlgorithm, PublicKey, RevokedBy, SecretHash, Snapshot, Statement};
+use lapse_credential::{VerifyError, VerifyOptions, verify};
+use lapse_filter::{RevokedBy, SecretHash, Snapshot};
 use lapse_wire::feed::FeedEvent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::clock::{Clock, OffsetEstimator, SystemClock};
 use crate::event::{Body, Decoded, FeedError, decode_event};
+use crate::vouched::{FeedKeys, Vouched, check_voucher};
 
 /// How a verifier judges credentials.
 #[derive(Debug, Clone)]
@@ -161,14 +162,6 @@ pub struct WithheldNotice {
     pub age_ms: u64,
 }
 
-/// The last state a heartbeat vouched for, with the cluster time and
-/// maximum credential lifetime it named.
-struct Vouched {
-    state: Snapshot,
-    at_ms: u64,
-    max_ttl_ms: u64,
-}
-
 struct Inner {
     /// The state as received: the vouched state plus every event since.
     state: Option<Snapshot>,
@@ -234,42 +227,6 @@ struct Counters {
     accepted: std::sync::atomic::AtomicU64,
     rejected: std::sync::atomic::AtomicU64,
     stale: std::sync::atomic::AtomicU64,
-}
-
-/// Public keys by id, from the feed: a key counts only when the vouched
-/// state and the state received agree on it.
-struct FeedKeys<'a> {
-    vouched: &'a Snapshot,
-    current: Option<&'a Snapshot>,
-}
-
-impl FeedKeys<'_> {
-    fn get(&self, key_id: &str) -> Option<PublicKey> {
-        let vouched = self.vouched.keys.get(key_id)?;
-        let Some(current) = self.current else {
-            return Some(vouched.clone());
-        };
-        let other = current.keys.get(key_id)?;
-        if other.algorithm != vouched.algorithm || other.bytes != vouched.bytes {
-            return None;
-        }
-        // The narrower window of the two.
-        Some(PublicKey {
-            algorithm: vouched.algorithm,
-            bytes: vouched.bytes.clone(),
-            not_before_ms: vouched.not_before_ms.max(other.not_before_ms),
-            not_after_ms: vouched.not_after_ms.min(other.not_after_ms),
-        })
-    }
-}
-
-impl KeyLookup for FeedKeys<'_> {
-    fn public_key(&self, key_id: &str) -> Option<[u8; 32]> {
-        let key = self.get(key_id)?;
-        match key.algorithm {
-            KeyAlgorithm::Ed25519 => key.bytes.as_slice().try_into().ok(),
-        }
-    }
 }
 
 impl Verifier {
@@ -417,30 +374,8 @@ impl Verifier {
         checker: &lapse_pki::SignatureChecker,
         voucher: Option<lapse_wire::feed::Voucher>,
     ) -> Result<(), FeedError> {
-        let voucher = voucher.ok_or(FeedError::Unsigned)?;
-        let statement = Statement::decode(&voucher.statement)?;
-        let scheme = u16::try_from(voucher.scheme)
-            .map_err(|_| FeedError::Signature("unknown signature scheme".into()))?;
-        let signed = lapse_pki::Signed {
-            scheme,
-            signature: voucher.signature,
-            chain: voucher.chain,
-        };
         let now = std::time::UNIX_EPOCH + Duration::from_millis(self.clock.now_ms());
-        let signer = checker
-            .check_broker(&voucher.statement, &signed, now)
-            .map_err(|e| FeedError::Signature(e.to_string()))?;
-        if signer != statement.broker_id {
-            return Err(FeedError::Signature(format!(
-                "broker {signer} signed a statement in the name of broker {}",
-                statement.broker_id
-            )));
-        }
-        if statement.interval_ms == 0
-            || statement.interval_ms > crate::event::MAX_HEARTBEAT_INTERVAL_MS
-        {
-            return Err(FeedError::BadInterval(statement.interval_ms));
-        }
+        let statement = check_voucher(checker, voucher, now)?;
         let Some(state) = inner.state.as_ref() else {
             return Err(FeedError::HeartbeatEpoch {
                 held: 0,
