@@ -46,6 +46,17 @@ pub struct VerifierArgs {
     /// Abandon a broker that sends nothing for this long.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// How often each verifier drops rules and keys whose credentials have
+    /// all expired.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    age_out_every: Duration,
+    /// Accept only heartbeats signed by a broker this CA certifies, over
+    /// any link. With TLS that is always so, with --ca; give it with
+    /// --insecure-plaintext to follow brokers through a relay or proxy
+    /// that is not trusted: anything it changes makes the verifier refuse
+    /// credentials or go stale, never accept more.
+    #[arg(long, value_name = "CA_PEM")]
+    signed_by: Option<std::path::PathBuf>,
     /// Serve the local verify API here (loopback only; port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:7600")]
     http: SocketAddr,
@@ -71,12 +82,23 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             leeway_seconds: args.leeway_seconds,
             audience: args.audience.clone(),
             issuer: args.issuer.clone(),
-            // Set from the CA below (see `daemon::run`).
-            trust: None,
+            // --signed-by, else the TLS CA (see `daemon::run`).
+            trust: args
+                .signed_by
+                .as_deref()
+                .map(signature_checker)
+                .transpose()?,
         },
         idle_timeout: args.idle_timeout,
+        age_out_every: args.age_out_every,
         tls: None,
     };
+    if args.age_out_every.is_zero() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--age-out-every: give a positive interval, such as 10s",
+        ));
+    }
     if let Some(problem) = config.problem() {
         return Err(Failure::new(exit::USAGE, format!("--brokers: {problem}")));
     }
@@ -106,6 +128,19 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
     daemon::run(config, listener, crate::commands::wait_for_stop())
         .await
         .map_err(|message| Failure::new(exit::FAILURE, message))
+}
+
+/// What checks heartbeat signatures against the CA bundle at `path`.
+fn signature_checker(path: &std::path::Path) -> Result<lapse_pki::SignatureChecker, Failure> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("--signed-by: cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let trust = lapse_pki::Credentials::from_pem(&pem, None, std::time::SystemTime::now())
+        .map_err(|e| Failure::new(exit::USAGE, format!("--signed-by {}: {e}", path.display())))?;
+    Ok(lapse_pki::SignatureChecker::new(std::sync::Arc::new(trust)))
 }
 
 /// Bind the loopback verify API, saying where.

@@ -67,21 +67,34 @@ impl Credentials {
 }
 
 /// Signatures already checked: a hash of what was checked, and who signed.
-type Checked = VecDeque<([u8; 32], Principal)>;
+/// Signatures checked: what was signed (hashed), the bundle it was checked
+/// against (held, so that its address is not reused while remembered),
+/// and who signed.
+type Checked = VecDeque<([u8; 32], Arc<Credentials>, Principal)>;
+
+/// Where a checker's CA bundle comes from.
+#[derive(Clone)]
+enum Trust {
+    /// Read once.
+    Fixed(Arc<Credentials>),
+    /// The bundle a process's TLS holds now, which it reads again when
+    /// its files change (a CA rollover needs no restart).
+    Live(Arc<crate::transport::Tls>),
+}
 
 /// Checks signatures against a cluster CA, remembering the last few it
 /// accepted (every verifier in a process sees the same heartbeat, so one
 /// check serves them all).
 #[derive(Clone)]
 pub struct SignatureChecker {
-    credentials: Arc<Credentials>,
+    trust: Trust,
     checked: Arc<Mutex<Checked>>,
 }
 
 impl std::fmt::Debug for SignatureChecker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignatureChecker")
-            .field("trust_domain", &self.credentials.trust_domain)
+            .field("trust_domain", &self.credentials().trust_domain)
             .finish_non_exhaustive()
     }
 }
@@ -90,13 +103,29 @@ impl SignatureChecker {
     /// Check against the CA bundle (and trust domain) of `credentials`.
     pub fn new(credentials: Arc<Credentials>) -> Self {
         Self {
-            credentials,
+            trust: Trust::Fixed(credentials),
             checked: Arc::default(),
         }
     }
 
-    pub fn trust_domain(&self) -> &str {
-        &self.credentials.trust_domain
+    /// Check against the CA bundle `tls` holds at the time of each check:
+    /// when its files change (a CA rollover), the new bundle applies.
+    pub fn following(tls: Arc<crate::transport::Tls>) -> Self {
+        Self {
+            trust: Trust::Live(tls),
+            checked: Arc::default(),
+        }
+    }
+
+    fn credentials(&self) -> Arc<Credentials> {
+        match &self.trust {
+            Trust::Fixed(credentials) => credentials.clone(),
+            Trust::Live(tls) => tls.credentials(),
+        }
+    }
+
+    pub fn trust_domain(&self) -> String {
+        self.credentials().trust_domain.clone()
     }
 
     /// Check that `signed` is a signature over `message` by a broker
@@ -151,22 +180,25 @@ impl SignatureChecker {
             }
             <[u8; 32]>::from(hash.finalize())
         };
+        // A check made against another bundle than the one held now
+        // does not count.
+        let credentials = self.credentials();
         let remembered = self
             .checked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, p)| p.clone());
+            .find(|(k, b, _)| *k == key && Arc::ptr_eq(b, &credentials))
+            .map(|(_, _, p)| p.clone());
         let principal = match remembered {
             Some(principal) => principal,
             None => {
-                let principal = self.check_uncached(message, signed, now)?;
+                let principal = check_uncached(&credentials, message, signed, now)?;
                 let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
                 if checked.len() >= CHECKED_CACHE {
                     checked.pop_front();
                 }
-                checked.push_back((key, principal.clone()));
+                checked.push_back((key, credentials.clone(), principal.clone()));
                 principal
             }
         };
@@ -180,45 +212,45 @@ impl SignatureChecker {
         }
         Ok(principal)
     }
+}
 
-    fn check_uncached(
-        &self,
-        message: &[u8],
-        signed: &Signed,
-        now: SystemTime,
-    ) -> Result<Principal, PkiError> {
-        let chain: Vec<CertificateDer<'_>> = signed
-            .chain
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        verify_chain(&self.credentials.roots, &chain[0], &chain[1..], now)
-            .map_err(|e| PkiError::Invalid(format!("the signing certificate: {e}")))?;
-        let principal = principal_of(&chain[0]).ok_or_else(|| {
-            PkiError::Invalid("the signing certificate names no Lapse principal".into())
-        })?;
-        if principal.trust_domain != self.credentials.trust_domain {
-            return Err(PkiError::Invalid(format!(
-                "the signing certificate is of trust domain {}, not {}",
-                principal.trust_domain, self.credentials.trust_domain
-            )));
-        }
-        let algorithm: &dyn rustls::pki_types::SignatureVerificationAlgorithm =
-            match SignatureScheme::from(signed.scheme) {
-                SignatureScheme::ECDSA_NISTP256_SHA256 => webpki::ring::ECDSA_P256_SHA256,
-                SignatureScheme::ED25519 => webpki::ring::ED25519,
-                other => {
-                    return Err(PkiError::Invalid(format!(
-                        "signature scheme {other:?} is not accepted"
-                    )));
-                }
-            };
-        let leaf = webpki::EndEntityCert::try_from(&chain[0])
-            .map_err(|e| PkiError::Invalid(format!("the signing certificate: {e}")))?;
-        leaf.verify_signature(algorithm, message, &signed.signature)
-            .map_err(|_| PkiError::Invalid("the signature does not verify".into()))?;
-        Ok(principal)
+fn check_uncached(
+    credentials: &Credentials,
+    message: &[u8],
+    signed: &Signed,
+    now: SystemTime,
+) -> Result<Principal, PkiError> {
+    let chain: Vec<CertificateDer<'_>> = signed
+        .chain
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    verify_chain(&credentials.roots, &chain[0], &chain[1..], now)
+        .map_err(|e| PkiError::Invalid(format!("the signing certificate: {e}")))?;
+    let principal = principal_of(&chain[0]).ok_or_else(|| {
+        PkiError::Invalid("the signing certificate names no Lapse principal".into())
+    })?;
+    if principal.trust_domain != credentials.trust_domain {
+        return Err(PkiError::Invalid(format!(
+            "the signing certificate is of trust domain {}, not {}",
+            principal.trust_domain, credentials.trust_domain
+        )));
     }
+    let algorithm: &dyn rustls::pki_types::SignatureVerificationAlgorithm =
+        match SignatureScheme::from(signed.scheme) {
+            SignatureScheme::ECDSA_NISTP256_SHA256 => webpki::ring::ECDSA_P256_SHA256,
+            SignatureScheme::ED25519 => webpki::ring::ED25519,
+            other => {
+                return Err(PkiError::Invalid(format!(
+                    "signature scheme {other:?} is not accepted"
+                )));
+            }
+        };
+    let leaf = webpki::EndEntityCert::try_from(&chain[0])
+        .map_err(|e| PkiError::Invalid(format!("the signing certificate: {e}")))?;
+    leaf.verify_signature(algorithm, message, &signed.signature)
+        .map_err(|_| PkiError::Invalid("the signature does not verify".into()))?;
+    Ok(principal)
 }
 
 #[cfg(test)]
@@ -287,5 +319,39 @@ mod tests {
         let mut swapped = forged.clone();
         swapped.chain = signed.chain.clone();
         assert!(checker.check_broker(b"statement", &swapped, now).is_err());
+    }
+
+    #[test]
+    fn a_checker_following_tls_files_takes_a_new_ca_bundle_without_a_restart() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86400);
+        let (old, old_pair) = Authority::generate("lapse.test", now, day).unwrap();
+        let (new, _) = Authority::generate("lapse.test", now, day).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        crate::files::write(&ca, &old_pair.cert_pem, false, true).unwrap();
+        let files = crate::TlsFiles {
+            ca: ca.clone(),
+            cert: None,
+            key: None,
+        };
+        let tls = crate::Tls::open(files, now).unwrap();
+        let checker = SignatureChecker::following(tls.clone());
+        let by_old = credentials(&old, Role::Broker(1), now).sign(b"s").unwrap();
+        let by_new = credentials(&new, Role::Broker(1), now).sign(b"s").unwrap();
+        assert_eq!(checker.check_broker(b"s", &by_old, now).unwrap(), 1);
+        assert!(checker.check_broker(b"s", &by_new, now).is_err());
+
+        // The rollover: both CAs in the bundle, then only the new one.
+        let both = format!("{}\n{}", old.cert_pem(), new.cert_pem());
+        crate::files::write(&ca, &both, false, true).unwrap();
+        tls.reload(now, true).unwrap();
+        assert_eq!(checker.check_broker(b"s", &by_old, now).unwrap(), 1);
+        assert_eq!(checker.check_broker(b"s", &by_new, now).unwrap(), 1);
+        crate::files::write(&ca, new.cert_pem(), false, true).unwrap();
+        tls.reload(now, true).unwrap();
+        assert_eq!(checker.check_broker(b"s", &by_new, now).unwrap(), 1);
+        // A signature checked against the old bundle counts no more.
+        assert!(checker.check_broker(b"s", &by_old, now).is_err());
     }
 }

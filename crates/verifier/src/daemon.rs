@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use crate::http::Served;
 use crate::{FollowConfig, FollowStats, Verifier, VerifyConfig, broker_uri, follow};
 
-/// How often each verifier drops state whose credentials have all expired.
-const AGE_OUT_EVERY: Duration = Duration::from_secs(10);
+/// How often each verifier drops state whose credentials have all
+/// expired, unless told otherwise.
+pub const AGE_OUT_EVERY: Duration = Duration::from_secs(10);
 
 /// What a verifier process runs.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct DaemonConfig {
     pub verify: VerifyConfig,
     /// Abandon a broker that sends nothing for this long.
     pub idle_timeout: Duration,
+    /// How often each verifier drops state whose credentials have all
+    /// expired ([`AGE_OUT_EVERY`] unless told otherwise).
+    pub age_out_every: Duration,
     /// Mutual TLS with the brokers; `None` for plaintext brokers on
     /// loopback.
     pub tls: Option<Arc<lapse_pki::Tls>>,
@@ -43,6 +47,9 @@ impl DaemonConfig {
         }
         if self.count == 0 {
             return Some("run at least one verifier".into());
+        }
+        if self.age_out_every.is_zero() {
+            return Some("age out at some positive interval".into());
         }
         self.brokers
             .iter()
@@ -87,12 +94,14 @@ pub async fn run(
         .map(|tls| tls.spawn_reload(lapse_pki::transport::RELOAD_EVERY));
     // With a cluster CA, heartbeats must be signed by a broker it
     // certifies: the CA that authenticates the link also vouches for the
-    // state, so a relay or proxy between needs no trust.
+    // state, so a relay or proxy between needs no trust. The checker uses
+    // the bundle as the TLS files hold it now (a CA rollover needs no
+    // restart).
     let mut verify = config.verify.clone();
     if verify.trust.is_none()
         && let Some(tls) = &config.tls
     {
-        verify.trust = Some(lapse_pki::SignatureChecker::new(tls.credentials()));
+        verify.trust = Some(lapse_pki::SignatureChecker::following(tls.clone()));
     }
     for i in 0..config.count {
         let id = config.name(i);
@@ -114,6 +123,7 @@ pub async fn run(
         )));
         tasks.push(tokio::spawn(age_out(
             verifier.clone(),
+            config.age_out_every,
             stopped(stop_rx.clone()),
         )));
         served.push(Served {
@@ -127,6 +137,7 @@ pub async fn run(
         tokio::spawn(crate::http::serve(
             listener,
             served,
+            config.tls.clone(),
             stopped(stop_rx.clone()),
         ))
     });
@@ -148,10 +159,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Drop expired state every [`AGE_OUT_EVERY`] until `stop` resolves.
-async fn age_out(verifier: Verifier, stop: impl Future<Output = ()>) {
+/// Drop expired state `every` so often until `stop` resolves.
+async fn age_out(verifier: Verifier, every: Duration, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
-    let mut tick = tokio::time::interval(AGE_OUT_EVERY);
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => verifier.age_out(),
@@ -172,6 +183,7 @@ mod tests {
             count,
             verify: VerifyConfig::default(),
             idle_timeout: Duration::from_secs(1),
+            age_out_every: AGE_OUT_EVERY,
             tls: None,
         }
     }

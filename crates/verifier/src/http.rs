@@ -54,6 +54,9 @@ pub struct Served {
 struct AppState {
     verifiers: Arc<BTreeMap<String, Served>>,
     first: String,
+    /// The process's TLS with the brokers, whose certificate expiry
+    /// `/metrics` shows.
+    tls: Option<Arc<lapse_pki::Tls>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,16 +86,19 @@ pub fn check_loopback(address: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Serve until `stop` resolves.
+/// Serve until `stop` resolves. `tls` is the verifiers' TLS with the
+/// brokers, if any (its certificate's expiry goes into `/metrics`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     verifiers: Vec<Served>,
+    tls: Option<Arc<lapse_pki::Tls>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let first = verifiers.first().map(|s| s.id.clone()).unwrap_or_default();
     let state = AppState {
         verifiers: Arc::new(verifiers.into_iter().map(|s| (s.id.clone(), s)).collect()),
         first,
+        tls,
     };
     let app = Router::new()
         .route("/v1/verify", post(verify_one))
@@ -341,12 +347,20 @@ fn by_result(
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = exposition(&state.verifiers);
+    let expiry = state.tls.as_ref().and_then(|tls| {
+        tls.credentials().cert.as_ref().map(|c| {
+            c.not_after
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        })
+    });
+    let text = exposition(&state.verifiers, expiry);
     ([(header::CONTENT_TYPE, lapse_metrics::CONTENT_TYPE)], text).into_response()
 }
 
-/// Everything `/metrics` shows for the verifiers of this process.
-fn exposition(verifiers: &BTreeMap<String, Served>) -> String {
+/// Everything `/metrics` shows for the verifiers of this process, and
+/// when its certificate expires (seconds since the Unix epoch), if it has one.
+fn exposition(verifiers: &BTreeMap<String, Served>, certificate_expiry: Option<u64>) -> String {
     let statuses: Vec<(Labels, VerifierStatus)> = verifiers
         .iter()
         .map(|(id, served)| {
@@ -433,6 +447,18 @@ fn exposition(verifiers: &BTreeMap<String, Served>) -> String {
             ]
         }),
     );
+    scrape.counters(
+        "lapse_verifier_unvouched_drops",
+        "Times the state received was dropped back to the last one a signed heartbeat vouched for, because a broker vouched for another.",
+        per_verifier(&statuses, |s| Some(s.unvouched_drops.into())),
+    );
+    if let Some(seconds) = certificate_expiry {
+        scrape.gauge(
+            "lapse_tls_certificate_expiry_timestamp_seconds",
+            "When this verifier process's TLS certificate expires, in seconds since the Unix epoch: replace it before then.",
+            seconds,
+        );
+    }
     scrape.finish()
 }
 
@@ -484,7 +510,11 @@ mod tests {
             ("v-0".to_string(), served("v-0", "eu")),
             ("v-1".to_string(), served("v-1", "us \"east\"")),
         ]);
-        let text = exposition(&verifiers);
+        let text = exposition(&verifiers, None);
+        assert!(
+            !text.contains("lapse_tls_certificate_expiry_timestamp_seconds"),
+            "{text}"
+        );
         assert!(
             text.contains("lapse_verifier_fresh{verifier=\"v-0\",region=\"eu\"} 0\n"),
             "{text}"
@@ -505,6 +535,18 @@ mod tests {
         }
         // A verifier that holds no state yet has no epoch sample.
         assert!(!text.contains("lapse_verifier_epoch{"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        assert!(
+            text.contains(
+                "lapse_verifier_unvouched_drops_total{verifier=\"v-0\",region=\"eu\"} 0\n"
+            ),
+            "{text}"
+        );
+        let text = exposition(&verifiers, Some(1_800_000_000));
+        assert!(
+            text.contains("lapse_tls_certificate_expiry_timestamp_seconds 1800000000\n"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

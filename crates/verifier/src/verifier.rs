@@ -145,6 +145,11 @@ pub struct VerifierStatus {
     pub keys: usize,
     pub applied_events: u64,
     pub rejected_events: u64,
+    /// Times the state received was dropped back to the vouched one,
+    /// because a signed heartbeat vouched for another state.
+    pub unvouched_drops: u64,
+    /// Times expired state was aged out.
+    pub age_outs: u64,
     pub snapshots: u64,
     pub deltas: u64,
     pub heartbeats: u64,
@@ -180,6 +185,8 @@ struct Inner {
     clock: OffsetEstimator,
     applied_events: u64,
     rejected_events: u64,
+    unvouched_drops: u64,
+    age_outs: u64,
     snapshots: u64,
     deltas: u64,
     heartbeats: u64,
@@ -248,6 +255,8 @@ impl Verifier {
                 clock: OffsetEstimator::default(),
                 applied_events: 0,
                 rejected_events: 0,
+                unvouched_drops: 0,
+                age_outs: 0,
                 snapshots: 0,
                 deltas: 0,
                 heartbeats: 0,
@@ -403,6 +412,7 @@ impl Verifier {
             inner.state = inner.vouched.as_ref().map(|v| v.state.clone());
             inner.changed();
             inner.unvouched_changes = false;
+            inner.unvouched_drops += 1;
             return Err(FeedError::Unvouched {
                 broker_id: statement.broker_id,
                 vouched: statement.epoch,
@@ -573,6 +583,7 @@ impl Verifier {
         if ttl == 0 {
             return;
         }
+        inner.age_outs += 1;
         let prune = |state: &mut Snapshot| {
             let expired: Vec<String> = state
                 .keys
@@ -654,6 +665,8 @@ impl Verifier {
             keys: state.map_or(0, |s| s.keys.len()),
             applied_events: inner.applied_events,
             rejected_events: inner.rejected_events,
+            unvouched_drops: inner.unvouched_drops,
+            age_outs: inner.age_outs,
             snapshots: inner.snapshots,
             deltas: inner.deltas,
             heartbeats: inner.heartbeats,
