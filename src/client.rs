@@ -284,7 +284,7 @@ fn token_advice(source: Option<TokenSource>) -> String {
                 looked.display()
             )
         }
-        Some(TokenSource::CommandLine) => "the token given by --token or LAPSE_TOKEN is not one of this cluster's admin tokens (the `[auth] admin_tokens` of its brokers' configuration; for `lapse dev`, the contents of .lapse-dev/admin-token)".to_owned(),
+        Some(TokenSource::CommandLine) => "the token given by --token or LAPSE_TOKEN is not one of this cluster's admin tokens (those whose name and SHA-256 are in the `[auth] admin_tokens` of its brokers' configuration, made with `lapse admin-token`; for `lapse dev`, the contents of .lapse-dev/admin-token)".to_owned(),
         Some(TokenSource::DevFile(path)) => format!(
             "the token read from {} (the dev cluster's) is not one of this cluster's admin tokens; give the right one with --token or LAPSE_TOKEN",
             path.display()

@@ -30,13 +30,17 @@ pub fn secret_file(path: &Path) -> std::io::Result<String> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let text = text.trim().to_owned();
         if text.len() >= 16 {
+            // A file from an older Lapse may be readable by others.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             return Ok(text);
         }
     }
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let secret = hex::encode(bytes);
-    std::fs::write(path, &secret)?;
+    // Readable by its owner alone.
+    lapse_pki::files::write(path, &secret, true, true).map_err(std::io::Error::other)?;
     Ok(secret)
 }
 

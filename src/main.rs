@@ -5,6 +5,7 @@
 #[macro_use]
 mod output;
 
+mod admin_token;
 mod certs;
 mod client;
 mod commands;
@@ -44,6 +45,8 @@ enum Command {
     Broker(commands::BrokerArgs),
     /// Make the cluster CA and certificates for brokers, verifiers and operators.
     Certs(certs::CertsArgs),
+    /// Make admin bearer tokens (for operators without a certificate) and the hashed entries brokers keep.
+    AdminToken(admin_token::AdminTokenArgs),
     /// Start a local three-broker cluster on loopback, with data under .lapse-dev.
     Dev(dev::DevArgs),
     /// Revoke credentials: one by status index or from the credential itself, a workload's, a tenant's, a key's, or a leaked secret.
@@ -99,6 +102,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Broker(args) => commands::broker(args).await,
         Command::Certs(args) => certs::run(args),
+        Command::AdminToken(args) => admin_token::run(args),
         Command::Dev(args) => dev::run(args).await,
         Command::Revoke(args) => revoke::revoke(args).await,
         Command::Status(args) => status::status(args).await,

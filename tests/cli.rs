@@ -540,3 +540,74 @@ async fn against_a_cluster() {
         assert_quiet_exit(args, &out, &stderr);
     }
 }
+
+#[test]
+fn admin_tokens_are_made_and_hashed_without_ever_being_printed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ci.token");
+    let out = lapse()
+        .args(["admin-token", "create", "--name", "ci", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let entry = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let printed = format!("{entry}{}", stderr_of(&out));
+    assert!(
+        !printed.contains(&token),
+        "the token was printed: {printed}"
+    );
+    assert!(entry.starts_with("{ name = \"ci\", sha256 = \""), "{entry}");
+
+    // `hash` gives the same entry for the token read from stdin.
+    let mut child = lapse()
+        .args(["admin-token", "hash", "--name", "ci"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{token}\n").as_bytes())
+        .unwrap();
+    let hashed = child.wait_with_output().unwrap();
+    assert!(hashed.status.success(), "{}", stderr_of(&hashed));
+    assert_eq!(String::from_utf8_lossy(&hashed.stdout).trim(), entry);
+
+    // No overwrite without --overwrite, bad names and short tokens are
+    // refused (exit 3), and the file is unchanged.
+    let again = lapse()
+        .args(["admin-token", "create", "--name", "ci", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(3), "{}", stderr_of(&again));
+    assert!(stderr_of(&again).contains("--overwrite"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    let bad = lapse()
+        .args(["admin-token", "create", "--name", "c i", "--out"])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(3), "{}", stderr_of(&bad));
+    assert!(!dir.path().join("other").exists());
+    let mut child = lapse()
+        .args(["admin-token", "hash", "--name", "ci"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let short = child.wait_with_output().unwrap();
+    assert_eq!(short.status.code(), Some(3), "{}", stderr_of(&short));
+    assert!(!String::from_utf8_lossy(&short.stdout).contains("sha256"));
+}

@@ -173,7 +173,10 @@ fn serial(cert: &rustls::pki_types::CertificateDer<'_>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
-    let mut cluster = TestCluster::start_tls(3, FAST_RAFT);
+    let mut cluster = TestCluster::start_tls(
+        3,
+        &format!("{FAST_RAFT}[feed]\nmax_subscribers_per_identity = 3\n"),
+    );
     let leader = cluster.wait_for_leader().await;
     let certs = cluster.certs.clone().unwrap();
     let address = cluster.address(leader);
@@ -292,6 +295,74 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
     subscribe("edge").await.unwrap();
     subscribe("edge/2").await.unwrap();
 
+    // One certificate holds at most three of this broker's subscriptions
+    // (as configured); others are not affected, and a slot comes back
+    // when its subscription ends.
+    let greedy = channel_as(&certs, Some(Role::Verifier("greedy".into())), &address).await;
+    let hold = |id: String| {
+        let mut client = FeedClient::new(greedy.clone());
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(FeedRequest {
+                kind: Some(Kind::Hello(Hello {
+                    verifier_id: id,
+                    region: "test".into(),
+                    resume_epoch: None,
+                })),
+            })
+            .await
+            .unwrap();
+            client
+                .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|events| (tx, events.into_inner()))
+        }
+    };
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(hold(format!("greedy/{n}")).await.unwrap());
+    }
+    let refused = hold("greedy/3".into()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("max_subscribers_per_identity"),
+        "{refused:?}"
+    );
+    let other = channel_as(&certs, Some(Role::Verifier("other".into())), &address).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(FeedRequest {
+        kind: Some(Kind::Hello(Hello {
+            verifier_id: "other".into(),
+            region: "test".into(),
+            resume_epoch: None,
+        })),
+    })
+    .await
+    .unwrap();
+    FeedClient::new(other)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("another certificate still subscribes");
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match hold("greedy/3".into()).await {
+            Ok(subscription) => {
+                held.push(subscription);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(held);
+
     // The broker signs its heartbeats: a verifier trusting the CA takes
     // the feed as it comes and becomes fresh only on a checked signature.
     let trust = lapse_pki::Credentials::from_pem(
@@ -391,9 +462,60 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
     );
 
     // Rotation: broker `leader`'s certificate is replaced on disk; new
-    // connections get the new one, and the cluster keeps serving.
+    // connections get the new one, and the cluster keeps serving. A
+    // verifier following that broker across the rotation takes every
+    // event, and its heartbeats come signed with the new certificate.
     let (_, before) = present(&address, &ops_cert, &ops_key);
     let old = serial(&before[0]);
+    let follower = lapse_verifier::Verifier::new(lapse_verifier::VerifyConfig {
+        trust: Some(lapse_pki::SignatureChecker::new(Arc::new(
+            lapse_pki::Credentials::from_pem(
+                &std::fs::read(certs.join("ca.pem")).unwrap(),
+                None,
+                SystemTime::now(),
+            )
+            .unwrap(),
+        ))),
+        ..Default::default()
+    });
+    let rotation = channel_as(&certs, Some(Role::Verifier("rotation".into())), &address).await;
+    let (follow_tx, follow_rx) = tokio::sync::mpsc::channel(4);
+    follow_tx
+        .send(FeedRequest {
+            kind: Some(Kind::Hello(Hello {
+                verifier_id: "rotation".into(),
+                region: "test".into(),
+                resume_epoch: None,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut stream = FeedClient::new(rotation)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(follow_rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let signer = Arc::new(std::sync::Mutex::new(String::new()));
+    let following = {
+        let (follower, signer) = (follower.clone(), signer.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = stream.message().await {
+                let _ = follower.apply(&event);
+                if let Some(lapse_wire::feed::feed_event::Kind::Heartbeat(beat)) = &event.kind
+                    && let Some(voucher) = &beat.voucher
+                {
+                    *signer.lock().unwrap() = serial(&rustls::pki_types::CertificateDer::from(
+                        voucher.chain[0].clone(),
+                    ));
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(follower.status().fresh && *signer.lock().unwrap() == old) {
+        assert!(Instant::now() < deadline, "{:?}", follower.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     issue_cert(&certs, Role::Broker(leader), SystemTime::now(), DAY);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -415,6 +537,21 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
         String::from_utf8_lossy(&leased.stderr)
     );
     cluster.wait_converged().await;
+    let (_, after) = present(&address, &ops_cert, &ops_key);
+    let new = serial(&after[0]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while *signer.lock().unwrap() != new {
+        assert!(
+            Instant::now() < deadline,
+            "heartbeats never came signed with the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = follower.status();
+    assert!(status.fresh, "{status:?}");
+    assert_eq!(status.rejected_events, 0, "{status:?}");
+    following.abort();
+    drop(follow_tx);
     for id in [1, 2, 3] {
         cluster.kill9(id);
     }

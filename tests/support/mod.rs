@@ -17,6 +17,12 @@ use lapse_wire::cluster::{self as pb, revocation::Target};
 use tonic::transport::Channel;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The SHA-256 of [`ADMIN_TOKEN`], as broker configurations hold it.
+pub fn admin_token_hash() -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes()))
+}
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
 /// The `lapse` binary, talking plaintext to the plaintext test clusters
@@ -120,6 +126,16 @@ impl TestCluster {
         Self::start_inner(voters, tuning, |_| String::new(), true)
     }
 
+    /// Like `start_tls`, with extra TOML for each node from `per_node(id)`.
+    pub fn start_tls_with(voters: u64, tuning: &str, per_node: impl Fn(u64) -> String) -> Self {
+        Self::start_inner(voters, tuning, per_node, true)
+    }
+
+    /// The directory of a TLS cluster's CA and certificates.
+    pub fn certs(&self) -> &Path {
+        self.certs.as_deref().expect("a TLS cluster")
+    }
+
     /// The TOML `[tls]` section of broker `id`.
     pub fn tls_section(&self, id: u64) -> String {
         let certs = self.certs.as_ref().expect("a TLS cluster");
@@ -183,8 +199,9 @@ impl TestCluster {
                 )
             };
             let text = format!(
-                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n{top}[cluster]\n{secret}{members}[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{section}{}\n{}",
+                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n{top}[cluster]\n{secret}{members}[auth]\nadmin_tokens = [{{ name = \"tests\", sha256 = \"{}\" }}]\n{section}{}\n{}",
                 cluster.dir.path().join(format!("node-{id}")).display(),
+                admin_token_hash(),
                 cluster.tuning,
                 per_node(*id)
             );
@@ -200,8 +217,9 @@ impl TestCluster {
     pub fn add_joiner(&mut self, id: u64) -> String {
         let address = format!("127.0.0.1:{}", free_port());
         let text = format!(
-            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n[auth]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{}",
+            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n[auth]\nadmin_tokens = [{{ name = \"tests\", sha256 = \"{}\" }}]\n{}",
             self.dir.path().join(format!("node-{id}")).display(),
+            admin_token_hash(),
             self.tuning
         );
         self.add_node(id, &address, &text);

@@ -86,19 +86,22 @@ pub fn authorize_admin<T>(core: &SharedCore, request: &Request<T>) -> Result<(),
         }
         None => {}
     }
-    authorize_token(
-        &core.config().auth.admin_tokens,
+    let name = authorize_token(
+        &core.config().auth,
         request.metadata(),
         core.tls().is_some(),
-    )
+    )?;
+    tracing::debug!(token = %name, "admin call by token");
+    Ok(())
 }
 
-/// Require one of the configured admin bearer tokens.
+/// Require one of the configured admin bearer tokens: the name of the
+/// one presented. Tokens are compared by their SHA-256, in constant time.
 fn authorize_token(
-    admin_tokens: &[String],
+    auth: &crate::config::AuthConfig,
     metadata: &MetadataMap,
     tls: bool,
-) -> Result<(), Status> {
+) -> Result<String, Status> {
     let what = if tls {
         "this call needs an operator certificate (lapse certs operator) or an admin token"
     } else {
@@ -112,14 +115,16 @@ fn authorize_token(
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| Status::unauthenticated("authorization header is not 'Bearer <token>'"))?;
-    let known = admin_tokens
-        .iter()
-        .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-    if known {
-        Ok(())
-    } else {
-        Err(Status::unauthenticated("admin token not recognised"))
+    let presented = crate::config::token_hash(token);
+    // Every entry is compared, so the time taken says nothing of which
+    // (if any) matched.
+    let mut known = None;
+    for entry in auth.hashed_tokens() {
+        if constant_time_eq(entry.sha256.as_bytes(), presented.as_bytes()) {
+            known = Some(entry.name.clone());
+        }
     }
+    known.ok_or_else(|| Status::unauthenticated("admin token not recognised"))
 }
 
 /// With TLS, the verifier name a feed subscriber's certificate proves; the

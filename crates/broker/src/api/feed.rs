@@ -89,6 +89,16 @@ impl Feed for FeedService {
         }
         check_name("region", &hello.region, true)?;
         let hub = &self.hub;
+        let identity_slot = match &certified {
+            Some(name) => Some(hub.identity_slot(name).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "the certificate of verifier {name:?} already holds its maximum of {} subscriptions on broker {} (feed.max_subscribers_per_identity)",
+                    hub.settings.max_subscribers_per_identity,
+                    hub.core.id()
+                ))
+            })?),
+            None => None,
+        };
         let permit = hub.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "broker {} already serves its maximum of {} verifiers; try another broker",
@@ -107,6 +117,7 @@ impl Feed for FeedService {
             sent: 0,
             sent_shared: Arc::new(AtomicU64::new(0)),
             _permit: permit,
+            _identity_slot: identity_slot,
         };
         tokio::spawn(session.run(inbound, updates));
         Ok(Response::new(ReceiverStream::new(events)))
@@ -160,6 +171,7 @@ struct Session {
     /// `sent`, for the task that reads acks.
     sent_shared: Arc<AtomicU64>,
     _permit: OwnedSemaphorePermit,
+    _identity_slot: Option<crate::feed::IdentitySlot>,
 }
 
 /// Why a session ended.

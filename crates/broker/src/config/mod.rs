@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 mod sections;
 
 pub use sections::{
-    AuthConfig, ClusterConfig, ExternalIssuerConfig, FeedConfig, IssuanceConfig, LedgerTuning,
-    Limits, LocalTransport, Member, RaftTuning, TlsConfig,
+    AdminToken, AdminTokenEntry, AuthConfig, ClusterConfig, ExternalIssuerConfig, FeedConfig,
+    IssuanceConfig, LedgerTuning, Limits, LocalTransport, MAX_ADMIN_TOKENS, Member, RaftTuning,
+    TlsConfig, token_hash,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,7 +108,10 @@ impl BrokerConfig {
                         config.cluster.secret = Some(secret.clone());
                     }
                 }
-                config.auth.admin_tokens = vec![admin_token.to_owned()];
+                config.auth.admin_tokens = vec![AdminTokenEntry::Hashed(AdminToken::for_secret(
+                    "local",
+                    admin_token,
+                ))];
                 config
             })
             .collect()
@@ -213,8 +217,8 @@ impl BrokerConfig {
             }
             _ => {}
         }
-        if self.auth.admin_tokens.iter().any(|t| t.len() < 16) {
-            return invalid("every admin token must be at least 16 characters".into());
+        if let Some(problem) = self.auth.problem() {
+            return invalid(problem);
         }
         if let Some(secret) = &self.cluster.secret
             && secret.len() < 16
@@ -251,6 +255,7 @@ impl BrokerConfig {
         let feed = &self.feed;
         if feed.heartbeat_ms == 0
             || feed.max_subscribers == 0
+            || feed.max_subscribers_per_identity == 0
             || feed.buffered_updates == 0
             || feed.subscriber_queue == 0
             || feed.send_timeout_ms == 0
@@ -307,7 +312,7 @@ mod tests {
             id = 2
             address = "127.0.0.1:7402"
             [auth]
-            admin_tokens = ["0123456789abcdef"]
+            admin_tokens = [{ name = "ci", sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" }]
             [raft]
             heartbeat_ms = 50
         "#;
@@ -320,6 +325,66 @@ mod tests {
         let typo = text.replace("heartbeat_ms", "heartbeat_msec");
         let error = BrokerConfig::from_toml(&typo).unwrap_err().to_string();
         assert!(error.contains("heartbeat_msec"), "{error}");
+    }
+
+    #[test]
+    fn admin_tokens_are_kept_by_name_and_hash_never_in_the_clear() {
+        let parse = |entries: &str| {
+            let text = format!(
+                "node_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\ninsecure_plaintext = true\n[auth]\nadmin_tokens = [{entries}]\n"
+            );
+            BrokerConfig::from_toml(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()))
+        };
+        let hash = token_hash("a-long-enough-admin-token");
+        let config = parse(&format!("{{ name = \"ci\", sha256 = \"{hash}\" }}")).unwrap();
+        assert_eq!(
+            config.auth.hashed_tokens().next(),
+            Some(&AdminToken::for_secret("ci", "a-long-enough-admin-token"))
+        );
+        // A token in the clear is refused, and the refusal does not repeat it.
+        let error = parse("\"a-long-enough-admin-token\"").unwrap_err();
+        assert!(error.contains("in the clear"), "{error}");
+        assert!(!error.contains("a-long-enough"), "{error}");
+        let shown = format!("{:?}", parse_entry("\"a-long-enough-admin-token\""));
+        assert!(!shown.contains("a-long-enough"), "{shown}");
+        for (entries, expect) in [
+            (
+                format!("{{ name = \"ci\", sha256 = \"{}\" }}", &hash[..63]),
+                "64 lowercase hex",
+            ),
+            (
+                format!("{{ name = \"ci\", sha256 = \"{}\" }}", hash.to_uppercase()),
+                "64 lowercase hex",
+            ),
+            (
+                format!("{{ name = \"c i\", sha256 = \"{hash}\" }}"),
+                "admin_tokens[0].name",
+            ),
+            (
+                format!(
+                    "{{ name = \"ci\", sha256 = \"{hash}\" }}, {{ name = \"ci\", sha256 = \"{hash}\" }}"
+                ),
+                "used twice",
+            ),
+        ] {
+            let error = parse(&entries).unwrap_err();
+            assert!(error.contains(expect), "{entries}: {error}");
+        }
+        let many = vec![format!("{{ name = \"x\", sha256 = \"{hash}\" }}"); MAX_ADMIN_TOKENS + 1];
+        let error = parse(&many.join(", ")).unwrap_err();
+        assert!(error.contains("at most 64"), "{error}");
+    }
+
+    fn parse_entry(entry: &str) -> AdminTokenEntry {
+        #[derive(serde::Deserialize)]
+        struct One {
+            entry: AdminTokenEntry,
+        }
+        toml::from_str::<One>(&format!("entry = {entry}"))
+            .unwrap()
+            .entry
     }
 
     #[test]

@@ -117,9 +117,117 @@ pub struct Member {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Bearer tokens accepted for admin and revoke calls.
+    /// Bearer tokens accepted for admin and revoke calls, a fallback for
+    /// operators without a certificate: each by name and the SHA-256 of
+    /// its value (`lapse admin-token create` makes one).
     #[serde(default)]
-    pub admin_tokens: Vec<String>,
+    pub admin_tokens: Vec<AdminTokenEntry>,
+}
+
+impl AuthConfig {
+    /// The admin tokens that are configured properly: by name and hash.
+    pub fn hashed_tokens(&self) -> impl Iterator<Item = &AdminToken> {
+        self.admin_tokens.iter().filter_map(|t| match t {
+            AdminTokenEntry::Hashed(token) => Some(token),
+            AdminTokenEntry::InTheClear(_) => None,
+        })
+    }
+
+    /// What is wrong with the admin tokens, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if self.admin_tokens.len() > MAX_ADMIN_TOKENS {
+            return Some(format!(
+                "auth.admin_tokens has {} tokens; at most {MAX_ADMIN_TOKENS}",
+                self.admin_tokens.len()
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (n, entry) in self.admin_tokens.iter().enumerate() {
+            let token = match entry {
+                AdminTokenEntry::InTheClear(_) => {
+                    return Some(format!(
+                        "auth.admin_tokens[{n}] is a token in the clear; a broker keeps only each token's name and SHA-256: write {{ name = \"<who uses it>\", sha256 = \"<hex>\" }} (`lapse admin-token create --name NAME` makes a token and prints its entry; `lapse admin-token hash --name NAME` prints the entry for a token read from standard input)"
+                    ));
+                }
+                AdminTokenEntry::Hashed(token) => token,
+            };
+            if let Err(e) = lapse_pki::name::check_name(&token.name) {
+                return Some(format!("auth.admin_tokens[{n}].name: {e}"));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Some(format!(
+                    "auth.admin_tokens: the name {:?} is used twice",
+                    token.name
+                ));
+            }
+            if token.sha256.len() != 64
+                || !token
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Some(format!(
+                    "auth.admin_tokens[{n}].sha256 must be 64 lowercase hex digits (the SHA-256 of the token)"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Most admin tokens a broker takes.
+pub const MAX_ADMIN_TOKENS: usize = 64;
+
+/// An admin bearer token as configured: by name and hash; a token written
+/// in the clear is read only to be refused with a clear message.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AdminTokenEntry {
+    Hashed(AdminToken),
+    InTheClear(String),
+}
+
+/// An admin bearer token, known by the name it acts under and the SHA-256
+/// of its value (hex). The value itself is never stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminToken {
+    /// The entry for a token whose value is `secret`.
+    pub fn for_secret(name: &str, secret: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            sha256: token_hash(secret),
+        }
+    }
+}
+
+/// The SHA-256 of a token's value, as configured (lowercase hex).
+pub fn token_hash(secret: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+impl std::fmt::Debug for AdminTokenEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hashed(token) => token.fmt(f),
+            // Never print a secret, even one misplaced in a configuration.
+            Self::InTheClear(_) => f.write_str("InTheClear(..)"),
+        }
+    }
 }
 
 /// Where a broker's TLS files are. They are read again when they change
@@ -225,6 +333,11 @@ pub struct FeedConfig {
     /// Most verifiers this broker serves at once; more are refused with
     /// RESOURCE_EXHAUSTED and go to another broker.
     pub max_subscribers: usize,
+    /// Most of those one verifier certificate may hold at once (a process
+    /// running many verifiers under one name, or a relay, holds one per
+    /// verifier); more are refused with RESOURCE_EXHAUSTED, so one leaked
+    /// or misused certificate cannot take every slot.
+    pub max_subscribers_per_identity: usize,
     /// Updates kept for subscribers that are behind; one further behind is
     /// resynchronised with a snapshot.
     pub buffered_updates: usize,
@@ -247,6 +360,7 @@ impl Default for FeedConfig {
         Self {
             heartbeat_ms: 200,
             max_subscribers: 10_000,
+            max_subscribers_per_identity: 1_000,
             buffered_updates: 1024,
             subscriber_queue: 16,
             send_timeout_ms: 10_000,

@@ -25,6 +25,7 @@ pub mod propagation;
 mod report;
 pub mod wait;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,12 +79,33 @@ pub struct FeedHub {
     pub(crate) updates: broadcast::Sender<Arc<Update>>,
     snapshot_cache: Mutex<Option<Arc<CachedSnapshot>>>,
     pub(crate) permits: Arc<Semaphore>,
+    /// Subscriptions held now by each certified verifier name (only names
+    /// with at least one, so never more entries than subscriptions).
+    identities: Arc<Mutex<HashMap<String, usize>>>,
     pub(crate) tracker: Mutex<Tracker>,
     /// Local monotonic time (ms since the hub started) of the last
     /// confirmed heartbeat, and its epoch.
     last_confirmed: Mutex<Option<(tokio::time::Instant, u64)>>,
     heartbeats_sent: AtomicU64,
     pub freshness: freshness::Freshness,
+}
+
+/// One subscription slot of a certified verifier name, given back on drop.
+pub(crate) struct IdentitySlot {
+    identities: Arc<Mutex<HashMap<String, usize>>>,
+    name: String,
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut held = self.identities.lock().expect("identity lock");
+        if let Some(count) = held.get_mut(&self.name) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl FeedHub {
@@ -98,6 +120,7 @@ impl FeedHub {
         }
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(settings.max_subscribers)),
+            identities: Arc::default(),
             core,
             settings,
             seed,
@@ -108,6 +131,28 @@ impl FeedHub {
             heartbeats_sent: AtomicU64::new(0),
             freshness,
         })
+    }
+
+    /// Take one of `name`'s subscription slots, if it has one left: a
+    /// certificate may hold at most `max_subscribers_per_identity` of this
+    /// broker's subscriptions at once. The slot is given back when the
+    /// returned guard drops.
+    pub(crate) fn identity_slot(&self, name: &str) -> Option<IdentitySlot> {
+        let mut held = self.identities.lock().expect("identity lock");
+        let count = held.entry(name.to_owned()).or_insert(0);
+        if *count >= self.settings.max_subscribers_per_identity {
+            return None;
+        }
+        *count += 1;
+        Some(IdentitySlot {
+            identities: self.identities.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Certified verifier names holding subscriptions now.
+    pub fn identities_subscribed(&self) -> usize {
+        self.identities.lock().expect("identity lock").len()
     }
 
     /// Start the publisher and heartbeat tasks.

@@ -106,7 +106,9 @@ fn config(
     // plaintext and share a secret.
     config.insecure_plaintext = true;
     config.cluster.secret = Some(CLUSTER_SECRET.into());
-    config.auth.admin_tokens = vec![ADMIN_TOKEN.into()];
+    config.auth.admin_tokens = vec![lapse_broker::config::AdminTokenEntry::Hashed(
+        lapse_broker::config::AdminToken::for_secret("simulation", ADMIN_TOKEN),
+    )];
     config.issuance.audit_ship_ms = 500;
     // Checkpoints often enough for a short run to compare several.
     config.raft.checkpoint_every_entries = 32;
