@@ -18,6 +18,7 @@ pub mod clock;
 pub mod harness;
 pub mod invariants;
 pub mod net;
+pub mod relay;
 pub mod report;
 pub mod scenario;
 pub mod swarm;

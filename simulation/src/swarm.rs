@@ -73,6 +73,7 @@ fn draw_regions(rng: &mut StdRng) -> Vec<Region> {
             learners: 0,
             verifiers: rng.gen_range(2..=8),
             verifier_hosts: rng.gen_range(1..=2),
+            relay: None,
         })
         .collect();
     // Voters round-robin over the regions (a quorum then spans regions

@@ -84,3 +84,35 @@ fn cluster_time_read_from_a_stepping_wall_clock_refuses_valid_credentials_and_is
         broken.violations
     );
 }
+
+#[test]
+fn a_verifier_that_skips_heartbeat_signatures_believes_a_hostile_relay_and_is_caught() {
+    // The ap region's verifiers follow a relay that strips revocations
+    // from the feed. Checking the brokers' signed digests, they notice and
+    // leave it; skipping the check, they stay, fresh, and accept revoked
+    // credentials.
+    let scenario = Scenario::load(Path::new("scenarios/hostile-relay.toml")).unwrap();
+    let correct = lapse_sim::run(&scenario, 1, Variant::Correct);
+    assert!(correct.passed(), "{:#?}", correct.violations);
+    let stripped = |outcome: &lapse_sim::RunOutcome| {
+        outcome
+            .trace
+            .iter()
+            .any(|line| line.contains("r-ap") && line.contains("stripped"))
+    };
+    assert!(stripped(&correct), "the relay never changed the feed");
+    assert!(
+        correct
+            .trace
+            .iter()
+            .any(|line| line.contains("dropped back to vouched epoch")),
+        "no verifier noticed the relay"
+    );
+    let broken = lapse_sim::run(&scenario, 1, Variant::VerifierSkipsSignatures);
+    assert!(stripped(&broken), "the relay never changed the feed");
+    assert!(
+        violated(&broken).contains(&"revoked_acceptance"),
+        "expected revoked_acceptance, got {:?}",
+        broken.violations
+    );
+}

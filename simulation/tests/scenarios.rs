@@ -56,6 +56,7 @@ macro_rules! scenario_files {
 scenario_files! {
     clock_drift: "clock-drift.toml",
     clock_skew: "clock-skew.toml",
+    hostile_relay: "hostile-relay.toml",
     leader_clock_step: "leader-clock-step.toml",
     leader_crash_mid_append: "leader-crash-mid-append.toml",
     leader_crash: "leader-crash.toml",

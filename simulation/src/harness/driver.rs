@@ -11,11 +11,11 @@ use lapse_broker::MemoryStorage;
 use lapse_storage::FlushPolicy;
 
 use super::faults::{self, Deferred};
-use super::hosts::{broker, broker_order, client, verifier};
+use super::hosts::{broker, broker_address, broker_order, client, relay, verifier};
 use super::{RunOutcome, Variant, World, oracle};
 use crate::clock::EPOCH_MS;
 use crate::invariants::replicas_agree::ReplicaDigests;
-use crate::scenario::{BrokerSpec, Scenario, client_host};
+use crate::scenario::{BrokerSpec, Scenario, client_host, relay_host};
 
 /// How often the driver samples replica digests and leases.
 const SAMPLE_EVERY_MS: f64 = 250.0;
@@ -114,9 +114,24 @@ fn build<'a>(world: &Arc<World>, data_dir: &Path) -> turmoil::Sim<'a> {
             broker::broker_host(world.clone(), spec.clone(), members.clone(), dir.clone())
         });
     }
+    for (host, region, mode) in scenario.relay_hosts() {
+        let world = world.clone();
+        let ordered = broker_order(&brokers, &region);
+        sim.host(host.clone(), move || {
+            relay::relay_host(world.clone(), host.clone(), mode, ordered.clone())
+        });
+    }
     for host in scenario.verifier_hosts() {
         let world = world.clone();
-        let ordered = broker_order(&brokers, &host.region);
+        let mut ordered = broker_order(&brokers, &host.region);
+        // A region's relay, if it has one, comes before every broker.
+        if scenario
+            .relay_hosts()
+            .iter()
+            .any(|(_, region, _)| *region == host.region)
+        {
+            ordered.insert(0, broker_address(&relay_host(&host.region)));
+        }
         sim.host(host.host.clone(), move || {
             verifier::verifier_host(
                 world.clone(),

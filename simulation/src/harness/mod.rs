@@ -54,6 +54,9 @@ pub enum Variant {
     HeartbeatOnlyReads,
     /// Brokers take cluster time from the raw wall clock, steps and all.
     WallClockTime,
+    /// Verifiers take heartbeats without checking the broker's signature
+    /// and digest, so a relay on the path can hide revocations from them.
+    VerifierSkipsSignatures,
 }
 
 /// What one run produced.

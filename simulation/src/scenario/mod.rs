@@ -65,6 +65,22 @@ pub struct Region {
     pub verifiers: u32,
     #[serde(default = "one")]
     pub verifier_hosts: u32,
+    /// A feed relay in the region, which its verifiers follow before any
+    /// broker, and what it does to the feed on the way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayMode>,
+}
+
+/// What a region's relay does to the feed it passes on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayMode {
+    /// Passes it on unchanged.
+    Honest,
+    /// Strips every revocation from deltas, keeping their epochs, and
+    /// passes heartbeats on unchanged: a hostile hop that verifiers must
+    /// catch by the broker's signed digest.
+    DropRevocations,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -326,10 +342,23 @@ impl Scenario {
         hosts
     }
 
+    /// The relay hosts: (host, region, mode).
+    pub fn relay_hosts(&self) -> Vec<(String, String, RelayMode)> {
+        self.topology
+            .regions
+            .iter()
+            .filter_map(|r| {
+                r.relay
+                    .map(|mode| (relay_host(&r.name), r.name.clone(), mode))
+            })
+            .collect()
+    }
+
     /// Every host name in the run.
     pub fn all_hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self.brokers().into_iter().map(|b| b.host).collect();
         hosts.extend(self.verifier_hosts().into_iter().map(|v| v.host));
+        hosts.extend(self.relay_hosts().into_iter().map(|(host, _, _)| host));
         hosts.extend(self.topology.regions.iter().map(|r| client_host(&r.name)));
         hosts
     }
@@ -347,6 +376,12 @@ impl Scenario {
                 .into_iter()
                 .filter(|v| v.region == region)
                 .map(|v| v.host),
+        );
+        hosts.extend(
+            self.relay_hosts()
+                .into_iter()
+                .filter(|(_, r, _)| r == region)
+                .map(|(host, _, _)| host),
         );
         hosts.push(client_host(region));
         hosts
@@ -366,6 +401,11 @@ pub struct VerifierHostSpec {
     pub host: String,
     pub region: String,
     pub verifiers: u32,
+}
+
+/// The relay host of a region.
+pub fn relay_host(region: &str) -> String {
+    format!("r-{region}")
 }
 
 /// The client host of a region.

@@ -7,6 +7,7 @@
 
 pub(super) mod broker;
 pub(super) mod client;
+pub(super) mod relay;
 pub(super) mod verifier;
 
 use std::collections::BTreeMap;
@@ -34,7 +35,13 @@ pub(super) struct BrokerHandle {
 struct VerifierHandle {
     verifier: Verifier,
     region: String,
+    /// The highest epoch it applied.
     last_epoch: u64,
+    /// The epoch it applied last, or after its state received was dropped
+    /// back to the vouched one (a relay changed the feed), that epoch.
+    applied: u64,
+    /// Its count of such drops when last looked at.
+    drops_seen: u64,
     /// When it started, holding nothing: revocations first applied before
     /// then reach it in its first snapshot and are not propagation samples
     /// (as in the brokers' own measurement).
@@ -46,7 +53,14 @@ struct VerifierHandle {
 /// A verifier's epoch moved: what it held before, and what the samples of
 /// the move need.
 pub(super) struct EpochMove {
+    /// The highest epoch it held before.
     pub previous: u64,
+    /// The lowest epoch it may apply now: the last it applied, or the
+    /// vouched epoch its state received fell back to since.
+    pub floor: u64,
+    /// Set when its state received fell back to the vouched one since it
+    /// last applied an epoch: that vouched epoch.
+    pub dropped_to: Option<u64>,
     pub started_ms: f64,
     pub region: String,
 }
@@ -144,6 +158,8 @@ impl Hosts {
                 verifier,
                 region,
                 last_epoch: 0,
+                applied: 0,
+                drops_seen: 0,
                 started_ms: at_ms,
                 fresh: None,
             },
@@ -154,10 +170,20 @@ impl Hosts {
     pub fn verifier_epoch(&self, id: &str, epoch: u64) -> Option<EpochMove> {
         let mut registry = self.registry();
         let handle = registry.verifiers.get_mut(id)?;
+        let status = handle.verifier.status();
+        let mut dropped_to = None;
+        if status.unvouched_drops > handle.drops_seen {
+            handle.drops_seen = status.unvouched_drops;
+            handle.applied = status.vouched_epoch.unwrap_or(0);
+            dropped_to = Some(handle.applied);
+        }
+        let floor = std::mem::replace(&mut handle.applied, epoch);
         let previous = handle.last_epoch;
         handle.last_epoch = handle.last_epoch.max(epoch);
         Some(EpochMove {
             previous,
+            floor,
+            dropped_to,
             started_ms: handle.started_ms,
             region: handle.region.clone(),
         })

@@ -78,7 +78,7 @@ fn start_verifier(
             staleness: Duration::from_millis(settings.staleness_ms),
             fail_open: settings.fail_open || world.variant == Variant::VerifierIgnoresStaleness,
             leeway_seconds: settings.leeway_s,
-            trust: Some(world.pki.checker()),
+            trust: (world.variant != Variant::VerifierSkipsSignatures).then(|| world.pki.checker()),
             ..VerifyConfig::default()
         },
         clock,
@@ -116,8 +116,16 @@ fn on_epoch(world: &World, id: &str, epoch: u64) {
     let Some(moved) = world.hosts.verifier_epoch(id, epoch) else {
         return;
     };
+    if let Some(vouched) = moved.dropped_to {
+        world.note(
+            id,
+            format_args!(
+                "a broker vouched for another state than the one received: dropped back to vouched epoch {vouched}"
+            ),
+        );
+    }
     world.note(id, format_args!("epoch {epoch}"));
-    oracle::check_epoch(world, id, moved.previous, epoch, now);
+    oracle::check_epoch(world, id, moved.floor, epoch, now);
     if epoch > moved.previous {
         let committed = world
             .oracle
