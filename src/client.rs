@@ -78,6 +78,15 @@ pub struct Connection {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The tenant this call is for. An operator whose roles are for one
+    /// tenant (tenant-admin, revoker, auditor of a tenant) must name it; a
+    /// revocation by status index is then checked to be that tenant's.
+    #[arg(long, env = "LAPSE_AS_TENANT", global = true, value_name = "TENANT")]
+    pub as_tenant: Option<String>,
+    /// Why: recorded with the call in the control-plane audit (at most 512
+    /// bytes of printable ASCII).
+    #[arg(long, env = "LAPSE_REASON", global = true)]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
     /// The TLS files, read once for every broker this command calls.
@@ -240,13 +249,26 @@ impl Connection {
         Ok(channel)
     }
 
-    /// A request carrying the admin token, if there is one.
+    /// A request carrying the admin token, if there is one, and the
+    /// tenant and reason given.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some((token, _)) = self.admin_token() {
             if let Ok(value) = format!("Bearer {token}").parse() {
                 request.metadata_mut().insert("authorization", value);
             }
+        }
+        // Values that cannot be sent as metadata are sent as nothing, and
+        // the broker's decision says what is missing.
+        if let Some(tenant) = &self.as_tenant
+            && let Ok(value) = tenant.parse()
+        {
+            request.metadata_mut().insert("x-lapse-tenant", value);
+        }
+        if let Some(reason) = &self.reason
+            && let Ok(value) = reason.parse()
+        {
+            request.metadata_mut().insert("x-lapse-reason", value);
         }
         request
     }

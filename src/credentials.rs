@@ -336,12 +336,37 @@ pub struct AuditArgs {
     /// At most this many records, newest last.
     #[arg(long, default_value_t = 100)]
     limit: u32,
+    /// Show the control-plane audit instead: every operator action
+    /// (revocations, policy and role changes, join tokens, membership, key
+    /// rotation) and every refusal of one.
+    #[arg(long, conflicts_with_all = ["workload", "index"])]
+    control: bool,
+    /// With --control: only this principal's (operator:<name>, token:<name>).
+    #[arg(long, requires = "control")]
+    operator: Option<String>,
+    /// With --control: only this action (revoke, set_policy, bind_role, ...).
+    #[arg(long, requires = "control")]
+    action: Option<String>,
+    /// With --control: only events at or after this time (RFC 3339 or ms since the epoch).
+    #[arg(long, requires = "control", value_parser = crate::parse_time_ms)]
+    since: Option<u64>,
     #[command(flatten)]
     connection: Connection,
 }
 
 pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
     let connection = args.connection;
+    if args.control {
+        return crate::roles::control_audit(
+            &connection,
+            args.tenant,
+            args.operator,
+            args.action,
+            args.since,
+            args.limit,
+        )
+        .await;
+    }
     let mut client = connection.client().await?;
     let reply = connection
         .admin(

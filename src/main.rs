@@ -13,6 +13,7 @@ mod credentials;
 mod dev;
 mod feed;
 mod revoke;
+mod roles;
 #[cfg(feature = "sim")]
 mod sim;
 mod status;
@@ -67,8 +68,12 @@ enum Command {
     Policy(credentials::PolicyArgs),
     /// List published signing keys, or rotate a broker's key.
     Keys(credentials::KeysArgs),
-    /// Query the issuance audit log by tenant, workload or status index.
+    /// Query the issuance audit log by tenant, workload or status index, or (--control) the control-plane audit.
     Audit(credentials::AuditArgs),
+    /// Grant, take and list operator roles (cluster-admin, tenant-admin, revoker, auditor, verifier).
+    Role(roles::RoleArgs),
+    /// Show or replace the Cedar access policy that decides what each role may do.
+    AccessPolicy(roles::AccessPolicyArgs),
     /// Run edge verifiers: follow the revocation feed and verify credentials offline.
     Verifier(feed::VerifierArgs),
     /// How far revocations have reached: delays per region and verifier, lagging verifiers.
@@ -113,6 +118,8 @@ async fn main() -> ExitCode {
         Command::Refresh(args) => credentials::refresh(args).await,
         Command::Policy(args) => credentials::policy(args).await,
         Command::Keys(args) => credentials::keys(args).await,
+        Command::Role(args) => roles::role(args).await,
+        Command::AccessPolicy(args) => roles::access_policy(args).await,
         Command::Audit(args) => credentials::audit(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
         Command::Propagation(args) => feed::propagation(args).await,

@@ -59,7 +59,10 @@ pub struct TestCluster {
     pub certs: Option<PathBuf>,
 }
 
-/// The operator the TLS test clusters certify for their clients.
+/// The operator the TLS test clusters certify for their clients. Every
+/// test broker treats it (and the admin token) as a cluster admin, and
+/// broker N also `operator:only-on-broker-N`: an identity only one broker
+/// trusts, for tests of what the leader decides.
 pub const OPERATOR: &str = "ops";
 
 /// Issue `role`'s certificate with the CA in `certs`, valid from `now` for
@@ -199,7 +202,7 @@ impl TestCluster {
                 )
             };
             let text = format!(
-                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n{top}[cluster]\n{secret}{members}[auth]\nadmin_tokens = [{{ name = \"tests\", sha256 = \"{}\" }}]\n{section}{}\n{}",
+                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n{top}[cluster]\n{secret}{members}[auth]\nadmin_tokens = [{{ name = \"tests\", sha256 = \"{}\" }}]\ncluster_admins = [\"token:tests\", \"operator:ops\", \"operator:only-on-broker-{id}\"]\n{section}{}\n{}",
                 cluster.dir.path().join(format!("node-{id}")).display(),
                 admin_token_hash(),
                 cluster.tuning,
@@ -217,7 +220,7 @@ impl TestCluster {
     pub fn add_joiner(&mut self, id: u64) -> String {
         let address = format!("127.0.0.1:{}", free_port());
         let text = format!(
-            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n[auth]\nadmin_tokens = [{{ name = \"tests\", sha256 = \"{}\" }}]\n{}",
+            "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n[auth]\nadmin_tokens = [{{ name = \"tests\", sha256 = \"{}\" }}]\ncluster_admins = [\"token:tests\", \"operator:ops\", \"operator:only-on-broker-{id}\"]\n{}",
             self.dir.path().join(format!("node-{id}")).display(),
             admin_token_hash(),
             self.tuning

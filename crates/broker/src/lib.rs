@@ -12,6 +12,7 @@
 //! ([`issuance`], [`feed`], [`replica_check`], [`time`]) return
 //! [`BrokerError`]. [`node`] assembles a broker and runs it.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod consensus;

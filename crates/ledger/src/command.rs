@@ -179,6 +179,100 @@ pub enum Command {
     /// the read needs when Raft heartbeats cannot (their deadline is the
     /// heartbeat interval, shorter than a cross-region round trip).
     ConfirmLeadership,
+    // Variants are only ever added at the end: the log stores each by its
+    // position.
+    /// A control-plane command an operator asked for, with how it was
+    /// authorised. Applying it checks that the command stays within the
+    /// tenant it was authorised for, carries it out, and records a
+    /// control-plane audit event with the outcome.
+    Operate {
+        authorization: Authorization,
+        command: Box<Command>,
+    },
+    /// A control-plane audit event for an action carried out outside the
+    /// ledger (membership, key rotation) or refused before it reached it.
+    RecordControl {
+        authorization: Authorization,
+        outcome: Result<String, String>,
+    },
+    /// Grant `principal` a role. Only inside `Operate`.
+    BindRole {
+        principal: String,
+        role: OperatorRole,
+    },
+    /// Take a role from `principal`. Only inside `Operate`.
+    UnbindRole {
+        principal: String,
+        role: OperatorRole,
+    },
+    /// Replace the operator access policy (Cedar, checked by the broker
+    /// before it is proposed). Only inside `Operate`.
+    SetAccessPolicy {
+        text: String,
+        expected_version: Option<u64>,
+    },
+}
+
+/// An operator role, granted to a principal by a binding in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OperatorRole {
+    /// Everything, cluster-wide.
+    ClusterAdmin,
+    /// Revocations, issuance policy, join tokens and audit of one tenant.
+    TenantAdmin(TenantId),
+    /// Revocations of one tenant.
+    Revoker(TenantId),
+    /// The audit of one tenant, or of every tenant with `None`.
+    Auditor(Option<TenantId>),
+    /// Reads of the feed's state (propagation).
+    Verifier,
+}
+
+impl std::fmt::Display for OperatorRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperatorRole::ClusterAdmin => f.write_str("cluster-admin"),
+            OperatorRole::TenantAdmin(t) => write!(f, "tenant-admin of {t}"),
+            OperatorRole::Revoker(t) => write!(f, "revoker of {t}"),
+            OperatorRole::Auditor(Some(t)) => write!(f, "auditor of {t}"),
+            OperatorRole::Auditor(None) => f.write_str("auditor of every tenant"),
+            OperatorRole::Verifier => f.write_str("verifier"),
+        }
+    }
+}
+
+/// The longest principal name a binding or an audit event holds.
+pub const MAX_PRINCIPAL_BYTES: usize = 160;
+/// The longest justification an audit event holds.
+pub const MAX_JUSTIFICATION_BYTES: usize = 512;
+/// The most role bindings the ledger holds.
+pub const MAX_BINDINGS: usize = 10_000;
+
+/// How a control-plane action was authorised: who (as the broker that took
+/// the call authenticated them), what, for which tenant (`None`:
+/// cluster-wide), under which versions of the role bindings and the access
+/// policy, and why, if the operator said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// `operator:<name>` or `token:<name>`.
+    pub principal: String,
+    /// The action's name in the access policy (`revoke`, `set_policy`, ...).
+    pub action: String,
+    pub tenant: Option<TenantId>,
+    pub bindings_version: u64,
+    /// 0 for the default policy.
+    pub policy_version: u64,
+    pub justification: Option<String>,
+}
+
+/// One control-plane audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlEvent {
+    pub at_ms: u64,
+    pub request_id: RequestId,
+    pub authorization: Authorization,
+    /// What happened, in words; `Err` when refused.
+    pub outcome: Result<String, String>,
 }
 
 /// The most audit records one `RecordIssuances` command may carry.
@@ -272,6 +366,17 @@ pub enum Applied {
     JoinTokenCreated,
     JoinTokenConsumed(JoinGrant),
     LeadershipConfirmed,
+    /// A control-plane audit event was recorded (nothing else changed).
+    ControlRecorded,
+    RoleBound {
+        version: u64,
+    },
+    RoleUnbound {
+        version: u64,
+    },
+    AccessPolicySet {
+        version: u64,
+    },
 }
 
 /// Why the ledger refused a command. Each maps to a precise client error.
@@ -321,6 +426,16 @@ pub enum Refusal {
     PolicyTooLarge { length: usize, max: usize },
     #[error("a batch of {count} audit records is outside 1..={max}")]
     BadAuditBatch { count: usize, max: usize },
+    #[error("{what} is outside the tenant {tenant} the caller is authorised for")]
+    OutsideTenant { tenant: String, what: String },
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0} holds no such role")]
+    NoSuchBinding(String),
+    #[error("the role bindings are full ({max}); remove some first")]
+    TooManyBindings { max: usize },
+    #[error("access policy is at version {current}, not the expected {expected}")]
+    AccessPolicyVersionMismatch { expected: u64, current: u64 },
 }
 
 impl std::fmt::Display for Proposal {
@@ -359,6 +474,11 @@ impl Refusal {
             Refusal::PolicyVersionMismatch { .. } => "policy-version-mismatch",
             Refusal::PolicyTooLarge { .. } => "policy-too-large",
             Refusal::BadAuditBatch { .. } => "bad-audit-batch",
+            Refusal::OutsideTenant { .. } => "outside-tenant",
+            Refusal::NotAllowed(_) => "not-allowed",
+            Refusal::NoSuchBinding(_) => "no-such-binding",
+            Refusal::TooManyBindings { .. } => "too-many-bindings",
+            Refusal::AccessPolicyVersionMismatch { .. } => "access-policy-version-mismatch",
         }
     }
 }

@@ -12,11 +12,14 @@ mod snapshot;
 mod state;
 
 pub use command::{
-    Applied, AttestationKind, Command, Decision, IssuanceRecord, JoinGrant, JoinUse,
-    MAX_AUDIT_BATCH, MAX_BATCH, MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_REQUEST_ID_LEN, NodeId,
-    Outcome, Proposal, Refusal, RequestId, RequestIdError, Response, Revocation, Sha256,
+    Applied, AttestationKind, Authorization, Command, ControlEvent, Decision, IssuanceRecord,
+    JoinGrant, JoinUse, MAX_AUDIT_BATCH, MAX_BATCH, MAX_BINDINGS, MAX_JUSTIFICATION_BYTES,
+    MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_PRINCIPAL_BYTES, MAX_REQUEST_ID_LEN, NodeId,
+    OperatorRole, Outcome, Proposal, Refusal, RequestId, RequestIdError, Response, Revocation,
+    Sha256,
 };
 pub use snapshot::SnapshotError;
 pub use state::{
-    IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, Policy, RevokedAt, SigningKey,
+    IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, MAX_CONTROL_EVENTS, Policy,
+    RevokedAt, SigningKey,
 };

@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256 as Hasher};
 
 use crate::command::{
-    Command, IssuanceRecord, JoinGrant, NodeId, Proposal, Refusal, RequestId, Response, Sha256,
+    Command, ControlEvent, IssuanceRecord, JoinGrant, NodeId, OperatorRole, Proposal, Refusal,
+    RequestId, Response, Sha256,
 };
+
+/// The most control-plane audit events kept; the oldest leave first.
+pub const MAX_CONTROL_EVENTS: usize = 100_000;
 
 /// Settings fixed when the cluster is created; replicated with the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +131,17 @@ pub struct LedgerState {
     pub policies: BTreeMap<TenantId, Policy>,
     /// Shipped issuance audit records, keyed by (broker, sequence).
     pub audit: BTreeMap<(NodeId, u64), IssuanceRecord>,
+    /// The tenant each issued status index was issued for, from the
+    /// issuance records; kept while the index's lease lives.
+    pub issued_tenants: BTreeMap<u64, TenantId>,
+    /// Operator role bindings, by principal (`operator:<name>`,
+    /// `token:<name>`), and their version (bumped by every change).
+    pub roles: BTreeMap<String, BTreeSet<OperatorRole>>,
+    pub roles_version: u64,
+    /// The operator access policy; `None` means the default.
+    pub access_policy: Option<Policy>,
+    /// Control-plane audit events by log index.
+    pub control_audit: BTreeMap<u64, ControlEvent>,
     requests: BTreeMap<RequestId, RequestRecord>,
     /// `(epoch, index)` for every revoked index: the feed's deltas read the
     /// indices revoked after an epoch without scanning them all. Derived
@@ -161,6 +176,11 @@ impl LedgerState {
             join_tokens: BTreeMap::new(),
             policies: BTreeMap::new(),
             audit: BTreeMap::new(),
+            issued_tenants: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            roles_version: 0,
+            access_policy: None,
+            control_audit: BTreeMap::new(),
             requests: BTreeMap::new(),
             revoked_by_epoch: BTreeSet::new(),
             request_order: VecDeque::new(),
@@ -189,7 +209,7 @@ impl LedgerState {
             return response;
         }
 
-        let outcome = self.execute(log_index, now_ms, &proposal.command);
+        let outcome = self.execute(log_index, now_ms, &proposal.request_id, &proposal.command);
         let response = Response {
             log_index,
             applied_at_ms: now_ms,
@@ -290,6 +310,10 @@ impl LedgerState {
         let retention = self.params.audit_retention_ms;
         self.audit
             .retain(|_, record| record.at_ms.saturating_add(retention) > now_ms);
+        self.control_audit
+            .retain(|_, event| event.at_ms.saturating_add(retention) > now_ms);
+        let base = self.window_base();
+        self.issued_tenants = self.issued_tenants.split_off(&base);
         let dedup = self.params.request_dedup_ms;
         while let Some((at_ms, _)) = self.request_order.front() {
             if at_ms.saturating_add(dedup) > now_ms {

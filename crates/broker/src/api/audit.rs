@@ -19,7 +19,11 @@ impl ClusterService {
         &self,
         request: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<pb::QueryAuditResponse>, Status> {
-        self.authorize(&request)?;
+        let scope = match request.get_ref().tenant.as_str() {
+            "" => None,
+            t => Some(lapse_credential::TenantId::new(t).map_err(|e| super::invalid("tenant", e))?),
+        };
+        self.permit(&request, crate::access::Action::ReadAudit, scope.as_ref())?;
         let request = request.into_inner();
         let tenant = Some(request.tenant).filter(|t| !t.is_empty());
         let workload = Some(request.workload).filter(|w| !w.is_empty());

@@ -74,11 +74,12 @@ pub fn check_sender<T>(request: &Request<T>, claimed: u64) -> Result<(), Status>
     }
 }
 
-/// Who may administer: an operator by certificate, or the holder of an
-/// admin token.
-pub fn authorize_admin<T>(core: &SharedCore, request: &Request<T>) -> Result<(), Status> {
+/// Who is administering: an operator by certificate (`operator:<name>`),
+/// or the holder of an admin token (`token:<name>`). What they may do is
+/// decided by [`crate::access`].
+pub fn authorize_admin<T>(core: &SharedCore, request: &Request<T>) -> Result<String, Status> {
     match principal(request).map(|p| &p.role) {
-        Some(Role::Operator(_)) => return Ok(()),
+        Some(Role::Operator(name)) => return Ok(format!("operator:{name}")),
         Some(other) => {
             return Err(Status::permission_denied(format!(
                 "admin calls are for operators; the client certificate names {other}"
@@ -91,8 +92,7 @@ pub fn authorize_admin<T>(core: &SharedCore, request: &Request<T>) -> Result<(),
         request.metadata(),
         core.tls().is_some(),
     )?;
-    tracing::debug!(token = %name, "admin call by token");
-    Ok(())
+    Ok(format!("token:{name}"))
 }
 
 /// Require one of the configured admin bearer tokens: the name of the

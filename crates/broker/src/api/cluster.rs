@@ -8,6 +8,10 @@ use lapse_wire::cluster as pb;
 use lapse_wire::cluster::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
+use lapse_credential::TenantId;
+use lapse_ledger::{Authorization, Command, RequestId};
+
+use crate::access::{self, Action};
 use crate::core::SharedCore;
 use crate::feed::FeedHub;
 use crate::issuance::audit::AuditLog;
@@ -20,10 +24,121 @@ pub struct ClusterService {
     pub feed: Arc<FeedHub>,
 }
 
+/// The metadata key naming the tenant a call is for.
+pub const TENANT_HEADER: &str = "x-lapse-tenant";
+/// The metadata key carrying the operator's justification.
+pub const REASON_HEADER: &str = "x-lapse-reason";
+
 impl ClusterService {
-    /// Require an operator: by certificate, or by admin token.
-    pub(super) fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        super::auth::authorize_admin(&self.core, request)
+    /// Authenticate the operator and decide whether they may do `action`
+    /// for `tenant` (`None`: cluster-wide). A refused write is recorded
+    /// in the control-plane audit.
+    pub(super) fn permit<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        tenant: Option<&TenantId>,
+    ) -> Result<Authorization, Status> {
+        let principal = super::auth::authorize_admin(&self.core, request)?;
+        let justification = justification(request)?;
+        let bootstrap = &self.core.config().auth.cluster_admins;
+        let decided = self.core.view().read(|a| {
+            access::decide(
+                &a.ledger,
+                bootstrap,
+                &principal,
+                action,
+                tenant,
+                justification.clone(),
+            )
+        });
+        match decided {
+            Ok(authorization) => Ok(authorization),
+            Err(reason) => {
+                if action.writes() {
+                    record_refusal(
+                        &self.core,
+                        Authorization {
+                            principal,
+                            action: action.name().into(),
+                            tenant: tenant.cloned(),
+                            bindings_version: self.core.view().read(|a| a.ledger.roles_version),
+                            policy_version: 0,
+                            justification,
+                        },
+                        reason.clone(),
+                    );
+                }
+                Err(Status::permission_denied(reason))
+            }
+        }
+    }
+
+    /// The tenant a call names in its [`TENANT_HEADER`], if any.
+    pub(super) fn named_tenant<T>(request: &Request<T>) -> Result<Option<TenantId>, Status> {
+        match request.metadata().get(TENANT_HEADER) {
+            None => Ok(None),
+            Some(value) => {
+                let text = value
+                    .to_str()
+                    .map_err(|_| super::invalid(TENANT_HEADER, "not ASCII"))?;
+                TenantId::new(text)
+                    .map(Some)
+                    .map_err(|e| super::invalid(TENANT_HEADER, e))
+            }
+        }
+    }
+
+    /// Record, after the fact, an authorised action carried out outside
+    /// the ledger (membership, key rotation), with its outcome.
+    pub(super) async fn record_action(
+        &self,
+        authorization: Authorization,
+        outcome: Result<String, String>,
+    ) {
+        record(&self.core, authorization, outcome).await;
+    }
+}
+
+/// The operator's justification from [`REASON_HEADER`], checked.
+fn justification<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(value) = request.metadata().get(REASON_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| super::invalid(REASON_HEADER, "not printable ASCII"))?;
+    if text.len() > lapse_ledger::MAX_JUSTIFICATION_BYTES {
+        return Err(super::invalid(
+            REASON_HEADER,
+            format!(
+                "{} bytes; at most {}",
+                text.len(),
+                lapse_ledger::MAX_JUSTIFICATION_BYTES
+            ),
+        ));
+    }
+    Ok(Some(text.to_owned()).filter(|t| !t.is_empty()))
+}
+
+/// Record a refused call in the control-plane audit, in the background:
+/// the caller's answer does not wait for it.
+pub(crate) fn record_refusal(core: &SharedCore, authorization: Authorization, reason: String) {
+    let core = core.clone();
+    tokio::spawn(async move { record(&core, authorization, Err(reason)).await });
+}
+
+async fn record(core: &SharedCore, authorization: Authorization, outcome: Result<String, String>) {
+    let id = format!("control-{}", hex::encode(core.env().random_bytes::<12>()));
+    let Ok(id) = RequestId::new(id) else {
+        return;
+    };
+    let command = Command::RecordControl {
+        authorization,
+        outcome,
+    };
+    if let Err(error) = core.propose(id, command).await {
+        tracing::warn!(%error, "a control-plane audit event could not be recorded");
     }
 }
 
@@ -129,5 +244,41 @@ impl Cluster for ClusterService {
         request: Request<pb::WaitPropagatedRequest>,
     ) -> Answer<pb::WaitPropagatedResponse> {
         self.wait(request).await
+    }
+
+    async fn bind_role(&self, request: Request<pb::RoleRequest>) -> Answer<pb::RolesResponse> {
+        self.change_role(request, true).await
+    }
+
+    async fn unbind_role(&self, request: Request<pb::RoleRequest>) -> Answer<pb::RolesResponse> {
+        self.change_role(request, false).await
+    }
+
+    async fn list_roles(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Answer<pb::RolesResponse> {
+        self.roles_list(request).await
+    }
+
+    async fn set_access_policy(
+        &self,
+        request: Request<pb::SetAccessPolicyRequest>,
+    ) -> Answer<pb::AccessPolicyResponse> {
+        self.put_access_policy(request).await
+    }
+
+    async fn get_access_policy(
+        &self,
+        request: Request<pb::GetAccessPolicyRequest>,
+    ) -> Answer<pb::AccessPolicyResponse> {
+        self.read_access_policy(request).await
+    }
+
+    async fn control_audit(
+        &self,
+        request: Request<pb::ControlAuditRequest>,
+    ) -> Answer<pb::ControlAuditResponse> {
+        self.control_events(request).await
     }
 }

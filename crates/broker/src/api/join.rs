@@ -27,7 +27,16 @@ impl ClusterService {
         &self,
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        self.authorize(&request)?;
+        let grant = join_grant(request.get_ref().grant.clone())?;
+        let tenant = match &grant {
+            JoinGrant::Workload { tenant, .. } => Some(tenant.clone()),
+            JoinGrant::Broker { .. } => None,
+        };
+        let authorization = self.permit(
+            &request,
+            crate::access::Action::CreateJoinToken,
+            tenant.as_ref(),
+        )?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
         let ttl_seconds = match request.ttl_seconds {
@@ -40,14 +49,16 @@ impl ClusterService {
             }
             t => t,
         };
-        let grant = join_grant(request.grant)?;
         let secret: [u8; 32] = self.core.env().random_bytes();
         let token = format!("lapse-join-{}", hex::encode(secret));
         let expires_at_ms = self.core.confirmed_cluster_now().await? + ttl_seconds * 1000;
-        let command = Command::CreateJoinToken {
-            token_hash: Sha256::digest(token.as_bytes()).into(),
-            grant,
-            expires_at_ms,
+        let command = Command::Operate {
+            authorization,
+            command: Box::new(Command::CreateJoinToken {
+                token_hash: Sha256::digest(token.as_bytes()).into(),
+                grant,
+                expires_at_ms,
+            }),
         };
         let response = self.core.propose(id, command).await?;
         if response.duplicate {

@@ -28,7 +28,22 @@ impl ClusterService {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
-        self.authorize(&request)?;
+        let authorization = self.permit(&request, crate::access::Action::RotateKey, None)?;
+        let rotated = self.rotate_now().await;
+        let outcome = match &rotated {
+            Ok(response) => Ok(format!(
+                "rotated broker {}'s key to {} (retired {:?})",
+                self.core.id(),
+                response.key_id,
+                response.retired_key_id
+            )),
+            Err(status) => Err(status.message().to_owned()),
+        };
+        self.record_action(authorization, outcome).await;
+        rotated.map(Response::new)
+    }
+
+    async fn rotate_now(&self) -> Result<pb::RotateKeyResponse, Status> {
         let settings = &self.core.config().issuance;
         let lifetime =
             Duration::from_secs(settings.key_rotation_seconds + settings.key_overlap_seconds);
@@ -41,9 +56,9 @@ impl ClusterService {
             .signing_key(&self.core)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();
-        Ok(Response::new(pb::RotateKeyResponse {
+        Ok(pb::RotateKeyResponse {
             key_id: current,
             retired_key_id: previous.map(|k| k.to_string()).unwrap_or_default(),
-        }))
+        })
     }
 }

@@ -13,13 +13,16 @@ impl ClusterService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
-        self.authorize(&request)?;
+        let authorization = self.permit(&request, crate::access::Action::Lease, None)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
-        let command = Command::LeaseIndices {
-            broker: request.broker_id,
-            count: request.count,
-            lease_ms: request.lease_ms,
+        let command = Command::Operate {
+            authorization,
+            command: Box::new(Command::LeaseIndices {
+                broker: request.broker_id,
+                count: request.count,
+                lease_ms: request.lease_ms,
+            }),
         };
         let response = self.core.propose(id, command).await?;
         let epoch = response.log_index;

@@ -5,6 +5,7 @@ use lapse_wire::cluster as pb;
 use tonic::{Request, Response, Status};
 
 use super::ClusterService;
+use crate::access::Action;
 use crate::membership::{MembershipChange, MembershipView};
 
 /// Voters and learners on the wire.
@@ -42,35 +43,59 @@ impl ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.authorize(&request)?;
+        let authorization = self.permit(&request, Action::Membership, None)?;
         let request = request.into_inner();
-        if self.core.tls().is_some() {
-            // Raft traffic goes only to a broker whose certificate names
-            // the node being added.
-            super::join::probe(&self.core, request.node_id, &request.address).await?;
+        let what = format!("add learner {} at {}", request.node_id, request.address);
+        let result = async {
+            if self.core.tls().is_some() {
+                // Raft traffic goes only to a broker whose certificate
+                // names the node being added.
+                super::join::probe(&self.core, request.node_id, &request.address).await?;
+            }
+            self.change(MembershipChange::AddLearner {
+                node_id: request.node_id,
+                address: request.address,
+            })
+            .await
         }
-        self.change(MembershipChange::AddLearner {
-            node_id: request.node_id,
-            address: request.address,
-        })
-        .await
+        .await;
+        self.audited(authorization, what, result).await
     }
 
     pub(super) async fn promote_node(
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.authorize(&request)?;
+        let authorization = self.permit(&request, Action::Membership, None)?;
         let node_id = request.into_inner().node_id;
-        self.change(MembershipChange::Promote { node_id }).await
+        let result = self.change(MembershipChange::Promote { node_id }).await;
+        self.audited(authorization, format!("promote {node_id}"), result)
+            .await
     }
 
     pub(super) async fn remove(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.authorize(&request)?;
+        let authorization = self.permit(&request, Action::Membership, None)?;
         let node_id = request.into_inner().node_id;
-        self.change(MembershipChange::Remove { node_id }).await
+        let result = self.change(MembershipChange::Remove { node_id }).await;
+        self.audited(authorization, format!("remove {node_id}"), result)
+            .await
+    }
+
+    /// Record a membership change in the control-plane audit, then answer.
+    async fn audited<T>(
+        &self,
+        authorization: lapse_ledger::Authorization,
+        what: String,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let outcome = match &result {
+            Ok(_) => Ok(what),
+            Err(status) => Err(format!("{what}: {}", status.message())),
+        };
+        self.record_action(authorization, outcome).await;
+        result
     }
 }

@@ -21,6 +21,7 @@ pub mod peer;
 mod policy;
 mod propagation;
 mod revoke;
+mod roles;
 pub(crate) mod status;
 
 pub use cluster::ClusterService;
@@ -49,9 +50,13 @@ fn refusal_code(refusal: &Refusal) -> Code {
         | Refusal::RequestIdReused
         | Refusal::PolicyVersionMismatch { .. }
         | Refusal::IndicesExhausted => Code::FailedPrecondition,
-        Refusal::JoinTokenWrongUse | Refusal::JoinTokenWrongAddress { .. } => {
-            Code::PermissionDenied
-        }
+        Refusal::JoinTokenWrongUse
+        | Refusal::JoinTokenWrongAddress { .. }
+        | Refusal::OutsideTenant { .. }
+        | Refusal::NotAllowed(_) => Code::PermissionDenied,
+        Refusal::NoSuchBinding(_) => Code::NotFound,
+        Refusal::TooManyBindings { .. } => Code::ResourceExhausted,
+        Refusal::AccessPolicyVersionMismatch { .. } => Code::FailedPrecondition,
         Refusal::IssuedBeforeInFuture { .. }
         | Refusal::BadPublicKey { .. }
         | Refusal::BadValidity

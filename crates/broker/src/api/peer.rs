@@ -186,6 +186,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let (request_id, command): (RequestId, Command) = decode(&request.into_inner().payload)
             .map_err(|e| malformed("forwarded proposal", e))?;
+        let command = decide_again(&self.core, command)?;
         let response = self.core.propose_here(request_id, command).await?;
         reply(&response)
     }
@@ -198,5 +199,58 @@ impl RaftPeer for PeerService {
             .map_err(|e| malformed("forwarded membership change", e))?;
         let membership = self.core.change_membership_here(change).await?;
         reply(&membership)
+    }
+}
+
+/// The leader decides an operator's forwarded command again, with its own
+/// role bindings, access policy and bootstrap admins: a broker cannot pass
+/// on what the leader would refuse (an admin token only that broker knows
+/// counts for nothing here unless the ledger binds it a role). Operator
+/// commands that arrive without their authorization are refused.
+fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Command, Status> {
+    match command {
+        Command::Operate {
+            authorization,
+            command,
+        } => {
+            let Some(action) = crate::access::Action::from_name(&authorization.action) else {
+                return Err(Status::invalid_argument(format!(
+                    "unknown control-plane action {:?}",
+                    authorization.action
+                )));
+            };
+            let bootstrap = &core.config().auth.cluster_admins;
+            let decided = core.view().read(|a| {
+                crate::access::decide(
+                    &a.ledger,
+                    bootstrap,
+                    &authorization.principal,
+                    action,
+                    authorization.tenant.as_ref(),
+                    authorization.justification.clone(),
+                )
+            });
+            match decided {
+                Ok(authorization) => Ok(Command::Operate {
+                    authorization,
+                    command,
+                }),
+                Err(reason) => {
+                    let reason = format!("refused by the leader, broker {}: {reason}", core.id());
+                    super::cluster::record_refusal(core, authorization, reason.clone());
+                    Err(Status::permission_denied(reason))
+                }
+            }
+        }
+        Command::Revoke(_)
+        | Command::RevokeMany(_)
+        | Command::SetPolicy { .. }
+        | Command::CreateJoinToken { .. }
+        | Command::BindRole { .. }
+        | Command::UnbindRole { .. }
+        | Command::SetAccessPolicy { .. } => Err(Status::permission_denied(
+            "an operator's command must carry the authorization it was decided with",
+        )),
+        other => Ok(other),
     }
 }

@@ -7,6 +7,7 @@ use lapse_wire::cluster as pb;
 use tonic::{Request, Response, Status};
 
 use super::{ClusterService, invalid, refusal_status, request_id};
+use crate::access::Action;
 use crate::error::answer;
 use crate::issuance::policy::{PolicyError, check};
 
@@ -15,10 +16,11 @@ impl ClusterService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
-        self.authorize(&request)?;
+        let tenant =
+            TenantId::new(request.get_ref().tenant.clone()).map_err(|e| invalid("tenant", e))?;
+        let authorization = self.permit(&request, Action::SetPolicy, Some(&tenant))?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
-        let tenant = TenantId::new(request.tenant).map_err(|e| invalid("tenant", e))?;
         // Refuse here, before proposing, whatever would not do what its
         // author meant: nothing reaches the ledger unless it validates.
         check(&request.text).map_err(|e| match e {
@@ -27,10 +29,13 @@ impl ClusterService {
             }
             e => Status::invalid_argument(e.to_string()),
         })?;
-        let command = Command::SetPolicy {
-            tenant: tenant.clone(),
-            text: request.text.clone(),
-            expected_version: request.expected_version,
+        let command = Command::Operate {
+            authorization,
+            command: Box::new(Command::SetPolicy {
+                tenant: tenant.clone(),
+                text: request.text.clone(),
+                expected_version: request.expected_version,
+            }),
         };
         let response = self.core.propose(id, command).await?;
         let version = answer(response.outcome, |applied| match applied {
@@ -49,9 +54,9 @@ impl ClusterService {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
-        self.authorize(&request)?;
         let tenant =
-            TenantId::new(request.into_inner().tenant).map_err(|e| invalid("tenant", e))?;
+            TenantId::new(request.get_ref().tenant.clone()).map_err(|e| invalid("tenant", e))?;
+        self.permit(&request, Action::ReadPolicy, Some(&tenant))?;
         let policy = self
             .core
             .view()

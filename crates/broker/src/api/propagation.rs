@@ -29,7 +29,7 @@ impl ClusterService {
         &self,
         request: Request<pb::PropagationRequest>,
     ) -> Result<Response<pb::PropagationResponse>, Status> {
-        self.authorize(&request)?;
+        self.permit(&request, crate::access::Action::ReadPropagation, None)?;
         let epoch = match request.into_inner().epoch {
             0 => self.feed.current_epoch(),
             asked => asked,
@@ -84,7 +84,7 @@ impl ClusterService {
         &self,
         request: Request<pb::WaitPropagatedRequest>,
     ) -> Result<Response<pb::WaitPropagatedResponse>, Status> {
-        self.authorize(&request)?;
+        self.permit(&request, crate::access::Action::ReadPropagation, None)?;
         let request = request.into_inner();
         let share = match request.share_percent {
             0.0 => Share::All,

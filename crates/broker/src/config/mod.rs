@@ -112,6 +112,7 @@ impl BrokerConfig {
                     "local",
                     admin_token,
                 ))];
+                config.auth.cluster_admins = vec!["token:local".into(), "operator:dev".into()];
                 config
             })
             .collect()

@@ -122,6 +122,13 @@ pub struct AuthConfig {
     /// its value (`lapse admin-token create` makes one).
     #[serde(default)]
     pub admin_tokens: Vec<AdminTokenEntry>,
+    /// Principals (`operator:<name>` for an operator certificate,
+    /// `token:<name>` for an admin token) this broker treats as cluster
+    /// admins whatever the ledger's role bindings say: how a new cluster
+    /// gets its first admin. A broker decides calls with its own list
+    /// when it leads.
+    #[serde(default)]
+    pub cluster_admins: Vec<String>,
 }
 
 impl AuthConfig {
@@ -133,8 +140,22 @@ impl AuthConfig {
         })
     }
 
-    /// What is wrong with the admin tokens, if anything.
+    /// What is wrong with the admin tokens or the admins, if anything.
     pub fn problem(&self) -> Option<String> {
+        if self.cluster_admins.len() > MAX_ADMIN_TOKENS {
+            return Some(format!(
+                "auth.cluster_admins has {} entries; at most {MAX_ADMIN_TOKENS}",
+                self.cluster_admins.len()
+            ));
+        }
+        if let Some(bad) = self.cluster_admins.iter().find(|p| {
+            !matches!(p.split_once(':'), Some(("operator" | "token", name))
+                if lapse_pki::name::check_name(name).is_ok())
+        }) {
+            return Some(format!(
+                "auth.cluster_admins: {bad:?} is not operator:<name> or token:<name>"
+            ));
+        }
         if self.admin_tokens.len() > MAX_ADMIN_TOKENS {
             return Some(format!(
                 "auth.admin_tokens has {} tokens; at most {MAX_ADMIN_TOKENS}",

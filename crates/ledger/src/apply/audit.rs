@@ -20,6 +20,11 @@ impl LedgerState {
         }
         for record in records {
             self.audit.insert((broker, record.sequence), record.clone());
+            if let (Some(index), Some(tenant)) = (record.index, &record.tenant)
+                && index.0 >= self.window_base()
+            {
+                self.issued_tenants.insert(index.0, tenant.clone());
+            }
         }
         Ok(Applied::IssuancesRecorded {
             count: records.len(),

@@ -6,6 +6,7 @@
 //! Request-id deduplication, cluster time and pruning are handled before a
 //! command gets here, by [`LedgerState::apply`].
 
+mod access;
 mod audit;
 mod join;
 mod keys;
@@ -15,13 +16,40 @@ mod revoke;
 #[cfg(test)]
 mod testing;
 
-use crate::command::{Applied, Command, Outcome};
+use crate::command::{Applied, Command, Outcome, Refusal, RequestId};
 use crate::state::LedgerState;
 
 impl LedgerState {
     /// Carry out `command` as the entry at log index `epoch`, at cluster
     /// time `now_ms`.
-    pub(crate) fn execute(&mut self, epoch: u64, now_ms: u64, command: &Command) -> Outcome {
+    pub(crate) fn execute(
+        &mut self,
+        epoch: u64,
+        now_ms: u64,
+        request_id: &RequestId,
+        command: &Command,
+    ) -> Outcome {
+        match command {
+            Command::Operate {
+                authorization,
+                command,
+            } => self.operate(epoch, now_ms, request_id, authorization, command),
+            Command::RecordControl {
+                authorization,
+                outcome,
+            } => self.record_control(epoch, now_ms, request_id, authorization, outcome),
+            Command::BindRole { .. }
+            | Command::UnbindRole { .. }
+            | Command::SetAccessPolicy { .. } => Err(Refusal::NotAllowed(
+                "role and access policy changes are made by an authorised operator".into(),
+            )),
+            _ => self.execute_plain(epoch, now_ms, command),
+        }
+    }
+
+    /// A command that needs no operator: what brokers propose themselves,
+    /// and the inside of an authorised `Operate`.
+    pub(crate) fn execute_plain(&mut self, epoch: u64, now_ms: u64, command: &Command) -> Outcome {
         match command {
             Command::Revoke(revocation) => self.revoke_one(epoch, now_ms, revocation),
             Command::RevokeMany(revocations) => self.revoke_many(epoch, now_ms, revocations),
@@ -62,6 +90,15 @@ impl LedgerState {
             Command::RecordIssuances { broker, records } => self.record_issuances(*broker, records),
             // Changes nothing: the leader needed only the entry's replication.
             Command::ConfirmLeadership => Ok(Applied::LeadershipConfirmed),
+            Command::BindRole { principal, role } => self.bind_role(principal, role),
+            Command::UnbindRole { principal, role } => self.unbind_role(principal, role),
+            Command::SetAccessPolicy {
+                text,
+                expected_version,
+            } => self.set_access_policy(epoch, now_ms, text, *expected_version),
+            Command::Operate { .. } | Command::RecordControl { .. } => Err(Refusal::NotAllowed(
+                "an operator's command cannot hold another".into(),
+            )),
         }
     }
 }

@@ -109,6 +109,7 @@ fn config(
     config.auth.admin_tokens = vec![lapse_broker::config::AdminTokenEntry::Hashed(
         lapse_broker::config::AdminToken::for_secret("simulation", ADMIN_TOKEN),
     )];
+    config.auth.cluster_admins = vec!["token:simulation".into()];
     config.issuance.audit_ship_ms = 500;
     // Checkpoints often enough for a short run to compare several.
     config.raft.checkpoint_every_entries = 32;

@@ -1,0 +1,410 @@
+//! Who may do what, on real processes: a TLS cluster, operators with
+//! certificates bound to each role, and every control-plane call tried by
+//! each of them through the `lapse` command line. Each call is allowed or
+//! refused as the default access policy says; a tenant admin of acme
+//! reaches nothing of beta's; every write, allowed or refused, leaves
+//! exactly one control-plane audit event; a tenant auditor sees only its
+//! tenant's events; and a call allowed only by one broker's own
+//! configuration is refused again by the leader.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant, SystemTime};
+
+use lapse_pki::Role;
+use serde_json::Value;
+use support::*;
+
+const DAY: Duration = Duration::from_secs(86_400);
+const POLICY: &str = r#"
+permit(principal, action == Action::"issue", resource)
+when { ["payments:read"].containsAll(context.scopes)
+       && ["billing"].containsAll(context.audiences)
+       && context.ttl_seconds <= 900 };
+"#;
+
+struct Operators {
+    certs: PathBuf,
+    files: BTreeMap<String, (PathBuf, PathBuf)>,
+}
+
+impl Operators {
+    fn new(cluster: &TestCluster, names: &[&str]) -> Self {
+        let certs = cluster.certs().to_owned();
+        let files = names
+            .iter()
+            .map(|name| {
+                let pair = issue_cert(
+                    &certs,
+                    Role::Operator((*name).into()),
+                    SystemTime::now(),
+                    DAY,
+                );
+                ((*name).to_owned(), pair)
+            })
+            .collect();
+        Self { certs, files }
+    }
+
+    /// Run `lapse` as operator `name` against `broker`.
+    fn run(&self, name: &str, broker: &str, args: &[&str]) -> Output {
+        let (cert, key) = &self.files[name];
+        lapse()
+            .env_remove("LAPSE_INSECURE_PLAINTEXT")
+            .env_remove("LAPSE_TOKEN")
+            .env("LAPSE_CA", self.certs.join("ca.pem"))
+            .env("LAPSE_CERT", cert)
+            .env("LAPSE_KEY", key)
+            .env("LAPSE_BROKER", broker)
+            .current_dir(self.certs.parent().unwrap())
+            .args(args)
+            .output()
+            .expect("run lapse")
+    }
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", said(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Issue a credential for `tenant`'s workload; its status index.
+fn issue(cluster: &TestCluster, tenant: &str) -> u64 {
+    let workload = format!("spiffe://{tenant}.example/app");
+    let token = cli_json(
+        cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            tenant,
+            "--workload",
+            &workload,
+            "--json",
+        ],
+    );
+    let issued = cli_json(
+        cluster,
+        1,
+        &[
+            "issue",
+            "--join-token",
+            token["token"].as_str().unwrap(),
+            "--audience",
+            "billing",
+            "--scope",
+            "payments:read",
+            "--json",
+        ],
+    );
+    issued["status_index"].as_u64().unwrap()
+}
+
+/// The control-plane events as the cluster admin sees them.
+fn events(cluster: &TestCluster) -> Vec<Value> {
+    let out = cluster.cli(1, &["audit", "--control", "--limit", "10000", "--json"]);
+    json(&out)["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_decides_again() {
+    let cluster = TestCluster::start_tls_with(3, FAST_RAFT, |_| {
+        format!(
+            "[issuance]\nhttp_listen = \"127.0.0.1:{}\"\nlease_block = 20\n",
+            free_port()
+        )
+    });
+    let leader = cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 3).await;
+    set_policy(&cluster, "acme", POLICY);
+    set_policy(&cluster, "beta", POLICY);
+    let broker = cluster.address(1);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let rogue = format!("only-on-broker-{follower}");
+    let ops = Operators::new(&cluster, &["ta", "rv", "au", "all", "vf", "nobody", &rogue]);
+
+    // The cluster admin (a bootstrap admin in every broker's configuration)
+    // binds the roles.
+    for (principal, role, tenant) in [
+        ("operator:ta", "tenant-admin", Some("acme")),
+        ("operator:rv", "revoker", Some("acme")),
+        ("operator:au", "auditor", Some("acme")),
+        ("operator:all", "auditor", None),
+        ("operator:vf", "verifier", None),
+    ] {
+        let mut args = vec!["role", "bind", principal, role, "--json"];
+        if let Some(tenant) = tenant {
+            args.extend(["--tenant", tenant]);
+        }
+        let out = cluster.cli(1, &args);
+        assert!(out.status.success(), "{}", said(&out));
+    }
+    let roles = json(&cluster.cli(1, &["role", "list", "--json"]));
+    assert_eq!(roles["version"], 5, "{roles}");
+
+    // One credential of each tenant, whose issuance records the ledger
+    // holds (brokers ship them within seconds).
+    let acme_index = issue(&cluster, "acme");
+    let beta_index = issue(&cluster, "beta");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shipped = json(&cluster.cli(1, &["audit", "--json"]))["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["shipped"] == true && r["allowed"] == true)
+            .count();
+        if shipped >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "issuance records were not shipped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let policy_file = cluster.certs().parent().unwrap().join("p.cedar");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    let policy_file = policy_file.to_str().unwrap().to_owned();
+    let acme_idx = acme_index.to_string();
+    let beta_idx = beta_index.to_string();
+
+    // Each call: its name, whether it writes, its arguments, and who may
+    // make it under the default policy.
+    type Call<'a> = (&'a str, bool, Vec<&'a str>, &'a [&'a str]);
+    let calls: Vec<Call> = vec![
+        (
+            "revoke acme's index",
+            true,
+            vec!["revoke", "index", &acme_idx, "--as-tenant", "acme"],
+            &["ta", "rv"],
+        ),
+        (
+            "revoke beta's index as acme",
+            true,
+            vec!["revoke", "index", &beta_idx, "--as-tenant", "acme"],
+            &[],
+        ),
+        (
+            "revoke beta's index as beta",
+            true,
+            vec!["revoke", "index", &beta_idx, "--as-tenant", "beta"],
+            &[],
+        ),
+        (
+            "revoke a beta subject",
+            true,
+            vec![
+                "revoke",
+                "subject",
+                "spiffe://beta.example/app",
+                "--tenant",
+                "beta",
+            ],
+            &[],
+        ),
+        (
+            "set acme's policy",
+            true,
+            vec!["policy", "set", "--tenant", "acme", "--file", &policy_file],
+            &["ta"],
+        ),
+        (
+            "set beta's policy",
+            true,
+            vec!["policy", "set", "--tenant", "beta", "--file", &policy_file],
+            &[],
+        ),
+        (
+            "acme join token",
+            true,
+            vec![
+                "join-token",
+                "create",
+                "--tenant",
+                "acme",
+                "--workload",
+                "spiffe://acme.example/x",
+            ],
+            &["ta"],
+        ),
+        (
+            "beta join token",
+            true,
+            vec![
+                "join-token",
+                "create",
+                "--tenant",
+                "beta",
+                "--workload",
+                "spiffe://beta.example/x",
+            ],
+            &[],
+        ),
+        (
+            "lease",
+            true,
+            vec!["lease", "--broker-id", "1", "--count", "1"],
+            &[],
+        ),
+        (
+            "bind a role",
+            true,
+            vec!["role", "bind", "operator:x", "cluster-admin"],
+            &[],
+        ),
+        ("promote a node", true, vec!["cluster", "promote", "9"], &[]),
+        (
+            "acme's audit",
+            false,
+            vec![
+                "audit",
+                "--control",
+                "--as-tenant",
+                "acme",
+                "--tenant",
+                "acme",
+            ],
+            &["ta", "au", "all"],
+        ),
+        (
+            "beta's audit",
+            false,
+            vec!["audit", "--control", "--tenant", "beta"],
+            &["all"],
+        ),
+        (
+            "the whole audit",
+            false,
+            vec!["audit", "--control"],
+            &["all"],
+        ),
+        (
+            "propagation",
+            false,
+            vec!["propagation"],
+            &["ta", "rv", "au", "all", "vf"],
+        ),
+    ];
+    let everyone = ["ta", "rv", "au", "all", "vf", "nobody"];
+    let before = events(&cluster).len();
+    let mut writes = 0;
+    for (what, write, args, allowed) in &calls {
+        for who in everyone {
+            let out = ops.run(who, &broker, args);
+            let text = said(&out);
+            if allowed.contains(&who) {
+                // Done, or refused by the ledger for a reason of its own
+                // (already revoked), never for want of permission.
+                assert!(
+                    matches!(out.status.code(), Some(0 | 3)),
+                    "{who} {what}: {text}"
+                );
+            } else {
+                assert_eq!(out.status.code(), Some(4), "{who} {what}: {text}");
+                assert!(
+                    text.contains(&format!("operator:{who} may not"))
+                        || text.contains("outside the tenant acme"),
+                    "{who} {what}: {text}"
+                );
+            }
+            writes += usize::from(*write);
+        }
+    }
+    // beta's credential was never revoked by any of them.
+    let out = cluster.cli(1, &["revoke", "index", &beta_idx, "--json"]);
+    assert!(out.status.success(), "{}", said(&out));
+
+    // Every write above left exactly one event (refusals are recorded in
+    // the background: wait for them), plus the admin's last revocation.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = events(&cluster);
+        if all.len() > before + writes || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(all.len(), before + writes + 1, "{all:#?}");
+    for who in everyone {
+        let theirs: Vec<&Value> = all[before..]
+            .iter()
+            .filter(|e| e["principal"] == format!("operator:{who}"))
+            .collect();
+        let expected = calls.iter().filter(|c| c.1).count();
+        assert_eq!(theirs.len(), expected, "{who}: {theirs:#?}");
+        for event in theirs {
+            assert!(!event["request_id"].as_str().unwrap().is_empty());
+            assert!(event["action"].as_str().is_some_and(|a| !a.is_empty()));
+            assert!(event["bindings_version"].as_u64() >= Some(5), "{event}");
+        }
+    }
+    let refused_revoke = all[before..]
+        .iter()
+        .find(|e| {
+            e["principal"] == "operator:ta"
+                && e["action"] == "revoke"
+                && e["tenant"] == "acme"
+                && e["allowed"] == false
+        })
+        .expect("ta's refused revocation of beta's index as acme");
+    assert!(
+        refused_revoke["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("issued for tenant beta"),
+        "{refused_revoke}"
+    );
+
+    // A tenant auditor sees its tenant's events and nothing else.
+    let seen = json(&ops.run(
+        "au",
+        &broker,
+        &["audit", "--control", "--tenant", "acme", "--json"],
+    ));
+    let seen = seen["events"].as_array().unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|e| e["tenant"] == "acme"), "{seen:#?}");
+
+    // An operator only broker `follower` names as an admin: allowed there,
+    // refused by the leader, and nothing changes.
+    let out = ops.run(
+        &rogue,
+        &cluster.address(follower),
+        &["lease", "--broker-id", "1", "--count", "1"],
+    );
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("refused by the leader"), "{text}");
+    let out = ops.run(
+        &rogue,
+        &cluster.address(leader),
+        &["lease", "--broker-id", "1", "--count", "1"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let refused = events(&cluster)
+            .into_iter()
+            .filter(|e| e["principal"] == format!("operator:{rogue}") && e["allowed"] == false)
+            .count();
+        if refused == 2 {
+            break;
+        }
+        assert!(refused < 2 && Instant::now() < deadline, "{refused} events");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
