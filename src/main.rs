@@ -12,6 +12,7 @@ mod commands;
 mod credentials;
 mod dev;
 mod feed;
+mod grants;
 mod revoke;
 mod roles;
 #[cfg(feature = "sim")]
@@ -38,6 +39,14 @@ fn after_help() -> String {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct BreakGlassArgs {
+    #[command(subcommand)]
+    action: grants::GrantAction,
+    #[command(flatten)]
+    connection: client::Connection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +83,8 @@ enum Command {
     Role(roles::RoleArgs),
     /// Show or replace the Cedar access policy that decides what each role may do.
     AccessPolicy(roles::AccessPolicyArgs),
+    /// Break-glass: a time-bound role for an operator, recorded with elevated audit.
+    BreakGlass(BreakGlassArgs),
     /// Run edge verifiers: follow the revocation feed and verify credentials offline.
     Verifier(feed::VerifierArgs),
     /// How far revocations have reached: delays per region and verifier, lagging verifiers.
@@ -120,6 +131,7 @@ async fn main() -> ExitCode {
         Command::Keys(args) => credentials::keys(args).await,
         Command::Role(args) => roles::role(args).await,
         Command::AccessPolicy(args) => roles::access_policy(args).await,
+        Command::BreakGlass(args) => grants::run(args.action, &args.connection).await,
         Command::Audit(args) => credentials::audit(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
         Command::Propagation(args) => feed::propagation(args).await,

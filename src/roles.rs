@@ -195,6 +195,7 @@ pub async fn control_audit(
                     "principal": e.principal, "action": e.action, "tenant": e.tenant,
                     "justification": e.justification, "bindings_version": e.bindings_version,
                     "policy_version": e.policy_version, "allowed": e.allowed, "outcome": e.outcome,
+                    "grant": (e.grant > 0).then_some(e.grant),
                 })
             })
             .collect();
@@ -208,6 +209,10 @@ pub async fn control_audit(
             let why = match e.justification.as_str() {
                 "" => String::new(),
                 j => format!(" (reason: {j})"),
+            };
+            let why = match e.grant {
+                0 => why,
+                grant => format!("{why} UNDER BREAK-GLASS GRANT {grant}"),
             };
             let outcome = if e.allowed {
                 e.outcome

@@ -38,6 +38,10 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
         "cluster_time_ms": status.cluster_time_ms,
         "revocation_epoch": status.revocation_epoch,
         "certificate_expires_at_ms": (status.certificate_expires_at_ms > 0).then_some(status.certificate_expires_at_ms),
+        "break_glass": status.break_glass.iter().map(|g| json!({
+            "id": g.id, "principal": g.principal, "role": g.role, "tenant": g.tenant,
+            "reason": g.reason, "expires_at_ms": g.expires_at_ms, "approved_by": g.approved_by,
+        })).collect::<Vec<_>>(),
         "divergences": status.divergences.iter().map(|d| json!({
             "peer_id": d.peer_id,
             "index": d.index,
@@ -200,6 +204,23 @@ fn print_warnings(all: &[Result<pb::StatusResponse, String>]) {
     for s in all.iter().flatten() {
         if let Some(warning) = certificate_warning(s.node_id, s.certificate_expires_at_ms, now_ms) {
             println!("{warning}");
+        }
+    }
+    // Every broker shows the same grants: say them once.
+    if let Some(s) = all.iter().flatten().next() {
+        for g in &s.break_glass {
+            let role = match g.tenant.as_str() {
+                "" => g.role.clone(),
+                t => format!("{} of {t}", g.role),
+            };
+            println!(
+                "BREAK-GLASS: grant {} gives {} {role} until {} ({}); `lapse break-glass close {}` ends it",
+                g.id,
+                g.principal,
+                crate::output::moment(g.expires_at_ms),
+                g.reason,
+                g.id
+            );
         }
     }
     for s in all.iter().flatten() {

@@ -408,3 +408,114 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_grant_counts_once_approved_until_it_is_closed_or_expires() {
+    let cluster = TestCluster::start_tls(3, FAST_RAFT);
+    cluster.wait_for_leader().await;
+    let broker = cluster.address(1);
+    let ops = Operators::new(&cluster, &["ta", "bob", "nobody"]);
+    for (principal, role) in [("operator:ta", "tenant-admin"), ("operator:bob", "revoker")] {
+        let out = cluster.cli(1, &["role", "bind", principal, role, "--tenant", "acme"]);
+        assert!(out.status.success(), "{}", said(&out));
+    }
+    let lease = ["lease", "--broker-id", "1", "--count", "1"];
+    let out = ops.run("ta", &broker, &lease);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+
+    let open = |seconds: &str| {
+        json(&ops.run(
+            "ta",
+            &broker,
+            &[
+                "break-glass",
+                "open",
+                "--role",
+                "cluster-admin",
+                "--for",
+                seconds,
+                "--why",
+                "pager 7: the admins are unreachable",
+                "--json",
+            ],
+        ))["id"]
+            .as_u64()
+            .unwrap()
+            .to_string()
+    };
+    let id = open("10m");
+    // Not in force before a second operator approves it.
+    let out = ops.run("ta", &broker, &lease);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    let own = ops.run("ta", &broker, &["break-glass", "approve", &id]);
+    assert!(!own.status.success(), "{}", said(&own));
+    assert!(said(&own).contains("another operator"), "{}", said(&own));
+    let stranger = ops.run("nobody", &broker, &["break-glass", "approve", &id]);
+    assert_eq!(stranger.status.code(), Some(4), "{}", said(&stranger));
+    let approved = ops.run("bob", &broker, &["break-glass", "approve", &id]);
+    assert!(approved.status.success(), "{}", said(&approved));
+
+    // In force: what it names is allowed, tagged with the grant, and the
+    // status says so.
+    let out = ops.run("ta", &broker, &lease);
+    assert!(out.status.success(), "{}", said(&out));
+    let tagged = json(&cluster.cli(
+        1,
+        &[
+            "audit",
+            "--control",
+            "--operator",
+            "operator:ta",
+            "--action",
+            "lease",
+            "--json",
+        ],
+    ));
+    let tagged = tagged["events"].as_array().unwrap();
+    assert!(
+        tagged
+            .iter()
+            .any(|e| e["allowed"] == true && e["grant"].as_u64() == id.parse().ok()),
+        "{tagged:#?}"
+    );
+    let status = cluster.cli(1, &["status"]);
+    assert!(
+        said(&status).contains(&format!(
+            "BREAK-GLASS: grant {id} gives operator:ta cluster-admin"
+        )),
+        "{}",
+        said(&status)
+    );
+
+    // Closed: nothing more.
+    let closed = ops.run("ta", &broker, &["break-glass", "close", &id]);
+    assert!(closed.status.success(), "{}", said(&closed));
+    let out = ops.run("ta", &broker, &lease);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+
+    // A short one: allowed while in force, refused once it has expired by
+    // cluster time.
+    let id = open("15s");
+    let approved = ops.run("bob", &broker, &["break-glass", "approve", &id]);
+    assert!(approved.status.success(), "{}", said(&approved));
+    let out = ops.run("ta", &broker, &lease);
+    assert!(out.status.success(), "{}", said(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let grants = json(&ops.run("ta", &broker, &["break-glass", "list", "--json"]));
+        let this = grants["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"].as_u64() == id.parse().ok())
+            .cloned()
+            .unwrap();
+        if this["in_force"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{this}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = ops.run("ta", &broker, &lease);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+}

@@ -37,6 +37,11 @@ pub enum Action {
     SetAccessPolicy,
     ReadStatus,
     ReadPropagation,
+    BreakGlassOpen,
+    /// Open a grant that needs no second operator's approval.
+    BreakGlassUnapproved,
+    BreakGlassApprove,
+    BreakGlassClose,
 }
 
 impl Action {
@@ -54,6 +59,10 @@ impl Action {
             Action::SetAccessPolicy => "set_access_policy",
             Action::ReadStatus => "read_status",
             Action::ReadPropagation => "read_propagation",
+            Action::BreakGlassOpen => "break_glass_open",
+            Action::BreakGlassUnapproved => "break_glass_unapproved",
+            Action::BreakGlassApprove => "break_glass_approve",
+            Action::BreakGlassClose => "break_glass_close",
         }
     }
 
@@ -66,12 +75,16 @@ impl Action {
     pub fn writes(self) -> bool {
         !matches!(
             self,
-            Action::ReadPolicy | Action::ReadAudit | Action::ReadStatus | Action::ReadPropagation
+            Action::ReadPolicy
+                | Action::ReadAudit
+                | Action::ReadStatus
+                | Action::ReadPropagation
+                | Action::BreakGlassUnapproved
         )
     }
 }
 
-const ALL: [Action; 12] = [
+const ALL: [Action; 16] = [
     Action::Revoke,
     Action::SetPolicy,
     Action::ReadPolicy,
@@ -84,6 +97,10 @@ const ALL: [Action; 12] = [
     Action::SetAccessPolicy,
     Action::ReadStatus,
     Action::ReadPropagation,
+    Action::BreakGlassOpen,
+    Action::BreakGlassUnapproved,
+    Action::BreakGlassApprove,
+    Action::BreakGlassClose,
 ];
 
 /// What Cedar may know of an access request.
@@ -102,7 +119,8 @@ type Roles = {
   tenant: String,
 };
 action revoke, set_policy, read_policy, create_join_token, read_audit, lease, membership,
-  rotate_key, bind_role, set_access_policy, read_status, read_propagation
+  rotate_key, bind_role, set_access_policy, read_status, read_propagation,
+  break_glass_open, break_glass_unapproved, break_glass_approve, break_glass_close
   appliesTo { principal: Operator, resource: [Tenant, Cluster], context: Roles };
 "#;
 
@@ -135,6 +153,12 @@ permit(principal, action in [Action::"read_status", Action::"read_propagation"],
 when { context.any_role };
 permit(principal, action == Action::"read_propagation", resource)
 when { context.verifier };
+
+// Break-glass: any operator with a role may ask for a time-bound grant,
+// which counts once another operator with a role approves it (a cluster
+// admin's needs no approval: see the first statement).
+permit(principal, action in [Action::"break_glass_open", Action::"break_glass_approve"], resource)
+when { context.any_role };
 "#;
 
 fn schema() -> &'static Schema {
@@ -218,8 +242,37 @@ pub fn decide(
     action: Action,
     tenant: Option<&TenantId>,
     justification: Option<String>,
+    now_ms: u64,
 ) -> Result<Authorization, String> {
     let roles = roles_of(state, bootstrap, principal);
+    let refused = match decide_with(state, principal, action, tenant, &justification, &roles) {
+        Ok(authorization) => return Ok(authorization),
+        Err(refused) => refused,
+    };
+    // Not with the roles bound: with a break-glass grant in force, tagged
+    // with it.
+    let granted = state.grants_of(principal, now_ms);
+    if let Some((id, _)) = granted.first() {
+        let mut elevated = roles.clone();
+        elevated.extend(granted.iter().map(|(_, role)| role.clone()));
+        if let Ok(mut authorization) =
+            decide_with(state, principal, action, tenant, &justification, &elevated)
+        {
+            authorization.grant = Some(*id);
+            return Ok(authorization);
+        }
+    }
+    Err(refused)
+}
+
+fn decide_with(
+    state: &LedgerState,
+    principal: &str,
+    action: Action,
+    tenant: Option<&TenantId>,
+    justification: &Option<String>,
+    roles: &[OperatorRole],
+) -> Result<Authorization, String> {
     let (policy_version, policies) = policy_in_force(state);
     let mut context = serde_json::json!({
         "cluster_admin": false,
@@ -231,7 +284,7 @@ pub fn decide(
         "any_role": !roles.is_empty(),
         "tenant": tenant.map(|t| t.to_string()).unwrap_or_default(),
     });
-    for role in &roles {
+    for role in roles {
         match role {
             OperatorRole::ClusterAdmin => context["cluster_admin"] = true.into(),
             OperatorRole::TenantAdmin(t) => push(&mut context["tenant_admin"], t),
@@ -264,7 +317,8 @@ pub fn decide(
         tenant: tenant.cloned(),
         bindings_version: state.roles_version,
         policy_version,
-        justification,
+        justification: justification.clone(),
+        grant: None,
     };
     if answer.decision() == CedarDecision::Allow {
         return Ok(authorization);
@@ -340,7 +394,7 @@ mod tests {
         let acme = tenant("acme");
         let beta = tenant("beta");
         let may = |who: &str, action, t: Option<&TenantId>| {
-            decide(&state, &boot, who, action, t, None).is_ok()
+            decide(&state, &boot, who, action, t, None, 0).is_ok()
         };
         // The bootstrap admin may do anything.
         for action in ALL {
@@ -388,6 +442,7 @@ mod tests {
             Action::ReadStatus,
             None,
             None,
+            0,
         )
         .unwrap_err();
         assert!(
@@ -415,6 +470,7 @@ mod tests {
             Action::ReadStatus,
             None,
             Some("why".into()),
+            0,
         )
         .unwrap();
         assert_eq!(allowed.policy_version, 3);
@@ -427,7 +483,8 @@ mod tests {
                 "operator:ta",
                 Action::Revoke,
                 Some(&tenant("acme")),
-                None
+                None,
+                0
             )
             .is_err()
         );

@@ -59,6 +59,14 @@ fn feed(scrape: &mut Scrape, hub: &FeedHub) {
             expiry_ms / 1000,
         );
     }
+    let now = hub.core.cluster_now();
+    scrape.gauge(
+        "lapse_break_glass_grants_in_force",
+        "Break-glass grants in force now (`lapse break-glass list`): each gives an operator a role for a while, and every action under it is tagged in the control-plane audit.",
+        hub.core
+            .view()
+            .read(|a| a.ledger.grants.values().filter(|g| g.in_force(now)).count()),
+    );
     scrape.gauge(
         "lapse_replica_divergences",
         "Peers whose state differs from this broker's at the same log index (should be 0).",

@@ -211,7 +211,54 @@ pub enum Command {
         text: String,
         expected_version: Option<u64>,
     },
+    /// Open a break-glass grant: `role` for the operator who asks, until
+    /// `expires_at_ms` in cluster time. Only inside `Operate`; its id is
+    /// the log index it is applied at.
+    OpenGrant {
+        role: OperatorRole,
+        expires_at_ms: u64,
+        reason: String,
+        /// Whether a second operator must approve it before it counts.
+        needs_approval: bool,
+    },
+    /// A second operator approves a grant. Only inside `Operate`.
+    ApproveGrant {
+        id: u64,
+    },
+    /// Close a grant before it expires. Only inside `Operate`.
+    CloseGrant {
+        id: u64,
+    },
 }
+
+/// A break-glass grant: a time-bound role for one operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub principal: String,
+    pub role: OperatorRole,
+    pub reason: String,
+    pub opened_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub needs_approval: bool,
+    pub approved_by: Option<String>,
+    pub closed_at_ms: Option<u64>,
+}
+
+impl Grant {
+    /// Whether the grant gives its role at cluster time `now_ms`.
+    pub fn in_force(&self, now_ms: u64) -> bool {
+        (!self.needs_approval || self.approved_by.is_some())
+            && self.closed_at_ms.is_none()
+            && self.opened_at_ms <= now_ms
+            && now_ms < self.expires_at_ms
+    }
+}
+
+/// The longest a break-glass grant lasts.
+pub const MAX_GRANT_MS: u64 = 8 * 3600 * 1000;
+/// The most grants the ledger keeps (expired ones leave after the audit
+/// retention, the oldest first when full).
+pub const MAX_GRANTS: usize = 1000;
 
 /// An operator role, granted to a principal by a binding in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -263,6 +310,9 @@ pub struct Authorization {
     /// 0 for the default policy.
     pub policy_version: u64,
     pub justification: Option<String>,
+    /// The break-glass grant the decision needed, if it needed one: every
+    /// action under a grant is tagged with it.
+    pub grant: Option<u64>,
 }
 
 /// One control-plane audit event.
@@ -377,6 +427,11 @@ pub enum Applied {
     AccessPolicySet {
         version: u64,
     },
+    GrantOpened {
+        id: u64,
+    },
+    GrantApproved,
+    GrantClosed,
 }
 
 /// Why the ledger refused a command. Each maps to a precise client error.
@@ -436,6 +491,10 @@ pub enum Refusal {
     TooManyBindings { max: usize },
     #[error("access policy is at version {current}, not the expected {expected}")]
     AccessPolicyVersionMismatch { expected: u64, current: u64 },
+    #[error("no break-glass grant {0}")]
+    UnknownGrant(u64),
+    #[error("break-glass grant {id}: {why}")]
+    BadGrant { id: u64, why: String },
 }
 
 impl std::fmt::Display for Proposal {
@@ -479,6 +538,8 @@ impl Refusal {
             Refusal::NoSuchBinding(_) => "no-such-binding",
             Refusal::TooManyBindings { .. } => "too-many-bindings",
             Refusal::AccessPolicyVersionMismatch { .. } => "access-policy-version-mismatch",
+            Refusal::UnknownGrant(_) => "unknown-grant",
+            Refusal::BadGrant { .. } => "bad-grant",
         }
     }
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256 as Hasher};
 
 use crate::command::{
-    Command, ControlEvent, IssuanceRecord, JoinGrant, NodeId, OperatorRole, Proposal, Refusal,
-    RequestId, Response, Sha256,
+    Command, ControlEvent, Grant, IssuanceRecord, JoinGrant, NodeId, OperatorRole, Proposal,
+    Refusal, RequestId, Response, Sha256,
 };
 
 /// The most control-plane audit events kept; the oldest leave first.
@@ -142,6 +142,8 @@ pub struct LedgerState {
     pub access_policy: Option<Policy>,
     /// Control-plane audit events by log index.
     pub control_audit: BTreeMap<u64, ControlEvent>,
+    /// Break-glass grants by id (the log index that opened them).
+    pub grants: BTreeMap<u64, Grant>,
     requests: BTreeMap<RequestId, RequestRecord>,
     /// `(epoch, index)` for every revoked index: the feed's deltas read the
     /// indices revoked after an epoch without scanning them all. Derived
@@ -181,6 +183,7 @@ impl LedgerState {
             roles_version: 0,
             access_policy: None,
             control_audit: BTreeMap::new(),
+            grants: BTreeMap::new(),
             requests: BTreeMap::new(),
             revoked_by_epoch: BTreeSet::new(),
             request_order: VecDeque::new(),
@@ -312,6 +315,8 @@ impl LedgerState {
             .retain(|_, record| record.at_ms.saturating_add(retention) > now_ms);
         self.control_audit
             .retain(|_, event| event.at_ms.saturating_add(retention) > now_ms);
+        self.grants
+            .retain(|_, grant| grant.expires_at_ms.saturating_add(retention) > now_ms);
         let base = self.window_base();
         self.issued_tenants = self.issued_tenants.split_off(&base);
         let dedup = self.params.request_dedup_ms;

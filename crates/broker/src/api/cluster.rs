@@ -50,6 +50,7 @@ impl ClusterService {
                 action,
                 tenant,
                 justification.clone(),
+                self.core.cluster_now(),
             )
         });
         match decided {
@@ -65,6 +66,7 @@ impl ClusterService {
                             bindings_version: self.core.view().read(|a| a.ledger.roles_version),
                             policy_version: 0,
                             justification,
+                            grant: None,
                         },
                         reason.clone(),
                     );
@@ -280,5 +282,30 @@ impl Cluster for ClusterService {
         request: Request<pb::ControlAuditRequest>,
     ) -> Answer<pb::ControlAuditResponse> {
         self.control_events(request).await
+    }
+
+    async fn open_grant(
+        &self,
+        request: Request<pb::OpenGrantRequest>,
+    ) -> Answer<pb::GrantsResponse> {
+        self.grant_open(request).await
+    }
+
+    async fn approve_grant(
+        &self,
+        request: Request<pb::GrantRequest>,
+    ) -> Answer<pb::GrantsResponse> {
+        self.settle_grant(request, true).await
+    }
+
+    async fn close_grant(&self, request: Request<pb::GrantRequest>) -> Answer<pb::GrantsResponse> {
+        self.settle_grant(request, false).await
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Answer<pb::GrantsResponse> {
+        self.grants_list(request).await
     }
 }

@@ -54,7 +54,8 @@ fn refusal_code(refusal: &Refusal) -> Code {
         | Refusal::JoinTokenWrongAddress { .. }
         | Refusal::OutsideTenant { .. }
         | Refusal::NotAllowed(_) => Code::PermissionDenied,
-        Refusal::NoSuchBinding(_) => Code::NotFound,
+        Refusal::NoSuchBinding(_) | Refusal::UnknownGrant(_) => Code::NotFound,
+        Refusal::BadGrant { .. } => Code::FailedPrecondition,
         Refusal::TooManyBindings { .. } => Code::ResourceExhausted,
         Refusal::AccessPolicyVersionMismatch { .. } => Code::FailedPrecondition,
         Refusal::IssuedBeforeInFuture { .. }

@@ -228,6 +228,7 @@ fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Comm
                     action,
                     authorization.tenant.as_ref(),
                     authorization.justification.clone(),
+                    core.cluster_now(),
                 )
             });
             match decided {
@@ -248,7 +249,10 @@ fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Comm
         | Command::CreateJoinToken { .. }
         | Command::BindRole { .. }
         | Command::UnbindRole { .. }
-        | Command::SetAccessPolicy { .. } => Err(Status::permission_denied(
+        | Command::SetAccessPolicy { .. }
+        | Command::OpenGrant { .. }
+        | Command::ApproveGrant { .. }
+        | Command::CloseGrant { .. } => Err(Status::permission_denied(
             "an operator's command must carry the authorization it was decided with",
         )),
         other => Ok(other),

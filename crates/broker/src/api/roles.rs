@@ -172,17 +172,11 @@ fn bindings(state: &LedgerState) -> pb::RolesResponse {
         .iter()
         .flat_map(|(principal, roles)| {
             roles.iter().map(move |role| {
-                let (name, tenant) = match role {
-                    OperatorRole::ClusterAdmin => ("cluster-admin", None),
-                    OperatorRole::TenantAdmin(t) => ("tenant-admin", Some(t)),
-                    OperatorRole::Revoker(t) => ("revoker", Some(t)),
-                    OperatorRole::Auditor(t) => ("auditor", t.as_ref()),
-                    OperatorRole::Verifier => ("verifier", None),
-                };
+                let (name, tenant) = role_name(role);
                 pb::RoleBinding {
                     principal: principal.clone(),
                     role: name.into(),
-                    tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
+                    tenant,
                 }
             })
         })
@@ -211,5 +205,176 @@ fn control_event(epoch: u64, event: &ControlEvent) -> pb::ControlEvent {
         policy_version: a.policy_version,
         allowed,
         outcome,
+        grant: a.grant.unwrap_or(0),
     }
+}
+
+impl ClusterService {
+    /// `OpenGrant`: a break-glass grant for the operator who asks.
+    pub(super) async fn grant_open(
+        &self,
+        request: Request<pb::OpenGrantRequest>,
+    ) -> Result<Response<pb::GrantsResponse>, Status> {
+        let wanted = role(&request.get_ref().role, &request.get_ref().tenant)?;
+        let reason = request.get_ref().reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(invalid("reason", "a break-glass grant needs a reason"));
+        }
+        if reason.len() > lapse_ledger::MAX_JUSTIFICATION_BYTES {
+            return Err(invalid(
+                "reason",
+                format!("at most {} bytes", lapse_ledger::MAX_JUSTIFICATION_BYTES),
+            ));
+        }
+        let seconds = request.get_ref().for_seconds;
+        if seconds == 0 || seconds * 1000 > lapse_ledger::MAX_GRANT_MS {
+            return Err(invalid(
+                "for_seconds",
+                format!("{seconds}; give 1 to {}", lapse_ledger::MAX_GRANT_MS / 1000),
+            ));
+        }
+        let mut authorization = self.permit(&request, Action::BreakGlassOpen, None)?;
+        // Whether it counts at once is the access policy's to say.
+        let needs_approval = self
+            .permit_quietly(&request, Action::BreakGlassUnapproved)
+            .is_err();
+        authorization.justification = Some(reason.clone());
+        let request = request.into_inner();
+        let id = request_id(request.request_id)?;
+        let expires_at_ms = self.core.confirmed_cluster_now().await? + seconds * 1000;
+        let command = Command::Operate {
+            authorization,
+            command: Box::new(Command::OpenGrant {
+                role: wanted,
+                expires_at_ms,
+                reason,
+                needs_approval,
+            }),
+        };
+        let response = self.core.propose(id, command).await?;
+        let id = answer(response.outcome, |applied| match applied {
+            Applied::GrantOpened { id } => Ok(id),
+            other => Err(other),
+        })?;
+        Ok(Response::new(self.grants(id)))
+    }
+
+    /// `ApproveGrant` and `CloseGrant`. The operator a grant is for may
+    /// close it; anyone else needs the access policy's leave.
+    pub(super) async fn settle_grant(
+        &self,
+        request: Request<pb::GrantRequest>,
+        approve: bool,
+    ) -> Result<Response<pb::GrantsResponse>, Status> {
+        let grant_id = request.get_ref().id;
+        let owner = self
+            .core
+            .view()
+            .read(|a| a.ledger.grants.get(&grant_id).map(|g| g.principal.clone()))
+            .ok_or_else(|| Status::not_found(format!("no break-glass grant {grant_id}")))?;
+        let caller = super::auth::authorize_admin(&self.core, &request)?;
+        let action = match (approve, caller == owner) {
+            (true, _) => Action::BreakGlassApprove,
+            // Closing one's own grant needs no leave; it is still recorded.
+            (false, true) => Action::ReadStatus,
+            (false, false) => Action::BreakGlassClose,
+        };
+        let mut authorization = match self.permit(&request, action, None) {
+            Ok(authorization) => authorization,
+            Err(_) if !approve && caller == owner => lapse_ledger::Authorization {
+                principal: caller,
+                action: String::new(),
+                tenant: None,
+                bindings_version: self.core.view().read(|a| a.ledger.roles_version),
+                policy_version: 0,
+                justification: None,
+                grant: Some(grant_id),
+            },
+            Err(refused) => return Err(refused),
+        };
+        authorization.action = if approve {
+            Action::BreakGlassApprove.name().into()
+        } else {
+            Action::BreakGlassClose.name().into()
+        };
+        let request = request.into_inner();
+        let id = request_id(request.request_id)?;
+        let command = if approve {
+            Command::ApproveGrant { id: grant_id }
+        } else {
+            Command::CloseGrant { id: grant_id }
+        };
+        let command = Command::Operate {
+            authorization,
+            command: Box::new(command),
+        };
+        let response = self.core.propose(id, command).await?;
+        answer(response.outcome, |applied| match applied {
+            Applied::GrantApproved | Applied::GrantClosed => Ok(()),
+            other => Err(other),
+        })?;
+        Ok(Response::new(self.grants(grant_id)))
+    }
+
+    pub(super) async fn grants_list(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::GrantsResponse>, Status> {
+        self.permit(&request, Action::ReadStatus, None)?;
+        Ok(Response::new(self.grants(0)))
+    }
+
+    fn grants(&self, id: u64) -> pb::GrantsResponse {
+        let now = self.core.cluster_now();
+        let grants = self.core.view().read(|a| {
+            a.ledger
+                .grants
+                .iter()
+                .map(|(id, grant)| grant_info(*id, grant, now))
+                .collect()
+        });
+        pb::GrantsResponse { id, grants }
+    }
+
+    /// Whether the caller may do `action`, deciding without recording.
+    fn permit_quietly<T>(&self, request: &Request<T>, action: Action) -> Result<(), String> {
+        let principal = super::auth::authorize_admin(&self.core, request)
+            .map_err(|s| s.message().to_owned())?;
+        let bootstrap = &self.core.config().auth.cluster_admins;
+        let now = self.core.cluster_now();
+        self.core
+            .view()
+            .read(|a| access::decide(&a.ledger, bootstrap, &principal, action, None, None, now))
+            .map(|_| ())
+    }
+}
+
+/// A grant as the API shows it.
+pub(crate) fn grant_info(id: u64, grant: &lapse_ledger::Grant, now_ms: u64) -> pb::GrantInfo {
+    let (name, tenant) = role_name(&grant.role);
+    pb::GrantInfo {
+        id,
+        principal: grant.principal.clone(),
+        role: name.into(),
+        tenant,
+        reason: grant.reason.clone(),
+        opened_at_ms: grant.opened_at_ms,
+        expires_at_ms: grant.expires_at_ms,
+        needs_approval: grant.needs_approval,
+        approved_by: grant.approved_by.clone().unwrap_or_default(),
+        closed_at_ms: grant.closed_at_ms.unwrap_or(0),
+        in_force: grant.in_force(now_ms),
+    }
+}
+
+/// A role's wire name and tenant.
+fn role_name(role: &OperatorRole) -> (&'static str, String) {
+    let (name, tenant) = match role {
+        OperatorRole::ClusterAdmin => ("cluster-admin", None),
+        OperatorRole::TenantAdmin(t) => ("tenant-admin", Some(t)),
+        OperatorRole::Revoker(t) => ("revoker", Some(t)),
+        OperatorRole::Auditor(t) => ("auditor", t.as_ref()),
+        OperatorRole::Verifier => ("verifier", None),
+    };
+    (name, tenant.map(|t| t.to_string()).unwrap_or_default())
 }

@@ -71,6 +71,17 @@ impl ClusterService {
                 .collect(),
             freshness: Some(freshness(self.feed.freshness_report())),
             certificate_expires_at_ms: certificate_expiry_ms(core),
+            break_glass: {
+                let now = core.cluster_now();
+                core.view().read(|a| {
+                    a.ledger
+                        .grants
+                        .iter()
+                        .filter(|(_, g)| g.in_force(now))
+                        .map(|(id, g)| super::roles::grant_info(*id, g, now))
+                        .collect()
+                })
+            },
         }))
     }
 }

@@ -6,9 +6,9 @@
 use lapse_credential::TenantId;
 
 use crate::command::{
-    Applied, Authorization, Command, ControlEvent, JoinGrant, MAX_BINDINGS,
-    MAX_JUSTIFICATION_BYTES, MAX_POLICY_BYTES, MAX_PRINCIPAL_BYTES, OperatorRole, Outcome, Refusal,
-    RequestId, Revocation,
+    Applied, Authorization, Command, ControlEvent, Grant, JoinGrant, MAX_BINDINGS, MAX_GRANT_MS,
+    MAX_GRANTS, MAX_JUSTIFICATION_BYTES, MAX_POLICY_BYTES, MAX_PRINCIPAL_BYTES, OperatorRole,
+    Outcome, Refusal, RequestId, Revocation,
 };
 use crate::state::{LedgerState, MAX_CONTROL_EVENTS, Policy};
 
@@ -23,8 +23,28 @@ impl LedgerState {
         command: &Command,
     ) -> Outcome {
         let outcome = match self.check_scope(authorization, command) {
-            Ok(()) => self.execute_plain(epoch, now_ms, command),
             Err(refusal) => Err(refusal),
+            Ok(()) => match command {
+                Command::OpenGrant {
+                    role,
+                    expires_at_ms,
+                    reason,
+                    needs_approval,
+                } => self.open_grant(
+                    epoch,
+                    now_ms,
+                    &authorization.principal,
+                    role,
+                    *expires_at_ms,
+                    reason,
+                    *needs_approval,
+                ),
+                Command::ApproveGrant { id } => {
+                    self.approve_grant(now_ms, &authorization.principal, *id)
+                }
+                Command::CloseGrant { id } => self.close_grant(now_ms, *id),
+                _ => self.execute_plain(epoch, now_ms, command),
+            },
         };
         let said = match &outcome {
             Ok(applied) => Ok(format!("{applied:?}")),
@@ -207,6 +227,109 @@ impl LedgerState {
         Ok(Applied::AccessPolicySet { version })
     }
 
+    /// `OpenGrant`, for the operator who asked.
+    #[allow(clippy::too_many_arguments)]
+    fn open_grant(
+        &mut self,
+        epoch: u64,
+        now_ms: u64,
+        principal: &str,
+        role: &OperatorRole,
+        expires_at_ms: u64,
+        reason: &str,
+        needs_approval: bool,
+    ) -> Outcome {
+        let bad = |why: &str| Refusal::BadGrant {
+            id: epoch,
+            why: why.to_owned(),
+        };
+        if expires_at_ms <= now_ms || expires_at_ms - now_ms > MAX_GRANT_MS {
+            return Err(bad(&format!(
+                "it must end after now and within {} minutes",
+                MAX_GRANT_MS / 60_000
+            )));
+        }
+        if reason.trim().is_empty() {
+            return Err(bad("a break-glass grant needs a reason"));
+        }
+        if self.grants.len() >= MAX_GRANTS {
+            // Make room from grants no longer in force, oldest first.
+            let done = self
+                .grants
+                .iter()
+                .find(|(_, g)| {
+                    !g.in_force(now_ms) && (g.closed_at_ms.is_some() || g.expires_at_ms <= now_ms)
+                })
+                .map(|(id, _)| *id);
+            match done {
+                Some(id) => {
+                    self.grants.remove(&id);
+                }
+                None => return Err(bad(&format!("{MAX_GRANTS} grants are open already"))),
+            }
+        }
+        let mut reason = reason.to_owned();
+        cap(&mut reason, MAX_JUSTIFICATION_BYTES);
+        self.grants.insert(
+            epoch,
+            Grant {
+                principal: principal.to_owned(),
+                role: role.clone(),
+                reason,
+                opened_at_ms: now_ms,
+                expires_at_ms,
+                needs_approval,
+                approved_by: None,
+                closed_at_ms: None,
+            },
+        );
+        Ok(Applied::GrantOpened { id: epoch })
+    }
+
+    /// `ApproveGrant`, by a second operator.
+    fn approve_grant(&mut self, now_ms: u64, approver: &str, id: u64) -> Outcome {
+        let grant = self.grants.get_mut(&id).ok_or(Refusal::UnknownGrant(id))?;
+        let bad = |why: &str| Refusal::BadGrant {
+            id,
+            why: why.to_owned(),
+        };
+        if grant.principal == approver {
+            return Err(bad(
+                "it must be approved by another operator than the one it is for",
+            ));
+        }
+        if !grant.needs_approval || grant.approved_by.is_some() {
+            return Err(bad("it needs no approval"));
+        }
+        if grant.closed_at_ms.is_some() || grant.expires_at_ms <= now_ms {
+            return Err(bad("it is closed or expired"));
+        }
+        grant.approved_by = Some(approver.to_owned());
+        Ok(Applied::GrantApproved)
+    }
+
+    /// `CloseGrant`.
+    fn close_grant(&mut self, now_ms: u64, id: u64) -> Outcome {
+        let grant = self.grants.get_mut(&id).ok_or(Refusal::UnknownGrant(id))?;
+        if grant.closed_at_ms.is_some() || grant.expires_at_ms <= now_ms {
+            return Err(Refusal::BadGrant {
+                id,
+                why: "it is closed or expired already".into(),
+            });
+        }
+        grant.closed_at_ms = Some(now_ms);
+        Ok(Applied::GrantClosed)
+    }
+
+    /// The grants in force for `principal` at cluster time `now_ms`.
+    pub fn grants_of(&self, principal: &str, now_ms: u64) -> Vec<(u64, OperatorRole)> {
+        self.grants
+            .iter()
+            .filter(|(_, g)| g.principal == principal && g.in_force(now_ms))
+            .map(|(id, g)| (*id, g.role.clone()))
+            .collect()
+    }
+
     /// The roles `principal` holds in the ledger.
     pub fn roles_of(&self, principal: &str) -> Vec<OperatorRole> {
         self.roles
@@ -259,6 +382,9 @@ fn name(command: &Command) -> &'static str {
         Command::BindRole { .. } => "bind role",
         Command::UnbindRole { .. } => "unbind role",
         Command::SetAccessPolicy { .. } => "set access policy",
+        Command::OpenGrant { .. } => "open a break-glass grant",
+        Command::ApproveGrant { .. } => "approve a break-glass grant",
+        Command::CloseGrant { .. } => "close a break-glass grant",
     }
 }
 
@@ -281,6 +407,7 @@ mod tests {
                 bindings_version: 1,
                 policy_version: 0,
                 justification: Some("ticket 7".into()),
+                grant: None,
             },
             command: Box::new(command),
         }
@@ -462,5 +589,77 @@ mod tests {
         );
         assert_eq!(unbound.outcome, Ok(Applied::RoleUnbound { version: 2 }));
         assert!(ledger.state.roles.is_empty());
+    }
+
+    #[test]
+    fn a_grant_gives_its_role_from_approval_until_it_expires_or_closes() {
+        let mut ledger = Ledger::new();
+        let open = ledger.run(
+            "open",
+            1_000,
+            as_operator(
+                None,
+                Command::OpenGrant {
+                    role: OperatorRole::ClusterAdmin,
+                    expires_at_ms: 61_000,
+                    reason: "pager 42: the admins are unreachable".into(),
+                    needs_approval: true,
+                },
+            ),
+        );
+        let Ok(Applied::GrantOpened { id }) = open.outcome else {
+            panic!("{open:?}");
+        };
+        assert!(ledger.state.grants_of("operator:alice", 2_000).is_empty());
+        // The operator it is for cannot approve it; another can.
+        let own = ledger.run(
+            "own",
+            2_000,
+            as_operator(None, Command::ApproveGrant { id }),
+        );
+        assert!(
+            matches!(own.outcome, Err(Refusal::BadGrant { .. })),
+            "{own:?}"
+        );
+        let mut by_bob = as_operator(None, Command::ApproveGrant { id });
+        if let Command::Operate { authorization, .. } = &mut by_bob {
+            authorization.principal = "operator:bob".into();
+        }
+        let approved = ledger.run("approve", 3_000, by_bob);
+        assert_eq!(approved.outcome, Ok(Applied::GrantApproved));
+        assert_eq!(
+            ledger.state.grants_of("operator:alice", 3_000),
+            vec![(id, OperatorRole::ClusterAdmin)]
+        );
+        assert_eq!(ledger.state.grants_of("operator:alice", 60_999).len(), 1);
+        assert!(ledger.state.grants_of("operator:alice", 61_000).is_empty());
+        assert!(ledger.state.grants_of("operator:bob", 3_000).is_empty());
+        let closed = ledger.run(
+            "close",
+            4_000,
+            as_operator(None, Command::CloseGrant { id }),
+        );
+        assert_eq!(closed.outcome, Ok(Applied::GrantClosed));
+        assert!(ledger.state.grants_of("operator:alice", 4_001).is_empty());
+        // Too long, or without a reason: refused.
+        for (when, reason) in [(1_000 + super::MAX_GRANT_MS + 10_000, "x"), (9_000, " ")] {
+            let refused = ledger.run(
+                &format!("bad-{when}"),
+                5_000,
+                as_operator(
+                    None,
+                    Command::OpenGrant {
+                        role: OperatorRole::ClusterAdmin,
+                        expires_at_ms: when,
+                        reason: reason.into(),
+                        needs_approval: false,
+                    },
+                ),
+            );
+            assert!(
+                matches!(refused.outcome, Err(Refusal::BadGrant { .. })),
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -96,6 +96,13 @@ impl LedgerState {
                 text,
                 expected_version,
             } => self.set_access_policy(epoch, now_ms, text, *expected_version),
+            // Break-glass commands need the operator; `operate` carries
+            // them out.
+            Command::OpenGrant { .. }
+            | Command::ApproveGrant { .. }
+            | Command::CloseGrant { .. } => Err(Refusal::NotAllowed(
+                "break-glass grants are opened, approved and closed by an operator".into(),
+            )),
             Command::Operate { .. } | Command::RecordControl { .. } => Err(Refusal::NotAllowed(
                 "an operator's command cannot hold another".into(),
             )),
