@@ -124,6 +124,22 @@ action revoke, set_policy, read_policy, create_join_token, read_audit, lease, me
   appliesTo { principal: Operator, resource: [Tenant, Cluster], context: Roles };
 "#;
 
+/// Why a call or a policy is refused, in words for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+impl From<String> for Denied {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The access policy a cluster starts with.
 pub const DEFAULT_POLICY: &str = r#"
 // A cluster admin may do anything.
@@ -172,17 +188,17 @@ fn schema() -> &'static Schema {
 
 /// Parse and validate an access policy against [`SCHEMA`]; the problems,
 /// in words, when it does not hold.
-pub fn check(text: &str) -> Result<PolicySet, String> {
+pub fn check(text: &str) -> Result<PolicySet, Denied> {
     if text.len() > lapse_ledger::MAX_POLICY_BYTES {
-        return Err(format!(
+        return Err(Denied(format!(
             "access policy is {} bytes; at most {}",
             text.len(),
             lapse_ledger::MAX_POLICY_BYTES
-        ));
+        )));
     }
     let policies = PolicySet::from_str(text).map_err(|e| format!("access policy: {e}"))?;
     if policies.policies().next().is_none() {
-        return Err("access policy is empty and would refuse everything, cluster admins included; to lock the control plane, say so: `forbid(principal, action, resource);`".into());
+        return Err(Denied("access policy is empty and would refuse everything, cluster admins included; to lock the control plane, say so: `forbid(principal, action, resource);`".into()));
     }
     let validator = Validator::new(schema().clone());
     let result = validator.validate(&policies, ValidationMode::Strict);
@@ -192,11 +208,11 @@ pub fn check(text: &str) -> Result<PolicySet, String> {
             .take(5)
             .map(|e| e.to_string())
             .collect();
-        return Err(format!(
+        return Err(Denied(format!(
             "access policy: {}; it may use only: {}",
             problems.join("; "),
             SCHEMA.split_whitespace().collect::<Vec<_>>().join(" ")
-        ));
+        )));
     }
     Ok(policies)
 }
@@ -243,7 +259,7 @@ pub fn decide(
     tenant: Option<&TenantId>,
     justification: Option<String>,
     now_ms: u64,
-) -> Result<Authorization, String> {
+) -> Result<Authorization, Denied> {
     let roles = roles_of(state, bootstrap, principal);
     let refused = match decide_with(state, principal, action, tenant, &justification, &roles) {
         Ok(authorization) => return Ok(authorization),
@@ -272,7 +288,7 @@ fn decide_with(
     tenant: Option<&TenantId>,
     justification: &Option<String>,
     roles: &[OperatorRole],
-) -> Result<Authorization, String> {
+) -> Result<Authorization, Denied> {
     let (policy_version, policies) = policy_in_force(state);
     let mut context = serde_json::json!({
         "cluster_admin": false,
@@ -340,11 +356,11 @@ fn decide_with(
         0 => "the default access policy".to_owned(),
         v => format!("access policy version {v}"),
     };
-    Err(format!(
+    Err(Denied(format!(
         "{principal} may not {} {scope}: it holds {held} (role bindings version {}, {policy}; `lapse role list` shows the bindings)",
         action.name().replace('_', " "),
         state.roles_version
-    ))
+    )))
 }
 
 fn push(set: &mut serde_json::Value, tenant: &TenantId) {
@@ -377,7 +393,7 @@ mod tests {
     #[test]
     fn the_default_policy_and_schema_parse_and_validate() {
         check(DEFAULT_POLICY).unwrap();
-        assert!(check("").unwrap_err().contains("empty"));
+        assert!(check("").unwrap_err().0.contains("empty"));
         assert!(check("permit(principal, action, resource) when { context.nope };").is_err());
     }
 
@@ -446,10 +462,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            refused.contains("operator:eve may not read status"),
+            refused.0.contains("operator:eve may not read status"),
             "{refused}"
         );
-        assert!(refused.contains("no role"), "{refused}");
+        assert!(refused.0.contains("no role"), "{refused}");
     }
 
     #[test]

@@ -315,6 +315,9 @@ pub struct Authorization {
     pub grant: Option<u64>,
 }
 
+/// What became of a control-plane action, in words: `Err` when refused.
+pub type ControlOutcome = Result<String, String>;
+
 /// One control-plane audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEvent {

@@ -55,7 +55,7 @@ impl ClusterService {
         });
         match decided {
             Ok(authorization) => Ok(authorization),
-            Err(reason) => {
+            Err(access::Denied(reason)) => {
                 if action.writes() {
                     record_refusal(
                         &self.core,
@@ -96,7 +96,7 @@ impl ClusterService {
     pub(super) async fn record_action(
         &self,
         authorization: Authorization,
-        outcome: Result<String, String>,
+        outcome: lapse_ledger::ControlOutcome,
     ) {
         record(&self.core, authorization, outcome).await;
     }
@@ -130,7 +130,11 @@ pub(crate) fn record_refusal(core: &SharedCore, authorization: Authorization, re
     tokio::spawn(async move { record(&core, authorization, Err(reason)).await });
 }
 
-async fn record(core: &SharedCore, authorization: Authorization, outcome: Result<String, String>) {
+async fn record(
+    core: &SharedCore,
+    authorization: Authorization,
+    outcome: lapse_ledger::ControlOutcome,
+) {
     let id = format!("control-{}", hex::encode(core.env().random_bytes::<12>()));
     let Ok(id) = RequestId::new(id) else {
         return;

@@ -236,7 +236,7 @@ fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Comm
                     authorization,
                     command,
                 }),
-                Err(reason) => {
+                Err(crate::access::Denied(reason)) => {
                     let reason = format!("refused by the leader, broker {}: {reason}", core.id());
                     super::cluster::record_refusal(core, authorization, reason.clone());
                     Err(Status::permission_denied(reason))

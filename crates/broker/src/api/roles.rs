@@ -61,7 +61,7 @@ impl ClusterService {
         let authorization = self.permit(&request, Action::SetAccessPolicy, None)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
-        access::check(&request.text).map_err(Status::invalid_argument)?;
+        access::check(&request.text).map_err(|e| Status::invalid_argument(e.0))?;
         let command = Command::Operate {
             authorization,
             command: Box::new(Command::SetAccessPolicy {
@@ -337,9 +337,13 @@ impl ClusterService {
     }
 
     /// Whether the caller may do `action`, deciding without recording.
-    fn permit_quietly<T>(&self, request: &Request<T>, action: Action) -> Result<(), String> {
+    fn permit_quietly<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+    ) -> Result<(), access::Denied> {
         let principal = super::auth::authorize_admin(&self.core, request)
-            .map_err(|s| s.message().to_owned())?;
+            .map_err(|s| access::Denied(s.message().to_owned()))?;
         let bootstrap = &self.core.config().auth.cluster_admins;
         let now = self.core.cluster_now();
         self.core
