@@ -562,7 +562,7 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
                 "https://ci.example",
                 now + 300,
             ),
-            vec![],
+            vec!["--tenant", "acme"],
             "signature",
         ),
         (
@@ -599,6 +599,18 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
             "no audited refusal mentioning {reason}: {refused:?}"
         );
     }
+    // A refusal before attestation is recorded under the tenant the
+    // request named, so that tenant's audit shows the attempt.
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["allowed"] == false
+                && r["tenant"] == "acme"
+                && r["reason"].as_str().unwrap().contains("signature")),
+        "{audit:#}"
+    );
     let _ = http;
 }
 

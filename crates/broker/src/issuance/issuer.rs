@@ -198,6 +198,39 @@ impl Issuer {
         self.refuse(attested, ask, decision, error).await
     }
 
+    /// Record and return a refusal made before the caller proved who it
+    /// is: under the tenant the request named, if it named a valid one,
+    /// so that the tenant's audit shows attempts against it.
+    async fn refuse_unattested(
+        &self,
+        named_tenant: &str,
+        ask: (&[String], &[String]),
+        error: BrokerError,
+    ) -> BrokerError {
+        let record = IssuanceRecord {
+            sequence: 0,
+            at_ms: self.core.env().now_ms(),
+            tenant: TenantId::new(named_tenant).ok(),
+            workload: None,
+            index: None,
+            key_id: None,
+            scopes: ask.0.to_vec(),
+            audiences: ask.1.to_vec(),
+            expires_at_ms: None,
+            attestation: None,
+            decision: Decision {
+                policy_version: 0,
+                input_sha256: [0; 32],
+                allowed: false,
+                reason: error.to_string(),
+            },
+        };
+        match self.record(record).await {
+            Ok(()) => error,
+            Err(audit_failure) => audit_failure,
+        }
+    }
+
     /// The tenant's policy's decision on an issuance.
     fn decide(
         &self,
@@ -397,7 +430,11 @@ impl Issuer {
             Ok(attested) => attested,
             Err(error) => {
                 return Err(self
-                    .refuse_plainly(None, (&request.scopes, &request.audiences), error)
+                    .refuse_unattested(
+                        &request.tenant,
+                        (&request.scopes, &request.audiences),
+                        error,
+                    )
                     .await);
             }
         };
@@ -429,7 +466,11 @@ impl Issuer {
             Ok(attested) => attested,
             Err(error) => {
                 return Err(self
-                    .refuse_plainly(None, (&request.scopes, &request.audiences), error)
+                    .refuse_unattested(
+                        &claimed_tenant(&request.credential),
+                        (&request.scopes, &request.audiences),
+                        error,
+                    )
                     .await);
             }
         };
@@ -452,4 +493,22 @@ impl Issuer {
         self.grant(attested, scopes, audiences, request.ttl_seconds, jkt)
             .await
     }
+}
+
+/// The tenant a credential claims, read without checking it (for the audit
+/// of a refused refresh); empty when it names none that parses. The claims
+/// are bounded by the request size limit.
+fn claimed_tenant(token: &str) -> String {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|claims| claims.get("tenant")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
