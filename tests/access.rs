@@ -179,6 +179,9 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
     let policy_file = cluster.certs().parent().unwrap().join("p.cedar");
     std::fs::write(&policy_file, POLICY).unwrap();
     let policy_file = policy_file.to_str().unwrap().to_owned();
+    let access_file = cluster.certs().parent().unwrap().join("access.cedar");
+    std::fs::write(&access_file, "permit(principal, action, resource);").unwrap();
+    let access_file = access_file.to_str().unwrap().to_owned();
     let acme_idx = acme_index.to_string();
     let beta_idx = beta_index.to_string();
 
@@ -267,6 +270,57 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
             &[],
         ),
         ("promote a node", true, vec!["cluster", "promote", "9"], &[]),
+        (
+            "unbind a role",
+            true,
+            vec![
+                "role",
+                "unbind",
+                "operator:rv",
+                "revoker",
+                "--tenant",
+                "acme",
+            ],
+            &[],
+        ),
+        (
+            "set the access policy",
+            true,
+            vec!["access-policy", "set", &access_file],
+            &[],
+        ),
+        ("rotate a key", true, vec!["keys", "rotate"], &[]),
+        ("remove a node", true, vec!["cluster", "remove", "9"], &[]),
+        (
+            "add a learner",
+            true,
+            vec!["cluster", "add-learner", "9", "127.0.0.1:9"],
+            &[],
+        ),
+        (
+            "read acme's policy",
+            false,
+            vec!["policy", "show", "--tenant", "acme"],
+            &["ta"],
+        ),
+        (
+            "list roles",
+            false,
+            vec!["role", "list"],
+            &["ta", "rv", "au", "all", "vf"],
+        ),
+        (
+            "show the access policy",
+            false,
+            vec!["access-policy", "show"],
+            &["ta", "rv", "au", "all", "vf"],
+        ),
+        (
+            "list break-glass grants",
+            false,
+            vec!["break-glass", "list"],
+            &["ta", "rv", "au", "all", "vf"],
+        ),
         (
             "acme's audit",
             false,
