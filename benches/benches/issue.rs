@@ -8,18 +8,25 @@
 //! concurrent clients: the broker-local issuance path (verify, decide,
 //! lease, sign, audit fsync), no Raft round trip per credential.
 //!
+//! By default the cluster part runs twice, each time on a fresh cluster:
+//! in plaintext, then with TLS as deployed (the workload's connections
+//! check the broker's certificate and present none; the setup's admin calls
+//! present an operator certificate; brokers talk mutual TLS), and the TLS
+//! figures are stated as ratios to the plaintext ones of the same run.
+//!
 //! ```sh
-//! cargo bench -p lapse-benches --bench issue -- [--count N] [--concurrency N] [--json] ...
+//! cargo bench -p lapse-benches --bench issue -- [--transports plaintext,tls] [--count N] [--concurrency N] [--json] ...
 //! ```
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lapse_benches::client::{Phase, connect, connections, request, run_phase};
+use lapse_benches::client::{Phase, connections, request, run_phase};
 use lapse_benches::cluster::{bench_auth, shutdown, start_bench_cluster};
 use lapse_benches::stats::rate;
-use lapse_benches::{CargoBench, init_logging, print_json};
+use lapse_benches::transport::{Caller, Transport};
+use lapse_benches::{CargoBench, Transports, init_logging, print_json, ratio};
 use lapse_credential::{
     Claims, KeyId, SigningKeyPair, StatusClaim, StatusListRef, TenantId, WorkloadId,
 };
@@ -53,6 +60,8 @@ struct IssueBench {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    transports: Transports,
+    #[command(flatten)]
     cargo: CargoBench,
 }
 
@@ -68,16 +77,26 @@ async fn main() -> anyhow::Result<()> {
     init_logging();
     // Baselines first, on an idle machine: raw Ed25519 and a whole JWT.
     let baseline = signing_baseline();
+    let mut runs = Vec::new();
+    for &transport in &args.transports.transports {
+        runs.push((transport, issue(&args, transport).await?));
+    }
+    report(&args, &baseline, &runs);
+    Ok(())
+}
 
+/// Refreshes from concurrent clients to one broker of a fresh cluster
+/// talking `transport`.
+async fn issue(args: &IssueBench, transport: Transport) -> anyhow::Result<Phase> {
     let temporary = tempfile::tempdir()?;
-    let (brokers, addresses) = start_bench_cluster(temporary.path(), |config| {
+    let (brokers, addresses, dialer) = start_bench_cluster(temporary.path(), transport, |config| {
         config.issuance.lease_block = 200_000;
         config.issuance.audit_ship_ms = args.audit_ship_ms;
     })
     .await?;
     let target = addresses[0].to_string();
-    let seed = first_credential(connect(&target, false).await?).await?;
-    let channels = connections(&target, args.connections).await?;
+    let seed = first_credential(dialer.connect(&target, Caller::Operator, false).await?).await?;
+    let channels = connections(&dialer, &target, Caller::Workload, args.connections).await?;
     let seed = Arc::new(seed);
     let phase = run_phase(
         "issue (refresh: verify, policy, lease, sign, audit fsync)",
@@ -98,9 +117,9 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    drop(channels);
     shutdown(brokers).await;
-    report(&args, &baseline, &phase);
-    Ok(())
+    Ok(phase)
 }
 
 /// The raw Ed25519 and whole-JWT signing rates, one second each.
@@ -198,20 +217,54 @@ async fn first_credential(channel: Channel) -> anyhow::Result<String> {
     }
 }
 
-fn report(args: &IssueBench, baseline: &SigningBaseline, phase: &Phase) {
+fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[(Transport, Phase)]) {
     let SigningBaseline {
         raw_per_second,
         jwt_per_second,
     } = *baseline;
-    let issued_per_second = phase.operations as f64 / phase.elapsed.as_secs_f64();
-    let (p50, p99, max) = phase.latencies.summary_ms();
+    let issued = |phase: &Phase| phase.operations as f64 / phase.elapsed.as_secs_f64();
+    let of = |t: Transport| runs.iter().find(|(transport, _)| *transport == t);
+    let ratios = match (of(Transport::Plaintext), of(Transport::Tls)) {
+        (Some((_, plain)), Some((_, tls))) => Some([
+            ("issued_per_second", ratio(issued(tls), issued(plain))),
+            (
+                "p50_ms",
+                ratio(
+                    tls.latencies.quantile_ms(0.5),
+                    plain.latencies.quantile_ms(0.5),
+                ),
+            ),
+            (
+                "p99_ms",
+                ratio(
+                    tls.latencies.quantile_ms(0.99),
+                    plain.latencies.quantile_ms(0.99),
+                ),
+            ),
+        ]),
+        _ => None,
+    };
     if args.json {
+        let runs: Vec<_> = runs
+            .iter()
+            .map(|(transport, phase)| {
+                let (p50, p99, max) = phase.latencies.summary_ms();
+                json!({
+                    "transport": transport.name(),
+                    "issued_per_second": issued(phase),
+                    "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                })
+            })
+            .collect();
         print_json(&json!({
             "raw_ed25519_signatures_per_second_one_core": raw_per_second,
             "jwt_signatures_per_second_one_core": jwt_per_second,
-            "issued_per_second": issued_per_second,
-            "p50_ms": p50, "p99_ms": p99, "max_ms": max,
             "concurrency": args.concurrency,
+            "runs": runs,
+            "tls_over_plaintext": ratios.map(|r| r
+                .into_iter()
+                .map(|(name, r)| (name.to_owned(), json!(r)))
+                .collect::<serde_json::Map<_, _>>()),
         }));
         return;
     }
@@ -229,13 +282,22 @@ fn report(args: &IssueBench, baseline: &SigningBaseline, phase: &Phase) {
         "EdDSA JWT signatures/s (one core)",
         format!("{jwt_per_second:.0}")
     );
-    println!(
-        "{:<44} {:>12}   p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms",
-        "credentials issued/s over gRPC",
-        format!("{issued_per_second:.0}"),
-    );
-    println!(
-        "issued/s as a share of the raw signing rate per core: {:.2}",
-        issued_per_second / raw_per_second
-    );
+    for (transport, phase) in runs {
+        let (p50, p99, max) = phase.latencies.summary_ms();
+        println!(
+            "{:<44} {:>12}   p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms",
+            format!("credentials issued/s over gRPC, {}", transport.name()),
+            format!("{:.0}", issued(phase)),
+        );
+        println!(
+            "  issued/s as a share of the raw signing rate per core: {:.2}",
+            issued(phase) / raw_per_second
+        );
+    }
+    if let Some(ratios) = ratios {
+        println!("TLS / plaintext, same run:");
+        for (name, r) in ratios {
+            println!("  {name:<20} {r:>6.3}");
+        }
+    }
 }

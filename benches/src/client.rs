@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::stats::Latencies;
+use crate::transport::{Caller, Dialer};
 
 /// A request with the admin token (`auth`, the whole `authorization`
-/// value) and a deadline of 30 s.
+/// value) and a deadline of 30 s. With TLS the operator certificate
+/// authorizes admin calls and the token goes along unused.
 pub fn request<T>(auth: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
@@ -22,26 +23,17 @@ pub fn request<T>(auth: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-/// One connection to `address` (host:port), with `TCP_NODELAY` when
-/// `nodelay`.
-pub async fn connect(address: &str, nodelay: bool) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))?;
-    let endpoint = if nodelay {
-        endpoint.tcp_nodelay(true)
-    } else {
-        endpoint
-    };
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {address}"))
-}
-
-/// `count` (at least one) connections to `address`, with `TCP_NODELAY`.
-pub async fn connections(address: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+/// `count` (at least one) connections to `address` as `caller`, with
+/// `TCP_NODELAY`.
+pub async fn connections(
+    dialer: &Dialer,
+    address: &str,
+    caller: Caller,
+    count: usize,
+) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..count.max(1) {
-        channels.push(connect(address, true).await?);
+        channels.push(dialer.connect(address, caller, true).await?);
     }
     Ok(channels)
 }

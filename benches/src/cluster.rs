@@ -1,6 +1,6 @@
 //! A three-broker cluster in the benchmark's own process, on loopback, with
-//! sled storage under a given directory: the configurations, the start, and
-//! finding the leader.
+//! sled storage under a given directory, in plaintext or with mutual TLS:
+//! the configurations, the start, and finding the leader.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use lapse_broker::{Broker, BrokerConfig, Env, LocalTransport};
 use tokio::net::TcpListener;
+
+use crate::transport::{Dialer, Transport, make_certificates};
 
 /// The admin token of benchmark clusters.
 pub const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
@@ -47,11 +49,14 @@ pub async fn start_local_cluster(
 }
 
 /// Three brokers in this process on loopback, with their data under `dir`,
-/// each configuration adjusted by `adjust`: the brokers and their addresses.
+/// talking `transport` (with TLS, certificates made afresh under
+/// `dir/certs`), each configuration adjusted by `adjust`: the brokers, their
+/// addresses, and how the benchmark's clients reach them.
 pub async fn start_bench_cluster(
     dir: &Path,
+    transport: Transport,
     adjust: impl Fn(&mut BrokerConfig),
-) -> anyhow::Result<(Vec<Broker>, Vec<SocketAddr>)> {
+) -> anyhow::Result<(Vec<Broker>, Vec<SocketAddr>, Dialer)> {
     let mut listeners = Vec::new();
     let mut addresses = Vec::new();
     for _ in 0..3 {
@@ -61,16 +66,30 @@ pub async fn start_bench_cluster(
         addresses.push(listener.local_addr()?);
         listeners.push(listener);
     }
-    let mut configs = BrokerConfig::local_cluster(
-        dir,
-        &addresses,
-        &LocalTransport::Plaintext {
-            secret: BENCH_SECRET.into(),
-        },
-        BENCH_TOKEN,
-    );
+    let (links, dialer) = match transport {
+        Transport::Plaintext => (
+            LocalTransport::Plaintext {
+                secret: BENCH_SECRET.into(),
+            },
+            Dialer::plaintext(),
+        ),
+        Transport::Tls => {
+            let certs = dir.join("certs");
+            make_certificates(&certs, addresses.len() as u64)?;
+            let dialer = Dialer::tls(&certs)?;
+            (LocalTransport::Tls { certs }, dialer)
+        }
+    };
+    let mut configs = BrokerConfig::local_cluster(dir, &addresses, &links, BENCH_TOKEN);
     configs.iter_mut().for_each(adjust);
-    Ok((start_local_cluster(configs, listeners).await?, addresses))
+    let brokers = start_local_cluster(configs, listeners).await?;
+    if brokers
+        .iter()
+        .any(|b| b.core().tls().is_some() != (transport == Transport::Tls))
+    {
+        bail!("a broker does not run the {} transport", transport.name());
+    }
+    Ok((brokers, addresses, dialer))
 }
 
 /// The leader's address as the brokers know it.

@@ -1,13 +1,17 @@
 //! The verifiers of the propagation benchmark: many `Verifier`s following
 //! the feed as tasks in this process, spread over the brokers and sharing a
-//! few connections, with the instant each one applied each epoch.
+//! few connections, with the instant each one applied each epoch. With TLS
+//! they present a verifier certificate and check the brokers' signed
+//! heartbeats, as `lapse verifier` does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapse_verifier::{FollowConfig, FollowStats, OnApply, Verifier, VerifyConfig, follow};
-use tonic::transport::{Channel, Endpoint};
+use lapse_verifier::{FollowConfig, FollowStats, OnApply, Verifier, follow};
+use tonic::transport::Channel;
+
+use crate::transport::{Caller, Dialer, VERIFIER};
 
 /// When one verifier reached each epoch.
 type ApplyLog = Arc<Mutex<Vec<(u64, Instant)>>>;
@@ -24,10 +28,17 @@ impl Fleet {
     /// Start `count` verifiers following `brokers`. Verifier `i` prefers
     /// broker `i mod 3` and reports region `region-{i mod 3}`; each
     /// `per_connection` of them share one connection to each broker (1: a
-    /// connection each), every verifier with its own stream.
-    pub fn start(brokers: &[String], count: usize, per_connection: usize) -> anyhow::Result<Self> {
+    /// connection each), every verifier with its own stream. Verifier `i`
+    /// is named `bench/{i}` (under the verifier certificate's name).
+    pub fn start(
+        dialer: &Dialer,
+        brokers: &[String],
+        count: usize,
+        per_connection: usize,
+    ) -> anyhow::Result<Self> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let pools = connection_pools(brokers, count.div_ceil(per_connection).max(1))?;
+        let pools = connection_pools(dialer, brokers, count.div_ceil(per_connection).max(1))?;
+        let verify = dialer.verify_config();
         let progress = Arc::new(Progress {
             target: AtomicU64::new(1),
             reached: AtomicUsize::new(0),
@@ -38,8 +49,9 @@ impl Fleet {
         let mut verifiers = Vec::new();
         let mut logs: Vec<ApplyLog> = Vec::new();
         for i in 0..count {
-            let verifier = Verifier::new(VerifyConfig::default());
-            let mut config = FollowConfig::new(brokers.to_vec(), format!("bench-{i}"));
+            let verifier = Verifier::new(verify.clone());
+            let mut config = FollowConfig::new(brokers.to_vec(), format!("{VERIFIER}/{i}"));
+            config.tls = dialer.verifier_tls();
             config.brokers.rotate_left(i % 3);
             if per_connection > 1 {
                 let mut pool = pools[i / per_connection].clone();
@@ -107,24 +119,50 @@ impl Fleet {
         delays
     }
 
+    /// What the verifiers' own counters say, summed.
+    pub fn summary(&self) -> FleetSummary {
+        let mut summary = FleetSummary::default();
+        for verifier in &self.verifiers {
+            let status = verifier.status();
+            summary.signed_heartbeats |= status.signed_heartbeats;
+            summary.fresh += usize::from(status.fresh);
+            summary.heartbeats += status.heartbeats;
+            summary.rejected_events += status.rejected_events;
+        }
+        summary
+    }
+
     /// Stop every verifier.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
 }
 
+/// The verifiers' counters, summed over the fleet.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FleetSummary {
+    /// Whether heartbeats had to be signed (TLS).
+    pub signed_heartbeats: bool,
+    /// Verifiers fresh when asked.
+    pub fresh: usize,
+    /// Heartbeats accepted (with TLS: signature and digest checked).
+    pub heartbeats: u64,
+    /// Feed events refused.
+    pub rejected_events: u64,
+}
+
 /// `groups` sets of lazily connected channels, one channel per broker in
 /// each set.
-fn connection_pools(brokers: &[String], groups: usize) -> anyhow::Result<Vec<Vec<Channel>>> {
+fn connection_pools(
+    dialer: &Dialer,
+    brokers: &[String],
+    groups: usize,
+) -> anyhow::Result<Vec<Vec<Channel>>> {
     let mut pools = Vec::new();
     for _ in 0..groups {
         let mut pool = Vec::new();
         for address in brokers {
-            pool.push(
-                Endpoint::from_shared(format!("http://{address}"))?
-                    .tcp_nodelay(true)
-                    .connect_lazy(),
-            );
+            pool.push(dialer.lazy(address, Caller::Verifier)?);
         }
         pools.push(pool);
     }

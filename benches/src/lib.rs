@@ -1,7 +1,9 @@
 //! What Lapse's benchmarks share: an in-process three-broker cluster
-//! ([`cluster`]), gRPC client helpers and timed phases of calls
-//! ([`client`]), the verifiers of the propagation benchmark ([`fleet`]), and
-//! one latency histogram for every percentile reported ([`stats`]).
+//! ([`cluster`]) in plaintext or with mutual TLS ([`transport`]), gRPC
+//! client helpers and timed phases of calls ([`client`]), the verifiers of
+//! the propagation benchmark ([`fleet`]), what signed heartbeats cost on
+//! one thread ([`heartbeat`]), and one latency histogram for every
+//! percentile reported ([`stats`]).
 //!
 //! The benchmarks themselves are the `[[bench]]` targets in `benches/`:
 //! `revoke`, `issue`, `verify` and `propagation`, each run as
@@ -11,7 +13,9 @@
 pub mod client;
 pub mod cluster;
 pub mod fleet;
+pub mod heartbeat;
 pub mod stats;
+pub mod transport;
 
 /// The option `cargo bench` adds to a benchmark's command line: accepted
 /// and ignored.
@@ -19,6 +23,27 @@ pub mod stats;
 pub struct CargoBench {
     #[arg(long = "bench", hide = true)]
     bench: bool,
+}
+
+/// Which transports a benchmark measures: each on a cluster of its own,
+/// one after the other in the same process, in the order given.
+#[derive(Debug, clap::Args)]
+pub struct Transports {
+    /// Transports to measure, in this order (comma-separated): plaintext,
+    /// tls. With both, the TLS figures are also given as a ratio to the
+    /// plaintext ones of the same run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values = ["plaintext", "tls"],
+        value_name = "LIST"
+    )]
+    pub transports: Vec<transport::Transport>,
+}
+
+/// `a / b`, or NaN when `b` is zero.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { f64::NAN } else { a / b }
 }
 
 /// Log to standard error as `lapse` does: warnings, and the brokers' own
