@@ -5,7 +5,14 @@
 # etcd-propagation against it with this script's arguments, and tears the
 # cluster down on exit, whatever happened.
 #
-#   bash benches/etcd/run-etcd.sh --watchers 1000 --puts 200 [--json]
+#   bash benches/etcd/run-etcd.sh [--tls] --watchers 1000 --puts 200 [--json]
+#
+# --tls: client and peer TLS with client-certificate auth on both
+# (--client-cert-auth, --peer-client-cert-auth), certificates made for the
+# run with the openssl command line (a CA, one ECDSA P-256 certificate per
+# member naming 127.0.0.1, one for the benchmark's client), and the tool
+# dials https:// with its client certificate. Every other argument goes to
+# etcd-propagation.
 #
 # Environment:
 #   PROTOC       protoc to build etcd-client's generated code with; default:
@@ -17,6 +24,18 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { printf 'run-etcd: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+
+tls=""
+tool_args=()
+for arg in "$@"; do
+  case "$arg" in
+    --tls) tls=yes ;;
+    *) tool_args+=("$arg") ;;
+  esac
+done
+if [ -n "$tls" ]; then
+  command -v openssl >/dev/null || die "--tls needs the openssl command line (apt-get install openssl)"
+fi
 
 # --- etcd ------------------------------------------------------------------
 if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
@@ -104,11 +123,45 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 members=(1 2 3)
+scheme=http
+client_tls=()
+tool_tls=()
+if [ -n "$tls" ]; then
+  # A CA, and ECDSA P-256 leaves signed by it (as Lapse's certificates
+  # are): one per member, for serving clients and peers and for dialling
+  # peers, naming 127.0.0.1; one for the benchmark's client.
+  certs="$tmp/certs"
+  mkdir -p "$certs"
+  leaf() { # name, extensions
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$certs/$1.key" -subj "/O=lapse-bench/CN=$1" -out "$certs/$1.csr" 2>/dev/null
+    printf '%s\n' "$2" >"$certs/$1.ext"
+    openssl x509 -req -in "$certs/$1.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" \
+      -CAcreateserial -days 2 -sha256 -extfile "$certs/$1.ext" -out "$certs/$1.pem" 2>/dev/null
+  }
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$certs/ca.key" -subj "/O=lapse-bench/CN=lapse-bench etcd CA" -days 2 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$certs/ca.pem" 2>/dev/null || die "openssl could not make the CA"
+  for i in "${members[@]}"; do
+    leaf "m$i" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost" || die "openssl could not certify m$i"
+  done
+  leaf client "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth" || die "openssl could not certify the client"
+  scheme=https
+  client_tls=(--cacert "$certs/ca.pem" --cert "$certs/client.pem" --key "$certs/client.key")
+  tool_tls=("${client_tls[@]}")
+  log "TLS: certificates in $certs"
+fi
 cluster=""
 endpoints=""
 for i in "${members[@]}"; do
-  cluster+="${cluster:+,}m$i=http://127.0.0.1:2380$i"
-  endpoints+="${endpoints:+,}http://127.0.0.1:2379$i"
+  cluster+="${cluster:+,}m$i=$scheme://127.0.0.1:2380$i"
+  endpoints+="${endpoints:+,}$scheme://127.0.0.1:2379$i"
 done
 for i in "${members[@]}"; do
   for port in "2379$i" "2380$i"; do
@@ -118,12 +171,22 @@ for i in "${members[@]}"; do
   done
 done
 for i in "${members[@]}"; do
+  member_tls=()
+  if [ -n "$tls" ]; then
+    member_tls=(
+      --cert-file "$certs/m$i.pem" --key-file "$certs/m$i.key"
+      --client-cert-auth --trusted-ca-file "$certs/ca.pem"
+      --peer-cert-file "$certs/m$i.pem" --peer-key-file "$certs/m$i.key"
+      --peer-client-cert-auth --peer-trusted-ca-file "$certs/ca.pem"
+    )
+  fi
   etcd --name "m$i" \
     --data-dir "$tmp/m$i" \
-    --listen-client-urls "http://127.0.0.1:2379$i" \
-    --advertise-client-urls "http://127.0.0.1:2379$i" \
-    --listen-peer-urls "http://127.0.0.1:2380$i" \
-    --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --listen-client-urls "$scheme://127.0.0.1:2379$i" \
+    --advertise-client-urls "$scheme://127.0.0.1:2379$i" \
+    --listen-peer-urls "$scheme://127.0.0.1:2380$i" \
+    --initial-advertise-peer-urls "$scheme://127.0.0.1:2380$i" \
+    "${member_tls[@]}" \
     --initial-cluster "$cluster" \
     --initial-cluster-token "lapse-bench-$$" \
     --initial-cluster-state new \
@@ -142,7 +205,7 @@ for _ in $(seq 60); do
       exit 1
     fi
   done
-  if ETCDCTL_API=3 timeout 5 etcdctl --endpoints="$endpoints" --command-timeout=2s \
+  if ETCDCTL_API=3 timeout 5 etcdctl --endpoints="$endpoints" "${client_tls[@]}" --command-timeout=2s \
       endpoint health >"$tmp/health.out" 2>&1; then
     healthy=yes
     break
@@ -153,12 +216,12 @@ if [ -z "$healthy" ]; then
   cat "$tmp/health.out" >&2 || true
   die "cluster not healthy after 30 s"
 fi
-ETCDCTL_API=3 etcdctl --endpoints="$endpoints" -w table endpoint status >&2 || true
+ETCDCTL_API=3 etcdctl --endpoints="$endpoints" "${client_tls[@]}" -w table endpoint status >&2 || true
 
 # --- the run -----------------------------------------------------------------
 set +e
 timeout --signal=INT --kill-after=10 "${RUN_TIMEOUT:-3600}" \
-  "$bin" --endpoints "$endpoints" "$@"
+  "$bin" --endpoints "$endpoints" "${tool_tls[@]}" "${tool_args[@]}"
 rc=$?
 set -e
 [ "$rc" -eq 124 ] && log "etcd-propagation did not finish within ${RUN_TIMEOUT:-3600} s"

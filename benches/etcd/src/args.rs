@@ -19,6 +19,10 @@ OPTIONS:
     --put-endpoint URL    where puts go [default: the current leader]
     --put-timeout-ms T    wait for all watchers per put at most T ms [default: 10000]
     --setup-timeout-ms T  bound on connecting, opening watches and warm-up [default: 60000]
+    --cacert FILE         TLS: the CA that signed the members' certificates (PEM);
+                          with it, endpoints are https:// URLs
+    --cert FILE           TLS: this client's certificate (PEM), for client-cert auth
+    --key FILE            TLS: its private key (PEM)
     --json                print one JSON object on stdout (the table goes to stderr)
     -h, --help            print this help
 ";
@@ -35,6 +39,16 @@ pub struct Args {
     pub put_timeout: Duration,
     pub setup_timeout: Duration,
     pub json: bool,
+    /// TLS files; `None`: plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the client's TLS files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: String,
+    /// The client certificate and its key, for members that ask for one.
+    pub identity: Option<(String, String)>,
 }
 
 impl Default for Args {
@@ -53,6 +67,7 @@ impl Default for Args {
             put_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(60),
             json: false,
+            tls: None,
         }
     }
 }
@@ -60,6 +75,7 @@ impl Default for Args {
 /// Parses the command line; `Ok(None)` means help was printed.
 pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut a = Args::default();
+    let (mut ca, mut cert, mut key) = (None, None, None);
     fn value(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
         it.next().ok_or_else(|| format!("{flag} needs a value"))
     }
@@ -89,6 +105,9 @@ pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, 
                 a.setup_timeout = Duration::from_millis(number(&mut it, &flag)?);
             }
             "--json" => a.json = true,
+            "--cacert" => ca = Some(value(&mut it, &flag)?),
+            "--cert" => cert = Some(value(&mut it, &flag)?),
+            "--key" => key = Some(value(&mut it, &flag)?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -104,6 +123,27 @@ pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, 
     }
     if a.prefix.is_empty() {
         return Err("--prefix must not be empty".into());
+    }
+    a.tls = match (ca, cert, key) {
+        (None, None, None) => None,
+        (Some(ca), None, None) => Some(TlsFiles { ca, identity: None }),
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+            ca,
+            identity: Some((cert, key)),
+        }),
+        (None, _, _) => return Err("--cert and --key need --cacert".into()),
+        _ => return Err("--cert and --key go together".into()),
+    };
+    let scheme = if a.tls.is_some() {
+        "https://"
+    } else {
+        "http://"
+    };
+    if let Some(wrong) = a.endpoints.iter().find(|e| !e.starts_with(scheme)) {
+        return Err(format!(
+            "{wrong}: with{} --cacert, endpoints are {scheme} URLs",
+            if a.tls.is_some() { "" } else { "out" }
+        ));
     }
     Ok(Some(a))
 }
@@ -129,5 +169,39 @@ mod tests {
         assert!(parse(&["--watchers"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_files_and_https_endpoints_go_together() {
+        let a = parse(&[
+            "--endpoints",
+            "https://127.0.0.1:1",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "c.key",
+        ])
+        .unwrap()
+        .unwrap();
+        let tls = a.tls.unwrap();
+        assert_eq!(tls.ca, "ca.pem");
+        assert_eq!(tls.identity, Some(("c.pem".into(), "c.key".into())));
+        // The default endpoints are plaintext.
+        assert!(parse(&["--cacert", "ca.pem"]).is_err());
+        assert!(parse(&["--endpoints", "https://127.0.0.1:1"]).is_err());
+        assert!(parse(&["--cert", "c.pem", "--key", "c.key"]).is_err());
+        assert!(
+            parse(&[
+                "--endpoints",
+                "https://h:1",
+                "--cacert",
+                "ca",
+                "--cert",
+                "c"
+            ])
+            .is_err()
+        );
     }
 }

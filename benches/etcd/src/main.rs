@@ -5,7 +5,9 @@
 //! prefix one at a time. For each put it measures, from the moment the put
 //! RPC returned, the time until each watcher received the event for that
 //! revision, and reports the delay to the last watcher per put plus overall
-//! percentiles. Every wait is bounded; the tool exits by itself.
+//! percentiles. With `--cacert` (and `--cert`/`--key`) every connection is
+//! TLS with a client certificate. Every wait is bounded; the tool exits by
+//! itself.
 
 mod args;
 mod put;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use args::{Args, parse_args};
-use put::{Putter, find_leader};
+use put::{Putter, find_leader, tls_options};
 use watch::{Note, wait_all};
 
 /// One measured put.
@@ -51,17 +53,23 @@ struct Run {
 async fn run(args: Args) -> Result<Run, String> {
     let n = args.watchers;
     let setup_deadline = Instant::now() + args.setup_timeout;
-    let leader = find_leader(&args.endpoints).await?;
+    let tls = args.tls.as_ref().map(tls_options).transpose()?;
+    let leader = find_leader(&args.endpoints, tls.as_ref()).await?;
     let put_endpoint = match (&args.put_endpoint, &leader) {
         (Some(ep), _) => ep.clone(),
         (None, Some(l)) => l.clone(),
         (None, None) => return Err("no member reports a leader".into()),
     };
     let put_to_leader = leader.as_deref() == Some(put_endpoint.as_str());
-    let mut watchers = watch::open(&args, setup_deadline).await?;
+    let mut watchers = watch::open(&args, tls.as_ref(), setup_deadline).await?;
 
     // Warm-up: every watcher must see one put before anything is measured.
-    let putter = Putter::start(put_endpoint.clone(), format!("{}key", args.prefix)).await?;
+    let putter = Putter::start(
+        put_endpoint.clone(),
+        format!("{}key", args.prefix),
+        tls.clone(),
+    )
+    .await?;
     let (rev, sent, returned) = putter.put("warmup".into()).await?;
     let w = wait_all(&mut watchers.notes, n, rev, returned, setup_deadline).await?;
     if w.missed > 0 {

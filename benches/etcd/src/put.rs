@@ -1,17 +1,36 @@
-//! The etcd client side that is not watching: connecting, finding the
-//! leader, and the putter thread that times each put on a runtime of its
-//! own.
+//! The etcd client side that is not watching: connecting (in plaintext or
+//! with TLS), finding the leader, and the putter thread that times each put
+//! on a runtime of its own.
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-pub async fn connect(endpoint: &str) -> Result<Client, String> {
-    let opts = ConnectOptions::new()
+use crate::args::TlsFiles;
+
+/// The client's TLS configuration from its files: the CA the members'
+/// certificates must chain to (checked against the IP address or name
+/// dialled), and the client certificate presented.
+pub fn tls_options(files: &TlsFiles) -> Result<TlsOptions, String> {
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&files.ca)?));
+    if let Some((cert, key)) = &files.identity {
+        options = options.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(options)
+}
+
+/// One client of `endpoint`, with `tls` if given (then `endpoint` is an
+/// https:// URL).
+pub async fn connect(endpoint: &str, tls: Option<&TlsOptions>) -> Result<Client, String> {
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls.clone());
+    }
     timeout(
         Duration::from_secs(10),
         Client::connect([endpoint], Some(opts)),
@@ -23,11 +42,14 @@ pub async fn connect(endpoint: &str) -> Result<Client, String> {
 
 /// Returns the endpoint of the current leader, if a member names one that
 /// is among `endpoints`.
-pub async fn find_leader(endpoints: &[String]) -> Result<Option<String>, String> {
+pub async fn find_leader(
+    endpoints: &[String],
+    tls: Option<&TlsOptions>,
+) -> Result<Option<String>, String> {
     let mut ids = Vec::new();
     let mut leader = None;
     for ep in endpoints {
-        let mut c = connect(ep).await?;
+        let mut c = connect(ep, tls).await?;
         let s = timeout(Duration::from_secs(5), c.status())
             .await
             .map_err(|_| format!("{ep}: status timed out"))?
@@ -65,7 +87,11 @@ impl Putter {
     /// to `endpoint`, so that the instant a put returns is taken as soon as
     /// its response arrives, not after the watchers' work queued on the
     /// main runtime.
-    pub async fn start(endpoint: String, key: String) -> Result<Self, String> {
+    pub async fn start(
+        endpoint: String,
+        key: String,
+        tls: Option<TlsOptions>,
+    ) -> Result<Self, String> {
         let (requests, mut rx) = mpsc::unbounded_channel::<(String, oneshot::Sender<PutReply>)>();
         let (ready_tx, ready_rx) = oneshot::channel();
         std::thread::Builder::new()
@@ -82,7 +108,7 @@ impl Putter {
                     }
                 };
                 rt.block_on(async move {
-                    let mut client = match connect(&endpoint).await {
+                    let mut client = match connect(&endpoint, tls.as_ref()).await {
                         Ok(c) => c,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));

@@ -10,7 +10,8 @@ pub fn table(r: &Run, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let spread: Vec<String> = r.per_member.iter().map(|c| c.to_string()).collect();
     writeln!(
         out,
-        "etcd propagation: {} watchers ({} over {} members, {} connections), {} puts to {} ({})",
+        "etcd propagation ({}): {} watchers ({} over {} members, {} connections), {} puts to {} ({})",
+        if a.tls.is_some() { "tls" } else { "plaintext" },
         a.watchers,
         spread.join("/"),
         a.endpoints.len(),
@@ -86,15 +87,26 @@ pub fn table(r: &Run, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The one-object JSON summary, fields in a fixed order.
+/// The one-object JSON summary, fields in a fixed order: the compared
+/// delays, then for context the put RPC and put sent -> last watcher.
 pub fn json(r: &Run) -> String {
     let last = Summary::of(r.puts.iter().map(|p| p.last));
     let each = Summary::of(r.each.iter().copied());
+    let rpc = Summary::of(r.puts.iter().map(|p| p.rpc));
+    let sent_last = Summary::of(r.puts.iter().map(|p| p.sent_last));
+    let early: usize = r.puts.iter().map(|p| p.early).sum();
     format!(
-        "{{\"system\":\"etcd\",\"watchers\":{},\"puts\":{},\
+        "{{\"system\":\"etcd\",\"transport\":\"{}\",\"watchers\":{},\"puts\":{},\
          \"last_p50_ms\":{:.3},\"last_p99_ms\":{:.3},\"last_max_ms\":{:.3},\
          \"each_p50_ms\":{:.3},\"each_p99_ms\":{:.3},\"each_max_ms\":{:.3},\
-         \"missed\":{}}}",
+         \"rpc_p50_ms\":{:.3},\"rpc_p99_ms\":{:.3},\
+         \"sent_last_p50_ms\":{:.3},\"sent_last_p99_ms\":{:.3},\
+         \"early\":{},\"missed\":{}}}",
+        if r.args.tls.is_some() {
+            "tls"
+        } else {
+            "plaintext"
+        },
         r.args.watchers,
         r.args.puts,
         ms(last.p50),
@@ -103,6 +115,11 @@ pub fn json(r: &Run) -> String {
         ms(each.p50),
         ms(each.p99),
         ms(each.max),
+        ms(rpc.p50),
+        ms(rpc.p99),
+        ms(sent_last.p50),
+        ms(sent_last.p99),
+        early,
         r.missed
     )
 }

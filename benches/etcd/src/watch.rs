@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, WatchClient, WatchOptions};
+use etcd_client::{Client, TlsOptions, WatchClient, WatchOptions};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::args::Args;
@@ -178,8 +178,12 @@ pub struct Watchers {
 /// Opens `args.watchers` watch streams on `args.prefix` and waits, until
 /// `deadline` at most, for etcd to confirm each one. Watcher i goes to
 /// member i mod M; each member's watchers share its connections, one
-/// connection per `per_conn` of them.
-pub async fn open(args: &Args, deadline: Instant) -> Result<Watchers, String> {
+/// connection per `per_conn` of them, with `tls` if given.
+pub async fn open(
+    args: &Args,
+    tls: Option<&TlsOptions>,
+    deadline: Instant,
+) -> Result<Watchers, String> {
     let n = args.watchers;
     let m = args.endpoints.len();
     let per_member: Vec<usize> = (0..m).map(|j| (n + m - 1 - j) / m).collect();
@@ -187,7 +191,7 @@ pub async fn open(args: &Args, deadline: Instant) -> Result<Watchers, String> {
     for (j, &count) in per_member.iter().enumerate() {
         let mut member = Vec::new();
         for _ in 0..count.div_ceil(args.per_conn) {
-            member.push(connect(&args.endpoints[j]).await?);
+            member.push(connect(&args.endpoints[j], tls).await?);
         }
         clients.push(member);
     }
