@@ -81,6 +81,13 @@ pub async fn start_bench_cluster(
         }
     };
     let mut configs = BrokerConfig::local_cluster(dir, &addresses, &links, BENCH_TOKEN);
+    for config in &mut configs {
+        // The benchmark's operator administers the cluster.
+        config
+            .auth
+            .cluster_admins
+            .push(format!("operator:{}", crate::transport::OPERATOR));
+    }
     configs.iter_mut().for_each(adjust);
     let brokers = start_local_cluster(configs, listeners).await?;
     if brokers

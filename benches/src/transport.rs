@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 const TRUST_DOMAIN: &str = "bench.lapse";
 
 /// The name in the benchmarks' operator certificate.
-const OPERATOR: &str = "bench";
+pub const OPERATOR: &str = "bench";
 
 /// The name in the benchmarks' verifier certificate; verifier ids are
 /// `bench/<n>` under it.
