@@ -267,6 +267,10 @@ impl Session {
         if !self.hub.delta_is_smaller(epoch) {
             return self.send_snapshot().await;
         }
+        // The verifier holds `epoch`: its ack of it (it acks the first
+        // event, which is a heartbeat when nothing changed since) is no
+        // ack of something not sent.
+        self.sent_shared.store(epoch, Ordering::SeqCst);
         self.sent = epoch;
         self.catch_up().await
     }
