@@ -96,6 +96,18 @@ impl SigningKeyPair {
             .map_err(|e| CredentialError::Signing(e.to_string()))
     }
 
+    /// Sign `claims` under a header of the caller's (its `alg` must be
+    /// EdDSA).
+    pub(crate) fn sign_with_header(
+        &self,
+        header: &Header,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, CredentialError> {
+        debug_assert_eq!(header.alg, Algorithm::EdDSA);
+        jsonwebtoken::encode(header, claims, &self.encoding)
+            .map_err(|e| CredentialError::Signing(e.to_string()))
+    }
+
     /// A raw Ed25519 signature, for baselines and DPoP proofs.
     pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()

@@ -1,10 +1,12 @@
 //! The Lapse credential: validated identifiers, claims, EdDSA JWT signing
-//! and verification at an explicit `now`, Ed25519 JWKs, DPoP proofs, and
-//! verification of external attestation JWTs.
+//! and verification at an explicit `now`, Ed25519 JWKs, DPoP proofs,
+//! verification of external attestation JWTs, and break-glass credentials
+//! signed offline ([`break_glass`]).
 //!
 //! Pure: no clock, no OS randomness, no IO. Time is an argument; key
 //! generation takes its seed from the caller.
 
+pub mod break_glass;
 mod claims;
 mod dpop;
 mod external;
