@@ -32,8 +32,23 @@ pub struct VerifierArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     staleness: Duration,
     /// When stale, keep accepting credentials (default: reject them all).
+    /// Every acceptance while stale is logged, counted
+    /// (`accepted_while_stale`) and reported to the brokers.
     #[arg(long)]
     fail_open: bool,
+    /// Accept break-glass credentials signed by this key: the public key
+    /// file (`.pub.jwk`) of `lapse break-glass keygen` (repeat for several).
+    /// Accepted even when stale; every acceptance is logged, counted and
+    /// reported to the brokers.
+    #[arg(long = "break-glass-key", value_name = "PUBLIC_JWK")]
+    break_glass_keys: Vec<std::path::PathBuf>,
+    /// An audience break-glass credentials may be used for (repeat for
+    /// several; at least one with --break-glass-key).
+    #[arg(long = "break-glass-audience", value_name = "AUDIENCE")]
+    break_glass_audiences: Vec<String>,
+    /// The longest lifetime of a break-glass credential accepted (at most 1h).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    break_glass_max_ttl: Duration,
     /// Allowed difference between a credential's exp/nbf and cluster time, in seconds.
     #[arg(long, default_value_t = 30)]
     leeway_seconds: u64,
@@ -88,6 +103,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
                 .as_deref()
                 .map(signature_checker)
                 .transpose()?,
+            break_glass: break_glass_config(&args)?,
         },
         idle_timeout: args.idle_timeout,
         age_out_every: args.age_out_every,
@@ -128,6 +144,41 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
     daemon::run(config, listener, crate::commands::wait_for_stop())
         .await
         .map_err(|message| Failure::new(exit::FAILURE, message))
+}
+
+/// The break-glass keys and limits of `--break-glass-*`, if any key is given.
+fn break_glass_config(
+    args: &VerifierArgs,
+) -> Result<Option<lapse_verifier::BreakGlassConfig>, Failure> {
+    if args.break_glass_keys.is_empty() {
+        if !args.break_glass_audiences.is_empty() {
+            return Err(Failure::new(
+                exit::USAGE,
+                "--break-glass-audience needs --break-glass-key",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for path in &args.break_glass_keys {
+        let text = lapse_pki::files::read(path)
+            .map_err(|e| Failure::new(exit::USAGE, format!("--break-glass-key: {e}")))?;
+        let text = String::from_utf8_lossy(&text);
+        let key = lapse_verifier::break_glass::parse_public_jwk(&text).map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!("--break-glass-key {}: {e}", path.display()),
+            )
+        })?;
+        keys.push(key);
+    }
+    lapse_verifier::BreakGlassConfig::new(
+        keys,
+        args.break_glass_audiences.iter().cloned(),
+        args.break_glass_max_ttl,
+    )
+    .map(Some)
+    .map_err(|e| Failure::new(exit::USAGE, format!("--break-glass-*: {e}")))
 }
 
 /// What checks heartbeat signatures against the CA bundle at `path`.

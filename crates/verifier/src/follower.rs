@@ -2,7 +2,9 @@
 //! sends, ack each applied epoch, and move to the next broker when the
 //! current one fails, refuses, goes quiet or sends something unusable.
 //! A new subscription resumes from the epoch held, so a failover misses
-//! nothing.
+//! nothing. Emergency uses (break-glass and fail-open acceptances) go up
+//! the same stream as `UseReport`s: after the first event of each
+//! subscription, and whenever new ones are made.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,11 +13,12 @@ use std::time::Duration;
 use lapse_wire::feed::feed_client::FeedClient;
 use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
-use lapse_wire::feed::{Ack, FeedEvent, FeedRequest, Hello};
+use lapse_wire::feed::{Ack, FeedEvent, FeedRequest, Hello, UseReport};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::break_glass::MAX_USES_PER_REPORT;
 use crate::event::MAX_EVENT_BYTES;
 use crate::verifier::Verifier;
 
@@ -79,6 +82,8 @@ pub struct FollowStats {
     pub subscriptions: AtomicU64,
     pub failovers: AtomicU64,
     pub acks: AtomicU64,
+    /// `UseReport`s handed to a subscription.
+    pub use_reports: AtomicU64,
     /// The broker followed now, if any.
     following: Mutex<Option<FollowedBroker>>,
 }
@@ -211,9 +216,21 @@ async fn follow_one(
     // silent one: leave it for another that can confirm its state.
     let mut alive_at = tokio::time::Instant::now();
     let mut withheld: Option<String> = None;
+    let uses_queued = verifier.emergency_uses_queued();
+    // Uses the stream could not take: retried after the next event.
+    let mut owed = false;
     loop {
         let patience = config.idle_timeout.saturating_sub(alive_at.elapsed());
-        let event = match tokio::time::timeout(patience, events.message()).await {
+        let received = tokio::select! {
+            received = tokio::time::timeout(patience, events.message()) => received,
+            // Reports wait for the first event: until then the broker may
+            // still refuse the subscription.
+            _ = uses_queued.notified(), if delivered => {
+                owed = !report_uses(verifier, config, stats, &requests);
+                continue;
+            }
+        };
+        let event = match received {
             Err(_) => {
                 return Err(match withheld {
                     Some(reason) => format!(
@@ -252,7 +269,44 @@ async fn follow_one(
         // the broker counts a verifier as holding an epoch only once it
         // acks it, not for the epoch its hello claimed.
         apply_and_ack(verifier, config, stats, &requests, &event, !delivered)?;
+        if !delivered || owed {
+            owed = !report_uses(verifier, config, stats, &requests);
+        }
         delivered = true;
+    }
+}
+
+/// Hand the pending emergency uses to the subscription, in reports of at
+/// most [`MAX_USES_PER_REPORT`]. What the stream cannot take now is given
+/// back for the next try. Once handed over a report is the broker's: a
+/// subscription that breaks before sending it loses it (it is still in
+/// this verifier's log and counters). Whether everything pending was
+/// handed over.
+fn report_uses(
+    verifier: &Verifier,
+    config: &FollowConfig,
+    stats: &FollowStats,
+    requests: &mpsc::Sender<FeedRequest>,
+) -> bool {
+    loop {
+        let uses = verifier.take_emergency_uses(MAX_USES_PER_REPORT);
+        if uses.is_empty() {
+            return true;
+        }
+        let report = FeedRequest {
+            kind: Some(RequestKind::UseReport(UseReport {
+                uses: uses
+                    .iter()
+                    .map(|u| u.to_wire(&config.verifier_id))
+                    .collect(),
+            })),
+        };
+        if requests.try_send(report).is_err() {
+            verifier.give_back_emergency_uses(uses);
+            return false;
+        }
+        stats.use_reports.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(uses = uses.len(), "emergency uses reported to the broker");
     }
 }
 

@@ -10,6 +10,9 @@
 //!   Every refusal is `{"valid": false, "reason": "...", "detail": "..."}`.
 //!   With several verifiers in one process, `?verifier=<id>` picks one;
 //!   `POST /v1/verify-all` answers for each.
+//!   A break-glass credential's answer adds `"break_glass": {"reason":
+//!   ...}` (its `status_index` is 0); `"stale": true` says it was
+//!   accepted while stale.
 //! - `POST /v1/check-secret` with `{"sha256": "<hex>"}`: whether a static
 //!   secret has been revoked as leaked.
 //! - `GET /v1/status`: every verifier's health as JSON, keyed by verifier
@@ -17,7 +20,10 @@
 //!   `failovers` (times it left a broker), and `following_broker`, the
 //!   broker it follows now: `{"address": "<as given in --brokers>",
 //!   "broker_id": <node id, from the feed; null until the first event>}`,
-//!   or `null` while it is between brokers.
+//!   or `null` while it is between brokers; `fail_open`,
+//!   `accepted_while_stale`, the break-glass keys and counters, and the
+//!   emergency uses pending, reported (`use_reports`: reports sent) and
+//!   dropped.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /healthz`: 200 when every verifier is fresh, 503 otherwise.
 
@@ -291,6 +297,15 @@ fn status_of(served: &Served) -> Value {
         map.insert("region".into(), json!(served.region));
         map.insert("following_broker".into(), json!(served.stats.following()));
         map.insert(
+            "use_reports".into(),
+            json!(
+                served
+                    .stats
+                    .use_reports
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        );
+        map.insert(
             "failovers".into(),
             json!(
                 served
@@ -451,6 +466,41 @@ fn exposition(verifiers: &BTreeMap<String, Served>, certificate_expiry: Option<u
         "lapse_verifier_unvouched_drops",
         "Times the state received was dropped back to the last one a signed heartbeat vouched for, because a broker vouched for another.",
         per_verifier(&statuses, |s| Some(s.unvouched_drops.into())),
+    );
+    scrape.gauges(
+        "lapse_verifier_fail_open",
+        "1 when this verifier accepts credentials while stale (--fail-open).",
+        per_verifier(&statuses, |s| Some(s.fail_open.into())),
+    );
+    scrape.counters(
+        "lapse_verifier_accepted_while_stale",
+        "Credentials accepted while stale: fail-open acceptances and break-glass ones.",
+        per_verifier(&statuses, |s| Some(s.accepted_while_stale.into())),
+    );
+    scrape.counters(
+        "lapse_verifier_break_glass_verifications",
+        "Break-glass credentials checked, by result.",
+        by_result(&statuses, |s| {
+            [
+                ("accepted", s.break_glass_accepted),
+                ("rejected", s.break_glass_rejected),
+            ]
+        }),
+    );
+    scrape.gauges(
+        "lapse_verifier_emergency_uses_pending",
+        "Credentials whose emergency use (break-glass or fail-open) waits to be reported to a broker.",
+        per_verifier(&statuses, |s| Some((s.emergency_uses_pending as u64).into())),
+    );
+    scrape.counters(
+        "lapse_verifier_emergency_uses",
+        "Emergency uses, by whether they were handed to a broker or dropped from a full queue.",
+        by_result(&statuses, |s| {
+            [
+                ("reported", s.emergency_uses_reported),
+                ("dropped", s.emergency_uses_dropped),
+            ]
+        }),
     );
     if let Some(seconds) = certificate_expiry {
         scrape.gauge(

@@ -12,7 +12,14 @@
 //! rejects every credential (unless configured to fail open), so an
 //! acknowledged revocation is enforced within its commit time plus the
 //! staleness bound, whatever the network does.
+//!
+//! Emergencies: a verifier configured with offline break-glass keys
+//! ([`BreakGlassConfig`]) accepts credentials they signed within tight
+//! limits, stale or not; every such acceptance, and every acceptance while
+//! stale and failing open, is an [`EmergencyUse`], logged, counted and
+//! reported to a broker by [`follow`].
 
+pub mod break_glass;
 pub mod clock;
 pub mod daemon;
 pub mod event;
@@ -21,11 +28,13 @@ pub mod http;
 mod verifier;
 mod vouched;
 
+pub use break_glass::{BreakGlassConfig, EmergencyUse, UseKind};
 pub use clock::{Clock, OffsetEstimator, SystemClock};
 pub use event::{Body, Decoded, FeedError, MAX_EVENT_BYTES, decode_event, decode_event_bytes};
 pub use follower::{
     FollowConfig, FollowStats, FollowedBroker, OnApply, broker_uri, feed_endpoint, follow,
 };
 pub use verifier::{
-    Accepted, Expect, Rejection, Verifier, VerifierStatus, VerifyConfig, WithheldNotice,
+    Accepted, BreakGlassAccepted, Expect, Rejection, Verifier, VerifierStatus, VerifyConfig,
+    WithheldNotice,
 };

@@ -1,8 +1,9 @@
 //! The verifier's state and its verification: what a service calls.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use lapse_credential::break_glass::{BreakGlassOptions, is_break_glass, verify_break_glass};
 use lapse_credential::{VerifyError, VerifyOptions, verify};
 use lapse_filter::{RevokedBy, SecretHash, Snapshot};
 use lapse_wire::feed::FeedEvent;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::break_glass::{BreakGlassConfig, EmergencyUse, Recorded, UseKind, UseQueue, capped};
 use crate::clock::{Clock, OffsetEstimator, SystemClock};
 use crate::event::{Body, Decoded, FeedError, decode_event};
 use crate::vouched::{FeedKeys, Vouched, check_voucher};
@@ -35,6 +37,9 @@ pub struct VerifyConfig {
     /// takes heartbeats at their word: for plaintext experiments on
     /// loopback only.
     pub trust: Option<lapse_pki::SignatureChecker>,
+    /// Offline break-glass keys and the limits their credentials are
+    /// accepted within (see `break_glass.rs`); `None` accepts none.
+    pub break_glass: Option<BreakGlassConfig>,
 }
 
 impl Default for VerifyConfig {
@@ -46,6 +51,7 @@ impl Default for VerifyConfig {
             audience: None,
             issuer: None,
             trust: None,
+            break_glass: None,
         }
     }
 }
@@ -106,12 +112,25 @@ pub struct Accepted {
     pub audiences: Vec<String>,
     pub scopes: Vec<String>,
     pub key_id: String,
+    /// The credential's status index; 0 for a break-glass credential,
+    /// which has none.
     pub status_index: u64,
     pub expires_at: u64,
+    pub jti: String,
     /// The epoch of the revocation state it was checked against.
     pub epoch: u64,
-    /// Accepted while stale because the verifier fails open.
+    /// Accepted while stale: because the verifier fails open, or because
+    /// it is a break-glass credential.
     pub stale: bool,
+    /// Set for a break-glass credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassAccepted>,
+}
+
+/// What an accepted break-glass credential says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakGlassAccepted {
+    pub reason: String,
 }
 
 /// The verifier's health, for status and metrics.
@@ -156,6 +175,20 @@ pub struct VerifierStatus {
     pub accepted: u64,
     pub rejected: u64,
     pub stale_rejections: u64,
+    /// Credentials accepted while stale: fail-open acceptances and
+    /// break-glass ones.
+    pub accepted_while_stale: u64,
+    /// The break-glass keys this verifier accepts credentials of.
+    pub break_glass_keys: Vec<String>,
+    pub break_glass_accepted: u64,
+    pub break_glass_rejected: u64,
+    /// Emergency uses (break-glass and fail-open acceptances) waiting to
+    /// be reported to a broker, as credentials.
+    pub emergency_uses_pending: usize,
+    /// Emergency uses handed to a broker subscription for reporting.
+    pub emergency_uses_reported: u64,
+    /// Emergency uses lost because the queue was full.
+    pub emergency_uses_dropped: u64,
 }
 
 /// A broker's word that it withholds heartbeats.
@@ -227,6 +260,8 @@ pub struct Verifier {
     config: Arc<VerifyConfig>,
     clock: Arc<dyn Clock>,
     epochs: Arc<tokio::sync::watch::Sender<u64>>,
+    uses: Arc<Mutex<UseQueue>>,
+    uses_queued: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -234,6 +269,9 @@ struct Counters {
     accepted: std::sync::atomic::AtomicU64,
     rejected: std::sync::atomic::AtomicU64,
     stale: std::sync::atomic::AtomicU64,
+    accepted_while_stale: std::sync::atomic::AtomicU64,
+    break_glass_accepted: std::sync::atomic::AtomicU64,
+    break_glass_rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Verifier {
@@ -265,6 +303,8 @@ impl Verifier {
             config: Arc::new(config),
             clock,
             epochs: Arc::new(tokio::sync::watch::channel(0).0),
+            uses: Arc::default(),
+            uses_queued: Arc::default(),
         }
     }
 
@@ -453,19 +493,222 @@ impl Verifier {
         (stale_ms > bound_ms).then_some(Rejection::Stale { stale_ms, bound_ms })
     }
 
-    /// Verify a credential against the current state.
+    /// Verify a credential against the current state. A break-glass
+    /// credential (by its `typ`) is judged by the break-glass rules when
+    /// the verifier has break-glass keys. Every acceptance of a
+    /// break-glass credential, and every acceptance while stale, is an
+    /// emergency use: logged, counted and queued for reporting.
     pub fn verify(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
-        let result = self.verify_inner(token, expect);
+        let break_glass = self.config.break_glass.is_some() && is_break_glass(token);
+        let result = if break_glass {
+            self.verify_break_glass(token, expect)
+        } else {
+            self.verify_inner(token, expect)
+        };
         use std::sync::atomic::Ordering::Relaxed;
         match &result {
-            Ok(_) => self.counters.accepted.fetch_add(1, Relaxed),
-            Err(Rejection::Stale { .. }) => {
-                self.counters.stale.fetch_add(1, Relaxed);
-                self.counters.rejected.fetch_add(1, Relaxed)
+            Ok(accepted) => {
+                self.counters.accepted.fetch_add(1, Relaxed);
+                if accepted.stale {
+                    self.counters.accepted_while_stale.fetch_add(1, Relaxed);
+                }
+                if break_glass {
+                    self.counters.break_glass_accepted.fetch_add(1, Relaxed);
+                }
+                if break_glass || accepted.stale {
+                    self.emergency_use(accepted);
+                }
             }
-            Err(_) => self.counters.rejected.fetch_add(1, Relaxed),
+            Err(rejection) => {
+                if let Rejection::Stale { .. } = rejection {
+                    self.counters.stale.fetch_add(1, Relaxed);
+                }
+                if break_glass {
+                    self.counters.break_glass_rejected.fetch_add(1, Relaxed);
+                    tracing::debug!(reason = rejection.code(), %rejection, "break-glass credential refused");
+                }
+                self.counters.rejected.fetch_add(1, Relaxed);
+            }
         };
         result
+    }
+
+    /// Log an emergency use and queue it for reporting.
+    fn emergency_use(&self, accepted: &Accepted) {
+        let at_ms = self.cluster_now_ms();
+        let (kind, reason) = match &accepted.break_glass {
+            Some(break_glass) => (UseKind::BreakGlass, break_glass.reason.clone()),
+            None => {
+                let inner = self.inner.read().expect("verifier lock");
+                let why = self.staleness(&inner).map(|r| r.to_string());
+                (UseKind::FailOpen, why.unwrap_or_else(|| "stale".into()))
+            }
+        };
+        let use_ = EmergencyUse {
+            kind,
+            at_ms,
+            last_at_ms: at_ms,
+            count: 1,
+            jti: accepted.jti.clone(),
+            subject: accepted.subject.clone(),
+            tenant: accepted.tenant.clone(),
+            audiences: accepted.audiences.clone(),
+            reason: capped(&reason, crate::break_glass::MAX_REPORTED_FIELD_BYTES),
+            key_id: accepted.key_id.clone(),
+        };
+        let recorded = self
+            .uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(use_.clone());
+        // Every break-glass acceptance is logged; a fail-open one when it
+        // is the credential's first since the last report, so a verifier
+        // failing open under load does not flood its log.
+        if kind == UseKind::BreakGlass {
+            tracing::warn!(
+                jti = %use_.jti,
+                sub = %use_.subject,
+                tenant = %use_.tenant,
+                aud = ?use_.audiences,
+                key = %use_.key_id,
+                reason = %use_.reason,
+                stale = accepted.stale,
+                queued = ?recorded,
+                "break-glass credential accepted"
+            );
+        } else if recorded != Recorded::Counted {
+            tracing::warn!(
+                jti = %use_.jti,
+                sub = %use_.subject,
+                tenant = %use_.tenant,
+                key = %use_.key_id,
+                stale_reason = %use_.reason,
+                queued = ?recorded,
+                "credential accepted while stale (fail-open)"
+            );
+        }
+        if recorded != Recorded::Dropped {
+            self.uses_queued.notify_one();
+        }
+    }
+
+    /// Hand over at most `max` pending emergency uses, oldest first, for
+    /// reporting to a broker: the verifier forgets them (give back what
+    /// could not be sent with [`Verifier::give_back_emergency_uses`]).
+    pub fn take_emergency_uses(&self, max: usize) -> Vec<EmergencyUse> {
+        self.uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(max)
+    }
+
+    /// Take back emergency uses that could not be handed to a broker
+    /// (without waking [`Verifier::emergency_uses_queued`]: the caller
+    /// retries when it can).
+    pub fn give_back_emergency_uses(&self, uses: Vec<EmergencyUse>) {
+        if uses.is_empty() {
+            return;
+        }
+        self.uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .give_back(uses);
+    }
+
+    /// Wakes (once per wake-up, even if nobody was waiting) when an
+    /// emergency use is queued.
+    pub fn emergency_uses_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.uses_queued.clone()
+    }
+
+    /// A break-glass credential: signed by a configured break-glass key,
+    /// every audience allowed for break-glass, lifetime within the
+    /// configured maximum and the cluster's maximum credential lifetime
+    /// (so no revocation rule can age out before it expires), valid now
+    /// in cluster time, and not revoked by a key, tenant or subject rule
+    /// or by its own hash. Accepted when stale: break-glass is for when
+    /// brokers cannot be reached. Not without any state: a verifier that
+    /// never received the revocation state could not honour a revocation.
+    fn verify_break_glass(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
+        let Some(config) = &self.config.break_glass else {
+            return Err(Rejection::Invalid {
+                detail: "this verifier accepts no break-glass credentials".into(),
+            });
+        };
+        let inner = self.inner.read().expect("verifier lock");
+        let stale = self.staleness(&inner).is_some();
+        let vouched_state = inner.vouched.as_ref().ok_or(Rejection::NoState)?;
+        let vouched = &vouched_state.state;
+        let current = inner.state.as_ref();
+        let now_ms = self.cluster_now_locked(&inner);
+        let mut max_ttl_seconds = config.max_ttl().as_secs();
+        if vouched_state.max_ttl_ms > 0 {
+            max_ttl_seconds = max_ttl_seconds.min(vouched_state.max_ttl_ms / 1000);
+        }
+        let options = BreakGlassOptions {
+            now_seconds: now_ms / 1000,
+            leeway_seconds: self.config.leeway_seconds,
+            max_ttl_seconds,
+        };
+        let verified =
+            verify_break_glass(token, config.keys(), &options).map_err(|e| Rejection::Invalid {
+                detail: format!("break-glass credential: {e}"),
+            })?;
+        let claims = &verified.claims;
+        if let Some(audience) = claims.aud.iter().find(|a| !config.audiences().contains(*a)) {
+            return Err(Rejection::Invalid {
+                detail: format!(
+                    "break-glass credential: audience {audience:?} is not one break-glass credentials may be used for here"
+                ),
+            });
+        }
+        if let Some(audience) = expect.audience.or(self.config.audience.as_deref())
+            && !claims.aud.iter().any(|a| a == audience)
+        {
+            return Err(Rejection::Invalid {
+                detail: format!(
+                    "break-glass credential: {}",
+                    VerifyError::WrongAudience {
+                        expected: audience.to_owned()
+                    }
+                ),
+            });
+        }
+        let (tenant, subject) = (claims.tenant.as_str(), claims.sub.as_str());
+        if let Some(expected) = expect.tenant
+            && tenant != expected
+        {
+            return Err(Rejection::WrongTenant {
+                expected: expected.to_owned(),
+                found: tenant.to_owned(),
+            });
+        }
+        let kid = verified.key_id.as_str();
+        let issued_at_ms = claims.iat.saturating_mul(1000);
+        let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
+        let revoked = |state: &Snapshot| {
+            state.revoked_by(tenant, subject, kid, issued_at_ms, None, Some(&token_hash))
+        };
+        if let Some(by) = current.and_then(revoked).or_else(|| revoked(vouched)) {
+            return Err(Rejection::Revoked {
+                by: revoked_words(by, 0, kid, tenant, subject),
+            });
+        }
+        Ok(Accepted {
+            subject: subject.to_owned(),
+            tenant: tenant.to_owned(),
+            audiences: claims.aud.clone(),
+            scopes: claims.scopes.clone(),
+            key_id: kid.to_owned(),
+            status_index: 0,
+            expires_at: claims.exp,
+            jti: claims.jti.clone(),
+            epoch: current.unwrap_or(vouched).epoch,
+            stale,
+            break_glass: Some(BreakGlassAccepted {
+                reason: claims.lapse_break_glass.reason.clone(),
+            }),
+        })
     }
 
     fn verify_inner(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
@@ -488,6 +731,11 @@ impl Verifier {
             leeway_seconds: self.config.leeway_seconds,
         };
         let verified = verify(token, &keys, &options).map_err(|e| match e {
+            VerifyError::UnknownKeyId(kid) if is_break_glass(token) => Rejection::Invalid {
+                detail: format!(
+                    "{kid:?} is a break-glass key; this verifier accepts no break-glass credentials"
+                ),
+            },
             VerifyError::UnknownKeyId(kid) => Rejection::Invalid {
                 detail: format!("no key {kid:?} in the revocation feed"),
             },
@@ -532,14 +780,9 @@ impl Verifier {
             )
         };
         if let Some(by) = current.and_then(revoked).or_else(|| revoked(vouched)) {
-            let by = match by {
-                RevokedBy::StatusIndex => format!("status index {index}"),
-                RevokedBy::SecretHash => "the credential's own hash".into(),
-                RevokedBy::KeyId => format!("signing key {kid}"),
-                RevokedBy::Tenant => format!("tenant {tenant}"),
-                RevokedBy::Subject => format!("workload {subject}"),
-            };
-            return Err(Rejection::Revoked { by });
+            return Err(Rejection::Revoked {
+                by: revoked_words(by, index, kid, tenant, subject),
+            });
         }
         Ok(Accepted {
             subject: subject.to_owned(),
@@ -549,8 +792,10 @@ impl Verifier {
             key_id: kid.to_owned(),
             status_index: index,
             expires_at: claims.exp,
+            jti: claims.jti.clone(),
             epoch: current.unwrap_or(vouched).epoch,
             stale: stale.is_some(),
+            break_glass: None,
         })
     }
 
@@ -611,6 +856,10 @@ impl Verifier {
     /// The verifier's health.
     pub fn status(&self) -> VerifierStatus {
         use std::sync::atomic::Ordering::Relaxed;
+        let (uses_pending, uses_reported, uses_dropped) = {
+            let uses = self.uses.lock().unwrap_or_else(PoisonError::into_inner);
+            (uses.len(), uses.handed_over, uses.dropped)
+        };
         let inner = self.inner.read().expect("verifier lock");
         let since = inner
             .last_heartbeat
@@ -673,6 +922,29 @@ impl Verifier {
             accepted: self.counters.accepted.load(Relaxed),
             rejected: self.counters.rejected.load(Relaxed),
             stale_rejections: self.counters.stale.load(Relaxed),
+            accepted_while_stale: self.counters.accepted_while_stale.load(Relaxed),
+            break_glass_keys: self
+                .config
+                .break_glass
+                .iter()
+                .flat_map(|c| c.key_ids().map(str::to_owned))
+                .collect(),
+            break_glass_accepted: self.counters.break_glass_accepted.load(Relaxed),
+            break_glass_rejected: self.counters.break_glass_rejected.load(Relaxed),
+            emergency_uses_pending: uses_pending,
+            emergency_uses_reported: uses_reported,
+            emergency_uses_dropped: uses_dropped,
         }
+    }
+}
+
+/// What revoked a credential, in words.
+fn revoked_words(by: RevokedBy, index: u64, kid: &str, tenant: &str, subject: &str) -> String {
+    match by {
+        RevokedBy::StatusIndex => format!("status index {index}"),
+        RevokedBy::SecretHash => "the credential's own hash".into(),
+        RevokedBy::KeyId => format!("signing key {kid}"),
+        RevokedBy::Tenant => format!("tenant {tenant}"),
+        RevokedBy::Subject => format!("workload {subject}"),
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use lapse_wire::feed::feed_event::Kind as EventKind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::feed_server::Feed;
-use lapse_wire::feed::{FeedEvent, FeedRequest, Heartbeat, Hello, Withheld};
+use lapse_wire::feed::{
+    EmergencyUseKind, FeedEvent, FeedRequest, Heartbeat, Hello, UseReport, Withheld,
+};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +23,11 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest verifier id and region accepted.
 const MAX_NAME_BYTES: usize = 128;
+/// Uses read from one `UseReport` (verifiers send at most 64); the rest
+/// are counted as dropped.
+const MAX_USES_PER_REPORT: usize = 256;
+/// Longest string of a reported use logged; longer ones are cut.
+const MAX_USE_FIELD_BYTES: usize = 512;
 
 pub struct FeedService {
     pub hub: Arc<FeedHub>,
@@ -132,6 +139,8 @@ async fn read_acks(
     mut inbound: Streaming<FeedRequest>,
     failed: tokio::sync::oneshot::Sender<End>,
 ) {
+    // Emergency uses this subscriber reported.
+    let mut reported: u64 = 0;
     let end = loop {
         match inbound.message().await {
             Ok(Some(FeedRequest {
@@ -151,15 +160,75 @@ async fn read_acks(
                     .expect("tracker lock")
                     .ack(&id, ack.epoch, now);
             }
+            Ok(Some(FeedRequest {
+                kind: Some(RequestKind::UseReport(report)),
+            })) => {
+                reported = reported.saturating_add(note_use_report(&hub, &id, report, reported));
+            }
             Ok(Some(_)) => {
                 break End::Fail(Status::invalid_argument(
-                    "after the Hello a subscriber sends only Acks",
+                    "after the Hello a subscriber sends only Acks and UseReports",
                 ));
             }
             Ok(None) | Err(_) => break End::Gone,
         }
     };
     let _ = failed.send(end);
+}
+
+/// A verifier's report of emergency uses: break-glass credentials it
+/// accepted, and credentials it accepted while stale (fail-open). Logged
+/// here, one line per use, with every string cut to
+/// [`MAX_USE_FIELD_BYTES`]; never fails the session. `verifier` is the
+/// subscription's (checked against its certificate), not the report's
+/// word. Returns the uses read.
+///
+/// This is the hook for the replicated audit: each use read here is to be
+/// recorded through the ledger.
+fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64) -> u64 {
+    let cap = |text: &str| {
+        let mut end = text.len().min(MAX_USE_FIELD_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
+    };
+    let dropped = report.uses.len().saturating_sub(MAX_USES_PER_REPORT);
+    let mut read = 0;
+    for use_ in report.uses.iter().take(MAX_USES_PER_REPORT) {
+        read += 1;
+        let kind = match EmergencyUseKind::try_from(use_.kind) {
+            Ok(EmergencyUseKind::BreakGlass) => "break_glass",
+            Ok(EmergencyUseKind::FailOpen) => "fail_open",
+            _ => "unknown",
+        };
+        let audiences: Vec<String> = use_.audiences.iter().take(16).map(|a| cap(a)).collect();
+        tracing::warn!(
+            broker = hub.core.id(),
+            verifier = %verifier,
+            claimed_verifier = %cap(&use_.verifier_id),
+            kind,
+            jti = %cap(&use_.jti),
+            sub = %cap(&use_.subject),
+            tenant = %cap(&use_.tenant),
+            aud = ?audiences,
+            key = %cap(&use_.key_id),
+            reason = %cap(&use_.reason),
+            count = use_.count,
+            at_ms = use_.at_ms,
+            last_at_ms = use_.last_at_ms,
+            reported_by_subscription = before + read,
+            "emergency use reported by a verifier"
+        );
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            verifier = %verifier,
+            dropped,
+            "a verifier's use report held more than {MAX_USES_PER_REPORT} uses; the rest were not read"
+        );
+    }
+    read
 }
 
 struct Session {
