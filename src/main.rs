@@ -6,6 +6,7 @@
 mod output;
 
 mod admin_token;
+mod break_glass;
 mod certs;
 mod client;
 mod commands;
@@ -87,6 +88,9 @@ enum Command {
     BreakGlass(BreakGlassArgs),
     /// Run edge verifiers: follow the revocation feed and verify credentials offline.
     Verifier(feed::VerifierArgs),
+    /// Emergency credentials signed offline, for when no broker can be reached: keygen, mint.
+    #[command(long_about = break_glass::ABOUT)]
+    BreakGlass(break_glass::BreakGlassArgs),
     /// How far revocations have reached: delays per region and verifier, lagging verifiers.
     Propagation(feed::PropagationArgs),
     /// Deterministic simulation: run scenarios of partitions, crashes and clock drift from seeds.
@@ -134,6 +138,7 @@ async fn main() -> ExitCode {
         Command::BreakGlass(args) => grants::run(args.action, &args.connection).await,
         Command::Audit(args) => credentials::audit(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
+        Command::BreakGlass(args) => break_glass::run(args),
         Command::Propagation(args) => feed::propagation(args).await,
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args).await,
