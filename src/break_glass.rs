@@ -20,9 +20,16 @@ use crate::client::{Failure, exit};
 
 /// `lapse break-glass --help`.
 pub const ABOUT: &str = "\
-Emergency credentials for when no broker can be reached, signed offline.
+Break-glass, online and offline.
 
-The procedure:
+Online, when the operators who could act are out of reach: `open` asks for
+a role for a while (yours), which counts once another operator approves it
+(`approve ID`; a cluster admin's counts at once); every action under it is
+tagged with it in the control-plane audit; `lapse status` shows it; it
+ends by itself, or with `close ID`. `list` shows the grants.
+
+Offline, when no broker can be reached: emergency credentials signed on a
+machine with no cluster. The procedure:
   1. Once, ahead of time: `lapse break-glass keygen --out DIR` makes
      DIR/break-glass.key (private, mode 0600: keep it offline, e.g. on a
      hardware-backed or air-gapped machine) and DIR/break-glass.pub.jwk.
@@ -67,6 +74,8 @@ enum BreakGlassCommand {
     },
     /// Sign a break-glass credential with a break-glass private key. Needs
     /// no cluster; the credential goes to standard output.
+    #[command(flatten)]
+    Online(crate::grants::GrantAction),
     Mint {
         /// The private key file `keygen` wrote.
         #[arg(long)]
@@ -98,8 +107,9 @@ enum BreakGlassCommand {
     },
 }
 
-pub fn run(args: BreakGlassArgs) -> Result<(), Failure> {
+pub async fn run(args: BreakGlassArgs) -> Result<(), Failure> {
     match args.command {
+        BreakGlassCommand::Online(action) => crate::grants::run(action).await,
         BreakGlassCommand::Keygen {
             out,
             name,

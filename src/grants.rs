@@ -28,54 +28,74 @@ pub enum GrantAction {
         /// Why; required, and kept in the audit.
         #[arg(long = "why")]
         why: String,
+        #[command(flatten)]
+        connection: Connection,
     },
     /// Approve another operator's grant.
-    Approve { id: u64 },
+    Approve {
+        id: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// End a grant before its time (your own, or any with leave).
-    Close { id: u64 },
+    Close {
+        id: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// List the grants the ledger holds.
-    List,
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
-pub async fn run(action: GrantAction, connection: &Connection) -> Result<(), Failure> {
+pub async fn run(action: GrantAction) -> Result<(), Failure> {
+    let connection = match &action {
+        GrantAction::Open { connection, .. }
+        | GrantAction::Approve { connection, .. }
+        | GrantAction::Close { connection, .. }
+        | GrantAction::List { connection } => connection,
+    };
     let mut client = connection.client().await?;
-    let reply = match action {
+    let reply = match &action {
         GrantAction::Open {
             role,
             tenant,
             duration,
             why,
+            ..
         } => {
             let request = pb::OpenGrantRequest {
                 request_id: new_request_id(),
-                role,
-                tenant: tenant.unwrap_or_default(),
+                role: role.clone(),
+                tenant: tenant.clone().unwrap_or_default(),
                 for_seconds: duration.as_secs(),
-                reason: why,
+                reason: why.clone(),
             };
             connection
                 .admin(client.open_grant(connection.request(request)))
                 .await?
         }
-        GrantAction::Approve { id } => {
+        GrantAction::Approve { id, .. } => {
             let request = pb::GrantRequest {
                 request_id: new_request_id(),
-                id,
+                id: *id,
             };
             connection
                 .admin(client.approve_grant(connection.request(request)))
                 .await?
         }
-        GrantAction::Close { id } => {
+        GrantAction::Close { id, .. } => {
             let request = pb::GrantRequest {
                 request_id: new_request_id(),
-                id,
+                id: *id,
             };
             connection
                 .admin(client.close_grant(connection.request(request)))
                 .await?
         }
-        GrantAction::List => {
+        GrantAction::List { .. } => {
             connection
                 .admin(client.list_grants(connection.request(pb::ListGrantsRequest {})))
                 .await?

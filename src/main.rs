@@ -42,14 +42,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, clap::Args)]
-struct BreakGlassArgs {
-    #[command(subcommand)]
-    action: grants::GrantAction,
-    #[command(flatten)]
-    connection: client::Connection,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one broker (a cluster member).
@@ -84,11 +76,9 @@ enum Command {
     Role(roles::RoleArgs),
     /// Show or replace the Cedar access policy that decides what each role may do.
     AccessPolicy(roles::AccessPolicyArgs),
-    /// Break-glass: a time-bound role for an operator, recorded with elevated audit.
-    BreakGlass(BreakGlassArgs),
     /// Run edge verifiers: follow the revocation feed and verify credentials offline.
     Verifier(feed::VerifierArgs),
-    /// Emergency credentials signed offline, for when no broker can be reached: keygen, mint.
+    /// Break-glass: a time-bound role for an operator (open, approve, close, list), or emergency credentials signed offline (keygen, mint).
     #[command(long_about = break_glass::ABOUT)]
     BreakGlass(break_glass::BreakGlassArgs),
     /// How far revocations have reached: delays per region and verifier, lagging verifiers.
@@ -135,10 +125,9 @@ async fn main() -> ExitCode {
         Command::Keys(args) => credentials::keys(args).await,
         Command::Role(args) => roles::role(args).await,
         Command::AccessPolicy(args) => roles::access_policy(args).await,
-        Command::BreakGlass(args) => grants::run(args.action, &args.connection).await,
         Command::Audit(args) => credentials::audit(args).await,
         Command::Verifier(args) => feed::verifier(args).await,
-        Command::BreakGlass(args) => break_glass::run(args),
+        Command::BreakGlass(args) => break_glass::run(args).await,
         Command::Propagation(args) => feed::propagation(args).await,
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args).await,

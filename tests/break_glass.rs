@@ -73,13 +73,38 @@ fn broker_logs(cluster: &TestCluster) -> String {
         .collect()
 }
 
-/// Whether a broker logged a use report naming `jti` of `kind`.
+/// Whether a use of `kind` naming `jti` is in the replicated control-plane
+/// audit (a broker logged the report, and recorded it there).
 fn reported(cluster: &TestCluster, kind: &str, jti: &str) -> bool {
-    broker_logs(cluster).lines().any(|line| {
+    let logged = broker_logs(cluster).lines().any(|line| {
         line.contains("emergency use reported by a verifier")
             && line.contains(kind)
             && line.contains(jti)
-    })
+    });
+    let out = cluster.cli(
+        1,
+        &[
+            "audit",
+            "--control",
+            "--action",
+            &format!("{kind}_use"),
+            "--json",
+        ],
+    );
+    let audited = out.status.success()
+        && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["events"].as_array().cloned())
+            .is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["allowed"] == true
+                        && e["principal"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("verifier:"))
+                        && e["outcome"].as_str().is_some_and(|o| o.contains(jti))
+                })
+            });
+    logged && audited
 }
 
 #[test]

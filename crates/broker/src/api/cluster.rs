@@ -126,8 +126,17 @@ fn justification<T>(request: &Request<T>) -> Result<Option<String>, Status> {
 /// Record a refused call in the control-plane audit, in the background:
 /// the caller's answer does not wait for it.
 pub(crate) fn record_refusal(core: &SharedCore, authorization: Authorization, reason: String) {
+    record_later(core, authorization, Err(reason));
+}
+
+/// Record a control-plane event in the background.
+pub(crate) fn record_later(
+    core: &SharedCore,
+    authorization: Authorization,
+    outcome: lapse_ledger::ControlOutcome,
+) {
     let core = core.clone();
-    tokio::spawn(async move { record(&core, authorization, Err(reason)).await });
+    tokio::spawn(async move { record(&core, authorization, outcome).await });
 }
 
 async fn record(

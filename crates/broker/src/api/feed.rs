@@ -185,6 +185,9 @@ async fn read_acks(
 ///
 /// This is the hook for the replicated audit: each use read here is to be
 /// recorded through the ledger.
+/// The most uses of one report that become control-plane audit events.
+const MAX_USES_AUDITED: u64 = 64;
+
 fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64) -> u64 {
     let cap = |text: &str| {
         let mut end = text.len().min(MAX_USE_FIELD_BYTES);
@@ -220,6 +223,30 @@ fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64
             reported_by_subscription = before + read,
             "emergency use reported by a verifier"
         );
+        // Into the replicated control-plane audit, under the verifier's
+        // certified name (the first uses of a report; the rest are logged).
+        if read <= MAX_USES_AUDITED {
+            let authorization = lapse_ledger::Authorization {
+                principal: format!("verifier:{}", cap(verifier)),
+                action: format!("{kind}_use"),
+                tenant: lapse_credential::TenantId::new(use_.tenant.clone()).ok(),
+                bindings_version: 0,
+                policy_version: 0,
+                justification: Some(cap(&use_.reason)).filter(|r| !r.is_empty()),
+                grant: None,
+            };
+            let outcome = Ok(format!(
+                "accepted {} time(s) from {} to {} (verifier clock): jti {}, sub {}, aud {:?}, key {}",
+                use_.count,
+                use_.at_ms,
+                use_.last_at_ms,
+                cap(&use_.jti),
+                cap(&use_.subject),
+                audiences,
+                cap(&use_.key_id)
+            ));
+            super::cluster::record_later(&hub.core, authorization, outcome);
+        }
     }
     if dropped > 0 {
         tracing::warn!(
