@@ -100,9 +100,16 @@ fn target_of(what: RevokeTarget) -> Result<Target, Failure> {
                     format!("{source} is not text, so it is not a credential (a JWT)"),
                 )
             })?;
-            let index = credential_status_index(&text)
-                .map_err(|problem| Failure::new(exit::REFUSED, format!("{source}: {problem}")))?;
-            Target::Index(index)
+            if is_break_glass(&text) {
+                // No status index: one is revoked by its hash, which
+                // verifiers check (as `revoke secret` would).
+                Target::SecretSha256(Sha256::digest(text.trim().as_bytes()).to_vec())
+            } else {
+                let index = credential_status_index(&text).map_err(|problem| {
+                    Failure::new(exit::REFUSED, format!("{source}: {problem}"))
+                })?;
+                Target::Index(index)
+            }
         }
         RevokeTarget::Subject {
             subject,
@@ -264,6 +271,24 @@ fn secret_from_input(read: &[u8]) -> Result<&[u8], &'static str> {
 /// The status index of a Lapse credential, from the
 /// `status.status_list.idx` claim of its payload. The signature is not
 /// checked: the index is only a target for an admin's revocation.
+/// Whether `text` is a break-glass credential (`lapse break-glass mint`),
+/// by its header's `typ`.
+fn is_break_glass(text: &str) -> bool {
+    use base64::Engine;
+    text.trim()
+        .split('.')
+        .next()
+        .and_then(|header| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|header| {
+            header["typ"].as_str() == Some(lapse_credential::break_glass::BREAK_GLASS_TYPE)
+        })
+}
+
 fn credential_status_index(text: &str) -> Result<u64, String> {
     use base64::Engine;
     let token = text.trim();
