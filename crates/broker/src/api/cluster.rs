@@ -42,6 +42,9 @@ impl ClusterService {
         let principal = super::auth::authorize_admin(&self.core, request)?;
         let justification = justification(request)?;
         let bootstrap = &self.core.config().auth.cluster_admins;
+        // Read before the view is: `cluster_now` reads it too, and a second
+        // read behind a waiting writer would never be granted.
+        let now = self.core.cluster_now();
         let decided = self.core.view().read(|a| {
             access::decide(
                 &a.ledger,
@@ -50,7 +53,7 @@ impl ClusterService {
                 action,
                 tenant,
                 justification.clone(),
-                self.core.cluster_now(),
+                now,
             )
         });
         match decided {

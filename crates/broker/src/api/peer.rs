@@ -220,6 +220,8 @@ fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Comm
                 )));
             };
             let bootstrap = &core.config().auth.cluster_admins;
+            // Outside the view's read: `cluster_now` reads it too.
+            let now = core.cluster_now();
             let decided = core.view().read(|a| {
                 crate::access::decide(
                     &a.ledger,
@@ -228,7 +230,7 @@ fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Comm
                     action,
                     authorization.tenant.as_ref(),
                     authorization.justification.clone(),
-                    core.cluster_now(),
+                    now,
                 )
             });
             match decided {
