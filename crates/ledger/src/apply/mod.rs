@@ -8,6 +8,7 @@
 
 mod access;
 mod audit;
+mod grants;
 mod join;
 mod keys;
 mod lease;
