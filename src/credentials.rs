@@ -288,7 +288,10 @@ pub async fn keys(args: KeysArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let reply = client.list_keys(pb::ListKeysRequest {}).await?.into_inner();
+    let reply = client
+        .list_keys(connection.request(pb::ListKeysRequest {}))
+        .await?
+        .into_inner();
     if connection.json {
         let keys: Vec<_> = reply
             .keys

@@ -64,7 +64,10 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
 pub async fn status(args: StatusArgs) -> Result<(), Failure> {
     let connection = args.connection;
     let mut client = connection.client().await?;
-    let first = client.status(pb::StatusRequest {}).await?.into_inner();
+    let first = client
+        .status(connection.request(pb::StatusRequest {}))
+        .await?
+        .into_inner();
     let all = gather(&connection, &first, args.only).await;
     if connection.json {
         let nodes: Vec<_> = all
@@ -139,7 +142,7 @@ async fn gather(
             }
             let answer = match connection.client_to(&member.address).await {
                 Ok(mut other) => other
-                    .status(pb::StatusRequest {})
+                    .status(connection.request(pb::StatusRequest {}))
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|s| {

@@ -209,7 +209,7 @@ async fn a_revocation_reaches_fifty_verifiers_and_wait_all_returns() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("eu-west"));
     let metrics: String = http
         .values()
-        .map(|address| http_get(address, "/metrics"))
+        .map(|address| broker_metrics(address))
         .collect();
     assert!(metrics.lines().any(|l| {
         l.starts_with("lapse_propagation_delay_seconds_bucket{") && l.contains("region=\"us-east\"")
@@ -596,7 +596,7 @@ async fn a_broker_that_cannot_keep_verifiers_fresh_says_why_and_so_do_its_verifi
             .contains("feed.verifier_staleness_ms (150)"),
         "{json}"
     );
-    assert!(http_get(&http[&1], "/metrics").contains("lapse_feed_freshness_problem 1"));
+    assert!(broker_metrics(&http[&1]).contains("lapse_feed_freshness_problem 1"));
 
     // A verifier that follows broker 3 alone; once broker 3 cannot reach
     // a leader, it withholds heartbeats and both say why.
@@ -633,7 +633,7 @@ async fn a_broker_that_cannot_keep_verifiers_fresh_says_why_and_so_do_its_verifi
         withheld.contains("state not confirmed current"),
         "{withheld}"
     );
-    let metrics = http_get(&http[&3], "/metrics");
+    let metrics = broker_metrics(&http[&3]);
     assert!(
         metrics.contains("lapse_feed_heartbeats_withheld{reason=\"state not confirmed current"),
         "{metrics}"

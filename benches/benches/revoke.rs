@@ -132,7 +132,8 @@ async fn measure(args: &RevokeBench, transport: Transport) -> anyhow::Result<Mea
     })
 }
 
-/// `Status` calls: the same gRPC stack, neither Raft nor the disk.
+/// `Status` calls: the same gRPC stack and access decision, neither Raft
+/// nor the disk.
 async fn baseline_phase(args: &RevokeBench, channels: &[Channel]) -> anyhow::Result<Phase> {
     run_phase(
         "baseline: Status call (gRPC only)",
@@ -140,9 +141,13 @@ async fn baseline_phase(args: &RevokeBench, channels: &[Channel]) -> anyhow::Res
         1,
         args.single_concurrency,
         channels,
-        move |client: &Channel, _: u64, _: u64| {
-            let mut client = ClusterClient::new(client.clone());
-            async move { client.status(pb::StatusRequest {}).await.map(|_| ()) }
+        {
+            let auth = Arc::new(bench_auth());
+            move |client: &Channel, _: u64, _: u64| {
+                let mut client = ClusterClient::new(client.clone());
+                let request = request(&auth, pb::StatusRequest {});
+                async move { client.status(request).await.map(|_| ()) }
+            }
         },
     )
     .await

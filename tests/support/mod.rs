@@ -316,7 +316,7 @@ impl TestCluster {
     pub async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
         let mut client = self.client(id).await?;
         client
-            .status(pb::StatusRequest {})
+            .status(authorised(pb::StatusRequest {}))
             .await
             .ok()
             .map(|r| r.into_inner())
@@ -507,6 +507,18 @@ pub fn http_get(address: &str, path: &str) -> String {
     let (status, body) = edge::http_request(address, "GET", path, "").expect("an HTTP response");
     assert_eq!(status, 200, "{body}");
     body
+}
+
+/// A plaintext broker's `/metrics`, read with the admin token (200 only).
+pub fn broker_metrics(address: &str) -> String {
+    let response = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .get(&format!("http://{address}/metrics"))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .expect("/metrics answers 200");
+    response.into_string().expect("a text body")
 }
 
 /// Run `lapse` and parse its JSON output, failing with its stderr.

@@ -59,36 +59,51 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
     }))
 }
 
-/// With TLS, metrics are for operators and brokers: they name verifiers,
-/// regions and delays. Relying parties need only the JWKS and metadata.
+/// Metrics are for brokers and for operators the access policy lets read
+/// the status: they name verifiers, regions and delays. Relying parties
+/// need only the JWKS and metadata, which are public.
 async fn metrics(
     State(state): State<HttpState>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    if state.core.tls().is_some() {
-        let who = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<lapse_pki::PeerIdentity>>()
-            .and_then(|info| info.0.principal.clone());
-        match who.map(|p| p.role) {
-            Some(lapse_pki::Role::Operator(_) | lapse_pki::Role::Broker(_)) => {}
-            Some(other) => {
-                return error_response(&BrokerError::Forbidden(format!(
-                    "/metrics is for operators and brokers; the client certificate names {other}"
-                )));
-            }
-            None => {
-                return error_response(&BrokerError::Unauthenticated(
-                    "/metrics needs an operator client certificate of this cluster".into(),
-                ));
-            }
-        }
+    let identity = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<lapse_pki::PeerIdentity>>()
+        .and_then(|info| info.0.principal.clone());
+    let caller = crate::api::auth::http_caller(&state.core, identity.as_ref(), request.headers());
+    let decided = caller.and_then(|operator| match operator {
+        None => Ok(()),
+        Some(principal) => may_read_status(&state.core, &principal),
+    });
+    if let Err(error) = decided {
+        return error_response(&error);
     }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::exposition(&state.feed),
     )
         .into_response()
+}
+
+/// Whether the access policy lets `principal` read the status.
+fn may_read_status(core: &SharedCore, principal: &str) -> Result<(), BrokerError> {
+    let bootstrap = &core.config().auth.cluster_admins;
+    // Read before the view is: `cluster_now` reads it too.
+    let now = core.cluster_now();
+    core.view()
+        .read(|a| {
+            crate::access::decide(
+                &a.ledger,
+                bootstrap,
+                principal,
+                crate::access::Action::ReadStatus,
+                None,
+                None,
+                now,
+            )
+        })
+        .map(|_| ())
+        .map_err(|denied| BrokerError::Forbidden(denied.0))
 }
 
 async fn health() -> &'static str {

@@ -63,6 +63,25 @@ pub fn check_peer(
     }
 }
 
+/// Whether the caller is a broker of this cluster: with TLS, by its
+/// certificate; without, by the cluster secret. A plaintext broker still
+/// joining has no secret yet, and nothing of the cluster's to keep: it
+/// answers the leader's probe from anyone.
+pub fn is_broker<T>(core: &SharedCore, request: &Request<T>) -> bool {
+    if core.tls().is_some() {
+        return matches!(principal(request).map(|p| &p.role), Some(Role::Broker(_)));
+    }
+    if core.secret().get().is_none() {
+        return true;
+    }
+    let presented = request
+        .metadata()
+        .get(SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    core.secret().matches(presented)
+}
+
 /// With TLS, the node id a peer call's certificate proved; a Raft message
 /// claiming another sender is refused.
 pub fn check_sender<T>(request: &Request<T>, claimed: u64) -> Result<(), Status> {
@@ -93,6 +112,33 @@ pub fn authorize_admin<T>(core: &SharedCore, request: &Request<T>) -> Result<Str
         core.tls().is_some(),
     )?;
     Ok(format!("token:{name}"))
+}
+
+/// Who is calling one of the broker's HTTP endpoints for operators
+/// (`/metrics`): `Ok(None)` for a broker of this cluster, `Ok(Some(p))`
+/// for an operator (certificate, or admin bearer token), decided then by
+/// the access policy like a gRPC call.
+pub fn http_caller(
+    core: &SharedCore,
+    identity: Option<&Principal>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, crate::error::BrokerError> {
+    use crate::error::BrokerError;
+    match identity.map(|p| &p.role) {
+        Some(Role::Broker(_)) => return Ok(None),
+        Some(Role::Operator(name)) => return Ok(Some(format!("operator:{name}"))),
+        Some(other) => {
+            return Err(BrokerError::Forbidden(format!(
+                "this endpoint is for operators and brokers; the client certificate names {other}"
+            )));
+        }
+        None => {}
+    }
+    let metadata = MetadataMap::from_headers(headers.clone());
+    match authorize_token(&core.config().auth, &metadata, core.tls().is_some()) {
+        Ok(name) => Ok(Some(format!("token:{name}"))),
+        Err(status) => Err(BrokerError::Unauthenticated(status.message().to_owned())),
+    }
 }
 
 /// Require one of the configured admin bearer tokens: the name of the

@@ -79,6 +79,21 @@ impl ClusterService {
         }
     }
 
+    /// A read other brokers make too (a joining broker is probed with
+    /// `Status`): allowed for a broker of this cluster (its certificate, or
+    /// without TLS the cluster secret), otherwise decided for the operator
+    /// like any other call.
+    pub(super) fn permit_read<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+    ) -> Result<(), Status> {
+        if super::auth::is_broker(&self.core, request) {
+            return Ok(());
+        }
+        self.permit(request, action, None).map(|_| ())
+    }
+
     /// The tenant a call names in its [`TENANT_HEADER`], if any.
     pub(super) fn named_tenant<T>(request: &Request<T>) -> Result<Option<TenantId>, Status> {
         match request.metadata().get(TENANT_HEADER) {
@@ -151,12 +166,27 @@ async fn record(
     let Ok(id) = RequestId::new(id) else {
         return;
     };
+    record_as(core, id, authorization, outcome).await;
+}
+
+/// Record a control-plane event under request id `id` (the same id twice
+/// is recorded once); whether it is recorded.
+pub(crate) async fn record_as(
+    core: &SharedCore,
+    id: RequestId,
+    authorization: Authorization,
+    outcome: lapse_ledger::ControlOutcome,
+) -> bool {
     let command = Command::RecordControl {
         authorization,
         outcome,
     };
-    if let Err(error) = core.propose(id, command).await {
-        tracing::warn!(%error, "a control-plane audit event could not be recorded");
+    match core.propose(id, command).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(%error, "a control-plane audit event could not be recorded");
+            false
+        }
     }
 }
 

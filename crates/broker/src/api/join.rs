@@ -212,8 +212,9 @@ pub(super) async fn probe(core: &SharedCore, node_id: u64, address: &str) -> Res
         .channel(crate::link::Peer::member(node_id, address))
         .map_err(|e| invalid("address", e))?;
     let mut probe = ClusterClient::new(channel);
-    let mut status_request = Request::new(pb::StatusRequest {});
-    status_request.set_timeout(Duration::from_secs(3));
+    let status_request = core
+        .channels()
+        .request(pb::StatusRequest {}, Duration::from_secs(3));
     match probe.status(status_request).await {
         Ok(status) if status.get_ref().node_id == node_id => Ok(()),
         Ok(status) => Err(Status::failed_precondition(format!(

@@ -12,8 +12,11 @@ use super::ClusterService;
 impl ClusterService {
     pub(super) async fn published_keys(
         &self,
-        _request: Request<pb::ListKeysRequest>,
+        request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        // Relying parties read the public keys from the JWKS over HTTPS;
+        // this call also says which broker holds which, and when each retires.
+        self.permit_read(&request, crate::access::Action::ReadStatus)?;
         let keys = self.core.view().read(|a| {
             a.ledger
                 .keys

@@ -1,5 +1,6 @@
-//! `Status`: what this broker knows of itself and the cluster. Needs no
-//! token: a joining broker is probed with it.
+//! `Status`: what this broker knows of itself and the cluster. For brokers
+//! (a joining broker is probed with it) and operators the access policy
+//! lets read the status.
 
 use lapse_wire::cluster as pb;
 use openraft::ServerState;
@@ -11,8 +12,9 @@ use crate::feed::freshness::FreshnessReport;
 impl ClusterService {
     pub(super) async fn node_status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.permit_read(&request, crate::access::Action::ReadStatus)?;
         let core = &self.core;
         let metrics = core.raft_metrics();
         let view = core.membership();
