@@ -44,8 +44,9 @@ machine with no cluster. The procedure:
 To revoke: `lapse revoke secret --stdin < credential.jwt` (one credential,
 by its hash), `lapse revoke subject SPIFFE_ID --tenant TENANT` (every one
 minted for a workload before now), or `lapse revoke tenant break-glass`
-(every one minted without --tenant). To retire a key, remove it from the
-verifiers' --break-glass-key.";
+(every one minted without --tenant). To retire a key and everything it
+signed: `lapse revoke key bg-...` (its key id, the kid in the .pub.jwk
+file), then remove it from the verifiers' --break-glass-key.";
 
 #[derive(Debug, Args)]
 pub struct BreakGlassArgs {

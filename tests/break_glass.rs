@@ -455,4 +455,30 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
             && first_status(&open)["emergency_uses_pending"] == 0
     })
     .await;
+
+    // Retired for good: the cluster never registered the break-glass key,
+    // yet revoking it by its id refuses everything it signed, before and
+    // after.
+    let jwk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&public).unwrap()).unwrap();
+    let kid = jwk["kid"].as_str().unwrap();
+    let revoked = cli_json(&cluster, 2, &["revoke", "key", kid, "--json"]);
+    assert!(revoked["epoch"].as_u64().is_some(), "{revoked}");
+    let after = mint(&key, ONCALL, &["--aud", "billing", "--ttl", "10m"]);
+    eventually(30, describe, || {
+        verify(&edge, token(&good)).0 == 403 && verify(&edge, token(&after)).0 == 403
+    })
+    .await;
+    let (_, body) = verify(&edge, token(&after));
+    assert!(body["detail"].as_str().unwrap().contains(kid), "{body}");
+    // Again: already revoked, and a key id that is neither registered nor
+    // a break-glass key's is unknown.
+    let again = cluster.cli(1, &["revoke", "key", kid]);
+    assert_eq!(again.status.code(), Some(3), "{again:?}");
+    let unknown = cluster.cli(1, &["revoke", "key", "k-nobody"]);
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no signing key with id k-nobody"),
+        "{unknown:?}"
+    );
 }

@@ -332,6 +332,12 @@ pub struct ControlEvent {
 pub const MAX_AUDIT_BATCH: usize = 1024;
 /// The longest accepted policy text, in bytes.
 pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+/// How many keys the cluster never registered (offline break-glass keys)
+/// it can hold revoked.
+pub const MAX_FOREIGN_KEY_REVOCATIONS: usize = 1024;
+/// The key-id prefix of offline break-glass keys, which may be revoked
+/// without ever being registered.
+pub const BREAK_GLASS_KEY_PREFIX: &str = "bg-";
 
 /// How a workload proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -448,8 +454,10 @@ pub enum Refusal {
     AlreadyRevoked { epoch: u64 },
     #[error("issued-before time {issued_before_ms} is after the commit time {now_ms}")]
     IssuedBeforeInFuture { issued_before_ms: u64, now_ms: u64 },
-    #[error("no signing key with id {key_id}")]
+    #[error("no signing key with id {key_id} (an offline break-glass key's id starts with bg-)")]
     UnknownKey { key_id: String },
+    #[error("{max} break-glass keys are revoked already, the most the ledger holds")]
+    TooManyForeignKeys { max: usize },
     #[error("a signing key with id {key_id} is already registered")]
     KeyExists { key_id: String },
     #[error("public key must be 32 bytes (Ed25519), got {length}")]
@@ -540,6 +548,7 @@ impl Refusal {
             Refusal::NotAllowed(_) => "not-allowed",
             Refusal::NoSuchBinding(_) => "no-such-binding",
             Refusal::TooManyBindings { .. } => "too-many-bindings",
+            Refusal::TooManyForeignKeys { .. } => "too-many-foreign-keys",
             Refusal::AccessPolicyVersionMismatch { .. } => "access-policy-version-mismatch",
             Refusal::UnknownGrant(_) => "unknown-grant",
             Refusal::BadGrant { .. } => "bad-grant",

@@ -118,6 +118,9 @@ pub fn revocations_since(state: &LedgerState, from_epoch: u64) -> BTreeMap<u64, 
             note(at.epoch, at.at_ms);
         }
     }
+    for at in state.revoked_foreign_keys.values() {
+        note(at.epoch, at.at_ms);
+    }
     out
 }
 
@@ -138,6 +141,11 @@ fn rules_since(state: &LedgerState, from_epoch: Option<u64>) -> Result<RuleSet, 
         if let Some(at) = key.revoked
             && newer(at.epoch)
         {
+            rules.revoke_key(kid.as_str())?;
+        }
+    }
+    for (kid, at) in &state.revoked_foreign_keys {
+        if newer(at.epoch) {
             rules.revoke_key(kid.as_str())?;
         }
     }

@@ -12,11 +12,12 @@ mod snapshot;
 mod state;
 
 pub use command::{
-    Applied, AttestationKind, Authorization, Command, ControlEvent, ControlOutcome, Decision,
-    Grant, IssuanceRecord, JoinGrant, JoinUse, MAX_AUDIT_BATCH, MAX_BATCH, MAX_BINDINGS,
-    MAX_GRANT_MS, MAX_GRANTS, MAX_JUSTIFICATION_BYTES, MAX_LEASE_COUNT, MAX_POLICY_BYTES,
-    MAX_PRINCIPAL_BYTES, MAX_REQUEST_ID_LEN, NodeId, OperatorRole, Outcome, Proposal, Refusal,
-    RequestId, RequestIdError, Response, Revocation, Sha256,
+    Applied, AttestationKind, Authorization, BREAK_GLASS_KEY_PREFIX, Command, ControlEvent,
+    ControlOutcome, Decision, Grant, IssuanceRecord, JoinGrant, JoinUse, MAX_AUDIT_BATCH,
+    MAX_BATCH, MAX_BINDINGS, MAX_FOREIGN_KEY_REVOCATIONS, MAX_GRANT_MS, MAX_GRANTS,
+    MAX_JUSTIFICATION_BYTES, MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_PRINCIPAL_BYTES,
+    MAX_REQUEST_ID_LEN, NodeId, OperatorRole, Outcome, Proposal, Refusal, RequestId,
+    RequestIdError, Response, Revocation, Sha256,
 };
 pub use snapshot::SnapshotError;
 pub use state::{

@@ -11,7 +11,9 @@ use crate::command::Sha256;
 use crate::state::LedgerState;
 
 const MAGIC: &[u8; 8] = b"LAPSESNP";
-const FORMAT_VERSION: u16 = 1;
+/// 2: operator roles, the access policy, the control-plane audit,
+/// break-glass grants, issued tenants and revoked break-glass keys.
+const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 32;
 

@@ -127,6 +127,10 @@ pub struct LedgerState {
     pub tenant_rules: BTreeMap<TenantId, IssuedBeforeRule>,
     pub keys: BTreeMap<KeyId, SigningKey>,
     pub revoked_secrets: BTreeMap<Sha256, RevokedAt>,
+    /// Revoked keys the cluster never registered: offline break-glass keys
+    /// (`bg-…`), which only verifiers hold. At most
+    /// [`crate::MAX_FOREIGN_KEY_REVOCATIONS`].
+    pub revoked_foreign_keys: BTreeMap<KeyId, RevokedAt>,
     pub join_tokens: BTreeMap<Sha256, JoinToken>,
     pub policies: BTreeMap<TenantId, Policy>,
     /// Shipped issuance audit records, keyed by (broker, sequence).
@@ -175,6 +179,7 @@ impl LedgerState {
             tenant_rules: BTreeMap::new(),
             keys: BTreeMap::new(),
             revoked_secrets: BTreeMap::new(),
+            revoked_foreign_keys: BTreeMap::new(),
             join_tokens: BTreeMap::new(),
             policies: BTreeMap::new(),
             audit: BTreeMap::new(),

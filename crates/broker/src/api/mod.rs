@@ -56,7 +56,9 @@ fn refusal_code(refusal: &Refusal) -> Code {
         | Refusal::NotAllowed(_) => Code::PermissionDenied,
         Refusal::NoSuchBinding(_) | Refusal::UnknownGrant(_) => Code::NotFound,
         Refusal::BadGrant { .. } => Code::FailedPrecondition,
-        Refusal::TooManyBindings { .. } => Code::ResourceExhausted,
+        Refusal::TooManyBindings { .. } | Refusal::TooManyForeignKeys { .. } => {
+            Code::ResourceExhausted
+        }
         Refusal::AccessPolicyVersionMismatch { .. } => Code::FailedPrecondition,
         Refusal::IssuedBeforeInFuture { .. }
         | Refusal::BadPublicKey { .. }

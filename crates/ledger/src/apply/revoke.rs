@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lapse_credential::StatusIndex;
+use lapse_credential::{KeyId, StatusIndex};
 
 use crate::command::{Applied, MAX_BATCH, Outcome, Refusal, Revocation};
 use crate::state::{IssuedBeforeRule, LedgerState, RevokedAt};
@@ -81,6 +81,20 @@ impl LedgerState {
                     revoked,
                 )
             }
+            Revocation::Key(key_id) if self.is_foreign_key(key_id) => {
+                if let Some(earlier) = self.revoked_foreign_keys.get(key_id) {
+                    return Err(Refusal::AlreadyRevoked {
+                        epoch: earlier.epoch,
+                    });
+                }
+                if self.revoked_foreign_keys.len() >= crate::MAX_FOREIGN_KEY_REVOCATIONS {
+                    return Err(Refusal::TooManyForeignKeys {
+                        max: crate::MAX_FOREIGN_KEY_REVOCATIONS,
+                    });
+                }
+                self.revoked_foreign_keys.insert(key_id.clone(), revoked);
+                Ok(())
+            }
             Revocation::Key(key_id) => {
                 let key = self.key_mut(key_id)?;
                 if let Some(earlier) = key.revoked {
@@ -102,6 +116,12 @@ impl LedgerState {
                 Ok(())
             }
         }
+    }
+
+    /// An offline break-glass key: never registered, named `bg-…`.
+    fn is_foreign_key(&self, key_id: &KeyId) -> bool {
+        !self.keys.contains_key(key_id)
+            && key_id.as_str().starts_with(crate::BREAK_GLASS_KEY_PREFIX)
     }
 
     /// Revoke one status index: it must have been leased, its credentials
@@ -396,6 +416,58 @@ mod tests {
             Err(Refusal::AlreadyRevoked {
                 epoch: revoked.log_index
             })
+        );
+    }
+
+    #[test]
+    fn an_unregistered_break_glass_key_is_revoked_and_bounded() {
+        let mut ledger = Ledger::new();
+        let revoke = |id: &str| Command::Revoke(Revocation::Key(key_id(id)));
+        let revoked = ledger.run("bg", 1_000, revoke("bg-abc"));
+        assert_eq!(
+            revoked.outcome,
+            Ok(Applied::Revoked {
+                epoch: revoked.log_index,
+                committed_at_ms: 1_000
+            })
+        );
+        assert!(
+            ledger
+                .state
+                .revoked_foreign_keys
+                .contains_key(&key_id("bg-abc"))
+        );
+        assert!(ledger.state.keys.is_empty());
+        // In the feed's rules, and counted as a revocation to propagate.
+        let revocations = crate::feed::revocations_since(&ledger.state, 0);
+        assert_eq!(revocations.get(&revoked.log_index), Some(&1_000));
+        assert_eq!(
+            ledger.run("bg-again", 1_100, revoke("bg-abc")).outcome,
+            Err(Refusal::AlreadyRevoked {
+                epoch: revoked.log_index
+            })
+        );
+        // Any other unknown id is a mistake, refused.
+        assert_eq!(
+            ledger.run("typo", 1_100, revoke("k-typo")).outcome,
+            Err(Refusal::UnknownKey {
+                key_id: "k-typo".into()
+            })
+        );
+        for n in 1..crate::MAX_FOREIGN_KEY_REVOCATIONS {
+            let outcome = ledger.run(&format!("bg-{n}"), 1_200, revoke(&format!("bg-{n}")));
+            assert!(outcome.outcome.is_ok(), "{n}: {:?}", outcome.outcome);
+        }
+        let before = ledger.state.clone();
+        assert_eq!(
+            ledger.run("one-too-many", 1_300, revoke("bg-full")).outcome,
+            Err(Refusal::TooManyForeignKeys {
+                max: crate::MAX_FOREIGN_KEY_REVOCATIONS
+            })
+        );
+        assert_eq!(
+            ledger.state.revoked_foreign_keys,
+            before.revoked_foreign_keys
         );
     }
 
