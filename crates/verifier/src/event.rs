@@ -20,6 +20,8 @@ pub enum FeedError {
     Malformed(String),
     #[error("feed event carries nothing")]
     Empty,
+    #[error("feed event answers a use report; it holds no state")]
+    NotState,
     #[error("filter payload rejected: {0}")]
     Filter(#[from] FilterError),
     #[error("a {expected} event carries a {found} payload")]
@@ -148,6 +150,7 @@ pub fn decode_event(event: &FeedEvent) -> Result<Decoded, FeedError> {
         Some(Kind::Withheld(notice)) => Body::Withheld {
             reason: cap_reason(&notice.reason),
         },
+        Some(Kind::UsesRecorded(_)) => return Err(FeedError::NotState),
     };
     Ok(Decoded {
         body,

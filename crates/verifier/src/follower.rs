@@ -4,7 +4,9 @@
 //! A new subscription resumes from the epoch held, so a failover misses
 //! nothing. Emergency uses (break-glass and fail-open acceptances) go up
 //! the same stream as `UseReport`s: after the first event of each
-//! subscription, and whenever new ones are made.
+//! subscription, and whenever new ones are made; each is held until the
+//! broker answers that it recorded it, and sent again on the next
+//! subscription if this one ends first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +16,8 @@ use lapse_wire::feed::feed_client::FeedClient;
 use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::{Ack, FeedEvent, FeedRequest, Hello, UseReport};
+
+use crate::EmergencyUse;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -219,6 +223,11 @@ async fn follow_one(
     let uses_queued = verifier.emergency_uses_queued();
     // Uses the stream could not take: retried after the next event.
     let mut owed = false;
+    // Reports sent and not yet recorded: given back when this ends.
+    let mut in_flight = InFlight {
+        verifier,
+        reports: Vec::new(),
+    };
     loop {
         let patience = config.idle_timeout.saturating_sub(alive_at.elapsed());
         let received = tokio::select! {
@@ -226,7 +235,7 @@ async fn follow_one(
             // Reports wait for the first event: until then the broker may
             // still refuse the subscription.
             _ = uses_queued.notified(), if delivered => {
-                owed = !report_uses(verifier, config, stats, &requests);
+                owed = !report_uses(&mut in_flight, config, stats, &requests);
                 continue;
             }
         };
@@ -248,6 +257,14 @@ async fn follow_one(
             Ok(Ok(None)) => return Err("the broker closed the feed".into()),
             Ok(Ok(Some(event))) => event,
         };
+        // The answer to a report: its uses are in the replicated audit.
+        if let Some(Kind::UsesRecorded(recorded)) = &event.kind {
+            in_flight.recorded(recorded.report_id);
+            if owed {
+                owed = !report_uses(&mut in_flight, config, stats, &requests);
+            }
+            continue;
+        }
         // Every event names the broker that sent it: record it once, so
         // the status says which broker this is, not only where it was
         // reached (a proxy or a load balancer may stand in between).
@@ -270,35 +287,89 @@ async fn follow_one(
         // acks it, not for the epoch its hello claimed.
         apply_and_ack(verifier, config, stats, &requests, &event, !delivered)?;
         if !delivered || owed {
-            owed = !report_uses(verifier, config, stats, &requests);
+            owed = !report_uses(&mut in_flight, config, stats, &requests);
         }
         delivered = true;
     }
 }
 
+/// Most reports one subscription waits on the broker to record; more
+/// wait in the queue.
+const MAX_REPORTS_IN_FLIGHT: usize = 16;
+
+/// Reports a subscription sent whose uses the broker has not yet said it
+/// recorded. Whatever is left when the subscription ends goes back to the
+/// queue, to be sent again on the next one.
+struct InFlight<'a> {
+    verifier: &'a Verifier,
+    reports: Vec<(u64, Vec<EmergencyUse>)>,
+}
+
+impl InFlight<'_> {
+    fn recorded(&mut self, report_id: u64) {
+        if let Some(at) = self.reports.iter().position(|(id, _)| *id == report_id) {
+            let (_, uses) = self.reports.swap_remove(at);
+            tracing::info!(uses = uses.len(), "emergency uses recorded by the cluster");
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        for (_, uses) in self.reports.drain(..) {
+            self.verifier.give_back_emergency_uses(uses);
+        }
+    }
+}
+
+/// A report's id: a digest of the verifier and the uses, so the same
+/// report sent again is recorded once.
+fn report_id(verifier_id: &str, uses: &[EmergencyUse]) -> u64 {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(verifier_id.as_bytes());
+    for use_ in uses {
+        hasher.update([0, use_.kind as u8]);
+        hasher.update(use_.jti.as_bytes());
+        hasher.update([0]);
+        hasher.update(use_.at_ms.to_le_bytes());
+        hasher.update(use_.last_at_ms.to_le_bytes());
+        hasher.update(use_.count.to_le_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    // 0 means "no answer wanted".
+    u64::from_le_bytes(id).max(1)
+}
+
 /// Hand the pending emergency uses to the subscription, in reports of at
-/// most [`MAX_USES_PER_REPORT`]. What the stream cannot take now is given
-/// back for the next try. Once handed over a report is the broker's: a
-/// subscription that breaks before sending it loses it (it is still in
-/// this verifier's log and counters). Whether everything pending was
-/// handed over.
+/// most [`MAX_USES_PER_REPORT`], and hold them until the broker says they
+/// are recorded. What the stream cannot take now is given back for the
+/// next try. Whether everything pending was handed over.
 fn report_uses(
-    verifier: &Verifier,
+    in_flight: &mut InFlight<'_>,
     config: &FollowConfig,
     stats: &FollowStats,
     requests: &mpsc::Sender<FeedRequest>,
 ) -> bool {
+    let verifier = in_flight.verifier;
     loop {
+        if in_flight.reports.len() >= MAX_REPORTS_IN_FLIGHT {
+            return false;
+        }
         let uses = verifier.take_emergency_uses(MAX_USES_PER_REPORT);
         if uses.is_empty() {
             return true;
         }
+        let report_id = report_id(&config.verifier_id, &uses);
         let report = FeedRequest {
             kind: Some(RequestKind::UseReport(UseReport {
                 uses: uses
                     .iter()
                     .map(|u| u.to_wire(&config.verifier_id))
                     .collect(),
+                report_id,
             })),
         };
         if requests.try_send(report).is_err() {
@@ -307,6 +378,7 @@ fn report_uses(
         }
         stats.use_reports.fetch_add(1, Ordering::Relaxed);
         tracing::info!(uses = uses.len(), "emergency uses reported to the broker");
+        in_flight.reports.push((report_id, uses));
     }
 }
 

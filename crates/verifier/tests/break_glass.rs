@@ -457,3 +457,164 @@ async fn fail_open_acceptances_are_counted_and_queued() {
     );
     assert_eq!((uses[1].jti.as_str(), uses[1].count), ("jti-2", 1));
 }
+
+/// A broker stand-in that counts subscriptions and the use reports each
+/// brings, answering a report only from the second subscription on.
+mod reporting {
+    use std::sync::{Arc, Mutex};
+
+    use lapse_wire::feed::feed_request::Kind as RequestKind;
+    use lapse_wire::feed::feed_server::{Feed, FeedServer};
+    use lapse_wire::feed::{FeedEvent, FeedRequest, UseReport, UsesRecorded};
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// What one subscription saw, in order: `Ok(report)` or `Err(acked epoch)`.
+    pub type Seen = Vec<Result<UseReport, u64>>;
+
+    #[derive(Clone, Default)]
+    pub struct Broker {
+        pub subscriptions: Arc<Mutex<Vec<Arc<Mutex<Seen>>>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Feed for Broker {
+        type SubscribeStream = ReceiverStream<Result<FeedEvent, Status>>;
+
+        async fn subscribe(
+            &self,
+            request: Request<Streaming<FeedRequest>>,
+        ) -> Result<Response<Self::SubscribeStream>, Status> {
+            let mut inbound = request.into_inner();
+            let _hello = inbound.message().await?;
+            let seen = Arc::new(Mutex::new(Seen::new()));
+            let number = {
+                let mut all = self.subscriptions.lock().unwrap();
+                all.push(seen.clone());
+                all.len()
+            };
+            let (out, events) = mpsc::channel(16);
+            out.send(Ok(super::heartbeat(10, super::TTL_MS)))
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                while let Ok(Some(message)) = inbound.message().await {
+                    match message.kind {
+                        Some(RequestKind::Ack(ack)) => seen.lock().unwrap().push(Err(ack.epoch)),
+                        Some(RequestKind::UseReport(report)) => {
+                            let report_id = report.report_id;
+                            seen.lock().unwrap().push(Ok(report));
+                            match number {
+                                // The first subscription breaks before
+                                // the report is recorded.
+                                1 => return,
+                                // The second records it, says so, and
+                                // ends; the third sends a revocation.
+                                2 => {
+                                    let recorded = super::envelope(
+                                        lapse_wire::feed::feed_event::Kind::UsesRecorded(
+                                            UsesRecorded { report_id },
+                                        ),
+                                        0,
+                                        0,
+                                        super::TTL_MS,
+                                    );
+                                    let _ = out.send(Ok(recorded)).await;
+                                    return;
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => {}
+                    }
+                    if number >= 3 && seen.lock().unwrap().contains(&Err(10)) {
+                        let _ = out.send(Ok(super::delta_event(super::delta(10, 11)))).await;
+                    }
+                }
+            });
+            Ok(Response::new(ReceiverStream::new(events)))
+        }
+    }
+
+    pub fn serve(broker: Broker, listener: tokio::net::TcpListener) {
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FeedServer::new(broker))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_report_lost_with_its_subscription_is_sent_again_and_recorded_once() {
+    let v = ready();
+    let token = glass(Mint::default());
+    v.verify(&token, &Expect::default()).unwrap();
+    assert_eq!(v.status().emergency_uses_pending, 1);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let broker = reporting::Broker::default();
+    reporting::serve(broker.clone(), listener);
+    let mut config = lapse_verifier::FollowConfig::new(vec![address], "edge");
+    config.idle_timeout = Duration::from_secs(60);
+    config.retry_pause = Duration::from_millis(10);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let follower = tokio::spawn(lapse_verifier::follow(
+        v.clone(),
+        config,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Wait for the third subscription's ack of epoch 11: everything the
+    // verifier would report on it was sent before that ack.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let subscriptions = loop {
+        let all: Vec<reporting::Seen> = broker
+            .subscriptions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.lock().unwrap().clone())
+            .collect();
+        if all.len() >= 3 && all[2].contains(&Err(11)) {
+            break all;
+        }
+        assert!(std::time::Instant::now() < deadline, "{all:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    stop.send(()).unwrap();
+    follower.await.unwrap();
+
+    let reports = |seen: &reporting::Seen| -> Vec<UseReportView> {
+        seen.iter()
+            .filter_map(|s| s.as_ref().ok())
+            .map(|r| UseReportView {
+                report_id: r.report_id,
+                jtis: r.uses.iter().map(|u| u.jti.clone()).collect(),
+            })
+            .collect()
+    };
+    let first = reports(&subscriptions[0]);
+    let second = reports(&subscriptions[1]);
+    assert_eq!(first.len(), 1, "{subscriptions:?}");
+    assert_eq!(first[0].jtis, vec!["01".repeat(16)]);
+    assert_ne!(first[0].report_id, 0);
+    // Sent again, as the same report (so a broker records it once).
+    assert_eq!(second, first, "{subscriptions:?}");
+    // Recorded: not sent a third time, and nothing pending.
+    assert!(reports(&subscriptions[2]).is_empty(), "{subscriptions:?}");
+    let status = v.status();
+    assert_eq!(status.emergency_uses_pending, 0);
+    assert_eq!(status.emergency_uses_reported, 1);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct UseReportView {
+    report_id: u64,
+    jtis: Vec<String>,
+}

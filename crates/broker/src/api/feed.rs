@@ -8,7 +8,7 @@ use lapse_wire::feed::feed_event::Kind as EventKind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::feed_server::Feed;
 use lapse_wire::feed::{
-    EmergencyUseKind, FeedEvent, FeedRequest, Heartbeat, Hello, UseReport, Withheld,
+    EmergencyUseKind, FeedEvent, FeedRequest, Heartbeat, Hello, UseReport, UsesRecorded, Withheld,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
@@ -138,6 +138,7 @@ async fn read_acks(
     sent: Arc<AtomicU64>,
     mut inbound: Streaming<FeedRequest>,
     failed: tokio::sync::oneshot::Sender<End>,
+    out: mpsc::Sender<Result<FeedEvent, Status>>,
 ) {
     // Emergency uses this subscriber reported.
     let mut reported: u64 = 0;
@@ -163,7 +164,16 @@ async fn read_acks(
             Ok(Some(FeedRequest {
                 kind: Some(RequestKind::UseReport(report)),
             })) => {
-                reported = reported.saturating_add(note_use_report(&hub, &id, report, reported));
+                let report_id = report.report_id;
+                let (read, events) = note_use_report(&hub, &id, report, reported);
+                reported = reported.saturating_add(read);
+                tokio::spawn(record_uses(
+                    hub.clone(),
+                    id.clone(),
+                    report_id,
+                    events,
+                    out.clone(),
+                ));
             }
             Ok(Some(_)) => {
                 break End::Fail(Status::invalid_argument(
@@ -183,12 +193,14 @@ async fn read_acks(
 /// subscription's (checked against its certificate), not the report's
 /// word. Returns the uses read.
 ///
-/// This is the hook for the replicated audit: each use read here is to be
-/// recorded through the ledger.
-/// The most uses of one report that become control-plane audit events.
-const MAX_USES_AUDITED: u64 = 64;
-
-fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64) -> u64 {
+/// Returns the uses read, and the first [`MAX_USES_AUDITED`] as
+/// control-plane audit events.
+fn note_use_report(
+    hub: &FeedHub,
+    verifier: &str,
+    report: UseReport,
+    before: u64,
+) -> (u64, Vec<AuditedUse>) {
     let cap = |text: &str| {
         let mut end = text.len().min(MAX_USE_FIELD_BYTES);
         while !text.is_char_boundary(end) {
@@ -198,6 +210,7 @@ fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64
     };
     let dropped = report.uses.len().saturating_sub(MAX_USES_PER_REPORT);
     let mut read = 0;
+    let mut events = Vec::new();
     for use_ in report.uses.iter().take(MAX_USES_PER_REPORT) {
         read += 1;
         let kind = match EmergencyUseKind::try_from(use_.kind) {
@@ -245,7 +258,7 @@ fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64
                 audiences,
                 cap(&use_.key_id)
             ));
-            super::cluster::record_later(&hub.core, authorization, outcome);
+            events.push((authorization, outcome));
         }
     }
     if dropped > 0 {
@@ -255,7 +268,50 @@ fn note_use_report(hub: &FeedHub, verifier: &str, report: UseReport, before: u64
             "a verifier's use report held more than {MAX_USES_PER_REPORT} uses; the rest were not read"
         );
     }
-    read
+    (read, events)
+}
+
+/// The most uses of one report that become control-plane audit events.
+const MAX_USES_AUDITED: u64 = 64;
+
+type AuditedUse = (lapse_ledger::Authorization, lapse_ledger::ControlOutcome);
+
+/// Record a report's uses in the replicated audit, then tell the verifier
+/// (`UsesRecorded`) so it stops holding them. Each use's request id is
+/// derived from the verifier, the report and the use's place in it, so a
+/// report sent again after a lost answer is recorded once.
+async fn record_uses(
+    hub: Arc<FeedHub>,
+    verifier: String,
+    report_id: u64,
+    events: Vec<AuditedUse>,
+    out: mpsc::Sender<Result<FeedEvent, Status>>,
+) {
+    use sha2::Digest as _;
+    let mut recorded = true;
+    for (place, (authorization, outcome)) in events.into_iter().enumerate() {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(verifier.as_bytes());
+        hasher.update([0]);
+        hasher.update(report_id.to_le_bytes());
+        hasher.update((place as u64).to_le_bytes());
+        let digest = hasher.finalize();
+        let id = format!("use-{}", hex::encode(&digest[..20]));
+        let Ok(id) = lapse_ledger::RequestId::new(id) else {
+            return;
+        };
+        recorded &= super::cluster::record_as(&hub.core, id, authorization, outcome).await;
+    }
+    // A verifier that sends no report id (0) expects no answer.
+    if recorded && report_id != 0 {
+        let event = FeedEvent {
+            kind: Some(EventKind::UsesRecorded(UsesRecorded { report_id })),
+            broker_id: hub.core.id(),
+            cluster_time_ms: hub.cluster_now(),
+            ..FeedEvent::default()
+        };
+        let _ = out.send(Ok(event)).await;
+    }
 }
 
 struct Session {
@@ -306,6 +362,7 @@ impl Session {
             self.sent_shared.clone(),
             inbound,
             failed,
+            self.out.clone(),
         ));
         let ended: Result<(), End> = async {
             self.start(resume).await?;
