@@ -288,10 +288,9 @@ pub async fn keys(args: KeysArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let reply = client
-        .list_keys(connection.request(pb::ListKeysRequest {}))
-        .await?
-        .into_inner();
+    let reply = connection
+        .admin(client.list_keys(connection.request(pb::ListKeysRequest {})))
+        .await?;
     if connection.json {
         let keys: Vec<_> = reply
             .keys

@@ -64,10 +64,9 @@ fn status_json(status: &pb::StatusResponse) -> serde_json::Value {
 pub async fn status(args: StatusArgs) -> Result<(), Failure> {
     let connection = args.connection;
     let mut client = connection.client().await?;
-    let first = client
-        .status(connection.request(pb::StatusRequest {}))
-        .await?
-        .into_inner();
+    let first = connection
+        .admin(client.status(connection.request(pb::StatusRequest {})))
+        .await?;
     let all = gather(&connection, &first, args.only).await;
     if connection.json {
         let nodes: Vec<_> = all

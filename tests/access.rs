@@ -15,6 +15,7 @@ use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use lapse_pki::Role;
+use lapse_wire::cluster::{self as pb, cluster_client::ClusterClient};
 use serde_json::Value;
 use support::*;
 
@@ -47,6 +48,22 @@ impl Operators {
             })
             .collect();
         Self { certs, files }
+    }
+
+    /// A gRPC channel to `broker` with operator `name`'s certificate.
+    async fn channel(&self, name: &str, broker: &str) -> tonic::transport::Channel {
+        let (cert, key) = &self.files[name];
+        let files = lapse_pki::TlsFiles {
+            ca: self.certs.join("ca.pem"),
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+        };
+        let tls = lapse_pki::Tls::open(files, SystemTime::now()).unwrap();
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{broker}")).unwrap();
+        lapse_pki::TlsConnector::new(tls, lapse_pki::Expect::AnyBroker)
+            .connect(endpoint)
+            .await
+            .unwrap()
     }
 
     /// Run `lapse` as operator `name` against `broker`.
@@ -121,10 +138,13 @@ fn events(cluster: &TestCluster) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_decides_again() {
-    let cluster = TestCluster::start_tls_with(3, FAST_RAFT, |_| {
+    let http: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let cluster = TestCluster::start_tls_with(3, FAST_RAFT, |id| {
         format!(
-            "[issuance]\nhttp_listen = \"127.0.0.1:{}\"\nlease_block = 20\n",
-            free_port()
+            "[issuance]\nhttp_listen = \"{}\"\nlease_block = 20\n",
+            http[id as usize - 1]
         )
     });
     let leader = cluster.wait_for_leader().await;
@@ -134,11 +154,18 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
     let broker = cluster.address(1);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let rogue = format!("only-on-broker-{follower}");
-    let ops = Operators::new(&cluster, &["ta", "rv", "au", "all", "vf", "nobody", &rogue]);
+    let ops = Operators::new(
+        &cluster,
+        &[
+            "ca", "ta", "rv", "au", "all", "vf", "nobody", "opener", &rogue,
+        ],
+    );
 
     // The cluster admin (a bootstrap admin in every broker's configuration)
     // binds the roles.
     for (principal, role, tenant) in [
+        ("operator:ca", "cluster-admin", None),
+        ("operator:opener", "auditor", Some("zeta")),
         ("operator:ta", "tenant-admin", Some("acme")),
         ("operator:rv", "revoker", Some("acme")),
         ("operator:au", "auditor", Some("acme")),
@@ -153,7 +180,7 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
         assert!(out.status.success(), "{}", said(&out));
     }
     let roles = json(&cluster.cli(1, &["role", "list", "--json"]));
-    assert_eq!(roles["version"], 5, "{roles}");
+    assert_eq!(roles["version"], 7, "{roles}");
 
     // One credential of each tenant, whose issuance records the ledger
     // holds (brokers ship them within seconds).
@@ -179,11 +206,33 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
     let policy_file = cluster.certs().parent().unwrap().join("p.cedar");
     std::fs::write(&policy_file, POLICY).unwrap();
     let policy_file = policy_file.to_str().unwrap().to_owned();
+    // The cluster admin sets the access policy in force again (its version
+    // moves; what it allows does not, so the rest of the matrix holds).
+    let in_force = json(&cluster.cli(1, &["access-policy", "show", "--json"]));
     let access_file = cluster.certs().parent().unwrap().join("access.cedar");
-    std::fs::write(&access_file, "permit(principal, action, resource);").unwrap();
+    std::fs::write(&access_file, in_force["text"].as_str().unwrap()).unwrap();
     let access_file = access_file.to_str().unwrap().to_owned();
     let acme_idx = acme_index.to_string();
     let beta_idx = beta_index.to_string();
+    // A grant of a harmless role, for the approve and close calls.
+    let opened = json(&ops.run(
+        "opener",
+        &broker,
+        &[
+            "break-glass",
+            "open",
+            "--role",
+            "auditor",
+            "--tenant",
+            "zeta",
+            "--for",
+            "10m",
+            "--why",
+            "matrix",
+            "--json",
+        ],
+    ));
+    let grant = opened["id"].as_u64().unwrap().to_string();
 
     // Each call: its name, whether it writes, its arguments, and who may
     // make it under the default policy.
@@ -193,7 +242,7 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
             "revoke acme's index",
             true,
             vec!["revoke", "index", &acme_idx, "--as-tenant", "acme"],
-            &["ta", "rv"],
+            &["ca", "ta", "rv"],
         ),
         (
             "revoke beta's index as acme",
@@ -205,7 +254,7 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
             "revoke beta's index as beta",
             true,
             vec!["revoke", "index", &beta_idx, "--as-tenant", "beta"],
-            &[],
+            &["ca"],
         ),
         (
             "revoke a beta subject",
@@ -217,19 +266,19 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
                 "--tenant",
                 "beta",
             ],
-            &[],
+            &["ca"],
         ),
         (
             "set acme's policy",
             true,
             vec!["policy", "set", "--tenant", "acme", "--file", &policy_file],
-            &["ta"],
+            &["ca", "ta"],
         ),
         (
             "set beta's policy",
             true,
             vec!["policy", "set", "--tenant", "beta", "--file", &policy_file],
-            &[],
+            &["ca"],
         ),
         (
             "acme join token",
@@ -242,7 +291,7 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
                 "--workload",
                 "spiffe://acme.example/x",
             ],
-            &["ta"],
+            &["ca", "ta"],
         ),
         (
             "beta join token",
@@ -255,71 +304,139 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
                 "--workload",
                 "spiffe://beta.example/x",
             ],
-            &[],
+            &["ca"],
         ),
         (
             "lease",
             true,
             vec!["lease", "--broker-id", "1", "--count", "1"],
-            &[],
+            &["ca"],
         ),
         (
             "bind a role",
             true,
             vec!["role", "bind", "operator:x", "cluster-admin"],
-            &[],
+            &["ca"],
         ),
-        ("promote a node", true, vec!["cluster", "promote", "9"], &[]),
+        (
+            "promote a node",
+            true,
+            vec!["cluster", "promote", "9"],
+            &["ca"],
+        ),
         (
             "unbind a role",
             true,
-            vec![
-                "role",
-                "unbind",
-                "operator:rv",
-                "revoker",
-                "--tenant",
-                "acme",
-            ],
-            &[],
+            vec!["role", "unbind", "operator:x", "cluster-admin"],
+            &["ca"],
         ),
         (
             "set the access policy",
             true,
             vec!["access-policy", "set", &access_file],
-            &[],
+            &["ca"],
         ),
-        ("rotate a key", true, vec!["keys", "rotate"], &[]),
-        ("remove a node", true, vec!["cluster", "remove", "9"], &[]),
+        ("rotate a key", true, vec!["keys", "rotate"], &["ca"]),
+        (
+            "remove a node",
+            true,
+            vec!["cluster", "remove", "9"],
+            &["ca"],
+        ),
         (
             "add a learner",
             true,
             vec!["cluster", "add-learner", "9", "127.0.0.1:9"],
-            &[],
+            &["ca"],
+        ),
+        (
+            "open a break-glass grant",
+            true,
+            vec![
+                "break-glass",
+                "open",
+                "--role",
+                "auditor",
+                "--tenant",
+                "zeta",
+                "--for",
+                "10m",
+                "--why",
+                "matrix",
+            ],
+            &["ca", "ta", "rv", "au", "all", "vf"],
+        ),
+        (
+            "approve another's grant",
+            true,
+            vec!["break-glass", "approve", &grant],
+            &["ca", "ta", "rv", "au", "all", "vf"],
+        ),
+        (
+            "close another's grant",
+            true,
+            vec!["break-glass", "close", &grant],
+            &["ca"],
         ),
         (
             "read acme's policy",
             false,
             vec!["policy", "show", "--tenant", "acme"],
-            &["ta"],
+            &["ca", "ta"],
+        ),
+        (
+            "read beta's policy",
+            false,
+            vec!["policy", "show", "--tenant", "beta"],
+            &["ca"],
+        ),
+        (
+            "the status",
+            false,
+            vec!["status", "--json"],
+            &["ca", "ta", "rv", "au", "all", "vf"],
+        ),
+        (
+            "list the signing keys",
+            false,
+            vec!["keys", "list"],
+            &["ca", "ta", "rv", "au", "all", "vf"],
+        ),
+        (
+            "acme's issuance audit",
+            false,
+            vec!["audit", "--tenant", "acme"],
+            &["ca", "ta", "au", "all"],
+        ),
+        (
+            "beta's issuance audit",
+            false,
+            vec!["audit", "--tenant", "beta"],
+            &["ca", "all"],
+        ),
+        (
+            "the whole issuance audit",
+            false,
+            vec!["audit"],
+            &["ca", "all"],
         ),
         (
             "list roles",
             false,
             vec!["role", "list"],
-            &["ta", "rv", "au", "all", "vf"],
+            &["ca", "ta", "rv", "au", "all", "vf"],
         ),
         (
             "show the access policy",
             false,
             vec!["access-policy", "show"],
-            &["ta", "rv", "au", "all", "vf"],
+            &["ca", "ta", "rv", "au", "all", "vf"],
         ),
         (
             "list break-glass grants",
             false,
             vec!["break-glass", "list"],
-            &["ta", "rv", "au", "all", "vf"],
+            &["ca", "ta", "rv", "au", "all", "vf"],
         ),
         (
             "acme's audit",
@@ -332,30 +449,34 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
                 "--tenant",
                 "acme",
             ],
-            &["ta", "au", "all"],
+            &["ca", "ta", "au", "all"],
         ),
         (
             "beta's audit",
             false,
             vec!["audit", "--control", "--tenant", "beta"],
-            &["all"],
+            &["ca", "all"],
         ),
         (
             "the whole audit",
             false,
             vec!["audit", "--control"],
-            &["all"],
+            &["ca", "all"],
         ),
         (
             "propagation",
             false,
             vec!["propagation"],
-            &["ta", "rv", "au", "all", "vf"],
+            &["ca", "ta", "rv", "au", "all", "vf"],
         ),
     ];
-    let everyone = ["ta", "rv", "au", "all", "vf", "nobody"];
+    // The cluster admin goes last: it closes the grant the others may
+    // only approve.
+    let everyone = ["ta", "rv", "au", "all", "vf", "nobody", "ca"];
     let before = events(&cluster).len();
     let mut writes = 0;
+    // Writes made over gRPC below, each leaving one event too.
+    let mut writes_outside_cli = 0;
     for (what, write, args, allowed) in &calls {
         for who in everyone {
             let out = ops.run(who, &broker, args);
@@ -378,27 +499,170 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
             writes += usize::from(*write);
         }
     }
-    // beta's credential was never revoked by any of them.
-    let out = cluster.cli(1, &["revoke", "index", &beta_idx, "--json"]);
-    assert!(out.status.success(), "{}", said(&out));
+
+    // A tenant auditor sees its tenant's events and nothing else.
+    let seen = json(&ops.run(
+        "au",
+        &broker,
+        &["audit", "--control", "--tenant", "acme", "--json"],
+    ));
+    let seen = seen["events"].as_array().unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|e| e["tenant"] == "acme"), "{seen:#?}");
+
+    // The calls the command line does not make, over gRPC with each
+    // operator's certificate: a batch revocation (allowed as the policy
+    // says), and the services that are not for operators at all (the
+    // feed is for verifiers, the peer service for brokers, joining and
+    // issuance for holders of a join token), refused for every operator.
+    for who in everyone {
+        let channel = ops.channel(who, &broker).await;
+        let mut client = ClusterClient::new(channel.clone());
+        let mut request = tonic::Request::new(pb::RevokeManyRequest {
+            request_id: format!("many-{who}"),
+            revocations: vec![pb::Revocation {
+                target: Some(pb::revocation::Target::Index(acme_index)),
+            }],
+        });
+        request
+            .metadata_mut()
+            .insert("x-lapse-tenant", "acme".parse().unwrap());
+        let answer = client.revoke_many(request).await;
+        if ["ca", "ta", "rv"].contains(&who) {
+            assert!(answer.is_ok(), "{who} revoke many: {answer:?}");
+        } else {
+            let status = answer.unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{who}: {status:?}"
+            );
+            assert!(
+                status
+                    .message()
+                    .contains(&format!("operator:{who} may not")),
+                "{who}: {status:?}"
+            );
+        }
+        writes_outside_cli += 1;
+
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(lapse_wire::feed::FeedRequest {
+            kind: Some(lapse_wire::feed::feed_request::Kind::Hello(
+                lapse_wire::feed::Hello {
+                    verifier_id: who.into(),
+                    region: String::new(),
+                    resume_epoch: None,
+                },
+            )),
+        })
+        .await
+        .unwrap();
+        let feed = lapse_wire::feed::feed_client::FeedClient::new(channel.clone())
+            .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        let status = feed.expect_err("an operator may not subscribe");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{who}: {status:?}"
+        );
+        assert!(
+            status.message().contains("the feed is for verifiers"),
+            "{status:?}"
+        );
+
+        let peer = lapse_wire::peer::raft_peer_client::RaftPeerClient::new(channel.clone())
+            .read_index(lapse_wire::peer::ReadIndexRequest::default())
+            .await;
+        let status = peer.expect_err("an operator may not make peer calls");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{who}: {status:?}"
+        );
+        assert!(
+            status.message().contains("peer calls are for brokers"),
+            "{status:?}"
+        );
+
+        let join = client
+            .join(pb::JoinRequest {
+                token: "not-a-token".into(),
+                node_id: 9,
+                address: "127.0.0.1:9".into(),
+            })
+            .await;
+        let status = join.expect_err("a join needs a join token");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ),
+            "{who}: {status:?}"
+        );
+    }
+
+    // HTTP: the metrics for brokers and operators who may read the
+    // status; the keys and issuer metadata for anyone, certificate or not.
+    let ca_pem = cluster.certs().join("ca.pem");
+    for who in everyone {
+        let (cert, key) = &ops.files[who];
+        let identity = Some((cert.as_path(), key.as_path()));
+        let (code, body) = tls::https_get(&http[0], "/metrics", &ca_pem, identity).unwrap();
+        if who == "nobody" {
+            assert_eq!(code, 403, "{body}");
+            assert!(body.contains("operator:nobody may not"), "{body}");
+            assert!(body.trim_start().starts_with('{'), "a JSON body: {body}");
+        } else {
+            assert_eq!(code, 200, "{who}: {body}");
+            assert!(body.contains("lapse_"), "{body}");
+        }
+        for public in [
+            "/.well-known/jwks.json",
+            "/.well-known/openid-configuration",
+            "/healthz",
+        ] {
+            let (code, body) = tls::https_get(&http[0], public, &ca_pem, identity).unwrap();
+            assert_eq!(code, 200, "{who} {public}: {body}");
+        }
+    }
+    let (code, body) = tls::https_get(&http[0], "/metrics", &ca_pem, None).unwrap();
+    assert_eq!(code, 401, "{body}");
+    for public in ["/.well-known/jwks.json", "/healthz"] {
+        let (code, body) = tls::https_get(&http[0], public, &ca_pem, None).unwrap();
+        assert_eq!(code, 200, "{public}: {body}");
+    }
 
     // Every write above left exactly one event (refusals are recorded in
-    // the background: wait for them), plus the admin's last revocation.
+    // the background: wait for them).
     let deadline = Instant::now() + Duration::from_secs(30);
     let all = loop {
         let all = events(&cluster);
-        if all.len() > before + writes || Instant::now() > deadline {
+        if all.len() >= before + writes + writes_outside_cli || Instant::now() > deadline {
             break all;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(all.len(), before + writes + 1, "{all:#?}");
+    assert_eq!(all.len(), before + writes + writes_outside_cli, "{all:#?}");
+    // beta's credential was revoked by the cluster admin alone: no tenant
+    // operator of acme reached it.
+    let beta_revokers: Vec<&Value> = all[before..]
+        .iter()
+        .filter(|e| e["action"] == "revoke" && e["tenant"] == "beta" && e["allowed"] == true)
+        .map(|e| &e["principal"])
+        .collect();
+    assert!(
+        !beta_revokers.is_empty() && beta_revokers.iter().all(|p| *p == "operator:ca"),
+        "{beta_revokers:?}"
+    );
     for who in everyone {
         let theirs: Vec<&Value> = all[before..]
             .iter()
             .filter(|e| e["principal"] == format!("operator:{who}"))
             .collect();
-        let expected = calls.iter().filter(|c| c.1).count();
+        // Each write call of the command line, and the batch revocation.
+        let expected = calls.iter().filter(|c| c.1).count() + 1;
         assert_eq!(theirs.len(), expected, "{who}: {theirs:#?}");
         for event in theirs {
             assert!(!event["request_id"].as_str().unwrap().is_empty());
@@ -422,16 +686,6 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
             .contains("issued for tenant beta"),
         "{refused_revoke}"
     );
-
-    // A tenant auditor sees its tenant's events and nothing else.
-    let seen = json(&ops.run(
-        "au",
-        &broker,
-        &["audit", "--control", "--tenant", "acme", "--json"],
-    ));
-    let seen = seen["events"].as_array().unwrap();
-    assert!(!seen.is_empty());
-    assert!(seen.iter().all(|e| e["tenant"] == "acme"), "{seen:#?}");
 
     // An operator only broker `follower` names as an admin: allowed there,
     // refused by the leader, and nothing changes.

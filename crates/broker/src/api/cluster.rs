@@ -121,7 +121,7 @@ impl ClusterService {
 }
 
 /// The operator's justification from [`REASON_HEADER`], checked.
-fn justification<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+pub(super) fn justification<T>(request: &Request<T>) -> Result<Option<String>, Status> {
     let Some(value) = request.metadata().get(REASON_HEADER) else {
         return Ok(None);
     };

@@ -273,24 +273,26 @@ impl ClusterService {
             .read(|a| a.ledger.grants.get(&grant_id).map(|g| g.principal.clone()))
             .ok_or_else(|| Status::not_found(format!("no break-glass grant {grant_id}")))?;
         let caller = super::auth::authorize_admin(&self.core, &request)?;
-        let action = match (approve, caller == owner) {
-            (true, _) => Action::BreakGlassApprove,
-            // Closing one's own grant needs no leave; it is still recorded.
-            (false, true) => Action::ReadStatus,
-            (false, false) => Action::BreakGlassClose,
-        };
-        let mut authorization = match self.permit(&request, action, None) {
-            Ok(authorization) => authorization,
-            Err(_) if !approve && caller == owner => lapse_ledger::Authorization {
+        let mut authorization = if !approve && caller == owner {
+            // Closing one's own grant needs no leave and no role (it only
+            // gives up power); it is recorded all the same, tagged with the
+            // grant.
+            lapse_ledger::Authorization {
                 principal: caller,
                 action: String::new(),
                 tenant: None,
                 bindings_version: self.core.view().read(|a| a.ledger.roles_version),
                 policy_version: 0,
-                justification: None,
+                justification: super::cluster::justification(&request)?,
                 grant: Some(grant_id),
-            },
-            Err(refused) => return Err(refused),
+            }
+        } else {
+            let action = if approve {
+                Action::BreakGlassApprove
+            } else {
+                Action::BreakGlassClose
+            };
+            self.permit(&request, action, None)?
         };
         authorization.action = if approve {
             Action::BreakGlassApprove.name().into()
