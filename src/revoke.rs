@@ -40,9 +40,13 @@ enum RevokeTarget {
     /// One credential, from the credential itself (a Lapse JWT).
     ///
     /// Revokes the status index in the credential's
-    /// `status.status_list.idx` claim, exactly as `revoke index` would. The
-    /// signature is not checked here, so any copy of the credential will
-    /// do; revoking is an admin action, which the cluster checks.
+    /// `status.status_list.idx` claim, as `revoke index` would. The
+    /// credential is sent whole: the cluster checks its signature against
+    /// its keys, which proves the credential's tenant (so a tenant's
+    /// operator may revoke one issued seconds ago, before its issuance
+    /// record reaches the ledger). Without --as-tenant the call names the
+    /// credential's `tenant` claim. A break-glass credential is revoked by
+    /// its hash instead.
     Credential {
         /// The file holding the credential; `-` reads standard input.
         file: PathBuf,
@@ -88,9 +92,12 @@ enum RevokeTarget {
 /// The largest credential file `revoke credential` reads.
 const MAX_CREDENTIAL_BYTES: u64 = 64 * 1024;
 
-/// What `revoke` names, read and checked.
-fn target_of(what: RevokeTarget) -> Result<Target, Failure> {
-    Ok(match what {
+/// What `revoke` names, read and checked, and the status index and tenant
+/// a credential given whole names.
+fn target_of(what: RevokeTarget) -> Result<(Target, Option<u64>, Option<String>), Failure> {
+    let mut tenant_claim = None;
+    let mut index_claim = None;
+    let target = match what {
         RevokeTarget::Index { index } => Target::Index(index),
         RevokeTarget::Credential { file } => {
             let (text, source) = read_input(&file, MAX_CREDENTIAL_BYTES)?;
@@ -105,10 +112,14 @@ fn target_of(what: RevokeTarget) -> Result<Target, Failure> {
                 // verifiers check (as `revoke secret` would).
                 Target::SecretSha256(Sha256::digest(text.trim().as_bytes()).to_vec())
             } else {
-                let index = credential_status_index(&text).map_err(|problem| {
+                let (index, tenant) = credential_status_index(&text).map_err(|problem| {
                     Failure::new(exit::REFUSED, format!("{source}: {problem}"))
                 })?;
-                Target::Index(index)
+                tenant_claim = tenant;
+                index_claim = Some(index);
+                // Sent whole: its signature proves its tenant to the
+                // cluster, which checks it and revokes its index.
+                Target::Credential(text.trim().to_owned())
             }
         }
         RevokeTarget::Subject {
@@ -142,7 +153,8 @@ fn target_of(what: RevokeTarget) -> Result<Target, Failure> {
             };
             Target::SecretSha256(hash)
         }
-    })
+    };
+    Ok((target, index_claim, tenant_claim))
 }
 
 /// Say what was revoked, and how far it reached when waited for.
@@ -192,12 +204,15 @@ fn print_revoked(
 }
 
 pub async fn revoke(args: RevokeArgs) -> Result<(), Failure> {
-    let target = target_of(args.what)?;
+    let (target, index_claim, tenant_claim) = target_of(args.what)?;
     let index = match target {
         Target::Index(index) => Some(index),
-        _ => None,
+        _ => index_claim,
     };
-    let connection = args.connection;
+    let mut connection = args.connection;
+    if connection.as_tenant.is_none() {
+        connection.as_tenant = tenant_claim;
+    }
     let request_id = args.request_id.unwrap_or_else(new_request_id);
     let mut client = connection.client().await?;
     let reply = connection
@@ -289,7 +304,7 @@ fn is_break_glass(text: &str) -> bool {
         })
 }
 
-fn credential_status_index(text: &str) -> Result<u64, String> {
+fn credential_status_index(text: &str) -> Result<(u64, Option<String>), String> {
     use base64::Engine;
     let token = text.trim();
     if token.is_empty() {
@@ -314,6 +329,10 @@ fn credential_status_index(text: &str) -> Result<u64, String> {
         ),
         idx => idx
             .as_u64()
+            .map(|index| {
+                let tenant = claims["tenant"].as_str().map(str::to_owned);
+                (index, tenant)
+            })
             .ok_or_else(|| format!("status.status_list.idx is {idx}, not a status index")),
     }
 }
@@ -359,8 +378,12 @@ mod tests {
     #[test]
     fn the_status_index_is_read_from_the_payload_without_a_key() {
         let jwt = token(r#"{"sub":"spiffe://x/y","status":{"status_list":{"idx":42,"uri":"u"}}}"#);
-        assert_eq!(credential_status_index(&jwt), Ok(42));
-        assert_eq!(credential_status_index(&format!("{jwt}\n")), Ok(42));
+        assert_eq!(credential_status_index(&jwt), Ok((42, None)));
+        assert_eq!(credential_status_index(&format!("{jwt}\n")), Ok((42, None)));
+        let jwt = token(
+            r#"{"sub":"spiffe://x/y","tenant":"acme","status":{"status_list":{"idx":7,"uri":"u"}}}"#,
+        );
+        assert_eq!(credential_status_index(&jwt), Ok((7, Some("acme".into()))));
     }
 
     #[test]

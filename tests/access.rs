@@ -687,6 +687,69 @@ async fn each_role_may_do_what_it_names_every_write_is_audited_and_the_leader_de
         "{refused_revoke}"
     );
 
+    // A credential presented whole proves its tenant by its signature
+    // (RFC 7009): acme's revoker revokes one issued a moment ago, before
+    // its issuance record can have reached the ledger, without naming the
+    // tenant (the command line reads it from the credential); beta's,
+    // presented as acme, is refused.
+    let fresh = |tenant: &str| {
+        let token = cli_json(
+            &cluster,
+            1,
+            &[
+                "join-token",
+                "create",
+                "--tenant",
+                tenant,
+                "--workload",
+                &format!("spiffe://{tenant}.example/app"),
+                "--json",
+            ],
+        );
+        let issued = cli_json(
+            &cluster,
+            1,
+            &[
+                "issue",
+                "--join-token",
+                token["token"].as_str().unwrap(),
+                "--audience",
+                "billing",
+                "--scope",
+                "payments:read",
+                "--json",
+            ],
+        );
+        let file = cluster
+            .certs()
+            .parent()
+            .unwrap()
+            .join(format!("{tenant}.jwt"));
+        std::fs::write(&file, issued["credential"].as_str().unwrap()).unwrap();
+        (
+            file.to_str().unwrap().to_owned(),
+            issued["status_index"].as_u64().unwrap(),
+        )
+    };
+    let (acme_file, acme_fresh) = fresh("acme");
+    let revoked = json(&ops.run(
+        "rv",
+        &broker,
+        &["revoke", "credential", &acme_file, "--json"],
+    ));
+    assert_eq!(revoked["status_index"], acme_fresh, "{revoked}");
+    let (beta_file, _) = fresh("beta");
+    let out = ops.run(
+        "rv",
+        &broker,
+        &["revoke", "credential", &beta_file, "--as-tenant", "acme"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    assert!(said(&out).contains("tenant is beta"), "{}", said(&out));
+    let out = ops.run("rv", &broker, &["revoke", "credential", &beta_file]);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    assert!(said(&out).contains("operator:rv may not"), "{}", said(&out));
+
     // An operator only broker `follower` names as an admin: allowed there,
     // refused by the leader, and nothing changes.
     let out = ops.run(

@@ -13,6 +13,7 @@ mod external;
 mod ids;
 mod jwk;
 mod jwt;
+pub mod presented;
 
 pub use claims::{Claims, Confirmation, StatusClaim, StatusListRef};
 pub use dpop::{

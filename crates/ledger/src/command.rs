@@ -107,6 +107,27 @@ pub enum Revocation {
     Key(KeyId),
     /// A leaked static secret, by the sha256 of its bytes.
     SecretHash(Sha256),
+    /// One credential, presented whole (as RFC 7009 lets a holder revoke
+    /// a token): applying it checks its signature against the registered
+    /// keys and revokes the status index it names. Its signature proves
+    /// its tenant, so a tenant's operator may revoke it before the
+    /// issuance record reaches the ledger. At most
+    /// [`lapse_credential::presented::MAX_PRESENTED_BYTES`].
+    Credential(PresentedToken),
+}
+
+/// A credential presented whole. A bearer secret: debug output (and so
+/// every log line that shows a command) names it by its SHA-256 only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PresentedToken(pub String);
+
+impl std::fmt::Debug for PresentedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        write!(f, "PresentedToken(sha256:{})", hex::encode(&digest[..8]))
+    }
 }
 
 /// What a join token lets its holder do, once.
@@ -456,6 +477,8 @@ pub enum Refusal {
     IssuedBeforeInFuture { issued_before_ms: u64, now_ms: u64 },
     #[error("no signing key with id {key_id} (an offline break-glass key's id starts with bg-)")]
     UnknownKey { key_id: String },
+    #[error("the presented credential does not prove a status index: {0}")]
+    BadCredential(String),
     #[error("{max} break-glass keys are revoked already, the most the ledger holds")]
     TooManyForeignKeys { max: usize },
     #[error("a signing key with id {key_id} is already registered")]
@@ -549,6 +572,7 @@ impl Refusal {
             Refusal::NoSuchBinding(_) => "no-such-binding",
             Refusal::TooManyBindings { .. } => "too-many-bindings",
             Refusal::TooManyForeignKeys { .. } => "too-many-foreign-keys",
+            Refusal::BadCredential(_) => "bad-credential",
             Refusal::AccessPolicyVersionMismatch { .. } => "access-policy-version-mismatch",
             Refusal::UnknownGrant(_) => "unknown-grant",
             Refusal::BadGrant { .. } => "bad-grant",

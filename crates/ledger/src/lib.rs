@@ -16,8 +16,8 @@ pub use command::{
     ControlOutcome, Decision, Grant, IssuanceRecord, JoinGrant, JoinUse, MAX_AUDIT_BATCH,
     MAX_BATCH, MAX_BINDINGS, MAX_FOREIGN_KEY_REVOCATIONS, MAX_GRANT_MS, MAX_GRANTS,
     MAX_JUSTIFICATION_BYTES, MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_PRINCIPAL_BYTES,
-    MAX_REQUEST_ID_LEN, NodeId, OperatorRole, Outcome, Proposal, Refusal, RequestId,
-    RequestIdError, Response, Revocation, Sha256,
+    MAX_REQUEST_ID_LEN, NodeId, OperatorRole, Outcome, PresentedToken, Proposal, Refusal,
+    RequestId, RequestIdError, Response, Revocation, Sha256,
 };
 pub use snapshot::SnapshotError;
 pub use state::{

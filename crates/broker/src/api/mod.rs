@@ -62,6 +62,7 @@ fn refusal_code(refusal: &Refusal) -> Code {
         Refusal::AccessPolicyVersionMismatch { .. } => Code::FailedPrecondition,
         Refusal::IssuedBeforeInFuture { .. }
         | Refusal::BadPublicKey { .. }
+        | Refusal::BadCredential(_)
         | Refusal::BadValidity
         | Refusal::BadLeaseCount { .. }
         | Refusal::BadLeaseDuration { .. }

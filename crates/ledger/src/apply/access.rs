@@ -143,7 +143,7 @@ impl LedgerState {
                 Some(t) if t == tenant => Ok(()),
                 Some(t) => Err(format!("status index {} (issued for tenant {t})", index.0)),
                 None => Err(format!(
-                    "status index {} (the ledger has no issuance record of it yet: brokers ship them within seconds of issuing, so retry shortly, or revoke the credential itself with `lapse revoke credential`)",
+                    "status index {} (the ledger has no issuance record of it yet: brokers ship them within seconds of issuing, so retry shortly, or present the credential itself: `lapse revoke credential FILE`)",
                     index.0
                 )),
             },
@@ -158,6 +158,16 @@ impl LedgerState {
             // Whoever holds a leaked secret may have it refused anywhere: it
             // revokes that secret and nothing else.
             Revocation::SecretHash(_) => Ok(()),
+            // Its signature proves its tenant.
+            Revocation::Credential(token) => match self.presented(&token.0) {
+                Ok(presented) if presented.tenant == *tenant => Ok(()),
+                Ok(presented) => Err(format!(
+                    "status index {} (the credential's tenant is {})",
+                    presented.index.0, presented.tenant
+                )),
+                // Refused when applied, with the reason.
+                Err(_) => Ok(()),
+            },
             Revocation::Key(key) => Err(format!("signing key {key} (every tenant's credentials)")),
         }
     }
@@ -414,6 +424,93 @@ mod tests {
                     && e.authorization.justification.as_deref() == Some("ticket 7"))
         );
         assert_eq!(events[1].request_id.to_string(), "other");
+    }
+
+    /// A credential of `tenant` at `index`, signed by `key`.
+    fn credential(key: &lapse_credential::SigningKeyPair, tenant: &str, index: u64) -> String {
+        use lapse_credential::{Claims, StatusClaim, StatusListRef, TenantId, WorkloadId};
+        key.sign(&Claims {
+            iss: "lapse".into(),
+            sub: WorkloadId::new("spiffe://x.example/app").unwrap(),
+            aud: vec!["billing".into()],
+            iat: 1,
+            nbf: 1,
+            exp: 2,
+            jti: "j".into(),
+            tenant: TenantId::new(tenant).unwrap(),
+            scopes: vec![],
+            status: StatusClaim {
+                status_list: StatusListRef {
+                    idx: index,
+                    uri: "u".into(),
+                },
+            },
+            cnf: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_presented_credential_proves_its_tenant_before_any_issuance_record() {
+        use crate::command::PresentedToken;
+        use lapse_credential::{KeyId, SigningKeyPair};
+        let mut ledger = Ledger::new();
+        ledger.lease("lease", 1_000, 8);
+        let base = ledger.state.window_base();
+        let key = SigningKeyPair::from_seed(KeyId::new("n1-a").unwrap(), [3; 32]);
+        let registered = ledger.run(
+            "register",
+            1_000,
+            Command::RegisterKey {
+                key_id: KeyId::new("n1-a").unwrap(),
+                broker: 1,
+                public_key: key.public_key().to_vec(),
+                not_before_ms: 0,
+                not_after_ms: 1_000_000,
+            },
+        );
+        assert!(registered.outcome.is_ok(), "{registered:?}");
+        let present =
+            |token: String| Command::Revoke(Revocation::Credential(PresentedToken(token)));
+
+        // beta's credential, presented by acme's operator: refused.
+        let beta = ledger.run(
+            "beta",
+            1_100,
+            as_operator(Some("acme"), present(credential(&key, "beta", base + 1))),
+        );
+        assert!(
+            matches!(&beta.outcome, Err(Refusal::OutsideTenant { what, .. }) if what.contains("tenant is beta")),
+            "{beta:?}"
+        );
+        // Signed by a key the cluster never registered: refused.
+        let stranger = SigningKeyPair::from_seed(KeyId::new("n1-a").unwrap(), [4; 32]);
+        let forged = ledger.run(
+            "forged",
+            1_150,
+            as_operator(Some("acme"), present(credential(&stranger, "acme", base))),
+        );
+        assert!(
+            matches!(&forged.outcome, Err(Refusal::BadCredential(why)) if why.contains("signature")),
+            "{forged:?}"
+        );
+        assert!(ledger.state.revoked_indices.is_empty());
+        // acme's own, with no issuance record shipped: revoked.
+        let own = ledger.run(
+            "own",
+            1_200,
+            as_operator(Some("acme"), present(credential(&key, "acme", base))),
+        );
+        assert!(
+            matches!(own.outcome, Ok(Applied::Revoked { .. })),
+            "{own:?}"
+        );
+        assert!(ledger.state.revoked_indices.contains_key(&base));
+        // The token never shows in debug output.
+        let token = credential(&key, "acme", base);
+        let shown = format!("{:?}", present(token.clone()));
+        assert!(!shown.contains(&token[..20]), "{shown}");
+        assert!(shown.contains("sha256:"), "{shown}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use lapse_credential::{KeyId, StatusIndex};
+use lapse_credential::presented::Presented;
+use lapse_credential::{KeyId, KeyLookup, StatusIndex};
 
 use crate::command::{Applied, MAX_BATCH, Outcome, Refusal, Revocation};
 use crate::state::{IssuedBeforeRule, LedgerState, RevokedAt};
@@ -106,6 +107,10 @@ impl LedgerState {
                 key.changed_epoch = epoch;
                 Ok(())
             }
+            Revocation::Credential(token) => {
+                let presented = self.presented(&token.0)?;
+                self.revoke_index(presented.index.0, now_ms, revoked)
+            }
             Revocation::SecretHash(hash) => {
                 if let Some(earlier) = self.revoked_secrets.get(hash) {
                     return Err(Refusal::AlreadyRevoked {
@@ -116,6 +121,13 @@ impl LedgerState {
                 Ok(())
             }
         }
+    }
+
+    /// What a presented credential proves, checked against the registered
+    /// keys.
+    pub(super) fn presented(&self, token: &str) -> Result<Presented, Refusal> {
+        lapse_credential::presented::presented(token, &RegisteredKeys(&self.keys))
+            .map_err(|e| Refusal::BadCredential(e.to_string()))
     }
 
     /// An offline break-glass key: never registered, named `bg-…`.
@@ -143,6 +155,17 @@ impl LedgerState {
         }
         self.insert_revoked_index(index, revoked);
         Ok(())
+    }
+}
+
+/// The registered signing keys, as a presented credential is checked
+/// against them.
+struct RegisteredKeys<'a>(&'a BTreeMap<KeyId, crate::state::SigningKey>);
+
+impl KeyLookup for RegisteredKeys<'_> {
+    fn public_key(&self, key_id: &str) -> Option<[u8; 32]> {
+        let key = self.0.get(&KeyId::new(key_id).ok()?)?;
+        key.public_key.as_slice().try_into().ok()
     }
 }
 

@@ -12,7 +12,7 @@ pub fn revocation(revocation: Option<pb::Revocation>) -> Result<Revocation, Brok
     let target = revocation.and_then(|r| r.target).ok_or_else(|| {
         BrokerError::invalid(
             "revocation",
-            "no target given (index, subject, tenant, key_id or secret_sha256)",
+            "no target given (index, subject, tenant, key_id, secret_sha256 or credential)",
         )
     })?;
     Ok(match target {
@@ -40,6 +40,19 @@ pub fn revocation(revocation: Option<pb::Revocation>) -> Result<Revocation, Brok
                 )
             })?;
             Revocation::SecretHash(hash)
+        }
+        Target::Credential(token) => {
+            let max = lapse_credential::presented::MAX_PRESENTED_BYTES;
+            if token.len() > max {
+                return Err(BrokerError::invalid(
+                    "credential",
+                    format!("{} bytes; at most {max}", token.len()),
+                ));
+            }
+            if token.trim().is_empty() {
+                return Err(BrokerError::invalid("credential", "empty"));
+            }
+            Revocation::Credential(lapse_ledger::PresentedToken(token.trim().to_owned()))
         }
     })
 }
