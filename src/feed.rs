@@ -52,12 +52,19 @@ pub struct VerifierArgs {
     /// Allowed difference between a credential's exp/nbf and cluster time, in seconds.
     #[arg(long, default_value_t = 30)]
     leeway_seconds: u64,
-    /// Require this audience of every credential.
-    #[arg(long)]
+    /// Require this audience of every credential (a verify request may
+    /// name another). Required, unless --any-audience.
+    #[arg(long, conflicts_with = "any_audience")]
     audience: Option<String>,
-    /// Require this issuer of every credential.
+    /// Accept credentials for any audience when a verify request names
+    /// none: only where every service behind this verifier may take every
+    /// credential the cluster issues.
     #[arg(long)]
-    issuer: Option<String>,
+    any_audience: bool,
+    /// Require this issuer of every credential: the brokers' `[issuance]
+    /// issuer`.
+    #[arg(long, default_value = lapse_credential::DEFAULT_ISSUER)]
+    issuer: String,
     /// Abandon a broker that sends nothing for this long.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
@@ -96,6 +103,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             fail_open: args.fail_open,
             leeway_seconds: args.leeway_seconds,
             audience: args.audience.clone(),
+            any_audience: args.any_audience,
             issuer: args.issuer.clone(),
             // --signed-by, else the TLS CA (see `daemon::run`).
             trust: args
@@ -117,6 +125,27 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
     }
     if let Some(problem) = config.problem() {
         return Err(Failure::new(exit::USAGE, format!("--brokers: {problem}")));
+    }
+    match (&args.audience, args.any_audience) {
+        (None, false) => {
+            return Err(Failure::new(
+                exit::USAGE,
+                "give --audience AUDIENCE, the audience credentials must be for, or --any-audience to accept credentials meant for any service",
+            ));
+        }
+        (Some(audience), _) if audience.is_empty() => {
+            return Err(Failure::new(
+                exit::USAGE,
+                "--audience: an empty audience matches no credential",
+            ));
+        }
+        _ => {}
+    }
+    if args.issuer.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--issuer: name the brokers' [issuance] issuer",
+        ));
     }
     // Bind the verify API before subscribing: a verifier that cannot serve
     // must not appear to the cluster, even briefly, as one that came and

@@ -426,6 +426,7 @@ async fn against_a_cluster() {
     let taken_address = taken.local_addr().unwrap().to_string();
     let child = lapse()
         .args(["verifier", "--brokers", &broker, "--id", "cannot-bind"])
+        .args(["--audience", "billing"])
         .args(["--http", &taken_address])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

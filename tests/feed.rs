@@ -561,11 +561,39 @@ fn the_verifier_refuses_bad_addresses_on_the_command_line() {
             "127.0.0.1:1",
             "--http",
             "0.0.0.0:0",
+            "--any-audience",
         ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
+fn a_verifier_does_not_start_open_to_every_audience_by_omission() {
+    let out = lapse()
+        .args(["verifier", "--brokers", "127.0.0.1:1", "--no-http"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--audience") && stderr.contains("--any-audience"),
+        "{stderr}"
+    );
+    // Both at once is a contradiction, and an empty audience matches nothing.
+    for flags in [
+        &["--audience", "billing", "--any-audience"][..],
+        &["--audience", ""][..],
+        &["--any-audience", "--issuer", ""][..],
+    ] {
+        let out = lapse()
+            .args(["verifier", "--brokers", "127.0.0.1:1", "--no-http"])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

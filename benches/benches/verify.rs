@@ -120,6 +120,7 @@ fn loaded_verifier(signer: &SigningKeyPair, now_s: u64, revoked: u64) -> anyhow:
     };
     let verifier = Verifier::new(VerifyConfig {
         staleness: Duration::from_secs(3600),
+        audience: Some("bench".into()),
         ..VerifyConfig::default()
     });
     let event = |kind, epoch| FeedEvent {

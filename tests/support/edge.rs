@@ -37,6 +37,7 @@ impl VerifierProcess {
             .args(["verifier", "--brokers", &brokers.join(",")])
             .args(["--id", prefix, "--region", region])
             .args(["--count", &count.to_string(), "--http", &http])
+            .args(audience(extra))
             .args(extra)
             .env("LAPSE_LOG", "info,lapse_verifier=debug")
             .stdin(Stdio::null())
@@ -96,6 +97,19 @@ impl VerifierProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().rev().take(20).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The audience a verifier requires, unless `extra` names one or says any
+/// will do: `billing`, the audience the tests issue credentials for.
+fn audience(extra: &[&str]) -> &'static [&'static str] {
+    if extra
+        .iter()
+        .any(|flag| *flag == "--audience" || *flag == "--any-audience")
+    {
+        &[]
+    } else {
+        &["--audience", "billing"]
     }
 }
 

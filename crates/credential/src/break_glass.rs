@@ -276,7 +276,7 @@ pub fn verify_break_glass(
         .ok_or(VerifyError::MissingKeyId)?;
     let public_key = keys
         .public_key(kid)
-        .ok_or_else(|| VerifyError::UnknownKeyId(kid.to_owned()))?;
+        .ok_or_else(|| VerifyError::UnknownKeyId(crate::jwt::quoted(kid)))?;
     let key_id = KeyId::new(kid).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let data = jsonwebtoken::decode::<serde_json::Value>(
         token,

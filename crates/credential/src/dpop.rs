@@ -160,6 +160,12 @@ pub fn verify_proof(proof: &str, expected: &DpopExpectation) -> Result<VerifiedP
     if header.get("typ").and_then(|v| v.as_str()) != Some("dpop+jwt") {
         return Err(DpopError::WrongType);
     }
+    // RFC 7515 §4.1.11: no extension is understood, so none may be critical.
+    if header.get("crit").is_some() {
+        return Err(DpopError::Malformed(
+            "the header lists critical extensions (crit); none is understood".into(),
+        ));
+    }
     let alg = header
         .get("alg")
         .and_then(|v| v.as_str())

@@ -51,7 +51,7 @@ impl ExternalIssuer {
             Some(kid) => self
                 .jwks
                 .find(kid)
-                .ok_or_else(|| VerifyError::UnknownKeyId(kid.to_owned()))?,
+                .ok_or_else(|| VerifyError::UnknownKeyId(crate::jwt::quoted(kid)))?,
             None if self.jwks.keys.len() == 1 => &self.jwks.keys[0],
             None => return Err(VerifyError::MissingKeyId),
         };

@@ -1,7 +1,9 @@
 //! Signing and verifying Lapse credentials: EdDSA JWTs via jsonwebtoken.
-//! Only EdDSA is accepted, `kid` is required, and `exp`/`nbf` are checked
-//! against the `now` the caller passes (jsonwebtoken's own clock checks are
-//! off), with a leeway.
+//! Only EdDSA is accepted, the header must say `typ: lapse+jwt` and carry a
+//! `kid` and no `crit`, the issuer is always checked and the audience
+//! unless the caller explicitly accepts any, and `exp`/`nbf`/`iat` are
+//! checked against the `now` the caller passes (jsonwebtoken's own clock
+//! checks are off), with a leeway.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +46,51 @@ pub enum VerifyError {
     WrongIssuer { expected: String, found: String },
     #[error("claims are invalid: {0}")]
     BadClaims(String),
+    #[error("typ is {found:?}, expected {expected:?}")]
+    WrongType {
+        expected: &'static str,
+        found: String,
+    },
+    #[error(
+        "the header lists critical extensions (crit) and this verifier understands none, so it refuses the token"
+    )]
+    CriticalExtension,
+    #[error("issued at {iat}, in the future (now {now})")]
+    IssuedInFuture { iat: u64, now: u64 },
+}
+
+/// The JOSE `typ` of every credential a broker issues (RFC 8725 §3.11):
+/// a verifier takes no other JWT, however it is signed, for a Lapse
+/// credential.
+pub const CREDENTIAL_TYPE: &str = "lapse+jwt";
+
+/// The `iss` of a cluster that configures no other (`[issuance] issuer`).
+pub const DEFAULT_ISSUER: &str = "lapse";
+
+/// The most of a caller-supplied header value repeated in an error.
+const MAX_QUOTED_BYTES: usize = 64;
+
+/// `text` cut to at most [`MAX_QUOTED_BYTES`], on a character boundary.
+pub(crate) fn quoted(text: &str) -> String {
+    let mut end = text.len().min(MAX_QUOTED_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Whether a header's `typ` is `expected`: compared without regard to
+/// case, with or without the `application/` prefix (RFC 7515 §4.1.9).
+pub(crate) fn type_is(header: &serde_json::Map<String, serde_json::Value>, expected: &str) -> bool {
+    let typ = header
+        .get("typ")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let typ = match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    };
+    typ.eq_ignore_ascii_case(expected)
 }
 
 /// An Ed25519 signing key, held in memory only.
@@ -88,9 +135,11 @@ impl SigningKeyPair {
         Jwk::from_public_key(Some(&self.key_id), &self.public_key())
     }
 
-    /// Sign `claims` as a JWT with `alg: EdDSA`, `typ: JWT` and this key's id.
+    /// Sign `claims` as a JWT with `alg: EdDSA`, `typ: lapse+jwt` and this
+    /// key's id.
     pub fn sign(&self, claims: &Claims) -> Result<String, CredentialError> {
         let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(CREDENTIAL_TYPE.into());
         header.kid = Some(self.key_id.to_string());
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .map_err(|e| CredentialError::Signing(e.to_string()))
@@ -135,9 +184,23 @@ impl KeyLookup for BTreeMap<String, [u8; 32]> {
     }
 }
 
+/// Which audience a credential must name. There is no default: a caller
+/// that checks none says so (RFC 8725 §3.9: a credential meant for one
+/// service must not be accepted by another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudienceCheck<'a> {
+    /// The credential's `aud` must list this one.
+    Require(&'a str),
+    /// Any audience: for a caller that judges no service's credentials,
+    /// such as a broker refreshing a credential for whatever it was for.
+    Any,
+}
+
 pub struct VerifyOptions<'a> {
-    pub audience: Option<&'a str>,
-    pub issuer: Option<&'a str>,
+    pub audience: AudienceCheck<'a>,
+    /// The `iss` every credential must carry: the cluster's
+    /// `[issuance] issuer`.
+    pub issuer: &'a str,
     pub now_seconds: u64,
     pub leeway_seconds: u64,
 }
@@ -166,10 +229,16 @@ pub(crate) fn header_json(
     let bytes = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|e| VerifyError::Malformed(format!("header is not base64url: {e}")))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        _ => Err(VerifyError::Malformed("header is not a JSON object".into())),
+    let header = match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return Err(VerifyError::Malformed("header is not a JSON object".into())),
+    };
+    // RFC 7515 §4.1.11: a recipient must understand every extension `crit`
+    // lists or refuse the token. Lapse defines none and understands none.
+    if header.contains_key("crit") {
+        return Err(VerifyError::CriticalExtension);
     }
+    Ok(header)
 }
 
 /// The `kid` of a token, read without verifying it.
@@ -221,7 +290,18 @@ pub fn verify(
         .and_then(|v| v.as_str())
         .unwrap_or_default();
     if alg != "EdDSA" {
-        return Err(VerifyError::UnsupportedAlgorithm(alg.to_owned()));
+        return Err(VerifyError::UnsupportedAlgorithm(quoted(alg)));
+    }
+    if !type_is(&header, CREDENTIAL_TYPE) {
+        return Err(VerifyError::WrongType {
+            expected: CREDENTIAL_TYPE,
+            found: quoted(
+                header
+                    .get("typ")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default(),
+            ),
+        });
     }
     // A truncated or mangled signature is a malformed token, not a forgery.
     let signature = token.rsplit('.').next().unwrap_or_default();
@@ -236,7 +316,7 @@ pub fn verify(
         .ok_or(VerifyError::MissingKeyId)?;
     let public_key = keys
         .public_key(kid)
-        .ok_or_else(|| VerifyError::UnknownKeyId(kid.to_owned()))?;
+        .ok_or_else(|| VerifyError::UnknownKeyId(crate::jwt::quoted(kid)))?;
     let key_id = KeyId::new(kid).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let data = jsonwebtoken::decode::<serde_json::Value>(
         token,
@@ -255,19 +335,25 @@ pub fn verify(
         options.now_seconds,
         options.leeway_seconds,
     )?;
-    if let Some(audience) = options.audience
+    // An `iat` in the future would dodge "issued before" revocations of
+    // its workload, tenant or key.
+    if claims.iat > options.now_seconds.saturating_add(options.leeway_seconds) {
+        return Err(VerifyError::IssuedInFuture {
+            iat: claims.iat,
+            now: options.now_seconds,
+        });
+    }
+    if let AudienceCheck::Require(audience) = options.audience
         && !claims.aud.iter().any(|a| a == audience)
     {
         return Err(VerifyError::WrongAudience {
             expected: audience.to_owned(),
         });
     }
-    if let Some(issuer) = options.issuer
-        && claims.iss != issuer
-    {
+    if claims.iss != options.issuer {
         return Err(VerifyError::WrongIssuer {
-            expected: issuer.to_owned(),
-            found: claims.iss.clone(),
+            expected: options.issuer.to_owned(),
+            found: quoted(&claims.iss),
         });
     }
     Ok(Verified { key_id, claims })

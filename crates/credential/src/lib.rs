@@ -24,6 +24,6 @@ pub use external::ExternalIssuer;
 pub use ids::{IdError, KeyId, StatusIndex, TenantId, WorkloadId};
 pub use jwk::{Jwk, JwkError, JwkSet};
 pub use jwt::{
-    CredentialError, KeyLookup, SigningKeyPair, Verified, VerifyError, VerifyOptions, peek_key_id,
-    verify, verify_raw,
+    AudienceCheck, CREDENTIAL_TYPE, CredentialError, DEFAULT_ISSUER, KeyLookup, SigningKeyPair,
+    Verified, VerifyError, VerifyOptions, peek_key_id, verify, verify_raw,
 };

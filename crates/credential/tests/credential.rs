@@ -44,8 +44,8 @@ fn keys(pairs: &[&SigningKeyPair]) -> BTreeMap<String, [u8; 32]> {
 
 fn options(now: u64) -> VerifyOptions<'static> {
     VerifyOptions {
-        audience: Some("billing"),
-        issuer: Some("lapse"),
+        audience: AudienceCheck::Require("billing"),
+        issuer: "lapse",
         now_seconds: now,
         leeway_seconds: 30,
     }
@@ -111,7 +111,7 @@ fn time_audience_and_issuer_are_checked_against_the_given_now() {
         "within leeway"
     );
     let other_audience = VerifyOptions {
-        audience: Some("shipping"),
+        audience: AudienceCheck::Require("shipping"),
         ..options(NOW)
     };
     assert!(matches!(
@@ -119,7 +119,7 @@ fn time_audience_and_issuer_are_checked_against_the_given_now() {
         Err(VerifyError::WrongAudience { .. })
     ));
     let other_issuer = VerifyOptions {
-        issuer: Some("someone-else"),
+        issuer: "someone-else",
         ..options(NOW)
     };
     assert!(matches!(
@@ -165,8 +165,10 @@ fn forged_and_foreign_tokens_are_refused() {
             .to_pkcs8_der()
             .unwrap()
     };
+    let mut typed = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    typed.typ = Some(CREDENTIAL_TYPE.into());
     let no_kid = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &typed,
         &claims(NOW + 600),
         &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
     )

@@ -53,8 +53,8 @@ fn ring(pairs: &[&SigningKeyPair]) -> BTreeMap<String, [u8; 32]> {
 
 fn options(now: u64, leeway: u64) -> VerifyOptions<'static> {
     VerifyOptions {
-        audience: Some("billing"),
-        issuer: Some("lapse"),
+        audience: AudienceCheck::Require("billing"),
+        issuer: "lapse",
         now_seconds: now,
         leeway_seconds: leeway,
     }
@@ -80,6 +80,7 @@ fn sign_json(n: u8, kid: &str, claims: &serde_json::Value) -> String {
         .to_pkcs8_der()
         .unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.typ = Some(CREDENTIAL_TYPE.into());
     header.kid = Some(kid.into());
     jsonwebtoken::encode(
         &header,
@@ -97,7 +98,7 @@ fn the_wire_shape_is_as_specified() {
     let token = signer.sign(&c).unwrap();
     let header = part(&token, 0);
     assert_eq!(header["alg"], "EdDSA");
-    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["typ"], "lapse+jwt");
     assert_eq!(header["kid"], "key-1");
     let payload = part(&token, 1);
     assert_eq!(payload["aud"], serde_json::json!(["billing", "shipping"]));
@@ -212,16 +213,16 @@ fn not_yet_valid_with_and_without_leeway() {
         verify(&token, &keys, &options(u64::MAX, 0)),
         Err(VerifyError::Expired { .. })
     ));
-    // Without audience or issuer expectations those are not checked.
+    // Accepting any audience is said explicitly; the issuer is always checked.
     let open = VerifyOptions {
-        audience: None,
-        issuer: None,
+        audience: AudienceCheck::Any,
+        issuer: "lapse",
         now_seconds: NOW,
         leeway_seconds: 0,
     };
     assert!(verify(&token, &keys, &open).is_ok());
     let shipping = VerifyOptions {
-        audience: Some("shipping"),
+        audience: AudienceCheck::Require("shipping"),
         ..options(NOW, 0)
     };
     assert!(
@@ -233,7 +234,7 @@ fn not_yet_valid_with_and_without_leeway() {
             &token,
             &keys,
             &VerifyOptions {
-                audience: Some("billing-x"),
+                audience: AudienceCheck::Require("billing-x"),
                 ..options(NOW, 0)
             }
         ),
@@ -246,7 +247,7 @@ fn not_yet_valid_with_and_without_leeway() {
             &token,
             &keys,
             &VerifyOptions {
-                issuer: Some("lapse2"),
+                issuer: "lapse2",
                 ..options(NOW, 0)
             }
         ),

@@ -51,6 +51,7 @@ impl DaemonConfig {
         if self.age_out_every.is_zero() {
             return Some("age out at some positive interval".into());
         }
+
         self.brokers
             .iter()
             .find(|address| {
@@ -78,7 +79,7 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    if let Some(problem) = config.problem() {
+    if let Some(problem) = config.problem().or_else(|| config.verify.problem()) {
         return Err(problem);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -181,7 +182,10 @@ mod tests {
             id: "edge".into(),
             region: "eu".into(),
             count,
-            verify: VerifyConfig::default(),
+            verify: VerifyConfig {
+                audience: Some("billing".into()),
+                ..VerifyConfig::default()
+            },
             idle_timeout: Duration::from_secs(1),
             age_out_every: AGE_OUT_EVERY,
             tls: None,
@@ -197,6 +201,23 @@ mod tests {
             .problem()
             .unwrap();
         assert!(bad.contains("\"not a host\""), "{bad}");
+    }
+
+    #[tokio::test]
+    async fn a_verifier_without_an_audience_does_not_start_unless_any_will_do() {
+        let mut open = config(&["127.0.0.1:7401"], 1);
+        open.verify.audience = None;
+        let problem = open.verify.problem().unwrap();
+        assert!(problem.contains("audience"), "{problem}");
+        let refused = run(open.clone(), None, async {}).await;
+        assert_eq!(refused, Err(problem));
+        open.verify.any_audience = true;
+        assert_eq!(open.verify.problem(), None);
+        open.verify.audience = Some(String::new());
+        assert!(open.verify.problem().is_some());
+        let mut anonymous = config(&["127.0.0.1:7401"], 1);
+        anonymous.verify.issuer = String::new();
+        assert!(anonymous.verify.problem().unwrap().contains("issuer"));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!   "tenant"?: "..."}`, or with `Authorization: Bearer <token>`:
 //!   200 and the credential's facts when valid; 401 when malformed, badly
 //!   signed, expired or for another audience; 403 when revoked or for
-//!   another tenant; 503 when the verifier is stale or has no state yet.
+//!   another tenant; 400 (`no_audience`) when neither the request nor the
+//!   verifier names an audience and the verifier was not told to accept
+//!   any; 503 when the verifier is stale or has no state yet.
 //!   Every refusal is `{"valid": false, "reason": "...", "detail": "..."}`.
 //!   With several verifiers in one process, `?verifier=<id>` picks one;
 //!   `POST /v1/verify-all` answers for each.
@@ -183,6 +185,8 @@ fn verdict(served: &Served, token: &str, request: &VerifyBody) -> (StatusCode, V
                 Rejection::Invalid { .. } | Rejection::KeyOutsideWindow { .. } => {
                     StatusCode::UNAUTHORIZED
                 }
+                // The request's fault: it named no audience to check.
+                Rejection::NoAudience => StatusCode::BAD_REQUEST,
             };
             (
                 status,

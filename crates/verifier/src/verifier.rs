@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use lapse_credential::break_glass::{BreakGlassOptions, is_break_glass, verify_break_glass};
-use lapse_credential::{VerifyError, VerifyOptions, verify};
+use lapse_credential::{AudienceCheck, VerifyError, VerifyOptions, verify};
 use lapse_filter::{RevokedBy, SecretHash, Snapshot};
 use lapse_wire::feed::FeedEvent;
 use serde::Serialize;
@@ -27,10 +27,19 @@ pub struct VerifyConfig {
     pub fail_open: bool,
     /// Allowed difference between `exp`/`nbf` and cluster time.
     pub leeway_seconds: u64,
-    /// Required audience, if any.
+    /// The audience every credential must name, unless a call names
+    /// another (`Expect::audience`). With none here, each call must name
+    /// one, or `any_audience` must say that any will do: a credential
+    /// meant for one service is never accepted by another by omission
+    /// (RFC 8725 §3.9).
     pub audience: Option<String>,
-    /// Required issuer, if any.
-    pub issuer: Option<String>,
+    /// Accept a credential for any audience when neither this
+    /// configuration nor the call names one (`lapse verifier
+    /// --any-audience`).
+    pub any_audience: bool,
+    /// The `iss` every credential must carry: the cluster's `[issuance]
+    /// issuer`, `lapse` unless configured otherwise.
+    pub issuer: String,
     /// Whose word makes the verifier fresh. With a checker (the cluster
     /// CA), only heartbeats signed by a broker certificate of that CA,
     /// whose digest matches the state held, do; anything that could make
@@ -51,9 +60,30 @@ impl Default for VerifyConfig {
             fail_open: false,
             leeway_seconds: 30,
             audience: None,
-            issuer: None,
+            any_audience: false,
+            issuer: lapse_credential::DEFAULT_ISSUER.into(),
             trust: None,
             break_glass: None,
+        }
+    }
+}
+
+impl VerifyConfig {
+    /// Why a verifier with this configuration must not start, if it must
+    /// not: no audience and no word that any will do, or no issuer.
+    pub fn problem(&self) -> Option<String> {
+        match (&self.audience, self.any_audience) {
+            (None, false) => Some(
+                "name the audience credentials must be for, or say that any audience will do"
+                    .into(),
+            ),
+            (Some(audience), _) if audience.is_empty() => {
+                Some("an empty audience matches no credential".into())
+            }
+            _ if self.issuer.is_empty() => {
+                Some("name the issuer credentials must come from".into())
+            }
+            _ => None,
         }
     }
 }
@@ -82,6 +112,12 @@ pub enum Rejection {
     WrongTenant { expected: String, found: String },
     #[error("revoked: {by}")]
     Revoked { by: String },
+    /// Neither the verifier's configuration nor the call named an
+    /// audience, and the verifier was not told to accept any.
+    #[error(
+        "no audience to check: configure one, name one in the request, or accept any audience explicitly"
+    )]
+    NoAudience,
 }
 
 fn stale_words(stale_ms: &u64, bound_ms: &u64) -> String {
@@ -102,6 +138,7 @@ impl Rejection {
             Rejection::KeyOutsideWindow { .. } => "key_outside_window",
             Rejection::WrongTenant { .. } => "wrong_tenant",
             Rejection::Revoked { .. } => "revoked",
+            Rejection::NoAudience => "no_audience",
         }
     }
 }
@@ -502,7 +539,12 @@ impl Verifier {
     /// emergency use: logged, counted and queued for reporting.
     pub fn verify(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
         let break_glass = self.config.break_glass.is_some() && is_break_glass(token);
-        let result = if break_glass {
+        let no_audience = expect.audience.is_none()
+            && self.config.audience.is_none()
+            && !self.config.any_audience;
+        let result = if no_audience {
+            Err(Rejection::NoAudience)
+        } else if break_glass {
             self.verify_break_glass(token, expect)
         } else {
             self.verify_inner(token, expect)
@@ -547,18 +589,22 @@ impl Verifier {
         let current = inner.state.as_ref();
         let keys = FeedKeys { vouched, current };
         let now_ms = self.cluster_now_locked(&inner);
-        let audience = expect.audience.or(self.config.audience.as_deref());
+        // `verify` refused a call with no audience unless any will do.
+        let audience = match expect.audience.or(self.config.audience.as_deref()) {
+            Some(audience) => AudienceCheck::Require(audience),
+            None => AudienceCheck::Any,
+        };
         let options = VerifyOptions {
             audience,
-            issuer: self.config.issuer.as_deref(),
+            issuer: &self.config.issuer,
             now_seconds: now_ms / 1000,
             leeway_seconds: self.config.leeway_seconds,
         };
         let verified = verify(token, &keys, &options).map_err(|e| match e {
-            VerifyError::UnknownKeyId(kid) if is_break_glass(token) => Rejection::Invalid {
-                detail: format!(
-                    "{kid:?} is a break-glass key; this verifier accepts no break-glass credentials"
-                ),
+            VerifyError::WrongType { .. } if is_break_glass(token) => Rejection::Invalid {
+                detail:
+                    "a break-glass credential; this verifier accepts no break-glass credentials"
+                        .into(),
             },
             VerifyError::UnknownKeyId(kid) => Rejection::Invalid {
                 detail: format!("no key {kid:?} in the revocation feed"),

@@ -103,7 +103,7 @@ fn config(fail_open: bool) -> VerifyConfig {
             )
             .unwrap(),
         ),
-        ..VerifyConfig::default()
+        ..for_billing()
     }
 }
 
@@ -162,7 +162,7 @@ fn glass(m: Mint) -> String {
 fn regular(index: u64) -> String {
     broker_key()
         .sign(&Claims {
-            iss: "https://lapse.test".into(),
+            iss: lapse_credential::DEFAULT_ISSUER.into(),
             sub: WorkloadId::new("spiffe://example.org/app").unwrap(),
             aud: vec!["billing".into()],
             iat: NOW_S - 10,
@@ -416,7 +416,7 @@ async fn a_verifier_without_break_glass_keys_says_so() {
     let v = ready_with(
         VerifyConfig {
             staleness: Duration::from_secs(2),
-            ..VerifyConfig::default()
+            ..for_billing()
         },
         TTL_MS,
     );
@@ -456,6 +456,15 @@ async fn fail_open_acceptances_are_counted_and_queued() {
         uses[0].reason
     );
     assert_eq!((uses[1].jti.as_str(), uses[1].count), ("jti-2", 1));
+}
+
+/// A verifier's configuration for the audience the test credentials are
+/// for, from the default issuer.
+fn for_billing() -> VerifyConfig {
+    VerifyConfig {
+        audience: Some("billing".into()),
+        ..VerifyConfig::default()
+    }
 }
 
 /// A broker stand-in that counts subscriptions and the use reports each

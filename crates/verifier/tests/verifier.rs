@@ -42,7 +42,7 @@ fn keys() -> KeySet {
 fn credential(index: u64, subject: &str, tenant: &str) -> String {
     key()
         .sign(&Claims {
-            iss: "https://lapse.test".into(),
+            iss: lapse_credential::DEFAULT_ISSUER.into(),
             sub: WorkloadId::new(subject).unwrap(),
             aud: vec!["billing".into()],
             iat: NOW_S - 10,
@@ -119,7 +119,7 @@ fn heartbeat(epoch: u64) -> FeedEvent {
 fn verifier() -> Verifier {
     Verifier::new(VerifyConfig {
         staleness: Duration::from_secs(2),
-        ..VerifyConfig::default()
+        ..for_billing()
     })
 }
 
@@ -133,6 +133,60 @@ fn ready() -> Verifier {
 
 fn verdict(v: &Verifier, token: &str) -> Result<u64, Rejection> {
     v.verify(token, &Expect::default()).map(|a| a.epoch)
+}
+
+/// `config`, with state at epoch 10 and fresh.
+fn ready_as(config: VerifyConfig) -> Verifier {
+    let v = Verifier::new(config);
+    v.apply(&snapshot_event(snapshot(10, &[]))).unwrap();
+    v.apply(&heartbeat(10)).unwrap();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_credential_for_one_service_is_refused_by_another_services_verifier() {
+    let billing = credential(1, "spiffe://acme/a", "acme");
+    // Configured with no audience, a verifier refuses every call that names
+    // none, rather than accepting any audience by omission.
+    let unset = ready_as(VerifyConfig::default());
+    assert_eq!(verdict(&unset, &billing), Err(Rejection::NoAudience));
+    let shipping = Expect {
+        audience: Some("shipping"),
+        tenant: None,
+    };
+    assert!(matches!(
+        unset.verify(&billing, &shipping),
+        Err(Rejection::Invalid { detail }) if detail.contains("audience")
+    ));
+    // The shipping service's verifier refuses billing's credential.
+    let shipping_verifier = ready_as(VerifyConfig {
+        audience: Some("shipping".into()),
+        ..VerifyConfig::default()
+    });
+    assert!(matches!(
+        verdict(&shipping_verifier, &billing),
+        Err(Rejection::Invalid { detail }) if detail.contains("audience")
+    ));
+    // Only a verifier told that any audience will do takes it unasked.
+    let any = ready_as(VerifyConfig {
+        any_audience: true,
+        ..VerifyConfig::default()
+    });
+    assert_eq!(verdict(&any, &billing), Ok(10));
+    assert!(any.verify(&billing, &shipping).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_credential_from_another_cluster_is_refused() {
+    // Signed by a key the feed carries, but naming another issuer.
+    let other_cluster = ready_as(VerifyConfig {
+        issuer: "https://other.example".into(),
+        ..for_billing()
+    });
+    assert!(matches!(
+        verdict(&other_cluster, &credential(1, "spiffe://acme/a", "acme")),
+        Err(Rejection::Invalid { detail }) if detail.contains("issuer")
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -255,7 +309,7 @@ async fn stale_verifier_fails_closed_or_open_as_configured() {
     let open = Verifier::new(VerifyConfig {
         staleness: Duration::from_secs(1),
         fail_open: true,
-        ..VerifyConfig::default()
+        ..for_billing()
     });
     open.apply(&snapshot_event(snapshot(1, &[]))).unwrap();
     open.apply(&heartbeat(1)).unwrap();
@@ -353,7 +407,7 @@ async fn a_step_of_the_verifiers_wall_clock_changes_nothing_it_decides() {
         VerifyConfig {
             staleness: Duration::from_secs(2),
             leeway_seconds: 0,
-            ..VerifyConfig::default()
+            ..for_billing()
         },
         clock.clone(),
     );
@@ -561,7 +615,7 @@ mod signed {
                 VerifyConfig {
                     staleness: Duration::from_secs(2),
                     trust: Some(self.trust.clone()),
-                    ..VerifyConfig::default()
+                    ..for_billing()
                 },
                 Arc::new(Fixed),
             )
@@ -696,7 +750,7 @@ mod signed {
         v.apply(&delta_event(injected)).unwrap();
         let forged = attacker
             .sign(&Claims {
-                iss: "https://lapse.test".into(),
+                iss: lapse_credential::DEFAULT_ISSUER.into(),
                 sub: WorkloadId::new("spiffe://acme/a").unwrap(),
                 aud: vec!["billing".into()],
                 iat: NOW_S - 10,
@@ -809,5 +863,14 @@ mod signed {
         v.apply(&signed(&broker, 1, &snapshot(12, &[3, 4]), T + 400, TTL_MS))
             .unwrap();
         assert_eq!(v.status().vouched_epoch, Some(12));
+    }
+}
+
+/// A verifier's configuration for the audience the test credentials are
+/// for, from the default issuer.
+fn for_billing() -> VerifyConfig {
+    VerifyConfig {
+        audience: Some("billing".into()),
+        ..VerifyConfig::default()
     }
 }

@@ -40,7 +40,7 @@ pub struct IssuanceConfig {
 impl Default for IssuanceConfig {
     fn default() -> Self {
         Self {
-            issuer: "lapse".into(),
+            issuer: lapse_credential::DEFAULT_ISSUER.into(),
             default_ttl_seconds: 600,
             key_rotation_seconds: 3600,
             key_overlap_seconds: 300,

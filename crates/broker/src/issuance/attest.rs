@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use lapse_credential::{
-    Confirmation, DpopExpectation, TenantId, VerifyOptions, WorkloadId, verify, verify_proof,
+    AudienceCheck, Confirmation, DpopExpectation, TenantId, VerifyOptions, WorkloadId, verify,
+    verify_proof,
 };
 use lapse_ledger::{Applied, AttestationKind, Command, JoinGrant, JoinUse, Refusal, RequestId};
 use sha2::{Digest, Sha256};
@@ -192,8 +193,9 @@ impl Issuer {
             &request.credential,
             &keys,
             &VerifyOptions {
-                audience: None,
-                issuer: Some(&self.settings.issuer),
+                // A refresh renews a credential for whatever it was for.
+                audience: AudienceCheck::Any,
+                issuer: &self.settings.issuer,
                 now_seconds: now,
                 leeway_seconds: self.settings.leeway_seconds,
             },

@@ -79,6 +79,8 @@ fn start_verifier(
             fail_open: settings.fail_open || world.variant == Variant::VerifierIgnoresStaleness,
             leeway_seconds: settings.leeway_s,
             trust: (world.variant != Variant::VerifierSkipsSignatures).then(|| world.pki.checker()),
+            // The audience the clients' credentials are issued for.
+            audience: Some("sim".into()),
             ..VerifyConfig::default()
         },
         clock,
