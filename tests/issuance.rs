@@ -483,7 +483,7 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
     let jwks_path = jwks_file.display().to_string();
     let cluster = TestCluster::start_with(3, FAST_RAFT, move |id| {
         format!(
-            "[issuance]\nhttp_listen = \"{}\"\n[[issuance.external_issuers]]\nissuer = \"https://ci.example\"\naudience = \"lapse\"\njwks_file = \"{jwks_path}\"\ntenant = \"acme\"\nworkload_prefix = \"\"\n",
+            "[issuance]\nhttp_listen = \"{}\"\n[[issuance.external_issuers]]\nissuer = \"https://ci.example\"\naudience = \"lapse\"\njwks_file = \"{jwks_path}\"\ntenant = \"acme\"\nworkload_prefix = \"\"\nunknown_kid_reread_seconds = 1\n",
             ports[&id]
         )
     });
@@ -611,6 +611,23 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
                 && r["reason"].as_str().unwrap().contains("signature")),
         "{audit:#}"
     );
+
+    // The issuer rotates to ci-2 and withdraws ci-1: the first token naming
+    // ci-2 makes the broker read the JWKS again (at most once a second
+    // here), and from then on ci-1 is refused.
+    let rotated = SigningKeyPair::from_seed(KeyId::new("ci-2").unwrap(), [11; 32]);
+    let jwks = serde_json::json!({"keys": [serde_json::to_value(rotated.public_jwk()).unwrap()]});
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = issue_external(&ci_token(&rotated, "https://ci.example", now + 300), &[]);
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let withdrawn = issue_external(&ci_token(&ci, "https://ci.example", now + 300), &[]);
+    assert_eq!(withdrawn.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&withdrawn.stderr).contains("ci-1"));
     let _ = http;
 }
 

@@ -1,32 +1,76 @@
 //! Attestation JWTs from external issuers (Kubernetes service-account
 //! tokens, CI OIDC tokens), checked against the issuer's JWKS. RS256, ES256
-//! and EdDSA are accepted; `none` and HMAC never are. Time is passed in.
+//! and EdDSA are accepted; `none` and HMAC never are. The key a token names
+//! must be fit for its algorithm (key type, curve, and the JWK's `alg`,
+//! `use` and `key_ops` when given); a token must name its key (`kid`)
+//! unless the issuer is configured otherwise, carry `iat`, and be no older
+//! than the issuer's maximum age. Time is passed in; reading the JWKS again
+//! is the caller's (the broker's) to schedule.
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use crate::jwt::{VerifyError, check_times, header_json, no_clock_validation};
+use crate::jwt::{VerifyError, check_times, header_json, no_clock_validation, quoted};
+
+/// The largest JWKS document read (a few dozen RSA keys fit many times).
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// The most keys one issuer's JWKS may hold.
+pub const MAX_JWKS_KEYS: usize = 64;
+
+/// How old a token may be, unless the issuer is configured otherwise: a
+/// Kubernetes projected service-account token lives an hour by default.
+pub const DEFAULT_MAX_TOKEN_AGE_SECONDS: u64 = 3600;
 
 #[derive(Debug, Clone)]
 pub struct ExternalIssuer {
     pub issuer: String,
     pub audience: String,
     pub jwks: JwkSet,
+    /// Refuse a token whose header names no key (`kid`). When false, a
+    /// token without one is checked against the JWKS's only key, and
+    /// refused when there are several.
+    pub require_key_id: bool,
+    /// Refuse a token issued (`iat`) longer ago than this.
+    pub max_token_age_seconds: u64,
 }
 
 impl ExternalIssuer {
+    /// An issuer whose keys are the JWKS `jwks_json`, requiring `kid` and
+    /// at most [`DEFAULT_MAX_TOKEN_AGE_SECONDS`] of age.
     pub fn from_jwks_json(
         issuer: String,
         audience: String,
         jwks_json: &str,
     ) -> Result<Self, VerifyError> {
+        if jwks_json.len() > MAX_JWKS_BYTES {
+            return Err(VerifyError::Malformed(format!(
+                "JWKS: {} bytes, more than the {MAX_JWKS_BYTES} read",
+                jwks_json.len()
+            )));
+        }
         let jwks: JwkSet = serde_json::from_str(jwks_json)
             .map_err(|e| VerifyError::Malformed(format!("JWKS: {e}")))?;
+        if jwks.keys.len() > MAX_JWKS_KEYS {
+            return Err(VerifyError::Malformed(format!(
+                "JWKS: {} keys, more than the {MAX_JWKS_KEYS} an issuer may have",
+                jwks.keys.len()
+            )));
+        }
         Ok(Self {
             issuer,
             audience,
             jwks,
+            require_key_id: true,
+            max_token_age_seconds: DEFAULT_MAX_TOKEN_AGE_SECONDS,
         })
+    }
+
+    /// Whether the JWKS holds a key with this id.
+    pub fn has_key(&self, kid: &str) -> bool {
+        self.jwks.find(kid).is_some()
     }
 
     /// Verify `token` and return its claims.
@@ -45,16 +89,17 @@ impl ExternalIssuer {
             "RS256" => Algorithm::RS256,
             "ES256" => Algorithm::ES256,
             "EdDSA" => Algorithm::EdDSA,
-            other => return Err(VerifyError::UnsupportedAlgorithm(other.to_owned())),
+            other => return Err(VerifyError::UnsupportedAlgorithm(quoted(other))),
         };
         let jwk = match header.get("kid").and_then(|v| v.as_str()) {
             Some(kid) => self
                 .jwks
                 .find(kid)
-                .ok_or_else(|| VerifyError::UnknownKeyId(crate::jwt::quoted(kid)))?,
-            None if self.jwks.keys.len() == 1 => &self.jwks.keys[0],
+                .ok_or_else(|| VerifyError::UnknownKeyId(quoted(kid)))?,
+            None if !self.require_key_id && self.jwks.keys.len() == 1 => &self.jwks.keys[0],
             None => return Err(VerifyError::MissingKeyId),
         };
+        check_key_fits(jwk, algorithm)?;
         let key = DecodingKey::from_jwk(jwk)
             .map_err(|e| VerifyError::Malformed(format!("JWKS key: {e}")))?;
         let data =
@@ -76,6 +121,24 @@ impl ExternalIssuer {
             return Err(VerifyError::BadClaims("no exp".into()));
         }
         check_times(number("exp"), number("nbf"), now_seconds, leeway_seconds)?;
+        let Some(iat) = number("iat") else {
+            return Err(VerifyError::BadClaims(
+                "no iat: the token's age cannot be judged".into(),
+            ));
+        };
+        if iat > now_seconds.saturating_add(leeway_seconds) {
+            return Err(VerifyError::IssuedInFuture {
+                iat,
+                now: now_seconds,
+            });
+        }
+        let age_seconds = now_seconds.saturating_sub(iat);
+        if age_seconds > self.max_token_age_seconds.saturating_add(leeway_seconds) {
+            return Err(VerifyError::TooOld {
+                age_seconds,
+                max_seconds: self.max_token_age_seconds,
+            });
+        }
         let found = claims
             .get("iss")
             .and_then(|v| v.as_str())
@@ -83,7 +146,7 @@ impl ExternalIssuer {
         if found != self.issuer {
             return Err(VerifyError::WrongIssuer {
                 expected: self.issuer.clone(),
-                found: found.to_owned(),
+                found: quoted(found),
             });
         }
         let audience_ok = match claims.get("aud") {
@@ -100,4 +163,49 @@ impl ExternalIssuer {
         }
         Ok(claims)
     }
+}
+
+/// Refuse a key that is not for signing, names another algorithm, or is
+/// of a type or curve the token's algorithm does not use (RFC 8725 §3.1:
+/// the key decides the algorithm, not the token).
+fn check_key_fits(jwk: &Jwk, algorithm: Algorithm) -> Result<(), VerifyError> {
+    let unfit = |why: &str| {
+        Err(VerifyError::KeyUnfit(format!(
+            "key {:?} cannot verify {algorithm:?}: {why}",
+            quoted(jwk.common.key_id.as_deref().unwrap_or_default())
+        )))
+    };
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(_) => return unfit("its use is not sig"),
+    }
+    if let Some(operations) = &jwk.common.key_operations
+        && !operations.contains(&KeyOperations::Verify)
+    {
+        return unfit("its key_ops do not include verify");
+    }
+    let named = match algorithm {
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        _ => KeyAlgorithm::EdDSA,
+    };
+    if let Some(key_algorithm) = jwk.common.key_algorithm
+        && key_algorithm != named
+    {
+        return unfit("its alg is another");
+    }
+    let type_fits = match (&jwk.algorithm, algorithm) {
+        (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+            ec.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
+            okp.curve == EllipticCurve::Ed25519
+        }
+        _ => false,
+    };
+    if !type_fits {
+        return unfit("its key type or curve is for another algorithm");
+    }
+    Ok(())
 }

@@ -57,6 +57,10 @@ pub enum VerifyError {
     CriticalExtension,
     #[error("issued at {iat}, in the future (now {now})")]
     IssuedInFuture { iat: u64, now: u64 },
+    #[error("issued {age_seconds} s ago, more than the {max_seconds} s accepted")]
+    TooOld { age_seconds: u64, max_seconds: u64 },
+    #[error("{0}")]
+    KeyUnfit(String),
 }
 
 /// The JOSE `typ` of every credential a broker issues (RFC 8725 §3.11):

@@ -20,7 +20,7 @@ pub use dpop::{
     DpopError, DpopExpectation, ReplayCache, VerifiedProof, access_token_hash, make_proof,
     verify_proof,
 };
-pub use external::ExternalIssuer;
+pub use external::{DEFAULT_MAX_TOKEN_AGE_SECONDS, ExternalIssuer, MAX_JWKS_BYTES, MAX_JWKS_KEYS};
 pub use ids::{IdError, KeyId, StatusIndex, TenantId, WorkloadId};
 pub use jwk::{Jwk, JwkError, JwkSet};
 pub use jwt::{

@@ -1,7 +1,9 @@
 //! Attacks on credential verification, each performed and shown to fail:
 //! a credential presented to a service it was not meant for, one from
 //! another issuer, a JWT of another type signed by a key verifiers trust,
-//! an `iat` in the future, and a header with critical extensions.
+//! an `iat` in the future, a header with critical extensions; and external
+//! attestation tokens verified with a key not meant for their algorithm,
+//! without a `kid`, or kept long after they were issued.
 
 use std::collections::BTreeMap;
 
@@ -208,4 +210,141 @@ fn a_critical_header_extension_is_refused() {
         verify_proof(&proof, &expectation),
         Err(DpopError::Malformed(detail)) if detail.contains("crit")
     ));
+}
+
+/// An external issuer whose JWKS holds `key(9)`'s Ed25519 key under `ci-1`,
+/// with `extra` JWK members.
+fn external_issuer(extra: serde_json::Value) -> ExternalIssuer {
+    let mut jwk = serde_json::json!({
+        "kty": "OKP", "crv": "Ed25519", "kid": "ci-1",
+        "x": SigningKeyPair::from_seed(KeyId::new("ci-1").unwrap(), [9; 32]).public_jwk().x,
+    });
+    for (name, value) in extra.as_object().unwrap() {
+        jwk[name] = value.clone();
+    }
+    ExternalIssuer::from_jwks_json(
+        "https://ci.example".into(),
+        "lapse".into(),
+        &serde_json::json!({ "keys": [jwk] }).to_string(),
+    )
+    .unwrap()
+}
+
+/// A CI token signed by `key(9)` with `header` members and `claims`.
+fn ci_token(header: serde_json::Value, claims: serde_json::Value) -> String {
+    let signer = SigningKeyPair::from_seed(KeyId::new("ci-1").unwrap(), [9; 32]);
+    let encode = |value: &serde_json::Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let input = format!("{}.{}", encode(&header), encode(&claims));
+    let signature = signer.sign_raw(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn ci_claims(iat: u64) -> serde_json::Value {
+    serde_json::json!({
+        "iss": "https://ci.example", "aud": "lapse", "sub": "repo/app",
+        "iat": iat, "exp": NOW + 600,
+    })
+}
+
+#[test]
+fn an_external_key_not_meant_for_the_tokens_algorithm_is_refused() {
+    let header = serde_json::json!({"alg": "EdDSA", "kid": "ci-1"});
+    let token = ci_token(header.clone(), ci_claims(NOW));
+    // The key as published verifies the token: what follows fails on the
+    // key's description alone.
+    assert!(
+        external_issuer(serde_json::json!({}))
+            .verify(&token, NOW, 5)
+            .is_ok()
+    );
+    for (what, extra) in [
+        ("use enc", serde_json::json!({"use": "enc"})),
+        ("alg RS256", serde_json::json!({"alg": "RS256"})),
+        (
+            "key_ops encrypt",
+            serde_json::json!({"key_ops": ["encrypt"]}),
+        ),
+        ("an X25519 key", serde_json::json!({"crv": "X25519"})),
+    ] {
+        assert!(
+            matches!(
+                external_issuer(extra).verify(&token, NOW, 5),
+                Err(VerifyError::KeyUnfit(_))
+            ),
+            "{what}"
+        );
+    }
+    // An ES256 or RS256 header naming the Ed25519 key.
+    for alg in ["ES256", "RS256"] {
+        let token = ci_token(
+            serde_json::json!({"alg": alg, "kid": "ci-1"}),
+            ci_claims(NOW),
+        );
+        assert!(matches!(
+            external_issuer(serde_json::json!({})).verify(&token, NOW, 5),
+            Err(VerifyError::KeyUnfit(_))
+        ));
+    }
+}
+
+#[test]
+fn an_external_token_without_a_kid_is_refused() {
+    let token = ci_token(serde_json::json!({"alg": "EdDSA"}), ci_claims(NOW));
+    let issuer = external_issuer(serde_json::json!({}));
+    assert_eq!(
+        issuer.verify(&token, NOW, 5),
+        Err(VerifyError::MissingKeyId)
+    );
+    // Only when the issuer is configured to take its only key for one.
+    let lenient = ExternalIssuer {
+        require_key_id: false,
+        ..issuer
+    };
+    assert!(lenient.verify(&token, NOW, 5).is_ok());
+}
+
+#[test]
+fn an_old_external_token_is_refused() {
+    let header = serde_json::json!({"alg": "EdDSA", "kid": "ci-1"});
+    let issuer = ExternalIssuer {
+        max_token_age_seconds: 600,
+        ..external_issuer(serde_json::json!({}))
+    };
+    // Long-lived (exp far ahead) but issued long ago: a stolen token kept.
+    let stolen = ci_token(header.clone(), ci_claims(NOW - 3600));
+    assert_eq!(
+        issuer.verify(&stolen, NOW, 5),
+        Err(VerifyError::TooOld {
+            age_seconds: 3600,
+            max_seconds: 600
+        })
+    );
+    assert!(
+        issuer
+            .verify(&ci_token(header.clone(), ci_claims(NOW - 600)), NOW, 5)
+            .is_ok()
+    );
+    // Without iat its age is unknowable; from the future it dodges the limit.
+    let mut ageless = ci_claims(NOW);
+    ageless.as_object_mut().unwrap().remove("iat");
+    assert!(matches!(
+        issuer.verify(&ci_token(header.clone(), ageless), NOW, 5),
+        Err(VerifyError::BadClaims(_))
+    ));
+    assert!(matches!(
+        issuer.verify(&ci_token(header, ci_claims(NOW + 60)), NOW, 5),
+        Err(VerifyError::IssuedInFuture { .. })
+    ));
+}
+
+#[test]
+fn a_jwks_too_large_to_hold_is_refused() {
+    let key = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+    let many = serde_json::json!({ "keys": vec![key; MAX_JWKS_KEYS + 1] });
+    assert!(ExternalIssuer::from_jwks_json("i".into(), "a".into(), &many.to_string()).is_err());
+    let huge = format!(
+        "{{\"keys\": [], \"padding\": \"{}\"}}",
+        "x".repeat(MAX_JWKS_BYTES)
+    );
+    assert!(ExternalIssuer::from_jwks_json("i".into(), "a".into(), &huge).is_err());
 }

@@ -421,7 +421,7 @@ fn external_issuer_tokens_are_checked_against_their_jwks() {
         )
         .unwrap()
     };
-    let good = serde_json::json!({"iss": "https://ci.example", "aud": "lapse", "sub": "repo/app", "exp": NOW + 60});
+    let good = serde_json::json!({"iss": "https://ci.example", "aud": "lapse", "sub": "repo/app", "iat": NOW - 5, "exp": NOW + 60});
     let claims = issuer.verify(&sign(good.clone(), "ci-1"), NOW, 5).unwrap();
     assert_eq!(claims["sub"], "repo/app");
 

@@ -656,8 +656,17 @@ fn external_issuer_edge_cases() {
             .unwrap();
         EncodingKey::from_ed_der(der.as_bytes())
     };
-    // One key and no kid: that key is used.
+    // One key and no kid: refused, unless the issuer is configured to
+    // take its only key for a token that names none.
     let anonymous = external_token(Algorithm::EdDSA, None, &ed, &k8s_claims());
+    assert_eq!(
+        issuer.verify(&anonymous, NOW, 0),
+        Err(VerifyError::MissingKeyId)
+    );
+    let issuer = ExternalIssuer {
+        require_key_id: false,
+        ..issuer
+    };
     assert!(issuer.verify(&anonymous, NOW, 0).is_ok());
     // aud as a single string.
     let mut c = k8s_claims();

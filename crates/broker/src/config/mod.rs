@@ -18,6 +18,9 @@ pub use sections::{
     TlsConfig, token_hash,
 };
 
+/// The most external issuers one broker trusts.
+pub const MAX_EXTERNAL_ISSUERS: usize = 32;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -288,6 +291,21 @@ impl BrokerConfig {
         }
         if self.ledger.max_credential_ttl_seconds == 0 || self.ledger.max_lease_seconds == 0 {
             return invalid("ledger durations must be positive".into());
+        }
+        if issuance.external_issuers.len() > MAX_EXTERNAL_ISSUERS {
+            return invalid(format!(
+                "issuance.external_issuers: at most {MAX_EXTERNAL_ISSUERS}"
+            ));
+        }
+        if let Some(external) = issuance.external_issuers.iter().find(|e| {
+            e.max_token_age_seconds == 0
+                || e.jwks_refresh_seconds == 0
+                || e.unknown_kid_reread_seconds == 0
+        }) {
+            return invalid(format!(
+                "issuance.external_issuers {:?}: max_token_age_seconds, jwks_refresh_seconds and unknown_kid_reread_seconds must be above zero",
+                external.issuer
+            ));
         }
         Ok(())
     }

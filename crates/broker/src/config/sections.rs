@@ -64,7 +64,8 @@ impl IssuanceConfig {
 }
 
 /// An external issuer (Kubernetes service accounts, CI OIDC) whose JWTs
-/// attest a workload, checked against a JWKS read from a file.
+/// attest a workload, checked against a JWKS read from a file (again on a
+/// schedule, and on a token naming an unknown key, rate-limited).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalIssuerConfig {
@@ -81,10 +82,40 @@ pub struct ExternalIssuerConfig {
     pub workload_claim: String,
     /// Prepended to the claim's value to form the SPIFFE id.
     pub workload_prefix: String,
+    /// Refuse a token whose header names no key (`kid`). When false, a
+    /// token without one is checked against the JWKS's only key.
+    #[serde(default = "default_require_kid")]
+    pub require_kid: bool,
+    /// Refuse a token issued (`iat`) longer ago than this.
+    #[serde(default = "default_max_token_age_seconds")]
+    pub max_token_age_seconds: u64,
+    /// Read the JWKS file again this often.
+    #[serde(default = "default_jwks_refresh_seconds")]
+    pub jwks_refresh_seconds: u64,
+    /// A token naming a key the JWKS lacks makes the broker read the file
+    /// again, at most once per this many seconds.
+    #[serde(default = "default_unknown_kid_reread_seconds")]
+    pub unknown_kid_reread_seconds: u64,
 }
 
 fn default_workload_claim() -> String {
     "sub".into()
+}
+
+fn default_require_kid() -> bool {
+    true
+}
+
+fn default_max_token_age_seconds() -> u64 {
+    lapse_credential::DEFAULT_MAX_TOKEN_AGE_SECONDS
+}
+
+fn default_jwks_refresh_seconds() -> u64 {
+    300
+}
+
+fn default_unknown_kid_reread_seconds() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

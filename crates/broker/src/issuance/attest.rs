@@ -36,6 +36,15 @@ fn unverified_issuer(token: &str) -> Result<String, BrokerError> {
         .to_owned())
 }
 
+/// At most the first 128 bytes of a caller's string, for an error.
+fn capped(text: &str) -> &str {
+    let mut end = text.len().min(128);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Issuer {
     /// Check a join token against this broker's applied state, without
     /// spending it: the token is consumed through the ledger only once the
@@ -145,17 +154,24 @@ impl Issuer {
 
     pub(super) fn attest_external(&self, token: &str) -> Result<Attested, BrokerError> {
         let claimed_issuer = unverified_issuer(token)?;
-        let (config, issuer) = self
+        let keys = self
             .external
             .iter()
-            .find(|(config, _)| config.issuer == claimed_issuer)
+            .find(|keys| keys.config.issuer == claimed_issuer)
             .ok_or_else(|| {
                 BrokerError::Unauthenticated(format!(
-                    "external_jwt: issuer {claimed_issuer:?} is not configured"
+                    "external_jwt: issuer {:?} is not configured",
+                    capped(&claimed_issuer)
                 ))
             })?;
-        let claims = issuer
-            .verify(token, self.now_seconds(), self.settings.leeway_seconds)
+        let config = &keys.config;
+        let claims = keys
+            .verify(
+                token,
+                self.now_seconds(),
+                self.settings.leeway_seconds,
+                self.core.env().monotonic_ms(),
+            )
             .map_err(|e| {
                 BrokerError::Unauthenticated(format!("external_jwt from {claimed_issuer}: {e}"))
             })?;

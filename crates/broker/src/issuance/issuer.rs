@@ -7,16 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapse_credential::{
-    Claims, Confirmation, ExternalIssuer, ReplayCache, StatusClaim, StatusIndex, StatusListRef,
-    TenantId, WorkloadId,
+    Claims, Confirmation, ReplayCache, StatusClaim, StatusIndex, StatusListRef, TenantId,
+    WorkloadId,
 };
 use lapse_ledger::{AttestationKind, Decision, IssuanceRecord, RequestId};
 
 use super::audit::AuditLog;
+use super::external::ExternalKeys;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
 use super::policy::{IssueAsk, PolicyCache};
-use crate::config::{ExternalIssuerConfig, IssuanceConfig};
+use crate::config::IssuanceConfig;
 use crate::core::SharedCore;
 use crate::error::BrokerError;
 
@@ -102,7 +103,7 @@ pub struct Issuer {
     pub leases: Arc<IndexLeases>,
     pub audit: Arc<AuditLog>,
     pub settings: IssuanceConfig,
-    pub external: Vec<(ExternalIssuerConfig, ExternalIssuer)>,
+    pub external: Vec<ExternalKeys>,
     pub replay: Mutex<ReplayCache>,
     pub policies: PolicyCache,
 }

@@ -4,6 +4,7 @@
 
 mod attest;
 pub mod audit;
+pub mod external;
 pub mod issuer;
 pub mod keys;
 pub mod leases;

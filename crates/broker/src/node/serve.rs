@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapse_credential::{ExternalIssuer, ReplayCache};
+use lapse_credential::ReplayCache;
 use lapse_wire::cluster::cluster_server::ClusterServer;
 use lapse_wire::feed::feed_server::FeedServer;
 use lapse_wire::issuer::issuer_server::IssuerServer;
@@ -21,11 +21,12 @@ use crate::api::auth::check_peer;
 use crate::api::feed::FeedService;
 use crate::api::peer::PeerService;
 use crate::api::{ClusterService, IssuerService};
-use crate::config::{ConfigError, ExternalIssuerConfig, IssuanceConfig};
+use crate::config::{ConfigError, IssuanceConfig};
 use crate::core::SharedCore;
 use crate::feed::FeedHub;
 use crate::http;
 use crate::issuance::audit::AuditLog;
+use crate::issuance::external::{ExternalKeys, JwksError};
 use crate::issuance::issuer::Issuer;
 use crate::issuance::keys::KeyRing;
 use crate::issuance::leases::IndexLeases;
@@ -61,7 +62,7 @@ impl Parts {
             leases: leases.clone(),
             audit: audit.clone(),
             settings: issuance.clone(),
-            external: external_issuers(issuance)?,
+            external: external_issuers(issuance, core.env().monotonic_ms())?,
             policies: Default::default(),
             replay: std::sync::Mutex::new(ReplayCache::new(
                 100_000,
@@ -78,23 +79,24 @@ impl Parts {
     }
 }
 
-/// The configured external JWT issuers, each with the keys it is trusted for.
+/// The configured external JWT issuers, each with the keys it is trusted
+/// for, as read now.
 fn external_issuers(
     issuance: &IssuanceConfig,
-) -> Result<Vec<(ExternalIssuerConfig, ExternalIssuer)>, StartError> {
-    let mut external = Vec::new();
-    for issuer in &issuance.external_issuers {
-        let text =
-            std::fs::read_to_string(&issuer.jwks_file).map_err(|source| StartError::Storage {
-                path: issuer.jwks_file.display().to_string(),
-                source,
-            })?;
-        let verifier =
-            ExternalIssuer::from_jwks_json(issuer.issuer.clone(), issuer.audience.clone(), &text)
-                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", issuer.jwks_file.display())))?;
-        external.push((issuer.clone(), verifier));
-    }
-    Ok(external)
+    monotonic_ms: f64,
+) -> Result<Vec<ExternalKeys>, StartError> {
+    issuance
+        .external_issuers
+        .iter()
+        .map(|config| {
+            ExternalKeys::open(config.clone(), monotonic_ms).map_err(|error| match error {
+                JwksError::Read { path, source } => StartError::Storage { path, source },
+                invalid @ JwksError::Invalid { .. } => {
+                    ConfigError::Invalid(invalid.to_string()).into()
+                }
+            })
+        })
+        .collect()
 }
 
 /// The running servers and how to stop them.
