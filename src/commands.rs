@@ -30,15 +30,43 @@ pub struct BrokerArgs {
     /// Directory for the Raft log, snapshots and cluster secret.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Join the running cluster that a broker at this address belongs to.
-    #[arg(long, requires = "join_token")]
+    /// Join the running cluster that a broker at this address belongs to
+    /// (with --join-token or --join-token-file).
+    #[arg(long)]
     join: Option<String>,
-    /// Single-use join token from `lapse join-token create --broker`.
-    #[arg(long, env = "LAPSE_JOIN_TOKEN", hide_env_values = true)]
+    /// Single-use join token from `lapse join-token create --for-broker`;
+    /// `-` reads it from standard input, which keeps it out of the process
+    /// list.
+    #[arg(
+        long,
+        env = "LAPSE_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        requires = "join"
+    )]
     join_token: Option<String>,
+    /// Read the join token from this file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "join_token",
+        requires = "join"
+    )]
+    join_token_file: Option<PathBuf>,
 }
 
 pub async fn broker(args: BrokerArgs) -> Result<(), Failure> {
+    let join_token = crate::secret_input::read(
+        "join-token",
+        args.join_token.clone(),
+        args.join_token_file.as_deref(),
+    )?;
+    if args.join.is_some() && join_token.is_none() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--join needs the broker's join token: --join-token TOKEN, --join-token - (standard input) or --join-token-file PATH",
+        ));
+    }
     let mut config = match &args.config {
         Some(path) => {
             BrokerConfig::from_file(path).map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
@@ -69,7 +97,7 @@ pub async fn broker(args: BrokerArgs) -> Result<(), Failure> {
     }
     if args.join.is_some() {
         config.cluster.join = args.join;
-        config.cluster.join_token = args.join_token;
+        config.cluster.join_token = join_token;
     }
     let broker = Broker::start(config, Env::default())
         .await

@@ -15,9 +15,14 @@ use crate::output::moment;
 
 #[derive(Debug, Args)]
 pub struct IssueArgs {
-    /// A single-use join token made with `lapse join-token create --tenant T --workload ID`.
-    #[arg(long, conflicts_with = "external_jwt_file")]
+    /// A single-use join token made with `lapse join-token create --tenant
+    /// T --workload ID`; `-` reads it from standard input, which keeps it
+    /// out of the process list.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["external_jwt_file", "join_token_file"])]
     join_token: Option<String>,
+    /// Read the join token from this file.
+    #[arg(long, value_name = "PATH", conflicts_with = "external_jwt_file")]
+    join_token_file: Option<PathBuf>,
     /// A file holding a JWT from a configured external issuer.
     #[arg(long)]
     external_jwt_file: Option<PathBuf>,
@@ -72,7 +77,10 @@ fn dpop_key(path: &std::path::Path) -> Result<SigningKeyPair, Failure> {
             })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let seed: [u8; 32] = rand::random();
-            std::fs::write(path, hex::encode(seed)).map_err(io)?;
+            // Created 0600: the key is never readable by others, even
+            // while it is being written.
+            lapse_pki::files::write(path, &hex::encode(seed), true, false)
+                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
             seed
         }
         Err(e) => return Err(io(e)),
@@ -112,7 +120,12 @@ async fn issuer_client(
 }
 
 pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
-    let attestation = match (args.join_token, args.external_jwt_file) {
+    let join_token = crate::secret_input::read(
+        "join-token",
+        args.join_token,
+        args.join_token_file.as_deref(),
+    )?;
+    let attestation = match (join_token, args.external_jwt_file) {
         (Some(token), None) => Attestation::JoinToken(token),
         (None, Some(path)) => Attestation::ExternalJwt(
             std::fs::read_to_string(&path)
@@ -123,7 +136,7 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
         _ => {
             return Err(Failure::new(
                 exit::USAGE,
-                "give --join-token or --external-jwt-file",
+                "give --join-token, --join-token-file or --external-jwt-file",
             ));
         }
     };

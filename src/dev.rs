@@ -156,11 +156,15 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
     }
     for config in &configs {
         let text = toml::to_string_pretty(config).unwrap_or_default();
-        std::fs::write(
-            args.data_dir.join(format!("node-{}.toml", config.node_id)),
-            text,
+        // 0600: a broker's configuration may hold secrets (admin token
+        // hashes here; a cluster secret or join token in others).
+        lapse_pki::files::write(
+            &args.data_dir.join(format!("node-{}.toml", config.node_id)),
+            &text,
+            true,
+            true,
         )
-        .map_err(io)?;
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     }
     let brokers = start_local_cluster(configs, listeners).await?;
     let leader = brokers[0].core().leader().0.unwrap_or(0);

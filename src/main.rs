@@ -16,6 +16,7 @@ mod feed;
 mod grants;
 mod revoke;
 mod roles;
+mod secret_input;
 #[cfg(feature = "sim")]
 mod sim;
 mod status;

@@ -2,7 +2,9 @@
 //! processes: exit codes and what the help says about them, refusals made
 //! before any call, messages that say what to do next, a closed pipe, human
 //! times in text output, `sim run` reports, revoking the credential you
-//! hold, `--wait` with no verifiers, and what a verifier says it follows.
+//! hold, `--wait` with no verifiers, what a verifier says it follows, join
+//! tokens kept off the command line, and key files private whatever the
+//! umask.
 
 mod support;
 
@@ -395,6 +397,75 @@ async fn against_a_cluster() {
 
     // Text output shows times as RFC 3339 and how far off.
     let (credential, index, said) = issue_text(&cluster);
+
+    // A join token on the command line is in the process list for every
+    // local user to read; from standard input or a file it never is.
+    let join_token = || {
+        cli_json(
+            &cluster,
+            1,
+            &[
+                "join-token",
+                "create",
+                "--tenant",
+                "acme",
+                "--workload",
+                WORKLOAD,
+                "--json",
+            ],
+        )["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let issue_args = [
+        "--audience",
+        "billing",
+        "--scope",
+        "payments:read",
+        "--json",
+    ];
+    let token = join_token();
+    let mut child = lapse()
+        .args(["issue", "--join-token", "-"])
+        .args(issue_args)
+        .env("LAPSE_BROKER", &broker)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let command_line = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&command_line).contains(&token));
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(format!("{token}\n").as_bytes()).unwrap();
+    drop(pipe);
+    let from_stdin = finish(child, 60, "issue --join-token -");
+    assert!(from_stdin.status.success(), "{}", stderr_of(&from_stdin));
+    let token = join_token();
+    let token_file = elsewhere.path().join("join.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let from_file = cluster.cli(
+        1,
+        &[
+            &["issue", "--join-token-file", token_file.to_str().unwrap()][..],
+            &issue_args[..],
+        ]
+        .concat(),
+    );
+    assert!(from_file.status.success(), "{}", stderr_of(&from_file));
+    // Spent: the same token again is refused, and not repeated.
+    let again = cluster.cli(
+        1,
+        &[
+            &["issue", "--join-token-file", token_file.to_str().unwrap()][..],
+            &issue_args[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(again.status.code(), Some(3), "{}", stderr_of(&again));
+    assert!(stderr_of(&again).contains("join-token-spent"));
+    assert!(!stderr_of(&again).contains(&token), "{}", stderr_of(&again));
     assert!(said.contains("Z, in 10 min"), "{said}");
     let keys = cluster.cli(1, &["keys"]);
     let keys = String::from_utf8_lossy(&keys.stdout);
@@ -611,4 +682,120 @@ fn admin_tokens_are_made_and_hashed_without_ever_being_printed() {
     let short = child.wait_with_output().unwrap();
     assert_eq!(short.status.code(), Some(3), "{}", stderr_of(&short));
     assert!(!String::from_utf8_lossy(&short.stdout).contains("sha256"));
+}
+
+#[test]
+fn a_join_token_from_standard_input_or_a_file_is_checked_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let issue = ["issue", "--audience", "billing"];
+    // Empty standard input, an empty file, a missing file, both ways at once.
+    let empty = dir.path().join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("missing.token");
+    for (extra, input, code) in [
+        (vec!["--join-token", "-"], &b""[..], 2),
+        (vec!["--join-token-file", empty.to_str().unwrap()], b"", 2),
+        (vec!["--join-token-file", missing.to_str().unwrap()], b"", 1),
+        (
+            vec![
+                "--join-token",
+                "lapse-join-x",
+                "--join-token-file",
+                empty.to_str().unwrap(),
+            ],
+            b"",
+            2,
+        ),
+        (vec!["--join-token", "-"], &[b'x'; 5000][..], 1),
+    ] {
+        let args = [&issue[..], &extra[..]].concat();
+        let out = run(&args, input, "127.0.0.1:1", dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{extra:?}: {}",
+            stderr_of(&out)
+        );
+    }
+    // A broker told to join needs the token, from any of the three.
+    let out = run(
+        &[
+            "broker",
+            "--node-id",
+            "9",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+            "--join",
+            "127.0.0.1:1",
+        ],
+        b"",
+        "127.0.0.1:1",
+        dir.path(),
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--join-token-file") && stderr.contains("--join-token -"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn key_and_token_files_are_private_even_under_a_permissive_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    // With umask 000 a file written plainly would be readable (and
+    // writable) by every local user.
+    let permissive = |args: &[&str]| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_lapse"))
+            .args(args)
+            .env("LAPSE_INSECURE_PLAINTEXT", "true")
+            .env("LAPSE_BROKER", "127.0.0.1:1")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (out.status.code(), stderr_of(&out))
+    };
+    let (code, stderr) =
+        permissive(&["admin-token", "create", "--name", "ci", "--out", "ci.token"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = permissive(&["break-glass", "keygen", "--out", "vault"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = permissive(&[
+        "certs",
+        "init",
+        "--trust-domain",
+        "t.example",
+        "--dir",
+        "certs",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // The DPoP key is made before the (unreachable) broker is called.
+    let (code, stderr) = permissive(&[
+        "issue",
+        "--join-token",
+        "lapse-join-x",
+        "--audience",
+        "billing",
+        "--dpop-key-file",
+        "holder.key",
+    ]);
+    assert_eq!(code, Some(5), "{stderr}");
+    for secret in [
+        "ci.token",
+        "vault/break-glass.key",
+        "certs/ca.key",
+        "holder.key",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(secret))
+            .unwrap_or_else(|e| panic!("{secret}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}: {mode:o}");
+    }
 }

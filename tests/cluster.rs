@@ -151,7 +151,11 @@ async fn a_late_broker_joins_catches_up_from_a_snapshot_and_is_promoted() {
 
     cluster.add_joiner(4);
     let via = cluster.address(3);
-    cluster.spawn(4, &["--join", &via, "--join-token", &token]);
+    // The token from a file, not the command line (where `ps` shows it).
+    let token_file = cluster.dir.path().join("join.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let token_file = token_file.to_str().unwrap();
+    cluster.spawn(4, &["--join", &via, "--join-token-file", token_file]);
 
     let statuses = cluster.wait_converged().await;
     assert_eq!(statuses.len(), 4);
@@ -183,7 +187,7 @@ async fn a_late_broker_joins_catches_up_from_a_snapshot_and_is_promoted() {
 
     // A restarted joiner does not join again: it already belongs.
     cluster.kill9(4);
-    cluster.spawn(4, &["--join", &via, "--join-token", &token]);
+    cluster.spawn(4, &["--join", &via, "--join-token-file", token_file]);
     assert_same_digest(&cluster.wait_converged().await);
 
     // Removing it leaves three voters that still commit.

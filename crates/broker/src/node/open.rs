@@ -149,14 +149,47 @@ pub(super) fn read_secret(data_dir: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
+/// Keep the cluster secret in the data directory: written to a temporary
+/// file created 0600 afresh (a leftover or planted file of that name is
+/// removed first, never written through), then renamed over the secret.
 pub(super) fn write_secret(data_dir: &Path, secret: &str) -> std::io::Result<()> {
-    let path = data_dir.join(SECRET_FILE);
-    let temporary = data_dir.join(format!("{SECRET_FILE}.new"));
-    std::fs::write(&temporary, secret)?;
+    lapse_pki::files::write(&data_dir.join(SECRET_FILE), secret, true, true).map_err(|e| match e {
+        lapse_pki::PkiError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     #[cfg(unix)]
-    {
+    #[test]
+    fn a_planted_temporary_file_cannot_catch_the_cluster_secret() {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        // Another user's world-readable file, and a link to it where the
+        // broker writes its temporary copy.
+        let stolen = dir.path().join("stolen");
+        std::fs::write(&stolen, "").unwrap();
+        std::fs::set_permissions(&stolen, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for name in ["cluster-secret.tmp", "cluster-secret.new"] {
+            std::os::unix::fs::symlink(&stolen, data_dir.join(name)).unwrap();
+        }
+        write_secret(&data_dir, "the-cluster-secret").unwrap();
+        assert_eq!(std::fs::read_to_string(&stolen).unwrap(), "");
+        let secret = data_dir.join(SECRET_FILE);
+        assert_eq!(
+            read_secret(&data_dir).unwrap().as_deref(),
+            Some("the-cluster-secret")
+        );
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        // Replacing it keeps it private.
+        write_secret(&data_dir, "another-secret").unwrap();
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
-    std::fs::rename(temporary, path)
 }
