@@ -75,7 +75,17 @@ mod tests {
         );
         assert_eq!(
             revocation(None).unwrap_err().to_string(),
-            "revocation: no target given (index, subject, tenant, key_id or secret_sha256)"
+            "revocation: no target given (index, subject, tenant, key_id, secret_sha256 or credential)"
+        );
+        let too_long = "x".repeat(lapse_credential::presented::MAX_PRESENTED_BYTES + 1);
+        let refused = revocation(target(Target::Credential(too_long))).unwrap_err();
+        assert!(refused.to_string().starts_with("credential: "), "{refused}");
+        assert!(revocation(target(Target::Credential(" \n".into()))).is_err());
+        assert_eq!(
+            revocation(target(Target::Credential("a.b.c\n".into()))),
+            Ok(Revocation::Credential(lapse_ledger::PresentedToken(
+                "a.b.c".into()
+            )))
         );
         let bad_hash = revocation(target(Target::SecretSha256(vec![0; 31]))).unwrap_err();
         assert_eq!(
