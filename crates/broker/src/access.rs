@@ -196,7 +196,21 @@ pub fn check(text: &str) -> Result<PolicySet, Denied> {
             lapse_ledger::MAX_POLICY_BYTES
         )));
     }
-    let policies = PolicySet::from_str(text).map_err(|e| format!("access policy: {e}"))?;
+    // Before Cedar's parser, which recurses once per level unchecked.
+    let depth = lapse_ledger::policy_nesting(text);
+    if depth > lapse_ledger::MAX_POLICY_NESTING {
+        return Err(Denied(format!(
+            "access policy nests brackets {depth} deep, more than the {} allowed; write it with less nesting",
+            lapse_ledger::MAX_POLICY_NESTING
+        )));
+    }
+    let policies = PolicySet::from_str(text).map_err(|errors| {
+        let problems = crate::issuance::policy::problems(
+            text,
+            errors.iter().map(cedar_policy::ffi::DetailedError::from),
+        );
+        format!("access {problems}")
+    })?;
     if policies.policies().next().is_none() {
         return Err(Denied("access policy is empty and would refuse everything, cluster admins included; to lock the control plane, say so: `forbid(principal, action, resource);`".into()));
     }
@@ -232,8 +246,16 @@ fn policy_in_force(state: &LedgerState) -> (u64, Arc<PolicySet>) {
         return (version, parsed.clone());
     }
     // A stored policy was checked before it was proposed; one that no
-    // longer parses refuses everything rather than allowing anything.
-    let parsed = Arc::new(PolicySet::from_str(text).unwrap_or_else(|_| PolicySet::new()));
+    // longer parses refuses everything rather than allowing anything. The
+    // ledger refuses texts nested too deeply for Cedar's parser, and so
+    // does this, whatever a replica holds.
+    let parseable = lapse_ledger::policy_nesting(text) <= lapse_ledger::MAX_POLICY_NESTING;
+    let parsed = Arc::new(
+        parseable
+            .then(|| PolicySet::from_str(text).ok())
+            .flatten()
+            .unwrap_or_else(PolicySet::new),
+    );
     *cache = Some((version, epoch, parsed.clone()));
     (version, parsed)
 }
@@ -372,6 +394,58 @@ fn push(set: &mut serde_json::Value, tenant: &TenantId) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deeply nested parentheses, which Cedar's parser cannot survive.
+    fn nested(depth: usize) -> String {
+        format!(
+            "permit(principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        )
+    }
+
+    #[test]
+    fn a_deeply_nested_access_policy_is_refused_before_parsing() {
+        // On a small stack: the refusal must not depend on the stack's size.
+        let refusal = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| check(&nested(2_000)).map(|_| ()).unwrap_err().0)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(refusal.contains("nests brackets 2001 deep"), "{refusal}");
+        // A stored one (which the ledger refuses too) refuses everything.
+        let mut state = LedgerState::default();
+        state.access_policy = Some(lapse_ledger::Policy {
+            version: 1,
+            text: nested(2_000),
+            set_at_ms: 0,
+            epoch: 99,
+        });
+        let (version, policies) = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || policy_in_force(&state))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(version, 1);
+        assert_eq!(policies.policies().count(), 0);
+    }
+
+    #[test]
+    fn an_access_policy_that_does_not_parse_is_refused_in_words() {
+        let refusal = check("permit(principal, action, resource) when { context. };")
+            .map(|_| ())
+            .unwrap_err()
+            .0;
+        assert!(
+            refusal.starts_with("access policy line 1, column "),
+            "{refusal}"
+        );
+        assert!(!refusal.contains('\n'), "{refusal}");
+        assert!(!refusal.contains("ParseError"), "{refusal}");
+        assert!(check(&nested(30)).is_ok());
+    }
 
     fn tenant(name: &str) -> TenantId {
         TenantId::new(name).unwrap()

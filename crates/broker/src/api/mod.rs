@@ -68,6 +68,9 @@ fn refusal_code(refusal: &Refusal) -> Code {
         | Refusal::BadLeaseDuration { .. }
         | Refusal::BadBatch { .. }
         | Refusal::PolicyTooLarge { .. }
+        | Refusal::PolicyTooDeep { .. }
+        | Refusal::PolicyEmpty
+        | Refusal::EmptySecret
         | Refusal::BadAuditBatch { .. } => Code::InvalidArgument,
     }
 }

@@ -27,6 +27,9 @@ impl ClusterService {
             PolicyError::TooLarge { length, max } => {
                 refusal_status(&Refusal::PolicyTooLarge { length, max })
             }
+            PolicyError::TooDeep { depth, max } => {
+                refusal_status(&Refusal::PolicyTooDeep { depth, max })
+            }
             e => Status::invalid_argument(e.to_string()),
         })?;
         let command = Command::Operate {

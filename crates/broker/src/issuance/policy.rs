@@ -26,7 +26,7 @@ use cedar_policy::{
     Schema, ValidationMode, Validator,
 };
 use lapse_credential::{TenantId, WorkloadId};
-use lapse_ledger::{Decision, MAX_POLICY_BYTES};
+use lapse_ledger::{Decision, MAX_POLICY_BYTES, MAX_POLICY_NESTING, policy_nesting};
 use sha2::{Digest, Sha256};
 
 /// Most problems one refusal lists; the rest are counted.
@@ -90,6 +90,11 @@ impl fmt::Display for SchemaLine {
 pub enum PolicyError {
     #[error("policy is {length} bytes, more than the {max} allowed")]
     TooLarge { length: usize, max: usize },
+    /// Refused before Cedar sees it: its parser recurses once per level.
+    #[error(
+        "policy nests brackets {depth} deep, more than the {max} allowed; write the condition with less nesting"
+    )]
+    TooDeep { depth: usize, max: usize },
     /// Not Cedar.
     #[error("{0}")]
     Syntax(Problems),
@@ -140,7 +145,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Cedar diagnostics about `text` as [`Problem`]s, in the order of the text.
-fn problems(text: &str, details: impl Iterator<Item = DetailedError>) -> Problems {
+pub(crate) fn problems(text: &str, details: impl Iterator<Item = DetailedError>) -> Problems {
     let mut problems: Vec<Problem> = details.map(|detail| problem(text, detail)).collect();
     problems.sort_by_key(|p| p.at);
     Problems(problems)
@@ -173,11 +178,20 @@ fn problem(text: &str, detail: DetailedError) -> Problem {
 
 /// Parse `text` as a Cedar policy set; the error says where it is wrong.
 /// This is what deciding needs: [`check`] is what setting a policy needs.
+/// A text too long or nested too deeply is refused before Cedar's parser,
+/// which would overflow the stack on a few hundred nested brackets, sees it.
 pub fn parse(text: &str) -> Result<PolicySet, PolicyError> {
     if text.len() > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge {
             length: text.len(),
             max: MAX_POLICY_BYTES,
+        });
+    }
+    let depth = policy_nesting(text);
+    if depth > MAX_POLICY_NESTING {
+        return Err(PolicyError::TooDeep {
+            depth,
+            max: MAX_POLICY_NESTING,
         });
     }
     PolicySet::from_str(text).map_err(|errors| {

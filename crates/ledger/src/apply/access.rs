@@ -7,8 +7,8 @@ use lapse_credential::TenantId;
 
 use crate::command::{
     Applied, Authorization, Command, ControlEvent, JoinGrant, MAX_BINDINGS,
-    MAX_JUSTIFICATION_BYTES, MAX_POLICY_BYTES, MAX_PRINCIPAL_BYTES, OperatorRole, Outcome, Refusal,
-    RequestId, Revocation,
+    MAX_JUSTIFICATION_BYTES, MAX_PRINCIPAL_BYTES, OperatorRole, Outcome, Refusal, RequestId,
+    Revocation, policy_text_refusal,
 };
 use crate::state::{LedgerState, MAX_CONTROL_EVENTS, Policy};
 
@@ -215,11 +215,8 @@ impl LedgerState {
         text: &str,
         expected_version: Option<u64>,
     ) -> Outcome {
-        if text.len() > MAX_POLICY_BYTES {
-            return Err(Refusal::PolicyTooLarge {
-                length: text.len(),
-                max: MAX_POLICY_BYTES,
-            });
+        if let Some(refusal) = policy_text_refusal(text) {
+            return Err(refusal);
         }
         let current = self.access_policy.as_ref().map_or(0, |p| p.version);
         if let Some(expected) = expected_version

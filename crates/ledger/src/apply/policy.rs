@@ -3,7 +3,7 @@
 
 use lapse_credential::TenantId;
 
-use crate::command::{Applied, MAX_POLICY_BYTES, Outcome, Refusal};
+use crate::command::{Applied, Outcome, Refusal, policy_text_refusal};
 use crate::state::{LedgerState, Policy};
 
 impl LedgerState {
@@ -16,11 +16,8 @@ impl LedgerState {
         text: &str,
         expected_version: Option<u64>,
     ) -> Outcome {
-        if text.len() > MAX_POLICY_BYTES {
-            return Err(Refusal::PolicyTooLarge {
-                length: text.len(),
-                max: MAX_POLICY_BYTES,
-            });
+        if let Some(refusal) = policy_text_refusal(text) {
+            return Err(refusal);
         }
         let current = self.policies.get(tenant).map(|p| p.version).unwrap_or(0);
         if let Some(expected) = expected_version
@@ -138,5 +135,39 @@ mod tests {
             })
         );
         assert_eq!(ledger.state.policies[&tenant("acme")].version, 1);
+    }
+
+    #[test]
+    fn a_policy_nested_too_deeply_or_empty_is_refused_and_changes_nothing() {
+        use crate::command::{MAX_POLICY_NESTING, policy_nesting};
+        let mut ledger = Ledger::new();
+        ledger.run("v1", 1_000, set("acme", "v1", None));
+        let deep = format!(
+            "permit(principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(300),
+            ")".repeat(300)
+        );
+        assert_eq!(
+            ledger.run("deep", 1_000, set("acme", &deep, None)).outcome,
+            Err(Refusal::PolicyTooDeep {
+                depth: 301,
+                max: MAX_POLICY_NESTING
+            })
+        );
+        for (id, empty) in [("empty", ""), ("blank", " \n\t ")] {
+            assert_eq!(
+                ledger.run(id, 1_000, set("acme", empty, None)).outcome,
+                Err(Refusal::PolicyEmpty)
+            );
+        }
+        assert_eq!(ledger.state.policies[&tenant("acme")].text, "v1");
+        // Brackets in strings and comments are not nesting.
+        let quoted = format!(
+            "// {}\npermit(principal, action, resource) when {{ \"{}\\\"\" == \"\" }};",
+            "(".repeat(100),
+            "[".repeat(100)
+        );
+        assert_eq!(policy_nesting(&quoted), 1);
+        assert_eq!(policy_nesting("))) ((x))"), 2);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use lapse_credential::presented::Presented;
 use lapse_credential::{KeyId, KeyLookup, StatusIndex};
 
-use crate::command::{Applied, MAX_BATCH, Outcome, Refusal, Revocation};
+use crate::command::{Applied, EMPTY_SECRET_SHA256, MAX_BATCH, Outcome, Refusal, Revocation};
 use crate::state::{IssuedBeforeRule, LedgerState, RevokedAt};
 
 impl LedgerState {
@@ -112,6 +112,9 @@ impl LedgerState {
                 self.revoke_index(presented.index.0, now_ms, revoked)
             }
             Revocation::SecretHash(hash) => {
+                if *hash == EMPTY_SECRET_SHA256 {
+                    return Err(Refusal::EmptySecret);
+                }
                 if let Some(earlier) = self.revoked_secrets.get(hash) {
                     return Err(Refusal::AlreadyRevoked {
                         epoch: earlier.epoch,
@@ -492,6 +495,23 @@ mod tests {
             ledger.state.revoked_foreign_keys,
             before.revoked_foreign_keys
         );
+    }
+
+    #[test]
+    fn revoking_the_hash_of_an_empty_secret_is_refused() {
+        use sha2::Digest as _;
+        assert_eq!(
+            crate::command::EMPTY_SECRET_SHA256,
+            <[u8; 32]>::from(sha2::Sha256::digest(b""))
+        );
+        let mut ledger = Ledger::new();
+        let empty = Command::Revoke(Revocation::SecretHash(crate::command::EMPTY_SECRET_SHA256));
+        assert_eq!(
+            ledger.run("empty", 1_000, empty).outcome,
+            Err(Refusal::EmptySecret)
+        );
+        assert!(ledger.state.revoked_secrets.is_empty());
+        assert_eq!(ledger.state.revocation_epoch, 0);
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub fn revocation(revocation: Option<pb::Revocation>) -> Result<Revocation, Brok
                     format!("must be 32 bytes, got {}", bytes.len()),
                 )
             })?;
+            if hash == lapse_ledger::EMPTY_SECRET_SHA256 {
+                return Err(BrokerError::invalid(
+                    "secret_sha256",
+                    "is the SHA-256 of the empty string, which is no secret",
+                ));
+            }
             Revocation::SecretHash(hash)
         }
         Target::Credential(token) => {

@@ -348,3 +348,43 @@ fn malformed_stored_policies_deny_with_the_reason() {
         "policy version 2 does not parse: policy line 1, column 43: unexpected end of input"
     );
 }
+
+#[test]
+fn a_deeply_nested_policy_is_refused_before_parsing() {
+    let deep = |depth: usize| {
+        format!(
+            "permit(principal, action, resource) when {{ {}true{} }};",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    // On a small stack: the refusal must not depend on the stack's size.
+    let refusal = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || refusal(&deep(5_000)))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        refusal,
+        "policy nests brackets 5001 deep, more than the 32 allowed; write the condition with less nesting"
+    );
+    // Deciding against a stored text that deep refuses, in words.
+    let (t, w) = (
+        TenantId::new("acme").unwrap(),
+        WorkloadId::new("spiffe://example.org/payments").unwrap(),
+    );
+    let text = deep(5_000);
+    let decision = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || decide(Some((3, &text)), &ask(&t, &w, &[], 60)))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(!decision.allowed);
+    assert!(
+        decision.reason.contains("nests brackets 5001 deep"),
+        "{}",
+        decision.reason
+    );
+}
