@@ -104,8 +104,8 @@ impl ClusterService {
         if request.node_id == 0 {
             return Err(invalid("node_id", "must be at least 1"));
         }
-        if request.address.is_empty() {
-            return Err(invalid("address", "is empty"));
+        if let Err(e) = crate::membership::check_address(&request.address) {
+            return Err(invalid("address", e));
         }
         if !request.token.starts_with("lapse-join-") {
             return Err(invalid("token", "is not a Lapse join token"));

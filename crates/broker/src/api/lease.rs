@@ -16,6 +16,15 @@ impl ClusterService {
         let authorization = self.permit(&request, crate::access::Action::Lease, None)?;
         let request = request.into_inner();
         let id = request_id(request.request_id)?;
+        // The ledger knows no membership: a lease to a broker that is not a
+        // member would take indices nobody issues from.
+        let membership = self.core.membership();
+        if !membership.is_voter(request.broker_id) && !membership.is_learner(request.broker_id) {
+            return Err(Status::failed_precondition(format!(
+                "broker_id {} is not a member of this cluster; lease only to a voter or a learner",
+                request.broker_id
+            )));
+        }
         let command = Command::Operate {
             authorization,
             command: Box::new(Command::LeaseIndices {

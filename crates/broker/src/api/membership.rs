@@ -45,8 +45,29 @@ impl ClusterService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let authorization = self.permit(&request, Action::Membership, None)?;
         let request = request.into_inner();
-        let what = format!("add learner {} at {}", request.node_id, request.address);
+        let what = format!(
+            "add learner {} at {}",
+            request.node_id,
+            if request.address.len() <= crate::membership::MAX_ADDRESS_BYTES {
+                request.address.as_str()
+            } else {
+                "(an address too long to record)"
+            }
+        );
         let result = async {
+            // Before the probe, so nothing is dialled that could not be a
+            // member; a learner already at this address is a change too
+            // (an admin's add is not a retried join).
+            let membership = self.core.membership();
+            if let Some(refused) = membership.refuse_learner(request.node_id, &request.address) {
+                return Err(refused.into());
+            }
+            if membership.is_learner(request.node_id) {
+                return Err(Status::already_exists(format!(
+                    "node {} is already a learner at {}",
+                    request.node_id, request.address
+                )));
+            }
             if self.core.tls().is_some() {
                 // Raft traffic goes only to a broker whose certificate
                 // names the node being added.

@@ -235,6 +235,24 @@ impl BrokerConfig {
         if self.cluster.join.is_some() && !self.cluster.members.is_empty() {
             return invalid("a broker either joins (cluster.join) or starts a cluster (cluster.members), not both".into());
         }
+        // Addresses that are dialled: a port out of range would wrap around
+        // or be retried for ever.
+        let dialled = self
+            .advertise
+            .iter()
+            .map(|a| ("advertise", a))
+            .chain(self.cluster.join.iter().map(|a| ("cluster.join", a)))
+            .chain(
+                self.cluster
+                    .members
+                    .iter()
+                    .map(|m| ("cluster.members", &m.address)),
+            );
+        for (field, address) in dialled {
+            if let Err(e) = crate::membership::check_address(address) {
+                return invalid(format!("{field}: {address:?} {e}"));
+            }
+        }
         let mut ids: Vec<u64> = self.cluster.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
@@ -255,6 +273,22 @@ impl BrokerConfig {
         }
         if r.checkpoint_every_entries == 0 {
             return invalid("raft.checkpoint_every_entries must be above zero".into());
+        }
+        // A zero timeout gives up before a healthy peer could answer, and a
+        // zero interval spins.
+        for (field, value) in [
+            ("raft.rpc_timeout_ms", r.rpc_timeout_ms),
+            ("raft.replica_check_ms", r.replica_check_ms),
+            ("limits.write_timeout_ms", self.limits.write_timeout_ms),
+            (
+                "limits.max_request_bytes",
+                self.limits.max_request_bytes as u64,
+            ),
+            ("issuance.audit_ship_ms", self.issuance.audit_ship_ms),
+        ] {
+            if value == 0 {
+                return invalid(format!("{field} must be above zero"));
+            }
         }
         let feed = &self.feed;
         if feed.heartbeat_ms == 0
@@ -426,6 +460,37 @@ mod tests {
         config.cluster.secret = None;
         config.cluster.join = Some("127.0.0.1:2".into());
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn refuses_addresses_with_ports_out_of_range() {
+        let mut config = BrokerConfig::new(1, "127.0.0.1:1".parse().unwrap(), "d".into());
+        config.insecure_plaintext = true;
+        for (field, address) in [
+            ("advertise", "127.0.0.1:70000"),
+            ("cluster.members", "127.0.0.1:0"),
+            ("cluster.join", "127.0.0.1:-1"),
+        ] {
+            let mut config = config.clone();
+            match field {
+                "advertise" => config.advertise = Some(address.into()),
+                "cluster.join" => {
+                    config.cluster.join = Some(address.into());
+                    config.cluster.join_token = Some("lapse-join-x".into());
+                }
+                _ => {
+                    config.cluster.members = vec![Member {
+                        id: 1,
+                        address: address.into(),
+                    }]
+                }
+            }
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains(field) && error.contains("not a number in 1..=65535"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

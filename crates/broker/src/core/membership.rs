@@ -55,10 +55,8 @@ impl Core {
         let current = self.membership();
         let written = match change {
             MembershipChange::AddLearner { node_id, address } => {
-                if node_id == 0 || address.is_empty() {
-                    return Err(BrokerError::Invalid(
-                        "node_id (at least 1) and address are required".into(),
-                    ));
+                if let Some(refused) = current.refuse_learner(node_id, &address) {
+                    return Err(refused);
                 }
                 self.raft
                     .add_learner(node_id, Node { addr: address }, false)
