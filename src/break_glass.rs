@@ -90,7 +90,7 @@ enum BreakGlassCommand {
         audiences: Vec<String>,
         /// How long it lives: at most 1h, and at most what the verifiers
         /// allow (--break-glass-max-ttl).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = crate::client::positive_duration)]
         ttl: Duration,
         /// Why, in one line of at most 256 bytes (an incident id helps):
         /// it is in the credential, the verifiers' logs and the brokers'.
@@ -260,8 +260,7 @@ fn keygen(out: &Path, name: &str, overwrite: bool, json: bool) -> Result<(), Fai
 
 /// Read a break-glass private key (a JWK with `d`) from `path`.
 fn read_private_key(path: &Path) -> Result<SigningKeyPair, Failure> {
-    let bytes = lapse_pki::files::read(path)
-        .map_err(|e| Failure::new(exit::FAILURE, format!("--key: {e}")))?;
+    let bytes = crate::client::read_named_file("--key", path)?;
     let bad = |why: &str| {
         Failure::new(
             exit::REFUSED,

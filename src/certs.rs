@@ -22,7 +22,7 @@ struct Common {
     #[arg(long, default_value = "certs")]
     dir: PathBuf,
     /// How long the certificate is valid.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::client::positive_duration)]
     valid_for: Option<Duration>,
     /// Replace files that exist (to rotate a certificate).
     #[arg(long)]

@@ -20,14 +20,17 @@ pub const DEV_OPERATOR: &str = "dev";
 /// prints [`exit::HELP`], and a test checks that it names each code.
 pub mod exit {
     /// A failure here rather than in the cluster: a file that cannot be
-    /// read or written, a port that cannot be bound, a broker that cannot
-    /// start, a simulation run that broke an invariant, a broker that
-    /// failed internally, or anything unexpected.
+    /// written, a port that cannot be bound, a broker that cannot start,
+    /// a broker that failed internally, or anything unexpected.
     pub const FAILURE: u8 = 1;
-    /// The command line itself is wrong (clap uses 2 as well).
+    /// The command line itself is wrong (clap uses 2 as well): a bad flag
+    /// or value (a port outside 1..=65535, a zero timeout, an unknown
+    /// scenario), or a file it names that cannot be read, including a
+    /// broker's configuration file.
     pub const USAGE: u8 = 2;
     /// The request was refused: invalid input (a malformed id, credential
-    /// file or secret), an unknown or expired target, already done.
+    /// file, policy file, key file, scenario file or secret; a file that is
+    /// not text), an unknown or expired target, already done.
     pub const REFUSED: u8 = 3;
     /// Not authorised: no admin token, a wrong one, a join token not valid
     /// here, or a policy that denies issuance.
@@ -39,23 +42,29 @@ pub mod exit {
     /// enough verifiers applied it: it timed out, or no verifier is
     /// subscribed at all.
     pub const NOT_PROPAGATED: u8 = 6;
+    /// `lapse sim run`: every run ran, and at least one broke an invariant.
+    pub const INVARIANT_BROKEN: u8 = 7;
 
     /// The exit-code table of `lapse --help` (and of the README).
     pub const HELP: &str = "\
 Exit codes:
   0  success
-  1  failed here: a file could not be read or written, a port could not be
-     bound, a broker could not start, a simulation broke an invariant, or
-     something unexpected (including a broker's internal error)
-  2  bad command-line usage
-  3  refused: invalid input (including a malformed credential file or an
-     empty secret), unknown or expired target, already done
+  1  failed here: a file could not be written, a port could not be bound,
+     a broker could not start, or something unexpected (including a
+     broker's internal error)
+  2  bad command-line usage: a bad flag or value (a port outside
+     1..=65535, a zero timeout, an unknown scenario), or a file named on
+     the command line (or a broker's --config) that cannot be read
+  3  refused: invalid input (including a malformed credential, policy,
+     key or scenario file, a file that is not text, or an empty secret),
+     unknown or expired target, already done
   4  not authorised: missing or wrong admin token, join token not valid
      here, issuance denied by policy
   5  unavailable: no broker reachable, no leader, or timed out (safe to
      retry with the same --request-id)
   6  revoked, but --wait could not confirm enough verifiers applied it: it
-     timed out, or no verifier is subscribed";
+     timed out, or no verifier is subscribed
+  7  lapse sim run: a simulation run broke an invariant";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -65,6 +74,7 @@ pub struct Connection {
         long,
         env = "LAPSE_BROKER",
         default_value = "127.0.0.1:7401",
+        value_parser = broker_address,
         global = true
     )]
     pub broker: String,
@@ -73,7 +83,7 @@ pub struct Connection {
     #[arg(long, env = "LAPSE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Give up on a call after this long.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "15s", value_parser = positive_duration, global = true)]
     pub timeout: Duration,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -330,6 +340,55 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A broker address given on the command line: `host:port` with a port
+/// in 1..=65535 (clap answers anything else with exit 2).
+pub fn broker_address(text: &str) -> Result<String, String> {
+    lapse_broker::membership::check_address(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| format!("{text:?} {e}"))
+}
+
+/// A duration given on the command line that must be above zero: a zero
+/// timeout gives up before anything could answer, and a zero lifetime or
+/// interval means nothing.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!(
+            "{text:?} is zero; give a duration above zero, e.g. 15s"
+        )),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(format!("{text:?} is not a duration like 15s or 2m: {e}")),
+    }
+}
+
+/// The bytes of a file named on the command line by `flag`. One that
+/// cannot be read (missing, a directory, not permitted) is a usage error,
+/// exit 2; a larger one than a certificate, key or policy may be is
+/// invalid input, exit 3.
+pub fn read_named_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    lapse_pki::files::read(path).map_err(|e| match e {
+        lapse_pki::PkiError::Io { .. } => Failure::new(exit::USAGE, format!("{flag}: {e}")),
+        other => Failure::new(exit::REFUSED, format!("{flag}: {other}")),
+    })
+}
+
+/// The text of a file named on the command line by `flag` (see
+/// [`read_named_file`]); a file that is not UTF-8 text, or holds NUL bytes,
+/// is invalid input, exit 3.
+pub fn read_named_text(flag: &str, path: &std::path::Path) -> Result<String, Failure> {
+    let bytes = read_named_file(flag, path)?;
+    match String::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => Ok(text),
+        _ => Err(Failure::new(
+            exit::REFUSED,
+            format!(
+                "{flag}: {} is not text (binary or not UTF-8)",
+                path.display()
+            ),
+        )),
+    }
+}
+
 /// A fresh random request id.
 pub fn new_request_id() -> String {
     format!("cli-{:016x}", rand::random::<u64>())
@@ -356,6 +415,7 @@ mod tests {
             exit::UNAUTHORISED,
             exit::UNAVAILABLE,
             exit::NOT_PROPAGATED,
+            exit::INVARIANT_BROKEN,
         ];
         assert!(exit::HELP.contains("\n  0  success"));
         for code in codes {

@@ -25,14 +25,14 @@ pub struct BrokerArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Address other brokers and clients reach this one at.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::client::broker_address)]
     advertise: Option<String>,
     /// Directory for the Raft log, snapshots and cluster secret.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Join the running cluster that a broker at this address belongs to
     /// (with --join-token or --join-token-file).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::client::broker_address)]
     join: Option<String>,
     /// Single-use join token from `lapse join-token create --for-broker`;
     /// `-` reads it from standard input, which keeps it out of the process
@@ -69,7 +69,7 @@ pub async fn broker(args: BrokerArgs) -> Result<(), Failure> {
     }
     let mut config = match &args.config {
         Some(path) => {
-            BrokerConfig::from_file(path).map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
+            BrokerConfig::from_file(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?
         }
         None => {
             let (Some(node_id), Some(listen), Some(data_dir)) =
@@ -99,9 +99,13 @@ pub async fn broker(args: BrokerArgs) -> Result<(), Failure> {
         config.cluster.join = args.join;
         config.cluster.join_token = join_token;
     }
+    // A configuration that does not hold is the command line's to fix.
     let broker = Broker::start(config, Env::default())
         .await
-        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        .map_err(|e| match e {
+            lapse_broker::StartError::Config(e) => Failure::new(exit::USAGE, e.to_string()),
+            e => Failure::new(exit::FAILURE, e.to_string()),
+        })?;
     tracing::info!(address = %broker.local_address(), node = broker.core().id(), "broker serving");
     wait_for_stop().await;
     tracing::info!("stopping");
@@ -140,7 +144,7 @@ enum JoinTokenAction {
         #[arg(long, conflicts_with_all = ["tenant", "workload"])]
         for_broker: bool,
         /// With --for-broker: only a broker advertising this address may use it.
-        #[arg(long, requires = "for_broker")]
+        #[arg(long, requires = "for_broker", value_parser = crate::client::broker_address)]
         address: Option<String>,
         /// A token for a workload of this tenant to obtain a credential.
         #[arg(long, requires = "workload")]
@@ -149,7 +153,7 @@ enum JoinTokenAction {
         #[arg(long, requires = "tenant")]
         workload: Option<String>,
         /// How long the token stays valid.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = crate::client::positive_duration)]
         ttl: Duration,
         #[arg(long)]
         request_id: Option<String>,
@@ -215,7 +219,11 @@ pub struct ClusterArgs {
 #[derive(Debug, Subcommand)]
 enum ClusterAction {
     /// Add a running broker as a learner (joining with a token does this too).
-    AddLearner { node_id: u64, address: String },
+    AddLearner {
+        node_id: u64,
+        #[arg(value_parser = crate::client::broker_address)]
+        address: String,
+    },
     /// Make a learner a voter.
     Promote { node_id: u64 },
     /// Remove a voter or learner from the cluster.
@@ -271,7 +279,7 @@ pub struct LeaseArgs {
     #[arg(long, default_value_t = 1000)]
     count: u64,
     /// How long the broker may issue from the block.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::client::positive_duration)]
     lease: Duration,
     #[arg(long)]
     request_id: Option<String>,

@@ -33,7 +33,7 @@ pub struct IssueArgs {
     #[arg(long = "scope")]
     scopes: Vec<String>,
     /// Lifetime; the broker's default when not given.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::client::positive_duration)]
     ttl: Option<Duration>,
     /// Bind the credential to the key in this file (DPoP). Created if missing.
     #[arg(long)]
@@ -56,7 +56,7 @@ pub struct RefreshArgs {
     /// The cluster's issuer name (proofs are made for `<issuer>/refresh`).
     #[arg(long, default_value = "lapse")]
     issuer: String,
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::client::positive_duration)]
     ttl: Option<Duration>,
     #[command(flatten)]
     connection: Connection,
@@ -71,7 +71,7 @@ fn dpop_key(path: &std::path::Path) -> Result<SigningKeyPair, Failure> {
             .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
             .ok_or_else(|| {
                 Failure::new(
-                    exit::FAILURE,
+                    exit::REFUSED,
                     format!("{}: not a 64-hex-digit key seed", path.display()),
                 )
             })?,
@@ -128,8 +128,7 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
     let attestation = match (join_token, args.external_jwt_file) {
         (Some(token), None) => Attestation::JoinToken(token),
         (None, Some(path)) => Attestation::ExternalJwt(
-            std::fs::read_to_string(&path)
-                .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", path.display())))?
+            crate::client::read_named_text("--external-jwt-file", &path)?
                 .trim()
                 .to_owned(),
         ),
@@ -223,7 +222,6 @@ enum PolicyAction {
 
 pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
     let connection = args.connection;
-    let mut client = connection.client().await?;
     let reply = match args.action {
         PolicyAction::Set {
             tenant,
@@ -231,8 +229,9 @@ pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
             expected_version,
             request_id,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", file.display())))?;
+            let text = crate::client::read_named_text("--file", &file)?;
+            // The file first: a local mistake is reported without a broker.
+            let mut client = connection.client().await?;
             let request_id = request_id.unwrap_or_else(new_request_id);
             connection
                 .admin(client.set_policy(connection.request(pb::SetPolicyRequest {
@@ -245,6 +244,7 @@ pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
                 .map_err(|failure| failure.retry_with(&request_id))?
         }
         PolicyAction::Show { tenant } => {
+            let mut client = connection.client().await?;
             connection
                 .admin(client.get_policy(connection.request(pb::GetPolicyRequest { tenant })))
                 .await?

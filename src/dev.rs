@@ -20,8 +20,8 @@ pub struct DevArgs {
     #[arg(long, default_value = DEV_DIR)]
     data_dir: PathBuf,
     /// Port of broker 1; brokers 2 and 3 take the next two, and each serves
-    /// its JWKS over HTTP 100 ports above its own.
-    #[arg(long, default_value_t = 7401)]
+    /// its JWKS over HTTP 100 ports above its own (so at most 65433).
+    #[arg(long, default_value_t = 7401, value_parser = clap::value_parser!(u16).range(1..=65433))]
     base_port: u16,
 }
 

@@ -16,7 +16,8 @@ use crate::client::{Connection, Failure, exit, print_json};
 #[derive(Debug, Args)]
 pub struct VerifierArgs {
     /// Brokers to follow, in order of preference (comma-separated or repeated).
-    #[arg(long = "brokers", value_delimiter = ',', required = true, num_args = 1..)]
+    #[arg(long = "brokers", value_delimiter = ',', required = true, num_args = 1..,
+          value_parser = crate::client::broker_address)]
     brokers: Vec<String>,
     /// This verifier's name, unique in the deployment (with --count, a prefix).
     #[arg(long, default_value_t = format!("verifier-{}", std::process::id()))]
@@ -29,7 +30,7 @@ pub struct VerifierArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     count: u32,
     /// With no confirmed heartbeat for this long, the verifier is stale.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::client::positive_duration)]
     staleness: Duration,
     /// When stale, keep accepting credentials (default: reject them all).
     /// Every acceptance while stale is logged, counted
@@ -47,7 +48,7 @@ pub struct VerifierArgs {
     #[arg(long = "break-glass-audience", value_name = "AUDIENCE")]
     break_glass_audiences: Vec<String>,
     /// The longest lifetime of a break-glass credential accepted (at most 1h).
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = crate::client::positive_duration)]
     break_glass_max_ttl: Duration,
     /// Allowed difference between a credential's exp/nbf and cluster time, in seconds.
     #[arg(long, default_value_t = 30)]
@@ -66,11 +67,11 @@ pub struct VerifierArgs {
     #[arg(long, default_value = lapse_credential::DEFAULT_ISSUER)]
     issuer: String,
     /// Abandon a broker that sends nothing for this long.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::client::positive_duration)]
     idle_timeout: Duration,
     /// How often each verifier drops rules and keys whose credentials have
     /// all expired.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::client::positive_duration)]
     age_out_every: Duration,
     /// Accept only heartbeats signed by a broker this CA certifies, over
     /// any link. With TLS that is always so, with --ca; give it with
@@ -382,7 +383,7 @@ pub fn parse_wait(text: &str) -> Result<WaitFor, String> {
 /// `--wait-timeout`: a duration of at most ten minutes, the longest a
 /// broker waits.
 pub fn parse_wait_timeout(text: &str) -> Result<Duration, String> {
-    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let timeout = crate::client::positive_duration(text)?;
     if timeout > Duration::from_secs(600) {
         return Err(format!("{text:?} is longer than the 10m a broker waits"));
     }

@@ -23,7 +23,7 @@ pub enum GrantAction {
         #[arg(long)]
         tenant: Option<String>,
         /// How long, at most 8h.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = crate::client::positive_duration)]
         duration: Duration,
         /// Why; required, and kept in the audit.
         #[arg(long = "why")]

@@ -255,8 +255,14 @@ fn read_input(path: &Path, limit: u64) -> Result<(Vec<u8>, String), Failure> {
         });
         (result, path.display().to_string())
     };
-    let bytes =
-        result.map_err(|e| Failure::new(exit::FAILURE, format!("cannot read {source}: {e}")))?;
+    // A file named on the command line that cannot be read is a usage
+    // error; standard input that cannot be read is a failure here.
+    let code = if path == std::path::Path::new("-") {
+        exit::FAILURE
+    } else {
+        exit::USAGE
+    };
+    let bytes = result.map_err(|e| Failure::new(code, format!("cannot read {source}: {e}")))?;
     if bytes.len() as u64 > limit {
         return Err(Failure::new(
             exit::REFUSED,

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use lapse_wire::cluster as pb;
 use serde_json::json;
 
-use crate::client::{Connection, Failure, exit, new_request_id, print_json};
+use crate::client::{Connection, Failure, new_request_id, print_json};
 
 #[derive(Debug, Args)]
 pub struct RoleArgs {
@@ -128,18 +128,14 @@ enum AccessPolicyAction {
 
 pub async fn access_policy(args: AccessPolicyArgs) -> Result<(), Failure> {
     let connection = args.connection;
-    let mut client = connection.client().await?;
     let reply = match args.action {
         AccessPolicyAction::Set {
             file,
             expected_version,
         } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                Failure::new(
-                    exit::REFUSED,
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?;
+            let text = crate::client::read_named_text("access policy file", &file)?;
+            // The file first: a local mistake is reported without a broker.
+            let mut client = connection.client().await?;
             let request = pb::SetAccessPolicyRequest {
                 request_id: new_request_id(),
                 text,
@@ -150,6 +146,7 @@ pub async fn access_policy(args: AccessPolicyArgs) -> Result<(), Failure> {
                 .await?
         }
         AccessPolicyAction::Show => {
+            let mut client = connection.client().await?;
             connection
                 .admin(client.get_access_policy(connection.request(pb::GetAccessPolicyRequest {})))
                 .await?

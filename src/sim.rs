@@ -20,8 +20,9 @@ pub struct SimArgs {
 enum SimCommand {
     /// Run a scenario (a name in the scenario directory, a file, `swarm`
     /// for scenarios drawn from the seed, or `all`) over one seed or a
-    /// range. Exits 1 if any run breaks an invariant, printing the command
-    /// that replays it.
+    /// range. Exits 7 if any run breaks an invariant, printing the command
+    /// that replays it; 2 for an unknown scenario or an unreadable file, 3
+    /// for a malformed scenario file.
     Run(RunArgs),
     /// List the scenarios in the scenario directory.
     List(ListArgs),
@@ -79,7 +80,7 @@ fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
 pub async fn run(args: SimArgs) -> Result<(), Failure> {
     match args.command {
         SimCommand::List(list) => {
-            let fail = |e: lapse_sim::ScenarioError| Failure::new(exit::FAILURE, e.to_string());
+            let fail = scenario_failure;
             for path in lapse_sim::scenario::list(&list.dir).map_err(fail)? {
                 let scenario = Scenario::load(&path).map_err(fail)?;
                 println!("{:<28} {}", scenario.name, scenario.description);
@@ -221,14 +222,28 @@ fn run_scenarios(args: RunArgs) -> Result<(), Failure> {
     }
     print_failures(&failures);
     Err(Failure::new(
-        exit::FAILURE,
+        exit::INVARIANT_BROKEN,
         format!("{} of {total} runs broke an invariant", failures.len()),
     ))
 }
 
+/// A scenario that cannot be run: an unknown name or a file that cannot
+/// be read is bad usage, a malformed file is invalid input.
+fn scenario_failure(error: lapse_sim::ScenarioError) -> Failure {
+    let code = match &error {
+        lapse_sim::ScenarioError::Unknown { .. } | lapse_sim::ScenarioError::Read { .. } => {
+            exit::USAGE
+        }
+        lapse_sim::ScenarioError::Parse { .. } | lapse_sim::ScenarioError::Invalid { .. } => {
+            exit::REFUSED
+        }
+    };
+    Failure::new(code, error.to_string())
+}
+
 /// The runs `args` asks for: scenario files, the swarm, or both.
 fn plan(args: &RunArgs) -> Result<Vec<Planned>, Failure> {
-    let fail = |e: lapse_sim::ScenarioError| Failure::new(exit::FAILURE, e.to_string());
+    let fail = scenario_failure;
     // A replay outside the default scenario directory needs it named.
     let dir_flag = if args.dir == default_dir() {
         String::new()

@@ -34,8 +34,17 @@ pub struct TlsArgs {
     pub insecure_plaintext: bool,
 }
 
-fn problem(error: impl std::fmt::Display) -> Failure {
-    Failure::new(exit::FAILURE, error.to_string())
+/// A TLS file problem: one that cannot be read is a usage error (the
+/// flags or environment name it), one that is malformed is invalid input,
+/// an expired certificate is not authorised.
+fn problem(error: lapse_pki::PkiError) -> Failure {
+    let code = match &error {
+        lapse_pki::PkiError::Io { .. } => exit::USAGE,
+        lapse_pki::PkiError::Expired { .. } => exit::UNAUTHORISED,
+        lapse_pki::PkiError::Exists(_) => exit::FAILURE,
+        lapse_pki::PkiError::Name(_) | lapse_pki::PkiError::Invalid(_) => exit::REFUSED,
+    };
+    Failure::new(code, error.to_string())
 }
 
 impl TlsArgs {

@@ -212,7 +212,7 @@ fn bad_input_is_refused_before_any_call() {
     assert_eq!(from_stdin.status.code(), Some(3));
     assert!(stderr_of(&from_stdin).contains("standard input: not a JWT"));
 
-    // A file that is not there is a local failure, not a refusal.
+    // A file that is not there is bad usage, not a refusal.
     let missing = run(
         &["revoke", "credential", "no-such-file.jwt"],
         b"",
@@ -220,7 +220,7 @@ fn bad_input_is_refused_before_any_call() {
         dir.path(),
     );
     let stderr = stderr_of(&missing);
-    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot read no-such-file.jwt"), "{stderr}");
 
     // Valid input gets as far as the broker, and the failure says where

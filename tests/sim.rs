@@ -1,5 +1,6 @@
 //! `lapse sim run` through the binary: a report on a passing run, and a
-//! malformed scenario file refused with its line.
+//! malformed scenario file refused with its line (exit 3), an unknown
+//! scenario as bad usage (exit 2); a broken invariant exits 7.
 
 use std::process::Command;
 
@@ -48,7 +49,11 @@ fn a_malformed_scenario_is_refused_with_its_line() {
     )
     .unwrap();
     let output = lapse().args(["sim", "run"]).arg(&path).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a malformed file is invalid input"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("bad.toml:6:"),
@@ -59,7 +64,11 @@ fn a_malformed_scenario_is_refused_with_its_line() {
         .args(["sim", "run", "no-such-scenario"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unknown scenario is bad usage"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("leader-partition"),
