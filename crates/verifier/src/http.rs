@@ -9,7 +9,8 @@
 //!   another tenant; 400 (`no_audience`) when neither the request nor the
 //!   verifier names an audience and the verifier was not told to accept
 //!   any; 503 when the verifier is stale or has no state yet.
-//!   Every refusal is `{"valid": false, "reason": "...", "detail": "..."}`.
+//!   Every refusal is `{"valid": false, "reason": "...", "detail": "...",
+//!   "error": "..."}` (`error` says it in words).
 //!   With several verifiers in one process, `?verifier=<id>` picks one;
 //!   `POST /v1/verify-all` answers for each.
 //!   A break-glass credential's answer adds `"break_glass": {"reason":
@@ -28,12 +29,19 @@
 //!   dropped.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /healthz`: 200 when every verifier is fresh, 503 otherwise.
+//!
+//! Whatever is refused is refused in JSON with an `error` field, including
+//! what never reaches a handler: an unknown path (404), a wrong method
+//! (405), a body over 64 KiB (413), a body that is not JSON (400), a body
+//! of another content type than JSON (415; curl's default form type is
+//! read as JSON, so `curl -d` works) and a malformed query (400).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -120,6 +128,8 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     axum::serve(listener, app)
@@ -128,11 +138,87 @@ pub async fn serve(
 }
 
 fn error(status: StatusCode, reason: &str, detail: impl Into<String>) -> Response {
+    let detail = detail.into();
     (
         status,
-        axum::Json(json!({"valid": false, "reason": reason, "detail": detail.into()})),
+        axum::Json(json!({"valid": false, "reason": reason, "error": detail, "detail": detail})),
     )
         .into_response()
+}
+
+async fn unknown_path(uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(128).collect();
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such path {path:?}; the API is POST /v1/verify, POST /v1/verify-all, POST /v1/check-secret, GET /v1/status, GET /metrics and GET /healthz"
+        ),
+    )
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(128).collect();
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {path}"),
+    )
+}
+
+/// The body of a POST, or the JSON refusal of one that could not be read
+/// (over [`MAX_BODY_BYTES`], or cut off) or is not declared as JSON.
+fn body_of(
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<axum::body::Bytes, Box<Response>> {
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        let kind = kind
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        // curl -d sends its form type: taken as JSON, as the README shows.
+        if !matches!(
+            kind.as_str(),
+            "application/json" | "application/x-www-form-urlencoded"
+        ) {
+            let kind: String = kind.chars().take(64).collect();
+            return Err(Box::new(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("the body is {kind:?}; send application/json"),
+            )));
+        }
+    }
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_request"
+        };
+        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is larger than the {MAX_BODY_BYTES} bytes accepted")
+        } else {
+            format!("the body could not be read: {}", rejection.body_text())
+        };
+        Box::new(error(status, reason, detail))
+    })
+}
+
+/// The `?verifier=` of a request, or the JSON refusal of a malformed query.
+fn which_of(query: Result<Query<Which>, QueryRejection>) -> Result<Which, Box<Response>> {
+    query.map(|Query(which)| which).map_err(|rejection| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the query is not ?verifier=<id>: {}", rejection.body_text()),
+        ))
+    })
 }
 
 /// The token and expectations from a body (JSON) and headers.
@@ -193,6 +279,7 @@ fn verdict(served: &Served, token: &str, request: &VerifyBody) -> (StatusCode, V
                 json!({
                     "valid": false,
                     "reason": rejection.code(),
+                    "error": rejection.to_string(),
                     "detail": rejection.to_string(),
                     "verifier": served.id,
                 }),
@@ -203,16 +290,21 @@ fn verdict(served: &Served, token: &str, request: &VerifyBody) -> (StatusCode, V
 
 async fn verify_one(
     State(state): State<AppState>,
-    Query(which): Query<Which>,
+    query: Result<Query<Which>, QueryRejection>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
+    let (which, body) = match (which_of(query), body_of(&headers, body)) {
+        (Ok(which), Ok(body)) => (which, body),
+        (Err(response), _) | (_, Err(response)) => return *response,
+    };
     let (token, request) = match parse_request(&headers, &body) {
         Ok(parsed) => parsed,
         Err(response) => return *response,
     };
     let id = which.verifier.unwrap_or_else(|| state.first.clone());
     let Some(served) = state.verifiers.get(&id) else {
+        let id: String = id.chars().take(128).collect();
         return error(
             StatusCode::NOT_FOUND,
             "unknown_verifier",
@@ -226,8 +318,12 @@ async fn verify_one(
 async fn verify_all(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body_of(&headers, body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
     let (token, request) = match parse_request(&headers, &body) {
         Ok(parsed) => parsed,
         Err(response) => return *response,
@@ -254,9 +350,14 @@ async fn verify_all(
 
 async fn check_secret(
     State(state): State<AppState>,
-    Query(which): Query<Which>,
-    body: axum::body::Bytes,
+    query: Result<Query<Which>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
+    let (which, body) = match (which_of(query), body_of(&headers, body)) {
+        (Ok(which), Ok(body)) => (which, body),
+        (Err(response), _) | (_, Err(response)) => return *response,
+    };
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -264,7 +365,13 @@ async fn check_secret(
     }
     let parsed: Body = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body is not {{\"sha256\": \"<64 hex digits>\"}}: {e}"),
+            );
+        }
     };
     let hash: [u8; 32] = match hex::decode(parsed.sha256.trim()).map(<[u8; 32]>::try_from) {
         Ok(Ok(hash)) => hash,
@@ -278,7 +385,12 @@ async fn check_secret(
     };
     let id = which.verifier.unwrap_or_else(|| state.first.clone());
     let Some(served) = state.verifiers.get(&id) else {
-        return error(StatusCode::NOT_FOUND, "unknown_verifier", id);
+        let id: String = id.chars().take(128).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_verifier",
+            format!("no verifier {id:?} in this process"),
+        );
     };
     match served.verifier.check_secret_hash(&hash) {
         Ok(revoked) => axum::Json(json!({"revoked": revoked})).into_response(),
@@ -335,11 +447,15 @@ async fn health(State(state): State<AppState>) -> Response {
         .map(|(id, _)| id)
         .collect();
     if stale.is_empty() {
-        (StatusCode::OK, "ok\n").into_response()
+        axum::Json(json!({"healthy": true, "verifiers": state.verifiers.len()})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("stale: {}\n", stale.len()),
+            axum::Json(json!({
+                "healthy": false,
+                "error": format!("{} of {} verifiers are stale", stale.len(), state.verifiers.len()),
+                "stale": stale.iter().take(16).collect::<Vec<_>>(),
+            })),
         )
             .into_response()
     }
