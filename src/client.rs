@@ -345,7 +345,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn broker_address(text: &str) -> Result<String, String> {
     lapse_broker::membership::check_address(text)
         .map(|()| text.to_owned())
-        .map_err(|e| format!("{text:?} {e}"))
+        .map_err(|e| format!("{text:?} is not a broker address: it {e}"))
 }
 
 /// A duration given on the command line that must be above zero: a zero

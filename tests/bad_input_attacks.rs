@@ -299,11 +299,11 @@ async fn adding_a_learner_at_an_unparseable_address_is_refused() {
         ("not an address", "has no port"),
         (
             "127.0.0.1:99999",
-            "port \"99999\" is not a number in 1..=65535",
+            "port \"99999\", not a number in 1..=65535",
         ),
         ("127.0.0.1:0", "port \"0\""),
         ("", "is empty"),
-        ("bad host!:80", "is not an IP address or a DNS name"),
+        ("bad host!:80", "not an IP address or a DNS name"),
     ] {
         let refused = client
             .add_learner(authorised(pb::AddLearnerRequest {
@@ -441,7 +441,7 @@ fn ports_out_of_range_are_refused_as_usage_errors() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["status".into(), "--broker".into(), "127.0.0.1:70000".into()],
-            "port \"70000\" is not a number in 1..=65535",
+            "port \"70000\", not a number in 1..=65535",
         ),
         (
             vec!["status".into(), "--broker".into(), "127.0.0.1:0".into()],
@@ -512,7 +512,7 @@ fn ports_out_of_range_are_refused_as_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     assert!(
-        stderr_of(&out).contains("cluster.members: \"127.0.0.1:70000\" port"),
+        stderr_of(&out).contains("cluster.members: \"127.0.0.1:70000\" has port"),
         "{}",
         stderr_of(&out)
     );

@@ -139,12 +139,13 @@ fn the_help_lists_every_exit_code_and_what_a_secret_hash_covers() {
     let help = String::from_utf8_lossy(&help.stdout);
     for line in [
         "  0  success",
-        "  1  failed here: a file could not be read",
+        "  1  failed here: a file could not be written",
         "  2  bad command-line usage",
         "  3  refused",
         "  4  not authorised",
         "  5  unavailable",
         "  6  revoked, but --wait could not confirm",
+        "  7  lapse sim run: a simulation run broke an invariant",
     ] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }

@@ -446,9 +446,17 @@ async fn a_tls_cluster_serves_operators_and_refuses_everyone_else() {
         "the broker contacted the claimed address"
     );
     // Adding a learner at an address whose certificate names another node
-    // is refused, and the membership is unchanged.
+    // is refused, and the membership is unchanged: here the address is a
+    // member's, which is refused before anything is dialled.
     let other = cluster.address(if leader == 1 { 2 } else { 1 });
     let added = cluster.cli(leader, &["cluster", "add-learner", "7", &other]);
+    assert_eq!(added.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&added.stderr);
+    assert!(said.contains("is already node"), "{said}");
+    // Through a proxy, the same broker has a new address: the probe finds
+    // its certificate names another node.
+    let proxy = support::edge::Proxy::start(other.clone()).await;
+    let added = cluster.cli(leader, &["cluster", "add-learner", "7", &proxy.address]);
     assert!(!added.status.success());
     let said = String::from_utf8_lossy(&added.stderr);
     assert!(said.contains("does not name broker 7"), "{said}");

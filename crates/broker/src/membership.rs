@@ -112,9 +112,9 @@ pub enum AddressError {
     TooLong { length: usize },
     #[error("has no port; give host:port, e.g. 127.0.0.1:7401")]
     NoPort,
-    #[error("port {port:?} is not a number in 1..=65535")]
+    #[error("has port {port:?}, not a number in 1..=65535")]
     BadPort { port: String },
-    #[error("host {host:?} is not an IP address or a DNS name")]
+    #[error("has host {host:?}, not an IP address or a DNS name")]
     BadHost { host: String },
 }
 
