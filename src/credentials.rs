@@ -56,8 +56,18 @@ pub struct RefreshArgs {
     /// The cluster's issuer name (proofs are made for `<issuer>/refresh`).
     #[arg(long, default_value = "lapse")]
     issuer: String,
+    /// Lifetime; the broker's default when not given, and never past the
+    /// refresh chain's end (`issuance.max_chain_age_seconds` after the
+    /// attestation that began it).
     #[arg(long, value_parser = crate::client::positive_duration)]
     ttl: Option<Duration>,
+    /// Keep only these audiences (repeat for more); a refresh may narrow
+    /// what the credential holds, never widen it. All of them when not given.
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// Keep only these scopes (repeat for more); all of them when not given.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -181,8 +191,8 @@ pub async fn refresh(args: RefreshArgs) -> Result<(), Failure> {
             credential: args.credential,
             dpop_proof,
             ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
-            audiences: vec![],
-            scopes: vec![],
+            audiences: args.audiences,
+            scopes: args.scopes,
         })
         .await?
         .into_inner();

@@ -187,15 +187,20 @@ async fn issue_verify_refresh_rotate_revoke_and_audit() {
     let too_long = issue(cluster, 2, &workload_token(cluster), &["--ttl", "1h"]);
     assert_eq!(too_long.status.code(), Some(4));
 
-    // Refresh gives a new credential with a new index.
+    // Refresh gives a new credential in the same chain: the same status
+    // index, and the chain's attestation time.
     let refreshed = cli_json(
         cluster,
         1,
         &["refresh", "--credential", &credential, "--json"],
     );
     let refreshed_credential = refreshed["credential"].as_str().unwrap().to_owned();
-    assert_ne!(refreshed["status_index"], issued["status_index"]);
+    assert_eq!(refreshed["status_index"], issued["status_index"]);
     verify_with_jwks(&issuing, 1, &refreshed_credential).unwrap();
+    let (first, renewed) = (payload(&credential), payload(&refreshed_credential));
+    assert_eq!(renewed["chain"]["idx"], issued["status_index"]);
+    assert_eq!(first["chain"]["iat"], first["iat"]);
+    assert_eq!(renewed["chain"]["iat"], first["iat"]);
 
     // A key-bound credential needs a DPoP proof from its key.
     let key_file = cluster.dir.path().join("dpop.key");
@@ -362,13 +367,17 @@ async fn issue_verify_refresh_rotate_revoke_and_audit() {
         |r| r["allowed"] == false && r["reason"].as_str().unwrap().contains("does not permit")
     ));
     assert!(records.iter().any(|r| r["shipped"] == true));
+    // The index's chain: its issue, and the refresh that continued it.
     let by_index = cli_json(cluster, 1, &["audit", "--index", &index, "--json"]);
-    assert_eq!(by_index["records"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        by_index["records"].as_array().unwrap().len(),
+        2,
+        "{by_index}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_never_reuses_an_index()
- {
+async fn a_broker_cut_off_from_the_leader_keeps_refreshing_its_chains_and_never_reuses_an_index() {
     let mut issuing = start(FAST_RAFT);
     issuing.cluster.wait_for_leader().await;
     wait_for_keys(&issuing.cluster, 3).await;
@@ -381,15 +390,15 @@ async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_
     );
     let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     let mut credential = first["credential"].as_str().unwrap().to_owned();
-    let mut indices = BTreeSet::from([first["status_index"].as_u64().unwrap()]);
-    // Let broker 3 top up its lease while the cluster is whole.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let chain_index = first["status_index"].as_u64().unwrap();
+    let mut indices = BTreeSet::from([chain_index]);
 
-    // Broker 3 alone: no leader, yet refresh keeps issuing from its lease...
+    // Broker 3 alone: no leader, yet refresh keeps renewing the chain from
+    // its applied state (a refresh keeps the chain's index: no lease, no
+    // Raft round trip).
     issuing.cluster.kill9(1);
     issuing.cluster.kill9(2);
-    let mut issued_alone = 0;
-    let spent = loop {
+    for _ in 0..5 {
         let out = issuing.cluster.cli(
             3,
             &[
@@ -401,30 +410,15 @@ async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_
                 "20s",
             ],
         );
-        if !out.status.success() {
-            break out;
-        }
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(
-            indices.insert(reply["status_index"].as_u64().unwrap()),
-            "index reused"
-        );
+        assert_eq!(reply["status_index"], chain_index);
         credential = reply["credential"].as_str().unwrap().to_owned();
-        issued_alone += 1;
-        assert!(
-            issued_alone <= 24,
-            "issued more than its leased blocks allow"
-        );
-    };
-    assert!(issued_alone >= 1, "nothing issued while cut off");
-    // ...until the lease is spent, with a clear error.
-    assert_eq!(
-        spent.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&spent.stderr)
-    );
-    assert!(String::from_utf8_lossy(&spent.stderr).contains("no leased status indices left"));
+    }
 
     // Restarted alone it has no committed key, so it signs nothing.
     issuing.cluster.kill9(3);
@@ -443,16 +437,13 @@ async fn a_broker_cut_off_from_the_leader_issues_from_its_lease_until_spent_and_
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut more = 0;
     while more < 8 {
-        let out = issuing
-            .cluster
-            .cli(3, &["refresh", "--credential", &credential, "--json"]);
+        let out = issue(&issuing.cluster, 3, &workload_token(&issuing.cluster), &[]);
         if out.status.success() {
             let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             assert!(
                 indices.insert(reply["status_index"].as_u64().unwrap()),
                 "index reused after restart"
             );
-            credential = reply["credential"].as_str().unwrap().to_owned();
             more += 1;
         } else {
             assert!(
@@ -514,6 +505,7 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
                     },
                 },
                 cnf: None,
+                chain: None,
             })
             .unwrap();
         let path = files.path().join(format!("token-{}", rand_suffix()));
@@ -757,4 +749,161 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
             "no audited refusal with {expected:?}: {reasons:?}"
         );
     }
+}
+
+/// The attacks on refresh: a leaked credential revoked by its hash, a
+/// descendant of a revoked credential, a refresh that widens what it was
+/// given, and a chain beyond its age. Each fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_never_outlives_a_revocation_never_widens_and_ends_with_its_chain() {
+    let http: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let ports = http.clone();
+    let cluster = TestCluster::start_with(3, FAST_RAFT, move |id| {
+        format!(
+            "[issuance]\nhttp_listen = \"{}\"\nlease_block = 6\nmax_chain_age_seconds = 600\n",
+            ports[&id]
+        )
+    });
+    let issuing = Issuing { cluster, http };
+    let cluster = &issuing.cluster;
+    cluster.wait_for_leader().await;
+    wait_for_keys(cluster, 3).await;
+    set_policy(cluster, "acme", POLICY);
+    let brokers: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+    let edge = edge::VerifierProcess::start(cluster.dir.path(), "edge", "eu", 1, &brokers, &[]);
+    let verify = |token: &str| -> u16 {
+        let body = serde_json::json!({ "token": token }).to_string();
+        edge::http_request(&edge.http, "POST", "/v1/verify", &body)
+            .expect("the verifier answers")
+            .0
+    };
+    let fresh = |ttl: &str| -> String {
+        let out = issue(
+            cluster,
+            2,
+            &workload_token(cluster),
+            &["--ttl", ttl, "--scope", "payments:read"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        issued["credential"].as_str().unwrap().to_owned()
+    };
+    let refresh = |broker: u64, credential: &str, extra: &[&str]| {
+        let mut args = vec!["refresh", "--credential", credential, "--json"];
+        args.extend_from_slice(extra);
+        cluster.cli(broker, &args)
+    };
+    let refused = |out: &std::process::Output, words: &str| {
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{text}");
+        assert!(text.contains(words), "{words:?} not in: {text}");
+    };
+
+    // Widening: a scope or audience the credential does not hold.
+    let original = fresh("15m");
+    refused(
+        &refresh(1, &original, &["--scope", "payments:write"]),
+        "may only narrow: scope \"payments:write\"",
+    );
+    refused(
+        &refresh(1, &original, &["--audience", "ledger"]),
+        "may only narrow: audience \"ledger\"",
+    );
+
+    // A chain's age caps what a refresh may live: 600 s from the
+    // attestation, however long the refresh asks for.
+    let child = refresh(3, &original, &["--ttl", "15m"]);
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let child: serde_json::Value = serde_json::from_slice(&child.stdout).unwrap();
+    let child_token = child["credential"].as_str().unwrap().to_owned();
+    verify_with_jwks(&issuing, 3, &child_token).unwrap();
+    let child_claims = payload(&child_token);
+    let root_iat = payload(&original)["iat"].as_u64().unwrap();
+    assert_eq!(child_claims["chain"]["iat"], root_iat);
+    assert!(
+        child_claims["exp"].as_u64().unwrap() <= root_iat + 600,
+        "{child_claims}"
+    );
+    let grandchild = refresh(1, &child_token, &[]);
+    assert!(grandchild.status.success());
+    let grandchild: serde_json::Value = serde_json::from_slice(&grandchild.stdout).unwrap();
+    let grandchild_token = grandchild["credential"].as_str().unwrap().to_owned();
+
+    // Revoking the original revokes every credential refreshed from it, at
+    // the verifier, which holds no more than the revoked index.
+    eventually(30, || edge.log_tail(), || verify(&grandchild_token) == 200).await;
+    let index = child["status_index"].as_u64().unwrap().to_string();
+    let out = cluster.cli(1, &["revoke", "index", &index, "--wait", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for token in [&original, &child_token, &grandchild_token] {
+        assert_eq!(verify(token), 403);
+    }
+    refused(&refresh(2, &grandchild_token, &[]), "revoked");
+
+    // A leaked credential revoked by its hash neither verifies nor
+    // refreshes, on any broker.
+    let leaked = fresh("10m");
+    let file = cluster.dir.path().join("leaked.jwt");
+    std::fs::write(&file, format!("{leaked}\n")).unwrap();
+    let out = lapse()
+        .args([
+            "revoke",
+            "secret",
+            "--stdin",
+            "--broker",
+            &cluster.address(1),
+        ])
+        .env("LAPSE_TOKEN", ADMIN_TOKEN)
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(30, || edge.log_tail(), || verify(&leaked) == 403).await;
+    for broker in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = refresh(broker, &leaked, &[]);
+        // Each broker refuses once it has applied the revocation.
+        while out.status.success() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            out = refresh(broker, &leaked, &[]);
+        }
+        refused(&out, "revoked");
+    }
+}
+
+/// Wait until `check` holds, at most `seconds`; fail with `what` if not.
+async fn eventually(seconds: u64, what: impl Fn() -> String, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "not within {seconds} s:\n{}",
+            what()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A credential's claims, read without checking it.
+fn payload(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }

@@ -145,6 +145,7 @@ fn signing_baseline() -> SigningBaseline {
             },
         },
         cnf: None,
+        chain: None,
     };
     let jwt_per_second = rate(Duration::from_secs(1), |_| {
         std::hint::black_box(signer.sign(&claims).ok());

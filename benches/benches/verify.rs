@@ -168,6 +168,7 @@ fn credentials(signer: &SigningKeyPair, now_s: u64, universe: u64) -> anyhow::Re
                     },
                 },
                 cnf: None,
+                chain: None,
             })
         })
         .collect::<Result<_, _>>()

@@ -451,6 +451,7 @@ mod tests {
                 },
             },
             cnf: None,
+            chain: None,
         };
         let token = key.sign(&claims).unwrap();
         assert!(!is_break_glass(&token));

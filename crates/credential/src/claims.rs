@@ -18,6 +18,17 @@ pub struct StatusClaim {
     pub status_list: StatusListRef,
 }
 
+/// The refresh chain a credential belongs to: every credential refreshed
+/// from one attestation shares its status index `idx`, so revoking any of
+/// them revokes them all (verifiers check the index, offline), and `iat`
+/// is when that attestation was, so a chain can be held to a maximum age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub idx: u64,
+    /// Seconds since the Unix epoch.
+    pub iat: u64,
+}
+
 /// RFC 9449 confirmation: the thumbprint of the key the credential is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
@@ -39,6 +50,9 @@ pub struct Claims {
     pub status: StatusClaim,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cnf: Option<Confirmation>,
+    /// The refresh chain; absent on credentials issued before chains.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chain: Option<Chain>,
 }
 
 impl Claims {

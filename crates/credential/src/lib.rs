@@ -15,7 +15,7 @@ mod jwk;
 mod jwt;
 pub mod presented;
 
-pub use claims::{Claims, Confirmation, StatusClaim, StatusListRef};
+pub use claims::{Chain, Claims, Confirmation, StatusClaim, StatusListRef};
 pub use dpop::{
     DpopError, DpopExpectation, ReplayCache, VerifiedProof, access_token_hash, make_proof,
     verify_proof,

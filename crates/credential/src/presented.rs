@@ -110,6 +110,7 @@ mod tests {
                 },
             },
             cnf: None,
+            chain: None,
         };
         key.sign(&claims).unwrap()
     }

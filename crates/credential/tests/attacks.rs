@@ -40,6 +40,7 @@ fn claims() -> Claims {
             },
         },
         cnf: None,
+        chain: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn claims(exp: u64) -> Claims {
             },
         },
         cnf: None,
+        chain: None,
     }
 }
 

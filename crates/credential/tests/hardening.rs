@@ -41,6 +41,7 @@ fn claims(exp: u64) -> Claims {
             },
         },
         cnf: None,
+        chain: None,
     }
 }
 

@@ -178,6 +178,7 @@ fn regular(index: u64) -> String {
                 },
             },
             cnf: None,
+            chain: None,
         })
         .unwrap()
 }

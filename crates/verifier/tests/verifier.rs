@@ -58,6 +58,7 @@ fn credential(index: u64, subject: &str, tenant: &str) -> String {
                 },
             },
             cnf: None,
+            chain: None,
         })
         .unwrap()
 }
@@ -766,6 +767,7 @@ mod signed {
                     },
                 },
                 cnf: None,
+                chain: None,
             })
             .unwrap();
         // The verifier is fresh (on its vouched state), yet the key is not

@@ -136,13 +136,25 @@ impl Oracle {
         self.facts().outcomes.insert(index, outcome);
     }
 
-    /// A client received `issued`: it joins the credentials verifiers
-    /// check, and its status index must not have been issued before.
+    /// A client received `issued` from a refresh: it joins the credentials
+    /// verifiers check, and its status index is its chain's.
     pub fn issued(&self, issued: Issued) -> Option<Violation> {
         let mut facts = self.facts();
-        let violation = facts.leases.issued(issued.index, issued.issued_ms);
+        let violation = facts.leases.refreshed(issued.index, issued.issued_ms);
         facts.issued.push(issued);
         violation
+    }
+
+    /// A client received a seed credential (issued on an attestation),
+    /// whose index must be new; its refreshes keep it.
+    pub fn seeded(&self, index: u64, at_ms: f64) -> Option<Violation> {
+        self.facts().leases.issued(index, at_ms)
+    }
+
+    /// Whether a revocation of `index` was attempted: its chain is over
+    /// for the client that holds it.
+    pub fn revocation_attempted(&self, index: u64) -> bool {
+        self.facts().revoke_attempted.contains(&index)
     }
 
     pub fn verifiers_ended(&self, ends: Vec<VerifierEnd>) {

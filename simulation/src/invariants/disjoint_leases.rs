@@ -1,6 +1,7 @@
 //! Leased index blocks never overlap, and so no status index is issued
 //! twice: every lease ever seen on any replica is kept, and a new one may
-//! not intersect a different one; every issued index is new.
+//! not intersect a different one; every index issued on an attestation is
+//! new, and a refresh keeps an index issued before (its chain's).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,12 +48,22 @@ impl LeaseBook {
         found
     }
 
-    /// A credential with status `index` was issued.
+    /// A credential with status `index` was issued on an attestation.
     pub fn issued(&mut self, index: u64, at_ms: f64) -> Option<Violation> {
         (!self.issued.insert(index)).then(|| Violation {
             invariant: NAME,
             at_ms,
             detail: format!("status index {index} was issued twice"),
+        })
+    }
+
+    /// A credential with status `index` came from a refresh: its chain's
+    /// index, issued before.
+    pub fn refreshed(&self, index: u64, at_ms: f64) -> Option<Violation> {
+        (!self.issued.contains(&index)).then(|| Violation {
+            invariant: NAME,
+            at_ms,
+            detail: format!("a refresh gave status index {index}, which no attestation was issued"),
         })
     }
 }

@@ -27,6 +27,10 @@ pub struct IssuanceConfig {
     pub leeway_seconds: u64,
     /// How old a DPoP proof may be.
     pub dpop_max_age_seconds: u64,
+    /// How long a refresh chain may go on from its attestation; after it
+    /// the workload must attest again. A tenant's policy may ask for less
+    /// (`context.chain_age_seconds`).
+    pub max_chain_age_seconds: u64,
     /// Where to serve the JWKS and issuer metadata over HTTP; off if unset.
     pub http_listen: Option<SocketAddr>,
     /// The base URL clients reach `http_listen` at; defaults to http://<http_listen>.
@@ -48,6 +52,7 @@ impl Default for IssuanceConfig {
             lease_seconds: 600,
             leeway_seconds: 30,
             dpop_max_age_seconds: 60,
+            max_chain_age_seconds: 86_400,
             http_listen: None,
             http_advertise: None,
             audit_ship_ms: 1000,

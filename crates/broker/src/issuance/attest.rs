@@ -89,6 +89,7 @@ impl Issuer {
             kind: AttestationKind::JoinToken,
             bound_jkt: None,
             previous: None,
+            chain: None,
             join_token: Some((token_hash, spend_id)),
         })
     }
@@ -198,6 +199,7 @@ impl Issuer {
             },
             bound_jkt: None,
             previous: None,
+            chain: None,
             join_token: None,
         })
     }
@@ -218,18 +220,59 @@ impl Issuer {
         )
         .map_err(|e| BrokerError::Unauthenticated(format!("credential: {e}")))?;
         let claims = verified.claims;
-        let revoked = self.core.view().read(|applied| {
-            applied.ledger.is_revoked(
+        // Every revocation a verifier would honour: the index, the rules,
+        // the key, and the credential's own hash (a leaked credential
+        // revoked with `revoke secret`).
+        let token_sha256: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(request.credential.trim().as_bytes()).into()
+        };
+        let (revoked, lease_until_ms) = self.core.view().read(|applied| {
+            let ledger = &applied.ledger;
+            let revoked = ledger.is_revoked(
                 claims.status_index(),
                 &claims.tenant,
                 &claims.sub,
                 &verified.key_id,
                 claims.iat * 1000,
-            )
+            ) || ledger.revoked_secrets.contains_key(&token_sha256);
+            let lease = ledger
+                .lease_of(claims.status_index().0)
+                .map(|lease| lease.credentials_expire_by_ms);
+            (revoked, lease)
         });
         if revoked {
             return Err(BrokerError::Forbidden("credential has been revoked".into()));
         }
+        // The chain this refresh continues: its index (which the new
+        // credential keeps) and the time of its attestation.
+        let chain = claims.chain.unwrap_or(lapse_credential::Chain {
+            idx: claims.status_index().0,
+            iat: claims.iat,
+        });
+        if chain.idx != claims.status_index().0 {
+            return Err(BrokerError::Forbidden(format!(
+                "credential's chain index {} is not its status index {}",
+                chain.idx,
+                claims.status_index().0
+            )));
+        }
+        let max_age = self.settings.max_chain_age_seconds;
+        let age = now.saturating_sub(chain.iat);
+        if age >= max_age {
+            return Err(BrokerError::Forbidden(format!(
+                "the refresh chain began {age} s ago, at the limit of issuance.max_chain_age_seconds ({max_age}): attest again"
+            )));
+        }
+        // The index must stay revocable as long as the new credential
+        // lives: no later than its lease's credentials may.
+        let Some(lease_until_ms) = lease_until_ms.filter(|until| *until / 1000 > now) else {
+            return Err(BrokerError::Forbidden(format!(
+                "the refresh chain's status index {} is no longer live: attest again",
+                chain.idx
+            )));
+        };
+        let until = (chain.iat.saturating_add(max_age)).min(lease_until_ms / 1000);
         if let Some(Confirmation { jkt }) = &claims.cnf {
             if request.dpop_proof.is_empty() {
                 return Err(BrokerError::Unauthenticated(
@@ -269,6 +312,7 @@ impl Issuer {
             },
             bound_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
             previous: Some(claims),
+            chain: Some((chain, until)),
             join_token: None,
         })
     }

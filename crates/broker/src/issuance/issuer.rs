@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapse_credential::{
-    Claims, Confirmation, ReplayCache, StatusClaim, StatusIndex, StatusListRef, TenantId,
+    Chain, Claims, Confirmation, ReplayCache, StatusClaim, StatusIndex, StatusListRef, TenantId,
     WorkloadId,
 };
 use lapse_ledger::{AttestationKind, Decision, IssuanceRecord, RequestId};
@@ -35,6 +35,11 @@ pub(super) struct Attested {
     pub bound_jkt: Option<String>,
     /// The credential being refreshed.
     pub previous: Option<Claims>,
+    /// The refresh chain the new credential continues (refresh), whose
+    /// status index it keeps, and the most its expiry may be (seconds):
+    /// the chain's maximum age, and the lease that keeps the index
+    /// revocable.
+    pub chain: Option<(Chain, u64)>,
     /// A join token to spend once the issuance is granted, with the request
     /// id of this attempt's consumption.
     pub join_token: Option<([u8; 32], RequestId)>,
@@ -255,6 +260,10 @@ impl Issuer {
                 scopes,
                 audiences,
                 ttl_seconds,
+                refresh: attested.chain.is_some(),
+                chain_age_seconds: attested
+                    .chain
+                    .map_or(0, |(chain, _)| self.now_seconds().saturating_sub(chain.iat)),
             },
         )
     }
@@ -291,6 +300,13 @@ impl Issuer {
                 },
             },
             cnf: jkt.map(|jkt| Confirmation { jkt }),
+            chain: Some(match attested.chain {
+                Some((chain, _)) => chain,
+                None => Chain {
+                    idx: index,
+                    iat: now,
+                },
+            }),
         }
     }
 
@@ -317,6 +333,11 @@ impl Issuer {
                 .refuse_plainly(Some(&attested), (&scopes, &audiences), status)
                 .await);
         }
+        // A refresh lives no longer than its chain may.
+        let ttl_seconds = match attested.chain {
+            Some((_, until)) => ttl_seconds.min(until.saturating_sub(self.now_seconds())),
+            None => ttl_seconds,
+        };
         let decision = self.decide(&attested, &scopes, &audiences, ttl_seconds);
         if !decision.allowed {
             let status = BrokerError::Forbidden(decision.reason.clone());
@@ -333,11 +354,17 @@ impl Issuer {
                 .await);
         };
         let core = &self.core;
-        let index = match self
-            .leases
-            .take_or_wait(|| core.cluster_now(), LEASE_PATIENCE)
-            .await
-        {
+        let taken = match attested.chain {
+            // A refresh keeps its chain's index: revoking any credential
+            // of the chain revokes every one.
+            Some((chain, _)) => Ok(chain.idx),
+            None => {
+                self.leases
+                    .take_or_wait(|| core.cluster_now(), LEASE_PATIENCE)
+                    .await
+            }
+        };
+        let index = match taken {
             Ok(index) => index,
             Err(spent) => {
                 let status = BrokerError::Exhausted(spent.to_string());
@@ -475,18 +502,39 @@ impl Issuer {
                     .await);
             }
         };
-        // Without new scopes or audiences, keep the old ones.
+        // Without new scopes or audiences, keep the old ones; new ones may
+        // only narrow them.
         let previous = attested.previous.clone();
+        let held_scopes = previous
+            .as_ref()
+            .map(|c| c.scopes.clone())
+            .unwrap_or_default();
+        let held_audiences = previous.as_ref().map(|c| c.aud.clone()).unwrap_or_default();
+        let widened = |asked: &[String], held: &[String], what: &str| {
+            asked.iter().find(|a| !held.contains(a)).map(|a| {
+                BrokerError::Forbidden(format!(
+                    "a refresh may only narrow: {what} {a:?} is not in the credential being refreshed"
+                ))
+            })
+        };
+        if let Some(error) = widened(&request.scopes, &held_scopes, "scope")
+            .or_else(|| widened(&request.audiences, &held_audiences, "audience"))
+        {
+            return Err(self
+                .refuse_plainly(
+                    Some(&attested),
+                    (&request.scopes, &request.audiences),
+                    error,
+                )
+                .await);
+        }
         let scopes = if request.scopes.is_empty() {
-            previous
-                .as_ref()
-                .map(|c| c.scopes.clone())
-                .unwrap_or_default()
+            held_scopes
         } else {
             request.scopes
         };
         let audiences = if request.audiences.is_empty() {
-            previous.as_ref().map(|c| c.aud.clone()).unwrap_or_default()
+            held_audiences
         } else {
             request.audiences
         };

@@ -229,6 +229,11 @@ pub struct IssueAsk<'a> {
     pub scopes: &'a [String],
     pub audiences: &'a [String],
     pub ttl_seconds: u64,
+    /// Whether this renews a credential (refresh) rather than issuing
+    /// on an attestation.
+    pub refresh: bool,
+    /// How long ago the refresh chain's attestation was (0 on issue).
+    pub chain_age_seconds: u64,
 }
 
 /// Every request Lapse asks Cedar about, in Cedar's schema syntax: what
@@ -244,7 +249,9 @@ action issue appliesTo {
     context: {
         scopes: Set<String>,
         audiences: Set<String>,
-        ttl_seconds: Long
+        ttl_seconds: Long,
+        refresh: Bool,
+        chain_age_seconds: Long
     }
 };
 "#;
@@ -298,6 +305,8 @@ fn context_json(ask: &IssueAsk<'_>) -> serde_json::Value {
         "scopes": ask.scopes,
         "audiences": ask.audiences,
         "ttl_seconds": ask.ttl_seconds.min(i64::MAX as u64),
+        "refresh": ask.refresh,
+        "chain_age_seconds": ask.chain_age_seconds.min(i64::MAX as u64),
     })
 }
 

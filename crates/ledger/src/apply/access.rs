@@ -443,6 +443,7 @@ mod tests {
                 },
             },
             cnf: None,
+            chain: None,
         })
         .unwrap()
     }

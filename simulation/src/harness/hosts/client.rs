@@ -2,7 +2,10 @@
 //! sets the tenant's policy; then every client takes a join token, gets a
 //! seed credential, and until the workload ends refreshes it to issue new
 //! credentials and revokes its own by status index, each request with a
-//! deadline. A timed-out revocation is unknown, not failed.
+//! deadline. A timed-out revocation is unknown, not failed. A refresh keeps
+//! its seed's index (its chain's), so revoking a credential ends its
+//! chain: the client keeps [`CHAINS`] chains going, refreshing them in
+//! turn, and replaces a revoked one with a new join token and seed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,10 @@ use crate::net;
 use crate::scenario::client_host;
 
 const TENANT: &str = "sim";
+/// Refresh chains each client keeps going: enough that, with revocations
+/// ending chains at the workload's rate, a good share of its credentials
+/// are live at any time.
+const CHAINS: usize = 16;
 
 /// One region's client, talking to `brokers` (in order of preference).
 struct Client {
@@ -36,6 +43,8 @@ struct Client {
     channels: Vec<Channel>,
     timeout: Duration,
     rng: StdRng,
+    /// Seeds taken so far (the request ids of the next).
+    seeds: u64,
 }
 
 /// Run the client of `region`; `leads_setup` for the first region's.
@@ -58,6 +67,7 @@ pub(in crate::harness) async fn run_client(
         channels,
         timeout,
         rng,
+        seeds: 0,
     };
     if leads_setup {
         client.set_up_cluster().await?;
@@ -65,7 +75,8 @@ pub(in crate::harness) async fn run_client(
     while !client.world.hosts.policy_ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let seed_credential = client.seed_credential().await?;
+    let patience = client.setup_patience();
+    let seed_credential = client.seed_credential(patience).await?;
     client.workload(seed_credential).await;
     client.world.note(&client.host, "workload done");
     std::future::pending::<()>().await;
@@ -167,55 +178,31 @@ impl Client {
         Ok(())
     }
 
-    /// Take a join token and the seed credential it attests.
-    async fn seed_credential(&self) -> Result<IssueResponse, tonic::Status> {
-        let patience = self.setup_patience();
-        let join = first_answer(&self.channels, patience, |c| {
-            let region = self.region.clone();
-            async move {
-                ClusterClient::new(c)
-                    .create_join_token(admin(pb::CreateJoinTokenRequest {
-                        request_id: format!("sim-join-{region}"),
-                        ttl_seconds: 3600,
-                        grant: Some(pb::create_join_token_request::Grant::Workload(
-                            pb::WorkloadGrant {
-                                tenant: TENANT.into(),
-                                workload: format!("spiffe://sim.example/{region}"),
-                            },
-                        )),
-                    }))
-                    .await
-            }
-        })
-        .await?
-        .into_inner();
-        let seed_credential = first_answer(&self.channels, patience, |c| {
-            let token = join.token.clone();
-            async move {
-                IssuerClient::new(c)
-                    .issue(IssueRequest {
-                        attestation: Some(Attestation::JoinToken(token)),
-                        audiences: vec!["sim".into()],
-                        scopes: vec!["read".into()],
-                        ttl_seconds: 3600,
-                        dpop_jkt: String::new(),
-                        tenant: String::new(),
-                        request_id: String::new(),
-                    })
-                    .await
-            }
-        })
-        .await?
-        .into_inner();
-        self.world.note(
-            &self.host,
-            format_args!("seed credential index {}", seed_credential.status_index),
-        );
-        Ok(seed_credential)
+    /// Take a join token and the seed credential it attests, trying for
+    /// `patience`.
+    async fn seed_credential(
+        &mut self,
+        patience: Duration,
+    ) -> Result<IssueResponse, tonic::Status> {
+        let serial = self.seeds;
+        self.seeds += 1;
+        attest(
+            self.world.clone(),
+            self.host.clone(),
+            self.region.clone(),
+            self.channels.clone(),
+            serial,
+            patience,
+        )
+        .await
     }
 
     /// Issue and revoke on schedule until the workload's end.
     async fn workload(&mut self, seed_credential: IssueResponse) {
+        let mut chains = vec![seed_credential];
+        let mut turn = 0usize;
+        let (seeds_tx, mut seeded) = tokio::sync::mpsc::channel(1);
+        let mut attesting = false;
         let workload = self.world.scenario.workload.clone();
         // Scheduled on the host's tokio clock, which moves within a step;
         // turmoil's elapsed time moves only between steps.
@@ -242,7 +229,42 @@ impl Client {
             let target = preferred % self.channels.len();
             let answered = if next_issue <= next_revoke {
                 next_issue += issue_every;
-                self.issue(target, &seed_credential.credential).await
+                // A revoked chain is over.
+                chains.retain(|c| !self.world.oracle.revocation_attempted(c.status_index));
+                // New chains come from attestations made beside the
+                // workload (one at a time), while there are too few; each
+                // step refreshes the next chain.
+                while let Ok(attested) = seeded.try_recv() {
+                    attesting = false;
+                    match attested {
+                        Ok(seed) => chains.push(seed),
+                        Err(_) => self.world.observer.count(|c| c.issue_failures += 1),
+                    }
+                }
+                if chains.len() < CHAINS && !attesting {
+                    attesting = true;
+                    let serial = self.seeds;
+                    self.seeds += 1;
+                    let attempt = attest(
+                        self.world.clone(),
+                        self.host.clone(),
+                        self.region.clone(),
+                        self.channels.clone(),
+                        serial,
+                        self.timeout,
+                    );
+                    let done = seeds_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = done.send(attempt.await).await;
+                    });
+                }
+                if chains.is_empty() {
+                    false
+                } else {
+                    turn = (turn + 1) % chains.len();
+                    let credential = chains[turn].credential.clone();
+                    self.issue(target, &credential).await
+                }
             } else {
                 next_revoke += revoke_every;
                 self.revoke(target, &mut revoke_serial).await
@@ -348,4 +370,64 @@ impl Client {
         self.world.oracle.revocation_answered(index, outcome);
         !matches!(outcome, Outcome::Unknown)
     }
+}
+
+/// Take join token `serial` of `region`'s client and the seed credential it
+/// attests, trying for `patience`: the start of a refresh chain.
+async fn attest(
+    world: Arc<World>,
+    host: String,
+    region: String,
+    channels: Vec<Channel>,
+    serial: u64,
+    patience: Duration,
+) -> Result<IssueResponse, tonic::Status> {
+    let join = first_answer(&channels, patience, |c| {
+        let region = region.clone();
+        async move {
+            ClusterClient::new(c)
+                .create_join_token(admin(pb::CreateJoinTokenRequest {
+                    request_id: format!("sim-join-{region}-{serial}"),
+                    ttl_seconds: 3600,
+                    grant: Some(pb::create_join_token_request::Grant::Workload(
+                        pb::WorkloadGrant {
+                            tenant: TENANT.into(),
+                            workload: format!("spiffe://sim.example/{region}"),
+                        },
+                    )),
+                }))
+                .await
+        }
+    })
+    .await?
+    .into_inner();
+    let seed_credential = first_answer(&channels, patience, |c| {
+        let token = join.token.clone();
+        async move {
+            IssuerClient::new(c)
+                .issue(IssueRequest {
+                    attestation: Some(Attestation::JoinToken(token)),
+                    audiences: vec!["sim".into()],
+                    scopes: vec!["read".into()],
+                    ttl_seconds: 3600,
+                    dpop_jkt: String::new(),
+                    tenant: String::new(),
+                    request_id: String::new(),
+                })
+                .await
+        }
+    })
+    .await?
+    .into_inner();
+    world.note(
+        &host,
+        format_args!("seed credential index {}", seed_credential.status_index),
+    );
+    if let Some(violation) = world
+        .oracle
+        .seeded(seed_credential.status_index, elapsed_ms())
+    {
+        world.violate(violation);
+    }
+    Ok(seed_credential)
 }

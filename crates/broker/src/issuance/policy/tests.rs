@@ -26,6 +26,8 @@ fn ask<'a>(t: &'a TenantId, w: &'a WorkloadId, scopes: &'a [String], ttl: u64) -
         scopes,
         audiences: &[],
         ttl_seconds: ttl,
+        refresh: false,
+        chain_age_seconds: 0,
     }
 }
 
@@ -85,7 +87,9 @@ fn every_field_of_the_schema_reaches_the_decision() {
                    action == Action::"issue", resource == Tenant::"acme")
             when { context.scopes.contains("payments:read")
                    && context.audiences.contains("billing")
-                   && context.ttl_seconds <= 900 };
+                   && context.ttl_seconds <= 900
+                   && context.refresh
+                   && context.chain_age_seconds <= 3600 };
         "#;
     check(EVERY_FIELD).unwrap();
     let tenant = TenantId::new("acme").unwrap();
@@ -98,6 +102,8 @@ fn every_field_of_the_schema_reaches_the_decision() {
         scopes: &scopes,
         audiences: &audiences,
         ttl_seconds: 900,
+        refresh: true,
+        chain_age_seconds: 3600,
     };
     let cache = PolicyCache::default();
     let allowed = cache.decide(Some((1, EVERY_FIELD)), &full);
@@ -138,6 +144,20 @@ fn every_field_of_the_schema_reaches_the_decision() {
             "ttl_seconds",
             IssueAsk {
                 ttl_seconds: 901,
+                ..full.clone()
+            },
+        ),
+        (
+            "refresh",
+            IssueAsk {
+                refresh: false,
+                ..full.clone()
+            },
+        ),
+        (
+            "chain_age_seconds",
+            IssueAsk {
+                chain_age_seconds: 3601,
                 ..full.clone()
             },
         ),
