@@ -35,9 +35,13 @@ pub struct IssueArgs {
     /// Lifetime; the broker's default when not given.
     #[arg(long, value_parser = crate::client::positive_duration)]
     ttl: Option<Duration>,
-    /// Bind the credential to the key in this file (DPoP). Created if missing.
+    /// Bind the credential to the key in this file (DPoP), proving to the
+    /// broker that you hold it. Created if missing.
     #[arg(long)]
     dpop_key_file: Option<PathBuf>,
+    /// The cluster's issuer name (the proof is made for `<issuer>/issue`).
+    #[arg(long, default_value = "lapse")]
+    issuer: String,
     /// The tenant you expect; refused if the attestation says otherwise.
     #[arg(long)]
     tenant: Option<String>,
@@ -70,6 +74,19 @@ pub struct RefreshArgs {
     scopes: Vec<String>,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// Seconds since the Unix epoch, by this machine's clock (DPoP `iat`).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh DPoP proof id.
+fn new_jti() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// Read a DPoP key seed from `path`, or create one there.
@@ -149,9 +166,17 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
             ));
         }
     };
-    let dpop_jkt = match &args.dpop_key_file {
-        Some(path) => dpop_key(path)?.public_jwk().thumbprint(),
-        None => String::new(),
+    // A key-bound credential: the key's thumbprint, and a proof that this
+    // caller holds the key.
+    let (dpop_jkt, dpop_proof) = match &args.dpop_key_file {
+        Some(path) => {
+            let key = dpop_key(path)?;
+            let uri = format!("{}/issue", args.issuer.trim_end_matches('/'));
+            let proof = make_proof(&key, "POST", &uri, None, unix_now(), &new_jti())
+                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+            (key.public_jwk().thumbprint(), proof)
+        }
+        None => (String::new(), String::new()),
     };
     let mut client = issuer_client(&args.connection).await?;
     let reply = client
@@ -161,6 +186,7 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
             scopes: args.scopes,
             ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
             dpop_jkt,
+            dpop_proof,
             tenant: args.tenant.unwrap_or_default(),
             request_id: String::new(),
         })
@@ -174,14 +200,16 @@ pub async fn refresh(args: RefreshArgs) -> Result<(), Failure> {
     let dpop_proof = match &args.dpop_key_file {
         Some(path) => {
             let key = dpop_key(path)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let jti = format!("{:032x}", rand::random::<u128>());
             let uri = format!("{}/refresh", args.issuer.trim_end_matches('/'));
-            make_proof(&key, "POST", &uri, Some(&args.credential), now, &jti)
-                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
+            make_proof(
+                &key,
+                "POST",
+                &uri,
+                Some(&args.credential),
+                unix_now(),
+                &new_jti(),
+            )
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
         }
         None => String::new(),
     };

@@ -113,6 +113,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
                 .map(signature_checker)
                 .transpose()?,
             break_glass: break_glass_config(&args)?,
+            ..VerifyConfig::default()
         },
         idle_timeout: args.idle_timeout,
         age_out_every: args.age_out_every,

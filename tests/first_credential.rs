@@ -49,6 +49,7 @@ fn issue_request(token: &str, ttl_seconds: u64, request_id: &str) -> IssueReques
         scopes: vec!["payments:read".into()],
         ttl_seconds,
         dpop_jkt: String::new(),
+        dpop_proof: String::new(),
         tenant: "acme".into(),
         request_id: request_id.to_owned(),
     }

@@ -367,11 +367,19 @@ async fn issue_verify_refresh_rotate_revoke_and_audit() {
         |r| r["allowed"] == false && r["reason"].as_str().unwrap().contains("does not permit")
     ));
     assert!(records.iter().any(|r| r["shipped"] == true));
-    // The index's chain: its issue, and the refresh that continued it.
+    // The index's chain: one issue on a join token, and the refreshes that
+    // continued it (each on its own line, whichever broker made it).
     let by_index = cli_json(cluster, 1, &["audit", "--index", &index, "--json"]);
-    assert_eq!(
-        by_index["records"].as_array().unwrap().len(),
-        2,
+    let chain = by_index["records"].as_array().unwrap();
+    let issues = chain
+        .iter()
+        .filter(|r| r["attestation"] == "join-token")
+        .count();
+    assert_eq!(issues, 1, "{by_index}");
+    assert!(
+        chain.len() >= 2
+            && chain.iter().all(|r| r["attestation"] == "join-token"
+                || r["attestation"] == format!("refresh:{index}")),
         "{by_index}"
     );
 }
@@ -669,23 +677,56 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
         .await
         .unwrap();
     let mut issuer = IssuerClient::new(channel);
-    let bound = issuer
-        .issue(IssueRequest {
-            attestation: Some(Attestation::JoinToken(workload_token(cluster))),
-            audiences: vec!["billing".into()],
-            scopes: vec![],
-            ttl_seconds: 300,
-            dpop_jkt: holder.public_jwk().thumbprint(),
-            tenant: "acme".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    // Binding a credential to a key needs a proof that the caller holds
+    // it: none, or one by another key, is refused and spends no token; the
+    // right one works once.
+    let token = workload_token(cluster);
+    let bind = |proof: String| IssueRequest {
+        attestation: Some(Attestation::JoinToken(token.clone())),
+        audiences: vec!["billing".into()],
+        scopes: vec![],
+        ttl_seconds: 300,
+        dpop_jkt: holder.public_jwk().thumbprint(),
+        dpop_proof: proof,
+        tenant: "acme".into(),
+        request_id: String::new(),
+    };
+    let stranger = SigningKeyPair::from_seed(KeyId::new("stranger").unwrap(), [5; 32]);
+    let issue_proof = |key: &SigningKeyPair, jti: &str| {
+        make_proof(key, "POST", "lapse/issue", None, now, jti).unwrap()
+    };
+    for (proof, words) in [
+        (String::new(), "needs a DPoP proof"),
+        (issue_proof(&stranger, "s1"), "another key"),
+        (
+            make_proof(&holder, "POST", "lapse/refresh", None, now, "h0").unwrap(),
+            "DPoP proof",
+        ),
+    ] {
+        let refused = issuer.issue(bind(proof)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+        assert!(refused.message().contains(words), "{refused:?}");
+    }
+    let right = issue_proof(&holder, "h1");
+    let bound = issuer
+        .issue(bind(right.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let replayed = issuer
+        .issue(bind(right))
+        .await
+        .expect_err("a replayed issuance proof is refused");
+    assert!(
+        replayed
+            .message()
+            .contains("DPoP proof \"h1\" was already used"),
+        "{replayed:?}"
+    );
     let proof = make_proof(
         &holder,
         "POST",
@@ -853,6 +894,72 @@ async fn refresh_never_outlives_a_revocation_never_widens_and_ends_with_its_chai
         assert_eq!(verify(token), 403);
     }
     refused(&refresh(2, &grandchild_token, &[]), "revoked");
+
+    // A key-bound credential at the edge: refused as a bearer token (a
+    // copy from a log), accepted with its holder's DPoP proof for the
+    // request, refused when that proof is replayed.
+    let key_file = cluster.dir.path().join("holder.key");
+    let bound = cli_json(
+        cluster,
+        2,
+        &[
+            "issue",
+            "--join-token",
+            &workload_token(cluster),
+            "--audience",
+            "billing",
+            "--dpop-key-file",
+            key_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let bound = bound["credential"].as_str().unwrap().to_owned();
+    let seed: [u8; 32] = hex::decode(std::fs::read_to_string(&key_file).unwrap().trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let holder = lapse_credential::SigningKeyPair::from_seed(
+        lapse_credential::KeyId::new("holder").unwrap(),
+        seed,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let uri = "https://api.example/payments";
+    let proof =
+        lapse_credential::make_proof(&holder, "GET", uri, Some(&bound), now, "edge-1").unwrap();
+    let ask = |with_proof: bool| {
+        let body = serde_json::json!({
+            "token": bound,
+            "dpop": {"method": "GET", "uri": uri},
+        });
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        let mut request = agent
+            .post(&format!("http://{}/v1/verify", edge.http))
+            .set("Content-Type", "application/json");
+        if with_proof {
+            request = request.set("DPoP", &proof);
+        }
+        match request.send_string(&body.to_string()) {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => (
+                response.status(),
+                response.into_string().unwrap_or_default(),
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    eventually(30, || edge.log_tail(), || verify(&original) == 403).await;
+    let (code, body) = ask(false);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("proof_of_possession"), "{body}");
+    let (code, body) = ask(true);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = ask(true);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("already used"), "{body}");
 
     // A leaked credential revoked by its hash neither verifies nor
     // refreshes, on any broker.

@@ -202,6 +202,7 @@ async fn first_credential(channel: Channel) -> anyhow::Result<String> {
                 scopes: vec!["read".into()],
                 ttl_seconds: 600,
                 dpop_jkt: String::new(),
+                dpop_proof: String::new(),
                 tenant: String::new(),
                 request_id: String::new(),
             })

@@ -13,6 +13,12 @@
 //!   "error": "..."}` (`error` says it in words).
 //!   With several verifiers in one process, `?verifier=<id>` picks one;
 //!   `POST /v1/verify-all` answers for each.
+//!   A key-bound credential (`cnf.jkt`) needs its DPoP proof (RFC 9449):
+//!   `"dpop": {"proof": "...", "method": "GET", "uri": "https://..."}`,
+//!   the method and URI of the request the proof came with (the proof may
+//!   come in a `DPoP` header instead, and the token as `Authorization:
+//!   DPoP <token>`); without a valid, fresh, unreplayed proof by its key it
+//!   is refused with 401 (`proof_of_possession`).
 //!   A break-glass credential's answer adds `"break_glass": {"reason":
 //!   ...}` (its `status_index` is 0); `"stale": true` says it was
 //!   accepted while stale.
@@ -89,6 +95,19 @@ struct VerifyBody {
     audience: Option<String>,
     #[serde(default)]
     tenant: Option<String>,
+    #[serde(default)]
+    dpop: Option<DpopBody>,
+}
+
+/// A DPoP proof and the request it came with.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct DpopBody {
+    /// The proof; the `DPoP` header's when absent.
+    #[serde(default)]
+    proof: Option<String>,
+    method: String,
+    uri: String,
 }
 
 #[derive(Deserialize)]
@@ -237,9 +256,21 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("DPoP "))
+        })
         .map(str::trim)
         .map(str::to_owned);
+    let mut parsed = parsed;
+    if let Some(dpop) = &mut parsed.dpop
+        && dpop.proof.is_none()
+    {
+        dpop.proof = headers
+            .get("dpop")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
     let token = parsed.token.clone().or(bearer).ok_or_else(|| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -250,10 +281,21 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody
     Ok((token, parsed))
 }
 
-fn verdict(served: &Served, token: &str, request: &VerifyBody) -> (StatusCode, Value) {
+/// One verifier's answer; `first` when no other verifier of this process
+/// checked this request's DPoP proof before (only the first remembers it).
+fn verdict(served: &Served, token: &str, request: &VerifyBody, first: bool) -> (StatusCode, Value) {
+    let dpop = request.dpop.as_ref().and_then(|d| {
+        Some(crate::verifier::Proof {
+            proof: d.proof.as_deref()?,
+            method: &d.method,
+            uri: &d.uri,
+            remember: first,
+        })
+    });
     let expect = Expect {
         audience: request.audience.as_deref(),
         tenant: request.tenant.as_deref(),
+        dpop,
     };
     match served.verifier.verify(token, &expect) {
         Ok(accepted) => {
@@ -268,9 +310,9 @@ fn verdict(served: &Served, token: &str, request: &VerifyBody) -> (StatusCode, V
             let status = match rejection {
                 Rejection::Stale { .. } | Rejection::NoState => StatusCode::SERVICE_UNAVAILABLE,
                 Rejection::Revoked { .. } | Rejection::WrongTenant { .. } => StatusCode::FORBIDDEN,
-                Rejection::Invalid { .. } | Rejection::KeyOutsideWindow { .. } => {
-                    StatusCode::UNAUTHORIZED
-                }
+                Rejection::Invalid { .. }
+                | Rejection::KeyOutsideWindow { .. }
+                | Rejection::ProofOfPossession { .. } => StatusCode::UNAUTHORIZED,
                 // The request's fault: it named no audience to check.
                 Rejection::NoAudience => StatusCode::BAD_REQUEST,
             };
@@ -311,7 +353,7 @@ async fn verify_one(
             format!("no verifier {id:?} in this process"),
         );
     };
-    let (status, body) = verdict(served, &token, &request);
+    let (status, body) = verdict(served, &token, &request, true);
     (status, axum::Json(body)).into_response()
 }
 
@@ -331,8 +373,9 @@ async fn verify_all(
     let answers: Vec<Value> = state
         .verifiers
         .values()
-        .map(|served| {
-            let (status, mut body) = verdict(served, &token, &request);
+        .enumerate()
+        .map(|(n, served)| {
+            let (status, mut body) = verdict(served, &token, &request, n == 0);
             if let Value::Object(map) = &mut body {
                 map.insert("status".into(), json!(status.as_u16()));
             }

@@ -35,6 +35,6 @@ pub use follower::{
     FollowConfig, FollowStats, FollowedBroker, OnApply, broker_uri, feed_endpoint, follow,
 };
 pub use verifier::{
-    Accepted, BreakGlassAccepted, Expect, Rejection, Verifier, VerifierStatus, VerifyConfig,
+    Accepted, BreakGlassAccepted, Expect, Proof, Rejection, Verifier, VerifierStatus, VerifyConfig,
     WithheldNotice,
 };

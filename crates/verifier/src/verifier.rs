@@ -51,6 +51,11 @@ pub struct VerifyConfig {
     /// Offline break-glass keys and the limits their credentials are
     /// accepted within (see `break_glass.rs`); `None` accepts none.
     pub break_glass: Option<BreakGlassConfig>,
+    /// How old a DPoP proof may be (RFC 9449), beside the leeway.
+    pub dpop_max_age_seconds: u64,
+    /// How many recent DPoP proof ids are remembered to refuse replays; a
+    /// proof that finds the memory full is refused (retry shortly).
+    pub dpop_replay_capacity: usize,
 }
 
 impl Default for VerifyConfig {
@@ -64,6 +69,8 @@ impl Default for VerifyConfig {
             issuer: lapse_credential::DEFAULT_ISSUER.into(),
             trust: None,
             break_glass: None,
+            dpop_max_age_seconds: 60,
+            dpop_replay_capacity: 100_000,
         }
     }
 }
@@ -93,6 +100,25 @@ impl VerifyConfig {
 pub struct Expect<'a> {
     pub audience: Option<&'a str>,
     pub tenant: Option<&'a str>,
+    /// The DPoP proof sent with the credential, and the request it was
+    /// sent with. A key-bound credential (`cnf.jkt`) is accepted only with
+    /// a valid proof by that key.
+    pub dpop: Option<Proof<'a>>,
+}
+
+/// A DPoP proof (RFC 9449) and the request it accompanied.
+#[derive(Debug, Clone, Copy)]
+pub struct Proof<'a> {
+    /// The `DPoP` header's value.
+    pub proof: &'a str,
+    /// The request's method (`GET`, `POST`, ...).
+    pub method: &'a str,
+    /// The request's URI, without query or fragment (`htu`).
+    pub uri: &'a str,
+    /// Remember the proof's id, refusing it if seen before. `false` only
+    /// when another verifier already checked this very request (one
+    /// process answering for several).
+    pub remember: bool,
 }
 
 /// Why a credential was rejected.
@@ -118,6 +144,9 @@ pub enum Rejection {
         "no audience to check: configure one, name one in the request, or accept any audience explicitly"
     )]
     NoAudience,
+    /// A key-bound credential without a valid DPoP proof by its key.
+    #[error("proof of possession: {detail}")]
+    ProofOfPossession { detail: String },
 }
 
 fn stale_words(stale_ms: &u64, bound_ms: &u64) -> String {
@@ -139,6 +168,7 @@ impl Rejection {
             Rejection::WrongTenant { .. } => "wrong_tenant",
             Rejection::Revoked { .. } => "revoked",
             Rejection::NoAudience => "no_audience",
+            Rejection::ProofOfPossession { .. } => "proof_of_possession",
         }
     }
 }
@@ -301,6 +331,8 @@ pub struct Verifier {
     epochs: Arc<tokio::sync::watch::Sender<u64>>,
     uses: Arc<Mutex<UseQueue>>,
     uses_queued: Arc<tokio::sync::Notify>,
+    /// Recent DPoP proof ids, to refuse replays (bounded).
+    proofs_seen: Arc<Mutex<lapse_credential::ReplayCache>>,
 }
 
 #[derive(Default)]
@@ -339,11 +371,15 @@ impl Verifier {
                 heartbeats: 0,
             })),
             counters: Arc::default(),
-            config: Arc::new(config),
             clock,
             epochs: Arc::new(tokio::sync::watch::channel(0).0),
             uses: Arc::default(),
             uses_queued: Arc::default(),
+            proofs_seen: Arc::new(Mutex::new(lapse_credential::ReplayCache::new(
+                config.dpop_replay_capacity,
+                config.dpop_max_age_seconds + 2 * config.leeway_seconds,
+            ))),
+            config: Arc::new(config),
         }
     }
 
@@ -654,6 +690,9 @@ impl Verifier {
                 by: revoked_words(by, index, kid, tenant, subject),
             });
         }
+        if let Some(bound) = &claims.cnf {
+            self.check_possession(token, &bound.jkt, expect.dpop, now_ms / 1000)?;
+        }
         Ok(Accepted {
             subject: subject.to_owned(),
             tenant: tenant.to_owned(),
@@ -667,6 +706,49 @@ impl Verifier {
             stale: stale.is_some(),
             break_glass: None,
         })
+    }
+
+    /// A key-bound credential's DPoP proof: made by the key `jkt` names,
+    /// for this credential (`ath`) and this request, recently, and never
+    /// seen before.
+    fn check_possession(
+        &self,
+        token: &str,
+        jkt: &str,
+        proof: Option<Proof<'_>>,
+        now_seconds: u64,
+    ) -> Result<(), Rejection> {
+        let refused = |detail: String| Rejection::ProofOfPossession { detail };
+        let Some(proof) = proof else {
+            return Err(refused(
+                "the credential is bound to a key (cnf.jkt): send a DPoP proof made with it, and the request's method and URI".into(),
+            ));
+        };
+        let verified = lapse_credential::verify_proof(
+            proof.proof,
+            &lapse_credential::DpopExpectation {
+                method: proof.method,
+                url: proof.uri,
+                access_token: Some(token),
+                now_seconds,
+                max_age_seconds: self.config.dpop_max_age_seconds,
+                leeway_seconds: self.config.leeway_seconds,
+            },
+        )
+        .map_err(|e| refused(e.to_string()))?;
+        if verified.jkt != jkt {
+            return Err(refused(
+                "the DPoP proof is signed by another key than the credential is bound to".into(),
+            ));
+        }
+        if proof.remember {
+            self.proofs_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .check_and_remember(&verified.jti, now_seconds)
+                .map_err(|e| refused(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Whether a static secret has been revoked as leaked (by the sha256 of

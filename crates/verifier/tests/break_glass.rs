@@ -260,7 +260,8 @@ async fn refused_beyond_its_limits() {
             &glass(Mint::default()),
             &Expect {
                 audience: Some("ledger"),
-                tenant: None
+                tenant: None,
+                ..Expect::default()
             }
         ),
         Err(Rejection::Invalid { .. })
@@ -304,7 +305,8 @@ async fn refused_beyond_its_limits() {
             &glass(Mint::default()),
             &Expect {
                 audience: None,
-                tenant: Some("acme")
+                tenant: Some("acme"),
+                ..Expect::default()
             }
         ),
         Err(Rejection::WrongTenant { .. })

@@ -63,6 +63,33 @@ fn credential(index: u64, subject: &str, tenant: &str) -> String {
         .unwrap()
 }
 
+/// A credential at `index` bound to `holder`'s key (`cnf.jkt`).
+fn bound_credential(index: u64, holder: &SigningKeyPair) -> String {
+    key()
+        .sign(&Claims {
+            iss: lapse_credential::DEFAULT_ISSUER.into(),
+            sub: WorkloadId::new("spiffe://example.org/agent").unwrap(),
+            aud: vec!["billing".into()],
+            iat: NOW_S - 10,
+            nbf: NOW_S - 10,
+            exp: NOW_S + 600,
+            jti: format!("jti-{index}"),
+            tenant: TenantId::new("acme").unwrap(),
+            scopes: vec![],
+            status: StatusClaim {
+                status_list: StatusListRef {
+                    idx: index,
+                    uri: "https://lapse.test/status".into(),
+                },
+            },
+            cnf: Some(lapse_credential::Confirmation {
+                jkt: holder.public_jwk().thumbprint(),
+            }),
+            chain: None,
+        })
+        .unwrap()
+}
+
 fn snapshot(epoch: u64, revoked: &[u64]) -> Snapshot {
     Snapshot {
         epoch,
@@ -154,6 +181,7 @@ async fn a_credential_for_one_service_is_refused_by_another_services_verifier() 
     let shipping = Expect {
         audience: Some("shipping"),
         tenant: None,
+        ..Expect::default()
     };
     assert!(matches!(
         unset.verify(&billing, &shipping),
@@ -241,7 +269,8 @@ async fn accepts_and_rejects_by_index_rules_keys_and_secrets() {
             &fine,
             &Expect {
                 tenant: Some("globex"),
-                audience: None
+                audience: None,
+                ..Expect::default()
             }
         ),
         Err(Rejection::WrongTenant { .. })
@@ -251,7 +280,8 @@ async fn accepts_and_rejects_by_index_rules_keys_and_secrets() {
             &fine,
             &Expect {
                 tenant: None,
-                audience: Some("other")
+                audience: Some("other"),
+                ..Expect::default()
             }
         ),
         Err(Rejection::Invalid { .. })
@@ -875,4 +905,67 @@ fn for_billing() -> VerifyConfig {
         audience: Some("billing".into()),
         ..VerifyConfig::default()
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_bound_credential_copied_from_a_log_is_refused_without_its_keys_proof() {
+    use lapse_credential::make_proof;
+    use lapse_verifier::Proof;
+    let v = ready();
+    let holder = SigningKeyPair::from_seed(KeyId::new("holder").unwrap(), [21; 32]);
+    let thief = SigningKeyPair::from_seed(KeyId::new("thief").unwrap(), [22; 32]);
+    let token = bound_credential(7, &holder);
+    let uri = "https://api.example/payments";
+    let proof = |key: &SigningKeyPair, method: &str, uri: &str, token: &str, jti: &str| {
+        make_proof(key, method, uri, Some(token), NOW_S, jti).unwrap()
+    };
+    let with = |proof: &str, method: &'static str, remember: bool| -> Result<u64, Rejection> {
+        let proof = proof.to_owned();
+        let expect = Expect {
+            dpop: Some(Proof {
+                proof: &proof,
+                method,
+                uri,
+                remember,
+            }),
+            ..Expect::default()
+        };
+        v.verify(&token, &expect).map(|a| a.status_index)
+    };
+    let refused = |result: Result<u64, Rejection>, words: &str| match result {
+        Err(Rejection::ProofOfPossession { detail }) => {
+            assert!(detail.contains(words), "{words:?} not in {detail:?}")
+        }
+        other => panic!("expected a proof-of-possession refusal, got {other:?}"),
+    };
+    // As a bearer token: refused.
+    refused(verdict(&v, &token).map(|_| 0), "bound to a key");
+    // A proof by another key, for another request, or for another token.
+    refused(
+        with(&proof(&thief, "GET", uri, &token, "t1"), "GET", true),
+        "another key",
+    );
+    refused(
+        with(&proof(&holder, "POST", uri, &token, "t2"), "GET", true),
+        "method",
+    );
+    let other_token = bound_credential(8, &holder);
+    refused(
+        with(&proof(&holder, "GET", uri, &other_token, "t3"), "GET", true),
+        "different access token",
+    );
+    // The holder's proof: accepted once; the same proof again is a replay.
+    let good = proof(&holder, "GET", uri, &token, "h1");
+    assert_eq!(with(&good, "GET", true), Ok(7));
+    refused(with(&good, "GET", true), "already used");
+    // A proof too old to be fresh.
+    let old = make_proof(&holder, "GET", uri, Some(&token), NOW_S - 3_600, "h2").unwrap();
+    refused(with(&old, "GET", true), "window");
+    // Another verifier answering the same request (verify-all) does not
+    // count it twice.
+    let shared = proof(&holder, "GET", uri, &token, "h3");
+    assert_eq!(with(&shared, "GET", true), Ok(7));
+    assert_eq!(with(&shared, "GET", false), Ok(7));
+    // A bearer credential needs no proof.
+    assert!(verdict(&v, &credential(9, "spiffe://example.org/a", "acme")).is_ok());
 }

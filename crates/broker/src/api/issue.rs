@@ -44,6 +44,7 @@ impl IssuerRpc for IssuerService {
             audiences: request.audiences,
             ttl_seconds: request.ttl_seconds,
             dpop_jkt: request.dpop_jkt,
+            dpop_proof: request.dpop_proof,
         };
         Ok(reply(self.issuer.issue(params).await?))
     }

@@ -66,6 +66,11 @@ impl IssuanceConfig {
     pub fn refresh_uri(&self) -> String {
         format!("{}/refresh", self.issuer.trim_end_matches('/'))
     }
+
+    /// The URI a DPoP proof for a key-bound issuance must name (`htu`).
+    pub fn issue_uri(&self) -> String {
+        format!("{}/issue", self.issuer.trim_end_matches('/'))
+    }
 }
 
 /// An external issuer (Kubernetes service accounts, CI OIDC) whose JWTs

@@ -204,6 +204,40 @@ impl Issuer {
         })
     }
 
+    /// The DPoP proof that the caller of an issuance holds the key `jkt`
+    /// it asks the credential to be bound to.
+    pub(super) fn check_issue_proof(&self, jkt: &str, proof: &str) -> Result<(), BrokerError> {
+        if proof.is_empty() {
+            return Err(BrokerError::Unauthenticated(
+                "binding a credential to a key (dpop_jkt) needs a DPoP proof made with it for POST <issuer>/issue".into(),
+            ));
+        }
+        let now = self.now_seconds();
+        let uri = self.settings.issue_uri();
+        let proof = verify_proof(
+            proof,
+            &DpopExpectation {
+                method: "POST",
+                url: &uri,
+                access_token: None,
+                now_seconds: now,
+                max_age_seconds: self.settings.dpop_max_age_seconds,
+                leeway_seconds: self.settings.leeway_seconds,
+            },
+        )
+        .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
+        if proof.jkt != jkt {
+            return Err(BrokerError::Unauthenticated(
+                "DPoP proof is signed by another key than dpop_jkt names".into(),
+            ));
+        }
+        self.replay
+            .lock()
+            .expect("replay lock")
+            .check_and_remember(&proof.jti, now)
+            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))
+    }
+
     pub(super) fn attest_refresh(&self, request: &RefreshParams) -> Result<Attested, BrokerError> {
         let now = self.now_seconds();
         let keys = ledger_keys(&self.core);

@@ -74,6 +74,8 @@ pub struct IssueParams {
     pub ttl_seconds: u64,
     /// RFC 7638 thumbprint of the key to bind the credential to; may be empty.
     pub dpop_jkt: String,
+    /// With `dpop_jkt`: a DPoP proof by that key for `POST <issuer>/issue`.
+    pub dpop_proof: String,
 }
 
 /// A request to refresh a credential.
@@ -444,6 +446,11 @@ impl Issuer {
             return Err(BrokerError::Invalid(
                 "dpop_jkt: expected an RFC 7638 SHA-256 thumbprint, base64url".into(),
             ));
+        }
+        // Bound only to a key the caller shows it holds; checked before
+        // the attestation, so a refused proof spends no join token.
+        if let Some(jkt) = &jkt {
+            self.check_issue_proof(jkt, &request.dpop_proof)?;
         }
         let attested = match &request.attestation {
             Some(Attestation::JoinToken(token)) => {

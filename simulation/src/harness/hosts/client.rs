@@ -411,6 +411,7 @@ async fn attest(
                     scopes: vec!["read".into()],
                     ttl_seconds: 3600,
                     dpop_jkt: String::new(),
+                    dpop_proof: String::new(),
                     tenant: String::new(),
                     request_id: String::new(),
                 })
