@@ -134,13 +134,22 @@ pub async fn serve(
     tls: Option<Arc<lapse_pki::Tls>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    axum::serve(listener, router(verifiers, tls))
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The API's routes over `verifiers`, as [`serve`] answers them: a
+/// request that names no verifier goes to the first. For driving the API
+/// without a socket (tests, fuzzing).
+pub fn router(verifiers: Vec<Served>, tls: Option<Arc<lapse_pki::Tls>>) -> Router {
     let first = verifiers.first().map(|s| s.id.clone()).unwrap_or_default();
     let state = AppState {
         verifiers: Arc::new(verifiers.into_iter().map(|s| (s.id.clone(), s)).collect()),
         first,
         tls,
     };
-    let app = Router::new()
+    Router::new()
         .route("/v1/verify", post(verify_one))
         .route("/v1/verify-all", post(verify_all))
         .route("/v1/check-secret", post(check_secret))
@@ -150,10 +159,7 @@ pub async fn serve(
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+        .with_state(state)
 }
 
 fn error(status: StatusCode, reason: &str, detail: impl Into<String>) -> Response {
