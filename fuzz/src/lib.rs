@@ -1,11 +1,14 @@
-//! Input helpers shared by the lapse-filter fuzz targets.
+//! Input helpers shared by the Lapse fuzz targets.
 //!
 //! Random bytes rarely get past a checksum or a canonical-form check, so each
 //! target reads its first byte as a mode: feed the rest as it is, or build a
 //! valid value from the rest with [`Source`], encode it, and damage the
 //! encoding with [`mutate`]. Messages can also be framed with a correct
 //! header and CRC ([`frame`], [`refresh_frame`]) so the body parsers see the
-//! bytes.
+//! bytes. [`credentials`] holds the keys, credentials and input layouts of
+//! the credential and HTTP targets.
+
+pub mod credentials;
 
 use lapse_filter::{
     DeltaMessage, KeyAlgorithm, KeySet, MAGIC, Message, PublicKey, RevokedDelta, RevokedSet,
@@ -38,6 +41,24 @@ impl<'a> Source<'a> {
             }
             None => 0,
         }
+    }
+
+    /// Up to `n` bytes (fewer when the input runs out).
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (taken, rest) = self.data.split_at(n.min(self.data.len()));
+        self.data = rest;
+        taken
+    }
+
+    /// A length byte, then that many bytes.
+    pub fn chunk(&mut self) -> &'a [u8] {
+        let n = usize::from(self.byte());
+        self.take(n)
+    }
+
+    /// Everything left.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.data)
     }
 
     /// Whether the next byte is odd.
