@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use lapse_credential::{KeyId, SigningKeyPair, make_proof};
+use lapse_credential::{KeyId, SigningKeyPair};
 use lapse_wire::cluster as pb;
 use lapse_wire::issuer::issuer_client::IssuerClient;
 use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request::Attestation};
@@ -74,6 +74,56 @@ pub struct RefreshArgs {
     scopes: Vec<String>,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// A DPoP proof by `key` (none without a key) for `POST uri`, for
+/// `access_token` when refreshing, carrying the broker's `nonce` if given.
+fn prove(
+    key: Option<&SigningKeyPair>,
+    uri: &str,
+    access_token: Option<&str>,
+    nonce: Option<&str>,
+) -> Result<String, Failure> {
+    let Some(key) = key else {
+        return Ok(String::new());
+    };
+    lapse_credential::make_proof_with_nonce(
+        key,
+        "POST",
+        uri,
+        access_token,
+        unix_now(),
+        &new_jti(),
+        nonce,
+    )
+    .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))
+}
+
+/// Send a request carrying the proof `prove` makes; when the broker
+/// answers with the nonce it wants in proofs (RFC 9449 §8), make the proof
+/// again with it and send once more.
+async fn with_dpop_nonce<T, F, Fut>(
+    prove: impl Fn(Option<&str>) -> Result<String, Failure>,
+    mut send: F,
+) -> Result<T, Failure>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match send(prove(None)?).await {
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            let nonce = status
+                .metadata()
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match nonce {
+                Some(nonce) => Ok(send(prove(Some(&nonce))?).await?.into_inner()),
+                None => Err(status.into()),
+            }
+        }
+        answer => Ok(answer?.into_inner()),
+    }
 }
 
 /// Seconds since the Unix epoch, by this machine's clock (DPoP `iat`).
@@ -168,62 +218,59 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
     };
     // A key-bound credential: the key's thumbprint, and a proof that this
     // caller holds the key.
-    let (dpop_jkt, dpop_proof) = match &args.dpop_key_file {
-        Some(path) => {
-            let key = dpop_key(path)?;
-            let uri = format!("{}/issue", args.issuer.trim_end_matches('/'));
-            let proof = make_proof(&key, "POST", &uri, None, unix_now(), &new_jti())
-                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
-            (key.public_jwk().thumbprint(), proof)
-        }
-        None => (String::new(), String::new()),
+    let key = args.dpop_key_file.as_deref().map(dpop_key).transpose()?;
+    let dpop_jkt = key
+        .as_ref()
+        .map(|k| k.public_jwk().thumbprint())
+        .unwrap_or_default();
+    let uri = format!("{}/issue", args.issuer.trim_end_matches('/'));
+    let prove = |nonce: Option<&str>| prove(key.as_ref(), &uri, None, nonce);
+    let client = issuer_client(&args.connection).await?;
+    let request = IssueRequest {
+        attestation: Some(attestation),
+        audiences: args.audiences,
+        scopes: args.scopes,
+        ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
+        dpop_jkt,
+        dpop_proof: String::new(),
+        tenant: args.tenant.unwrap_or_default(),
+        request_id: String::new(),
     };
-    let mut client = issuer_client(&args.connection).await?;
-    let reply = client
-        .issue(IssueRequest {
-            attestation: Some(attestation),
-            audiences: args.audiences,
-            scopes: args.scopes,
-            ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
-            dpop_jkt,
+    let reply = with_dpop_nonce(prove, |dpop_proof| {
+        let mut client = client.clone();
+        let request = IssueRequest {
             dpop_proof,
-            tenant: args.tenant.unwrap_or_default(),
-            request_id: String::new(),
-        })
-        .await?
-        .into_inner();
+            ..request.clone()
+        };
+        async move { client.issue(request).await }
+    })
+    .await?;
     print_issued(&reply, args.connection.json);
     Ok(())
 }
 
 pub async fn refresh(args: RefreshArgs) -> Result<(), Failure> {
-    let dpop_proof = match &args.dpop_key_file {
-        Some(path) => {
-            let key = dpop_key(path)?;
-            let uri = format!("{}/refresh", args.issuer.trim_end_matches('/'));
-            make_proof(
-                &key,
-                "POST",
-                &uri,
-                Some(&args.credential),
-                unix_now(),
-                &new_jti(),
-            )
-            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
-        }
-        None => String::new(),
+    let key = args.dpop_key_file.as_deref().map(dpop_key).transpose()?;
+    let uri = format!("{}/refresh", args.issuer.trim_end_matches('/'));
+    let credential = args.credential.clone();
+    let prove = |nonce: Option<&str>| prove(key.as_ref(), &uri, Some(&credential), nonce);
+    let client = issuer_client(&args.connection).await?;
+    let request = RefreshRequest {
+        credential: args.credential,
+        dpop_proof: String::new(),
+        ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
+        audiences: args.audiences,
+        scopes: args.scopes,
     };
-    let mut client = issuer_client(&args.connection).await?;
-    let reply = client
-        .refresh(RefreshRequest {
-            credential: args.credential,
+    let reply = with_dpop_nonce(prove, |dpop_proof| {
+        let mut client = client.clone();
+        let request = RefreshRequest {
             dpop_proof,
-            ttl_seconds: args.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0),
-            audiences: args.audiences,
-            scopes: args.scopes,
-        })
-        .await?
-        .into_inner();
+            ..request.clone()
+        };
+        async move { client.refresh(request).await }
+    })
+    .await?;
     print_issued(&reply, args.connection.json);
     Ok(())
 }

@@ -633,11 +633,11 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() {
-    use lapse_credential::{KeyId, SigningKeyPair, make_proof};
+    use lapse_credential::{KeyId, SigningKeyPair, make_proof, make_proof_with_nonce};
     use lapse_wire::issuer::issuer_client::IssuerClient;
     use lapse_wire::issuer::{IssueRequest, RefreshRequest, issue_request::Attestation};
 
-    let issuing = start(FAST_RAFT);
+    let mut issuing = start(FAST_RAFT);
     let cluster = &issuing.cluster;
     cluster.wait_for_leader().await;
     wait_for_keys(cluster, 3).await;
@@ -671,16 +671,38 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
 
     // A key-bound credential, then the same DPoP proof twice.
     let holder = SigningKeyPair::from_seed(KeyId::new("holder").unwrap(), [4; 32]);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.address(2)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut issuer = IssuerClient::new(channel);
+    let connect = |broker: u64| {
+        let address = cluster.address(broker);
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            IssuerClient::new(channel)
+        }
+    };
+    let mut issuer = connect(2).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    let proof = |key: &SigningKeyPair, uri: &str, token: Option<&str>, jti: &str, nonce: &str| {
+        make_proof_with_nonce(key, "POST", uri, token, now, jti, Some(nonce)).unwrap()
+    };
+    // A broker takes proofs only with a nonce it handed out: the first
+    // answer (to a proof without one) carries it.
+    let nonce_of = |status: &tonic::Status| -> String {
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("use_dpop_nonce"), "{status:?}");
+        status
+            .metadata()
+            .get("dpop-nonce")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
     // Binding a credential to a key needs a proof that the caller holds
     // it: none, or one by another key, is refused and spends no token; the
     // right one works once.
@@ -695,15 +717,22 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
         tenant: "acme".into(),
         request_id: String::new(),
     };
+    let asked = issuer
+        .issue(bind(
+            make_proof(&holder, "POST", "lapse/issue", None, now, "h0").unwrap(),
+        ))
+        .await
+        .unwrap_err();
+    let nonce = nonce_of(&asked);
     let stranger = SigningKeyPair::from_seed(KeyId::new("stranger").unwrap(), [5; 32]);
-    let issue_proof = |key: &SigningKeyPair, jti: &str| {
-        make_proof(key, "POST", "lapse/issue", None, now, jti).unwrap()
-    };
     for (proof, words) in [
         (String::new(), "needs a DPoP proof"),
-        (issue_proof(&stranger, "s1"), "another key"),
         (
-            make_proof(&holder, "POST", "lapse/refresh", None, now, "h0").unwrap(),
+            proof(&stranger, "lapse/issue", None, "s1", &nonce),
+            "another key",
+        ),
+        (
+            proof(&holder, "lapse/refresh", None, "h0", &nonce),
             "DPoP proof",
         ),
     ] {
@@ -711,7 +740,7 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
         assert!(refused.message().contains(words), "{refused:?}");
     }
-    let right = issue_proof(&holder, "h1");
+    let right = proof(&holder, "lapse/issue", None, "h1", &nonce);
     let bound = issuer
         .issue(bind(right.clone()))
         .await
@@ -727,54 +756,56 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
             .contains("DPoP proof \"h1\" was already used"),
         "{replayed:?}"
     );
-    let proof = make_proof(
-        &holder,
-        "POST",
-        "lapse/refresh",
-        Some(&bound.credential),
-        now,
-        "once",
-    )
-    .unwrap();
-    let refresh = RefreshRequest {
+    let refresh = |dpop_proof: String| RefreshRequest {
         credential: bound.credential.clone(),
-        dpop_proof: proof,
+        dpop_proof,
         ttl_seconds: 300,
         audiences: vec![],
         scopes: vec![],
     };
+    let once = proof(
+        &holder,
+        "lapse/refresh",
+        Some(&bound.credential),
+        "once",
+        &nonce,
+    );
     issuer
-        .refresh(refresh.clone())
+        .refresh(refresh(once.clone()))
         .await
         .expect("the first use of a proof is accepted");
-    let replayed = issuer.refresh(refresh).await.unwrap_err();
+    let replayed = issuer.refresh(refresh(once.clone())).await.unwrap_err();
     assert_eq!(replayed.code(), tonic::Code::Unauthenticated);
     assert!(
         replayed.message().contains("already used"),
         "{}",
         replayed.message()
     );
+    // Played to another broker, the proof is refused: its nonce is not
+    // that broker's (which offers its own).
+    let mut other = connect(3).await;
+    let elsewhere = other.refresh(refresh(once.clone())).await.unwrap_err();
+    let their_nonce = nonce_of(&elsewhere);
+    assert_ne!(their_nonce, nonce);
     // A proof for another URI is refused too.
-    let elsewhere = make_proof(
-        &holder,
-        "POST",
-        "https://elsewhere/refresh",
-        Some(&bound.credential),
-        now,
-        "twice",
-    )
-    .unwrap();
     let wrong = issuer
-        .refresh(RefreshRequest {
-            credential: bound.credential,
-            dpop_proof: elsewhere,
-            ttl_seconds: 300,
-            audiences: vec![],
-            scopes: vec![],
-        })
+        .refresh(refresh(proof(
+            &holder,
+            "https://elsewhere/refresh",
+            Some(&bound.credential),
+            "twice",
+            &nonce,
+        )))
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    let unused = proof(
+        &holder,
+        "lapse/refresh",
+        Some(&bound.credential),
+        "late",
+        &nonce,
+    );
 
     let audit = cli_json(cluster, 2, &["audit", "--json"]);
     let reasons: Vec<String> = audit["records"]
@@ -784,12 +815,30 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
         .filter(|r| r["allowed"] == false)
         .map(|r| r["reason"].as_str().unwrap().to_owned())
         .collect();
-    for expected in ["expired", "already used", "DPoP proof"] {
+    for expected in ["expired", "already used", "DPoP proof", "use_dpop_nonce"] {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),
             "no audited refusal with {expected:?}: {reasons:?}"
         );
     }
+
+    // After a restart, the broker has forgotten the proofs it saw, but no
+    // proof made before carries a nonce it accepts.
+    issuing.cluster.kill9(2);
+    issuing.cluster.spawn(2, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restarted = loop {
+        let answer = connect_retrying(&issuing.cluster, 2).await;
+        if let Some(mut issuer) = answer {
+            match issuer.refresh(refresh(unused.clone())).await {
+                Err(status) if status.code() == tonic::Code::Unauthenticated => break status,
+                other => assert!(Instant::now() < deadline, "{other:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "broker 2 did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(nonce_of(&restarted), nonce);
 }
 
 /// The attacks on refresh: a leaked credential revoked by its hash, a
@@ -1013,4 +1062,21 @@ async fn eventually(seconds: u64, what: impl Fn() -> String, mut check: impl FnM
 fn payload(token: &str) -> serde_json::Value {
     let part = token.split('.').nth(1).expect("a JWT");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// An issuer client for `broker`, or `None` while it does not answer.
+async fn connect_retrying(
+    cluster: &TestCluster,
+    broker: u64,
+) -> Option<lapse_wire::issuer::issuer_client::IssuerClient<tonic::transport::Channel>> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.address(broker)))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .ok()?;
+    Some(lapse_wire::issuer::issuer_client::IssuerClient::new(
+        channel,
+    ))
 }

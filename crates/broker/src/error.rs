@@ -45,6 +45,12 @@ pub enum BrokerError {
     /// This node cannot serve the request (a bug, storage failure).
     #[error("{0}")]
     Broken(String),
+    /// A DPoP proof without a nonce this broker accepts: make it again
+    /// with `nonce` (RFC 9449 §8, `use_dpop_nonce`).
+    #[error(
+        "use_dpop_nonce: this broker takes DPoP proofs only with a nonce it handed out; make the proof again with the one in the dpop-nonce metadata"
+    )]
+    DpopNonce { nonce: String },
 }
 
 impl BrokerError {

@@ -164,6 +164,7 @@ pub fn error_response(error: &BrokerError) -> axum::response::Response {
         BrokerError::Exhausted(_) => (StatusCode::TOO_MANY_REQUESTS, "exhausted"),
         BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         BrokerError::Broken(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        BrokerError::DpopNonce { .. } => (StatusCode::UNAUTHORIZED, "use_dpop_nonce"),
     };
     let mut body = json!({ "error": kind, "message": error.to_string() });
     if let BrokerError::Refused(refusal) = error {

@@ -58,6 +58,9 @@ struct ProofClaims {
     iat: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     ath: Option<String>,
+    /// A nonce the server handed out (RFC 9449 §8).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    nonce: Option<String>,
 }
 
 pub struct DpopExpectation<'a> {
@@ -75,6 +78,8 @@ pub struct VerifiedProof {
     pub jkt: String,
     pub jti: String,
     pub iat: u64,
+    /// The server nonce the proof carries, if any (at most 256 bytes).
+    pub nonce: Option<String>,
 }
 
 /// `ath`: base64url(sha256(access token)).
@@ -97,6 +102,19 @@ pub fn make_proof(
     iat: u64,
     jti: &str,
 ) -> Result<String, CredentialError> {
+    make_proof_with_nonce(key, method, url, access_token, iat, jti, None)
+}
+
+/// Make a DPoP proof for a request, carrying the server's `nonce`.
+pub fn make_proof_with_nonce(
+    key: &SigningKeyPair,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+    iat: u64,
+    jti: &str,
+    nonce: Option<&str>,
+) -> Result<String, CredentialError> {
     let mut jwk = key.public_jwk();
     jwk.kid = None;
     jwk.use_ = None;
@@ -111,6 +129,7 @@ pub fn make_proof(
         htu: url.to_owned(),
         iat,
         ath: access_token.map(access_token_hash),
+        nonce: nonce.map(str::to_owned),
     };
     let encode =
         |value: &dyn erased::Json| value.to_json().map(|bytes| URL_SAFE_NO_PAD.encode(bytes));
@@ -199,6 +218,11 @@ pub fn verify_proof(proof: &str, expected: &DpopExpectation) -> Result<VerifiedP
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(DpopError::Malformed("jti must be 1 to 256 bytes".into()));
     }
+    if claims.nonce.as_ref().is_some_and(|n| n.len() > 256) {
+        return Err(DpopError::Malformed(
+            "nonce must be at most 256 bytes".into(),
+        ));
+    }
     if claims.htm != expected.method {
         return Err(DpopError::WrongMethod {
             expected: expected.method.to_owned(),
@@ -236,6 +260,7 @@ pub fn verify_proof(proof: &str, expected: &DpopExpectation) -> Result<VerifiedP
         jkt: jwk.thumbprint(),
         jti: claims.jti,
         iat: claims.iat,
+        nonce: claims.nonce,
     })
 }
 

@@ -18,7 +18,7 @@ pub mod presented;
 pub use claims::{Chain, Claims, Confirmation, StatusClaim, StatusListRef};
 pub use dpop::{
     DpopError, DpopExpectation, ReplayCache, VerifiedProof, access_token_hash, make_proof,
-    verify_proof,
+    make_proof_with_nonce, verify_proof,
 };
 pub use external::{DEFAULT_MAX_TOKEN_AGE_SECONDS, ExternalIssuer, MAX_JWKS_BYTES, MAX_JWKS_KEYS};
 pub use ids::{IdError, KeyId, StatusIndex, TenantId, WorkloadId};

@@ -90,8 +90,16 @@ impl From<BrokerError> for Status {
             BrokerError::Exhausted(_) => Code::ResourceExhausted,
             BrokerError::Unavailable(_) => Code::Unavailable,
             BrokerError::Broken(_) => Code::Internal,
+            BrokerError::DpopNonce { .. } => Code::Unauthenticated,
         };
         let mut status = Status::new(code, error.to_string());
+        if let BrokerError::DpopNonce { nonce } = &error
+            && let Ok(value) = nonce.parse()
+        {
+            status
+                .metadata_mut()
+                .insert(crate::issuance::nonce::NONCE_HEADER, value);
+        }
         if let BrokerError::Refused(refusal) = &error
             && let Ok(value) = refusal.code().parse()
         {

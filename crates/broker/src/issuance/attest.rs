@@ -204,6 +204,20 @@ impl Issuer {
         })
     }
 
+    /// A proof's nonce must be one this broker handed out in this life:
+    /// a proof seen once cannot be played to another broker, or to this
+    /// one after a restart. Without one (or with a stale one) the caller
+    /// gets a fresh nonce to make the proof again with.
+    fn check_nonce(&self, nonce: Option<&str>) -> Result<(), BrokerError> {
+        let now_ms = self.core.cluster_now();
+        match nonce {
+            Some(nonce) if self.nonces.accepts(nonce, now_ms) => Ok(()),
+            _ => Err(BrokerError::DpopNonce {
+                nonce: self.nonces.current(now_ms),
+            }),
+        }
+    }
+
     /// The DPoP proof that the caller of an issuance holds the key `jkt`
     /// it asks the credential to be bound to.
     pub(super) fn check_issue_proof(&self, jkt: &str, proof: &str) -> Result<(), BrokerError> {
@@ -231,6 +245,7 @@ impl Issuer {
                 "DPoP proof is signed by another key than dpop_jkt names".into(),
             ));
         }
+        self.check_nonce(proof.nonce.as_deref())?;
         self.replay
             .lock()
             .expect("replay lock")
@@ -332,6 +347,7 @@ impl Issuer {
                         .into(),
                 ));
             }
+            self.check_nonce(proof.nonce.as_deref())?;
             self.replay
                 .lock()
                 .expect("replay lock")

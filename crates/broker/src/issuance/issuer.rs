@@ -112,6 +112,8 @@ pub struct Issuer {
     pub settings: IssuanceConfig,
     pub external: Vec<ExternalKeys>,
     pub replay: Mutex<ReplayCache>,
+    /// The DPoP nonces this broker hands out, under a key of this life.
+    pub nonces: super::nonce::DpopNonces,
     pub policies: PolicyCache,
 }
 
@@ -288,7 +290,11 @@ impl Issuer {
             aud: audiences.to_vec(),
             iat: now,
             nbf: now,
-            exp: now + ttl_seconds,
+            // A refresh never outlives its chain, whatever second this is.
+            exp: match attested.chain {
+                Some((_, until)) => (now + ttl_seconds).min(until),
+                None => now + ttl_seconds,
+            },
             jti: hex::encode(jti),
             tenant: attested.tenant.clone(),
             scopes: scopes.to_vec(),
@@ -449,8 +455,16 @@ impl Issuer {
         }
         // Bound only to a key the caller shows it holds; checked before
         // the attestation, so a refused proof spends no join token.
-        if let Some(jkt) = &jkt {
-            self.check_issue_proof(jkt, &request.dpop_proof)?;
+        if let Some(jkt) = &jkt
+            && let Err(error) = self.check_issue_proof(jkt, &request.dpop_proof)
+        {
+            return Err(self
+                .refuse_unattested(
+                    &request.tenant,
+                    (&request.scopes, &request.audiences),
+                    error,
+                )
+                .await);
         }
         let attested = match &request.attestation {
             Some(Attestation::JoinToken(token)) => {

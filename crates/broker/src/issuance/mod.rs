@@ -8,4 +8,5 @@ pub mod external;
 pub mod issuer;
 pub mod keys;
 pub mod leases;
+pub mod nonce;
 pub mod policy;

@@ -68,6 +68,7 @@ impl Parts {
                 100_000,
                 issuance.dpop_max_age_seconds + 2 * issuance.leeway_seconds,
             )),
+            nonces: crate::issuance::nonce::DpopNonces::new(core.env().random_bytes()),
         });
         Ok(Self {
             feed,
