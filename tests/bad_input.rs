@@ -23,7 +23,11 @@ async fn revocation_epoch(cluster: &TestCluster) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_unauthorised_oversized_and_duplicate_requests() {
-    let cluster = TestCluster::start(3, FAST_RAFT);
+    // A small request limit, so an oversized request fits in one flight and
+    // its refusal is read whole, never raced by the stream's reset.
+    let cluster = TestCluster::start_with(3, FAST_RAFT, |_| {
+        "[limits]\nmax_request_bytes = 32768\n".to_owned()
+    });
     let leader = cluster.wait_for_leader().await;
     let follower = if leader == 1 { 2 } else { 1 };
     let block = lease(&cluster, leader, 10).await;
@@ -139,7 +143,7 @@ async fn malformed_unauthorised_oversized_and_duplicate_requests() {
             .code(),
         Code::InvalidArgument
     );
-    let huge = revoke("j", Some(Target::KeyId("k".repeat(2 << 20))));
+    let huge = revoke("j", Some(Target::KeyId("k".repeat(40 << 10))));
     let status = client.revoke(authorised(huge)).await.unwrap_err();
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
