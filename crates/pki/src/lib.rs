@@ -10,6 +10,7 @@
 pub mod authority;
 pub mod files;
 pub mod inspect;
+pub mod limits;
 pub mod name;
 pub mod tls;
 pub mod transport;
@@ -18,6 +19,7 @@ pub mod vouch;
 pub use authority::{Authority, LeafRequest, Pair};
 pub use files::{Reloading, TlsFiles};
 pub use inspect::CertInfo;
+pub use limits::{ConnectionGate, ConnectionLimits, RateLimiter, RateLimits};
 pub use name::{NameError, Principal, Role};
 pub use tls::{Credentials, Expect};
 pub use transport::{PeerIdentity, Tls, TlsConnector, TlsIncoming, TlsListener};

@@ -20,12 +20,14 @@ use tonic::transport::server::Connected;
 
 use crate::PkiError;
 use crate::files::{Reloading, TlsFiles};
+use crate::limits::{ConnectionGate, ConnectionPermit, Handshake};
 use crate::name::Principal;
 use crate::tls::{ALPN_H2, ALPN_HTTP1, Credentials, Expect};
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
-/// How long a TLS handshake may take before the connection is dropped.
+/// How long a TLS handshake may take before the connection is dropped,
+/// unless the listener's [`crate::limits::ConnectionLimits`] say otherwise.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once on one listener; more wait in the
 /// accept queue.
@@ -190,6 +192,9 @@ pub struct PeerIdentity {
 pub struct Secured {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     identity: PeerIdentity,
+    /// The HTTP handshake's deadline, running on from the TLS one.
+    handshake: Handshake,
+    _permit: ConnectionPermit,
 }
 
 impl std::fmt::Debug for Secured {
@@ -216,11 +221,12 @@ impl Connected for Secured {
 
 impl AsyncRead for Secured {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        crate::limits::poll_read_under(&mut this.handshake, &mut this.stream, cx, buf)
     }
 }
 
@@ -230,7 +236,13 @@ impl AsyncWrite for Secured {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            crate::limits::note_write(&mut self.handshake);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -246,7 +258,13 @@ impl AsyncWrite for Secured {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            crate::limits::note_write(&mut self.handshake);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -254,10 +272,11 @@ impl AsyncWrite for Secured {
     }
 }
 
-/// Accepted TCP connections, handshaken concurrently (a slow or silent
-/// client holds up no one else): a stream of [`Secured`] connections.
-/// Failed handshakes are logged and dropped. The stream ends when
-/// `accepted` does.
+/// Accepted TCP connections, admitted by `gate` (the others are closed
+/// at once) and handshaken concurrently (a slow or silent client holds up
+/// no one else): a stream of [`Secured`] connections. Failed or late
+/// handshakes are logged and dropped. The stream ends when `accepted`
+/// does.
 pub struct TlsIncoming;
 
 impl TlsIncoming {
@@ -265,31 +284,38 @@ impl TlsIncoming {
         tls: Arc<Tls>,
         alpn: &'static [u8],
         accepted: S,
+        gate: Arc<ConnectionGate>,
     ) -> impl Stream<Item = io::Result<Secured>> + Send + 'static
     where
         S: Stream<Item = io::Result<TcpStream>> + Send + 'static,
     {
         let accepted = Box::pin(accepted);
         accepted
-            .filter_map(|next| async move {
-                match next {
-                    Ok(stream) => Some(stream),
+            .filter_map(move |next| {
+                let admitted = match next {
+                    Ok(stream) => crate::limits::admit(&gate, stream),
                     Err(error) => {
                         tracing::debug!(%error, "accept failed");
                         None
                     }
-                }
+                };
+                std::future::ready(admitted)
             })
-            .map(move |stream| {
+            .map(move |admitted| {
                 let tls = tls.clone();
-                async move { handshake(&tls, alpn, stream).await }
+                async move { handshake(&tls, alpn, admitted).await }
             })
             .buffer_unordered(MAX_HANDSHAKES)
             .filter_map(|secured| async move { secured.map(Ok) })
     }
 }
 
-async fn handshake(tls: &Tls, alpn: &[u8], stream: TcpStream) -> Option<Secured> {
+async fn handshake(
+    tls: &Tls,
+    alpn: &[u8],
+    admitted: crate::limits::Admitted<TcpStream>,
+) -> Option<Secured> {
+    let (stream, permit, mut deadline) = admitted.into_parts();
     let remote = stream.peer_addr().ok();
     // One set of credentials for the handshake and for naming the peer.
     let built = tls.built();
@@ -303,13 +329,17 @@ async fn handshake(tls: &Tls, alpn: &[u8], stream: TcpStream) -> Option<Secured>
         return None;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let until = deadline
+        .deadline()
+        .unwrap_or_else(|| tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
+    let stream = match tokio::time::timeout_at(until, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             tracing::info!(?remote, %error, "TLS handshake refused");
             return None;
         }
         Err(_) => {
+            deadline.expire();
             tracing::info!(?remote, "TLS handshake timed out");
             return None;
         }
@@ -323,6 +353,8 @@ async fn handshake(tls: &Tls, alpn: &[u8], stream: TcpStream) -> Option<Secured>
     Some(Secured {
         stream,
         identity: PeerIdentity { principal, remote },
+        handshake: deadline,
+        _permit: permit,
     })
 }
 
@@ -334,11 +366,15 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(tls: Arc<Tls>, listener: tokio::net::TcpListener) -> io::Result<Self> {
+    pub fn new(
+        tls: Arc<Tls>,
+        listener: tokio::net::TcpListener,
+        gate: Arc<ConnectionGate>,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let accepted = tokio_stream::wrappers::TcpListenerStream::new(listener);
         Ok(Self {
-            incoming: Box::pin(TlsIncoming::stream(tls, ALPN_HTTP1, accepted)),
+            incoming: Box::pin(TlsIncoming::stream(tls, ALPN_HTTP1, accepted, gate)),
             local,
         })
     }

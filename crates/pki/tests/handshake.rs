@@ -55,7 +55,12 @@ async fn server(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let accepted = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut incoming = Box::pin(TlsIncoming::stream(tls, b"h2", accepted));
+    let mut incoming = Box::pin(TlsIncoming::stream(
+        tls,
+        b"h2",
+        accepted,
+        lapse_pki::ConnectionGate::new(Default::default()),
+    ));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         while let Some(Ok(secured)) = incoming.next().await {
