@@ -87,6 +87,10 @@ pub async fn start_bench_cluster(
             .auth
             .cluster_admins
             .push(format!("operator:{}", crate::transport::OPERATOR));
+        // Every benchmark client is one caller (one operator, or loopback)
+        // asking for far more than a caller's default rate: the benchmarks
+        // measure the broker, not its rate limit.
+        config.limits.caller_requests_per_second = 0;
     }
     configs.iter_mut().for_each(adjust);
     let brokers = start_local_cluster(configs, listeners).await?;

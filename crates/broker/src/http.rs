@@ -23,7 +23,18 @@ use crate::error::BrokerError;
 struct HttpState {
     core: SharedCore,
     feed: std::sync::Arc<crate::feed::FeedHub>,
+    guards: std::sync::Arc<Guards>,
     base_url: String,
+}
+
+/// The limits on the broker's listeners, whose counters `/metrics` shows.
+pub struct Guards {
+    /// The gRPC port's connection caps (none in simulation).
+    pub grpc: Option<std::sync::Arc<lapse_pki::ConnectionGate>>,
+    /// The HTTP port's connection caps.
+    pub http: Option<std::sync::Arc<lapse_pki::ConnectionGate>>,
+    /// Rates per caller on the Cluster and Issuer services.
+    pub callers: std::sync::Arc<crate::api::guard::CallerLimits>,
 }
 
 /// The JWKS of the cluster's published signing keys.
@@ -80,7 +91,7 @@ async fn metrics(
     }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::exposition(&state.feed),
+        crate::metrics::exposition(&state.feed, &state.guards),
     )
         .into_response()
 }
@@ -110,14 +121,37 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-/// Serve until `stop` resolves.
+/// Answer 503 in the broker's JSON shape when a request takes longer than
+/// `limits.http_request_timeout_ms`.
+async fn request_deadline(
+    State(deadline): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error_response(&BrokerError::Unavailable(format!(
+            "the request took longer than the server's {} ms (limits.http_request_timeout_ms)",
+            deadline.as_millis()
+        ))),
+    }
+}
+
+/// Serve until `stop` resolves, on `listener` behind `guards.http`'s caps.
 pub async fn serve(
     core: SharedCore,
     feed: std::sync::Arc<crate::feed::FeedHub>,
+    guards: Guards,
     listener: tokio::net::TcpListener,
     base_url: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = &core.config().limits;
+    let deadline = std::time::Duration::from_millis(limits.http_request_timeout_ms);
+    let gate = guards
+        .http
+        .clone()
+        .unwrap_or_else(|| lapse_pki::ConnectionGate::new(limits.http_connections()));
     let app = Router::new()
         .route("/.well-known/jwks.json", get(jwks_handler))
         .route(
@@ -129,16 +163,25 @@ pub async fn serve(
         .with_state(HttpState {
             core: core.clone(),
             feed,
+            guards: std::sync::Arc::new(guards),
             base_url,
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            deadline,
+            request_deadline,
+        ));
     match core.tls() {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
+            let listener = lapse_pki::limits::LimitedListener::new(listener, gate);
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<lapse_pki::PeerIdentity>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
         }
         Some(tls) => {
-            let listener = lapse_pki::transport::TlsListener::new(tls.clone(), listener)?;
+            let listener = lapse_pki::transport::TlsListener::new(tls.clone(), listener, gate)?;
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<lapse_pki::PeerIdentity>(),
@@ -185,6 +228,35 @@ pub fn base_url(advertise: Option<&str>, bound: SocketAddr, tls: bool) -> String
 mod tests {
     use super::*;
     use lapse_ledger::Refusal;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_http_request_is_answered_503_in_json_at_the_deadline() {
+        let mut app = Router::new()
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .layer(axum::middleware::from_fn_with_state(
+                std::time::Duration::from_secs(5),
+                request_deadline,
+            ));
+        let request = axum::http::Request::get("/slow")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tonic::codegen::Service::call(&mut app, request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "unavailable");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("limits.http_request_timeout_ms")
+        );
+    }
 
     #[test]
     fn each_kind_of_error_has_its_status_and_a_json_body() {

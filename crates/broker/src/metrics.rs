@@ -30,12 +30,60 @@ fn buckets(histogram: &Histogram) -> HistogramSample {
 }
 
 /// Everything `/metrics` shows for this broker.
-pub fn exposition(hub: &FeedHub) -> String {
+pub fn exposition(hub: &FeedHub, guards: &crate::http::Guards) -> String {
     let mut scrape = Scrape::new();
     feed(&mut scrape, hub);
+    limits(&mut scrape, guards);
     freshness(&mut scrape, hub);
     propagation(&mut scrape, hub);
     scrape.finish()
+}
+
+/// The listeners' connection caps and the callers' rate limits at work.
+fn limits(scrape: &mut Scrape, guards: &crate::http::Guards) {
+    let gates: Vec<(&str, lapse_pki::limits::GateStats)> =
+        [("grpc", &guards.grpc), ("http", &guards.http)]
+            .into_iter()
+            .filter_map(|(port, gate)| Some((port, gate.as_ref()?.stats())))
+            .collect();
+    let by_port = |value: fn(&lapse_pki::limits::GateStats) -> u64| {
+        gates
+            .iter()
+            .map(move |(port, stats)| (Labels::new().with("port", port), value(stats).into()))
+            .collect::<Vec<_>>()
+    };
+    scrape.gauges(
+        "lapse_connections_open",
+        "Connections open now, per listener.",
+        by_port(|s| s.open as u64),
+    );
+    let refused = gates.iter().flat_map(|(port, stats)| {
+        [
+            ("listener_full", stats.refused_listener_full),
+            ("ip_full", stats.refused_ip_full),
+        ]
+        .map(|(reason, n)| {
+            (
+                Labels::new().with("port", port).with("reason", reason),
+                n.into(),
+            )
+        })
+    });
+    scrape.counters(
+        "lapse_connections_refused",
+        "Connections closed at once for a full listener (limits.max_grpc_connections, limits.max_http_connections) or a full IP (limits.max_connections_per_ip).",
+        refused.collect::<Vec<_>>(),
+    );
+    scrape.counters(
+        "lapse_connections_handshake_timeouts",
+        "Connections dropped for not finishing their handshakes within limits.handshake_timeout_ms.",
+        by_port(|s| s.handshake_timeouts),
+    );
+    scrape.counter(
+        "lapse_requests_rate_limited",
+        "Cluster and Issuer calls refused for their caller's rate (limits.caller_requests_per_second).",
+        guards.callers.refused(),
+    );
 }
 
 fn feed(scrape: &mut Scrape, hub: &FeedHub) {

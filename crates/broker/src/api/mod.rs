@@ -12,6 +12,7 @@ pub mod auth;
 mod cluster;
 pub mod convert;
 pub mod feed;
+pub mod guard;
 mod issue;
 mod join;
 mod keys;

@@ -285,10 +285,53 @@ impl BrokerConfig {
                 self.limits.max_request_bytes as u64,
             ),
             ("issuance.audit_ship_ms", self.issuance.audit_ship_ms),
+            (
+                "limits.max_grpc_connections",
+                self.limits.max_grpc_connections as u64,
+            ),
+            (
+                "limits.max_http_connections",
+                self.limits.max_http_connections as u64,
+            ),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip as u64,
+            ),
+            (
+                "limits.handshake_timeout_ms",
+                self.limits.handshake_timeout_ms,
+            ),
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            (
+                "limits.http_request_timeout_ms",
+                self.limits.http_request_timeout_ms,
+            ),
+            (
+                "limits.max_streams_per_connection",
+                self.limits.max_streams_per_connection.into(),
+            ),
         ] {
             if value == 0 {
                 return invalid(format!("{field} must be above zero"));
             }
+        }
+        let limits = &self.limits;
+        if limits.request_timeout_ms <= limits.write_timeout_ms {
+            return invalid(format!(
+                "limits.request_timeout_ms ({}) must be above limits.write_timeout_ms ({}): a write must be able to answer before the call's deadline",
+                limits.request_timeout_ms, limits.write_timeout_ms
+            ));
+        }
+        if limits.http_request_timeout_ms >= limits.handshake_timeout_ms {
+            return invalid(format!(
+                "limits.http_request_timeout_ms ({}) must be below limits.handshake_timeout_ms ({}): an HTTP/1 connection's handshake ends with its first answer",
+                limits.http_request_timeout_ms, limits.handshake_timeout_ms
+            ));
+        }
+        if let Some(problem) = limits.caller_rate().problem() {
+            return invalid(format!(
+                "limits.caller_burst and max_rate_limited_callers: {problem}"
+            ));
         }
         let feed = &self.feed;
         if feed.heartbeat_ms == 0

@@ -371,6 +371,33 @@ pub struct Limits {
     /// How long a write may wait for the cluster before the client is told
     /// it is unavailable.
     pub write_timeout_ms: u64,
+    /// Connections open at once on the gRPC port; more are closed at once.
+    pub max_grpc_connections: usize,
+    /// Connections open at once on the HTTP port (`issuance.http_listen`).
+    pub max_http_connections: usize,
+    /// Connections open at once from one IP address, on each port.
+    pub max_connections_per_ip: usize,
+    /// How long a new connection has to finish its TLS handshake and its
+    /// HTTP/2 preface or first HTTP/1 request before it is dropped.
+    pub handshake_timeout_ms: u64,
+    /// Server-side deadline of every unary gRPC call (not the feed's
+    /// stream, a snapshot's upload or `WaitPropagated`, which have their
+    /// own bounds); above `write_timeout_ms`.
+    pub request_timeout_ms: u64,
+    /// Server-side deadline of every HTTP request; below
+    /// `handshake_timeout_ms`.
+    pub http_request_timeout_ms: u64,
+    /// HTTP/2 streams (calls) open at once on one gRPC connection.
+    pub max_streams_per_connection: u32,
+    /// Requests per second each caller (its certificate's identity, else
+    /// its IP address) may make to the Cluster and Issuer services; 0 for
+    /// no limit. Broker-to-broker calls are not limited.
+    pub caller_requests_per_second: u64,
+    /// Requests a caller may make at once after being idle.
+    pub caller_burst: u64,
+    /// Callers whose rates are remembered at once (idle ones are forgotten
+    /// first).
+    pub max_rate_limited_callers: usize,
 }
 
 impl Default for Limits {
@@ -380,6 +407,44 @@ impl Default for Limits {
             max_peer_message_bytes: 64 << 20,
             max_snapshot_bytes: 1 << 30,
             write_timeout_ms: 10_000,
+            max_grpc_connections: 4_096,
+            max_http_connections: 1_024,
+            max_connections_per_ip: 256,
+            handshake_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            http_request_timeout_ms: 5_000,
+            max_streams_per_connection: 1_024,
+            caller_requests_per_second: 2_000,
+            caller_burst: 4_000,
+            max_rate_limited_callers: 16_384,
+        }
+    }
+}
+
+impl Limits {
+    /// The gRPC port's connection caps.
+    pub fn grpc_connections(&self) -> lapse_pki::ConnectionLimits {
+        lapse_pki::ConnectionLimits {
+            max_connections: self.max_grpc_connections,
+            max_per_ip: self.max_connections_per_ip,
+            handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
+        }
+    }
+
+    /// The HTTP port's connection caps.
+    pub fn http_connections(&self) -> lapse_pki::ConnectionLimits {
+        lapse_pki::ConnectionLimits {
+            max_connections: self.max_http_connections,
+            ..self.grpc_connections()
+        }
+    }
+
+    /// Each caller's allowance on the Cluster and Issuer services.
+    pub fn caller_rate(&self) -> lapse_pki::RateLimits {
+        lapse_pki::RateLimits {
+            per_second: self.caller_requests_per_second,
+            burst: self.caller_burst,
+            max_callers: self.max_rate_limited_callers,
         }
     }
 }

@@ -165,17 +165,35 @@ impl Broker {
         // applies only to listeners it binds itself.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         config.check_plaintext_on_loopback()?;
+        config.validate()?;
+        // Every connection holds a place under the port's caps, and has
+        // `limits.handshake_timeout_ms` to start speaking HTTP/2.
+        let gate = lapse_pki::ConnectionGate::new(config.limits.grpc_connections());
         match &config.tls {
             None => {
-                Self::start_inner(config, env, Storage::Disk, incoming, local_address, None).await
+                let incoming = lapse_pki::limits::admit_stream(gate.clone(), incoming);
+                Self::start_inner(
+                    config,
+                    env,
+                    Storage::Disk,
+                    incoming,
+                    local_address,
+                    None,
+                    Some(gate),
+                )
+                .await
             }
             Some(tls) => {
                 let now = std::time::UNIX_EPOCH + Duration::from_millis(env.now_ms());
                 let tls = lapse_pki::Tls::open(tls.files(), now)
                     .map_err(|e| StartError::Tls(e.to_string()))?;
                 check_identity(&config, &tls)?;
-                let incoming =
-                    lapse_pki::TlsIncoming::stream(tls.clone(), lapse_pki::tls::ALPN_H2, incoming);
+                let incoming = lapse_pki::TlsIncoming::stream(
+                    tls.clone(),
+                    lapse_pki::tls::ALPN_H2,
+                    incoming,
+                    gate.clone(),
+                );
                 Self::start_inner(
                     config,
                     env,
@@ -183,6 +201,7 @@ impl Broker {
                     incoming,
                     local_address,
                     Some(tls),
+                    Some(gate),
                 )
                 .await
             }
@@ -217,7 +236,7 @@ impl Broker {
                 "a broker with [tls] serves on real sockets only (Broker::start_on)".into(),
             ));
         }
-        Self::start_inner(config, env, storage, incoming, local_address, None).await
+        Self::start_inner(config, env, storage, incoming, local_address, None, None).await
     }
 
     async fn start_inner<I, IO, IE>(
@@ -227,6 +246,7 @@ impl Broker {
         incoming: I,
         local_address: std::net::SocketAddr,
         tls: Option<Arc<lapse_pki::Tls>>,
+        grpc_gate: Option<Arc<lapse_pki::ConnectionGate>>,
     ) -> Result<Self, StartError>
     where
         I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
@@ -237,7 +257,7 @@ impl Broker {
         let opened = open::open(&config, &env, &storage, tls)?;
         let core = open::start_core(config, env, &storage, opened).await?;
         let started = match serve::Parts::new(&core, &storage) {
-            Ok(parts) => serve::serve(&core, &parts, incoming)
+            Ok(parts) => serve::serve(&core, &parts, incoming, grpc_gate)
                 .await
                 .map(|servers| (parts, servers)),
             Err(error) => Err(error),

@@ -19,6 +19,7 @@ use super::open::storage_error;
 use super::{StartError, Storage};
 use crate::api::auth::check_peer;
 use crate::api::feed::FeedService;
+use crate::api::guard::{CallerLimits, Guarded};
 use crate::api::peer::PeerService;
 use crate::api::{ClusterService, IssuerService};
 use crate::config::{ConfigError, IssuanceConfig};
@@ -30,6 +31,11 @@ use crate::issuance::external::{ExternalKeys, JwksError};
 use crate::issuance::issuer::Issuer;
 use crate::issuance::keys::KeyRing;
 use crate::issuance::leases::IndexLeases;
+
+/// How often an idle gRPC connection is pinged, and how long its answer
+/// may take before the connection is closed.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The domain parts behind the services.
 pub(super) struct Parts {
@@ -113,6 +119,7 @@ pub(super) async fn serve<I, IO, IE>(
     core: &SharedCore,
     parts: &Parts,
     incoming: I,
+    grpc_gate: Option<Arc<lapse_pki::ConnectionGate>>,
 ) -> Result<Servers, StartError>
 where
     I: futures::Stream<Item = Result<IO, IE>> + Send + 'static,
@@ -126,7 +133,11 @@ where
     })
     .max_decoding_message_size(limits.max_peer_message_bytes)
     .max_encoding_message_size(limits.max_peer_message_bytes);
-    let peer = InterceptedService::new(peer, check_peer(core));
+    // Every unary call has a server-side deadline; clients and operators
+    // have a rate per caller, brokers do not.
+    let deadline = Duration::from_millis(limits.request_timeout_ms);
+    let callers = CallerLimits::new(core);
+    let peer = InterceptedService::new(Guarded::new(peer, None, deadline), check_peer(core));
     let cluster = ClusterServer::new(ClusterService {
         core: core.clone(),
         keys: parts.keys.clone(),
@@ -134,18 +145,26 @@ where
         feed: parts.feed.clone(),
     })
     .max_decoding_message_size(limits.max_request_bytes);
+    let cluster = Guarded::new(cluster, Some(callers.clone()), deadline);
     let issuer = IssuerServer::new(IssuerService {
         issuer: parts.issuer.clone(),
     })
     .max_decoding_message_size(limits.max_request_bytes);
+    let issuer = Guarded::new(issuer, Some(callers.clone()), deadline);
     let feed = FeedServer::new(FeedService {
         hub: parts.feed.clone(),
     });
+    let feed = Guarded::new(feed, None, deadline);
     let (grpc_stop, stopped) = oneshot::channel::<()>();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .concurrency_limit_per_connection(1024)
+            .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            // A connection whose client stopped answering (a half-open
+            // socket) is closed within 40 s, and gives its place back.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .add_service(peer)
             .add_service(cluster)
             .add_service(issuer)
@@ -154,7 +173,12 @@ where
                 let _ = stopped.await;
             }),
     );
-    let (http_address, http_stop) = match serve_http(core, parts).await {
+    let guards = http::Guards {
+        grpc: grpc_gate,
+        http: None,
+        callers,
+    };
+    let (http_address, http_stop) = match serve_http(core, parts, guards).await {
         Ok(Some((address, stop))) => (Some(address), Some(stop)),
         Ok(None) => (None, None),
         Err(error) => {
@@ -174,6 +198,7 @@ where
 async fn serve_http(
     core: &SharedCore,
     parts: &Parts,
+    mut guards: http::Guards,
 ) -> Result<Option<(std::net::SocketAddr, oneshot::Sender<()>)>, StartError> {
     let issuance = &core.config().issuance;
     let Some(address) = issuance.http_listen else {
@@ -190,13 +215,16 @@ async fn serve_http(
         bound,
         core.tls().is_some(),
     );
+    guards.http = Some(lapse_pki::ConnectionGate::new(
+        core.config().limits.http_connections(),
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     let (core, feed) = (core.clone(), parts.feed.clone());
     tokio::spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };
-        if let Err(error) = http::serve(core, feed, listener, base_url, stopped).await {
+        if let Err(error) = http::serve(core, feed, guards, listener, base_url, stopped).await {
             tracing::warn!(%error, "HTTP server stopped");
         }
     });
