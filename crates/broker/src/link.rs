@@ -92,19 +92,28 @@ impl<'a> Peer<'a> {
     }
 }
 
-/// The most peer channels kept; past it the oldest is dropped (addresses
-/// come from the membership and from join requests, so they are few, but
-/// a bound keeps a stream of joins from growing the cache).
+/// The most peer channels kept; past it the least recently used is
+/// dropped (addresses come from the membership and from join requests, so
+/// they are few, but a bound keeps a stream of joins from growing the
+/// cache, and the members in use stay cached through it).
 pub const MAX_PEER_CHANNELS: usize = 256;
 
 /// A cached channel's address and the node that must answer there.
 type ChannelKey = (String, Option<NodeId>);
 
+#[derive(Default)]
+struct Cached {
+    channels: BTreeMap<ChannelKey, (Channel, u64)>,
+    tick: u64,
+}
+
 /// One lazily connected channel per peer, shared by Raft traffic and
 /// forwarded writes.
 #[derive(Clone)]
 pub struct PeerChannels {
-    channels: Arc<Mutex<BTreeMap<ChannelKey, Channel>>>,
+    /// Each channel with the tick it was last used at: when full, the
+    /// least recently used goes.
+    channels: Arc<Mutex<Cached>>,
     dialer: Arc<dyn Dialer>,
     secret: ClusterSecret,
     rpc_timeout: Duration,
@@ -132,8 +141,11 @@ impl PeerChannels {
     pub fn channel(&self, peer: Peer<'_>) -> Result<Channel, BrokerError> {
         let address = peer.address;
         let key = (address.to_owned(), peer.node);
-        let mut channels = self.channels.lock().expect("channel lock");
-        if let Some(channel) = channels.get(&key) {
+        let mut cached = self.channels.lock().expect("channel lock");
+        cached.tick += 1;
+        let tick = cached.tick;
+        if let Some((channel, used)) = cached.channels.get_mut(&key) {
+            *used = tick;
             return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -148,11 +160,25 @@ impl PeerChannels {
             .keep_alive_timeout(self.rpc_timeout.max(Duration::from_secs(1)))
             .keep_alive_while_idle(true);
         let channel = self.dialer.channel(endpoint, peer.node);
-        if channels.len() >= MAX_PEER_CHANNELS {
-            channels.pop_first();
+        if cached.channels.len() >= MAX_PEER_CHANNELS {
+            let least_recent = cached
+                .channels
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone());
+            if let Some(key) = least_recent {
+                cached.channels.remove(&key);
+            }
         }
-        channels.insert(key, channel.clone());
+        cached.channels.insert(key, (channel.clone(), tick));
         Ok(channel)
+    }
+
+    /// Whether a channel to `peer` is cached.
+    pub fn is_cached(&self, peer: Peer<'_>) -> bool {
+        let key = (peer.address.to_owned(), peer.node);
+        let cached = self.channels.lock().expect("channel lock");
+        cached.channels.contains_key(&key)
     }
 
     pub fn peer_client(&self, peer: Peer<'_>) -> Result<RaftPeerClient<Channel>, BrokerError> {
@@ -497,5 +523,39 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             closed = cancel => Err(StreamingError::Closed(closed)),
             reply = send => reply,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_peer_connection_cache_evicts() {
+        let channels = PeerChannels::new(
+            ClusterSecret::default(),
+            Duration::from_secs(1),
+            1 << 20,
+            Arc::new(crate::env::TcpDialer),
+        );
+        let member = Peer::member(1, "127.0.0.1:7001");
+        channels.channel(member).unwrap();
+        // A stream of join requests naming new addresses, while the
+        // member stays in use.
+        let addresses: Vec<String> = (0..MAX_PEER_CHANNELS * 2)
+            .map(|port| format!("127.0.0.1:{}", 20_000 + port))
+            .collect();
+        for address in &addresses {
+            channels.channel(Peer::any(address)).unwrap();
+            channels.channel(member).unwrap();
+            let cached = channels.channels.lock().unwrap().channels.len();
+            assert!(cached <= MAX_PEER_CHANNELS, "{cached} channels cached");
+        }
+        assert!(channels.is_cached(member), "the member in use was evicted");
+        assert!(
+            !channels.is_cached(Peer::any(&addresses[0])),
+            "the least recently used stayed"
+        );
+        assert!(channels.is_cached(Peer::any(addresses.last().unwrap())));
     }
 }

@@ -100,7 +100,7 @@ impl Drop for IdentitySlot {
     fn drop(&mut self) {
         let mut held = self.identities.lock().expect("identity lock");
         if let Some(count) = held.get_mut(&self.name) {
-            *count -= 1;
+            *count = count.saturating_sub(1);
             if *count == 0 {
                 held.remove(&self.name);
             }
@@ -461,4 +461,23 @@ fn encode_delta(
     let bytes = encode_message(&Message::Delta(delta))
         .map_err(|e| BrokerError::Broken(format!("cannot encode a delta: {e}")))?;
     Ok(Some((to, Bytes::from(bytes))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_slot_whose_count_is_already_zero_does_not_underflow() {
+        // A slot given back for a name whose count some other path already
+        // brought to zero: `*count -= 1` panicked in debug builds, inside
+        // a drop, ending the subscriber's session task.
+        let identities: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        identities.lock().unwrap().insert("edge".into(), 0);
+        drop(IdentitySlot {
+            identities: identities.clone(),
+            name: "edge".into(),
+        });
+        assert!(identities.lock().unwrap().is_empty());
+    }
 }
