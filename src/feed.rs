@@ -86,6 +86,31 @@ pub struct VerifierArgs {
     /// Do not serve the local verify API.
     #[arg(long, conflicts_with = "http")]
     no_http: bool,
+    /// Connections the verify API holds open at once; more are closed at
+    /// once (counted in /metrics).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections: u32,
+    /// Connections one IP address may hold open on the verify API.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections_per_ip: u32,
+    /// How long a new connection to the verify API has to send its first
+    /// request before it is closed (a client that opens connections and
+    /// sends nothing, or a byte at a time, cannot hold them).
+    #[arg(long, default_value = "10s", value_parser = crate::client::positive_duration)]
+    http_handshake_timeout: Duration,
+    /// How long a verify API request may take before it is answered 503;
+    /// below --http-handshake-timeout.
+    #[arg(long, default_value = "5s", value_parser = crate::client::positive_duration)]
+    http_request_timeout: Duration,
+    /// Requests a second one IP address may send to the verify API (0 for
+    /// no limit); more are answered 429. The API is on loopback, so every
+    /// local client shares it: the default is far above what one core
+    /// verifies.
+    #[arg(long, default_value_t = 50_000)]
+    http_rate_per_ip: u64,
+    /// Requests one IP address may send at once after being idle.
+    #[arg(long, default_value_t = 100_000)]
+    http_burst_per_ip: u64,
     /// The cluster CA and this verifier's certificate, which must name
     /// spiffe://<trust domain>/verifier/<ID>. Next to a `lapse dev` cluster
     /// the dev CA certifies the verifier on first use.
@@ -118,7 +143,23 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         idle_timeout: args.idle_timeout,
         age_out_every: args.age_out_every,
         tls: None,
+        api_limits: lapse_verifier::http::ApiLimits {
+            connections: lapse_pki::ConnectionLimits {
+                max_connections: args.http_max_connections as usize,
+                max_per_ip: args.http_max_connections_per_ip as usize,
+                handshake_timeout: args.http_handshake_timeout,
+            },
+            request_timeout: args.http_request_timeout,
+            rate: lapse_pki::RateLimits {
+                per_second: args.http_rate_per_ip,
+                burst: args.http_burst_per_ip,
+                max_callers: 4_096,
+            },
+        },
     };
+    if let Some(problem) = config.api_limits.problem() {
+        return Err(Failure::new(exit::USAGE, format!("--http-*: {problem}")));
+    }
     if args.age_out_every.is_zero() {
         return Err(Failure::new(
             exit::USAGE,

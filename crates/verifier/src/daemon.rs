@@ -37,6 +37,8 @@ pub struct DaemonConfig {
     /// Mutual TLS with the brokers; `None` for plaintext brokers on
     /// loopback.
     pub tls: Option<Arc<lapse_pki::Tls>>,
+    /// What the verify API admits.
+    pub api_limits: crate::http::ApiLimits,
 }
 
 impl DaemonConfig {
@@ -50,6 +52,9 @@ impl DaemonConfig {
         }
         if self.age_out_every.is_zero() {
             return Some("age out at some positive interval".into());
+        }
+        if let Some(problem) = self.api_limits.problem() {
+            return Some(format!("the verify API's limits: {problem}"));
         }
 
         self.brokers
@@ -139,6 +144,7 @@ pub async fn run(
             listener,
             served,
             config.tls.clone(),
+            config.api_limits.clone(),
             stopped(stop_rx.clone()),
         ))
     });
@@ -189,6 +195,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             age_out_every: AGE_OUT_EVERY,
             tls: None,
+            api_limits: Default::default(),
         }
     }
 

@@ -35,8 +35,52 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
                 .map_or(0, |d| d.as_secs())
         })
     });
-    let text = exposition(&state.verifiers, expiry);
+    let mut text = exposition(&state.verifiers, expiry);
+    // The API's own limits, before the end marker.
+    if let Some(body) = text.strip_suffix("# EOF\n") {
+        text = format!("{body}{}# EOF\n", limits(&state.guards));
+    }
     ([(header::CONTENT_TYPE, lapse_metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// Rejections for another reason than staleness. The two counters are
+/// read one after the other while verifications go on, so a stale
+/// rejection can be counted in one and not yet in the other: never less
+/// than zero.
+pub(super) fn other_rejections(rejected: u64, stale_rejections: u64) -> u64 {
+    rejected.saturating_sub(stale_rejections)
+}
+
+/// The API's connection caps and rate limits at work, as exposition lines.
+fn limits(guards: &ApiGuards) -> String {
+    let stats = guards.gate.stats();
+    let mut scrape = Scrape::new();
+    scrape.gauge(
+        "lapse_verifier_api_connections_open",
+        "Connections open now on the verify API.",
+        stats.open,
+    );
+    scrape.counters(
+        "lapse_verifier_api_connections_refused",
+        "Connections closed at once for a full listener (--http-max-connections) or a full IP (--http-max-connections-per-ip).",
+        [
+            ("listener_full", stats.refused_listener_full),
+            ("ip_full", stats.refused_ip_full),
+        ]
+        .map(|(reason, n)| (Labels::new().with("reason", reason), n.into())),
+    );
+    scrape.counter(
+        "lapse_verifier_api_handshake_timeouts",
+        "Connections dropped for not sending a request within --http-handshake-timeout.",
+        stats.handshake_timeouts,
+    );
+    scrape.counter(
+        "lapse_verifier_api_rate_limited",
+        "Requests refused for their caller's rate (--http-rate-per-ip).",
+        guards.refused.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let text = scrape.finish();
+    text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned()
 }
 
 /// Everything `/metrics` shows for the verifiers of this process, and
@@ -108,7 +152,7 @@ pub(super) fn exposition(
     let mut verifications = by_result(&statuses, |s| {
         [
             ("accepted", s.accepted),
-            ("rejected", s.rejected - s.stale_rejections),
+            ("rejected", other_rejections(s.rejected, s.stale_rejections)),
         ]
     });
     verifications.extend(
