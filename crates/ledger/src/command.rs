@@ -4,6 +4,9 @@
 use lapse_credential::{KeyId, StatusIndex, TenantId, WorkloadId};
 use serde::{Deserialize, Serialize};
 
+mod policy_text;
+pub use policy_text::{MAX_POLICY_NESTING, policy_nesting, policy_text_refusal};
+
 /// The id of a broker, equal to its Raft node id.
 pub type NodeId = u64;
 
@@ -359,80 +362,12 @@ pub const MAX_FOREIGN_KEY_REVOCATIONS: usize = 1024;
 /// The key-id prefix of offline break-glass keys, which may be revoked
 /// without ever being registered.
 pub const BREAK_GLASS_KEY_PREFIX: &str = "bg-";
-/// The deepest nesting of brackets a policy text may have. Cedar's parser
-/// recurses once per level and does not check its stack: a few hundred
-/// nested parentheses abort the process that parses them. Real policies
-/// nest a handful of levels.
-pub const MAX_POLICY_NESTING: usize = 32;
-
 /// The SHA-256 of the empty string: revoking it would revoke no secret, so
 /// it is refused as a target.
 pub const EMPTY_SECRET_SHA256: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
-
-/// How deeply `text` nests `(`, `[` and `{`, outside Cedar string literals
-/// and `//` comments: what must be at most [`MAX_POLICY_NESTING`] before
-/// Cedar is given the text. A closer without an opener counts as nothing
-/// (Cedar's parser says what is wrong with it).
-pub fn policy_nesting(text: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '(' | '[' | '{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            '"' => {
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'/') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    deepest
-}
-
-/// Why a policy text cannot be stored whatever its Cedar says: too long,
-/// nested too deeply to parse safely, or empty. The ledger checks this when
-/// applying, so no replica ever holds a text that would abort a broker that
-/// parses it; brokers check it too, before parsing anything.
-pub fn policy_text_refusal(text: &str) -> Option<Refusal> {
-    if text.len() > MAX_POLICY_BYTES {
-        return Some(Refusal::PolicyTooLarge {
-            length: text.len(),
-            max: MAX_POLICY_BYTES,
-        });
-    }
-    let depth = policy_nesting(text);
-    if depth > MAX_POLICY_NESTING {
-        return Some(Refusal::PolicyTooDeep {
-            depth,
-            max: MAX_POLICY_NESTING,
-        });
-    }
-    if text.trim().is_empty() {
-        return Some(Refusal::PolicyEmpty);
-    }
-    None
-}
 
 /// How a workload proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
