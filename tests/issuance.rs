@@ -514,6 +514,7 @@ async fn external_issuer_jwts_attest_workloads_and_bad_ones_are_refused_and_audi
                 },
                 cnf: None,
                 chain: None,
+                agent: Default::default(),
             })
             .unwrap();
         let path = files.path().join(format!("token-{}", rand_suffix()));

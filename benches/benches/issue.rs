@@ -146,6 +146,7 @@ fn signing_baseline() -> SigningBaseline {
         },
         cnf: None,
         chain: None,
+        agent: Default::default(),
     };
     let jwt_per_second = rate(Duration::from_secs(1), |_| {
         std::hint::black_box(signer.sign(&claims).ok());

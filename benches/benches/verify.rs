@@ -169,6 +169,7 @@ fn credentials(signer: &SigningKeyPair, now_s: u64, universe: u64) -> anyhow::Re
                 },
                 cnf: None,
                 chain: None,
+                agent: Default::default(),
             })
         })
         .collect::<Result<_, _>>()

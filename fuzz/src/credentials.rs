@@ -153,6 +153,7 @@ pub fn claims(index: u64, tenant: &str, iat: u64, lifetime: u64) -> Claims {
         },
         cnf: None,
         chain: None,
+        agent: Default::default(),
     }
 }
 

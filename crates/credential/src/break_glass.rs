@@ -452,6 +452,7 @@ mod tests {
             },
             cnf: None,
             chain: None,
+            agent: Default::default(),
         };
         let token = key.sign(&claims).unwrap();
         assert!(!is_break_glass(&token));

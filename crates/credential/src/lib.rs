@@ -15,7 +15,10 @@ mod jwk;
 mod jwt;
 pub mod presented;
 
-pub use claims::{Chain, Claims, Confirmation, StatusClaim, StatusListRef};
+pub use claims::{
+    Actor, AgentContext, Chain, Claims, Confirmation, MAX_DELEGATION_DEPTH, MAX_ON_BEHALF_OF_BYTES,
+    MAX_TASK_BYTES, StatusClaim, StatusListRef, intent_problem, on_behalf_of_problem, task_problem,
+};
 pub use dpop::{
     DpopError, DpopExpectation, ReplayCache, VerifiedProof, access_token_hash, make_proof,
     make_proof_with_nonce, verify_proof,

@@ -111,6 +111,7 @@ mod tests {
             },
             cnf: None,
             chain: None,
+            agent: Default::default(),
         };
         key.sign(&claims).unwrap()
     }

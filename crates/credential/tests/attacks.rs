@@ -41,6 +41,7 @@ fn claims() -> Claims {
         },
         cnf: None,
         chain: None,
+        agent: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ fn claims(exp: u64) -> Claims {
         },
         cnf: None,
         chain: None,
+        agent: Default::default(),
     }
 }
 

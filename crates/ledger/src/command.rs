@@ -388,6 +388,62 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// Which request a decision answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecisionKind {
+    /// A credential on an attestation (join token, external JWT).
+    Issue,
+    /// A credential renewed from one of its refresh chain.
+    Refresh,
+    /// A narrower credential for a delegate (RFC 8693 token exchange).
+    Exchange,
+}
+
+/// Everything a policy decision saw, kept with the decision so that it can
+/// be checked and decided again later: with the text of the recorded policy
+/// version, [`DecisionInputs`] decides the same way. Never a credential or
+/// a secret, only their hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionInputs {
+    pub kind: DecisionKind,
+    pub tenant: TenantId,
+    /// The principal: the attested workload (the chain's root on an exchange).
+    pub workload: WorkloadId,
+    /// What the new credential would carry.
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub ttl_seconds: u64,
+    /// How long ago the refresh chain's attestation was (0 on issue).
+    pub chain_age_seconds: u64,
+    /// The presented credential's scopes (refresh, exchange), else empty.
+    pub parent_scopes: Vec<String>,
+    /// The `act` chain the new credential would carry, current actor first
+    /// (empty unless delegated).
+    pub actors: Vec<WorkloadId>,
+    /// Its delegation depth: how many exchanges from the root.
+    pub depth: u32,
+    pub task: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub intent: Option<String>,
+    /// SHA-256 of the attestation or credential presented.
+    pub presented_sha256: Option<Sha256>,
+    /// SHA-256 of the policy text that decided; `None` with no policy.
+    pub policy_sha256: Option<Sha256>,
+}
+
+/// What makes a record evidence: the hash of the broker's previous record
+/// (a chain per broker) and the signature, by the broker's committed key,
+/// over the record with its seal's signature left empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub previous_sha256: Sha256,
+    /// The signing key; `None` when the broker had no committed key yet
+    /// (the record is then only chained).
+    pub key_id: Option<KeyId>,
+    /// Ed25519 signature, 64 bytes, or empty without a key.
+    pub signature: Vec<u8>,
+}
+
 /// One issuance attempt, granted or refused, as a broker recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuanceRecord {
@@ -404,6 +460,11 @@ pub struct IssuanceRecord {
     pub expires_at_ms: Option<u64>,
     pub attestation: Option<AttestationKind>,
     pub decision: Decision,
+    /// The decision's complete inputs; `None` when the attempt was refused
+    /// before a policy could be asked (no attestation, a bad request).
+    pub inputs: Option<Box<DecisionInputs>>,
+    /// Set by the broker's audit log as it appends the record.
+    pub seal: Option<Seal>,
 }
 
 /// The answer to a proposal. Refusals are part of the replicated outcome:

@@ -13,12 +13,12 @@ mod state;
 
 pub use command::{
     Applied, AttestationKind, Authorization, BREAK_GLASS_KEY_PREFIX, Command, ControlEvent,
-    ControlOutcome, Decision, EMPTY_SECRET_SHA256, Grant, IssuanceRecord, JoinGrant, JoinUse,
-    MAX_AUDIT_BATCH, MAX_BATCH, MAX_BINDINGS, MAX_FOREIGN_KEY_REVOCATIONS, MAX_GRANT_MS,
-    MAX_GRANTS, MAX_JUSTIFICATION_BYTES, MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_POLICY_NESTING,
-    MAX_PRINCIPAL_BYTES, MAX_REQUEST_ID_LEN, NodeId, OperatorRole, Outcome, PresentedToken,
-    Proposal, Refusal, RequestId, RequestIdError, Response, Revocation, Sha256, policy_nesting,
-    policy_text_refusal,
+    ControlOutcome, Decision, DecisionInputs, DecisionKind, EMPTY_SECRET_SHA256, Grant,
+    IssuanceRecord, JoinGrant, JoinUse, MAX_AUDIT_BATCH, MAX_BATCH, MAX_BINDINGS,
+    MAX_FOREIGN_KEY_REVOCATIONS, MAX_GRANT_MS, MAX_GRANTS, MAX_JUSTIFICATION_BYTES,
+    MAX_LEASE_COUNT, MAX_POLICY_BYTES, MAX_POLICY_NESTING, MAX_PRINCIPAL_BYTES, MAX_REQUEST_ID_LEN,
+    NodeId, OperatorRole, Outcome, PresentedToken, Proposal, Refusal, RequestId, RequestIdError,
+    Response, Revocation, Seal, Sha256, policy_nesting, policy_text_refusal,
 };
 pub use snapshot::SnapshotError;
 pub use state::{

@@ -443,6 +443,8 @@ fn shipped_audit_records_are_kept_for_the_retention_window() {
             allowed: true,
             reason: String::new(),
         },
+        inputs: None,
+        seal: None,
     };
     let shipped = state.apply(
         1,

@@ -179,6 +179,7 @@ fn regular(index: u64) -> String {
             },
             cnf: None,
             chain: None,
+            agent: Default::default(),
         })
         .unwrap()
 }

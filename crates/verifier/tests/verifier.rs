@@ -59,6 +59,7 @@ fn credential(index: u64, subject: &str, tenant: &str) -> String {
             },
             cnf: None,
             chain: None,
+            agent: Default::default(),
         })
         .unwrap()
 }
@@ -86,6 +87,7 @@ fn bound_credential(index: u64, holder: &SigningKeyPair) -> String {
                 jkt: holder.public_jwk().thumbprint(),
             }),
             chain: None,
+            agent: Default::default(),
         })
         .unwrap()
 }
@@ -798,6 +800,7 @@ mod signed {
                 },
                 cnf: None,
                 chain: None,
+                agent: Default::default(),
             })
             .unwrap();
         // The verifier is fresh (on its vouched state), yet the key is not

@@ -91,6 +91,8 @@ impl Issuer {
             previous: None,
             chain: None,
             join_token: Some((token_hash, spend_id)),
+            agent: Default::default(),
+            presented_sha256: Some(token_hash),
         })
     }
 
@@ -201,6 +203,8 @@ impl Issuer {
             previous: None,
             chain: None,
             join_token: None,
+            agent: Default::default(),
+            presented_sha256: Some(Sha256::digest(token.as_bytes()).into()),
         })
     }
 
@@ -354,6 +358,7 @@ impl Issuer {
                 .check_and_remember(&proof.jti, now)
                 .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
         }
+        let claims_agent = claims.agent.clone();
         Ok(Attested {
             tenant: claims.tenant.clone(),
             workload: claims.sub.clone(),
@@ -361,9 +366,11 @@ impl Issuer {
                 previous_index: claims.status_index().0,
             },
             bound_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
-            previous: Some(claims),
+            previous: Some(claims.clone()),
             chain: Some((chain, until)),
             join_token: None,
+            agent: claims_agent,
+            presented_sha256: Some(token_sha256),
         })
     }
 }

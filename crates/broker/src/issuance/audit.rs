@@ -304,6 +304,8 @@ mod tests {
                 allowed: false,
                 reason: "no".into(),
             },
+            inputs: None,
+            seal: None,
         }
     }
 

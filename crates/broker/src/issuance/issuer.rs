@@ -7,16 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapse_credential::{
-    Chain, Claims, Confirmation, ReplayCache, StatusClaim, StatusIndex, StatusListRef, TenantId,
-    WorkloadId,
+    AgentContext, Chain, Claims, Confirmation, ReplayCache, StatusClaim, StatusIndex,
+    StatusListRef, TenantId, WorkloadId,
 };
-use lapse_ledger::{AttestationKind, Decision, IssuanceRecord, RequestId};
+use lapse_ledger::{
+    AttestationKind, Decision, DecisionInputs, DecisionKind, IssuanceRecord, RequestId,
+};
+use sha2::{Digest, Sha256};
 
 use super::audit::AuditLog;
 use super::external::ExternalKeys;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
-use super::policy::{IssueAsk, PolicyCache};
+use super::policy::PolicyCache;
 use crate::config::IssuanceConfig;
 use crate::core::SharedCore;
 use crate::error::BrokerError;
@@ -43,6 +46,20 @@ pub(super) struct Attested {
     /// A join token to spend once the issuance is granted, with the request
     /// id of this attempt's consumption.
     pub join_token: Option<([u8; 32], RequestId)>,
+    /// The delegation and task context the new credential carries.
+    pub agent: AgentContext,
+    /// SHA-256 of the attestation token or credential presented.
+    pub presented_sha256: Option<[u8; 32]>,
+}
+
+impl Attested {
+    /// Which kind of decision this attestation asks for.
+    pub fn decision_kind(&self) -> DecisionKind {
+        match self.kind {
+            AttestationKind::Refresh { .. } => DecisionKind::Refresh,
+            _ => DecisionKind::Issue,
+        }
+    }
 }
 
 /// The most scopes or audiences one credential may carry.
@@ -170,6 +187,7 @@ impl Issuer {
         attested: Option<&Attested>,
         ask: (&[String], &[String]),
         decision: Decision,
+        inputs: Option<&DecisionInputs>,
         error: BrokerError,
     ) -> BrokerError {
         let record = IssuanceRecord {
@@ -184,6 +202,8 @@ impl Issuer {
             expires_at_ms: None,
             attestation: attested.map(|a| a.kind.clone()),
             decision,
+            inputs: inputs.cloned().map(Box::new),
+            seal: None,
         };
         match self.record(record).await {
             Ok(()) => error,
@@ -205,7 +225,7 @@ impl Issuer {
             allowed: false,
             reason: error.to_string(),
         };
-        self.refuse(attested, ask, decision, error).await
+        self.refuse(attested, ask, decision, None, error).await
     }
 
     /// Record and return a refusal made before the caller proved who it
@@ -234,6 +254,8 @@ impl Issuer {
                 allowed: false,
                 reason: error.to_string(),
             },
+            inputs: None,
+            seal: None,
         };
         match self.record(record).await {
             Ok(()) => error,
@@ -241,14 +263,15 @@ impl Issuer {
         }
     }
 
-    /// The tenant's policy's decision on an issuance.
+    /// The tenant's policy's decision on an issuance, with the complete
+    /// inputs it was made on (kept in the audit record as evidence).
     fn decide(
         &self,
         attested: &Attested,
         scopes: &[String],
         audiences: &[String],
         ttl_seconds: u64,
-    ) -> Decision {
+    ) -> (Decision, DecisionInputs) {
         let policy = self.core.view().read(|applied| {
             applied
                 .ledger
@@ -256,20 +279,40 @@ impl Issuer {
                 .get(&attested.tenant)
                 .map(|p| (p.version, p.text.clone()))
         });
-        self.policies.decide(
-            policy.as_ref().map(|(v, t)| (*v, t.as_str())),
-            &IssueAsk {
-                tenant: &attested.tenant,
-                workload: &attested.workload,
-                scopes,
-                audiences,
-                ttl_seconds,
-                refresh: attested.chain.is_some(),
-                chain_age_seconds: attested
-                    .chain
-                    .map_or(0, |(chain, _)| self.now_seconds().saturating_sub(chain.iat)),
-            },
-        )
+        let inputs = DecisionInputs {
+            kind: attested.decision_kind(),
+            tenant: attested.tenant.clone(),
+            workload: attested.workload.clone(),
+            scopes: scopes.to_vec(),
+            audiences: audiences.to_vec(),
+            ttl_seconds,
+            chain_age_seconds: attested
+                .chain
+                .map_or(0, |(chain, _)| self.now_seconds().saturating_sub(chain.iat)),
+            parent_scopes: attested
+                .previous
+                .as_ref()
+                .map(|c| c.scopes.clone())
+                .unwrap_or_default(),
+            actors: attested
+                .agent
+                .act
+                .as_ref()
+                .map(|a| a.chain().into_iter().cloned().collect())
+                .unwrap_or_default(),
+            depth: attested.agent.depth() as u32,
+            task: attested.agent.task.clone(),
+            on_behalf_of: attested.agent.on_behalf_of.clone(),
+            intent: attested.agent.intent.clone(),
+            presented_sha256: attested.presented_sha256,
+            policy_sha256: policy
+                .as_ref()
+                .map(|(_, text)| Sha256::digest(text.as_bytes()).into()),
+        };
+        let decision = self
+            .policies
+            .decide(policy.as_ref().map(|(v, t)| (*v, t.as_str())), &inputs);
+        (decision, inputs)
     }
 
     /// The claims of a new credential issued at `now_ms` for `ttl_seconds`.
@@ -315,6 +358,7 @@ impl Issuer {
                     iat: now,
                 },
             }),
+            agent: attested.agent.clone(),
         }
     }
 
@@ -346,11 +390,17 @@ impl Issuer {
             Some((_, until)) => ttl_seconds.min(until.saturating_sub(self.now_seconds())),
             None => ttl_seconds,
         };
-        let decision = self.decide(&attested, &scopes, &audiences, ttl_seconds);
+        let (decision, inputs) = self.decide(&attested, &scopes, &audiences, ttl_seconds);
         if !decision.allowed {
             let status = BrokerError::Forbidden(decision.reason.clone());
             return Err(self
-                .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                .refuse(
+                    Some(&attested),
+                    (&scopes, &audiences),
+                    decision,
+                    Some(&inputs),
+                    status,
+                )
                 .await);
         }
         let Some(key) = self.keys.signing_key(&self.core) else {
@@ -358,7 +408,13 @@ impl Issuer {
                 "this broker has no committed signing key yet; retry shortly".into(),
             );
             return Err(self
-                .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                .refuse(
+                    Some(&attested),
+                    (&scopes, &audiences),
+                    decision,
+                    Some(&inputs),
+                    status,
+                )
                 .await);
         };
         let core = &self.core;
@@ -377,7 +433,13 @@ impl Issuer {
             Err(spent) => {
                 let status = BrokerError::Exhausted(spent.to_string());
                 return Err(self
-                    .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                    .refuse(
+                        Some(&attested),
+                        (&scopes, &audiences),
+                        decision,
+                        Some(&inputs),
+                        status,
+                    )
                     .await);
             }
         };
@@ -389,7 +451,13 @@ impl Issuer {
             && let Err(status) = self.spend_join_token(token_hash, spend_id).await
         {
             return Err(self
-                .refuse(Some(&attested), (&scopes, &audiences), decision, status)
+                .refuse(
+                    Some(&attested),
+                    (&scopes, &audiences),
+                    decision,
+                    Some(&inputs),
+                    status,
+                )
                 .await);
         }
         let claims = self.claims(
@@ -416,6 +484,8 @@ impl Issuer {
             expires_at_ms: Some(claims.exp * 1000),
             attestation: Some(attested.kind),
             decision,
+            inputs: Some(Box::new(inputs)),
+            seal: None,
         })
         .await?;
         Ok(Issued {

@@ -3,7 +3,11 @@
 //!
 //! A request is: principal `Workload::"<spiffe id>"`, action
 //! `Action::"issue"`, resource `Tenant::"<tenant>"`, and a context with the
-//! requested `scopes` and `audiences` (sets of strings) and `ttl_seconds`.
+//! requested `scopes` and `audiences` (sets of strings) and `ttl_seconds`,
+//! whether it is a `refresh` or an `exchange` (RFC 8693 delegation), the
+//! `parent_scopes` of the credential presented, the delegation chain
+//! (`actor`, `delegators`, `delegation_depth`) and the task context
+//! (`task`, `on_behalf_of`, `intent`; empty strings when absent).
 //! [`SCHEMA`] says exactly that to Cedar: [`check`] refuses, before anything
 //! is proposed, a policy that does not parse, that says nothing, or that
 //! names anything the schema does not have. For example:
@@ -25,8 +29,10 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicySet, Request,
     Schema, ValidationMode, Validator,
 };
-use lapse_credential::{TenantId, WorkloadId};
-use lapse_ledger::{Decision, MAX_POLICY_BYTES, MAX_POLICY_NESTING, policy_nesting};
+use lapse_credential::TenantId;
+use lapse_ledger::{
+    Decision, DecisionInputs, DecisionKind, MAX_POLICY_BYTES, MAX_POLICY_NESTING, policy_nesting,
+};
 use sha2::{Digest, Sha256};
 
 /// Most problems one refusal lists; the rest are counted.
@@ -221,21 +227,6 @@ pub fn check(text: &str) -> Result<PolicySet, PolicyError> {
     Ok(policies)
 }
 
-/// What a workload asks for.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct IssueAsk<'a> {
-    pub tenant: &'a TenantId,
-    pub workload: &'a WorkloadId,
-    pub scopes: &'a [String],
-    pub audiences: &'a [String],
-    pub ttl_seconds: u64,
-    /// Whether this renews a credential (refresh) rather than issuing
-    /// on an attestation.
-    pub refresh: bool,
-    /// How long ago the refresh chain's attestation was (0 on issue).
-    pub chain_age_seconds: u64,
-}
-
 /// Every request Lapse asks Cedar about, in Cedar's schema syntax: what
 /// [`request`] builds, and all a policy may name. Change both together:
 /// [`request`] checks each request against it, and the tests decide with a
@@ -251,7 +242,15 @@ action issue appliesTo {
         audiences: Set<String>,
         ttl_seconds: Long,
         refresh: Bool,
-        chain_age_seconds: Long
+        chain_age_seconds: Long,
+        exchange: Bool,
+        parent_scopes: Set<String>,
+        actor: String,
+        delegators: Set<String>,
+        delegation_depth: Long,
+        task: String,
+        on_behalf_of: String,
+        intent: String
     }
 };
 "#;
@@ -299,21 +298,34 @@ fn uid(kind: Kind, id: &str) -> Option<EntityUid> {
     ))
 }
 
-/// The request context for `ask`: one field per context attribute of [`SCHEMA`].
-fn context_json(ask: &IssueAsk<'_>) -> serde_json::Value {
+/// The request context for `ask`: one field per context attribute of
+/// [`SCHEMA`]. An absent task, subject or intent is the empty string, the
+/// current actor is the first of the `act` chain (empty when undelegated),
+/// and `delegators` the rest of it.
+fn context_json(ask: &DecisionInputs) -> serde_json::Value {
+    let actor = ask.actors.first().map_or("", |a| a.as_str());
+    let delegators: Vec<&str> = ask.actors.iter().skip(1).map(|a| a.as_str()).collect();
     serde_json::json!({
         "scopes": ask.scopes,
         "audiences": ask.audiences,
         "ttl_seconds": ask.ttl_seconds.min(i64::MAX as u64),
-        "refresh": ask.refresh,
+        "refresh": ask.kind == DecisionKind::Refresh,
         "chain_age_seconds": ask.chain_age_seconds.min(i64::MAX as u64),
+        "exchange": ask.kind == DecisionKind::Exchange,
+        "parent_scopes": ask.parent_scopes,
+        "actor": actor,
+        "delegators": delegators,
+        "delegation_depth": ask.depth,
+        "task": ask.task.as_deref().unwrap_or(""),
+        "on_behalf_of": ask.on_behalf_of.as_deref().unwrap_or(""),
+        "intent": ask.intent.as_deref().unwrap_or(""),
     })
 }
 
 /// The Cedar request for `ask`, with `context`, checked against [`SCHEMA`]:
 /// a request the schema does not describe is an error (and the issuance is
 /// refused with it as the reason), never a decision.
-fn request(ask: &IssueAsk<'_>, context: serde_json::Value) -> Result<Request, RequestError> {
+fn request(ask: &DecisionInputs, context: serde_json::Value) -> Result<Request, RequestError> {
     let (Some(principal), Some(action), Some(resource)) = (
         uid(Kind::Workload, ask.workload.as_str()),
         uid(Kind::Action, "issue"),
@@ -349,13 +361,13 @@ pub struct PolicyCache {
 
 impl PolicyCache {
     /// Decide `ask` against `policy`, the tenant's current (version, text).
-    pub fn decide(&self, policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
+    pub fn decide(&self, policy: Option<(u64, &str)>, ask: &DecisionInputs) -> Decision {
         let Some((version, text)) = policy else {
             return decide_parsed(None, ask);
         };
         let parsed = {
             let mut cache = self.parsed.lock().expect("policy cache lock");
-            match cache.get(ask.tenant) {
+            match cache.get(&ask.tenant) {
                 Some((cached, parsed)) if *cached == version => parsed.clone(),
                 _ => {
                     let parsed = std::sync::Arc::new(parse(text));
@@ -369,7 +381,7 @@ impl PolicyCache {
 }
 
 /// Decide `ask` against a tenant's policy (`None`: no policy, so deny).
-pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
+pub fn decide(policy: Option<(u64, &str)>, ask: &DecisionInputs) -> Decision {
     match policy {
         None => decide_parsed(None, ask),
         Some((version, text)) => decide_parsed(Some((version, &parse(text))), ask),
@@ -378,7 +390,7 @@ pub fn decide(policy: Option<(u64, &str)>, ask: &IssueAsk<'_>) -> Decision {
 
 fn decide_parsed(
     policy: Option<(u64, &Result<PolicySet, PolicyError>)>,
-    ask: &IssueAsk<'_>,
+    ask: &DecisionInputs,
 ) -> Decision {
     let input_sha256: [u8; 32] = Sha256::digest(serde_json::to_vec(ask).unwrap_or_default()).into();
     let refuse = |version, reason: String| Decision {
@@ -424,10 +436,21 @@ fn decide_parsed(
                 .map(|e| e.to_string())
                 .collect();
             let reason = if errors.is_empty() {
-                format!(
-                    "policy version {version} does not permit workload {} of tenant {} to get scopes {:?}, audiences {:?} for {} s",
-                    ask.workload, ask.tenant, ask.scopes, ask.audiences, ask.ttl_seconds
-                )
+                match ask.actors.first() {
+                    None => format!(
+                        "policy version {version} does not permit workload {} of tenant {} to get scopes {:?}, audiences {:?} for {} s",
+                        ask.workload, ask.tenant, ask.scopes, ask.audiences, ask.ttl_seconds
+                    ),
+                    Some(actor) => format!(
+                        "policy version {version} does not permit workload {} of tenant {} to delegate to {actor} at depth {}: scopes {:?}, audiences {:?} for {} s",
+                        ask.workload,
+                        ask.tenant,
+                        ask.depth,
+                        ask.scopes,
+                        ask.audiences,
+                        ask.ttl_seconds
+                    ),
+                }
             } else {
                 format!(
                     "policy version {version} failed to evaluate: {}",

@@ -335,6 +335,8 @@ mod tests {
                 allowed: true,
                 reason: String::new(),
             },
+            inputs: None,
+            seal: None,
         };
         let shipped = ledger.run(
             &format!("ship-{index}"),
@@ -444,6 +446,7 @@ mod tests {
             },
             cnf: None,
             chain: None,
+            agent: Default::default(),
         })
         .unwrap()
     }

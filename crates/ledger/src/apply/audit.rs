@@ -59,6 +59,8 @@ mod tests {
                 allowed,
                 reason: String::new(),
             },
+            inputs: None,
+            seal: None,
         }
     }
 

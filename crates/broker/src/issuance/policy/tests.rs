@@ -1,6 +1,7 @@
 //! Tests of Cedar policy checking and decisions.
 
 use super::*;
+use lapse_credential::WorkloadId;
 
 const POLICY: &str = r#"
         permit(principal == Workload::"spiffe://example.org/payments",
@@ -19,15 +20,23 @@ when { ["payments:read"].containsAll(context.scopes)
 
 const DENY_ALL: &str = "forbid(principal, action, resource);";
 
-fn ask<'a>(t: &'a TenantId, w: &'a WorkloadId, scopes: &'a [String], ttl: u64) -> IssueAsk<'a> {
-    IssueAsk {
-        tenant: t,
-        workload: w,
-        scopes,
-        audiences: &[],
+fn ask(t: &TenantId, w: &WorkloadId, scopes: &[String], ttl: u64) -> DecisionInputs {
+    DecisionInputs {
+        kind: DecisionKind::Issue,
+        tenant: t.clone(),
+        workload: w.clone(),
+        scopes: scopes.to_vec(),
+        audiences: Vec::new(),
         ttl_seconds: ttl,
-        refresh: false,
         chain_age_seconds: 0,
+        parent_scopes: Vec::new(),
+        actors: Vec::new(),
+        depth: 0,
+        task: None,
+        on_behalf_of: None,
+        intent: None,
+        presented_sha256: None,
+        policy_sha256: None,
     }
 }
 
@@ -88,22 +97,35 @@ fn every_field_of_the_schema_reaches_the_decision() {
             when { context.scopes.contains("payments:read")
                    && context.audiences.contains("billing")
                    && context.ttl_seconds <= 900
-                   && context.refresh
-                   && context.chain_age_seconds <= 3600 };
+                   && context.exchange
+                   && context.chain_age_seconds <= 3600
+                   && context.parent_scopes.contains("payments:write")
+                   && context.actor == "spiffe://example.org/executor"
+                   && context.delegators.contains("spiffe://example.org/planner")
+                   && context.delegation_depth <= 2
+                   && context.task == "t-1"
+                   && context.on_behalf_of == "user:ada"
+                   && context.intent like "ab*" };
         "#;
     check(EVERY_FIELD).unwrap();
     let tenant = TenantId::new("acme").unwrap();
     let workload = WorkloadId::new("spiffe://example.org/payments").unwrap();
     let scopes = vec!["payments:read".to_string()];
     let audiences = vec!["billing".to_string()];
-    let full = IssueAsk {
-        tenant: &tenant,
-        workload: &workload,
-        scopes: &scopes,
-        audiences: &audiences,
+    let executor = WorkloadId::new("spiffe://example.org/executor").unwrap();
+    let planner = WorkloadId::new("spiffe://example.org/planner").unwrap();
+    let full = DecisionInputs {
+        kind: DecisionKind::Exchange,
+        audiences: audiences.clone(),
         ttl_seconds: 900,
-        refresh: true,
         chain_age_seconds: 3600,
+        parent_scopes: vec!["payments:write".into()],
+        actors: vec![executor.clone(), planner.clone()],
+        depth: 2,
+        task: Some("t-1".into()),
+        on_behalf_of: Some("user:ada".into()),
+        intent: Some("ab".repeat(32)),
+        ..ask(&tenant, &workload, &scopes, 900)
     };
     let cache = PolicyCache::default();
     let allowed = cache.decide(Some((1, EVERY_FIELD)), &full);
@@ -114,49 +136,98 @@ fn every_field_of_the_schema_reaches_the_decision() {
     for (what, changed) in [
         (
             "tenant",
-            IssueAsk {
-                tenant: &other_tenant,
+            DecisionInputs {
+                tenant: other_tenant.clone(),
                 ..full.clone()
             },
         ),
         (
             "workload",
-            IssueAsk {
-                workload: &other_workload,
+            DecisionInputs {
+                workload: other_workload.clone(),
                 ..full.clone()
             },
         ),
         (
             "scopes",
-            IssueAsk {
-                scopes: &none,
+            DecisionInputs {
+                scopes: none.clone(),
                 ..full.clone()
             },
         ),
         (
             "audiences",
-            IssueAsk {
-                audiences: &none,
+            DecisionInputs {
+                audiences: none.clone(),
                 ..full.clone()
             },
         ),
         (
             "ttl_seconds",
-            IssueAsk {
+            DecisionInputs {
                 ttl_seconds: 901,
                 ..full.clone()
             },
         ),
         (
-            "refresh",
-            IssueAsk {
-                refresh: false,
+            "exchange",
+            DecisionInputs {
+                kind: DecisionKind::Refresh,
+                ..full.clone()
+            },
+        ),
+        (
+            "parent_scopes",
+            DecisionInputs {
+                parent_scopes: none.clone(),
+                ..full.clone()
+            },
+        ),
+        (
+            "actor",
+            DecisionInputs {
+                actors: vec![planner.clone(), planner.clone()],
+                ..full.clone()
+            },
+        ),
+        (
+            "delegators",
+            DecisionInputs {
+                actors: vec![executor.clone(), executor.clone()],
+                ..full.clone()
+            },
+        ),
+        (
+            "delegation_depth",
+            DecisionInputs {
+                depth: 3,
+                ..full.clone()
+            },
+        ),
+        (
+            "task",
+            DecisionInputs {
+                task: None,
+                ..full.clone()
+            },
+        ),
+        (
+            "on_behalf_of",
+            DecisionInputs {
+                on_behalf_of: Some("user:bob".into()),
+                ..full.clone()
+            },
+        ),
+        (
+            "intent",
+            DecisionInputs {
+                intent: Some("cd".repeat(32)),
                 ..full.clone()
             },
         ),
         (
             "chain_age_seconds",
-            IssueAsk {
+            DecisionInputs {
                 chain_age_seconds: 3601,
                 ..full.clone()
             },
@@ -174,7 +245,7 @@ fn every_field_of_the_schema_reaches_the_decision() {
     // A ttl beyond what Cedar's Long holds is clamped, not an error.
     let huge = cache.decide(
         Some((1, EVERY_FIELD)),
-        &IssueAsk {
+        &DecisionInputs {
             ttl_seconds: u64::MAX,
             ..full.clone()
         },
@@ -218,7 +289,7 @@ when { context.ttl <= 900 };"#;
     assert_eq!(
         refusal(text),
         format!(
-            "policy line 3, column 8: attribute `ttl` in context for Action::\"issue\" not found; did you mean `scopes`?; a policy may use only what this schema declares: {}",
+            "policy line 3, column 8: attribute `ttl` in context for Action::\"issue\" not found; did you mean `task`?; a policy may use only what this schema declares: {}",
             schema_line()
         )
     );
