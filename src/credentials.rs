@@ -46,6 +46,8 @@ pub struct IssueArgs {
     #[arg(long)]
     tenant: Option<String>,
     #[command(flatten)]
+    task: crate::agents::TaskArgs,
+    #[command(flatten)]
     connection: Connection,
 }
 
@@ -78,7 +80,7 @@ pub struct RefreshArgs {
 
 /// A DPoP proof by `key` (none without a key) for `POST uri`, for
 /// `access_token` when refreshing, carrying the broker's `nonce` if given.
-fn prove(
+pub(crate) fn prove(
     key: Option<&SigningKeyPair>,
     uri: &str,
     access_token: Option<&str>,
@@ -102,7 +104,7 @@ fn prove(
 /// Send a request carrying the proof `prove` makes; when the broker
 /// answers with the nonce it wants in proofs (RFC 9449 §8), make the proof
 /// again with it and send once more.
-async fn with_dpop_nonce<T, F, Fut>(
+pub(crate) async fn with_dpop_nonce<T, F, Fut>(
     prove: impl Fn(Option<&str>) -> Result<String, Failure>,
     mut send: F,
 ) -> Result<T, Failure>
@@ -140,7 +142,7 @@ fn new_jti() -> String {
 }
 
 /// Read a DPoP key seed from `path`, or create one there.
-fn dpop_key(path: &std::path::Path) -> Result<SigningKeyPair, Failure> {
+pub(crate) fn dpop_key(path: &std::path::Path) -> Result<SigningKeyPair, Failure> {
     let io = |e: std::io::Error| Failure::new(exit::FAILURE, format!("{}: {e}", path.display()));
     let seed = match std::fs::read_to_string(path) {
         Ok(text) => hex::decode(text.trim())
@@ -168,7 +170,7 @@ fn dpop_key(path: &std::path::Path) -> Result<SigningKeyPair, Failure> {
     ))
 }
 
-fn print_issued(reply: &IssueResponse, json_output: bool) {
+pub(crate) fn print_issued(reply: &IssueResponse, json_output: bool) {
     if json_output {
         print_json(&json!({
             "credential": reply.credential, "status_index": reply.status_index, "key_id": reply.key_id,
@@ -188,7 +190,7 @@ fn print_issued(reply: &IssueResponse, json_output: bool) {
     }
 }
 
-async fn issuer_client(
+pub(crate) async fn issuer_client(
     connection: &Connection,
 ) -> Result<IssuerClient<tonic::transport::Channel>, Failure> {
     Ok(IssuerClient::new(
@@ -235,6 +237,9 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
         dpop_proof: String::new(),
         tenant: args.tenant.unwrap_or_default(),
         request_id: String::new(),
+        task: args.task.task.clone().unwrap_or_default(),
+        on_behalf_of: args.task.on_behalf_of.clone().unwrap_or_default(),
+        intent: args.task.intent()?,
     };
     let reply = with_dpop_nonce(prove, |dpop_proof| {
         let mut client = client.clone();

@@ -6,6 +6,7 @@
 mod output;
 
 mod admin_token;
+mod agents;
 mod break_glass;
 mod certs;
 mod client;
@@ -67,6 +68,8 @@ enum Command {
     Issue(credentials::IssueArgs),
     /// Exchange a current credential for a new one (with a DPoP proof when key-bound).
     Refresh(credentials::RefreshArgs),
+    /// Delegate a credential to a sub-agent or executor (RFC 8693 token exchange): narrower scopes, no longer life, an `act` chain.
+    Exchange(agents::ExchangeArgs),
     /// Set or show a tenant's Cedar issuance policy.
     Policy(credentials::PolicyArgs),
     /// List published signing keys, or rotate a broker's key.
@@ -122,6 +125,7 @@ async fn main() -> ExitCode {
         Command::Lease(args) => commands::lease(args).await,
         Command::Issue(args) => credentials::issue(args).await,
         Command::Refresh(args) => credentials::refresh(args).await,
+        Command::Exchange(args) => agents::exchange(args).await,
         Command::Policy(args) => credentials::policy(args).await,
         Command::Keys(args) => credentials::keys(args).await,
         Command::Role(args) => roles::role(args).await,

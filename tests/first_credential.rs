@@ -52,6 +52,7 @@ fn issue_request(token: &str, ttl_seconds: u64, request_id: &str) -> IssueReques
         dpop_proof: String::new(),
         tenant: "acme".into(),
         request_id: request_id.to_owned(),
+        ..Default::default()
     }
 }
 

@@ -717,6 +717,7 @@ async fn replayed_dpop_proofs_and_expired_join_tokens_are_refused_and_audited() 
         dpop_proof: proof,
         tenant: "acme".into(),
         request_id: String::new(),
+        ..Default::default()
     };
     let asked = issuer
         .issue(bind(

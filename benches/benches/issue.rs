@@ -206,6 +206,7 @@ async fn first_credential(channel: Channel) -> anyhow::Result<String> {
                 dpop_proof: String::new(),
                 tenant: String::new(),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
         {

@@ -373,8 +373,17 @@ pub const EMPTY_SECRET_SHA256: [u8; 32] = [
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AttestationKind {
     JoinToken,
-    ExternalJwt { issuer: String },
-    Refresh { previous_index: u64 },
+    ExternalJwt {
+        issuer: String,
+    },
+    Refresh {
+        previous_index: u64,
+    },
+    /// RFC 8693 token exchange: a credential delegated from the one at
+    /// `parent_index`.
+    Exchange {
+        parent_index: u64,
+    },
 }
 
 /// A policy decision as recorded: which policy version decided, over which

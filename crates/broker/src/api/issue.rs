@@ -1,12 +1,15 @@
-//! The `Issuer` service: `Issue` and `Refresh`, converted to and from
+//! The `Issuer` service: `Issue`, `Refresh` and `Exchange`, converted to and from
 //! [`crate::issuance::issuer`], which does the work.
 
 use std::sync::Arc;
 
 use lapse_wire::issuer::issuer_server::Issuer as IssuerRpc;
-use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest, issue_request};
+use lapse_wire::issuer::{
+    ExchangeRequest, IssueRequest, IssueResponse, RefreshRequest, issue_request,
+};
 use tonic::{Request, Response, Status};
 
+use crate::issuance::exchange::ExchangeParams;
 use crate::issuance::issuer::{Attestation, IssueParams, Issued, Issuer, RefreshParams};
 
 pub struct IssuerService {
@@ -45,6 +48,9 @@ impl IssuerRpc for IssuerService {
             ttl_seconds: request.ttl_seconds,
             dpop_jkt: request.dpop_jkt,
             dpop_proof: request.dpop_proof,
+            task: request.task,
+            on_behalf_of: request.on_behalf_of,
+            intent: request.intent,
         };
         Ok(reply(self.issuer.issue(params).await?))
     }
@@ -62,5 +68,25 @@ impl IssuerRpc for IssuerService {
             ttl_seconds: request.ttl_seconds,
         };
         Ok(reply(self.issuer.refresh(params).await?))
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<ExchangeRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let request = request.into_inner();
+        let params = ExchangeParams {
+            subject_token: request.subject_token,
+            dpop_proof: request.dpop_proof,
+            actor: request.actor,
+            actor_jkt: request.actor_jkt,
+            scopes: request.scopes,
+            audiences: request.audiences,
+            ttl_seconds: request.ttl_seconds,
+            task: request.task,
+            on_behalf_of: request.on_behalf_of,
+            intent: request.intent,
+        };
+        Ok(reply(self.issuer.exchange(params).await?))
     }
 }

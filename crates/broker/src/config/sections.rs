@@ -67,6 +67,12 @@ impl IssuanceConfig {
         format!("{}/refresh", self.issuer.trim_end_matches('/'))
     }
 
+    /// The URI a DPoP proof for exchanging a key-bound credential must
+    /// name (`htu`).
+    pub fn exchange_uri(&self) -> String {
+        format!("{}/exchange", self.issuer.trim_end_matches('/'))
+    }
+
     /// The URI a DPoP proof for a key-bound issuance must name (`htu`).
     pub fn issue_uri(&self) -> String {
         format!("{}/issue", self.issuer.trim_end_matches('/'))

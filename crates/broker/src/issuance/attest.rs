@@ -91,6 +91,7 @@ impl Issuer {
             previous: None,
             chain: None,
             join_token: Some((token_hash, spend_id)),
+            until: None,
             agent: Default::default(),
             presented_sha256: Some(token_hash),
         })
@@ -203,6 +204,7 @@ impl Issuer {
             previous: None,
             chain: None,
             join_token: None,
+            until: None,
             agent: Default::default(),
             presented_sha256: Some(Sha256::digest(token.as_bytes()).into()),
         })
@@ -257,14 +259,23 @@ impl Issuer {
             .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))
     }
 
-    pub(super) fn attest_refresh(&self, request: &RefreshParams) -> Result<Attested, BrokerError> {
+    /// Check a credential presented to refresh or exchange it, as a
+    /// verifier would: signature by a registered key, time, every
+    /// revocation (its index, its ancestors', the rules, the key, its own
+    /// hash), and, when it is key-bound, a DPoP proof for `uri` by that key.
+    pub(super) fn check_presented(
+        &self,
+        credential: &str,
+        dpop_proof: &str,
+        uri: &str,
+    ) -> Result<Presented, BrokerError> {
         let now = self.now_seconds();
         let keys = ledger_keys(&self.core);
         let verified = verify(
-            &request.credential,
+            credential,
             &keys,
             &VerifyOptions {
-                // A refresh renews a credential for whatever it was for.
+                // Renewed or delegated for whatever it was for.
                 audience: AudienceCheck::Any,
                 issuer: &self.settings.issuer,
                 now_seconds: now,
@@ -273,14 +284,13 @@ impl Issuer {
         )
         .map_err(|e| BrokerError::Unauthenticated(format!("credential: {e}")))?;
         let claims = verified.claims;
-        // Every revocation a verifier would honour: the index, the rules,
-        // the key, and the credential's own hash (a leaked credential
-        // revoked with `revoke secret`).
-        let token_sha256: [u8; 32] = {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(request.credential.trim().as_bytes()).into()
-        };
-        let (revoked, lease_until_ms) = self.core.view().read(|applied| {
+        if let Some(problem) = claims.agent.problem() {
+            return Err(BrokerError::Unauthenticated(format!(
+                "credential: {problem}"
+            )));
+        }
+        let token_sha256: [u8; 32] = Sha256::digest(credential.trim().as_bytes()).into();
+        let (revoked, revoked_ancestor, lease_until_ms) = self.core.view().read(|applied| {
             let ledger = &applied.ledger;
             let revoked = ledger.is_revoked(
                 claims.status_index(),
@@ -289,13 +299,77 @@ impl Issuer {
                 &verified.key_id,
                 claims.iat * 1000,
             ) || ledger.revoked_secrets.contains_key(&token_sha256);
+            let ancestor = claims
+                .agent
+                .ancestors
+                .iter()
+                .copied()
+                .find(|index| ledger.revoked_indices.contains_key(index));
             let lease = ledger
                 .lease_of(claims.status_index().0)
                 .map(|lease| lease.credentials_expire_by_ms);
-            (revoked, lease)
+            (revoked, ancestor, lease)
         });
         if revoked {
             return Err(BrokerError::Forbidden("credential has been revoked".into()));
+        }
+        if let Some(index) = revoked_ancestor {
+            return Err(BrokerError::Forbidden(format!(
+                "credential has been revoked: it was delegated from status index {index}, which is revoked"
+            )));
+        }
+        if let Some(Confirmation { jkt }) = &claims.cnf {
+            if dpop_proof.is_empty() {
+                return Err(BrokerError::Unauthenticated(
+                    "credential is bound to a key: a DPoP proof is required".into(),
+                ));
+            }
+            let proof = verify_proof(
+                dpop_proof,
+                &DpopExpectation {
+                    method: "POST",
+                    url: uri,
+                    access_token: Some(credential),
+                    now_seconds: now,
+                    max_age_seconds: self.settings.dpop_max_age_seconds,
+                    leeway_seconds: self.settings.leeway_seconds,
+                },
+            )
+            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
+            if &proof.jkt != jkt {
+                return Err(BrokerError::Unauthenticated(
+                    "DPoP proof is signed by a different key than the credential is bound to"
+                        .into(),
+                ));
+            }
+            self.check_nonce(proof.nonce.as_deref())?;
+            self.replay
+                .lock()
+                .expect("replay lock")
+                .check_and_remember(&proof.jti, now)
+                .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
+        }
+        Ok(Presented {
+            claims,
+            token_sha256,
+            lease_until_ms,
+        })
+    }
+
+    pub(super) fn attest_refresh(&self, request: &RefreshParams) -> Result<Attested, BrokerError> {
+        let now = self.now_seconds();
+        let presented = self.check_presented(
+            &request.credential,
+            &request.dpop_proof,
+            &self.settings.refresh_uri(),
+        )?;
+        let claims = presented.claims;
+        // A delegated credential lives within its parent's life: renewing
+        // it could outlive the parent, so the delegate asks again.
+        if claims.agent.depth() > 0 {
+            return Err(BrokerError::Forbidden(
+                "a delegated credential is not refreshed: exchange its parent for a new one".into(),
+            ));
         }
         // The chain this refresh continues: its index (which the new
         // credential keeps) and the time of its attestation.
@@ -319,46 +393,14 @@ impl Issuer {
         }
         // The index must stay revocable as long as the new credential
         // lives: no later than its lease's credentials may.
-        let Some(lease_until_ms) = lease_until_ms.filter(|until| *until / 1000 > now) else {
+        let Some(lease_until_ms) = presented.lease_until_ms.filter(|until| *until / 1000 > now)
+        else {
             return Err(BrokerError::Forbidden(format!(
                 "the refresh chain's status index {} is no longer live: attest again",
                 chain.idx
             )));
         };
         let until = (chain.iat.saturating_add(max_age)).min(lease_until_ms / 1000);
-        if let Some(Confirmation { jkt }) = &claims.cnf {
-            if request.dpop_proof.is_empty() {
-                return Err(BrokerError::Unauthenticated(
-                    "credential is bound to a key: a DPoP proof is required".into(),
-                ));
-            }
-            let uri = self.settings.refresh_uri();
-            let proof = verify_proof(
-                &request.dpop_proof,
-                &DpopExpectation {
-                    method: "POST",
-                    url: &uri,
-                    access_token: Some(&request.credential),
-                    now_seconds: now,
-                    max_age_seconds: self.settings.dpop_max_age_seconds,
-                    leeway_seconds: self.settings.leeway_seconds,
-                },
-            )
-            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
-            if &proof.jkt != jkt {
-                return Err(BrokerError::Unauthenticated(
-                    "DPoP proof is signed by a different key than the credential is bound to"
-                        .into(),
-                ));
-            }
-            self.check_nonce(proof.nonce.as_deref())?;
-            self.replay
-                .lock()
-                .expect("replay lock")
-                .check_and_remember(&proof.jti, now)
-                .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
-        }
-        let claims_agent = claims.agent.clone();
         Ok(Attested {
             tenant: claims.tenant.clone(),
             workload: claims.sub.clone(),
@@ -366,11 +408,22 @@ impl Issuer {
                 previous_index: claims.status_index().0,
             },
             bound_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
-            previous: Some(claims.clone()),
+            until: None,
+            agent: claims.agent.clone(),
+            previous: Some(claims),
             chain: Some((chain, until)),
             join_token: None,
-            agent: claims_agent,
-            presented_sha256: Some(token_sha256),
+            presented_sha256: Some(presented.token_sha256),
         })
     }
+}
+
+/// A presented credential that passed [`Issuer::check_presented`].
+pub(super) struct Presented {
+    pub claims: lapse_credential::Claims,
+    /// SHA-256 of the credential as presented.
+    pub token_sha256: [u8; 32],
+    /// When the lease of its status index lets its credentials live until
+    /// (ms), if the lease is still held.
+    pub lease_until_ms: Option<u64>,
 }

@@ -46,6 +46,9 @@ pub(super) struct Attested {
     /// A join token to spend once the issuance is granted, with the request
     /// id of this attempt's consumption.
     pub join_token: Option<([u8; 32], RequestId)>,
+    /// The latest `exp` (seconds) an exchanged credential may have: its
+    /// parent's.
+    pub until: Option<u64>,
     /// The delegation and task context the new credential carries.
     pub agent: AgentContext,
     /// SHA-256 of the attestation token or credential presented.
@@ -57,8 +60,15 @@ impl Attested {
     pub fn decision_kind(&self) -> DecisionKind {
         match self.kind {
             AttestationKind::Refresh { .. } => DecisionKind::Refresh,
-            _ => DecisionKind::Issue,
+            AttestationKind::Exchange { .. } => DecisionKind::Exchange,
+            AttestationKind::JoinToken | AttestationKind::ExternalJwt { .. } => DecisionKind::Issue,
         }
+    }
+
+    /// The latest `exp` the new credential may have: a refresh's chain's
+    /// end, an exchange's parent's `exp`.
+    fn ceiling(&self) -> Option<u64> {
+        self.chain.map(|(_, until)| until).or(self.until)
     }
 }
 
@@ -93,6 +103,10 @@ pub struct IssueParams {
     pub dpop_jkt: String,
     /// With `dpop_jkt`: a DPoP proof by that key for `POST <issuer>/issue`.
     pub dpop_proof: String,
+    /// Task context; each may be empty.
+    pub task: String,
+    pub on_behalf_of: String,
+    pub intent: String,
 }
 
 /// A request to refresh a credential.
@@ -149,7 +163,7 @@ pub fn ledger_keys(core: &SharedCore) -> BTreeMap<String, [u8; 32]> {
     })
 }
 
-fn check_list(field: &str, items: &[String]) -> Result<(), BrokerError> {
+pub(super) fn check_list(field: &str, items: &[String]) -> Result<(), BrokerError> {
     if items.len() > MAX_LIST {
         return Err(BrokerError::Invalid(format!("{field}: at most {MAX_LIST}")));
     }
@@ -182,7 +196,7 @@ impl Issuer {
     }
 
     /// Record a refusal and return it.
-    async fn refuse(
+    pub(super) async fn refuse(
         &self,
         attested: Option<&Attested>,
         ask: (&[String], &[String]),
@@ -213,7 +227,7 @@ impl Issuer {
 
     /// Record and return a refusal that no policy decided (bad attestation,
     /// bad request): its reason is the error's message.
-    async fn refuse_plainly(
+    pub(super) async fn refuse_plainly(
         &self,
         attested: Option<&Attested>,
         ask: (&[String], &[String]),
@@ -231,7 +245,7 @@ impl Issuer {
     /// Record and return a refusal made before the caller proved who it
     /// is: under the tenant the request named, if it named a valid one,
     /// so that the tenant's audit shows attempts against it.
-    async fn refuse_unattested(
+    pub(super) async fn refuse_unattested(
         &self,
         named_tenant: &str,
         ask: (&[String], &[String]),
@@ -333,9 +347,10 @@ impl Issuer {
             aud: audiences.to_vec(),
             iat: now,
             nbf: now,
-            // A refresh never outlives its chain, whatever second this is.
-            exp: match attested.chain {
-                Some((_, until)) => (now + ttl_seconds).min(until),
+            // A refresh never outlives its chain, nor a delegated
+            // credential its parent, whatever second this is.
+            exp: match attested.ceiling() {
+                Some(until) => (now + ttl_seconds).min(until),
                 None => now + ttl_seconds,
             },
             jti: hex::encode(jti),
@@ -363,7 +378,7 @@ impl Issuer {
     }
 
     /// Decide, take an index, sign, record: the part every attestation shares.
-    async fn grant(
+    pub(super) async fn grant(
         &self,
         attested: Attested,
         scopes: Vec<String>,
@@ -385,9 +400,10 @@ impl Issuer {
                 .refuse_plainly(Some(&attested), (&scopes, &audiences), status)
                 .await);
         }
-        // A refresh lives no longer than its chain may.
-        let ttl_seconds = match attested.chain {
-            Some((_, until)) => ttl_seconds.min(until.saturating_sub(self.now_seconds())),
+        // A refresh lives no longer than its chain may, a delegated
+        // credential no longer than its parent.
+        let ttl_seconds = match attested.ceiling() {
+            Some(until) => ttl_seconds.min(until.saturating_sub(self.now_seconds())),
             None => ttl_seconds,
         };
         let (decision, inputs) = self.decide(&attested, &scopes, &audiences, ttl_seconds);
@@ -511,13 +527,11 @@ impl Issuer {
                 "audiences: name at least one audience".into(),
             ));
         }
+        let task_context = task_context(&request.task, &request.on_behalf_of, &request.intent)?;
         self.core.confirmed_cluster_now().await?;
         let jkt = Some(request.dpop_jkt.clone()).filter(|j| !j.is_empty());
         if let Some(jkt) = &jkt
-            && (jkt.len() != 43
-                || !jkt
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            && !super::exchange::is_thumbprint(jkt)
         {
             return Err(BrokerError::Invalid(
                 "dpop_jkt: expected an RFC 7638 SHA-256 thumbprint, base64url".into(),
@@ -545,7 +559,7 @@ impl Issuer {
                 "attestation: give a join_token or an external_jwt".into(),
             )),
         };
-        let attested = match attested {
+        let mut attested = match attested {
             Ok(attested) => attested,
             Err(error) => {
                 return Err(self
@@ -565,6 +579,7 @@ impl Issuer {
             let asked = (request.scopes.as_slice(), request.audiences.as_slice());
             return Err(self.refuse_plainly(Some(&attested), asked, error).await);
         }
+        attested.agent = task_context;
         self.grant(
             attested,
             request.scopes,
@@ -635,10 +650,34 @@ impl Issuer {
     }
 }
 
+/// Validated task context for a new credential (each part may be empty).
+pub(super) fn task_context(
+    task: &str,
+    on_behalf_of: &str,
+    intent: &str,
+) -> Result<AgentContext, BrokerError> {
+    use lapse_credential::{intent_problem, on_behalf_of_problem, task_problem};
+    let part = |value: &str, problem: fn(&str) -> Option<String>| {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        match problem(value) {
+            Some(problem) => Err(BrokerError::Invalid(problem)),
+            None => Ok(Some(value.to_owned())),
+        }
+    };
+    Ok(AgentContext {
+        task: part(task, task_problem)?,
+        on_behalf_of: part(on_behalf_of, on_behalf_of_problem)?,
+        intent: part(intent, intent_problem)?,
+        ..AgentContext::default()
+    })
+}
+
 /// The tenant a credential claims, read without checking it (for the audit
 /// of a refused refresh); empty when it names none that parses. The claims
 /// are bounded by the request size limit.
-fn claimed_tenant(token: &str) -> String {
+pub(super) fn claimed_tenant(token: &str) -> String {
     use base64::Engine as _;
     token
         .split('.')

@@ -4,6 +4,7 @@
 
 mod attest;
 pub mod audit;
+pub mod exchange;
 pub mod external;
 pub mod issuer;
 pub mod keys;

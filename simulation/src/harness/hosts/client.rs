@@ -414,6 +414,7 @@ async fn attest(
                     dpop_proof: String::new(),
                     tenant: String::new(),
                     request_id: String::new(),
+                    ..Default::default()
                 })
                 .await
         }

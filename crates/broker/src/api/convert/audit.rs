@@ -9,6 +9,7 @@ use lapse_wire::cluster as pb;
 /// broker's local log.
 pub fn audit_record(broker: u64, record: &IssuanceRecord, shipped: bool) -> pb::AuditRecord {
     let text = |value: Option<String>| value.unwrap_or_default();
+    let inputs = record.inputs.as_deref();
     pb::AuditRecord {
         broker_id: broker,
         sequence: record.sequence,
@@ -27,11 +28,21 @@ pub fn audit_record(broker: u64, record: &IssuanceRecord, shipped: bool) -> pb::
             Some(AttestationKind::Refresh { previous_index }) => {
                 format!("refresh:{previous_index}")
             }
+            Some(AttestationKind::Exchange { parent_index }) => {
+                format!("exchange:{parent_index}")
+            }
         },
         allowed: record.decision.allowed,
         policy_version: record.decision.policy_version,
         input_sha256: hex::encode(record.decision.input_sha256),
         reason: record.decision.reason.clone(),
         shipped,
+        actors: inputs
+            .map(|i| i.actors.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default(),
+        delegation_depth: inputs.map_or(0, |i| i.depth),
+        task: text(inputs.and_then(|i| i.task.clone())),
+        on_behalf_of: text(inputs.and_then(|i| i.on_behalf_of.clone())),
+        intent: text(inputs.and_then(|i| i.intent.clone())),
     }
 }

@@ -1,0 +1,360 @@
+//! The trust chain for agents, end to end on real processes: a planner's
+//! credential delegated twice (planner → executor → tool) with RFC 8693
+//! token exchange, scopes narrowing at each step; what must be refused is
+//! refused and audited; revoking the planner's credential, or the task, makes
+//! every verifier refuse everything delegated from it, confirmed with
+//! `revoke --wait all`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use support::edge::VerifierProcess;
+use support::*;
+
+const PLANNER: &str = "spiffe://example.org/planner";
+const EXECUTOR: &str = "spiffe://example.org/executor";
+const TOOL: &str = "spiffe://example.org/tool";
+const SUBTOOL: &str = "spiffe://example.org/subtool";
+
+/// The planner may get three scopes; delegation goes at most two steps
+/// deep, only to the executor and then the tool.
+const POLICY: &str = r#"
+permit(principal == Workload::"spiffe://example.org/planner",
+       action == Action::"issue", resource == Tenant::"acme")
+when { ["payments:read", "payments:write", "payments:refund"].containsAll(context.scopes)
+       && ["billing"].containsAll(context.audiences)
+       && context.ttl_seconds <= 900
+       && context.delegation_depth <= 2 };
+"#;
+
+fn payload(credential: &str) -> serde_json::Value {
+    let part = credential.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A credential for the planner, on a fresh join token, for `task`.
+fn planner_credential(cluster: &TestCluster, task: &str, plan: &std::path::Path) -> String {
+    let token = cli_json(
+        cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            PLANNER,
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issued = cli_json(
+        cluster,
+        2,
+        &[
+            "issue",
+            "--join-token",
+            &token,
+            "--audience",
+            "billing",
+            "--scope",
+            "payments:read",
+            "--scope",
+            "payments:write",
+            "--scope",
+            "payments:refund",
+            "--ttl",
+            "10m",
+            "--task",
+            task,
+            "--on-behalf-of",
+            "user:ada",
+            "--intent-of",
+            plan.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    issued["credential"].as_str().unwrap().to_owned()
+}
+
+/// `lapse exchange` of `credential` for `actor`, with `extra` flags.
+fn exchange(
+    cluster: &TestCluster,
+    broker: u64,
+    credential: &str,
+    actor: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "exchange",
+        "--credential",
+        credential,
+        "--actor",
+        actor,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    cluster.cli(broker, &args)
+}
+
+fn exchanged(out: std::process::Output) -> (String, u64) {
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        reply["credential"].as_str().unwrap().to_owned(),
+        reply["status_index"].as_u64().unwrap(),
+    )
+}
+
+/// Poll `check` until it holds, or fail with `what` after `seconds`.
+async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `revoke ARGS --wait all`, which returns once every subscribed verifier
+/// has acknowledged the revocation.
+fn revoke_and_wait(cluster: &TestCluster, what: &[&str]) -> serde_json::Value {
+    let mut args = vec!["revoke"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["--wait", "all", "--wait-timeout", "30s", "--json"]);
+    let out = cluster.cli(1, &args);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_delegates_twice_and_one_revocation_stops_the_whole_chain() {
+    let cluster = TestCluster::start_with(3, FAST_RAFT, |_| {
+        "[issuance]\nlease_block = 16\naudit_ship_ms = 200\n".to_owned()
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 3).await;
+    set_policy(&cluster, "acme", POLICY);
+    let plan = cluster.dir.path().join("plan.txt");
+    std::fs::write(&plan, "refund order 1234 for ada").unwrap();
+
+    let planner = planner_credential(&cluster, "t-1", &plan);
+    let root = payload(&planner);
+    let planner_index = root["status"]["status_list"]["idx"].as_u64().unwrap();
+    assert_eq!(root["task"], "t-1");
+    assert_eq!(root["on_behalf_of"], "user:ada");
+    assert_eq!(root["intent"].as_str().unwrap().len(), 64);
+    assert!(root.get("act").is_none() && root.get("ancestors").is_none());
+
+    // planner → executor (two of three scopes) → tool (one), each on a
+    // different broker: exchange is broker-local.
+    let (executor, executor_index) = exchanged(exchange(
+        &cluster,
+        1,
+        &planner,
+        EXECUTOR,
+        &["--scope", "payments:read", "--scope", "payments:write"],
+    ));
+    let (tool, tool_index) = exchanged(exchange(
+        &cluster,
+        3,
+        &executor,
+        TOOL,
+        &["--scope", "payments:read", "--ttl", "2m"],
+    ));
+    let (mid, leaf) = (payload(&executor), payload(&tool));
+    assert_eq!(mid["sub"], PLANNER, "sub stays the attested root");
+    assert_eq!(mid["act"], serde_json::json!({ "sub": EXECUTOR }));
+    assert_eq!(
+        leaf["act"],
+        serde_json::json!({ "sub": TOOL, "act": { "sub": EXECUTOR } })
+    );
+    assert_eq!(mid["ancestors"], serde_json::json!([planner_index]));
+    assert_eq!(
+        leaf["ancestors"],
+        serde_json::json!([planner_index, executor_index])
+    );
+    assert_eq!(
+        mid["scopes"],
+        serde_json::json!(["payments:read", "payments:write"])
+    );
+    assert_eq!(leaf["scopes"], serde_json::json!(["payments:read"]));
+    assert_eq!(leaf["task"], "t-1");
+    assert_eq!(leaf["on_behalf_of"], "user:ada");
+    assert!(leaf["exp"].as_u64() <= mid["exp"].as_u64());
+    assert!(mid["exp"].as_u64() <= root["exp"].as_u64());
+    assert_ne!(tool_index, executor_index);
+
+    // Refused, with the reason, each audited: a wider scope, a longer
+    // life than the parent's, a depth beyond the policy, a different task,
+    // and a refresh of a delegated credential.
+    let wider = exchange(&cluster, 2, &tool, SUBTOOL, &["--scope", "payments:write"]);
+    assert_eq!(wider.status.code(), Some(4), "{}", stderr(&wider));
+    assert!(
+        stderr(&wider).contains("may only narrow"),
+        "{}",
+        stderr(&wider)
+    );
+    let longer = exchange(&cluster, 2, &executor, TOOL, &["--ttl", "1h"]);
+    assert_eq!(longer.status.code(), Some(4), "{}", stderr(&longer));
+    assert!(stderr(&longer).contains("may not outlive its parent"));
+    let deeper = exchange(&cluster, 2, &tool, SUBTOOL, &[]);
+    assert_eq!(deeper.status.code(), Some(4), "{}", stderr(&deeper));
+    assert!(
+        stderr(&deeper).contains("to delegate to spiffe://example.org/subtool at depth 3"),
+        "{}",
+        stderr(&deeper)
+    );
+    let other_task = exchange(&cluster, 2, &executor, TOOL, &["--task", "t-9"]);
+    assert_eq!(other_task.status.code(), Some(4), "{}", stderr(&other_task));
+    assert!(stderr(&other_task).contains("keeps its parent's task"));
+    let refresh = cluster.cli(2, &["refresh", "--credential", &tool]);
+    assert_eq!(refresh.status.code(), Some(4), "{}", stderr(&refresh));
+    assert!(stderr(&refresh).contains("is not refreshed"));
+    let bad_actor = exchange(&cluster, 2, &executor, "not-a-spiffe-id", &[]);
+    assert_eq!(bad_actor.status.code(), Some(3), "{}", stderr(&bad_actor));
+
+    // Every verifier accepts the chain while nothing is revoked.
+    let edge = VerifierProcess::start(
+        cluster.dir.path(),
+        "edge",
+        "eu",
+        3,
+        &[cluster.address(1), cluster.address(2), cluster.address(3)],
+        &[],
+    );
+    for credential in [&planner, &executor, &tool] {
+        eventually(30, "verifiers accept the chain", || {
+            edge.verify_all(credential).0 == 3
+        })
+        .await;
+    }
+
+    // The kill switch: revoking the planner's credential reaches every
+    // verifier (--wait all), and each then refuses the executor's and the
+    // tool's, offline, by the ancestors they carry.
+    let revoked = revoke_and_wait(&cluster, &["chain", &planner_index.to_string()]);
+    assert_eq!(revoked["propagated"]["verifiers"], 3, "{revoked}");
+    for credential in [&planner, &executor, &tool] {
+        let (valid, answers) = edge.verify_all(credential);
+        assert_eq!(valid, 0, "{answers:?}");
+        assert!(
+            answers.iter().all(|a| a["reason"] == "revoked"),
+            "{answers:?}"
+        );
+    }
+    // A revoked chain cannot be exchanged any further either.
+    let after = exchange(&cluster, 1, &executor, TOOL, &[]);
+    assert_eq!(after.status.code(), Some(4), "{}", stderr(&after));
+    assert!(
+        stderr(&after).contains(&format!("delegated from status index {planner_index}")),
+        "{}",
+        stderr(&after)
+    );
+
+    // `revoke task` does the same for every credential of a task.
+    let second = planner_credential(&cluster, "t-2", &plan);
+    let (delegate, _) = exchanged(exchange(&cluster, 3, &second, EXECUTOR, &[]));
+    for credential in [&second, &delegate] {
+        eventually(30, "verifiers accept the second task", || {
+            edge.verify_all(credential).0 == 3
+        })
+        .await;
+    }
+    let revoked = revoke_and_wait(&cluster, &["task", "acme", "t-2"]);
+    assert_eq!(revoked["propagated"]["verifiers"], 3, "{revoked}");
+    for credential in [&second, &delegate] {
+        assert_eq!(edge.verify_all(credential).0, 0);
+    }
+
+    // Every exchange, granted or refused, is in the audit with its
+    // delegation and task context.
+    eventually(30, "the audit holds every exchange", || {
+        let audit = cli_json(&cluster, 1, &["audit", "--tenant", "acme", "--json"]);
+        let records = audit["records"].as_array().cloned().unwrap_or_default();
+        let exchanges: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| {
+                r["attestation"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("exchange:"))
+            })
+            .collect();
+        let granted = exchanges.iter().filter(|r| r["allowed"] == true).count();
+        let refused = exchanges.iter().filter(|r| r["allowed"] == false).count();
+        granted == 3
+            && refused >= 5
+            && exchanges.iter().any(|r| {
+                r["actors"] == serde_json::json!([TOOL, EXECUTOR])
+                    && r["task"] == "t-1"
+                    && r["on_behalf_of"] == "user:ada"
+                    && r["delegation_depth"] == 2
+            })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_parent_cannot_be_exchanged() {
+    // No leeway, so a credential of one second is expired a second later.
+    let cluster = TestCluster::start_with(1, FAST_RAFT, |_| {
+        "[issuance]\nleeway_seconds = 0\naudit_ship_ms = 200\n".to_owned()
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 1).await;
+    set_policy(&cluster, "acme", POLICY);
+    let token = cli_json(
+        &cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            PLANNER,
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issued = cli_json(
+        &cluster,
+        1,
+        &[
+            "issue",
+            "--join-token",
+            &token,
+            "--audience",
+            "billing",
+            "--ttl",
+            "1s",
+            "--json",
+        ],
+    );
+    let credential = issued["credential"].as_str().unwrap().to_owned();
+    // Wait for the fact: the broker calls it expired.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = exchange(&cluster, 1, &credential, EXECUTOR, &[]);
+        if out.status.code() == Some(4) && stderr(&out).contains("expired") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never expired: {:?} {}",
+            out.status.code(),
+            stderr(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
