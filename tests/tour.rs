@@ -3,7 +3,9 @@
 //! in one shell against `lapse dev`, with `cargo run --` standing for the
 //! built binary. Every command must succeed, and the verifier must accept
 //! the tour's credential (200) before it is revoked and refuse it (403)
-//! after `revoke credential --wait all` returns.
+//! after `revoke credential --wait all` returns; in the agents section, a
+//! tool's delegated credential is accepted, then refused with the
+//! executor's once the planner's credential is revoked.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -111,10 +113,13 @@ fn the_readme_tour_runs_as_written_and_shows_a_revocation_taking_effect() {
         .map(str::trim)
         .filter(|l| *l == "200" || *l == "403")
         .collect();
+    // The edge section: accepted, then refused once revoked; the agents
+    // section: the tool's credential accepted, then it and the executor's
+    // refused once the planner's is revoked.
     assert_eq!(
         codes,
-        ["200", "403"],
-        "the verifier should accept, then refuse:\n{stdout}\n{stderr}"
+        ["200", "403", "200", "403", "403"],
+        "the verifiers should accept, then refuse:\n{stdout}\n{stderr}"
     );
     // `lapse propagation` tells the truth: its largest delay is the one
     // revocation made while the verifiers were subscribed, about what

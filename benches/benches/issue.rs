@@ -6,7 +6,10 @@
 //! cluster in this process (sled, loopback gRPC), a Cedar policy, one
 //! credential from a join token, and `Refresh` calls to one broker from
 //! concurrent clients: the broker-local issuance path (verify, decide,
-//! lease, sign, audit fsync), no Raft round trip per credential.
+//! lease, sign, audit fsync), no Raft round trip per credential. Then, on
+//! the same cluster, as many `Exchange` calls (RFC 8693 delegation of the
+//! same credential to a tool: the same path, plus a fresh status index and
+//! the `act` chain), printed beside the refreshes.
 //!
 //! By default the cluster part runs twice, each time on a fresh cluster:
 //! in plaintext, then with TLS as deployed (the workload's connections
@@ -33,7 +36,9 @@ use lapse_credential::{
 use lapse_wire::cluster::cluster_client::ClusterClient;
 use lapse_wire::cluster::{self as pb};
 use lapse_wire::issuer::issuer_client::IssuerClient;
-use lapse_wire::issuer::{IssueRequest, RefreshRequest, issue_request::Attestation};
+use lapse_wire::issuer::{
+    ExchangeRequest, IssueRequest, RefreshRequest, issue_request::Attestation,
+};
 use serde_json::json;
 use tonic::transport::Channel;
 
@@ -85,9 +90,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refreshes from concurrent clients to one broker of a fresh cluster
-/// talking `transport`.
-async fn issue(args: &IssueBench, transport: Transport) -> anyhow::Result<Phase> {
+/// Refreshes, then exchanges, from concurrent clients to one broker of a
+/// fresh cluster talking `transport`.
+async fn issue(args: &IssueBench, transport: Transport) -> anyhow::Result<(Phase, Phase)> {
     let temporary = tempfile::tempdir()?;
     let (brokers, addresses, dialer) = start_bench_cluster(temporary.path(), transport, |config| {
         config.issuance.lease_block = 200_000;
@@ -98,6 +103,7 @@ async fn issue(args: &IssueBench, transport: Transport) -> anyhow::Result<Phase>
     let seed = first_credential(dialer.connect(&target, Caller::Operator, false).await?).await?;
     let channels = connections(&dialer, &target, Caller::Workload, args.connections).await?;
     let seed = Arc::new(seed);
+    let delegated = seed.clone();
     let phase = run_phase(
         "issue (refresh: verify, policy, lease, sign, audit fsync)",
         args.count,
@@ -117,9 +123,32 @@ async fn issue(args: &IssueBench, transport: Transport) -> anyhow::Result<Phase>
         },
     )
     .await?;
+    let exchanges = {
+        let seed = delegated;
+        run_phase(
+            "exchange (delegate to a tool: verify, policy, index, sign, audit fsync)",
+            args.count,
+            1,
+            args.concurrency,
+            &channels,
+            move |client, _, _| {
+                let mut issuer = IssuerClient::new(client.clone());
+                let message = ExchangeRequest {
+                    subject_token: seed.to_string(),
+                    actor: "spiffe://bench.example/tool".into(),
+                    scopes: vec!["read".into()],
+                    ttl_seconds: 300,
+                    task: "bench-task".into(),
+                    ..Default::default()
+                };
+                async move { issuer.exchange(message).await.map(|_| ()) }
+            },
+        )
+        .await?
+    };
     drop(channels);
     shutdown(brokers).await;
-    Ok(phase)
+    Ok((phase, exchanges))
 }
 
 /// The raw Ed25519 and whole-JWT signing rates, one second each.
@@ -221,13 +250,17 @@ async fn first_credential(channel: Channel) -> anyhow::Result<String> {
     }
 }
 
-fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[(Transport, Phase)]) {
+fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[(Transport, (Phase, Phase))]) {
     let SigningBaseline {
         raw_per_second,
         jwt_per_second,
     } = *baseline;
     let issued = |phase: &Phase| phase.operations as f64 / phase.elapsed.as_secs_f64();
-    let of = |t: Transport| runs.iter().find(|(transport, _)| *transport == t);
+    let of = |t: Transport| {
+        runs.iter()
+            .find(|(transport, _)| *transport == t)
+            .map(|(transport, (refresh, _))| (transport, refresh))
+    };
     let ratios = match (of(Transport::Plaintext), of(Transport::Tls)) {
         (Some((_, plain)), Some((_, tls))) => Some([
             ("issued_per_second", ratio(issued(tls), issued(plain))),
@@ -251,12 +284,16 @@ fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[(Transport, Pha
     if args.json {
         let runs: Vec<_> = runs
             .iter()
-            .map(|(transport, phase)| {
+            .map(|(transport, (phase, exchange))| {
                 let (p50, p99, max) = phase.latencies.summary_ms();
+                let (x50, x99, xmax) = exchange.latencies.summary_ms();
                 json!({
                     "transport": transport.name(),
                     "issued_per_second": issued(phase),
                     "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                    "exchanged_per_second": issued(exchange),
+                    "exchange_p50_ms": x50, "exchange_p99_ms": x99, "exchange_max_ms": xmax,
+                    "exchange_over_refresh": ratio(issued(exchange), issued(phase)),
                 })
             })
             .collect();
@@ -286,12 +323,22 @@ fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[(Transport, Pha
         "EdDSA JWT signatures/s (one core)",
         format!("{jwt_per_second:.0}")
     );
-    for (transport, phase) in runs {
+    for (transport, (phase, exchange)) in runs {
         let (p50, p99, max) = phase.latencies.summary_ms();
         println!(
             "{:<44} {:>12}   p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms",
             format!("credentials issued/s over gRPC, {}", transport.name()),
             format!("{:.0}", issued(phase)),
+        );
+        let (x50, x99, xmax) = exchange.latencies.summary_ms();
+        println!(
+            "{:<44} {:>12}   p50 {x50:.2} ms   p99 {x99:.2} ms   max {xmax:.2} ms",
+            format!("exchanges (delegations)/s, {}", transport.name()),
+            format!("{:.0}", issued(exchange)),
+        );
+        println!(
+            "  exchanges/s over refreshes/s, same cluster: {:.3}",
+            ratio(issued(exchange), issued(phase))
         );
         println!(
             "  issued/s as a share of the raw signing rate per core: {:.2}",

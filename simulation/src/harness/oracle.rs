@@ -20,8 +20,8 @@ use crate::invariants::disjoint_leases::LeaseBook;
 use crate::invariants::replicas_agree::ReplicaDigests;
 use crate::invariants::valid_acceptance::{self, Life};
 use crate::invariants::{
-    Violation, committed_keys, epochs_grow, expired_acceptance, freshness_liveness,
-    revoked_acceptance,
+    Violation, committed_keys, delegated_acceptance, epochs_grow, expired_acceptance,
+    freshness_liveness, revoked_acceptance,
 };
 
 /// A credential a client received.
@@ -34,6 +34,17 @@ pub(super) struct Issued {
     pub sent_ms: f64,
     pub issued_ms: f64,
     pub ttl_ms: u64,
+    /// The status indices it was delegated from (token exchange), root
+    /// first; empty for a refreshed credential.
+    pub ancestors: Vec<u64>,
+}
+
+/// A credential picked for verifiers to check.
+pub(super) struct Pick {
+    pub index: u64,
+    pub token: String,
+    pub life: Life,
+    pub ancestors: Vec<u64>,
 }
 
 impl Issued {
@@ -95,24 +106,36 @@ impl Oracle {
             .collect()
     }
 
-    /// A few credentials to verify: two of any issued, and one whose
-    /// revocation a client saw answered.
-    pub fn pick_credentials(&self, rng: &mut StdRng) -> Vec<(u64, String, Life)> {
+    /// A few credentials to verify: two of any issued, one whose
+    /// revocation a client saw answered, and one delegated from a
+    /// credential whose revocation a client saw answered.
+    pub fn pick_credentials(&self, rng: &mut StdRng) -> Vec<Pick> {
         let facts = self.facts();
         let issued = &facts.issued;
+        let pick = |c: &Issued| Pick {
+            index: c.index,
+            token: c.token.clone(),
+            life: c.life(),
+            ancestors: c.ancestors.clone(),
+        };
         let mut picks = Vec::new();
         if !issued.is_empty() {
             for _ in 0..2 {
-                let c = &issued[rng.gen_range(0..issued.len())];
-                picks.push((c.index, c.token.clone(), c.life()));
+                picks.push(pick(&issued[rng.gen_range(0..issued.len())]));
             }
             let revoked: Vec<&Issued> = issued
                 .iter()
                 .filter(|c| facts.outcomes.contains_key(&c.index))
                 .collect();
             if !revoked.is_empty() {
-                let c = revoked[rng.gen_range(0..revoked.len())];
-                picks.push((c.index, c.token.clone(), c.life()));
+                picks.push(pick(revoked[rng.gen_range(0..revoked.len())]));
+            }
+            let cut_off: Vec<&Issued> = issued
+                .iter()
+                .filter(|c| c.ancestors.iter().any(|a| facts.outcomes.contains_key(a)))
+                .collect();
+            if !cut_off.is_empty() {
+                picks.push(pick(cut_off[rng.gen_range(0..cut_off.len())]));
             }
         }
         picks
@@ -136,11 +159,16 @@ impl Oracle {
         self.facts().outcomes.insert(index, outcome);
     }
 
-    /// A client received `issued` from a refresh: it joins the credentials
-    /// verifiers check, and its status index is its chain's.
+    /// A client received `issued` from a refresh (its status index is its
+    /// chain's) or an exchange (its index must be new): it joins the
+    /// credentials verifiers check.
     pub fn issued(&self, issued: Issued) -> Option<Violation> {
         let mut facts = self.facts();
-        let violation = facts.leases.refreshed(issued.index, issued.issued_ms);
+        let violation = if issued.ancestors.is_empty() {
+            facts.leases.refreshed(issued.index, issued.issued_ms)
+        } else {
+            facts.leases.issued(issued.index, issued.issued_ms)
+        };
         facts.issued.push(issued);
         violation
     }
@@ -201,6 +229,8 @@ pub(super) struct Verification<'a> {
     pub verifier: &'a str,
     pub index: u64,
     pub life: Life,
+    /// The indices it was delegated from.
+    pub ancestors: &'a [u64],
     /// True ms when it was made.
     pub at_ms: f64,
     /// Whether the verifier was fresh just before.
@@ -223,8 +253,18 @@ pub(super) fn judge_verification(
     let refusal = match result {
         Ok(_) => {
             world.observer.count(|c| c.accepted += 1);
-            let revoked_ms = world.oracle.facts().first_applied.get(&index).map(|f| f.0);
+            let (revoked_ms, ancestors) = {
+                let facts = world.oracle.facts();
+                let revoked = |index: &u64| facts.first_applied.get(index).map(|f| f.0);
+                let ancestors: Vec<(u64, Option<f64>)> =
+                    v.ancestors.iter().map(|a| (*a, revoked(a))).collect();
+                (revoked(&index), ancestors)
+            };
             if let Some(violation) = revoked_acceptance::check(id, index, now, revoked_ms, bound) {
+                world.violate(violation);
+            }
+            if let Some(violation) = delegated_acceptance::check(id, index, &ancestors, now, bound)
+            {
                 world.violate(violation);
             }
             let deadline = expired_acceptance::deadline_ms(
@@ -260,9 +300,12 @@ pub(super) fn judge_verification(
             refusal
         }
     };
+    // Unrevoked: neither it nor any credential it was delegated from.
     let unrevoked = {
         let facts = world.oracle.facts();
-        !facts.revoke_attempted.contains(&index) && !facts.first_applied.contains_key(&index)
+        std::iter::once(&index)
+            .chain(v.ancestors)
+            .all(|i| !facts.revoke_attempted.contains(i) && !facts.first_applied.contains_key(i))
     };
     if v.fresh && unrevoked {
         let window = valid_acceptance::window(life, bound, bounds.skew_allowance_ms);

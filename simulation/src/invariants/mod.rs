@@ -5,6 +5,7 @@
 pub mod acked_revocations;
 pub mod committed_keys;
 pub mod convergence;
+pub mod delegated_acceptance;
 pub mod disjoint_leases;
 pub mod epochs_grow;
 pub mod expired_acceptance;

@@ -5,7 +5,11 @@
 //! deadline. A timed-out revocation is unknown, not failed. A refresh keeps
 //! its seed's index (its chain's), so revoking a credential ends its
 //! chain: the client keeps [`CHAINS`] chains going, refreshing them in
-//! turn, and replaces a revoked one with a new join token and seed.
+//! turn, and replaces a revoked one with a new join token and seed. Every
+//! [`DELEGATE_EVERY`]th turn it delegates instead (RFC 8693 exchange of
+//! the chain's seed for an agent), and every other time delegates that
+//! credential once more, so verifiers see credentials whose ancestors get
+//! revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use lapse_wire::cluster::cluster_client::ClusterClient;
 use lapse_wire::cluster::{self as pb, revocation::Target};
 use lapse_wire::issuer::issue_request::Attestation;
 use lapse_wire::issuer::issuer_client::IssuerClient;
-use lapse_wire::issuer::{IssueRequest, IssueResponse, RefreshRequest};
+use lapse_wire::issuer::{ExchangeRequest, IssueRequest, IssueResponse, RefreshRequest};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tonic::transport::Channel;
@@ -33,6 +37,8 @@ const TENANT: &str = "sim";
 /// ending chains at the workload's rate, a good share of its credentials
 /// are live at any time.
 const CHAINS: usize = 16;
+/// One issuing turn in this many is a delegation.
+const DELEGATE_EVERY: u64 = 4;
 
 /// One region's client, talking to `brokers` (in order of preference).
 struct Client {
@@ -216,6 +222,7 @@ impl Client {
         let mut next_revoke = start + revoke_every;
         let mut preferred = 0usize;
         let mut revoke_serial = 0u64;
+        let mut issuing_turns = 0u64;
         loop {
             let wake = next_issue.min(next_revoke);
             if wake >= end || tokio::time::Instant::now() >= end {
@@ -262,8 +269,15 @@ impl Client {
                     false
                 } else {
                     turn = (turn + 1) % chains.len();
-                    let credential = chains[turn].credential.clone();
-                    self.issue(target, &credential).await
+                    issuing_turns += 1;
+                    let seed = &chains[turn];
+                    let (credential, index) = (seed.credential.clone(), seed.status_index);
+                    if issuing_turns % DELEGATE_EVERY == 0 {
+                        let deeper = issuing_turns % (2 * DELEGATE_EVERY) == 0;
+                        self.delegate(target, &credential, index, deeper).await
+                    } else {
+                        self.issue(target, &credential).await
+                    }
                 }
             } else {
                 next_revoke += revoke_every;
@@ -295,7 +309,7 @@ impl Client {
         .await;
         match answer {
             Ok(Ok(reply)) => {
-                self.issued(target, reply.into_inner(), sent_ms, ttl_ms);
+                self.issued(target, reply.into_inner(), sent_ms, ttl_ms, Vec::new());
                 true
             }
             _ => {
@@ -305,8 +319,72 @@ impl Client {
         }
     }
 
+    /// Delegate the seed credential (status `index`) to an agent through
+    /// broker `target`, and, when `deeper`, the delegated credential once
+    /// more to a tool, for half the life; whether an answer came.
+    async fn delegate(&mut self, target: usize, seed: &str, index: u64, deeper: bool) -> bool {
+        let ttl_s = self.world.scenario.workload.credential_ttl_s;
+        let Some((agent, agent_index)) = self
+            .exchange(target, seed, "agent", ttl_s, vec![index])
+            .await
+        else {
+            return false;
+        };
+        if !deeper {
+            return true;
+        }
+        let ancestors = vec![index, agent_index];
+        self.exchange(target, &agent, "tool", (ttl_s / 2).max(1), ancestors)
+            .await
+            .is_some()
+    }
+
+    /// Exchange `parent` for a credential for `<region>-<role>` carrying
+    /// `ancestors`; the new credential and its index.
+    async fn exchange(
+        &mut self,
+        target: usize,
+        parent: &str,
+        role: &str,
+        ttl_s: u64,
+        ancestors: Vec<u64>,
+    ) -> Option<(String, u64)> {
+        let sent_ms = elapsed_ms();
+        let request = ExchangeRequest {
+            subject_token: parent.to_owned(),
+            actor: format!("spiffe://sim.example/{}-{role}", self.region),
+            ttl_seconds: ttl_s,
+            task: format!("sim-{}", self.region),
+            ..Default::default()
+        };
+        let answer = tokio::time::timeout(
+            self.timeout,
+            IssuerClient::new(self.channels[target].clone()).exchange(request),
+        )
+        .await;
+        match answer {
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                let issued = (reply.credential.clone(), reply.status_index);
+                self.issued(target, reply, sent_ms, ttl_s * 1000, ancestors);
+                Some(issued)
+            }
+            _ => {
+                self.world.observer.count(|c| c.issue_failures += 1);
+                None
+            }
+        }
+    }
+
     /// A credential came back from broker `target`.
-    fn issued(&self, target: usize, reply: IssueResponse, sent_ms: f64, ttl_ms: u64) {
+    fn issued(
+        &self,
+        target: usize,
+        reply: IssueResponse,
+        sent_ms: f64,
+        ttl_ms: u64,
+        ancestors: Vec<u64>,
+    ) {
         let now = elapsed_ms();
         let broker_address = &self.brokers[target];
         oracle::check_issuance(&self.world, broker_address, &reply.key_id, now);
@@ -317,6 +395,7 @@ impl Client {
             sent_ms,
             issued_ms: now,
             ttl_ms,
+            ancestors,
         });
         if let Some(violation) = lease_violation {
             self.world.violate(violation);

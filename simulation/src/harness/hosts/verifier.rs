@@ -151,12 +151,13 @@ async fn verify_loop(world: Arc<World>, id: String, verifier: Verifier, mut rng:
         tokio::time::sleep(every).await;
         let picks = world.oracle.pick_credentials(&mut rng);
         let fresh = note_freshness(&world, &id, &verifier);
-        for (index, token, life) in picks {
-            let result = verifier.verify(&token, &Expect::default());
+        for pick in picks {
+            let result = verifier.verify(&pick.token, &Expect::default());
             let verification = Verification {
                 verifier: &id,
-                index,
-                life,
+                index: pick.index,
+                life: pick.life,
+                ancestors: &pick.ancestors,
                 at_ms: elapsed_ms(),
                 fresh,
                 leeway_ms,
