@@ -272,8 +272,8 @@ impl Client {
                     issuing_turns += 1;
                     let seed = &chains[turn];
                     let (credential, index) = (seed.credential.clone(), seed.status_index);
-                    if issuing_turns % DELEGATE_EVERY == 0 {
-                        let deeper = issuing_turns % (2 * DELEGATE_EVERY) == 0;
+                    if issuing_turns.is_multiple_of(DELEGATE_EVERY) {
+                        let deeper = issuing_turns.is_multiple_of(2 * DELEGATE_EVERY);
                         self.delegate(target, &credential, index, deeper).await
                     } else {
                         self.issue(target, &credential).await
