@@ -358,3 +358,87 @@ async fn an_expired_parent_cannot_be_exchanged() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bound_parent_needs_its_proof_and_the_delegate_gets_its_own_key() {
+    let cluster = TestCluster::start_with(1, FAST_RAFT, |_| {
+        "[issuance]\naudit_ship_ms = 200\n".to_owned()
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 1).await;
+    set_policy(&cluster, "acme", POLICY);
+    let dir = cluster.dir.path();
+    let (planner_key, executor_key) = (dir.join("planner.key"), dir.join("executor.key"));
+    let token = cli_json(
+        &cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            PLANNER,
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issued = cli_json(
+        &cluster,
+        1,
+        &[
+            "issue",
+            "--join-token",
+            &token,
+            "--audience",
+            "billing",
+            "--dpop-key-file",
+            planner_key.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let planner = issued["credential"].as_str().unwrap().to_owned();
+    assert!(payload(&planner)["cnf"]["jkt"].is_string());
+
+    // Stolen without its key, the planner's credential delegates nothing.
+    let stolen = exchange(&cluster, 1, &planner, EXECUTOR, &[]);
+    assert_eq!(stolen.status.code(), Some(4), "{}", stderr(&stolen));
+    assert!(stderr(&stolen).contains("DPoP proof is required"));
+
+    // With the key it does; the delegate's credential is bound to the
+    // delegate's own key, not the planner's.
+    let (executor, _) = exchanged(exchange(
+        &cluster,
+        1,
+        &planner,
+        EXECUTOR,
+        &[
+            "--dpop-key-file",
+            planner_key.to_str().unwrap(),
+            "--actor-key-file",
+            executor_key.to_str().unwrap(),
+        ],
+    ));
+    let (parent, child) = (payload(&planner), payload(&executor));
+    assert!(child["cnf"]["jkt"].is_string());
+    assert_ne!(child["cnf"]["jkt"], parent["cnf"]["jkt"]);
+    // The delegate proves its key to delegate further; the planner's key
+    // does not do.
+    let wrong_key = exchange(
+        &cluster,
+        1,
+        &executor,
+        TOOL,
+        &["--dpop-key-file", planner_key.to_str().unwrap()],
+    );
+    assert_eq!(wrong_key.status.code(), Some(4), "{}", stderr(&wrong_key));
+    exchanged(exchange(
+        &cluster,
+        1,
+        &executor,
+        TOOL,
+        &["--dpop-key-file", executor_key.to_str().unwrap()],
+    ));
+}
