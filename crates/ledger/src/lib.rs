@@ -7,6 +7,7 @@
 
 mod apply;
 mod command;
+pub mod evidence;
 pub mod feed;
 mod snapshot;
 mod state;
@@ -20,8 +21,9 @@ pub use command::{
     NodeId, OperatorRole, Outcome, PresentedToken, Proposal, Refusal, RequestId, RequestIdError,
     Response, Revocation, Seal, Sha256, policy_nesting, policy_text_refusal,
 };
+pub use evidence::{evidence_bytes, evidence_digest, record_sha256};
 pub use snapshot::SnapshotError;
 pub use state::{
-    IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, MAX_CONTROL_EVENTS, Policy,
-    RevokedAt, SigningKey,
+    EvidenceKey, IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, MAX_CONTROL_EVENTS,
+    MAX_EVIDENCE_KEYS, MAX_POLICY_HISTORY, Policy, RevokedAt, SigningKey,
 };

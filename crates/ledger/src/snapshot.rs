@@ -13,7 +13,9 @@ use crate::state::LedgerState;
 const MAGIC: &[u8; 8] = b"LAPSESNP";
 /// 2: operator roles, the access policy, the control-plane audit,
 /// break-glass grants, issued tenants and revoked break-glass keys.
-const FORMAT_VERSION: u16 = 2;
+/// 3: audit records with their decision inputs and seals, tenants' policy
+/// history, and the signing keys kept for checking evidence.
+const FORMAT_VERSION: u16 = 3;
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 32;
 

@@ -17,6 +17,10 @@ use crate::command::{
 
 /// The most control-plane audit events kept; the oldest leave first.
 pub const MAX_CONTROL_EVENTS: usize = 100_000;
+/// The most past policy versions kept per tenant (the current one included).
+pub const MAX_POLICY_HISTORY: usize = 32;
+/// The most signing keys kept for checking evidence; the oldest leave first.
+pub const MAX_EVIDENCE_KEYS: usize = 4096;
 
 /// Settings fixed when the cluster is created; replicated with the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +90,17 @@ pub struct SigningKey {
     pub revoked: Option<RevokedAt>,
 }
 
+/// A signing key's public half, kept as long as audit records it may have
+/// sealed are kept, so that their evidence can still be checked after the
+/// key itself has left [`LedgerState::keys`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceKey {
+    pub broker: NodeId,
+    pub public_key: Vec<u8>,
+    pub not_after_ms: u64,
+    pub registered_epoch: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinToken {
     pub grant: JoinGrant,
@@ -133,6 +148,13 @@ pub struct LedgerState {
     pub revoked_foreign_keys: BTreeMap<KeyId, RevokedAt>,
     pub join_tokens: BTreeMap<Sha256, JoinToken>,
     pub policies: BTreeMap<TenantId, Policy>,
+    /// Every tenant's recent policy versions, the current one included (at
+    /// most [`MAX_POLICY_HISTORY`] per tenant), so that a recorded decision
+    /// can be decided again under the version that made it.
+    pub policy_history: BTreeMap<(TenantId, u64), Policy>,
+    /// The public keys audit records may be sealed with, kept for the audit
+    /// retention past the key's end (at most [`MAX_EVIDENCE_KEYS`]).
+    pub evidence_keys: BTreeMap<KeyId, EvidenceKey>,
     /// Shipped issuance audit records, keyed by (broker, sequence).
     pub audit: BTreeMap<(NodeId, u64), IssuanceRecord>,
     /// The tenant each issued status index was issued for, from the
@@ -182,6 +204,8 @@ impl LedgerState {
             revoked_foreign_keys: BTreeMap::new(),
             join_tokens: BTreeMap::new(),
             policies: BTreeMap::new(),
+            policy_history: BTreeMap::new(),
+            evidence_keys: BTreeMap::new(),
             audit: BTreeMap::new(),
             issued_tenants: BTreeMap::new(),
             roles: BTreeMap::new(),
@@ -318,6 +342,14 @@ impl LedgerState {
         let retention = self.params.audit_retention_ms;
         self.audit
             .retain(|_, record| record.at_ms.saturating_add(retention) > now_ms);
+        // A key may seal records until it is dropped from `keys`; those
+        // records are kept for the retention after that.
+        self.evidence_keys.retain(|_, key| {
+            key.not_after_ms
+                .saturating_add(ttl)
+                .saturating_add(retention)
+                > now_ms
+        });
         self.control_audit
             .retain(|_, event| event.at_ms.saturating_add(retention) > now_ms);
         self.grants

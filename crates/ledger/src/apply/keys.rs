@@ -4,7 +4,7 @@
 use lapse_credential::KeyId;
 
 use crate::command::{Applied, NodeId, Outcome, Refusal};
-use crate::state::{LedgerState, SigningKey};
+use crate::state::{EvidenceKey, LedgerState, MAX_EVIDENCE_KEYS, SigningKey};
 
 impl LedgerState {
     /// `RegisterKey`: a broker's new Ed25519 public key and its validity.
@@ -43,8 +43,39 @@ impl LedgerState {
                 revoked: None,
             },
         );
+        self.keep_evidence_key(epoch, key_id, broker, public_key, not_after_ms);
         self.revocation_epoch = epoch;
         Ok(Applied::KeyRegistered)
+    }
+
+    /// Keep the key's public half for checking evidence, leaving out the
+    /// longest-registered one when the map is full.
+    fn keep_evidence_key(
+        &mut self,
+        epoch: u64,
+        key_id: &KeyId,
+        broker: NodeId,
+        public_key: &[u8],
+        not_after_ms: u64,
+    ) {
+        if self.evidence_keys.len() >= MAX_EVIDENCE_KEYS
+            && let Some(oldest) = self
+                .evidence_keys
+                .iter()
+                .min_by_key(|(_, key)| key.registered_epoch)
+                .map(|(id, _)| id.clone())
+        {
+            self.evidence_keys.remove(&oldest);
+        }
+        self.evidence_keys.insert(
+            key_id.clone(),
+            EvidenceKey {
+                broker,
+                public_key: public_key.to_vec(),
+                not_after_ms,
+                registered_epoch: epoch,
+            },
+        );
     }
 
     /// A registered key, to change; refused if there is none.

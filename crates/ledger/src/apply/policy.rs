@@ -4,7 +4,7 @@
 use lapse_credential::TenantId;
 
 use crate::command::{Applied, Outcome, Refusal, policy_text_refusal};
-use crate::state::{LedgerState, Policy};
+use crate::state::{LedgerState, MAX_POLICY_HISTORY, Policy};
 
 impl LedgerState {
     /// `SetPolicy`: store `text` as the tenant's next policy version.
@@ -26,15 +26,30 @@ impl LedgerState {
             return Err(Refusal::PolicyVersionMismatch { expected, current });
         }
         let version = current + 1;
-        self.policies.insert(
-            tenant.clone(),
-            Policy {
-                version,
-                text: text.to_owned(),
-                set_at_ms: now_ms,
-                epoch,
-            },
-        );
+        let policy = Policy {
+            version,
+            text: text.to_owned(),
+            set_at_ms: now_ms,
+            epoch,
+        };
+        self.policy_history
+            .insert((tenant.clone(), version), policy.clone());
+        let kept = self
+            .policy_history
+            .range((tenant.clone(), 0)..=(tenant.clone(), u64::MAX))
+            .count();
+        if kept > MAX_POLICY_HISTORY {
+            let oldest: Vec<(TenantId, u64)> = self
+                .policy_history
+                .range((tenant.clone(), 0)..=(tenant.clone(), u64::MAX))
+                .take(kept - MAX_POLICY_HISTORY)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in oldest {
+                self.policy_history.remove(&key);
+            }
+        }
+        self.policies.insert(tenant.clone(), policy);
         Ok(Applied::PolicySet { version })
     }
 }
@@ -82,6 +97,33 @@ mod tests {
         );
         // Policies are not part of what verifiers hold.
         assert_eq!(ledger.state.revocation_epoch, 0);
+    }
+
+    #[test]
+    fn the_last_versions_are_kept_per_tenant() {
+        let mut ledger = Ledger::new();
+        let total = super::MAX_POLICY_HISTORY as u64 + 3;
+        for version in 1..=total {
+            ledger.run(
+                &format!("p{version}"),
+                1_000 + version,
+                set("acme", &format!("v{version}"), None),
+            );
+        }
+        ledger.run("g1", 5_000, set("globex", "g1", None));
+        let kept: Vec<u64> = ledger
+            .state
+            .policy_history
+            .keys()
+            .filter(|(t, _)| *t == tenant("acme"))
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(kept, (4..=total).collect::<Vec<_>>());
+        assert_eq!(ledger.state.policy_history[&(tenant("acme"), 7)].text, "v7");
+        assert_eq!(
+            ledger.state.policy_history[&(tenant("globex"), 1)].text,
+            "g1"
+        );
     }
 
     #[test]
