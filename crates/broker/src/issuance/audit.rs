@@ -7,6 +7,11 @@
 //! `crc32: u32 LE` of the payload, payload = postcard of
 //! [`IssuanceRecord`]. A torn record at the end (a crash mid-write, never
 //! acknowledged) is cut off when the log is opened.
+//!
+//! The writer seals each record as it assigns its sequence: the hash of the
+//! broker's previous record (a chain that continues across restarts, from
+//! the last record read on open) and a signature by the broker's committed
+//! key, when it has one ([`lapse_ledger::evidence`]).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -15,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use lapse_ledger::{Applied, Command, IssuanceRecord, MAX_AUDIT_BATCH, RequestId};
+use lapse_credential::SigningKeyPair;
+use lapse_ledger::evidence::{GENESIS_SHA256, record_sha256, seal};
+use lapse_ledger::{Applied, Command, IssuanceRecord, MAX_AUDIT_BATCH, RequestId, Sha256};
 
 use crate::core::SharedCore;
 
@@ -25,8 +32,25 @@ const SHIPPED_FILE: &str = "audit.shipped";
 
 type Reply = tokio::sync::oneshot::Sender<io::Result<u64>>;
 
+/// The key a record is signed with, if the broker has a committed one.
+pub type Signer = Option<Arc<SigningKeyPair>>;
+
+type Job = (IssuanceRecord, Signer, Reply);
+
+/// Seal `record` as the successor of `previous` (updated to its hash).
+fn seal_next(record: &mut IssuanceRecord, signer: &Signer, previous: &mut Sha256) {
+    match signer {
+        Some(key) => {
+            let sign = |message: &[u8]| key.sign_raw(message);
+            seal(record, *previous, Some((key.key_id().clone(), &sign)));
+        }
+        None => seal(record, *previous, None),
+    }
+    *previous = record_sha256(record);
+}
+
 pub struct AuditLog {
-    jobs: Mutex<Option<mpsc::Sender<(IssuanceRecord, Reply)>>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     unshipped: Arc<Mutex<VecDeque<IssuanceRecord>>>,
     /// Where the log rests: a directory, or memory for simulation.
@@ -99,13 +123,15 @@ impl AuditLog {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
         let mut next_sequence = records.last().map(|r| r.sequence + 1).unwrap_or(1);
+        let mut previous = records.last().map_or(GENESIS_SHA256, record_sha256);
+        let mut length = valid;
         let unshipped: VecDeque<IssuanceRecord> = records
             .into_iter()
             .filter(|r| r.sequence > shipped)
             .collect();
         let unshipped = Arc::new(Mutex::new(unshipped));
 
-        let (jobs, queue) = mpsc::channel::<(IssuanceRecord, Reply)>();
+        let (jobs, queue) = mpsc::channel::<Job>();
         let pending = unshipped.clone();
         let thread = std::thread::Builder::new()
             .name("lapse-audit".into())
@@ -114,9 +140,11 @@ impl AuditLog {
                     let mut batch = vec![first];
                     batch.extend(queue.try_iter());
                     let mut bytes = Vec::new();
-                    for (record, _) in &mut batch {
+                    let chain_before = previous;
+                    for (record, signer, _) in &mut batch {
                         record.sequence = next_sequence;
                         next_sequence += 1;
+                        seal_next(record, signer, &mut previous);
                         let payload =
                             postcard::to_stdvec(record).expect("records always serialise");
                         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -124,13 +152,25 @@ impl AuditLog {
                         bytes.extend_from_slice(&payload);
                     }
                     let written = file.write_all(&bytes).and_then(|()| file.sync_data());
-                    if written.is_ok() {
+                    if written.is_err() {
+                        // Nothing of the batch is acknowledged: cut off what
+                        // of it may have landed, and reuse its sequences and
+                        // its place in the chain. If even that fails, the
+                        // log stops taking records.
+                        if let Err(error) = file.set_len(length).and_then(|()| file.sync_all()) {
+                            tracing::error!(%error, "the audit log cannot cut off a failed write; it takes no more records");
+                            break;
+                        }
+                        next_sequence -= batch.len() as u64;
+                        previous = chain_before;
+                    } else {
+                        length += bytes.len() as u64;
                         pending
                             .lock()
                             .expect("audit lock")
-                            .extend(batch.iter().map(|(record, _)| record.clone()));
+                            .extend(batch.iter().map(|(record, _, _)| record.clone()));
                     }
-                    for (record, reply) in batch {
+                    for (record, _, reply) in batch {
                         let _ = reply.send(match &written {
                             Ok(()) => Ok(record.sequence),
                             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -169,11 +209,15 @@ impl AuditLog {
         }
     }
 
-    /// Append `record` and wait until it is on disk. Returns its sequence.
-    pub async fn append(&self, mut record: IssuanceRecord) -> io::Result<u64> {
+    /// Append `record`, sealed (and signed by `signer` when given), and wait
+    /// until it is on disk. Returns its sequence.
+    pub async fn append(&self, mut record: IssuanceRecord, signer: Signer) -> io::Result<u64> {
         if let Place::Memory(memory) = &self.place {
             let mut log = memory.lock().expect("audit lock");
-            record.sequence = log.records.last().map(|r| r.sequence + 1).unwrap_or(1);
+            let last = log.records.last();
+            record.sequence = last.map(|r| r.sequence + 1).unwrap_or(1);
+            let mut previous = last.map_or(GENESIS_SHA256, record_sha256);
+            seal_next(&mut record, &signer, &mut previous);
             log.records.push(record.clone());
             let sequence = record.sequence;
             self.unshipped.lock().expect("audit lock").push_back(record);
@@ -185,7 +229,7 @@ impl AuditLog {
             .expect("audit lock")
             .as_ref()
             .ok_or_else(|| io::Error::other("the audit log is closed"))?
-            .send((record, reply))
+            .send((record, signer, reply))
             .map_err(|_| io::Error::other("the audit log writer has stopped"))?;
         wait.await
             .map_err(|_| io::Error::other("the audit log writer has stopped"))?
@@ -314,7 +358,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = AuditLog::open(dir.path()).unwrap();
-            let appended = futures::future::join_all((0..5).map(|n| log.append(record(n)))).await;
+            let appended =
+                futures::future::join_all((0..5).map(|n| log.append(record(n), None))).await;
             let mut sequences: Vec<u64> = appended.into_iter().map(|r| r.unwrap()).collect();
             sequences.sort_unstable();
             assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
@@ -331,8 +376,53 @@ mod tests {
         let log = AuditLog::open(dir.path()).unwrap();
         assert_eq!(log.read_all().unwrap().len(), 5);
         assert_eq!(log.unshipped(), 5);
-        assert_eq!(log.append(record(9)).await.unwrap(), 6);
+        assert_eq!(log.append(record(9), None).await.unwrap(), 6);
         assert_eq!(log.read_all().unwrap().len(), 6);
         log.close();
+    }
+
+    /// Checks `records` as broker 1's chain with `key` as its only key.
+    fn check(records: &[IssuanceRecord], key: &SigningKeyPair) -> (u64, u64) {
+        let lookup =
+            |id: &lapse_credential::KeyId| (id == key.key_id()).then(|| (1, key.public_key()));
+        let mut walk = lapse_ledger::evidence::ChainCheck::new(1, false, &lookup);
+        for record in records {
+            walk.next(record).unwrap();
+        }
+        (walk.records, walk.unsigned)
+    }
+
+    #[tokio::test]
+    async fn records_are_chained_across_reopens_and_signed_once_a_key_is_committed() {
+        let key = Arc::new(SigningKeyPair::from_seed(
+            lapse_credential::KeyId::new("n1-test").unwrap(),
+            [5; 32],
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = AuditLog::open(dir.path()).unwrap();
+            log.append(record(1), None).await.unwrap();
+            log.append(record(2), Some(key.clone())).await.unwrap();
+            log.close();
+        }
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(record(3), Some(key.clone())).await.unwrap();
+        let records = log.read_all().unwrap();
+        log.close();
+        assert_eq!(check(&records, &key), (3, 1));
+        assert_eq!(
+            records[0].seal.as_ref().unwrap().previous_sha256,
+            lapse_ledger::evidence::GENESIS_SHA256
+        );
+
+        // The in-memory log seals the same way, and so across a reopen.
+        let memory = Arc::new(Mutex::new(MemoryLog::default()));
+        AuditLog::in_memory(memory.clone())
+            .append(record(1), Some(key.clone()))
+            .await
+            .unwrap();
+        let reopened = AuditLog::in_memory(memory);
+        reopened.append(record(2), None).await.unwrap();
+        assert_eq!(check(&reopened.read_all().unwrap(), &key), (2, 1));
     }
 }

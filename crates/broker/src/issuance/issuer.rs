@@ -189,7 +189,7 @@ impl Issuer {
     /// Record an attempt durably; a failure to record fails the request.
     async fn record(&self, record: IssuanceRecord) -> Result<(), BrokerError> {
         self.audit
-            .append(record)
+            .append(record, self.keys.signing_key(&self.core))
             .await
             .map(|_| ())
             .map_err(|e| BrokerError::Unavailable(format!("the audit log cannot be written: {e}")))
