@@ -693,6 +693,7 @@ async fn bad_input_through_every_door_is_refused_precisely_and_changes_nothing()
             client
                 .get_policy(authorised(pb::GetPolicyRequest {
                     tenant: "NO SUCH".into(),
+                    version: None,
                 }))
                 .await,
             Code::InvalidArgument,

@@ -30,6 +30,7 @@ async fn version(cluster: &TestCluster) -> u64 {
     client
         .get_policy(authorised(pb::GetPolicyRequest {
             tenant: "acme".to_owned(),
+            version: None,
         }))
         .await
         .unwrap()

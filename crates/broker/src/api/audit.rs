@@ -1,5 +1,7 @@
 //! `QueryAudit`: issuance records from the ledger (shipped) and from this
-//! broker's own log (not yet shipped), merged.
+//! broker's own log (not yet shipped), merged: the newest, or (in chain
+//! order) each broker's records by sequence, a page at a time, with their
+//! evidence bytes.
 
 use std::collections::BTreeSet;
 
@@ -31,10 +33,18 @@ impl ClusterService {
             0 => DEFAULT_LIMIT,
             limit => limit.min(MAX_LIMIT),
         } as usize;
-        let matches = |record: &IssuanceRecord| {
-            tenant
-                .as_deref()
-                .is_none_or(|t| record.tenant.as_ref().is_some_and(|r| r.as_str() == t))
+        let after = request.after.map(|c| (c.broker_id, c.sequence));
+        let in_range = |broker: u64, record: &IssuanceRecord| {
+            request.broker_id.is_none_or(|b| b == broker)
+                && request.from_sequence.is_none_or(|s| record.sequence >= s)
+                && request.to_sequence.is_none_or(|s| record.sequence <= s)
+                && after.is_none_or(|a| (broker, record.sequence) > a)
+        };
+        let matches = |broker: u64, record: &IssuanceRecord| {
+            in_range(broker, record)
+                && tenant
+                    .as_deref()
+                    .is_none_or(|t| record.tenant.as_ref().is_some_and(|r| r.as_str() == t))
                 && workload
                     .as_deref()
                     .is_none_or(|w| record.workload.as_ref().is_some_and(|r| r.as_str() == w))
@@ -46,7 +56,13 @@ impl ClusterService {
             a.ledger
                 .audit
                 .iter()
-                .filter(|(_, record)| matches(record))
+                .filter(|((broker, _), record)| matches(*broker, record))
+                // The ledger's map is in chain order already.
+                .take(if request.chain_order {
+                    limit
+                } else {
+                    usize::MAX
+                })
                 .map(|((broker, _), record)| convert::audit_record(*broker, record, true))
                 .collect()
         });
@@ -60,9 +76,14 @@ impl ClusterService {
         records.extend(
             local
                 .iter()
-                .filter(|record| matches(record) && !shipped.contains(&(own, record.sequence)))
+                .filter(|record| matches(own, record) && !shipped.contains(&(own, record.sequence)))
                 .map(|record| convert::audit_record(own, record, false)),
         );
+        if request.chain_order {
+            records.sort_by_key(|r| (r.broker_id, r.sequence));
+            records.truncate(limit);
+            return Ok(Response::new(pb::QueryAuditResponse { records }));
+        }
         records.sort_by_key(|r| (r.at_ms, r.broker_id, r.sequence));
         let skip = records.len().saturating_sub(limit);
         Ok(Response::new(pb::QueryAuditResponse {

@@ -17,14 +17,23 @@ impl ClusterService {
         // Relying parties read the public keys from the JWKS over HTTPS;
         // this call also says which broker holds which, and when each retires.
         self.permit_read(&request, crate::access::Action::ReadStatus)?;
-        let keys = self.core.view().read(|a| {
-            a.ledger
-                .keys
-                .iter()
-                .map(|(id, key)| convert::signing_key_info(id, key))
-                .collect()
+        let (keys, evidence_keys) = self.core.view().read(|a| {
+            let keys = &a.ledger.keys;
+            (
+                keys.iter()
+                    .map(|(id, key)| convert::signing_key_info(id, key))
+                    .collect(),
+                a.ledger
+                    .evidence_keys
+                    .iter()
+                    .map(|(id, key)| convert::evidence_key_info(id, key, keys.get(id)))
+                    .collect(),
+            )
         });
-        Ok(Response::new(pb::ListKeysResponse { keys }))
+        Ok(Response::new(pb::ListKeysResponse {
+            keys,
+            evidence_keys,
+        }))
     }
 
     pub(super) async fn rotate(

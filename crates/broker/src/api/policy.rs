@@ -2,8 +2,9 @@
 //! before it is proposed.
 
 use lapse_credential::TenantId;
-use lapse_ledger::{Applied, Command, Refusal};
+use lapse_ledger::{Applied, Command, MAX_POLICY_HISTORY, Refusal};
 use lapse_wire::cluster as pb;
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::{ClusterService, invalid, refusal_status, request_id};
@@ -48,8 +49,10 @@ impl ClusterService {
         Ok(Response::new(pb::PolicyResponse {
             tenant: tenant.to_string(),
             version,
+            sha256: hex::encode(Sha256::digest(request.text.as_bytes())),
             text: request.text,
             set_at_ms: response.applied_at_ms,
+            current_version: version,
         }))
     }
 
@@ -60,16 +63,38 @@ impl ClusterService {
         let tenant =
             TenantId::new(request.get_ref().tenant.clone()).map_err(|e| invalid("tenant", e))?;
         self.permit(&request, Action::ReadPolicy, Some(&tenant))?;
-        let policy = self
-            .core
-            .view()
-            .read(|a| a.ledger.policies.get(&tenant).cloned());
+        let asked = request.get_ref().version;
+        let (current, policy) = self.core.view().read(|a| {
+            let current = a.ledger.policies.get(&tenant);
+            let policy = match asked {
+                None => current.cloned(),
+                Some(version) => a
+                    .ledger
+                    .policy_history
+                    .get(&(tenant.clone(), version))
+                    .cloned(),
+            };
+            (current.map_or(0, |p| p.version), policy)
+        });
+        if let (Some(version), None) = (asked, &policy) {
+            return Err(Status::not_found(if version == 0 || version > current {
+                format!(
+                    "tenant {tenant} has no policy version {version} (the current is {current})"
+                )
+            } else {
+                format!(
+                    "tenant {tenant}'s policy version {version} is no longer kept (the ledger keeps the last {MAX_POLICY_HISTORY}; the current is {current})"
+                )
+            }));
+        }
         Ok(Response::new(match policy {
             Some(policy) => pb::PolicyResponse {
                 tenant: tenant.to_string(),
                 version: policy.version,
+                sha256: hex::encode(Sha256::digest(policy.text.as_bytes())),
                 text: policy.text,
                 set_at_ms: policy.set_at_ms,
+                current_version: current,
             },
             None => pb::PolicyResponse {
                 tenant: tenant.to_string(),

@@ -37,6 +37,7 @@ pub fn audit_record(broker: u64, record: &IssuanceRecord, shipped: bool) -> pb::
         input_sha256: hex::encode(record.decision.input_sha256),
         reason: record.decision.reason.clone(),
         shipped,
+        evidence: lapse_ledger::evidence_bytes(record),
         actors: inputs
             .map(|i| i.actors.iter().map(|a| a.to_string()).collect())
             .unwrap_or_default(),

@@ -1,9 +1,34 @@
 //! Signing keys to the wire.
 
 use lapse_credential::{Jwk, KeyId};
-use lapse_ledger::SigningKey;
+use lapse_ledger::{EvidenceKey, SigningKey};
 
 use lapse_wire::cluster as pb;
+
+/// A key kept for checking audit evidence, as `ListKeys` reports it:
+/// `current` is the registered key when it is still published.
+pub fn evidence_key_info(
+    id: &KeyId,
+    key: &EvidenceKey,
+    current: Option<&SigningKey>,
+) -> pb::SigningKeyInfo {
+    match current {
+        Some(current) => signing_key_info(id, current),
+        None => signing_key_info(
+            id,
+            &SigningKey {
+                broker: key.broker,
+                public_key: key.public_key.clone(),
+                not_before_ms: 0,
+                not_after_ms: key.not_after_ms,
+                registered_epoch: key.registered_epoch,
+                changed_epoch: key.registered_epoch,
+                retired_at_ms: None,
+                revoked: None,
+            },
+        ),
+    }
+}
 
 /// A registered signing key as `ListKeys` reports it, with its public half
 /// as a JWK (empty if the stored key is not a 32-byte Ed25519 key).

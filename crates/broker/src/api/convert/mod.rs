@@ -12,5 +12,5 @@ mod keys;
 mod revocation;
 
 pub use audit::audit_record;
-pub use keys::signing_key_info;
+pub use keys::{evidence_key_info, signing_key_info};
 pub use revocation::revocation;
