@@ -44,6 +44,9 @@ pub mod exit {
     pub const NOT_PROPAGATED: u8 = 6;
     /// `lapse sim run`: every run ran, and at least one broke an invariant.
     pub const INVARIANT_BROKEN: u8 = 7;
+    /// `lapse audit verify`: a record's chain or signature does not check;
+    /// `lapse audit explain`: the decision does not come out the same.
+    pub const EVIDENCE_BROKEN: u8 = 8;
 
     /// The exit-code table of `lapse --help` (and of the README).
     pub const HELP: &str = "\
@@ -64,7 +67,9 @@ Exit codes:
      retry with the same --request-id)
   6  revoked, but --wait could not confirm enough verifiers applied it: it
      timed out, or no verifier is subscribed
-  7  lapse sim run: a simulation run broke an invariant";
+  7  lapse sim run: a simulation run broke an invariant
+  8  lapse audit verify: a record's chain or signature does not check;
+     lapse audit explain: the decision does not come out the same";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -416,6 +421,7 @@ mod tests {
             exit::UNAVAILABLE,
             exit::NOT_PROPAGATED,
             exit::INVARIANT_BROKEN,
+            exit::EVIDENCE_BROKEN,
         ];
         assert!(exit::HELP.contains("\n  0  success"));
         for code in codes {

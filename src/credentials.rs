@@ -1,4 +1,5 @@
-//! The subcommands for credentials: issue, refresh, policy, keys, audit.
+//! The subcommands for credentials: issue, refresh, policy, keys, audit
+//! (its evidence subcommands are in `evidence.rs`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -307,6 +308,9 @@ enum PolicyAction {
     Show {
         #[arg(long)]
         tenant: String,
+        /// A past version instead (the ledger keeps a tenant's last 32).
+        #[arg(long)]
+        version: Option<u64>,
     },
 }
 
@@ -333,25 +337,34 @@ pub async fn policy(args: PolicyArgs) -> Result<(), Failure> {
                 .await
                 .map_err(|failure| failure.retry_with(&request_id))?
         }
-        PolicyAction::Show { tenant } => {
+        PolicyAction::Show { tenant, version } => {
             let mut client = connection.client().await?;
             connection
-                .admin(client.get_policy(connection.request(pb::GetPolicyRequest { tenant })))
+                .admin(
+                    client.get_policy(connection.request(pb::GetPolicyRequest { tenant, version })),
+                )
                 .await?
         }
     };
     if connection.json {
         print_json(
-            &json!({"tenant": reply.tenant, "version": reply.version, "text": reply.text, "set_at_ms": reply.set_at_ms}),
+            &json!({"tenant": reply.tenant, "version": reply.version, "text": reply.text, "set_at_ms": reply.set_at_ms,
+                    "sha256": reply.sha256, "current_version": reply.current_version}),
         );
     } else if reply.version == 0 {
         println!("tenant {} has no policy: issuance is denied", reply.tenant);
     } else {
+        let current = if reply.current_version == reply.version {
+            String::new()
+        } else {
+            format!(" (the current is version {})", reply.current_version)
+        };
         println!(
-            "# tenant {}, policy version {}, set {}",
+            "# tenant {}, policy version {}{current}, set {}, sha256 {}",
             reply.tenant,
             reply.version,
-            moment(reply.set_at_ms)
+            moment(reply.set_at_ms),
+            reply.sha256
         );
         println!("{}", reply.text);
     }
@@ -429,7 +442,10 @@ pub async fn keys(args: KeysArgs) -> Result<(), Failure> {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    evidence: Option<crate::evidence::EvidenceAction>,
     #[arg(long)]
     tenant: Option<String>,
     /// A workload's SPIFFE id.
@@ -461,6 +477,9 @@ pub struct AuditArgs {
 
 pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
     let connection = args.connection;
+    if let Some(action) = args.evidence {
+        return crate::evidence::run(action, &connection).await;
+    }
     if args.control {
         return crate::roles::control_audit(
             &connection,
@@ -480,6 +499,7 @@ pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
                 workload: args.workload.unwrap_or_default(),
                 index: args.index,
                 limit: args.limit,
+                ..Default::default()
             })),
         )
         .await?;
@@ -493,7 +513,7 @@ pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
                     "workload": r.workload, "index": r.index, "key_id": r.key_id, "scopes": r.scopes,
                     "audiences": r.audiences, "expires_at_ms": r.expires_at_ms, "attestation": r.attestation,
                     "allowed": r.allowed, "policy_version": r.policy_version, "input_sha256": r.input_sha256,
-                    "reason": r.reason, "shipped": r.shipped,
+                    "reason": r.reason, "shipped": r.shipped, "evidence": hex::encode(&r.evidence),
                 })
             })
             .collect();

@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod credentials;
 mod dev;
+mod evidence;
 mod feed;
 mod grants;
 mod revoke;
@@ -74,7 +75,7 @@ enum Command {
     Policy(credentials::PolicyArgs),
     /// List published signing keys, or rotate a broker's key.
     Keys(credentials::KeysArgs),
-    /// Query the issuance audit log by tenant, workload or status index, or (--control) the control-plane audit.
+    /// Query the issuance audit log by tenant, workload or status index, or (--control) the control-plane audit; export, verify and explain its evidence.
     Audit(credentials::AuditArgs),
     /// Grant, take and list operator roles (cluster-admin, tenant-admin, revoker, auditor, verifier).
     Role(roles::RoleArgs),
