@@ -514,6 +514,8 @@ pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
                     "audiences": r.audiences, "expires_at_ms": r.expires_at_ms, "attestation": r.attestation,
                     "allowed": r.allowed, "policy_version": r.policy_version, "input_sha256": r.input_sha256,
                     "reason": r.reason, "shipped": r.shipped, "evidence": hex::encode(&r.evidence),
+                    "actors": r.actors, "delegation_depth": r.delegation_depth, "task": r.task,
+                    "on_behalf_of": r.on_behalf_of, "intent": r.intent,
                 })
             })
             .collect();
@@ -528,8 +530,20 @@ pub async fn audit(args: AuditArgs) -> Result<(), Failure> {
             } else {
                 format!("refused: {}", r.reason)
             };
+            // Who acts, for whom and in which task, when the decision
+            // was about an agent.
+            let mut agent = String::new();
+            if let Some(actor) = r.actors.first() {
+                agent.push_str(&format!(" acting: {actor} (depth {})", r.delegation_depth));
+            }
+            if !r.on_behalf_of.is_empty() {
+                agent.push_str(&format!(" for {}", r.on_behalf_of));
+            }
+            if !r.task.is_empty() {
+                agent.push_str(&format!(" task {}", r.task));
+            }
             println!(
-                "{}  broker {} #{} {} {} [{}] policy v{}: {outcome}",
+                "{}  broker {} #{} {} {}{agent} [{}] policy v{}: {outcome}",
                 moment(r.at_ms),
                 r.broker_id,
                 r.sequence,

@@ -277,11 +277,12 @@ async fn a_planner_delegates_twice_and_one_revocation_stops_the_whole_chain() {
 
     // Every exchange, granted or refused, is in the audit with its
     // delegation and task context.
+    let mut exchanges: Vec<serde_json::Value> = Vec::new();
     eventually(30, "the audit holds every exchange", || {
         let audit = cli_json(&cluster, 1, &["audit", "--tenant", "acme", "--json"]);
         let records = audit["records"].as_array().cloned().unwrap_or_default();
-        let exchanges: Vec<&serde_json::Value> = records
-            .iter()
+        exchanges = records
+            .into_iter()
             .filter(|r| {
                 r["attestation"]
                     .as_str()
@@ -300,6 +301,28 @@ async fn a_planner_delegates_twice_and_one_revocation_stops_the_whole_chain() {
             })
     })
     .await;
+
+    // The decisions are evidence: the chains and signatures check, and the
+    // grant to the tool and the refusal at depth 3 are decided the same way
+    // again from what was recorded.
+    let verified = cli_json(&cluster, 1, &["audit", "verify", "--json"]);
+    assert_eq!(verified["ok"], true, "{verified:#}");
+    let id = |r: &serde_json::Value| format!("{}:{}", r["broker_id"], r["sequence"]);
+    let to_tool = exchanges
+        .iter()
+        .find(|r| r["allowed"] == true && r["delegation_depth"] == 2)
+        .map(id)
+        .expect("the grant to the tool");
+    let too_deep = exchanges
+        .iter()
+        .find(|r| r["allowed"] == false && r["delegation_depth"] == 3)
+        .map(id)
+        .expect("the refusal at depth 3");
+    for (record, allowed) in [(&to_tool, true), (&too_deep, false)] {
+        let explained = cli_json(&cluster, 1, &["audit", "explain", record, "--json"]);
+        assert_eq!(explained["result"], "reproduced", "{explained:#}");
+        assert_eq!(explained["reproduced"]["allowed"], allowed, "{explained:#}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
