@@ -24,7 +24,10 @@ fn check(bytes: &[u8]) {
     match &msg {
         Message::Full(s) => {
             for i in s.set.iter() {
-                assert!(s.revokes("", "", "", 0, Some(i), None));
+                assert!(s.revokes(&lapse_filter::CredentialFacts {
+                    status_index: Some(i),
+                    ..Default::default()
+                }));
             }
         }
         Message::Delta(d) => {

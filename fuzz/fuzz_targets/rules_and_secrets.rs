@@ -19,7 +19,10 @@ fn check_rules(bytes: &[u8]) {
         assert_eq!(RuleSet::decode(&again).expect("re-encoding decodes"), r);
         assert_eq!(again, bytes, "accepted a non-canonical rule set");
         for ((t, s), &c) in r.subjects() {
-            assert!(c == 0 || r.revokes(t, s, "\u{0}", c - 1));
+            assert!(c == 0 || r.revokes(t, s, None, "\u{0}", c - 1));
+        }
+        for ((t, task), &c) in r.tasks() {
+            assert!(c == 0 || r.revokes(t, "", Some(task), "\u{0}", c - 1));
         }
     }
 }

@@ -216,9 +216,10 @@ pub fn valid_rules(src: &mut Source<'_>) -> RuleSet {
         let t = src.string();
         let s = src.string();
         let c = src.sized();
-        match src.byte() % 3 {
+        match src.byte() % 4 {
             0 => r.revoke_subject(&t, &s, c),
             1 => r.revoke_tenant(&t, c),
+            2 => r.revoke_task(&t, &s, c),
             _ => r.revoke_key(&s),
         }
         .expect("short strings");

@@ -28,8 +28,9 @@ use crate::{SecretSet, bloom::MAX_SECRETS};
 
 /// The four bytes every message starts with.
 pub const MAGIC: [u8; 4] = *b"LPSF";
-/// The only container version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The only container version this build reads and writes. 2: rule sets
+/// carry task rules.
+pub const FORMAT_VERSION: u16 = 2;
 /// Hard cap on a whole message, header and trailer included.
 pub const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -55,7 +56,7 @@ pub struct Snapshot {
     pub set: RevokedSet,
     /// Leaked secret hashes.
     pub secrets: SecretSet,
-    /// Subject, tenant and key-id rules.
+    /// Subject, tenant, task and key-id rules.
     pub rules: RuleSet,
     /// Public keys that credentials may be signed with.
     pub keys: KeySet,
@@ -77,6 +78,9 @@ pub struct DeltaMessage {
 }
 
 /// A decoded message.
+// A delta's maps are a few hundred bytes of headers, moved once per event;
+// boxing it would cost an allocation per delta for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A full snapshot (boxed: it is much larger than a delta).
@@ -138,46 +142,57 @@ impl Snapshot {
     }
 
     /// Whether a credential is revoked by any part of this state.
-    /// `status_index` and `secret_hash` are optional claims.
-    pub fn revokes(
-        &self,
-        tenant: &str,
-        subject: &str,
-        key_id: &str,
-        issued_at_ms: u64,
-        status_index: Option<u64>,
-        secret_hash: Option<&SecretHash>,
-    ) -> bool {
-        self.revoked_by(
-            tenant,
-            subject,
-            key_id,
-            issued_at_ms,
-            status_index,
-            secret_hash,
-        )
-        .is_some()
+    pub fn revokes(&self, credential: &CredentialFacts<'_>) -> bool {
+        self.revoked_by(credential).is_some()
     }
 
-    /// What revokes a credential, if anything: its index, its hash, then
-    /// the rules.
-    pub fn revoked_by(
-        &self,
-        tenant: &str,
-        subject: &str,
-        key_id: &str,
-        issued_at_ms: u64,
-        status_index: Option<u64>,
-        secret_hash: Option<&SecretHash>,
-    ) -> Option<RevokedBy> {
-        if status_index.is_some_and(|i| self.set.contains(i)) {
+    /// What revokes a credential, if anything: its index, then the first
+    /// of its ancestors' indices (root first) in the revoked set, its hash,
+    /// then the rules.
+    pub fn revoked_by(&self, credential: &CredentialFacts<'_>) -> Option<RevokedBy> {
+        if credential
+            .status_index
+            .is_some_and(|i| self.set.contains(i))
+        {
             Some(RevokedBy::StatusIndex)
-        } else if secret_hash.is_some_and(|h| self.secrets.contains(h)) {
+        } else if let Some(&index) = credential
+            .ancestors
+            .iter()
+            .find(|&&index| self.set.contains(index))
+        {
+            Some(RevokedBy::Ancestor { index })
+        } else if credential
+            .secret_hash
+            .is_some_and(|h| self.secrets.contains(h))
+        {
             Some(RevokedBy::SecretHash)
         } else {
-            self.rules.revoked_by(tenant, subject, key_id, issued_at_ms)
+            self.rules.revoked_by(
+                credential.tenant,
+                credential.subject,
+                credential.task,
+                credential.key_id,
+                credential.issued_at_ms,
+            )
         }
     }
+}
+
+/// What the revocation state judges a credential by. The optional parts
+/// are claims not every credential has (a break-glass credential has no
+/// status index; an undelegated one no ancestors; most no task).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialFacts<'a> {
+    pub tenant: &'a str,
+    pub subject: &'a str,
+    pub key_id: &'a str,
+    pub issued_at_ms: u64,
+    pub status_index: Option<u64>,
+    /// The status indices of the credentials it was exchanged from.
+    pub ancestors: &'a [u64],
+    pub task: Option<&'a str>,
+    /// The SHA-256 of the credential's own bytes.
+    pub secret_hash: Option<&'a SecretHash>,
 }
 
 /// Wrap a message in the container. Fails only if the message exceeds
@@ -400,9 +415,26 @@ mod tests {
             vec![150, 1099, 1100, 1101]
         );
         assert!(s.secrets.contains(&[2; 32]) && s.secrets.contains(&[1; 32]));
-        assert!(s.rules.revokes("x", "y", "k7", 0));
-        assert!(s.revokes("z", "z", "k0", 0, Some(150), None));
-        assert!(!s.revokes("z", "z", "k0", 0, Some(151), Some(&[9; 32])));
+        assert!(s.rules.revokes("x", "y", None, "k7", 0));
+        let facts = |status_index, ancestors, secret_hash| CredentialFacts {
+            tenant: "z",
+            subject: "z",
+            key_id: "k0",
+            status_index,
+            ancestors,
+            secret_hash,
+            ..CredentialFacts::default()
+        };
+        assert_eq!(
+            s.revoked_by(&facts(Some(150), &[], None)),
+            Some(RevokedBy::StatusIndex)
+        );
+        assert!(!s.revokes(&facts(Some(151), &[], Some(&[9; 32]))));
+        assert_eq!(
+            s.revoked_by(&facts(Some(151), &[140, 1100, 1099], None)),
+            Some(RevokedBy::Ancestor { index: 1100 })
+        );
+        assert!(!s.revokes(&facts(Some(151), &[140, 141], None)));
         // Replaying the same delta is an epoch mismatch and changes nothing.
         let before = s.clone();
         assert!(matches!(

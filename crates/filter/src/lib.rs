@@ -10,7 +10,7 @@
 //!   moves, so verifiers can follow along cheaply;
 //! - [`SecretSet`]: SHA-256 hashes of leaked static secrets, a Bloom filter
 //!   for the fast path backed by an exact set for confirmation;
-//! - [`RuleSet`]: subject, tenant and key-id revocation rules;
+//! - [`RuleSet`]: subject, tenant, task and key-id revocation rules;
 //! - [`KeySet`]: the public keys credentials are signed with.
 //!
 //! [`format`] wraps these in a checksummed, versioned container
@@ -37,10 +37,10 @@ pub use delta::RevokedDelta;
 pub use error::FilterError;
 pub use exact::{RevokedSet, information_bound_bits};
 pub use format::{
-    DeltaMessage, FORMAT_VERSION, MAGIC, MAX_MESSAGE_BYTES, Message, MessageKind, Snapshot,
-    decode_message, encode_message,
+    CredentialFacts, DeltaMessage, FORMAT_VERSION, MAGIC, MAX_MESSAGE_BYTES, Message, MessageKind,
+    Snapshot, decode_message, encode_message,
 };
 pub use gaps::MAX_INDICES;
 pub use keys::{KeyAlgorithm, KeySet, MAX_KEYS, MAX_PUBLIC_KEY_BYTES, PublicKey};
-pub use rules::{MAX_RULES, MAX_STRING_BYTES, RevokedBy, RuleSet};
+pub use rules::{MAX_RULES, MAX_STRING_BYTES, MAX_TASK_BYTES, RevokedBy, RuleSet};
 pub use vouch::{StateDigest, Statement};

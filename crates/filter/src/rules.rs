@@ -1,16 +1,19 @@
 //! `RuleSet`: revocation rules that cover many credentials at once — every
-//! credential of a subject or tenant issued before a cutoff, and every
-//! credential signed by a revoked key id.
+//! credential of a subject, a tenant or a tenant's task issued before a
+//! cutoff, and every credential signed by a revoked key id.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{Reader, put_str, put_varint};
 use crate::error::FilterError;
 
-/// Hard cap on the entries of each rule map (subject, tenant, key id).
+/// Hard cap on the entries of each rule map (subject, tenant, key id, task).
 pub const MAX_RULES: u64 = 1 << 20;
 /// Hard cap on the byte length of a tenant, subject or key id.
 pub const MAX_STRING_BYTES: u64 = 1024;
+/// Hard cap on the byte length of a task id: the longest a credential's
+/// `task` claim may be, so a longer rule could never match.
+pub const MAX_TASK_BYTES: u64 = 128;
 
 /// What revoked a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +28,33 @@ pub enum RevokedBy {
     Tenant,
     /// Its subject's credentials issued before a cutoff are revoked.
     Subject,
+    /// Its tenant's credentials carrying its task, issued before a cutoff,
+    /// are revoked.
+    Task,
+    /// The status index of a credential it was exchanged from (an
+    /// ancestor in its delegation chain) is in the revoked set.
+    Ancestor { index: u64 },
 }
 
-/// Subject, tenant and key-id revocation rules.
+/// Subject, tenant, task and key-id revocation rules.
 ///
 /// Cutoffs only move forward: inserting or merging a rule keeps the later of
 /// the old and new cutoffs. A credential is revoked if it was issued strictly
-/// before its subject's or tenant's cutoff, or its key id is revoked.
+/// before its subject's, tenant's or (tenant, task)'s cutoff, or its key id
+/// is revoked.
 ///
 /// Wire form (each section sorted, strictly increasing keys):
 /// `varint n, n × (str tenant, str subject, varint cutoff_ms)`,
 /// `varint n, n × (str tenant, varint cutoff_ms)`, `varint n, n × str key_id`,
-/// where `str` is `varint len, UTF-8 bytes`.
+/// `varint n, n × (str tenant, str task, varint cutoff_ms)`,
+/// where `str` is `varint len, UTF-8 bytes` (a task at most
+/// [`MAX_TASK_BYTES`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSet {
     subjects: BTreeMap<(String, String), u64>,
     tenants: BTreeMap<String, u64>,
     key_ids: BTreeSet<String>,
+    tasks: BTreeMap<(String, String), u64>,
 }
 
 fn check_str(s: &str) -> Result<(), FilterError> {
@@ -50,6 +63,17 @@ fn check_str(s: &str) -> Result<(), FilterError> {
             what: "string",
             len: s.len() as u64,
             max: MAX_STRING_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_task(task: &str) -> Result<(), FilterError> {
+    if task.len() as u64 > MAX_TASK_BYTES {
+        return Err(FilterError::TooLarge {
+            what: "task id",
+            len: task.len() as u64,
+            max: MAX_TASK_BYTES,
         });
     }
     Ok(())
@@ -110,6 +134,27 @@ impl RuleSet {
         Ok(())
     }
 
+    /// Revoke every credential of `tenant` carrying task `task` issued
+    /// before `issued_before_ms`.
+    pub fn revoke_task(
+        &mut self,
+        tenant: &str,
+        task: &str,
+        issued_before_ms: u64,
+    ) -> Result<(), FilterError> {
+        check_str(tenant)?;
+        check_task(task)?;
+        let key = (tenant.to_owned(), task.to_owned());
+        match self.tasks.get_mut(&key) {
+            Some(c) => *c = (*c).max(issued_before_ms),
+            None => {
+                check_room("task rules", self.tasks.len())?;
+                self.tasks.insert(key, issued_before_ms);
+            }
+        }
+        Ok(())
+    }
+
     /// Revoke every credential signed by `key_id`.
     pub fn revoke_key(&mut self, key_id: &str) -> Result<(), FilterError> {
         check_str(key_id)?;
@@ -121,17 +166,26 @@ impl RuleSet {
     }
 
     /// Whether a credential with these claims is revoked by some rule.
-    pub fn revokes(&self, tenant: &str, subject: &str, key_id: &str, issued_at_ms: u64) -> bool {
-        self.revoked_by(tenant, subject, key_id, issued_at_ms)
+    /// `task` is the credential's task claim, if it has one.
+    pub fn revokes(
+        &self,
+        tenant: &str,
+        subject: &str,
+        task: Option<&str>,
+        key_id: &str,
+        issued_at_ms: u64,
+    ) -> bool {
+        self.revoked_by(tenant, subject, task, key_id, issued_at_ms)
             .is_some()
     }
 
     /// Which rule revokes a credential with these claims, if any (the key,
-    /// then the tenant, then the subject).
+    /// then the tenant, then the subject, then the task).
     pub fn revoked_by(
         &self,
         tenant: &str,
         subject: &str,
+        task: Option<&str>,
         key_id: &str,
         issued_at_ms: u64,
     ) -> Option<RevokedBy> {
@@ -145,6 +199,12 @@ impl RuleSet {
             .is_some_and(|&c| issued_at_ms < c)
         {
             Some(RevokedBy::Subject)
+        } else if task.is_some_and(|task| {
+            self.tasks
+                .get(&(tenant.to_owned(), task.to_owned()))
+                .is_some_and(|&c| issued_at_ms < c)
+        }) {
+            Some(RevokedBy::Task)
         } else {
             None
         }
@@ -163,6 +223,10 @@ impl RuleSet {
             *cutoff = (*cutoff).max(c);
         }
         self.key_ids.extend(other.key_ids.iter().cloned());
+        for ((t, task), &c) in &other.tasks {
+            let cutoff = self.tasks.entry((t.clone(), task.clone())).or_insert(c);
+            *cutoff = (*cutoff).max(c);
+        }
         Ok(())
     }
 
@@ -184,10 +248,16 @@ impl RuleSet {
             .iter()
             .filter(|k| !self.key_ids.contains(*k))
             .count();
+        let new_tasks = other
+            .tasks
+            .keys()
+            .filter(|k| !self.tasks.contains_key(*k))
+            .count();
         for (what, len) in [
             ("subject rules", self.subjects.len() + new_subjects),
             ("tenant rules", self.tenants.len() + new_tenants),
             ("key id rules", self.key_ids.len() + new_keys),
+            ("task rules", self.tasks.len() + new_tasks),
         ] {
             if len as u64 > MAX_RULES {
                 return Err(FilterError::TooLarge {
@@ -215,16 +285,23 @@ impl RuleSet {
         &self.key_ids
     }
 
-    /// Total number of rules.
-    pub fn len(&self) -> usize {
-        self.subjects.len() + self.tenants.len() + self.key_ids.len()
+    /// Task rules, by (tenant, task).
+    pub fn tasks(&self) -> &BTreeMap<(String, String), u64> {
+        &self.tasks
     }
 
-    /// Keep only the subject and tenant rules whose cutoff satisfies `keep`
-    /// (a verifier drops rules once every credential they cover expired).
+    /// Total number of rules.
+    pub fn len(&self) -> usize {
+        self.subjects.len() + self.tenants.len() + self.key_ids.len() + self.tasks.len()
+    }
+
+    /// Keep only the subject, tenant and task rules whose cutoff satisfies
+    /// `keep` (a verifier drops rules once every credential they cover
+    /// expired).
     pub fn retain_cutoffs(&mut self, mut keep: impl FnMut(u64) -> bool) {
         self.subjects.retain(|_, cutoff| keep(*cutoff));
         self.tenants.retain(|_, cutoff| keep(*cutoff));
+        self.tasks.retain(|_, cutoff| keep(*cutoff));
     }
 
     /// Whether there are no rules.
@@ -254,6 +331,12 @@ impl RuleSet {
         put_varint(out, self.key_ids.len() as u64);
         for k in &self.key_ids {
             put_str(out, k);
+        }
+        put_varint(out, self.tasks.len() as u64);
+        for ((t, task), &c) in &self.tasks {
+            put_str(out, t);
+            put_str(out, task);
+            put_varint(out, c);
         }
     }
 
@@ -299,6 +382,17 @@ impl RuleSet {
             prev = Some(k.clone());
             rules.key_ids.insert(k);
         }
+        let n = r.count("task rules", MAX_RULES, 3)?;
+        let mut prev: Option<(String, String)> = None;
+        for _ in 0..n {
+            let key = (r.str(MAX_STRING_BYTES)?, r.str(MAX_TASK_BYTES)?);
+            let c = r.varint()?;
+            if prev.as_ref().is_some_and(|p| *p >= key) {
+                return Err(FilterError::NotSorted);
+            }
+            prev = Some(key.clone());
+            rules.tasks.insert(key, c);
+        }
         Ok(rules)
     }
 }
@@ -313,32 +407,59 @@ mod tests {
         r.revoke_subject("acme", "svc-b", 50).unwrap();
         r.revoke_tenant("globex", 2000).unwrap();
         r.revoke_key("k1").unwrap();
+        r.revoke_task("acme", "task-7", 3000).unwrap();
         r
     }
 
     #[test]
     fn revokes_semantics() {
         let r = sample();
-        assert!(r.revokes("acme", "svc-a", "k0", 999));
-        assert!(!r.revokes("acme", "svc-a", "k0", 1000));
-        assert!(!r.revokes("acme", "svc-c", "k0", 0));
-        assert!(r.revokes("globex", "anyone", "k0", 1999));
-        assert!(!r.revokes("globex", "anyone", "k0", 2000));
-        assert!(r.revokes("initech", "x", "k1", u64::MAX));
-        assert!(!r.revokes("initech", "x", "k2", 0));
+        assert!(r.revokes("acme", "svc-a", None, "k0", 999));
+        assert!(!r.revokes("acme", "svc-a", None, "k0", 1000));
+        assert!(!r.revokes("acme", "svc-c", None, "k0", 0));
+        assert!(r.revokes("globex", "anyone", None, "k0", 1999));
+        assert!(!r.revokes("globex", "anyone", None, "k0", 2000));
+        assert!(r.revokes("initech", "x", None, "k1", u64::MAX));
+        assert!(!r.revokes("initech", "x", None, "k2", 0));
+    }
+
+    #[test]
+    fn task_rules_cover_one_task_of_one_tenant_before_the_cutoff() {
+        let r = sample();
+        let by = |tenant, task, at| r.revoked_by(tenant, "svc-z", task, "k0", at);
+        assert_eq!(by("acme", Some("task-7"), 2999), Some(RevokedBy::Task));
+        assert_eq!(by("acme", Some("task-7"), 3000), None);
+        assert_eq!(by("acme", Some("task-8"), 0), None);
+        assert_eq!(by("acme", None, 0), None);
+        assert_eq!(by("globex", Some("task-7"), 1500), Some(RevokedBy::Tenant));
+        assert_eq!(by("initech", Some("task-7"), 0), None);
+        assert!(
+            RuleSet::new()
+                .revoke_task("acme", &"t".repeat(129), 1)
+                .is_err()
+        );
+        assert!(
+            RuleSet::new()
+                .revoke_task("acme", &"t".repeat(128), 1)
+                .is_ok()
+        );
     }
 
     #[test]
     fn cutoffs_only_move_forward() {
         let mut r = sample();
         r.revoke_subject("acme", "svc-a", 10).unwrap();
-        assert!(r.revokes("acme", "svc-a", "k0", 999));
+        assert!(r.revokes("acme", "svc-a", None, "k0", 999));
+        r.revoke_task("acme", "task-7", 10).unwrap();
+        assert!(r.revokes("acme", "s", Some("task-7"), "k0", 2999));
         let mut other = RuleSet::new();
         other.revoke_tenant("globex", 3000).unwrap();
         other.revoke_key("k9").unwrap();
+        other.revoke_task("acme", "task-7", 4000).unwrap();
         r.merge(&other).unwrap();
-        assert!(r.revokes("globex", "s", "k0", 2500));
-        assert!(r.revokes("x", "s", "k9", 0));
+        assert!(r.revokes("globex", "s", None, "k0", 2500));
+        assert!(r.revokes("x", "s", None, "k9", 0));
+        assert!(r.revokes("acme", "s", Some("task-7"), "k0", 3999));
     }
 
     #[test]
@@ -350,8 +471,30 @@ mod tests {
             RuleSet::new()
         );
         // Two key ids out of order.
-        let bad = [0u8, 0, 2, 1, b'b', 1, b'a'];
+        let bad = [0u8, 0, 2, 1, b'b', 1, b'a', 0];
         assert_eq!(RuleSet::decode(&bad), Err(FilterError::NotSorted));
+        // Two task rules out of order.
+        let bad = [0u8, 0, 0, 2, 1, b'a', 1, b'b', 5, 1, b'a', 1, b'a', 5];
+        assert_eq!(RuleSet::decode(&bad), Err(FilterError::NotSorted));
+        // A task id longer than any credential carries.
+        let bad = [0u8, 0, 0, 1, 1, b'a', 129, 1];
+        assert!(matches!(
+            RuleSet::decode(&bad),
+            Err(FilterError::TooLarge {
+                what: "string",
+                len: 129,
+                max: 128
+            })
+        ));
+        // A hostile count of task rules.
+        let bad = [0u8, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(matches!(
+            RuleSet::decode(&bad),
+            Err(FilterError::TooLarge {
+                what: "task rules",
+                ..
+            })
+        ));
         // Invalid UTF-8.
         let bad = [0u8, 0, 1, 1, 0xff];
         assert!(matches!(

@@ -93,6 +93,18 @@ impl Snapshot {
             put_str(&mut hash, tenant);
             hash.update(cutoff.to_le_bytes());
         }
+        let tasks: Vec<_> = self
+            .rules
+            .tasks()
+            .iter()
+            .filter(|(_, cutoff)| live(**cutoff))
+            .collect();
+        hash.update((tasks.len() as u64).to_le_bytes());
+        for ((tenant, task), cutoff) in tasks {
+            put_str(&mut hash, tenant);
+            put_str(&mut hash, task);
+            hash.update(cutoff.to_le_bytes());
+        }
         // A revoked key matters only while credentials it signed can live:
         // it is covered as a flag on the live key.
         let keys: Vec<_> = self
@@ -188,6 +200,7 @@ mod tests {
         rules.revoke_subject("t", "new", 50_000).unwrap();
         rules.revoke_tenant("gone", 2_000).unwrap();
         rules.revoke_key("k2").unwrap();
+        rules.revoke_task("t", "old-task", 1_000).unwrap();
         let mut keys = KeySet::new();
         for (kid, not_after_ms) in [("k1", 60_000), ("k2", 1_500)] {
             keys.insert(
@@ -254,6 +267,12 @@ mod tests {
         changed.push(s);
         let mut s = base.clone();
         s.rules.revoke_key("k1").unwrap();
+        changed.push(s);
+        let mut s = base.clone();
+        s.rules.revoke_task("t", "task-9", 9_000).unwrap();
+        changed.push(s);
+        let mut s = base.clone();
+        s.rules.revoke_task("t", "old-task", 9_000).unwrap();
         changed.push(s);
         let mut s = base.clone();
         let mut key = s.keys.get("k1").unwrap().clone();

@@ -170,13 +170,14 @@ fn arb_delta() -> impl Strategy<Value = RevokedDelta> {
 }
 
 fn arb_rules() -> impl Strategy<Value = RuleSet> {
-    prop::collection::vec((0u8..3, "[a-c]{0,4}", "[a-c]{0,4}", any::<u64>()), 0..8).prop_map(
+    prop::collection::vec((0u8..4, "[a-c]{0,4}", "[a-c]{0,4}", any::<u64>()), 0..8).prop_map(
         |rules| {
             let mut r = RuleSet::new();
             for (kind, t, s, c) in rules {
                 match kind {
                     0 => r.revoke_subject(&t, &s, c).unwrap(),
                     1 => r.revoke_tenant(&t, c).unwrap(),
+                    2 => r.revoke_task(&t, &s, c).unwrap(),
                     _ => r.revoke_key(&s).unwrap(),
                 }
             }

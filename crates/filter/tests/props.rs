@@ -1,6 +1,7 @@
 //! Property and size tests for lapse-filter: model-checked `RevokedSet` and
-//! deltas, secret and rule round trips, decoder robustness on hostile bytes,
-//! and encoded size against the information-theoretic bound.
+//! deltas, secret and rule round trips (task rules too), decoder robustness
+//! on hostile bytes, and encoded size against the information-theoretic
+//! bound.
 
 use std::collections::BTreeSet;
 
@@ -105,8 +106,9 @@ fn arb_rules() -> impl Strategy<Value = RuleSet> {
         prop::collection::vec(("[a-c]{0,3}", "[a-zé]{0,4}", any::<u64>()), 0..8),
         prop::collection::vec(("[a-d]{0,3}", any::<u64>()), 0..5),
         prop::collection::vec("[k-m0-9]{0,5}", 0..5),
+        prop::collection::vec(("[a-d]{0,3}", "[a-z0-9:/._-]{0,6}", any::<u64>()), 0..5),
     )
-        .prop_map(|(subs, tens, keys)| {
+        .prop_map(|(subs, tens, keys, tasks)| {
             let mut r = RuleSet::new();
             for (t, s, c) in subs {
                 r.revoke_subject(&t, &s, c).unwrap();
@@ -116,6 +118,9 @@ fn arb_rules() -> impl Strategy<Value = RuleSet> {
             }
             for k in keys {
                 r.revoke_key(&k).unwrap();
+            }
+            for (t, task, c) in tasks {
+                r.revoke_task(&t, &task, c).unwrap();
             }
             r
         })
@@ -185,13 +190,48 @@ proptest! {
     }
 
     #[test]
-    fn rules_round_trip(r in arb_rules(), t in "[a-d]{0,3}", s in "[a-z]{0,4}", k in "[k-m0-9]{0,5}", at in any::<u64>()) {
+    fn rules_round_trip(r in arb_rules(), t in "[a-d]{0,3}", s in "[a-z]{0,4}", task in prop::option::of("[a-z0-9:/._-]{0,6}"), k in "[k-m0-9]{0,5}", at in any::<u64>()) {
         let back = RuleSet::decode(&r.encode()).unwrap();
         prop_assert_eq!(&back, &r);
         let expect = r.key_ids().contains(&k)
             || r.tenants().get(&t).is_some_and(|&c| at < c)
-            || r.subjects().get(&(t.clone(), s.clone())).is_some_and(|&c| at < c);
-        prop_assert_eq!(back.revokes(&t, &s, &k, at), expect);
+            || r.subjects().get(&(t.clone(), s.clone())).is_some_and(|&c| at < c)
+            || task.as_ref().is_some_and(|task| r.tasks().get(&(t.clone(), task.clone())).is_some_and(|&c| at < c));
+        prop_assert_eq!(back.revokes(&t, &s, task.as_deref(), &k, at), expect);
+    }
+
+    /// A task rule revokes exactly its tenant's credentials of its task
+    /// issued before its cutoff; merging keeps the later cutoff, in either
+    /// order.
+    #[test]
+    fn task_rules_match_model(
+        rules in prop::collection::vec(("[a-b]{1,2}", "[a-c]{1,2}", 0u64..100), 0..10),
+        other in prop::collection::vec(("[a-b]{1,2}", "[a-c]{1,2}", 0u64..100), 0..10),
+        probe in ("[a-b]{1,2}", "[a-c]{1,2}", 0u64..100),
+    ) {
+        let build = |rules: &[(String, String, u64)]| {
+            let mut r = RuleSet::new();
+            for (t, task, c) in rules {
+                r.revoke_task(t, task, *c).unwrap();
+            }
+            r
+        };
+        let (mut a, b) = (build(&rules), build(&other));
+        let mut b_then_a = b.clone();
+        a.merge(&b).unwrap();
+        b_then_a.merge(&build(&rules)).unwrap();
+        prop_assert_eq!(&a, &b_then_a);
+        let cutoff = rules.iter().chain(&other)
+            .filter(|(t, task, _)| *t == probe.0 && *task == probe.1)
+            .map(|(_, _, c)| *c)
+            .max();
+        let (t, task, at) = probe;
+        prop_assert_eq!(
+            a.revoked_by(&t, "s", Some(&task), "k", at),
+            cutoff.filter(|&c| at < c).map(|_| lapse_filter::RevokedBy::Task)
+        );
+        prop_assert_eq!(a.revoked_by(&t, "s", None, "k", 0), None);
+        prop_assert_eq!(RuleSet::decode(&a.encode()).unwrap(), a);
     }
 
     #[test]
@@ -282,6 +322,7 @@ fn every_single_byte_mutation_is_handled() {
     rules.revoke_subject("acme", "svc", 10).unwrap();
     rules.revoke_tenant("globex", 20).unwrap();
     rules.revoke_key("k1").unwrap();
+    rules.revoke_task("acme", "task:7/a", 30).unwrap();
     let model = random_set(&mut rng, 500, 40);
     let msgs = [
         Message::Full(Box::new(Snapshot {
@@ -343,4 +384,59 @@ fn sample_keys() -> KeySet {
     )
     .unwrap();
     keys
+}
+
+/// Task rules from a hostile feed: a count or a length far beyond the caps
+/// errors without panicking or allocating for it, inside a whole message
+/// with a good checksum too.
+#[test]
+fn hostile_task_rules_are_refused() {
+    let mut rules = RuleSet::new();
+    rules.revoke_task("acme", "t", 5).unwrap();
+    let good = rules.encode();
+    assert_eq!(good, [0, 0, 0, 1, 4, b'a', b'c', b'm', b'e', 1, b't', 5]);
+    let hostile: [&[u8]; 5] = [
+        // 2^63 task rules.
+        &[
+            0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ],
+        // 1000 task rules in 3 bytes.
+        &[0, 0, 0, 0xe8, 0x07, 1, 2, 3],
+        // A task id of 2^62 bytes.
+        &[
+            0, 0, 0, 1, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0,
+        ],
+        // A task id of 129 bytes (one over the cap), all present.
+        &[&[0u8, 0, 0, 1, 1, b'a', 0x81, 0x01][..], &[b't'; 129], &[5]].concat(),
+        // A tenant of 2^40 bytes.
+        &[0, 0, 0, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 1, b't', 5],
+    ];
+    for bytes in hostile {
+        assert!(RuleSet::decode(bytes).is_err(), "{bytes:?}");
+        let msg = Message::Delta(DeltaMessage {
+            revoked: RevokedDelta::new(1, 2, vec![], None).unwrap(),
+            added_secrets: BTreeSet::new(),
+            rules: RuleSet::new(),
+            keys: KeySet::new(),
+            keys_removed: BTreeSet::new(),
+        });
+        let mut framed = encode_message(&msg).unwrap();
+        // Replace the empty rule set (four zero counts) with the hostile
+        // one: after the header, the revoked delta and the secrets' count.
+        let empty_rules = RuleSet::new().encode();
+        let delta_head = RevokedDelta::new(1, 2, vec![], None)
+            .unwrap()
+            .encode()
+            .len()
+            + 1;
+        let at = 11 + delta_head;
+        assert_eq!(&framed[at..at + empty_rules.len()], &empty_rules[..]);
+        framed.splice(at..at + empty_rules.len(), bytes.iter().copied());
+        let body_len = (framed.len() - 15) as u32;
+        framed[7..11].copy_from_slice(&body_len.to_le_bytes());
+        let crc_at = framed.len() - 4;
+        let crc = crc32fast::hash(&framed[..crc_at]);
+        framed[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_message(&framed).is_err(), "{bytes:?}");
+    }
 }

@@ -19,6 +19,12 @@
 //!   come in a `DPoP` header instead, and the token as `Authorization:
 //!   DPoP <token>`); without a valid, fresh, unreplayed proof by its key it
 //!   is refused with 401 (`proof_of_possession`).
+//!   The answer says who acts and for whom: `actor` (the party acting now,
+//!   the outermost RFC 8693 `act.sub`, or `null` when the credential is
+//!   not delegated), `actors` (the whole chain, current first),
+//!   `ancestors` (the status indices it was exchanged from, root first),
+//!   `delegation_depth`, `task`, `on_behalf_of` and `intent`; `subject`
+//!   stays the workload at the root of the chain.
 //!   A break-glass credential's answer adds `"break_glass": {"reason":
 //!   ...}` (its `status_index` is 0); `"stale": true` says it was
 //!   accepted while stale.

@@ -35,6 +35,6 @@ pub use follower::{
     FollowConfig, FollowStats, FollowedBroker, OnApply, broker_uri, feed_endpoint, follow,
 };
 pub use verifier::{
-    Accepted, BreakGlassAccepted, Expect, Proof, Rejection, Verifier, VerifierStatus, VerifyConfig,
-    WithheldNotice,
+    Accepted, AcceptedAgent, BreakGlassAccepted, Expect, Proof, Rejection, Verifier,
+    VerifierStatus, VerifyConfig, WithheldNotice,
 };

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use lapse_credential::break_glass::{BreakGlassOptions, is_break_glass, verify_break_glass};
-use lapse_credential::{AudienceCheck, VerifyError, VerifyOptions, verify};
-use lapse_filter::{RevokedBy, SecretHash, Snapshot};
+use lapse_credential::{AgentContext, AudienceCheck, VerifyError, VerifyOptions, verify};
+use lapse_filter::{CredentialFacts, RevokedBy, SecretHash, Snapshot};
 use lapse_wire::feed::FeedEvent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -182,6 +182,53 @@ pub struct Accepted {
     /// Set for a break-glass credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlassAccepted>,
+    /// Who acts, for whom, under which task, delegated from what: the
+    /// credential's agent context (empty for an undelegated credential
+    /// with no task). In JSON its fields sit beside the others.
+    #[serde(flatten)]
+    pub agent: AcceptedAgent,
+}
+
+/// The delegation and task context of an accepted credential, so a service
+/// can log "agent X acting for user U under task T, delegated from Y".
+/// `subject` stays the attested workload at the root of the chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AcceptedAgent {
+    /// The party acting now: the outermost `act.sub` (RFC 8693); `None`
+    /// when the credential is not delegated and its subject acts itself.
+    pub actor: Option<String>,
+    /// Every actor, the current one first; the last is the one the
+    /// subject delegated to.
+    pub actors: Vec<String>,
+    /// The status indices of the credentials it was exchanged from, the
+    /// root's first; revoking any of them revokes this one.
+    pub ancestors: Vec<u64>,
+    /// How many exchanges lie between it and its root (0: not delegated).
+    pub delegation_depth: usize,
+    pub task: Option<String>,
+    /// The user (or other principal) the agent acts for.
+    pub on_behalf_of: Option<String>,
+    /// The SHA-256 (hex) the caller gave of what it is about to do.
+    pub intent: Option<String>,
+}
+
+impl AcceptedAgent {
+    fn of(agent: &AgentContext) -> Self {
+        let actors: Vec<String> = agent
+            .act
+            .as_ref()
+            .map(|act| act.chain().into_iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        Self {
+            actor: actors.first().cloned(),
+            actors,
+            ancestors: agent.ancestors.clone(),
+            delegation_depth: agent.depth(),
+            task: agent.task.clone(),
+            on_behalf_of: agent.on_behalf_of.clone(),
+            intent: agent.intent.clone(),
+        }
+    }
 }
 
 /// What an accepted break-glass credential says about itself.
@@ -638,6 +685,12 @@ impl Verifier {
             },
         })?;
         let claims = &verified.claims;
+        // Checked after the signature: a forged context never gets here.
+        if let Some(problem) = claims.agent.problem() {
+            return Err(Rejection::Invalid {
+                detail: format!("malformed agent context: {problem}"),
+            });
+        }
         let kid = verified.key_id.as_str();
         let issued_at_ms = claims.iat.saturating_mul(1000);
         if let Some(key) = keys.get(kid) {
@@ -663,19 +716,21 @@ impl Verifier {
         let index = claims.status_index().0;
         let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
         let (tenant, subject) = (claims.tenant.as_str(), claims.sub.as_str());
-        let revoked = |state: &Snapshot| {
-            state.revoked_by(
-                tenant,
-                subject,
-                kid,
-                issued_at_ms,
-                Some(index),
-                Some(&token_hash),
-            )
+        let task = claims.agent.task.as_deref();
+        let facts = CredentialFacts {
+            tenant,
+            subject,
+            key_id: kid,
+            issued_at_ms,
+            status_index: Some(index),
+            ancestors: &claims.agent.ancestors,
+            task,
+            secret_hash: Some(&token_hash),
         };
+        let revoked = |state: &Snapshot| state.revoked_by(&facts);
         if let Some(by) = current.and_then(revoked).or_else(|| revoked(vouched)) {
             return Err(Rejection::Revoked {
-                by: revoked_words(by, index, kid, tenant, subject),
+                by: revoked_words(by, index, kid, tenant, subject, task),
             });
         }
         if let Some(bound) = &claims.cnf {
@@ -693,6 +748,7 @@ impl Verifier {
             epoch: current.unwrap_or(vouched).epoch,
             stale: stale.is_some(),
             break_glass: None,
+            agent: AcceptedAgent::of(&claims.agent),
         })
     }
 
@@ -836,12 +892,21 @@ impl Verifier {
 }
 
 /// What revoked a credential, in words.
-fn revoked_words(by: RevokedBy, index: u64, kid: &str, tenant: &str, subject: &str) -> String {
+fn revoked_words(
+    by: RevokedBy,
+    index: u64,
+    kid: &str,
+    tenant: &str,
+    subject: &str,
+    task: Option<&str>,
+) -> String {
     match by {
         RevokedBy::StatusIndex => format!("status index {index}"),
+        RevokedBy::Ancestor { index } => format!("an ancestor (index {index}) is revoked"),
         RevokedBy::SecretHash => "the credential's own hash".into(),
         RevokedBy::KeyId => format!("signing key {kid}"),
         RevokedBy::Tenant => format!("tenant {tenant}"),
         RevokedBy::Subject => format!("workload {subject}"),
+        RevokedBy::Task => format!("task {} of tenant {tenant}", task.unwrap_or_default()),
     }
 }

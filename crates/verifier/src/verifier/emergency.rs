@@ -162,12 +162,21 @@ impl Verifier {
         let kid = verified.key_id.as_str();
         let issued_at_ms = claims.iat.saturating_mul(1000);
         let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
-        let revoked = |state: &Snapshot| {
-            state.revoked_by(tenant, subject, kid, issued_at_ms, None, Some(&token_hash))
+        // A break-glass credential is never delegated and has no task or
+        // status index: its key, tenant, subject and hash are what can
+        // revoke it.
+        let facts = CredentialFacts {
+            tenant,
+            subject,
+            key_id: kid,
+            issued_at_ms,
+            secret_hash: Some(&token_hash),
+            ..CredentialFacts::default()
         };
+        let revoked = |state: &Snapshot| state.revoked_by(&facts);
         if let Some(by) = current.and_then(revoked).or_else(|| revoked(vouched)) {
             return Err(Rejection::Revoked {
-                by: revoked_words(by, 0, kid, tenant, subject),
+                by: revoked_words(by, 0, kid, tenant, subject, None),
             });
         }
         Ok(Accepted {
@@ -184,6 +193,7 @@ impl Verifier {
             break_glass: Some(BreakGlassAccepted {
                 reason: claims.lapse_break_glass.reason.clone(),
             }),
+            agent: AcceptedAgent::default(),
         })
     }
 }
