@@ -1,6 +1,7 @@
 //! `lapse revoke`: revoke one credential (by status index or from the
-//! credential itself), a workload's, a tenant's, a key's, or a leaked
-//! secret's; optionally wait until the verifiers hold it.
+//! credential itself) and everything delegated from it, a workload's, a
+//! tenant's, a task's, a key's, or a leaked secret's; optionally wait until
+//! the verifiers hold it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,8 +36,41 @@ pub struct RevokeArgs {
 
 #[derive(Debug, Subcommand)]
 enum RevokeTarget {
-    /// One credential, by its status index.
+    /// One credential, by its status index, and everything delegated from it.
+    ///
+    /// A credential exchanged from another (RFC 8693 token exchange, an
+    /// agent delegating to a sub-agent) carries the status indices of every
+    /// credential above it in its chain, and verifiers refuse it when any of
+    /// them is revoked: revoking an index revokes the credential, its
+    /// refreshes, and every credential delegated from it, at any depth,
+    /// offline. `revoke chain` is the same revocation under another name.
     Index { index: u64 },
+    /// Kill switch: a credential and every credential delegated from it.
+    ///
+    /// The same revocation as `revoke index`: verifiers refuse every
+    /// credential whose chain of ancestors (the indices of the credentials
+    /// it was exchanged from, carried in the credential itself) holds this
+    /// index, so one revocation cuts off a whole tree of agents and
+    /// sub-agents, however deep, without naming each of them.
+    Chain {
+        /// The status index of the root of what to cut off (the
+        /// credential's `status.status_list.idx`).
+        index: u64,
+    },
+    /// Every credential of a tenant minted for a task, issued before now.
+    ///
+    /// Revokes every credential of TENANT whose `task` claim is TASK_ID and
+    /// that was issued before the revocation commits, whichever workload
+    /// or agent holds it and however it was delegated. Credentials issued
+    /// for the task after the commit are accepted again (a task can be
+    /// restarted). TASK_ID is 1 to 128 bytes of ASCII letters, digits and
+    /// `-_.:/`; anything else is refused here (exit code 3).
+    Task {
+        /// The tenant whose task it is.
+        tenant: String,
+        /// The task id, as the credentials' `task` claim carries it.
+        task_id: String,
+    },
     /// One credential, from the credential itself (a Lapse JWT).
     ///
     /// Revokes the status index in the credential's
@@ -98,7 +132,22 @@ fn target_of(what: RevokeTarget) -> Result<(Target, Option<u64>, Option<String>)
     let mut tenant_claim = None;
     let mut index_claim = None;
     let target = match what {
-        RevokeTarget::Index { index } => Target::Index(index),
+        RevokeTarget::Index { index } | RevokeTarget::Chain { index } => Target::Index(index),
+        RevokeTarget::Task { tenant, task_id } => {
+            lapse_credential::TenantId::new(&tenant).map_err(|e| {
+                Failure::new(exit::REFUSED, format!("tenant {}: {e}", shown(&tenant)))
+            })?;
+            if let Some(problem) = lapse_credential::task_problem(&task_id) {
+                return Err(Failure::new(
+                    exit::REFUSED,
+                    format!("task id {}: {problem}", shown(&task_id)),
+                ));
+            }
+            Target::Task(pb::TaskTarget {
+                tenant,
+                task: task_id,
+            })
+        }
         RevokeTarget::Credential { file } => {
             let (text, source) = read_input(&file, MAX_CREDENTIAL_BYTES)?;
             let text = String::from_utf8(text).map_err(|_| {
@@ -155,6 +204,21 @@ fn target_of(what: RevokeTarget) -> Result<(Target, Option<u64>, Option<String>)
         }
     };
     Ok((target, index_claim, tenant_claim))
+}
+
+/// A value given on the command line, quoted and cut for an error message.
+fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    let mut cut = value;
+    if cut.len() > MAX {
+        let mut end = MAX;
+        while !cut.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut = &cut[..end];
+        return format!("{cut:?}… ({} bytes)", value.len());
+    }
+    format!("{cut:?}")
 }
 
 /// Say what was revoked, and how far it reached when waited for.

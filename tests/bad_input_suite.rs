@@ -266,6 +266,7 @@ async fn bad_input_through_every_door_is_refused_precisely_and_changes_nothing()
     let not_a_jwt = file("not-a-jwt.txt", b"hello, world");
     let missing = dir.join("missing.cedar").display().to_string();
     let never_leased = (1u64 << 60).to_string();
+    let long_task = "t".repeat(129);
     let mut misses: Vec<Miss> = Vec::new();
     let mut cases = 0usize;
 
@@ -286,6 +287,26 @@ async fn bad_input_through_every_door_is_refused_precisely_and_changes_nothing()
             "subject",
         ),
         (vec!["revoke", "tenant", "bad tenant!"], b"", 3, "tenant"),
+        (
+            vec!["revoke", "task", "acme", "run 42"],
+            b"",
+            3,
+            "task id \"run 42\": task id must be 1 to 128 bytes",
+        ),
+        (
+            vec!["revoke", "task", "acme", &long_task],
+            b"",
+            3,
+            "(129 bytes): task id must be 1 to 128 bytes",
+        ),
+        (vec!["revoke", "task", "acme", ""], b"", 3, "task id \"\""),
+        (
+            vec!["revoke", "task", "bad tenant!", "run-1"],
+            b"",
+            3,
+            "tenant",
+        ),
+        (vec!["revoke", "chain", "abc"], b"", 2, "invalid value"),
         (vec!["revoke", "key", "key with spaces"], b"", 3, "key_id"),
         (
             vec!["revoke", "tenant", "acme", "--before", "yesterday"],
@@ -504,6 +525,48 @@ async fn bad_input_through_every_door_is_refused_precisely_and_changes_nothing()
                 .await,
             Code::InvalidArgument,
             "SHA-256 of the empty string",
+        ),
+        grpc_case(
+            "revoke a task id with a space",
+            client
+                .revoke(revoke(
+                    "g4t1",
+                    Some(Target::Task(pb::TaskTarget {
+                        tenant: "acme".into(),
+                        task: "run 42".into(),
+                    })),
+                ))
+                .await,
+            Code::InvalidArgument,
+            "task.task: task id must be 1 to 128 bytes",
+        ),
+        grpc_case(
+            "revoke a task id of 129 bytes",
+            client
+                .revoke(revoke(
+                    "g4t2",
+                    Some(Target::Task(pb::TaskTarget {
+                        tenant: "acme".into(),
+                        task: "t".repeat(129),
+                    })),
+                ))
+                .await,
+            Code::InvalidArgument,
+            "task.task: task id must be 1 to 128 bytes",
+        ),
+        grpc_case(
+            "revoke a task of a bad tenant",
+            client
+                .revoke(revoke(
+                    "g4t3",
+                    Some(Target::Task(pb::TaskTarget {
+                        tenant: "Bad Tenant".into(),
+                        task: "run-1".into(),
+                    })),
+                ))
+                .await,
+            Code::InvalidArgument,
+            "task.tenant",
         ),
         grpc_case(
             "revoke without a token",

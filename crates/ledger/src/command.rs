@@ -117,6 +117,13 @@ pub enum Revocation {
     /// issuance record reaches the ledger. At most
     /// [`lapse_credential::presented::MAX_PRESENTED_BYTES`].
     Credential(PresentedToken),
+    // Variants are only ever added at the end: the log stores each by its
+    // position.
+    /// Every credential of a tenant carrying task id `task` (its `task`
+    /// claim) issued before the commit time of the revocation, whatever
+    /// delegated it. `task` is a task id (`lapse_credential::task_problem`
+    /// says why not): anything else is refused when applied.
+    Task { tenant: TenantId, task: String },
 }
 
 /// A credential presented whole. A bearer secret: debug output (and so
@@ -618,6 +625,10 @@ pub enum Refusal {
     PolicyEmpty,
     #[error("secret hash is the SHA-256 of the empty string, which is no secret")]
     EmptySecret,
+    /// A task revocation whose task is no task id; the reason names the
+    /// rule, not the value.
+    #[error("bad task id: {0}")]
+    BadTask(String),
 }
 
 impl std::fmt::Display for Proposal {
@@ -668,6 +679,7 @@ impl Refusal {
             Refusal::PolicyTooDeep { .. } => "policy-too-deep",
             Refusal::PolicyEmpty => "policy-empty",
             Refusal::EmptySecret => "empty-secret",
+            Refusal::BadTask(_) => "bad-task",
         }
     }
 }

@@ -110,6 +110,7 @@ pub fn revocations_since(state: &LedgerState, from_epoch: u64) -> BTreeMap<u64, 
         .subject_rules
         .values()
         .chain(state.tenant_rules.values())
+        .chain(state.task_rules.values())
     {
         note(rule.revoked.epoch, rule.revoked.at_ms);
     }
@@ -135,6 +136,11 @@ fn rules_since(state: &LedgerState, from_epoch: Option<u64>) -> Result<RuleSet, 
     for (tenant, rule) in &state.tenant_rules {
         if newer(rule.revoked.epoch) {
             rules.revoke_tenant(tenant.as_str(), rule.issued_before_ms)?;
+        }
+    }
+    for ((tenant, task), rule) in &state.task_rules {
+        if newer(rule.revoked.epoch) {
+            rules.revoke_task(tenant.as_str(), task, rule.issued_before_ms)?;
         }
     }
     for (kid, key) in &state.keys {

@@ -15,7 +15,8 @@ const MAGIC: &[u8; 8] = b"LAPSESNP";
 /// break-glass grants, issued tenants and revoked break-glass keys.
 /// 3: audit records with their decision inputs and seals, tenants' policy
 /// history, and the signing keys kept for checking evidence.
-const FORMAT_VERSION: u16 = 3;
+/// 4: task revocation rules.
+const FORMAT_VERSION: u16 = 4;
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 32;
 

@@ -140,6 +140,10 @@ pub struct LedgerState {
     pub revoked_indices: BTreeMap<u64, RevokedAt>,
     pub subject_rules: BTreeMap<(TenantId, WorkloadId), IssuedBeforeRule>,
     pub tenant_rules: BTreeMap<TenantId, IssuedBeforeRule>,
+    /// Task revocations: every credential of the tenant carrying the task
+    /// id, issued before the rule's time. Pruned like the other rules, once
+    /// every credential they cover has expired.
+    pub task_rules: BTreeMap<(TenantId, String), IssuedBeforeRule>,
     pub keys: BTreeMap<KeyId, SigningKey>,
     pub revoked_secrets: BTreeMap<Sha256, RevokedAt>,
     /// Revoked keys the cluster never registered: offline break-glass keys
@@ -199,6 +203,7 @@ impl LedgerState {
             revoked_indices: BTreeMap::new(),
             subject_rules: BTreeMap::new(),
             tenant_rules: BTreeMap::new(),
+            task_rules: BTreeMap::new(),
             keys: BTreeMap::new(),
             revoked_secrets: BTreeMap::new(),
             revoked_foreign_keys: BTreeMap::new(),
@@ -330,6 +335,8 @@ impl LedgerState {
             .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
         self.tenant_rules
             .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
+        self.task_rules
+            .retain(|_, rule| rule.issued_before_ms.saturating_add(ttl) > now_ms);
         self.keys
             .retain(|_, key| key.not_after_ms.saturating_add(ttl) > now_ms);
         if self.window_base() != base_before || self.keys.len() != keys_before {
@@ -367,7 +374,11 @@ impl LedgerState {
         }
     }
 
-    /// Whether a credential with these facts is revoked by the current state.
+    /// Whether a credential with these facts is revoked by the current
+    /// state: its index or any of its `ancestors`' (the indices of the
+    /// credentials it was exchanged from), its tenant's, subject's or
+    /// (tenant, `task`)'s rule, or its key.
+    #[allow(clippy::too_many_arguments)]
     pub fn is_revoked(
         &self,
         index: StatusIndex,
@@ -375,13 +386,21 @@ impl LedgerState {
         subject: &WorkloadId,
         key_id: &KeyId,
         issued_at_ms: u64,
+        task: Option<&str>,
+        ancestors: &[u64],
     ) -> bool {
         let by_rule = |rule: Option<&IssuedBeforeRule>| {
             rule.is_some_and(|rule| issued_at_ms < rule.issued_before_ms)
         };
         self.revoked_indices.contains_key(&index.0)
+            || ancestors
+                .iter()
+                .any(|ancestor| self.revoked_indices.contains_key(ancestor))
             || by_rule(self.tenant_rules.get(tenant))
             || by_rule(self.subject_rules.get(&(tenant.clone(), subject.clone())))
+            || task.is_some_and(|task| {
+                by_rule(self.task_rules.get(&(tenant.clone(), task.to_owned())))
+            })
             || self
                 .keys
                 .get(key_id)

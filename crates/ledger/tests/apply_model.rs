@@ -284,15 +284,117 @@ fn expired_credentials_are_pruned() {
             }),
         ),
     );
-    assert!(state.is_revoked(StatusIndex(3), &tenant(9), &subject, &key_id(0), 0));
-    assert!(state.is_revoked(StatusIndex(5), &tenant(1), &subject, &key_id(0), 19));
-    assert!(!state.is_revoked(StatusIndex(5), &tenant(1), &subject, &key_id(0), 20));
-
-    // Lease ends at 100, credentials at 100 + TTL; the subject rule at 20 + TTL.
-    state.apply(
+    assert!(state.is_revoked(
+        StatusIndex(3),
+        &tenant(9),
+        &subject,
+        &key_id(0),
+        0,
+        None,
+        &[]
+    ));
+    assert!(state.is_revoked(
+        StatusIndex(5),
+        &tenant(1),
+        &subject,
+        &key_id(0),
+        19,
+        None,
+        &[]
+    ));
+    assert!(!state.is_revoked(
+        StatusIndex(5),
+        &tenant(1),
+        &subject,
+        &key_id(0),
+        20,
+        None,
+        &[]
+    ));
+    // Delegated from a revoked credential: revoked by its ancestor's index.
+    assert!(state.is_revoked(
+        StatusIndex(4),
+        &tenant(9),
+        &subject,
+        &key_id(0),
+        0,
+        None,
+        &[1, 3]
+    ));
+    assert!(!state.is_revoked(
+        StatusIndex(4),
+        &tenant(9),
+        &subject,
+        &key_id(0),
+        0,
+        None,
+        &[1, 2]
+    ));
+    let task = state.apply(
         4,
         &propose(
             4,
+            30,
+            Command::Revoke(Revocation::Task {
+                tenant: tenant(2),
+                task: "run-7".into(),
+            }),
+        ),
+    );
+    assert!(task.outcome.is_ok(), "{task:?}");
+    let other = WorkloadId::new("spiffe://example.org/agent").unwrap();
+    assert!(state.is_revoked(
+        StatusIndex(4),
+        &tenant(2),
+        &other,
+        &key_id(0),
+        29,
+        Some("run-7"),
+        &[]
+    ));
+    assert!(!state.is_revoked(
+        StatusIndex(4),
+        &tenant(2),
+        &other,
+        &key_id(0),
+        30,
+        Some("run-7"),
+        &[]
+    ));
+    assert!(!state.is_revoked(
+        StatusIndex(4),
+        &tenant(2),
+        &other,
+        &key_id(0),
+        29,
+        Some("run-8"),
+        &[]
+    ));
+    assert!(!state.is_revoked(
+        StatusIndex(4),
+        &tenant(3),
+        &other,
+        &key_id(0),
+        29,
+        Some("run-7"),
+        &[]
+    ));
+    assert!(!state.is_revoked(
+        StatusIndex(4),
+        &tenant(2),
+        &other,
+        &key_id(0),
+        29,
+        None,
+        &[]
+    ));
+
+    // Lease ends at 100, credentials at 100 + TTL; the subject rule at 20 + TTL,
+    // the task rule at 30 + TTL.
+    state.apply(
+        5,
+        &propose(
+            5,
             100 + TTL_MS,
             Command::LeaseIndices {
                 broker: 1,
@@ -303,10 +405,11 @@ fn expired_credentials_are_pruned() {
     );
     assert!(state.revoked_indices.is_empty());
     assert!(state.subject_rules.is_empty());
+    assert!(state.task_rules.is_empty());
     let late = state.apply(
-        5,
+        6,
         &propose(
-            5,
+            6,
             100 + TTL_MS,
             Command::Revoke(Revocation::Index(StatusIndex(4))),
         ),

@@ -72,6 +72,7 @@ fn refusal_code(refusal: &Refusal) -> Code {
         | Refusal::PolicyTooDeep { .. }
         | Refusal::PolicyEmpty
         | Refusal::EmptySecret
+        | Refusal::BadTask(_)
         | Refusal::BadAuditBatch { .. } => Code::InvalidArgument,
     }
 }

@@ -106,9 +106,9 @@ impl ClusterService {
 /// The tenant a rule revocation is for; `None` for the other kinds.
 fn rule_tenant(revocation: &Revocation) -> Option<lapse_credential::TenantId> {
     match revocation {
-        Revocation::Subject { tenant, .. } | Revocation::Tenant { tenant, .. } => {
-            Some(tenant.clone())
-        }
+        Revocation::Subject { tenant, .. }
+        | Revocation::Tenant { tenant, .. }
+        | Revocation::Task { tenant, .. } => Some(tenant.clone()),
         _ => None,
     }
 }

@@ -298,6 +298,8 @@ impl Issuer {
                 &claims.sub,
                 &verified.key_id,
                 claims.iat * 1000,
+                claims.agent.task.as_deref(),
+                &claims.agent.ancestors,
             ) || ledger.revoked_secrets.contains_key(&token_sha256);
             let ancestor = claims
                 .agent

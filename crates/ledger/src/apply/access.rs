@@ -147,14 +147,16 @@ impl LedgerState {
                     index.0
                 )),
             },
-            Revocation::Subject { tenant: t, .. } | Revocation::Tenant { tenant: t, .. }
+            Revocation::Subject { tenant: t, .. }
+            | Revocation::Tenant { tenant: t, .. }
+            | Revocation::Task { tenant: t, .. }
                 if t == tenant =>
             {
                 Ok(())
             }
-            Revocation::Subject { tenant: t, .. } | Revocation::Tenant { tenant: t, .. } => {
-                Err(format!("a rule for tenant {t}"))
-            }
+            Revocation::Subject { tenant: t, .. }
+            | Revocation::Tenant { tenant: t, .. }
+            | Revocation::Task { tenant: t, .. } => Err(format!("a rule for tenant {t}")),
             // Whoever holds a leaked secret may have it refused anywhere: it
             // revokes that secret and nothing else.
             Revocation::SecretHash(_) => Ok(()),
@@ -398,6 +400,38 @@ mod tests {
             matches!(&unknown.outcome, Err(Refusal::OutsideTenant { what, .. }) if what.contains("no issuance record")),
             "{unknown:?}"
         );
+        // A task rule is its tenant's.
+        let own_task = ledger.run(
+            "own-task",
+            1_310,
+            as_operator(
+                Some("acme"),
+                Command::Revoke(Revocation::Task {
+                    tenant: tenant("acme"),
+                    task: "run-1".into(),
+                }),
+            ),
+        );
+        assert!(
+            matches!(own_task.outcome, Ok(Applied::Revoked { .. })),
+            "{own_task:?}"
+        );
+        let other_task = ledger.run(
+            "other-task",
+            1_320,
+            as_operator(
+                Some("acme"),
+                Command::Revoke(Revocation::Task {
+                    tenant: tenant("beta"),
+                    task: "run-1".into(),
+                }),
+            ),
+        );
+        assert!(
+            matches!(&other_task.outcome, Err(Refusal::OutsideTenant { what, .. }) if what.contains("beta")),
+            "{other_task:?}"
+        );
+        assert_eq!(ledger.state.task_rules.len(), 1);
         // Cluster-wide commands are outside any tenant.
         let key = ledger.run(
             "key",
@@ -413,9 +447,9 @@ mod tests {
         );
         // Every one of them is one audit event, with its outcome.
         let events: Vec<_> = ledger.state.control_audit.values().collect();
-        assert_eq!(events.len(), 4);
-        assert!(events[0].outcome.is_ok());
-        assert!(events[1..].iter().all(|e| e.outcome.is_err()));
+        assert_eq!(events.len(), 6);
+        let outcomes: Vec<bool> = events.iter().map(|e| e.outcome.is_ok()).collect();
+        assert_eq!(outcomes, [true, false, false, true, false, false]);
         assert!(
             events
                 .iter()

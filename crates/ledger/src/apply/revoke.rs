@@ -1,5 +1,5 @@
 //! Revocation: `Revoke` and `RevokeMany`, over status indices, subjects,
-//! tenants, signing keys and leaked secrets.
+//! tenants, tasks, signing keys and leaked secrets.
 
 use std::collections::BTreeMap;
 
@@ -81,6 +81,13 @@ impl LedgerState {
                     issued_before_ms,
                     revoked,
                 )
+            }
+            Revocation::Task { tenant, task } => {
+                if let Some(problem) = lapse_credential::task_problem(task) {
+                    return Err(Refusal::BadTask(problem));
+                }
+                let key = (tenant.clone(), task.clone());
+                raise_rule(&mut self.task_rules, key, now_ms, revoked)
             }
             Revocation::Key(key_id) if self.is_foreign_key(key_id) => {
                 if let Some(earlier) = self.revoked_foreign_keys.get(key_id) {
@@ -397,6 +404,96 @@ mod tests {
             ledger.state.tenant_rules[&tenant("acme")].issued_before_ms,
             2_200
         );
+    }
+
+    #[test]
+    fn task_rules_cover_what_was_issued_before_the_commit_and_refuse_bad_task_ids() {
+        let mut ledger = Ledger::new();
+        let task = |tenant_name: &str, task: &str| {
+            Command::Revoke(Revocation::Task {
+                tenant: tenant(tenant_name),
+                task: task.into(),
+            })
+        };
+        let first = ledger.run("t1", 2_000, task("acme", "run:42/step-1"));
+        assert_eq!(
+            first.outcome,
+            Ok(Applied::Revoked {
+                epoch: 1,
+                committed_at_ms: 2_000
+            })
+        );
+        let key = (tenant("acme"), "run:42/step-1".to_owned());
+        assert_eq!(
+            ledger.state.task_rules.get(&key),
+            Some(&IssuedBeforeRule {
+                issued_before_ms: 2_000,
+                revoked: RevokedAt {
+                    epoch: 1,
+                    at_ms: 2_000
+                },
+            })
+        );
+        // Again at the same time revokes nothing new; later, it moves on.
+        assert_eq!(
+            ledger
+                .run("t2", 2_000, task("acme", "run:42/step-1"))
+                .outcome,
+            Err(Refusal::AlreadyRevoked { epoch: 1 })
+        );
+        let raised = ledger.run("t3", 2_500, task("acme", "run:42/step-1"));
+        assert!(matches!(raised.outcome, Ok(Applied::Revoked { .. })));
+        assert_eq!(ledger.state.task_rules[&key].issued_before_ms, 2_500);
+        // Another tenant's task of the same name is its own rule.
+        assert!(
+            ledger
+                .run("t4", 2_600, task("beta", "run:42/step-1"))
+                .outcome
+                .is_ok()
+        );
+        assert_eq!(ledger.state.task_rules.len(), 2);
+
+        let before = ledger.state.clone();
+        for (id, bad) in [
+            ("empty", String::new()),
+            ("space", "run 42".to_owned()),
+            ("quote", "run\"42".to_owned()),
+            ("unicode", "run-é".to_owned()),
+            ("long", "t".repeat(129)),
+        ] {
+            let outcome = ledger.run(id, 2_700, task("acme", &bad)).outcome;
+            assert!(
+                matches!(&outcome, Err(Refusal::BadTask(why)) if why.contains("1 to 128 bytes")),
+                "{bad:?}: {outcome:?}"
+            );
+        }
+        assert_eq!(ledger.state.task_rules, before.task_rules);
+        assert_eq!(ledger.state.revocation_epoch, before.revocation_epoch);
+        assert!(
+            ledger
+                .run("longest", 2_700, task("acme", &"t".repeat(128)))
+                .outcome
+                .is_ok()
+        );
+
+        // In the feed: a rule of its own, and a revocation to propagate.
+        let snapshot = crate::feed::snapshot(&ledger.state, [0; 32]).unwrap();
+        assert_eq!(
+            snapshot
+                .rules
+                .tasks()
+                .get(&("acme".into(), "run:42/step-1".into())),
+            Some(&2_500)
+        );
+        let delta = crate::feed::delta_since(&ledger.state, raised.log_index)
+            .unwrap()
+            .unwrap();
+        assert_eq!(delta.rules.tasks().len(), 2);
+        assert!(crate::feed::revocations_since(&ledger.state, 0).contains_key(&raised.log_index));
+
+        // Pruned once every credential it covers has expired.
+        ledger.run("later", 2_500 + TTL_MS, Command::ConfirmLeadership);
+        assert!(!ledger.state.task_rules.contains_key(&key));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub fn revocation(revocation: Option<pb::Revocation>) -> Result<Revocation, Brok
     let target = revocation.and_then(|r| r.target).ok_or_else(|| {
         BrokerError::invalid(
             "revocation",
-            "no target given (index, subject, tenant, key_id, secret_sha256 or credential)",
+            "no target given (index, subject, tenant, key_id, secret_sha256, credential or task)",
         )
     })?;
     Ok(match target {
@@ -46,6 +46,17 @@ pub fn revocation(revocation: Option<pb::Revocation>) -> Result<Revocation, Brok
                 ));
             }
             Revocation::SecretHash(hash)
+        }
+        Target::Task(target) => {
+            let tenant =
+                TenantId::new(target.tenant).map_err(|e| BrokerError::invalid("task.tenant", e))?;
+            if let Some(problem) = lapse_credential::task_problem(&target.task) {
+                return Err(BrokerError::invalid("task.task", problem));
+            }
+            Revocation::Task {
+                tenant,
+                task: target.task,
+            }
         }
         Target::Credential(token) => {
             let max = lapse_credential::presented::MAX_PRESENTED_BYTES;
@@ -81,7 +92,7 @@ mod tests {
         );
         assert_eq!(
             revocation(None).unwrap_err().to_string(),
-            "revocation: no target given (index, subject, tenant, key_id, secret_sha256 or credential)"
+            "revocation: no target given (index, subject, tenant, key_id, secret_sha256, credential or task)"
         );
         let too_long = "x".repeat(lapse_credential::presented::MAX_PRESENTED_BYTES + 1);
         let refused = revocation(target(Target::Credential(too_long))).unwrap_err();
@@ -104,5 +115,37 @@ mod tests {
         })))
         .unwrap_err();
         assert!(bad_tenant.to_string().starts_with("tenant.tenant: "));
+    }
+
+    #[test]
+    fn a_task_target_needs_a_tenant_and_a_task_id() {
+        let task = |tenant: &str, task: &str| {
+            revocation(target(Target::Task(pb::TaskTarget {
+                tenant: tenant.into(),
+                task: task.into(),
+            })))
+        };
+        assert_eq!(
+            task("acme", "run:42/step-1"),
+            Ok(Revocation::Task {
+                tenant: TenantId::new("acme").unwrap(),
+                task: "run:42/step-1".into()
+            })
+        );
+        for bad in ["", "run 42", "run;rm", "tâche", &"t".repeat(129)] {
+            let refused = task("acme", bad).unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .starts_with("task.task: task id must be 1 to 128 bytes"),
+                "{bad:?}: {refused}"
+            );
+        }
+        assert!(task("acme", &"t".repeat(128)).is_ok());
+        let refused = task("has space", "run-1").unwrap_err();
+        assert!(
+            refused.to_string().starts_with("task.tenant: "),
+            "{refused}"
+        );
     }
 }
