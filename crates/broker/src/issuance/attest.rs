@@ -312,13 +312,14 @@ impl Issuer {
                 .map(|lease| lease.credentials_expire_by_ms);
             (revoked, ancestor, lease)
         });
-        if revoked {
-            return Err(BrokerError::Forbidden("credential has been revoked".into()));
-        }
+        // The ancestor first: it says which revocation reached this one.
         if let Some(index) = revoked_ancestor {
             return Err(BrokerError::Forbidden(format!(
                 "credential has been revoked: it was delegated from status index {index}, which is revoked"
             )));
+        }
+        if revoked {
+            return Err(BrokerError::Forbidden("credential has been revoked".into()));
         }
         if let Some(Confirmation { jkt }) = &claims.cnf {
             if dpop_proof.is_empty() {

@@ -386,6 +386,24 @@ impl Issuer {
         ttl_seconds: u64,
         jkt: Option<String>,
     ) -> Result<Issued, BrokerError> {
+        // A revoked task gets no new credentials: its rule covers only
+        // those issued before it, and it stays until they have expired.
+        if let Some(task) = &attested.agent.task {
+            let key = (attested.tenant.clone(), task.clone());
+            let revoked = self
+                .core
+                .view()
+                .read(|applied| applied.ledger.task_rules.contains_key(&key));
+            if revoked {
+                let error = BrokerError::Forbidden(format!(
+                    "task {task} of tenant {} has been revoked: use a new task id",
+                    attested.tenant
+                ));
+                return Err(self
+                    .refuse_plainly(Some(&attested), (&scopes, &audiences), error)
+                    .await);
+            }
+        }
         let max_ttl = self.core.config().ledger.max_credential_ttl_seconds;
         let ttl_seconds = if ttl_seconds == 0 {
             self.settings.default_ttl_seconds
