@@ -124,6 +124,8 @@ export LAPSE_CERT=$CERTS/operator-admin.pem
 export LAPSE_KEY=$CERTS/operator-admin.key
 export LAPSE_BROKER=$HOST:$(grpc_port 1)
 unset LAPSE_TOKEN LAPSE_INSECURE_PLAINTEXT
+# Plain log files, without terminal colours.
+export NO_COLOR=1
 lapse() { "$LAPSE_BIN" "$@"; }
 
 step "certificates in $CERTS"
