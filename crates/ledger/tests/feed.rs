@@ -13,6 +13,7 @@ enum Step {
     RevokeIndex { index: u64 },
     RevokeSubject { subject: u8 },
     RevokeTenant { tenant: u8 },
+    RevokeTask { tenant: u8, task: u8 },
     RevokeSecret { byte: u8 },
     RegisterKey { key: u8 },
     RetireKey { key: u8 },
@@ -27,6 +28,7 @@ fn step() -> impl Strategy<Value = Step> {
         8 => (0u64..150).prop_map(|index| Step::RevokeIndex { index }),
         1 => (0u8..4).prop_map(|subject| Step::RevokeSubject { subject }),
         1 => (0u8..3).prop_map(|tenant| Step::RevokeTenant { tenant }),
+        1 => (0u8..2, 0u8..3).prop_map(|(tenant, task)| Step::RevokeTask { tenant, task }),
         1 => any::<u8>().prop_map(|byte| Step::RevokeSecret { byte }),
         1 => (0u8..4).prop_map(|key| Step::RegisterKey { key }),
         1 => (0u8..4).prop_map(|key| Step::RetireKey { key }),
@@ -87,6 +89,10 @@ proptest! {
                 Step::RevokeTenant { tenant } => Command::Revoke(Revocation::Tenant {
                     tenant: TenantId::new(format!("tenant-{tenant}")).unwrap(),
                     issued_before_ms: None,
+                }),
+                Step::RevokeTask { tenant, task } => Command::Revoke(Revocation::Task {
+                    tenant: TenantId::new(format!("tenant-{tenant}")).unwrap(),
+                    task: format!("run:{task}"),
                 }),
                 Step::RevokeSecret { byte } => Command::Revoke(Revocation::SecretHash([byte; 32])),
                 Step::RegisterKey { key } => Command::RegisterKey {
