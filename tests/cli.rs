@@ -164,6 +164,24 @@ fn the_help_lists_every_exit_code_and_what_a_secret_hash_covers() {
         credential.contains("status.status_list.idx") && credential.contains("`-` reads"),
         "{credential}"
     );
+    let help_of = |what: &str| {
+        let out = lapse().args(["revoke", what, "--help"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for what in ["index", "chain"] {
+        let help = help_of(what);
+        assert!(
+            help.contains("every credential delegated from it"),
+            "revoke {what}: {help}"
+        );
+    }
+    let task = help_of("task");
+    assert!(
+        task.contains("<TENANT> <TASK_ID>")
+            && task.contains("1 to 128 bytes")
+            && task.contains("--wait"),
+        "{task}"
+    );
 }
 
 #[test]
@@ -183,6 +201,17 @@ fn bad_input_is_refused_before_any_call() {
         let stderr = stderr_of(&out);
         assert_eq!(out.status.code(), Some(3), "{input:?}: {stderr}");
         assert!(stderr.contains("empty or only whitespace"), "{stderr}");
+    }
+
+    let long_task = "t".repeat(129);
+    for task in ["run 42", "run;42", &long_task, ""] {
+        let out = run(&["revoke", "task", "acme", task], b"", &nowhere, dir.path());
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{task:?}: {stderr}");
+        assert!(
+            stderr.contains("task id must be 1 to 128 bytes"),
+            "{stderr}"
+        );
     }
 
     let not_a_jwt = dir.path().join("not-a-jwt.txt");
