@@ -116,3 +116,18 @@ fn a_verifier_that_skips_heartbeat_signatures_believes_a_hostile_relay_and_is_ca
         broken.violations
     );
 }
+
+#[test]
+fn an_exchange_that_forgets_ancestors_lets_delegates_outlive_a_revocation_and_is_caught() {
+    // Clients delegate their chains' seeds and revoke at random; with the
+    // ancestors left out, a delegate of a revoked seed stays valid.
+    let scenario = Scenario::load(Path::new("scenarios/leader-crash.toml")).unwrap();
+    let correct = lapse_sim::run(&scenario, 1, Variant::Correct);
+    assert!(correct.passed(), "{:#?}", correct.violations);
+    let broken = lapse_sim::run(&scenario, 1, Variant::ExchangeForgetsAncestors);
+    assert!(
+        violated(&broken).contains(&"delegated_acceptance"),
+        "expected delegated_acceptance, got {:?}",
+        broken.violations
+    );
+}

@@ -109,6 +109,12 @@ pub trait FaultPoints: Send + Sync + 'static {
     fn raw_wall_clock(&self) -> bool {
         false
     }
+    /// Whether a token exchange leaves the parent's status index (and its
+    /// ancestors') out of the delegated credential (the simulation's broken
+    /// build showing `delegated_acceptance` catch it).
+    fn forget_ancestors(&self) -> bool {
+        false
+    }
     /// Something a simulation's trace should show (heartbeats withheld and
     /// resumed, with their reason).
     fn note(&self, _event: &str) {}

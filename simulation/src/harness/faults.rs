@@ -151,6 +151,10 @@ impl FaultPoints for BrokerFaults {
         self.world.variant == Variant::WallClockTime
     }
 
+    fn forget_ancestors(&self) -> bool {
+        self.world.variant == Variant::ExchangeForgetsAncestors
+    }
+
     fn force_snapshot(&self) -> bool {
         self.world.faults.state().snapshot.remove(&self.id)
     }

@@ -57,6 +57,9 @@ pub enum Variant {
     /// Verifiers take heartbeats without checking the broker's signature
     /// and digest, so a relay on the path can hide revocations from them.
     VerifierSkipsSignatures,
+    /// Brokers leave a delegated credential's ancestors out of it, so
+    /// revoking a credential no longer revokes what was delegated from it.
+    ExchangeForgetsAncestors,
 }
 
 /// What one run produced.

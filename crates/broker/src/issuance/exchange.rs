@@ -78,6 +78,12 @@ impl Issuer {
         }
         let mut ancestors = parent.agent.ancestors.clone();
         ancestors.push(parent.status_index().0);
+        if let Some(faults) = &self.core.env().faults
+            && faults.forget_ancestors()
+        {
+            ancestors.clear();
+            actors.clear();
+        }
         // Inherited: the task and the subject acted for stay those of the
         // chain; only the intent is the delegate's own.
         let inherit = |asked: Option<String>, held: &Option<String>, what: &str| match (asked, held)
