@@ -59,7 +59,7 @@ fn planner_credential(cluster: &TestCluster, task: &str, plan: &std::path::Path)
         .to_owned();
     let issued = cli_json(
         cluster,
-        2,
+        1,
         &[
             "issue",
             "--join-token",
@@ -495,4 +495,120 @@ async fn a_key_bound_parent_needs_its_proof_and_the_delegate_gets_its_own_key() 
         TOOL,
         &["--dpop-key-file", executor_key.to_str().unwrap()],
     ));
+}
+
+/// POST a form to `address` `path`: (status, JSON body).
+fn post_form(address: &str, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let response = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .post(&format!("http://{address}{path}"))
+        .send_form(form);
+    let response = match response {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("POST {path}: {error}"),
+    };
+    (response.status(), response.into_json().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_endpoint_exchanges_as_rfc_8693_says() {
+    let http = format!("127.0.0.1:{}", free_port());
+    let listen = http.clone();
+    let cluster = TestCluster::start_with(1, FAST_RAFT, move |_| {
+        format!("[issuance]\nhttp_listen = \"{listen}\"\naudit_ship_ms = 200\n")
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 1).await;
+    set_policy(&cluster, "acme", POLICY);
+    let plan = cluster.dir.path().join("plan.txt");
+    std::fs::write(&plan, "plan").unwrap();
+    let planner = planner_credential(&cluster, "t-1", &plan);
+
+    // Discovery names the endpoint and the grant.
+    let metadata: serde_json::Value =
+        serde_json::from_str(&http_get(&http, "/.well-known/openid-configuration")).unwrap();
+    assert_eq!(
+        metadata["token_endpoint"],
+        format!("http://{http}/exchange")
+    );
+    assert_eq!(
+        metadata["grant_types_supported"],
+        serde_json::json!(["urn:ietf:params:oauth:grant-type:token-exchange"])
+    );
+
+    const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+    let (status, reply) = post_form(
+        &http,
+        "/exchange",
+        &[
+            ("grant_type", GRANT),
+            ("subject_token", &planner),
+            ("subject_token_type", JWT),
+            ("actor", EXECUTOR),
+            ("scope", "payments:read"),
+            ("expires_in", "120"),
+        ],
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["issued_token_type"], JWT);
+    assert_eq!(reply["token_type"], "Bearer");
+    assert_eq!(reply["scope"], "payments:read");
+    assert!(reply["expires_in"].as_u64().unwrap() <= 120, "{reply}");
+    let delegated = payload(reply["access_token"].as_str().unwrap());
+    assert_eq!(delegated["act"]["sub"], EXECUTOR);
+
+    // RFC 6749 §5.2 errors: a wider scope is invalid_grant, a missing
+    // parameter invalid_request, another grant type likewise.
+    let (status, reply) = post_form(
+        &http,
+        "/exchange",
+        &[
+            ("grant_type", GRANT),
+            ("subject_token", &planner),
+            ("subject_token_type", JWT),
+            ("actor", EXECUTOR),
+            ("scope", "payments:admin"),
+        ],
+    );
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{reply}"
+    );
+    assert!(
+        reply["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("may only narrow")
+    );
+    let (status, reply) = post_form(&http, "/exchange", &[("grant_type", GRANT)]);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{reply}"
+    );
+    let (status, reply) = post_form(&http, "/exchange", &[("grant_type", "password")]);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{reply}"
+    );
+    // A forged subject token gets nothing.
+    let (status, reply) = post_form(
+        &http,
+        "/exchange",
+        &[
+            ("grant_type", GRANT),
+            ("subject_token", "eyJhbGciOiJub25lIn0.e30."),
+            ("subject_token_type", JWT),
+            ("actor", EXECUTOR),
+        ],
+    );
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{reply}"
+    );
 }

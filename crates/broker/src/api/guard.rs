@@ -47,6 +47,27 @@ impl CallerLimits {
         self.refused.load(Relaxed)
     }
 
+    /// `Err` with a message saying so when `caller` (a certificate's
+    /// principal, else a remote IP) is over its rate: the HTTP endpoints'
+    /// share of the same allowance.
+    pub fn check_caller(&self, caller: &str) -> Result<(), String> {
+        let now_ms = self.core.env().monotonic_ms();
+        let allowed = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(caller, now_ms);
+        if allowed {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Relaxed);
+        let rate = self.core.config().limits.caller_rate();
+        Err(format!(
+            "{caller} made more than {} requests a second (burst {}): limits.caller_requests_per_second; slow down and retry",
+            rate.per_second, rate.burst
+        ))
+    }
+
     /// `Err` with the status to answer when the caller of `request` is
     /// over its rate. A caller known by neither certificate nor address
     /// (the simulation's network) is not limited.

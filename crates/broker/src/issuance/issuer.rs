@@ -133,6 +133,10 @@ pub struct Issued {
     pub tenant: String,
     pub workload: String,
     pub policy_version: u64,
+    /// The credential's scopes.
+    pub scopes: Vec<String>,
+    /// Whether it is bound to a key (`cnf.jkt`).
+    pub key_bound: bool,
 }
 
 pub struct Issuer {
@@ -530,6 +534,8 @@ impl Issuer {
             tenant: attested.tenant.to_string(),
             workload: attested.workload.to_string(),
             policy_version,
+            scopes: claims.scopes.clone(),
+            key_bound: claims.cnf.is_some(),
         })
     }
 }

@@ -219,12 +219,18 @@ async fn serve_http(
         core.config().limits.http_connections(),
     ));
     let (stop, stopped) = oneshot::channel::<()>();
-    let (core, feed) = (core.clone(), parts.feed.clone());
+    let served = http::HttpParts {
+        core: core.clone(),
+        feed: parts.feed.clone(),
+        issuer: parts.issuer.clone(),
+        guards,
+        base_url,
+    };
     tokio::spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };
-        if let Err(error) = http::serve(core, feed, guards, listener, base_url, stopped).await {
+        if let Err(error) = http::serve(served, listener, stopped).await {
             tracing::warn!(%error, "HTTP server stopped");
         }
     });

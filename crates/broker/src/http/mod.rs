@@ -1,6 +1,6 @@
 //! The broker's HTTP side: the JWKS at `/.well-known/jwks.json` and issuer
 //! metadata at `/.well-known/openid-configuration`, `/healthz` and
-//! `/metrics`, and the one mapping from [`BrokerError`] to an HTTP answer
+//! `/metrics`, RFC 8693 token exchange at `/exchange` ([`oauth`]), and the one mapping from [`BrokerError`] to an HTTP answer
 //! ([`error_response`]). The JWKS and metadata let standard JWT
 //! libraries can verify Lapse credentials. Keys come from the ledger: every
 //! registered key, from every broker, until it is revoked or every
@@ -19,12 +19,26 @@ use serde_json::json;
 use crate::core::SharedCore;
 use crate::error::BrokerError;
 
+mod oauth;
+
+/// What every HTTP handler may read.
 #[derive(Clone)]
-struct HttpState {
-    core: SharedCore,
-    feed: std::sync::Arc<crate::feed::FeedHub>,
-    guards: std::sync::Arc<Guards>,
-    base_url: String,
+pub(crate) struct HttpState {
+    pub core: SharedCore,
+    pub feed: std::sync::Arc<crate::feed::FeedHub>,
+    pub issuer: std::sync::Arc<crate::issuance::issuer::Issuer>,
+    pub guards: std::sync::Arc<Guards>,
+    pub base_url: String,
+}
+
+/// What the HTTP server serves from.
+pub struct HttpParts {
+    pub core: SharedCore,
+    pub feed: std::sync::Arc<crate::feed::FeedHub>,
+    pub issuer: std::sync::Arc<crate::issuance::issuer::Issuer>,
+    pub guards: Guards,
+    /// The URL clients reach this listener at.
+    pub base_url: String,
 }
 
 /// The limits on the broker's listeners, whose counters `/metrics` shows.
@@ -65,6 +79,8 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
         "issuer": state.core.config().issuance.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", state.base_url),
         "id_token_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint": format!("{}/exchange", state.base_url),
+        "grant_types_supported": [oauth::TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["none"],
         "dpop_signing_alg_values_supported": ["EdDSA"],
     }))
@@ -139,13 +155,17 @@ async fn request_deadline(
 
 /// Serve until `stop` resolves, on `listener` behind `guards.http`'s caps.
 pub async fn serve(
-    core: SharedCore,
-    feed: std::sync::Arc<crate::feed::FeedHub>,
-    guards: Guards,
+    parts: HttpParts,
     listener: tokio::net::TcpListener,
-    base_url: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let HttpParts {
+        core,
+        feed,
+        issuer,
+        guards,
+        base_url,
+    } = parts;
     let limits = &core.config().limits;
     let deadline = std::time::Duration::from_millis(limits.http_request_timeout_ms);
     let gate = guards
@@ -160,9 +180,15 @@ pub async fn serve(
         )
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .route(
+            "/exchange",
+            axum::routing::post(oauth::exchange)
+                .layer(axum::extract::DefaultBodyLimit::max(oauth::MAX_FORM_BYTES)),
+        )
         .with_state(HttpState {
             core: core.clone(),
             feed,
+            issuer,
             guards: std::sync::Arc::new(guards),
             base_url,
         })
