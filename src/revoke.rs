@@ -399,7 +399,12 @@ fn credential_status_index(text: &str) -> Result<(u64, Option<String>), String> 
         ),
         idx => idx
             .as_u64()
-            .map(|index| {
+            .map(|idx| {
+                // The position in the list its uri names (lists of 2^20).
+                let index = claims["status"]["status_list"]["uri"]
+                    .as_str()
+                    .and_then(|uri| lapse_credential::status_list::index_of(uri, idx))
+                    .unwrap_or(idx);
                 let tenant = claims["tenant"].as_str().map(str::to_owned);
                 (index, tenant)
             })

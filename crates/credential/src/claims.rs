@@ -211,7 +211,11 @@ pub fn intent_problem(intent: &str) -> Option<String> {
 }
 
 impl Claims {
+    /// The cluster-wide status index: the position `idx` in the list its
+    /// `uri` names (see [`crate::status_list`]). A URI that names no list
+    /// (`…/statuslists/<k>`) leaves `idx` as the index itself.
     pub fn status_index(&self) -> StatusIndex {
-        StatusIndex(self.status.status_list.idx)
+        let StatusListRef { idx, uri } = &self.status.status_list;
+        StatusIndex(crate::status_list::index_of(uri, *idx).unwrap_or(*idx))
     }
 }

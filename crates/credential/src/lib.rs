@@ -14,6 +14,7 @@ mod ids;
 mod jwk;
 mod jwt;
 pub mod presented;
+pub mod status_list;
 
 pub use claims::{
     Actor, AgentContext, Chain, Claims, Confirmation, MAX_DELEGATION_DEPTH, MAX_ON_BEHALF_OF_BYTES,

@@ -67,9 +67,14 @@ pub fn presented(token: &str, keys: &impl KeyLookup) -> Result<Presented, Verify
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| malformed("the payload is not base64url JSON"))?;
-    let index = claims["status"]["status_list"]["idx"]
+    let idx = claims["status"]["status_list"]["idx"]
         .as_u64()
         .ok_or_else(|| VerifyError::BadClaims("no status.status_list.idx".into()))?;
+    // The position in the list its uri names, as `Claims::status_index`.
+    let index = claims["status"]["status_list"]["uri"]
+        .as_str()
+        .and_then(|uri| crate::status_list::index_of(uri, idx))
+        .unwrap_or(idx);
     let tenant = claims["tenant"]
         .as_str()
         .ok_or_else(|| VerifyError::BadClaims("no tenant".into()))

@@ -1,6 +1,8 @@
 //! The broker's HTTP side: the JWKS at `/.well-known/jwks.json` and issuer
 //! metadata at `/.well-known/openid-configuration`, `/healthz` and
-//! `/metrics`, RFC 8693 token exchange at `/exchange` ([`oauth`]), and the one mapping from [`BrokerError`] to an HTTP answer
+//! `/metrics`, RFC 8693 token exchange at `/exchange` ([`oauth`]), the
+//! Token Status List at `/statuslists/<k>` and RFC 7662 introspection at
+//! `/introspect` ([`status`]), and the one mapping from [`BrokerError`] to an HTTP answer
 //! ([`error_response`]). The JWKS and metadata let standard JWT
 //! libraries can verify Lapse credentials. Keys come from the ledger: every
 //! registered key, from every broker, until it is revoked or every
@@ -20,6 +22,7 @@ use crate::core::SharedCore;
 use crate::error::BrokerError;
 
 mod oauth;
+mod status;
 
 /// What every HTTP handler may read.
 #[derive(Clone)]
@@ -80,6 +83,7 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
         "jwks_uri": format!("{}/.well-known/jwks.json", state.base_url),
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint": format!("{}/exchange", state.base_url),
+        "introspection_endpoint": format!("{}/introspect", state.base_url),
         "grant_types_supported": [oauth::TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["none"],
         "dpop_signing_alg_values_supported": ["EdDSA"],
@@ -180,6 +184,13 @@ pub async fn serve(
         )
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .route("/statuslists/{list}", get(status::status_list))
+        .route(
+            "/introspect",
+            axum::routing::post(status::introspect).layer(axum::extract::DefaultBodyLimit::max(
+                status::MAX_INTROSPECTION_BYTES,
+            )),
+        )
         .route(
             "/exchange",
             axum::routing::post(oauth::exchange)

@@ -360,14 +360,14 @@ impl Issuer {
             jti: hex::encode(jti),
             tenant: attested.tenant.clone(),
             scopes: scopes.to_vec(),
-            status: StatusClaim {
-                status_list: StatusListRef {
-                    idx: index,
-                    uri: format!(
-                        "{}/statuslists/1",
-                        self.settings.issuer.trim_end_matches('/')
-                    ),
-                },
+            status: {
+                let (list, idx) = lapse_credential::status_list::locate(index);
+                StatusClaim {
+                    status_list: StatusListRef {
+                        idx,
+                        uri: lapse_credential::status_list::list_uri(&self.settings.issuer, list),
+                    },
+                }
             },
             cnf: jkt.map(|jkt| Confirmation { jkt }),
             chain: Some(match attested.chain {

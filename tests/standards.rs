@@ -1,0 +1,170 @@
+//! The standards relying parties use, on a real broker: a credential's
+//! `status.status_list.uri` resolves to a signed Token Status List that an
+//! implementation Lapse did not write (`@sd-jwt/jwt-status-list` from npm,
+//! run by Node) reads as VALID, then INVALID after `lapse revoke index`;
+//! RFC 7662 introspection says `active: true`, then `active: false`, and
+//! answers only callers the access policy lets read the status.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+const POLICY: &str = r#"permit(principal, action == Action::"issue", resource == Tenant::"acme");"#;
+
+/// A folder with `@sd-jwt/jwt-status-list` installed from npm, made once
+/// under the target directory and reused.
+fn status_list_reader() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("npm-status-list");
+    let installed = dir.join("node_modules/@sd-jwt/jwt-status-list/package.json");
+    if !installed.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("@sd-jwt/jwt-status-list@0.17.0")
+            .output()
+            .expect("npm must be installed to run this test");
+        assert!(
+            out.status.success() && installed.exists(),
+            "npm install @sd-jwt/jwt-status-list failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// The credential's status as the npm implementation reads it.
+fn status_by_npm(reader: &Path, credential: &str, jwks_url: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standards/status_list.js");
+    let out = Command::new("node")
+        .arg(&script)
+        .args([credential, jwks_url])
+        .env("NODE_PATH", reader.join("node_modules"))
+        .output()
+        .expect("node must be installed to run this test");
+    assert!(
+        out.status.success(),
+        "the status list reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// POST `token` to `/introspect` with `authorization` (if any).
+fn introspect(http: &str, token: &str, authorization: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .post(&format!("http://{http}/introspect"));
+    if let Some(value) = authorization {
+        request = request.set("Authorization", value);
+    }
+    let response = match request.send_form(&[("token", token)]) {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("POST /introspect: {error}"),
+    };
+    (response.status(), response.into_json().unwrap())
+}
+
+fn get_status(http: &str, path: &str) -> u16 {
+    match ureq::get(&format!("http://{http}{path}")).call() {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response.status(),
+        Err(error) => panic!("GET {path}: {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_status_list_reader_and_introspection_see_a_revocation() {
+    let reader = status_list_reader();
+    let http = format!("127.0.0.1:{}", free_port());
+    let listen = http.clone();
+    let cluster = TestCluster::start_with(1, FAST_RAFT, move |_| {
+        format!("[issuance]\nhttp_listen = \"{listen}\"\nissuer = \"http://{listen}\"\n")
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 1).await;
+    set_policy(&cluster, "acme", POLICY);
+    let token = cli_json(
+        &cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            "spiffe://example.org/payments",
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issued = cli_json(
+        &cluster,
+        1,
+        &[
+            "issue",
+            "--join-token",
+            &token,
+            "--audience",
+            "billing",
+            "--json",
+        ],
+    );
+    let credential = issued["credential"].as_str().unwrap().to_owned();
+    let index = issued["status_index"].as_u64().unwrap();
+    let jwks = format!("http://{http}/.well-known/jwks.json");
+
+    let valid = status_by_npm(&reader, &credential, &jwks);
+    assert_eq!(
+        valid["uri"],
+        format!("http://{http}/statuslists/1"),
+        "{valid}"
+    );
+    assert_eq!(valid["idx"], index, "{valid}");
+    assert_eq!(
+        (valid["status"].as_u64(), valid["bits"].as_u64()),
+        (Some(0), Some(1)),
+        "{valid}"
+    );
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let (status, active) = introspect(&http, &credential, Some(&admin));
+    assert_eq!(status, 200, "{active}");
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["tenant"], "acme");
+    assert_eq!(active["sub"], "spiffe://example.org/payments");
+    // Introspection is not for anyone: no credentials, 401.
+    let (status, refused) = introspect(&http, &credential, None);
+    assert_eq!(status, 401, "{refused}");
+    // A malformed or forged token is simply inactive.
+    let (_, forged) = introspect(&http, "eyJhbGciOiJub25lIn0.e30.", Some(&admin));
+    assert_eq!(forged, serde_json::json!({ "active": false }));
+
+    let out = cluster.cli(1, &["revoke", "index", &index.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The broker answers from what it has applied, which the revoke's
+    // answer already covers on a one-broker cluster.
+    let invalid = status_by_npm(&reader, &credential, &jwks);
+    assert_eq!(invalid["status"], 1, "{invalid}");
+    let (_, inactive) = introspect(&http, &credential, Some(&admin));
+    assert_eq!(inactive, serde_json::json!({ "active": false }));
+
+    // Lists that do not exist are 404s.
+    for path in [
+        "/statuslists/0",
+        "/statuslists/x",
+        "/statuslists/2",
+        "/statuslists/99999999999999999999999",
+    ] {
+        assert_eq!(get_status(&http, path), 404, "{path}");
+    }
+}
