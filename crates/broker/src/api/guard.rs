@@ -50,7 +50,7 @@ impl CallerLimits {
     /// `Err` with a message saying so when `caller` (a certificate's
     /// principal, else a remote IP) is over its rate: the HTTP endpoints'
     /// share of the same allowance.
-    pub fn check_caller(&self, caller: &str) -> Result<(), String> {
+    pub fn check_caller(&self, caller: &str) -> Result<(), crate::error::BrokerError> {
         let now_ms = self.core.env().monotonic_ms();
         let allowed = self
             .limiter
@@ -62,10 +62,10 @@ impl CallerLimits {
         }
         self.refused.fetch_add(1, Relaxed);
         let rate = self.core.config().limits.caller_rate();
-        Err(format!(
+        Err(crate::error::BrokerError::Exhausted(format!(
             "{caller} made more than {} requests a second (burst {}): limits.caller_requests_per_second; slow down and retry",
             rate.per_second, rate.burst
-        ))
+        )))
     }
 
     /// `Err` with the status to answer when the caller of `request` is

@@ -97,9 +97,9 @@ pub(super) async fn exchange(
     body: axum::body::Bytes,
 ) -> Response {
     if let Some(caller) = lapse_pki::limits::caller_key(Some(&peer), None)
-        && let Err(message) = state.guards.callers.check_caller(&caller)
+        && let Err(refused) = state.guards.callers.check_caller(&caller)
     {
-        return oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", &message);
+        return oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", &refused.to_string());
     }
     if body.len() > MAX_FORM_BYTES {
         return oauth_error(

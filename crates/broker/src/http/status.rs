@@ -35,8 +35,8 @@ pub const MAX_INTROSPECTION_BYTES: usize = 16 * 1024;
 /// The caller's share of the rate limit, by certificate or remote address.
 fn rate_limited(state: &HttpState, peer: &PeerIdentity) -> Option<Response> {
     let caller = lapse_pki::limits::caller_key(Some(peer), None)?;
-    let message = state.guards.callers.check_caller(&caller).err()?;
-    Some(error_response(&BrokerError::Exhausted(message)))
+    let refused = state.guards.callers.check_caller(&caller).err()?;
+    Some(error_response(&refused))
 }
 
 /// `GET /statuslists/<k>`: list `k` as a status list token
