@@ -25,5 +25,5 @@ pub use evidence::{evidence_bytes, evidence_digest, record_sha256};
 pub use snapshot::SnapshotError;
 pub use state::{
     EvidenceKey, IssuedBeforeRule, JoinToken, Lease, LedgerParams, LedgerState, MAX_CONTROL_EVENTS,
-    MAX_EVIDENCE_KEYS, MAX_POLICY_HISTORY, Policy, RevokedAt, SigningKey,
+    MAX_EVIDENCE_KEYS, MAX_POLICY_HISTORY, Policy, RevocationCounts, RevokedAt, SigningKey,
 };

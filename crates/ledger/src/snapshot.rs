@@ -16,7 +16,8 @@ const MAGIC: &[u8; 8] = b"LAPSESNP";
 /// 3: audit records with their decision inputs and seals, tenants' policy
 /// history, and the signing keys kept for checking evidence.
 /// 4: task revocation rules.
-const FORMAT_VERSION: u16 = 4;
+/// 5: revocations counted by kind.
+const FORMAT_VERSION: u16 = 5;
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 32;
 

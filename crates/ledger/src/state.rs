@@ -117,6 +117,49 @@ pub struct Policy {
     pub epoch: u64,
 }
 
+/// Revocations that took effect, by kind (a refused one is not counted;
+/// each item of a batch counts on its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationCounts {
+    pub index: u64,
+    pub subject: u64,
+    pub tenant: u64,
+    pub key: u64,
+    pub secret: u64,
+    pub credential: u64,
+    pub task: u64,
+}
+
+impl RevocationCounts {
+    /// Each kind with its name, as `lapse revoke` spells it.
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+        [
+            ("index", self.index),
+            ("subject", self.subject),
+            ("tenant", self.tenant),
+            ("key", self.key),
+            ("secret", self.secret),
+            ("credential", self.credential),
+            ("task", self.task),
+        ]
+    }
+
+    /// Count one revocation that took effect.
+    pub(crate) fn count(&mut self, revocation: &crate::command::Revocation) {
+        use crate::command::Revocation;
+        let counter = match revocation {
+            Revocation::Index(_) => &mut self.index,
+            Revocation::Subject { .. } => &mut self.subject,
+            Revocation::Tenant { .. } => &mut self.tenant,
+            Revocation::Key(_) => &mut self.key,
+            Revocation::SecretHash(_) => &mut self.secret,
+            Revocation::Credential(_) => &mut self.credential,
+            Revocation::Task { .. } => &mut self.task,
+        };
+        *counter = counter.saturating_add(1);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RequestRecord {
     command_hash: Sha256,
@@ -174,6 +217,9 @@ pub struct LedgerState {
     pub control_audit: BTreeMap<u64, ControlEvent>,
     /// Break-glass grants by id (the log index that opened them).
     pub grants: BTreeMap<u64, Grant>,
+    /// Revocations that took effect, by kind, since the cluster began
+    /// (never pruned): the same on every replica at the same log index.
+    pub revocations: RevocationCounts,
     requests: BTreeMap<RequestId, RequestRecord>,
     /// `(epoch, index)` for every revoked index: the feed's deltas read the
     /// indices revoked after an epoch without scanning them all. Derived
@@ -218,6 +264,7 @@ impl LedgerState {
             access_policy: None,
             control_audit: BTreeMap::new(),
             grants: BTreeMap::new(),
+            revocations: RevocationCounts::default(),
             requests: BTreeMap::new(),
             revoked_by_epoch: BTreeSet::new(),
             request_order: VecDeque::new(),

@@ -53,8 +53,20 @@ impl LedgerState {
         })
     }
 
-    /// Record one revocation at `epoch`, or refuse it and change nothing.
+    /// Record one revocation at `epoch` and count it by kind, or refuse it
+    /// and change nothing.
     fn revoke(&mut self, epoch: u64, now_ms: u64, revocation: &Revocation) -> Result<(), Refusal> {
+        self.revoke_uncounted(epoch, now_ms, revocation)?;
+        self.revocations.count(revocation);
+        Ok(())
+    }
+
+    fn revoke_uncounted(
+        &mut self,
+        epoch: u64,
+        now_ms: u64,
+        revocation: &Revocation,
+    ) -> Result<(), Refusal> {
         let revoked = RevokedAt {
             epoch,
             at_ms: now_ms,
@@ -292,6 +304,34 @@ mod tests {
         // A refusal changes nothing the feed reads.
         assert_eq!(ledger.state.revocation_epoch, epoch);
         assert_eq!(ledger.state.revoked_indices.len(), 1);
+    }
+
+    #[test]
+    fn revocations_that_took_effect_are_counted_by_kind() {
+        let mut ledger = leased();
+        ledger.run("one", 1_100, index(1));
+        ledger.run("again", 1_200, index(1));
+        ledger.run("beyond", 1_300, index(9));
+        ledger.run(
+            "task",
+            1_400,
+            Command::Revoke(Revocation::Task {
+                tenant: tenant("acme"),
+                task: "t-1".into(),
+            }),
+        );
+        let batch = vec![
+            Revocation::Index(StatusIndex(2)),
+            Revocation::Index(StatusIndex(2)),
+            Revocation::SecretHash([7; 32]),
+        ];
+        ledger.run("batch", 1_500, Command::RevokeMany(batch));
+        let counts = ledger.state.revocations;
+        assert_eq!((counts.index, counts.task, counts.secret), (2, 1, 1));
+        assert_eq!(counts.by_kind().iter().map(|(_, n)| n).sum::<u64>(), 4);
+        // Replicas and restarts agree: the counts are in the snapshot.
+        let restored = crate::LedgerState::from_snapshot(&ledger.state.to_snapshot()).unwrap();
+        assert_eq!(restored.revocations, counts);
     }
 
     #[test]
