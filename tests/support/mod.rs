@@ -521,6 +521,25 @@ pub fn broker_metrics(address: &str) -> String {
     response.into_string().expect("a text body")
 }
 
+/// A broker's `/metrics` in the classic Prometheus text format (asked for
+/// by `Accept`), as `promtool check metrics` reads it.
+pub fn broker_metrics_text(address: &str) -> String {
+    let response = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .get(&format!("http://{address}/metrics"))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .set("Accept", "text/plain;version=0.0.4")
+        .call()
+        .expect("/metrics answers 200");
+    assert!(
+        response.content_type() == "text/plain",
+        "asked for the text format, got {}",
+        response.content_type()
+    );
+    response.into_string().expect("a text body")
+}
+
 /// Run `lapse` and parse its JSON output, failing with its stderr.
 pub fn cli_json(cluster: &TestCluster, id: u64, args: &[&str]) -> serde_json::Value {
     let out = cluster.cli(id, args);

@@ -9,6 +9,11 @@
 //! final `# EOF`). Label values are escaped here, since
 //! `prometheus_client` writes them as given and a verifier id, a region or
 //! a withheld reason must not be able to break the exposition.
+//!
+//! [`Scrape::finish_text`] writes the same metrics in the classic
+//! Prometheus text format (0.0.4), for clients that ask for it (and for
+//! `promtool check metrics`): a counter's `# HELP` and `# TYPE` name it
+//! with its `_total`, and there is no `# EOF`.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -24,6 +29,8 @@ use prometheus_client::registry::Registry;
 
 /// The content type of what [`Scrape::finish`] returns.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of what [`Scrape::finish_text`] returns.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Labels of one sample: names (fixed by the code) and values (escaped).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -179,6 +186,8 @@ fn help_text(help: &str) -> &str {
 #[derive(Debug, Default)]
 pub struct Scrape {
     registry: Registry,
+    /// Names of the counters registered, without `_total`.
+    counters: Vec<String>,
 }
 
 impl Scrape {
@@ -217,6 +226,7 @@ impl Scrape {
     ) {
         let samples = Samples::Values(MetricType::Counter, samples.into_iter().collect());
         self.registry.register(name, help_text(help), samples);
+        self.counters.push(name.to_owned());
     }
 
     /// A histogram with one set of buckets per label set.
@@ -234,6 +244,37 @@ impl Scrape {
     pub fn finish(self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// The exposition in the classic Prometheus text format.
+    pub fn finish_text(self) -> String {
+        let counters: std::collections::HashSet<String> = self.counters.iter().cloned().collect();
+        let open_metrics = self.finish();
+        let mut text = String::with_capacity(open_metrics.len());
+        for line in open_metrics.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let comment = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+            match comment {
+                Some((prefix, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let total = if counters.contains(name) {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(text, "{prefix}{name}{total} {tail}");
+                }
+                None => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
         text
     }
 }
@@ -267,6 +308,20 @@ mod tests {
         assert!(text.contains("f 0.25\n"), "{text}");
         assert!(text.contains("# TYPE c counter\nc_total 7\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_text_format_names_counters_with_their_total_and_has_no_eof() {
+        let mut scrape = Scrape::new();
+        scrape.counter("c", "A counter.", 7);
+        scrape.gauge("g", "A gauge.", 1u64);
+        let text = scrape.finish_text();
+        assert!(
+            text.contains("# HELP c_total A counter.\n# TYPE c_total counter\nc_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE g gauge\ng 1\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 
     #[test]

@@ -218,6 +218,7 @@ fn note_use_report(
             Ok(EmergencyUseKind::FailOpen) => "fail_open",
             _ => "unknown",
         };
+        hub.uses.note(kind, use_.count);
         let audiences: Vec<String> = use_.audiences.iter().take(16).map(|a| cap(a)).collect();
         tracing::warn!(
             broker = hub.core.id(),

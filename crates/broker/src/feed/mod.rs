@@ -23,6 +23,7 @@ pub mod freshness;
 pub mod histogram;
 pub mod propagation;
 mod report;
+pub mod revoke_time;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -88,6 +89,39 @@ pub struct FeedHub {
     last_confirmed: Mutex<Option<(tokio::time::Instant, u64)>>,
     heartbeats_sent: AtomicU64,
     pub freshness: freshness::Freshness,
+    /// Emergency uses verifiers reported to this broker.
+    pub uses: EmergencyUses,
+}
+
+/// Emergency uses verifiers reported (each `UseReport` entry's count of
+/// acceptances), by kind.
+#[derive(Debug, Default)]
+pub struct EmergencyUses {
+    break_glass: AtomicU64,
+    fail_open: AtomicU64,
+    unknown: AtomicU64,
+}
+
+impl EmergencyUses {
+    /// `kind` is `break_glass`, `fail_open` or anything else (`unknown`).
+    pub fn note(&self, kind: &str, count: u32) {
+        let counter = match kind {
+            "break_glass" => &self.break_glass,
+            "fail_open" => &self.fail_open,
+            _ => &self.unknown,
+        };
+        counter.fetch_add(u64::from(count.max(1)), Ordering::Relaxed);
+    }
+
+    /// Each kind with its count.
+    pub fn by_kind(&self) -> [(&'static str, u64); 3] {
+        [
+            ("break_glass", &self.break_glass),
+            ("fail_open", &self.fail_open),
+            ("unknown", &self.unknown),
+        ]
+        .map(|(kind, n)| (kind, n.load(Ordering::Relaxed)))
+    }
 }
 
 /// One subscription slot of a certified verifier name, given back on drop.
@@ -130,6 +164,7 @@ impl FeedHub {
             last_confirmed: Mutex::new(None),
             heartbeats_sent: AtomicU64::new(0),
             freshness,
+            uses: EmergencyUses::default(),
         })
     }
 
@@ -430,6 +465,28 @@ impl FeedHub {
             .lock()
             .expect("tracker lock")
             .report(self.core.id(), epoch, now)
+    }
+
+    /// Time to revoke per region, now.
+    pub fn revoke_times(
+        &self,
+    ) -> std::collections::BTreeMap<String, revoke_time::RegionRevokeTime> {
+        let now = self.cluster_now();
+        self.tracker.lock().expect("tracker lock").revoke_times(now)
+    }
+
+    /// Verifiers subscribed here that are stale as this broker sees them:
+    /// all of them while heartbeats have been withheld for longer than
+    /// their staleness bound, else those that have not applied a
+    /// revocation committed more than the bound ago.
+    pub fn stale_verifiers(&self) -> usize {
+        let bound_ms = self.settings.verifier_staleness_ms;
+        let fresh = self.freshness_report();
+        let tracker = self.tracker.lock().expect("tracker lock");
+        if fresh.withheld_reason.is_some() && fresh.withheld_for_ms > bound_ms {
+            return tracker.subscribers();
+        }
+        tracker.stale_verifiers(self.cluster_now(), bound_ms)
     }
 
     /// Seconds since this broker last confirmed its state current.

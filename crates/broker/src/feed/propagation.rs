@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::Histogram;
+use super::revoke_time::{RegionRevokeTime, RevokeTimes};
 
 /// Revocation epochs remembered for measurement; older ones are dropped
 /// (a verifier acking past them records no sample for them).
@@ -99,6 +100,8 @@ pub struct Tracker {
     /// holds up to there is not measured here. It is the verifier's claim,
     /// not an acknowledgement: only acks move `acked_epoch`.
     baselines: BTreeMap<String, u64>,
+    /// Commit to the last verifier of each region.
+    revoke_times: RevokeTimes,
 }
 
 impl Tracker {
@@ -174,12 +177,19 @@ impl Tracker {
         record.region = region.to_owned();
         record.connections += 1;
         record.last_seen_ms = now_ms;
+        if record.connections == 1 {
+            self.revoke_times
+                .joined(verifier, region, record.acked_epoch, self.noted_through);
+        }
     }
 
     pub fn disconnected(&mut self, verifier: &str, now_ms: u64) {
         if let Some(record) = self.verifiers.get_mut(verifier) {
             record.connections = record.connections.saturating_sub(1);
             record.last_seen_ms = now_ms;
+            if record.connections == 0 {
+                self.revoke_times.left(verifier);
+            }
         }
     }
 
@@ -193,6 +203,8 @@ impl Tracker {
         if epoch <= record.acked_epoch {
             return 0;
         }
+        self.revoke_times
+            .acked(verifier, epoch, now_ms, &self.commits);
         let baseline = self.baselines.get(verifier).copied().unwrap_or(0);
         let from = record.acked_epoch.max(baseline);
         if epoch <= from {
@@ -236,6 +248,29 @@ impl Tracker {
         let regions: std::collections::BTreeSet<&String> =
             verifiers.values().map(|r| &r.region).collect();
         self.regions.retain(|region, _| regions.contains(region));
+        self.revoke_times
+            .forget(|region| regions.contains(&region.to_owned()));
+    }
+
+    /// Time to revoke per region (see [`super::revoke_time`]) at cluster
+    /// time `now_ms`.
+    pub fn revoke_times(&self, now_ms: u64) -> BTreeMap<String, RegionRevokeTime> {
+        self.revoke_times.report(now_ms, &self.commits)
+    }
+
+    /// Subscribed verifiers that have not applied a revocation committed
+    /// more than `bound_ms` before `now_ms`.
+    pub fn stale_verifiers(&self, now_ms: u64, bound_ms: u64) -> usize {
+        let overdue = |acked: u64| {
+            self.commits
+                .range(acked.saturating_add(1)..)
+                .next()
+                .is_some_and(|(_, committed)| committed.saturating_add(bound_ms) < now_ms)
+        };
+        self.verifiers
+            .values()
+            .filter(|r| r.connections > 0 && overdue(r.acked_epoch))
+            .count()
     }
 
     pub fn subscribers(&self) -> usize {

@@ -109,9 +109,14 @@ async fn metrics(
     if let Err(error) = decided {
         return error_response(&error);
     }
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::accepted(accept);
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::exposition(&state.feed, &state.guards),
+        [(header::CONTENT_TYPE, format.content_type())],
+        crate::metrics::exposition(&state.feed, &state.issuer, &state.guards, format),
     )
         .into_response()
 }

@@ -14,6 +14,7 @@ use lapse_credential::{Actor, AgentContext, MAX_DELEGATION_DEPTH, WorkloadId};
 use lapse_ledger::AttestationKind;
 
 use super::issuer::{Attested, Issued, Issuer, check_list, claimed_tenant, task_context};
+use super::stats::RequestKind;
 use crate::error::BrokerError;
 
 /// A request to delegate a credential.
@@ -44,6 +45,11 @@ impl Issuer {
     /// Delegate the subject token's authority, narrowed, to `actor`.
     /// Every attempt is audited.
     pub async fn exchange(&self, request: ExchangeParams) -> Result<Issued, BrokerError> {
+        let answer = self.exchange_unmeasured(request);
+        self.stats.measure(RequestKind::Exchange, answer).await
+    }
+
+    async fn exchange_unmeasured(&self, request: ExchangeParams) -> Result<Issued, BrokerError> {
         check_list("scopes", &request.scopes)?;
         check_list("audiences", &request.audiences)?;
         let asked = task_context(&request.task, &request.on_behalf_of, &request.intent)?;

@@ -20,6 +20,7 @@ use super::external::ExternalKeys;
 use super::keys::KeyRing;
 use super::leases::IndexLeases;
 use super::policy::PolicyCache;
+use super::stats::RequestKind;
 use crate::config::IssuanceConfig;
 use crate::core::SharedCore;
 use crate::error::BrokerError;
@@ -150,6 +151,8 @@ pub struct Issuer {
     /// The DPoP nonces this broker hands out, under a key of this life.
     pub nonces: super::nonce::DpopNonces,
     pub policies: PolicyCache,
+    /// Latency, grants, refusals and lifetimes, for `/metrics`.
+    pub stats: super::stats::IssuanceStats,
 }
 
 /// Public keys of the ledger's registered, unrevoked signing keys.
@@ -430,6 +433,7 @@ impl Issuer {
         };
         let (decision, inputs) = self.decide(&attested, &scopes, &audiences, ttl_seconds);
         if !decision.allowed {
+            self.stats.denied_by_policy();
             let status = BrokerError::Forbidden(decision.reason.clone());
             return Err(self
                 .refuse(
@@ -526,6 +530,10 @@ impl Issuer {
             seal: None,
         })
         .await?;
+        self.stats.granted_lifetime(
+            attested.tenant.as_str(),
+            claims.exp.saturating_sub(claims.iat),
+        );
         Ok(Issued {
             credential,
             status_index: index,
@@ -544,6 +552,11 @@ impl Issuer {
     /// Issue a credential to the workload the attestation proves, if its
     /// tenant's policy allows it. Every attempt is audited.
     pub async fn issue(&self, request: IssueParams) -> Result<Issued, BrokerError> {
+        let answer = self.issue_unmeasured(request);
+        self.stats.measure(RequestKind::Issue, answer).await
+    }
+
+    async fn issue_unmeasured(&self, request: IssueParams) -> Result<Issued, BrokerError> {
         check_list("scopes", &request.scopes)?;
         check_list("audiences", &request.audiences)?;
         if request.audiences.is_empty() {
@@ -617,6 +630,11 @@ impl Issuer {
     /// Issue a fresh credential for the holder of a valid, unrevoked one,
     /// bound to the same key. Every attempt is audited.
     pub async fn refresh(&self, request: RefreshParams) -> Result<Issued, BrokerError> {
+        let answer = self.refresh_unmeasured(request);
+        self.stats.measure(RequestKind::Refresh, answer).await
+    }
+
+    async fn refresh_unmeasured(&self, request: RefreshParams) -> Result<Issued, BrokerError> {
         check_list("scopes", &request.scopes)?;
         check_list("audiences", &request.audiences)?;
         self.core.confirmed_cluster_now().await?;

@@ -11,3 +11,4 @@ pub mod keys;
 pub mod leases;
 pub mod nonce;
 pub mod policy;
+pub mod stats;

@@ -75,6 +75,7 @@ impl Parts {
                 issuance.dpop_max_age_seconds + 2 * issuance.leeway_seconds,
             )),
             nonces: crate::issuance::nonce::DpopNonces::new(core.env().random_bytes()),
+            stats: Default::default(),
         });
         Ok(Self {
             feed,
