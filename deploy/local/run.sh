@@ -234,6 +234,16 @@ lapse policy set --tenant acme --file "$WORKDIR/acme.cedar"
 CREDENTIAL=$(cat "$WORKDIR/credential.jwt")
 [ -n "$CREDENTIAL" ] || fail "no credential issued"
 echo "issued a credential of ${#CREDENTIAL} bytes"
+# A request the policy refuses, counted on /metrics as reason "policy".
+(
+  umask 077
+  lapse join-token create --tenant acme --workload spiffe://example.org/payments \
+    >"$WORKDIR/refused.token" 2>/dev/null
+)
+if lapse issue --join-token-file "$WORKDIR/refused.token" --audience billing \
+  --scope payments:write --ttl 10m >/dev/null 2>&1; then
+  fail "a scope the policy does not allow was granted"
+fi
 
 verify() {
   curl -s --max-time 5 -o "$WORKDIR/verify.json" -w '%{http_code}' \
@@ -261,7 +271,9 @@ scrape_broker() {
   curl -sf --max-time 5 --cacert "$CERTS/ca.pem" --cert "$LAPSE_CERT" --key "$LAPSE_KEY" \
     "https://$HOST:$(http_port "$1")/metrics" >"$SCRAPES/broker-$1.prom"
 }
-for id in 1 4; do
+# Every broker: issuance metrics (latency, lifetimes per tenant) are the
+# issuing broker's own.
+for id in 1 2 3 4; do
   scrape_broker "$id" || fail "broker $id's /metrics"
 done
 curl -sf --max-time 5 "http://$EU_API/metrics" >"$SCRAPES/verifier-eu.prom" || fail "eu verifier /metrics"
