@@ -99,7 +99,11 @@ pub(super) async fn exchange(
     if let Some(caller) = lapse_pki::limits::caller_key(Some(&peer), None)
         && let Err(refused) = state.guards.callers.check_caller(&caller)
     {
-        return oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", &refused.to_string());
+        return oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            &refused.to_string(),
+        );
     }
     if body.len() > MAX_FORM_BYTES {
         return oauth_error(
