@@ -4,6 +4,8 @@
 use lapse_credential::{KeyId, StatusIndex, TenantId, WorkloadId};
 use serde::{Deserialize, Serialize};
 
+use crate::ssf::{SsfStatus, SsfStreamConfig};
+
 mod policy_text;
 pub use policy_text::{MAX_POLICY_NESTING, policy_nesting, policy_text_refusal};
 
@@ -259,6 +261,46 @@ pub enum Command {
     /// Close a grant before it expires. Only inside `Operate`.
     CloseGrant {
         id: u64,
+    },
+    /// Create an SSF receiver, known by the SHA-256 of its bearer token,
+    /// for one tenant or (`None`) every tenant. Only inside `Operate`.
+    CreateSsfReceiver {
+        name: String,
+        token_hash: Sha256,
+        tenant: Option<TenantId>,
+    },
+    /// Remove an SSF receiver and its streams. Only inside `Operate`.
+    RemoveSsfReceiver {
+        name: String,
+    },
+    /// Create a stream for `receiver` (`stream_id: None`; its id is then
+    /// `s<log index>`) or replace one's configuration. A broker proposes it
+    /// for the receiver it authenticated by its token.
+    PutSsfStream {
+        receiver: String,
+        stream_id: Option<String>,
+        config: SsfStreamConfig,
+    },
+    /// Delete one of `receiver`'s streams.
+    DeleteSsfStream {
+        receiver: String,
+        stream_id: String,
+    },
+    /// Enable, pause or disable a stream: by its receiver, or (`receiver:
+    /// None`) by the broker delivering it, which pauses a stream whose
+    /// endpoint keeps failing.
+    SetSsfStatus {
+        receiver: Option<String>,
+        stream_id: String,
+        status: SsfStatus,
+        reason: Option<String>,
+    },
+    /// Every event of the stream up to sequence number `up_to` was
+    /// delivered and acknowledged (by a poll's `ack`, or by a push
+    /// endpoint's 202). A position only moves forward.
+    AckSsf {
+        stream_id: String,
+        up_to: u64,
     },
 }
 
@@ -548,6 +590,19 @@ pub enum Applied {
     },
     GrantApproved,
     GrantClosed,
+    SsfReceiverCreated,
+    SsfReceiverRemoved {
+        streams: usize,
+    },
+    SsfStreamSet {
+        stream_id: String,
+    },
+    SsfStreamDeleted,
+    SsfStatusSet,
+    /// The stream's position after the ack (never less than before).
+    SsfAcked {
+        acked: u64,
+    },
 }
 
 /// Why the ledger refused a command. Each maps to a precise client error.
@@ -629,6 +684,18 @@ pub enum Refusal {
     /// rule, not the value.
     #[error("bad task id: {0}")]
     BadTask(String),
+    #[error("no SSF receiver named {0}")]
+    SsfUnknownReceiver(String),
+    #[error("an SSF receiver named {0} or with this token already exists")]
+    SsfReceiverExists(String),
+    #[error("no SSF stream {0} of this receiver")]
+    SsfUnknownStream(String),
+    #[error("{0}")]
+    SsfBadRequest(String),
+    #[error("the ledger holds {max} {what} already, the most it holds; remove some first")]
+    SsfFull { what: String, max: usize },
+    #[error("ack up to event {up_to} is beyond the last event, {last}")]
+    SsfAckBeyond { up_to: u64, last: u64 },
 }
 
 impl std::fmt::Display for Proposal {
@@ -680,6 +747,12 @@ impl Refusal {
             Refusal::PolicyEmpty => "policy-empty",
             Refusal::EmptySecret => "empty-secret",
             Refusal::BadTask(_) => "bad-task",
+            Refusal::SsfUnknownReceiver(_) => "ssf-unknown-receiver",
+            Refusal::SsfReceiverExists(_) => "ssf-receiver-exists",
+            Refusal::SsfUnknownStream(_) => "ssf-unknown-stream",
+            Refusal::SsfBadRequest(_) => "ssf-bad-request",
+            Refusal::SsfFull { .. } => "ssf-full",
+            Refusal::SsfAckBeyond { .. } => "ssf-ack-beyond",
         }
     }
 }

@@ -10,6 +10,7 @@ mod command;
 pub mod evidence;
 pub mod feed;
 mod snapshot;
+pub mod ssf;
 mod state;
 
 pub use command::{

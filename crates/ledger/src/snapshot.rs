@@ -17,7 +17,8 @@ const MAGIC: &[u8; 8] = b"LAPSESNP";
 /// history, and the signing keys kept for checking evidence.
 /// 4: task revocation rules.
 /// 5: revocations counted by kind.
-const FORMAT_VERSION: u16 = 5;
+/// 6: SSF receivers, streams and revocation events.
+const FORMAT_VERSION: u16 = 6;
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const CHECKSUM_LEN: usize = 32;
 

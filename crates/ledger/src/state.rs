@@ -14,6 +14,7 @@ use crate::command::{
     Command, ControlEvent, Grant, IssuanceRecord, JoinGrant, NodeId, OperatorRole, Proposal,
     Refusal, RequestId, Response, Sha256,
 };
+use crate::ssf::{SsfEvent, SsfReceiver, SsfStream};
 
 /// The most control-plane audit events kept; the oldest leave first.
 pub const MAX_CONTROL_EVENTS: usize = 100_000;
@@ -220,6 +221,15 @@ pub struct LedgerState {
     /// Revocations that took effect, by kind, since the cluster began
     /// (never pruned): the same on every replica at the same log index.
     pub revocations: RevocationCounts,
+    /// SSF receivers by name (at most [`crate::ssf::MAX_SSF_RECEIVERS`]).
+    pub ssf_receivers: BTreeMap<String, SsfReceiver>,
+    /// SSF streams by id (at most [`crate::ssf::MAX_SSF_STREAMS`]).
+    pub ssf_streams: BTreeMap<String, SsfStream>,
+    /// Revocation events by sequence number, in log order (the last
+    /// [`crate::ssf::MAX_SSF_EVENTS`], none older than the audit retention).
+    pub ssf_events: BTreeMap<u64, SsfEvent>,
+    /// The sequence number the next revocation event gets (from 1).
+    pub ssf_next_seq: u64,
     requests: BTreeMap<RequestId, RequestRecord>,
     /// `(epoch, index)` for every revoked index: the feed's deltas read the
     /// indices revoked after an epoch without scanning them all. Derived
@@ -265,6 +275,10 @@ impl LedgerState {
             control_audit: BTreeMap::new(),
             grants: BTreeMap::new(),
             revocations: RevocationCounts::default(),
+            ssf_receivers: BTreeMap::new(),
+            ssf_streams: BTreeMap::new(),
+            ssf_events: BTreeMap::new(),
+            ssf_next_seq: 1,
             requests: BTreeMap::new(),
             revoked_by_epoch: BTreeSet::new(),
             request_order: VecDeque::new(),
@@ -408,6 +422,13 @@ impl LedgerState {
             .retain(|_, event| event.at_ms.saturating_add(retention) > now_ms);
         self.grants
             .retain(|_, grant| grant.expires_at_ms.saturating_add(retention) > now_ms);
+        while self
+            .ssf_events
+            .first_key_value()
+            .is_some_and(|(_, event)| event.at_ms.saturating_add(retention) <= now_ms)
+        {
+            self.ssf_events.pop_first();
+        }
         let base = self.window_base();
         self.issued_tenants = self.issued_tenants.split_off(&base);
         let dedup = self.params.request_dedup_ms;

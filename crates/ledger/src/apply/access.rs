@@ -131,6 +131,18 @@ impl LedgerState {
                 grant: JoinGrant::Workload { tenant: t, .. },
                 ..
             } => Err(outside(format!("a join token for tenant {t}"))),
+            Command::CreateSsfReceiver {
+                tenant: Some(t), ..
+            } if t == tenant => Ok(()),
+            Command::CreateSsfReceiver {
+                tenant: Some(t), ..
+            } => Err(outside(format!("an SSF receiver for tenant {t}"))),
+            Command::RemoveSsfReceiver { name } => match self.ssf_receivers.get(name) {
+                Some(receiver) if receiver.tenant.as_ref() == Some(tenant) => Ok(()),
+                // Refused when applied, as unknown.
+                None => Ok(()),
+                Some(_) => Err(outside(format!("SSF receiver {name} of another scope"))),
+            },
             other => Err(outside(format!("{} (a cluster-wide command)", name(other)))),
         }
     }
@@ -291,6 +303,13 @@ fn name(command: &Command) -> &'static str {
         Command::OpenGrant { .. } => "open a break-glass grant",
         Command::ApproveGrant { .. } => "approve a break-glass grant",
         Command::CloseGrant { .. } => "close a break-glass grant",
+        Command::CreateSsfReceiver { tenant: None, .. } => "an SSF receiver of every tenant",
+        Command::CreateSsfReceiver { .. } => "create an SSF receiver",
+        Command::RemoveSsfReceiver { .. } => "remove an SSF receiver",
+        Command::PutSsfStream { .. } => "set an SSF stream",
+        Command::DeleteSsfStream { .. } => "delete an SSF stream",
+        Command::SetSsfStatus { .. } => "set an SSF stream's status",
+        Command::AckSsf { .. } => "acknowledge SSF events",
     }
 }
 

@@ -14,6 +14,7 @@ mod keys;
 mod lease;
 mod policy;
 mod revoke;
+mod ssf;
 #[cfg(test)]
 mod testing;
 
@@ -104,6 +105,34 @@ impl LedgerState {
             | Command::CloseGrant { .. } => Err(Refusal::NotAllowed(
                 "break-glass grants are opened, approved and closed by an operator".into(),
             )),
+            Command::CreateSsfReceiver {
+                name,
+                token_hash,
+                tenant,
+            } => self.create_ssf_receiver(epoch, now_ms, name, token_hash, tenant),
+            Command::RemoveSsfReceiver { name } => self.remove_ssf_receiver(name),
+            Command::PutSsfStream {
+                receiver,
+                stream_id,
+                config,
+            } => self.put_ssf_stream(epoch, now_ms, receiver, stream_id.as_deref(), config),
+            Command::DeleteSsfStream {
+                receiver,
+                stream_id,
+            } => self.delete_ssf_stream(receiver, stream_id),
+            Command::SetSsfStatus {
+                receiver,
+                stream_id,
+                status,
+                reason,
+            } => self.set_ssf_status(
+                now_ms,
+                receiver.as_deref(),
+                stream_id,
+                *status,
+                reason.as_deref(),
+            ),
+            Command::AckSsf { stream_id, up_to } => self.ack_ssf(stream_id, *up_to),
             Command::Operate { .. } | Command::RecordControl { .. } => Err(Refusal::NotAllowed(
                 "an operator's command cannot hold another".into(),
             )),

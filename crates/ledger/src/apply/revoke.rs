@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use lapse_credential::presented::Presented;
-use lapse_credential::{KeyId, KeyLookup, StatusIndex};
+use lapse_credential::{KeyId, KeyLookup, StatusIndex, TenantId};
 
 use crate::command::{Applied, EMPTY_SECRET_SHA256, MAX_BATCH, Outcome, Refusal, Revocation};
+use crate::ssf::SsfTarget;
 use crate::state::{IssuedBeforeRule, LedgerState, RevokedAt};
 
 impl LedgerState {
@@ -53,26 +54,32 @@ impl LedgerState {
         })
     }
 
-    /// Record one revocation at `epoch` and count it by kind, or refuse it
-    /// and change nothing.
+    /// Record one revocation at `epoch`, count it by kind, and make what it
+    /// recorded one SSF event; or refuse it and change nothing.
     fn revoke(&mut self, epoch: u64, now_ms: u64, revocation: &Revocation) -> Result<(), Refusal> {
-        self.revoke_uncounted(epoch, now_ms, revocation)?;
+        let (tenant, target) = self.revoke_target(epoch, now_ms, revocation)?;
         self.revocations.count(revocation);
+        self.record_ssf_event(epoch, now_ms, tenant, target);
         Ok(())
     }
 
-    fn revoke_uncounted(
+    /// Record one revocation; the tenant it concerns and what it revoked.
+    fn revoke_target(
         &mut self,
         epoch: u64,
         now_ms: u64,
         revocation: &Revocation,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(Option<TenantId>, SsfTarget), Refusal> {
         let revoked = RevokedAt {
             epoch,
             at_ms: now_ms,
         };
         match revocation {
-            Revocation::Index(StatusIndex(index)) => self.revoke_index(*index, now_ms, revoked),
+            Revocation::Index(StatusIndex(index)) => {
+                self.revoke_index(*index, now_ms, revoked)?;
+                let tenant = self.issued_tenants.get(index).cloned();
+                Ok((tenant, SsfTarget::Index(*index)))
+            }
             Revocation::Subject {
                 tenant,
                 subject,
@@ -80,7 +87,14 @@ impl LedgerState {
             } => {
                 let issued_before_ms = issued_before(*issued_before_ms, now_ms)?;
                 let key = (tenant.clone(), subject.clone());
-                raise_rule(&mut self.subject_rules, key, issued_before_ms, revoked)
+                raise_rule(&mut self.subject_rules, key, issued_before_ms, revoked)?;
+                Ok((
+                    Some(tenant.clone()),
+                    SsfTarget::Subject {
+                        subject: subject.clone(),
+                        issued_before_ms,
+                    },
+                ))
             }
             Revocation::Tenant {
                 tenant,
@@ -92,14 +106,16 @@ impl LedgerState {
                     tenant.clone(),
                     issued_before_ms,
                     revoked,
-                )
+                )?;
+                Ok((Some(tenant.clone()), SsfTarget::Tenant { issued_before_ms }))
             }
             Revocation::Task { tenant, task } => {
                 if let Some(problem) = lapse_credential::task_problem(task) {
                     return Err(Refusal::BadTask(problem));
                 }
                 let key = (tenant.clone(), task.clone());
-                raise_rule(&mut self.task_rules, key, now_ms, revoked)
+                raise_rule(&mut self.task_rules, key, now_ms, revoked)?;
+                Ok((Some(tenant.clone()), SsfTarget::Task(task.clone())))
             }
             Revocation::Key(key_id) if self.is_foreign_key(key_id) => {
                 if let Some(earlier) = self.revoked_foreign_keys.get(key_id) {
@@ -113,7 +129,7 @@ impl LedgerState {
                     });
                 }
                 self.revoked_foreign_keys.insert(key_id.clone(), revoked);
-                Ok(())
+                Ok((None, SsfTarget::Key(key_id.clone())))
             }
             Revocation::Key(key_id) => {
                 let key = self.key_mut(key_id)?;
@@ -124,11 +140,12 @@ impl LedgerState {
                 }
                 key.revoked = Some(revoked);
                 key.changed_epoch = epoch;
-                Ok(())
+                Ok((None, SsfTarget::Key(key_id.clone())))
             }
             Revocation::Credential(token) => {
                 let presented = self.presented(&token.0)?;
-                self.revoke_index(presented.index.0, now_ms, revoked)
+                self.revoke_index(presented.index.0, now_ms, revoked)?;
+                Ok((Some(presented.tenant), SsfTarget::Index(presented.index.0)))
             }
             Revocation::SecretHash(hash) => {
                 if *hash == EMPTY_SECRET_SHA256 {
@@ -140,7 +157,7 @@ impl LedgerState {
                     });
                 }
                 self.revoked_secrets.insert(*hash, revoked);
-                Ok(())
+                Ok((None, SsfTarget::Secret(*hash)))
             }
         }
     }
