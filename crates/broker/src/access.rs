@@ -42,6 +42,9 @@ pub enum Action {
     BreakGlassUnapproved,
     BreakGlassApprove,
     BreakGlassClose,
+    /// Create, list and remove Shared Signals receivers (which read a
+    /// tenant's revocations as events).
+    ManageSsf,
 }
 
 impl Action {
@@ -63,6 +66,7 @@ impl Action {
             Action::BreakGlassUnapproved => "break_glass_unapproved",
             Action::BreakGlassApprove => "break_glass_approve",
             Action::BreakGlassClose => "break_glass_close",
+            Action::ManageSsf => "manage_ssf",
         }
     }
 
@@ -84,7 +88,7 @@ impl Action {
     }
 }
 
-const ALL: [Action; 16] = [
+const ALL: [Action; 17] = [
     Action::Revoke,
     Action::SetPolicy,
     Action::ReadPolicy,
@@ -101,6 +105,7 @@ const ALL: [Action; 16] = [
     Action::BreakGlassUnapproved,
     Action::BreakGlassApprove,
     Action::BreakGlassClose,
+    Action::ManageSsf,
 ];
 
 /// What Cedar may know of an access request.
@@ -120,7 +125,8 @@ type Roles = {
 };
 action revoke, set_policy, read_policy, create_join_token, read_audit, lease, membership,
   rotate_key, bind_role, set_access_policy, read_status, read_propagation,
-  break_glass_open, break_glass_unapproved, break_glass_approve, break_glass_close
+  break_glass_open, break_glass_unapproved, break_glass_approve, break_glass_close,
+  manage_ssf
   appliesTo { principal: Operator, resource: [Tenant, Cluster], context: Roles };
 "#;
 
@@ -161,6 +167,13 @@ when { context.revoker.contains(context.tenant) };
 permit(principal, action == Action::"read_audit", resource is Tenant)
 when { context.auditor.contains(context.tenant) };
 permit(principal, action == Action::"read_audit", resource)
+when { context.all_tenants_auditor };
+
+// Shared Signals receivers read revocations as events: a tenant admin or
+// a tenant's auditor manages its tenant's, an auditor of every tenant any.
+permit(principal, action == Action::"manage_ssf", resource is Tenant)
+when { context.tenant_admin.contains(context.tenant) || context.auditor.contains(context.tenant) };
+permit(principal, action == Action::"manage_ssf", resource)
 when { context.all_tenants_auditor };
 
 // Anyone with a role reads the cluster's status; verifiers and anyone with

@@ -27,6 +27,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod replica_check;
+pub mod ssf;
 pub mod time;
 
 pub use api::{REFUSAL_HEADER, refusal_status};

@@ -354,4 +354,25 @@ impl Cluster for ClusterService {
     ) -> Answer<pb::GrantsResponse> {
         self.grants_list(request).await
     }
+
+    async fn create_ssf_receiver(
+        &self,
+        request: Request<pb::CreateSsfReceiverRequest>,
+    ) -> Answer<pb::CreateSsfReceiverResponse> {
+        self.new_ssf_receiver(request).await
+    }
+
+    async fn list_ssf_receivers(
+        &self,
+        request: Request<pb::ListSsfReceiversRequest>,
+    ) -> Answer<pb::SsfReceiversResponse> {
+        self.ssf_receivers(request).await
+    }
+
+    async fn remove_ssf_receiver(
+        &self,
+        request: Request<pb::RemoveSsfReceiverRequest>,
+    ) -> Answer<pb::SsfReceiversResponse> {
+        self.drop_ssf_receiver(request).await
+    }
 }

@@ -23,6 +23,7 @@ mod policy;
 mod propagation;
 mod revoke;
 mod roles;
+mod ssf;
 pub(crate) mod status;
 
 pub use cluster::ClusterService;
@@ -55,7 +56,13 @@ fn refusal_code(refusal: &Refusal) -> Code {
         | Refusal::JoinTokenWrongAddress { .. }
         | Refusal::OutsideTenant { .. }
         | Refusal::NotAllowed(_) => Code::PermissionDenied,
-        Refusal::NoSuchBinding(_) | Refusal::UnknownGrant(_) => Code::NotFound,
+        Refusal::NoSuchBinding(_)
+        | Refusal::UnknownGrant(_)
+        | Refusal::SsfUnknownReceiver(_)
+        | Refusal::SsfUnknownStream(_) => Code::NotFound,
+        Refusal::SsfReceiverExists(_) => Code::AlreadyExists,
+        Refusal::SsfFull { .. } => Code::ResourceExhausted,
+        Refusal::SsfBadRequest(_) | Refusal::SsfAckBeyond { .. } => Code::InvalidArgument,
         Refusal::BadGrant { .. } => Code::FailedPrecondition,
         Refusal::TooManyBindings { .. } | Refusal::TooManyForeignKeys { .. } => {
             Code::ResourceExhausted

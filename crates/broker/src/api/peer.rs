@@ -254,7 +254,9 @@ fn decide_again(core: &crate::core::SharedCore, command: Command) -> Result<Comm
         | Command::SetAccessPolicy { .. }
         | Command::OpenGrant { .. }
         | Command::ApproveGrant { .. }
-        | Command::CloseGrant { .. } => Err(Status::permission_denied(
+        | Command::CloseGrant { .. }
+        | Command::CreateSsfReceiver { .. }
+        | Command::RemoveSsfReceiver { .. } => Err(Status::permission_denied(
             "an operator's command must carry the authorization it was decided with",
         )),
         other => Ok(other),

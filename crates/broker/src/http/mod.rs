@@ -22,6 +22,7 @@ use crate::core::SharedCore;
 use crate::error::BrokerError;
 
 mod oauth;
+mod ssf;
 mod status;
 
 /// What every HTTP handler may read.
@@ -201,6 +202,7 @@ pub async fn serve(
             axum::routing::post(oauth::exchange)
                 .layer(axum::extract::DefaultBodyLimit::max(oauth::MAX_FORM_BYTES)),
         )
+        .merge(ssf::routes())
         .with_state(HttpState {
             core: core.clone(),
             feed,

@@ -108,6 +108,7 @@ pub(super) fn background(core: &SharedCore, parts: &Parts) -> Vec<JoinHandle<()>
         parts
             .audit
             .spawn_shipping(core.clone(), Duration::from_millis(issuance.audit_ship_ms)),
+        crate::ssf::push::spawn(core.clone(), parts.keys.clone()),
     ]);
     if core.config().raft.replica_check_ms > 0 {
         let every = Duration::from_millis(core.config().raft.replica_check_ms);
