@@ -21,6 +21,7 @@ mod roles;
 mod secret_input;
 #[cfg(feature = "sim")]
 mod sim;
+mod ssf;
 mod status;
 mod tls;
 
@@ -88,6 +89,8 @@ enum Command {
     BreakGlass(break_glass::BreakGlassArgs),
     /// How far revocations have reached: delays per region and verifier, lagging verifiers.
     Propagation(feed::PropagationArgs),
+    /// Shared Signals (SSF / CAEP): create, list and remove receivers of revocation events.
+    Ssf(ssf::SsfArgs),
     /// Deterministic simulation: run scenarios of partitions, crashes and clock drift from seeds.
     #[cfg(feature = "sim")]
     Sim(sim::SimArgs),
@@ -122,6 +125,7 @@ async fn main() -> ExitCode {
         Command::Revoke(args) => revoke::revoke(args).await,
         Command::Status(args) => status::status(args).await,
         Command::JoinToken(args) => commands::join_token(args).await,
+        Command::Ssf(args) => ssf::run(args).await,
         Command::Cluster(args) => commands::cluster(args).await,
         Command::Lease(args) => commands::lease(args).await,
         Command::Issue(args) => credentials::issue(args).await,
