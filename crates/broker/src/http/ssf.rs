@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lapse_ledger::ssf::{
-    SSF_EVENTS_SUPPORTED, SsfDelivery, SsfSecret, SsfStatus, SsfStream, SsfStreamConfig,
-    config_problem,
+    SSF_EVENTS_SUPPORTED, SsfDelivery, SsfSecret, SsfStatus as Delivering, SsfStream,
+    SsfStreamConfig, config_problem,
 };
 use lapse_ledger::{Applied, Command, RequestId};
 use serde::Deserialize;
@@ -432,9 +432,9 @@ async fn set_status(State(state): State<HttpState>, headers: HeaderMap, body: By
         let receiver = receiver(&state, &headers)?;
         let body: StatusBody = json_body(&body)?;
         let status = match body.status.as_str() {
-            "enabled" => SsfStatus::Enabled,
-            "paused" => SsfStatus::Paused,
-            "disabled" => SsfStatus::Disabled,
+            "enabled" => Delivering::Enabled,
+            "paused" => Delivering::Paused,
+            "disabled" => Delivering::Disabled,
             _ => {
                 return Err(BrokerError::Invalid(
                     "status is one of enabled, paused, disabled".into(),

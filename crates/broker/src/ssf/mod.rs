@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lapse_credential::{SigningKeyPair, TenantId};
 use lapse_ledger::LedgerState;
-use lapse_ledger::ssf::{SsfEvent, SsfStatus, SsfStream, SsfTarget};
+use lapse_ledger::ssf::{SsfEvent, SsfStatus as Delivering, SsfStream, SsfTarget};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -95,7 +95,7 @@ pub fn seq_of(stream_id: &str, jti: &str) -> Option<u64> {
 /// The events still to be delivered on a stream, in order, at most `max`:
 /// after its position, of its receiver's tenant, of a type it asked for.
 pub fn pending(ledger: &LedgerState, stream: &SsfStream, max: usize) -> Vec<(u64, SsfEvent)> {
-    if stream.status != SsfStatus::Enabled {
+    if stream.status != Delivering::Enabled {
         return Vec::new();
     }
     let scope = ledger
@@ -236,7 +236,7 @@ mod tests {
                 delivery: SsfDelivery::Poll,
                 description: None,
             },
-            status: SsfStatus::Enabled,
+            status: Delivering::Enabled,
             reason: None,
             acked: 0,
             created_epoch: 1,

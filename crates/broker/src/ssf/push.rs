@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lapse_ledger::ssf::{SsfDelivery, SsfStatus};
+use lapse_ledger::ssf::{SsfDelivery, SsfStatus as Delivering};
 use lapse_ledger::{Command, RequestId};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinSet;
@@ -192,7 +192,7 @@ async fn settle(
         let command = Command::SetSsfStatus {
             receiver: None,
             stream_id: stream.clone(),
-            status: SsfStatus::Paused,
+            status: Delivering::Paused,
             reason: Some(reason),
         };
         if let Err(error) = core.propose(id, command).await {
