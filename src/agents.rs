@@ -62,9 +62,10 @@ pub struct ExchangeArgs {
     /// The key the credential is bound to, for the DPoP proof.
     #[arg(long)]
     dpop_key_file: Option<PathBuf>,
-    /// The cluster's issuer name (proofs are made for `<issuer>/exchange`).
-    #[arg(long, default_value = "lapse")]
-    issuer: String,
+    /// The cluster's issuer, whose URI proofs name (the brokers' `[issuance] issuer`); by default
+    /// the dev cluster's (`.lapse-dev/issuer`) when there is one, else `lapse`.
+    #[arg(long)]
+    issuer: Option<String>,
     /// The delegate's SPIFFE id: the new credential's acting party (`act`).
     #[arg(long)]
     actor: String,
@@ -100,7 +101,11 @@ pub async fn exchange(args: ExchangeArgs) -> Result<(), Failure> {
         .transpose()?
         .map(|k| k.public_jwk().thumbprint())
         .unwrap_or_default();
-    let uri = format!("{}/exchange", args.issuer.trim_end_matches('/'));
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(crate::client::default_issuer);
+    let uri = format!("{}/exchange", issuer.trim_end_matches('/'));
     let credential = args.credential.trim().to_owned();
     let prove = |nonce: Option<&str>| prove(key.as_ref(), &uri, Some(&credential), nonce);
     let client = issuer_client(&args.connection).await?;

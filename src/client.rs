@@ -394,6 +394,17 @@ pub fn read_named_text(flag: &str, path: &std::path::Path) -> Result<String, Fai
     }
 }
 
+/// The issuer credentials name by default: the dev cluster's, written to
+/// `.lapse-dev/issuer` by `lapse dev`, when run next to one; else
+/// `lapse`, the brokers' default.
+pub fn default_issuer() -> String {
+    std::fs::read_to_string(PathBuf::from(DEV_DIR).join("issuer"))
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|issuer| !issuer.is_empty() && issuer.len() <= 512)
+        .unwrap_or_else(|| lapse_credential::DEFAULT_ISSUER.to_owned())
+}
+
 /// A fresh random request id.
 pub fn new_request_id() -> String {
     format!("cli-{:016x}", rand::random::<u64>())

@@ -40,9 +40,10 @@ pub struct IssueArgs {
     /// broker that you hold it. Created if missing.
     #[arg(long)]
     dpop_key_file: Option<PathBuf>,
-    /// The cluster's issuer name (the proof is made for `<issuer>/issue`).
-    #[arg(long, default_value = "lapse")]
-    issuer: String,
+    /// The cluster's issuer, whose URI proofs name (the brokers' `[issuance] issuer`); by default
+    /// the dev cluster's (`.lapse-dev/issuer`) when there is one, else `lapse`.
+    #[arg(long)]
+    issuer: Option<String>,
     /// The tenant you expect; refused if the attestation says otherwise.
     #[arg(long)]
     tenant: Option<String>,
@@ -60,9 +61,10 @@ pub struct RefreshArgs {
     /// The key the credential is bound to, for the DPoP proof.
     #[arg(long)]
     dpop_key_file: Option<PathBuf>,
-    /// The cluster's issuer name (proofs are made for `<issuer>/refresh`).
-    #[arg(long, default_value = "lapse")]
-    issuer: String,
+    /// The cluster's issuer, whose URI proofs name (the brokers' `[issuance] issuer`); by default
+    /// the dev cluster's (`.lapse-dev/issuer`) when there is one, else `lapse`.
+    #[arg(long)]
+    issuer: Option<String>,
     /// Lifetime; the broker's default when not given, and never past the
     /// refresh chain's end (`issuance.max_chain_age_seconds` after the
     /// attestation that began it).
@@ -226,7 +228,11 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
         .as_ref()
         .map(|k| k.public_jwk().thumbprint())
         .unwrap_or_default();
-    let uri = format!("{}/issue", args.issuer.trim_end_matches('/'));
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(crate::client::default_issuer);
+    let uri = format!("{}/issue", issuer.trim_end_matches('/'));
     let prove = |nonce: Option<&str>| prove(key.as_ref(), &uri, None, nonce);
     let client = issuer_client(&args.connection).await?;
     let request = IssueRequest {
@@ -257,7 +263,11 @@ pub async fn issue(args: IssueArgs) -> Result<(), Failure> {
 
 pub async fn refresh(args: RefreshArgs) -> Result<(), Failure> {
     let key = args.dpop_key_file.as_deref().map(dpop_key).transpose()?;
-    let uri = format!("{}/refresh", args.issuer.trim_end_matches('/'));
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(crate::client::default_issuer);
+    let uri = format!("{}/refresh", issuer.trim_end_matches('/'));
     let credential = args.credential.clone();
     let prove = |nonce: Option<&str>| prove(key.as_ref(), &uri, Some(&credential), nonce);
     let client = issuer_client(&args.connection).await?;

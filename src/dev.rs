@@ -149,11 +149,18 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         },
         &admin_token,
     );
+    // The issuer is broker 1's HTTPS address: credentials' status list
+    // URIs resolve there, and the OpenID metadata is found under it.
+    let issuer = format!("https://127.0.0.1:{}", args.base_port + 100);
     for (n, config) in configs.iter_mut().enumerate() {
         // The JWKS and issuer metadata, 100 ports above each broker.
         config.issuance.http_listen =
             Some(([127, 0, 0, 1], args.base_port + 100 + n as u16).into());
+        config.issuance.issuer = issuer.clone();
     }
+    // Public: the command line and verifiers read it as their default.
+    lapse_pki::files::write(&args.data_dir.join("issuer"), &issuer, false, true)
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     for config in &configs {
         let text = toml::to_string_pretty(config).unwrap_or_default();
         // 0600: a broker's configuration may hold secrets (admin token

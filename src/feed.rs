@@ -63,9 +63,10 @@ pub struct VerifierArgs {
     #[arg(long)]
     any_audience: bool,
     /// Require this issuer of every credential: the brokers' `[issuance]
-    /// issuer`.
-    #[arg(long, default_value = lapse_credential::DEFAULT_ISSUER)]
-    issuer: String,
+    /// issuer`; by default the dev cluster's (`.lapse-dev/issuer`) when
+    /// there is one, else `lapse`.
+    #[arg(long)]
+    issuer: Option<String>,
     /// Abandon a broker that sends nothing for this long.
     #[arg(long, default_value = "1s", value_parser = crate::client::positive_duration)]
     idle_timeout: Duration,
@@ -119,6 +120,10 @@ pub struct VerifierArgs {
 }
 
 pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(crate::client::default_issuer);
     let config = DaemonConfig {
         brokers: args.brokers.clone(),
         id: args.id.clone(),
@@ -130,7 +135,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
             leeway_seconds: args.leeway_seconds,
             audience: args.audience.clone(),
             any_audience: args.any_audience,
-            issuer: args.issuer.clone(),
+            issuer: issuer.clone(),
             // --signed-by, else the TLS CA (see `daemon::run`).
             trust: args
                 .signed_by
@@ -184,7 +189,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         }
         _ => {}
     }
-    if args.issuer.is_empty() {
+    if issuer.is_empty() {
         return Err(Failure::new(
             exit::USAGE,
             "--issuer: name the brokers' [issuance] issuer",
