@@ -3,7 +3,8 @@
 //! implementation Lapse did not write (`@sd-jwt/jwt-status-list` from npm,
 //! run by Node) reads as VALID, then INVALID after `lapse revoke index`;
 //! RFC 7662 introspection says `active: true`, then `active: false`, and
-//! answers only callers the access policy lets read the status.
+//! answers only callers the access policy lets read the status; RFC 7009
+//! revocation by the holder or by an operator.
 
 mod support;
 
@@ -56,16 +57,26 @@ fn status_by_npm(reader: &Path, credential: &str, jwks_url: &str) -> serde_json:
 
 /// POST `token` to `/introspect` with `authorization` (if any).
 fn introspect(http: &str, token: &str, authorization: Option<&str>) -> (u16, serde_json::Value) {
+    post_token(http, "/introspect", token, authorization)
+}
+
+/// POST `token=<token>` to `path` with `authorization` (if any).
+fn post_token(
+    http: &str,
+    path: &str,
+    token: &str,
+    authorization: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut request = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build()
-        .post(&format!("http://{http}/introspect"));
+        .post(&format!("http://{http}{path}"));
     if let Some(value) = authorization {
         request = request.set("Authorization", value);
     }
     let response = match request.send_form(&[("token", token)]) {
         Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-        Err(error) => panic!("POST /introspect: {error}"),
+        Err(error) => panic!("POST {path}: {error}"),
     };
     (response.status(), response.into_json().unwrap())
 }
@@ -157,6 +168,89 @@ async fn an_independent_status_list_reader_and_introspection_see_a_revocation() 
     assert_eq!(invalid["status"], 1, "{invalid}");
     let (_, inactive) = introspect(&http, &credential, Some(&admin));
     assert_eq!(inactive, serde_json::json!({ "active": false }));
+
+    // RFC 7009: the holder revokes its own credential with no client
+    // authentication; an operator revokes one with its own; a token that
+    // is not a current credential is answered 200 and changes nothing.
+    let issue = |extra: &[&str]| {
+        let token = cli_json(
+            &cluster,
+            1,
+            &[
+                "join-token",
+                "create",
+                "--tenant",
+                "acme",
+                "--workload",
+                "spiffe://example.org/payments",
+                "--json",
+            ],
+        )["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut args = vec![
+            "issue",
+            "--join-token",
+            &token,
+            "--audience",
+            "billing",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        cli_json(&cluster, 1, &args)["credential"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let own = issue(&[]);
+    let (status, reply) = post_token(&http, "/revoke", &own, None);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(introspect(&http, &own, Some(&admin)).1["active"], false);
+    assert_eq!(status_by_npm(&reader, &own, &jwks)["status"], 1);
+    let by_operator = issue(&[]);
+    let (status, reply) = post_token(&http, "/revoke", &by_operator, Some(&admin));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        introspect(&http, &by_operator, Some(&admin)).1["active"],
+        false
+    );
+    // A key-bound credential needs its key's proof to be revoked by its
+    // holder; a stolen copy cannot take it away from its owner.
+    let key = cluster.dir.path().join("holder.key");
+    let issuer = format!("http://{http}");
+    let bound = issue(&[
+        "--dpop-key-file",
+        key.to_str().unwrap(),
+        "--issuer",
+        &issuer,
+    ]);
+    let (status, reply) = post_token(&http, "/revoke", &bound, None);
+    assert_eq!(status, 401, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("DPoP proof is required"),
+        "{reply}"
+    );
+    assert_eq!(introspect(&http, &bound, Some(&admin)).1["active"], true);
+    // Nothing to revoke, nothing changed; a wrong admin token is refused.
+    let revocations = || -> u64 {
+        broker_metrics(&http)
+            .lines()
+            .filter(|l| l.starts_with("lapse_revocations_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = revocations();
+    assert_eq!(before, 3, "index, holder and operator revocations");
+    let (status, _) = post_token(&http, "/revoke", "eyJhbGciOiJub25lIn0.e30.", None);
+    assert_eq!(status, 200);
+    assert_eq!(revocations(), before, "a bad token revoked something");
+    let (status, reply) = post_token(&http, "/revoke", &bound, Some("Bearer not-the-token"));
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(introspect(&http, &bound, Some(&admin)).1["active"], true);
 
     // Lists that do not exist are 404s.
     for path in [

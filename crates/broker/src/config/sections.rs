@@ -73,6 +73,12 @@ impl IssuanceConfig {
         format!("{}/exchange", self.issuer.trim_end_matches('/'))
     }
 
+    /// The URI a DPoP proof for revoking a key-bound credential as its
+    /// holder must name (`htu`).
+    pub fn revoke_uri(&self) -> String {
+        format!("{}/revoke", self.issuer.trim_end_matches('/'))
+    }
+
     /// The URI a DPoP proof for a key-bound issuance must name (`htu`).
     pub fn issue_uri(&self) -> String {
         format!("{}/issue", self.issuer.trim_end_matches('/'))

@@ -22,6 +22,7 @@ use crate::core::SharedCore;
 use crate::error::BrokerError;
 
 mod oauth;
+mod revocation;
 mod ssf;
 mod status;
 
@@ -85,6 +86,7 @@ async fn openid_configuration(State(state): State<HttpState>) -> impl IntoRespon
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint": format!("{}/exchange", state.base_url),
         "introspection_endpoint": format!("{}/introspect", state.base_url),
+        "revocation_endpoint": format!("{}/revoke", state.base_url),
         "grant_types_supported": [oauth::TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["none"],
         "dpop_signing_alg_values_supported": ["EdDSA"],
@@ -195,6 +197,12 @@ pub async fn serve(
             "/introspect",
             axum::routing::post(status::introspect).layer(axum::extract::DefaultBodyLimit::max(
                 status::MAX_INTROSPECTION_BYTES,
+            )),
+        )
+        .route(
+            "/revoke",
+            axum::routing::post(revocation::revoke).layer(axum::extract::DefaultBodyLimit::max(
+                revocation::MAX_REVOCATION_BYTES,
             )),
         )
         .route(

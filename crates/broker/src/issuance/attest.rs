@@ -322,41 +322,84 @@ impl Issuer {
             return Err(BrokerError::Forbidden("credential has been revoked".into()));
         }
         if let Some(Confirmation { jkt }) = &claims.cnf {
-            if dpop_proof.is_empty() {
-                return Err(BrokerError::Unauthenticated(
-                    "credential is bound to a key: a DPoP proof is required".into(),
-                ));
-            }
-            let proof = verify_proof(
-                dpop_proof,
-                &DpopExpectation {
-                    method: "POST",
-                    url: uri,
-                    access_token: Some(credential),
-                    now_seconds: now,
-                    max_age_seconds: self.settings.dpop_max_age_seconds,
-                    leeway_seconds: self.settings.leeway_seconds,
-                },
-            )
-            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
-            if &proof.jkt != jkt {
-                return Err(BrokerError::Unauthenticated(
-                    "DPoP proof is signed by a different key than the credential is bound to"
-                        .into(),
-                ));
-            }
-            self.check_nonce(proof.nonce.as_deref())?;
-            self.replay
-                .lock()
-                .expect("replay lock")
-                .check_and_remember(&proof.jti, now)
-                .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
+            self.check_holder_proof(jkt, credential, dpop_proof, uri)?;
         }
         Ok(Presented {
             claims,
             token_sha256,
             lease_until_ms,
         })
+    }
+
+    /// A DPoP proof for `POST uri` by the key `jkt` a presented
+    /// `credential` is bound to, with one of this broker's nonces, seen
+    /// once.
+    fn check_holder_proof(
+        &self,
+        jkt: &str,
+        credential: &str,
+        dpop_proof: &str,
+        uri: &str,
+    ) -> Result<(), BrokerError> {
+        let now = self.now_seconds();
+        if dpop_proof.is_empty() {
+            return Err(BrokerError::Unauthenticated(
+                "credential is bound to a key: a DPoP proof is required".into(),
+            ));
+        }
+        let proof = verify_proof(
+            dpop_proof,
+            &DpopExpectation {
+                method: "POST",
+                url: uri,
+                access_token: Some(credential),
+                now_seconds: now,
+                max_age_seconds: self.settings.dpop_max_age_seconds,
+                leeway_seconds: self.settings.leeway_seconds,
+            },
+        )
+        .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))?;
+        if proof.jkt != jkt {
+            return Err(BrokerError::Unauthenticated(
+                "DPoP proof is signed by a different key than the credential is bound to".into(),
+            ));
+        }
+        self.check_nonce(proof.nonce.as_deref())?;
+        self.replay
+            .lock()
+            .expect("replay lock")
+            .check_and_remember(&proof.jti, now)
+            .map_err(|e| BrokerError::Unauthenticated(format!("DPoP proof: {e}")))
+    }
+
+    /// Whether the holder of `credential` may revoke it itself (RFC 7009):
+    /// `Ok(true)` when it is a current credential of this cluster (with a
+    /// DPoP proof for `POST <issuer>/revoke` when it is key-bound),
+    /// `Ok(false)` when there is nothing to revoke (malformed, badly
+    /// signed, expired), `Err` when a key-bound credential comes without
+    /// a good proof.
+    pub fn holder_may_revoke(
+        &self,
+        credential: &str,
+        dpop_proof: &str,
+    ) -> Result<bool, BrokerError> {
+        let keys = ledger_keys(&self.core);
+        let Ok(verified) = verify(
+            credential,
+            &keys,
+            &VerifyOptions {
+                audience: AudienceCheck::Any,
+                issuer: &self.settings.issuer,
+                now_seconds: self.now_seconds(),
+                leeway_seconds: self.settings.leeway_seconds,
+            },
+        ) else {
+            return Ok(false);
+        };
+        if let Some(Confirmation { jkt }) = &verified.claims.cnf {
+            self.check_holder_proof(jkt, credential, dpop_proof, &self.settings.revoke_uri())?;
+        }
+        Ok(true)
     }
 
     pub(super) fn attest_refresh(&self, request: &RefreshParams) -> Result<Attested, BrokerError> {

@@ -716,6 +716,11 @@ pub(super) fn task_context(
     })
 }
 
+/// The tenant a credential claims, read without checking it, if it parses.
+pub fn claimed_tenant_of(token: &str) -> Option<TenantId> {
+    TenantId::new(claimed_tenant(token)).ok()
+}
+
 /// The tenant a credential claims, read without checking it (for the audit
 /// of a refused refresh); empty when it names none that parses. The claims
 /// are bounded by the request size limit.
