@@ -262,3 +262,157 @@ async fn an_independent_status_list_reader_and_introspection_see_a_revocation() 
         assert_eq!(get_status(&http, path), 404, "{path}");
     }
 }
+
+/// Run `lapse` in `dir` against the dev cluster's broker at `broker`.
+fn dev_cli(dir: &Path, broker: &str, args: &[&str]) -> serde_json::Value {
+    let out = lapse()
+        .env_remove("LAPSE_INSECURE_PLAINTEXT")
+        .current_dir(dir)
+        .args(args)
+        .args(["--broker", broker, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lapse {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// A child process stopped with SIGINT (as Ctrl-C stops `lapse dev`) when
+/// dropped, so a failing test leaves no cluster behind.
+struct Interrupted(std::process::Child);
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_lapse_dev_credential_names_a_status_list_that_resolves_over_https() {
+    use std::io::{BufRead, BufReader};
+    let reader = status_list_reader();
+    let dir = tempfile::tempdir().unwrap();
+    let base = loop {
+        let base = free_port();
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if base < 65000 && (1..3).all(|n| free(base + n)) && (100..103).all(|n| free(base + n)) {
+            break base;
+        }
+    };
+    let mut dev = lapse()
+        .env_remove("LAPSE_INSECURE_PLAINTEXT")
+        .current_dir(dir.path())
+        .args(["dev", "--base-port", &base.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let _dev = Interrupted(dev);
+    let mut printed = String::new();
+    while !printed.contains("Ctrl-C stops the cluster") {
+        match lines.next() {
+            Some(Ok(line)) => printed.push_str(&(line + "\n")),
+            _ => panic!("lapse dev ended: {printed}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let broker = format!("127.0.0.1:{base}");
+    let issuer = format!("https://127.0.0.1:{}", base + 100);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".lapse-dev/issuer")).unwrap(),
+        issuer
+    );
+    std::fs::write(dir.path().join("acme.cedar"), POLICY).unwrap();
+    dev_cli(
+        dir.path(),
+        &broker,
+        &["policy", "set", "--tenant", "acme", "--file", "acme.cedar"],
+    );
+    let token = dev_cli(
+        dir.path(),
+        &broker,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--workload",
+            "spiffe://example.org/payments",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The brokers register keys and lease indices just after start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let issued = loop {
+        let out = lapse()
+            .env_remove("LAPSE_INSECURE_PLAINTEXT")
+            .current_dir(dir.path())
+            .args([
+                "issue",
+                "--join-token",
+                &token,
+                "--audience",
+                "billing",
+                "--json",
+            ])
+            .args(["--broker", &broker])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        }
+        assert!(
+            out.status.code() == Some(5) && std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let credential = issued["credential"].as_str().unwrap().to_owned();
+    let index = issued["status_index"].as_u64().unwrap().to_string();
+    let read = || {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standards/status_list.js");
+        let out = Command::new("node")
+            .arg(&script)
+            .args([
+                credential.as_str(),
+                &format!("{issuer}/.well-known/jwks.json"),
+            ])
+            .env("NODE_PATH", reader.join("node_modules"))
+            .env(
+                "NODE_EXTRA_CA_CERTS",
+                dir.path().join(".lapse-dev/certs/ca.pem"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let valid = read();
+    assert_eq!(valid["uri"], format!("{issuer}/statuslists/1"), "{valid}");
+    assert_eq!(valid["status"], 0, "{valid}");
+    dev_cli(dir.path(), &broker, &["revoke", "index", &index]);
+    // Broker 1 serves the list; the revoke was answered once committed,
+    // and broker 1 applies it at once or within a heartbeat: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read()["status"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never showed the revocation"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
