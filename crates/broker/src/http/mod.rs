@@ -249,6 +249,15 @@ pub async fn serve(
 /// the ledger's refusal code, when the ledger refused).
 pub fn error_response(error: &BrokerError) -> axum::response::Response {
     let (status, kind) = match error {
+        // The ledger's word that what was named is not there, or not the
+        // caller's (one receiver's stream is unknown to every other).
+        BrokerError::Refused(
+            lapse_ledger::Refusal::SsfUnknownStream(_)
+            | lapse_ledger::Refusal::SsfUnknownReceiver(_),
+        ) => (StatusCode::NOT_FOUND, "refused"),
+        BrokerError::Refused(lapse_ledger::Refusal::SsfBadRequest(_)) => {
+            (StatusCode::BAD_REQUEST, "refused")
+        }
         BrokerError::Refused(_) => (StatusCode::CONFLICT, "refused"),
         BrokerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         BrokerError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
