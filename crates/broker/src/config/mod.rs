@@ -353,6 +353,26 @@ impl BrokerConfig {
                 "issuance.issuer, lease_block and key_rotation_seconds must be set".into(),
             );
         }
+        // Every credential carries it, and status list URIs are made from
+        // it: a URL (https, or http for tests) with no query or fragment,
+        // or a bare name.
+        let issuer = &issuance.issuer;
+        let url_like = issuer.contains("://");
+        if issuer.len() > 512
+            || issuer.chars().any(|c| c.is_whitespace() || c.is_control())
+            || (url_like
+                && (!(issuer.starts_with("https://") || issuer.starts_with("http://"))
+                    || issuer.contains(['?', '#'])
+                    || issuer
+                        .split("://")
+                        .nth(1)
+                        .is_none_or(|rest| rest.split('/').next().is_none_or(str::is_empty))))
+        {
+            return invalid(format!(
+                "issuance.issuer {:?}: an https URL with a host and no query or fragment (or a bare name), at most 512 bytes",
+                issuer.chars().take(80).collect::<String>()
+            ));
+        }
         if issuance.default_ttl_seconds == 0
             || issuance.default_ttl_seconds > self.ledger.max_credential_ttl_seconds
         {
@@ -421,6 +441,43 @@ mod tests {
         let typo = text.replace("heartbeat_ms", "heartbeat_msec");
         let error = BrokerConfig::from_toml(&typo).unwrap_err().to_string();
         assert!(error.contains("heartbeat_msec"), "{error}");
+    }
+
+    #[test]
+    fn the_issuer_is_a_url_with_a_host_or_a_bare_name() {
+        let mut config = BrokerConfig::new(1, "127.0.0.1:7401".parse().unwrap(), "data".into());
+        config.insecure_plaintext = true;
+        for good in [
+            "lapse",
+            "https://lapse.example",
+            "https://lapse.example/tenant-a",
+            "http://127.0.0.1:7501",
+        ] {
+            config.issuance.issuer = good.into();
+            let error = config.validate().err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_none_or(|e| !e.contains("issuance.issuer")),
+                "{good}: {error:?}"
+            );
+        }
+        for bad in [
+            "https://",
+            "https:///path",
+            "ftp://lapse.example",
+            "https://lapse.example/?q=1",
+            "https://lapse.example/#f",
+            "lapse issuer",
+            "lapse\u{7}",
+        ] {
+            config.issuance.issuer = bad.into();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("issuance.issuer"), "{bad}: {error}");
+        }
+        config.issuance.issuer = format!("https://{}", "a".repeat(600));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("issuance.issuer"), "{error}");
     }
 
     #[test]

@@ -209,6 +209,12 @@ async fn serve_http(
         address: address.to_string(),
         source,
     };
+    if !issuance.issuer.starts_with("https://") && !issuance.issuer.starts_with("http://") {
+        tracing::warn!(
+            issuer = %issuance.issuer,
+            "issuance.issuer is not a URL: credentials' status list URIs will not resolve; set it to the HTTPS URL relying parties reach this listener at"
+        );
+    }
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
     let base_url = http::base_url(
