@@ -16,6 +16,20 @@ pub fn https_get(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> std::io::Result<(u16, String)> {
+    https_request(address, "GET", path, ca, identity, &[], "")
+}
+
+/// `method path` over HTTPS to `address` with `headers` and `body`; the
+/// status and body.
+pub fn https_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let files = TlsFiles {
         ca: ca.to_owned(),
         cert: identity.map(|(cert, _)| cert.to_owned()),
@@ -37,10 +51,14 @@ pub fn https_get(
     let socket = std::net::TcpStream::connect(address)?;
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut stream = rustls::StreamOwned::new(connection, socket);
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    write!(stream, "{head}\r\n{body}")?;
     stream.flush()?;
     let mut response = Vec::new();
     match stream.read_to_end(&mut response) {

@@ -21,6 +21,7 @@ pub use files::{Reloading, TlsFiles};
 pub use inspect::CertInfo;
 pub use limits::{ConnectionGate, ConnectionLimits, RateLimiter, RateLimits};
 pub use name::{NameError, Principal, Role};
+pub use rustls::RootCertStore;
 pub use tls::{Credentials, Expect};
 pub use transport::{PeerIdentity, Tls, TlsConnector, TlsIncoming, TlsListener};
 pub use vouch::{SignatureChecker, Signed};

@@ -514,3 +514,39 @@ fn describe(host: &str, port: u16, expect: Expect, error: io::Error) -> String {
         .unwrap_or_else(|| error.to_string());
     format!("TLS with {host}:{port} failed: {reason}")
 }
+
+/// A TLS client connection to a server outside the cluster (an SSF
+/// receiver's push endpoint): its certificate must chain to the public
+/// web PKI (Mozilla's roots, as `webpki-roots` carries them) or to
+/// `extra` (the cluster's own CA, for receivers inside the trust domain),
+/// and name `host`. No client certificate is presented.
+pub async fn connect_public(
+    host: &str,
+    port: u16,
+    extra: Option<&rustls::RootCertStore>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(extra) = extra {
+        roots.roots.extend(extra.roots.iter().cloned());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
+    .map_err(|e| invalid(format!("{host}: {e}")))?;
+    let tcp =
+        tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}

@@ -137,7 +137,8 @@ async fn deliver(
     authorization: Option<&str>,
     set: &str,
 ) -> Result<(), BrokerError> {
-    post(url, authorization, set).await?;
+    let roots = core.tls().map(|tls| tls.credentials().roots.clone());
+    post(url, authorization, set, roots.as_deref()).await?;
     let id = RequestId::new(format!("ssf-push-{stream_id}-{seq}"))
         .map_err(|e| BrokerError::Broken(format!("request id: {e}")))?;
     let command = Command::AckSsf {
@@ -220,28 +221,30 @@ fn lapse_ledger_cap(text: &mut String) {
 
 /// POST `set` to `url` as `application/secevent+jwt` (RFC 8935 §2); a
 /// 2xx answer is delivered, anything else a failure described by the
-/// status and the RFC 8935 error (`err`, `description`) when given.
-/// Plain HTTP only to a loopback host, as the ledger allows.
-pub async fn post(url: &str, authorization: Option<&str>, set: &str) -> Result<(), BrokerError> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(unavailable(
-            "https push endpoints need a TLS client with public trust roots, which this broker does not have yet".into(),
-        ));
+/// status and the RFC 8935 error (`err`, `description`) when given. An
+/// `https://` endpoint's certificate must chain to the public web PKI or
+/// to `cluster_roots`; plain `http://` goes only to a loopback host, as the
+/// ledger allows.
+pub async fn post(
+    url: &str,
+    authorization: Option<&str>,
+    set: &str,
+    cluster_roots: Option<&lapse_pki::RootCertStore>,
+) -> Result<(), BrokerError> {
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err(unavailable(format!("{url:?} is not an http(s) URL"))),
     };
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, "/"),
     };
-    let has_port = match authority.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.ends_with('[') && port.parse::<u16>().is_ok() && !port.contains(']')
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') && port.parse::<u16>().is_ok() => {
+            (host, port.parse::<u16>().unwrap_or(0))
         }
-        None => false,
-    };
-    let address = if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
+        _ => (authority, if tls { 443 } else { 80 }),
     };
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/secevent+jwt\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -253,9 +256,24 @@ pub async fn post(url: &str, authorization: Option<&str>, set: &str) -> Result<(
     request.push_str("\r\n");
     request.push_str(set);
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|e| unavailable(format!("cannot connect to {authority}: {e}")))?;
+        let connect_error =
+            |e: std::io::Error| unavailable(format!("cannot connect to {authority}: {e}"));
+        let mut stream: Box<dyn Connection> = if tls {
+            Box::new(
+                lapse_pki::transport::connect_public(host, port, cluster_roots)
+                    .await
+                    .map_err(connect_error)?,
+            )
+        } else {
+            Box::new(
+                tokio::net::TcpStream::connect((
+                    host.trim_start_matches('[').trim_end_matches(']'),
+                    port,
+                ))
+                .await
+                .map_err(connect_error)?,
+            )
+        };
         stream
             .write_all(request.as_bytes())
             .await
@@ -311,6 +329,10 @@ pub async fn post(url: &str, authorization: Option<&str>, set: &str) -> Result<(
         "{authority} answered HTTP {status} {error}"
     )))
 }
+
+/// A connection to a push endpoint, plain or TLS.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
 
 fn unavailable(text: String) -> BrokerError {
     BrokerError::Unavailable(text)
