@@ -379,6 +379,13 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
     eventually(30, describe, || verify(&open, &regular).0 == 200).await;
     assert_eq!(first_status(&open)["accepted_while_stale"], 0);
 
+    // Every use so far has been recorded by the brokers (their answer
+    // came back), so the one made while cut off is the only one pending.
+    eventually(30, describe, || {
+        first_status(&edge)["emergency_uses_pending"] == 0
+    })
+    .await;
+
     // Cut off from every broker: the break-glass credential is still
     // accepted (and counted as accepted while stale), a regular one is
     // refused by the fail-closed verifier and accepted by the fail-open one.
