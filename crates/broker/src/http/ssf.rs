@@ -394,10 +394,23 @@ async fn delete_stream(
     result.map_or_else(|e| error_response(&e), IntoResponse::into_response)
 }
 
-fn status_json(id: &str, stream: &SsfStream) -> Value {
+/// A stream's status (SSF §8.1.2). When events were pruned from the log
+/// before the stream took them, `reason` says how many at most, and
+/// `events_missed` counts them: delivery is at least once only within the
+/// log's bound.
+fn status_json(state: &HttpState, id: &str, stream: &SsfStream) -> Value {
     let mut value = json!({"stream_id": id, "status": stream.status.as_str()});
-    if let Some(reason) = &stream.reason {
-        value["reason"] = json!(reason);
+    let missed = state.core.view().read(|a| a.ledger.ssf_missed(stream));
+    let mut reasons: Vec<String> = stream.reason.iter().cloned().collect();
+    if missed > 0 {
+        reasons.push(format!(
+            "up to {missed} events were pruned from the transmitter's log (the last {} revocations, none older than the audit retention) before this stream took them",
+            lapse_ledger::ssf::MAX_SSF_EVENTS
+        ));
+        value["events_missed"] = json!(missed);
+    }
+    if !reasons.is_empty() {
+        value["reason"] = json!(reasons.join("; "));
     }
     value
 }
@@ -413,7 +426,7 @@ async fn read_status(
             .ok_or_else(|| BrokerError::Invalid("stream_id is required".into()))?;
         current(&state).await?;
         let stream = own_stream(&state, &receiver, &id)?;
-        Ok(axum::Json(status_json(&id, &stream)))
+        Ok(axum::Json(status_json(&state, &id, &stream)))
     }
     .await;
     result.map_or_else(|e| error_response(&e), IntoResponse::into_response)
@@ -463,7 +476,7 @@ async fn set_status(State(state): State<HttpState>, headers: HeaderMap, body: By
         .await?;
         current(&state).await?;
         let stream = own_stream(&state, &receiver, &body.stream_id)?;
-        Ok(axum::Json(status_json(&body.stream_id, &stream)))
+        Ok(axum::Json(status_json(&state, &body.stream_id, &stream)))
     }
     .await;
     result.map_or_else(|e| error_response(&e), IntoResponse::into_response)

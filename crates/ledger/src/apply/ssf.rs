@@ -40,6 +40,18 @@ impl LedgerState {
         self.ssf_next_seq - 1
     }
 
+    /// How many events after `stream`'s position were pruned before it
+    /// took them (the log keeps the last [`crate::ssf::MAX_SSF_EVENTS`],
+    /// none older than the audit retention): at most that many of them
+    /// were for it, and it will never get them.
+    pub fn ssf_missed(&self, stream: &crate::ssf::SsfStream) -> u64 {
+        let first = self
+            .ssf_events
+            .first_key_value()
+            .map_or(self.ssf_next_seq, |(seq, _)| *seq);
+        first.saturating_sub(stream.acked.saturating_add(1))
+    }
+
     /// `CreateSsfReceiver`.
     pub(super) fn create_ssf_receiver(
         &mut self,
@@ -447,6 +459,8 @@ mod tests {
     #[test]
     fn the_event_log_is_bounded_by_count_and_by_age() {
         let mut ledger = Ledger::new();
+        ledger.run("rx", 1_000, receiver("rx", None));
+        let stream = new_stream(&mut ledger, "slow", "rx");
         for i in 0..(crate::ssf::MAX_SSF_EVENTS as u64 + 5) {
             let mut hash = [0u8; 32];
             hash[..8].copy_from_slice(&i.to_le_bytes());
@@ -459,6 +473,9 @@ mod tests {
         }
         assert_eq!(ledger.state.ssf_events.len(), crate::ssf::MAX_SSF_EVENTS);
         assert_eq!(ledger.state.ssf_events.first_key_value().unwrap().0, &6);
+        // A stream that took nothing is told what it can no longer get.
+        let slow = ledger.state.ssf_streams[&stream].clone();
+        assert_eq!(ledger.state.ssf_missed(&slow), 5);
         // The test ledger's audit retention is 100 s.
         ledger.run("late", 200_000, Command::ConfirmLeadership);
         assert!(ledger.state.ssf_events.is_empty());
