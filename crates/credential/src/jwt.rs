@@ -11,8 +11,7 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 
 use crate::claims::Claims;
 use crate::ids::KeyId;
@@ -100,8 +99,8 @@ pub(crate) fn type_is(header: &serde_json::Map<String, serde_json::Value>, expec
 /// An Ed25519 signing key, held in memory only.
 pub struct SigningKeyPair {
     key_id: KeyId,
+    /// The expanded key, made once: every signature uses it directly.
     signing: ed25519_dalek::SigningKey,
-    encoding: EncodingKey,
 }
 
 impl fmt::Debug for SigningKeyPair {
@@ -116,15 +115,7 @@ impl fmt::Debug for SigningKeyPair {
 impl SigningKeyPair {
     pub fn from_seed(key_id: KeyId, seed: [u8; 32]) -> Self {
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let der = signing
-            .to_pkcs8_der()
-            .expect("an Ed25519 key always encodes as PKCS#8");
-        let encoding = EncodingKey::from_ed_der(der.as_bytes());
-        Self {
-            key_id,
-            signing,
-            encoding,
-        }
+        Self { key_id, signing }
     }
 
     pub fn key_id(&self) -> &KeyId {
@@ -145,8 +136,7 @@ impl SigningKeyPair {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(CREDENTIAL_TYPE.into());
         header.kid = Some(self.key_id.to_string());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| CredentialError::Signing(e.to_string()))
+        self.sign_with_header(&header, claims)
     }
 
     /// Sign `claims` under a header of the caller's (its `alg` must be
@@ -157,8 +147,20 @@ impl SigningKeyPair {
         claims: &impl serde::Serialize,
     ) -> Result<String, CredentialError> {
         debug_assert_eq!(header.alg, Algorithm::EdDSA);
-        jsonwebtoken::encode(header, claims, &self.encoding)
-            .map_err(|e| CredentialError::Signing(e.to_string()))
+        // The JWS compact form (RFC 7515 §7.1), signed with the expanded
+        // key held since `from_seed`: no key decoding per signature.
+        let header =
+            serde_json::to_vec(header).map_err(|e| CredentialError::Signing(e.to_string()))?;
+        let payload =
+            serde_json::to_vec(claims).map_err(|e| CredentialError::Signing(e.to_string()))?;
+        let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 90);
+        URL_SAFE_NO_PAD.encode_string(&header, &mut token);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self.signing.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
     }
 
     /// A raw Ed25519 signature, for baselines and DPoP proofs.
