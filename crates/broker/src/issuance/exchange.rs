@@ -13,7 +13,9 @@
 use lapse_credential::{Actor, AgentContext, MAX_DELEGATION_DEPTH, WorkloadId};
 use lapse_ledger::AttestationKind;
 
-use super::issuer::{Attested, Issued, Issuer, check_list, claimed_tenant, task_context};
+use super::issuer::{
+    Attested, Issued, Issuer, asked_or_held, check_list, claimed_tenant, task_context, widening,
+};
 use super::stats::RequestKind;
 use crate::error::BrokerError;
 
@@ -133,7 +135,7 @@ impl Issuer {
             )))
         } else {
             let widened = |asked: &[String], held: &[String], what: &str| {
-                asked.iter().find(|a| !held.contains(a)).map(|a| {
+                widening(asked, held).map(|a| {
                     BrokerError::Forbidden(format!(
                         "a delegated credential may only narrow: {what} {a:?} is not in the credential exchanged"
                     ))
@@ -156,16 +158,8 @@ impl Issuer {
         if let Some(error) = refused {
             return Err(self.refuse_plainly(Some(&attested), ask, error).await);
         }
-        let scopes = if request.scopes.is_empty() {
-            parent.scopes.clone()
-        } else {
-            request.scopes
-        };
-        let audiences = if request.audiences.is_empty() {
-            parent.aud.clone()
-        } else {
-            request.audiences
-        };
+        let scopes = asked_or_held(request.scopes, &parent.scopes);
+        let audiences = asked_or_held(request.audiences, &parent.aud);
         self.grant(attested, scopes, audiences, request.ttl_seconds, jkt)
             .await
     }

@@ -11,4 +11,5 @@ pub mod keys;
 pub mod leases;
 pub mod nonce;
 pub mod policy;
+mod requests;
 pub mod stats;
