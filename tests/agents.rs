@@ -41,22 +41,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 /// A credential for the planner, on a fresh join token, for `task`.
 fn planner_credential(cluster: &TestCluster, task: &str, plan: &std::path::Path) -> String {
-    let token = cli_json(
-        cluster,
-        1,
-        &[
-            "join-token",
-            "create",
-            "--tenant",
-            "acme",
-            "--workload",
-            PLANNER,
-            "--json",
-        ],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = join_token(cluster, "acme", PLANNER);
     let issued = cli_json(
         cluster,
         1,
@@ -275,22 +260,7 @@ async fn a_planner_delegates_twice_and_one_revocation_stops_the_whole_chain() {
         assert_eq!(edge.verify_all(credential).0, 0);
     }
     // The revoked task gets no new credentials, on issue or by exchange.
-    let token = cli_json(
-        &cluster,
-        1,
-        &[
-            "join-token",
-            "create",
-            "--tenant",
-            "acme",
-            "--workload",
-            PLANNER,
-            "--json",
-        ],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = join_token(&cluster, "acme", PLANNER);
     let reissue = cluster.cli(
         2,
         &[
@@ -365,22 +335,7 @@ async fn an_expired_parent_cannot_be_exchanged() {
     cluster.wait_for_leader().await;
     wait_for_keys(&cluster, 1).await;
     set_policy(&cluster, "acme", POLICY);
-    let token = cli_json(
-        &cluster,
-        1,
-        &[
-            "join-token",
-            "create",
-            "--tenant",
-            "acme",
-            "--workload",
-            PLANNER,
-            "--json",
-        ],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = join_token(&cluster, "acme", PLANNER);
     let issued = cli_json(
         &cluster,
         1,
@@ -423,22 +378,7 @@ async fn a_key_bound_parent_needs_its_proof_and_the_delegate_gets_its_own_key() 
     set_policy(&cluster, "acme", POLICY);
     let dir = cluster.dir.path();
     let (planner_key, executor_key) = (dir.join("planner.key"), dir.join("executor.key"));
-    let token = cli_json(
-        &cluster,
-        1,
-        &[
-            "join-token",
-            "create",
-            "--tenant",
-            "acme",
-            "--workload",
-            PLANNER,
-            "--json",
-        ],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = join_token(&cluster, "acme", PLANNER);
     let issued = cli_json(
         &cluster,
         1,

@@ -99,22 +99,7 @@ async fn an_independent_status_list_reader_and_introspection_see_a_revocation() 
     cluster.wait_for_leader().await;
     wait_for_keys(&cluster, 1).await;
     set_policy(&cluster, "acme", POLICY);
-    let token = cli_json(
-        &cluster,
-        1,
-        &[
-            "join-token",
-            "create",
-            "--tenant",
-            "acme",
-            "--workload",
-            "spiffe://example.org/payments",
-            "--json",
-        ],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = join_token(&cluster, "acme", "spiffe://example.org/payments");
     let issued = cli_json(
         &cluster,
         1,
@@ -173,22 +158,7 @@ async fn an_independent_status_list_reader_and_introspection_see_a_revocation() 
     // authentication; an operator revokes one with its own; a token that
     // is not a current credential is answered 200 and changes nothing.
     let issue = |extra: &[&str]| {
-        let token = cli_json(
-            &cluster,
-            1,
-            &[
-                "join-token",
-                "create",
-                "--tenant",
-                "acme",
-                "--workload",
-                "spiffe://example.org/payments",
-                "--json",
-            ],
-        )["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token = join_token(&cluster, "acme", "spiffe://example.org/payments");
         let mut args = vec![
             "issue",
             "--join-token",

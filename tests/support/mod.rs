@@ -540,6 +540,26 @@ pub fn broker_metrics_text(address: &str) -> String {
     response.into_string().expect("a text body")
 }
 
+/// A fresh join token for `workload` of `tenant`, made through broker 1.
+pub fn join_token(cluster: &TestCluster, tenant: &str, workload: &str) -> String {
+    cli_json(
+        cluster,
+        1,
+        &[
+            "join-token",
+            "create",
+            "--tenant",
+            tenant,
+            "--workload",
+            workload,
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .expect("a join token")
+        .to_owned()
+}
+
 /// Run `lapse` and parse its JSON output, failing with its stderr.
 pub fn cli_json(cluster: &TestCluster, id: u64, args: &[&str]) -> serde_json::Value {
     let out = cluster.cli(id, args);
