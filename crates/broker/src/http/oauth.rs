@@ -56,9 +56,8 @@ fn token_error(error: &BrokerError) -> Response {
     }
 }
 
-/// The form's parameters, each name with its values in order. Refuses a
-/// body that is not `application/x-www-form-urlencoded`.
-fn form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, BrokerError> {
+/// Refuse a request whose body is not `application/x-www-form-urlencoded`.
+fn check_form_type(headers: &HeaderMap) -> Result<(), BrokerError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -68,7 +67,39 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, Broke
             "send the request as application/x-www-form-urlencoded".into(),
         ));
     }
+    Ok(())
+}
+
+/// The form's parameters, each name with its values in order. Refuses a
+/// body that is not `application/x-www-form-urlencoded`.
+fn form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, BrokerError> {
+    check_form_type(headers)?;
     Ok(form_urlencoded::parse(body).into_owned().collect())
+}
+
+/// The credential a form of at most `max` bytes names as its one `token`
+/// parameter (RFC 7662 introspection, RFC 7009 revocation), trimmed.
+pub(super) fn token_param(
+    headers: &HeaderMap,
+    body: &[u8],
+    max: usize,
+) -> Result<String, BrokerError> {
+    check_form_type(headers)?;
+    if body.len() > max {
+        return Err(BrokerError::Invalid(format!(
+            "the form is more than {max} bytes"
+        )));
+    }
+    let tokens: Vec<String> = form_urlencoded::parse(body)
+        .filter(|(name, _)| name == "token")
+        .map(|(_, value)| value.trim().to_owned())
+        .collect();
+    match <[String; 1]>::try_from(tokens) {
+        Ok([token]) => Ok(token),
+        Err(_) => Err(BrokerError::Invalid(
+            "give the credential as exactly one token parameter".into(),
+        )),
+    }
 }
 
 /// The one value of `name`, if given; twice is an error (RFC 6749 §3.2).

@@ -51,29 +51,7 @@ async fn revoke_token(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), BrokerError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("application/x-www-form-urlencoded") {
-        return Err(BrokerError::Invalid(
-            "send the request as application/x-www-form-urlencoded".into(),
-        ));
-    }
-    if body.len() > MAX_REVOCATION_BYTES {
-        return Err(BrokerError::Invalid(format!(
-            "the form is more than {MAX_REVOCATION_BYTES} bytes"
-        )));
-    }
-    let tokens: Vec<String> = form_urlencoded::parse(body)
-        .filter(|(name, _)| name == "token")
-        .map(|(_, value)| value.trim().to_owned())
-        .collect();
-    let [token] = tokens.as_slice() else {
-        return Err(BrokerError::Invalid(
-            "give the credential as exactly one token parameter".into(),
-        ));
-    };
+    let token = &super::oauth::token_param(headers, body, MAX_REVOCATION_BYTES)?;
     let revocation = Revocation::Credential(PresentedToken(token.clone()));
     let client_authenticated =
         peer.principal.is_some() || headers.contains_key(header::AUTHORIZATION);

@@ -145,32 +145,13 @@ pub(super) async fn introspect(
             return error_response(&error);
         }
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("application/x-www-form-urlencoded") {
-        return error_response(&BrokerError::Invalid(
-            "send the request as application/x-www-form-urlencoded".into(),
-        ));
-    }
-    if body.len() > MAX_INTROSPECTION_BYTES {
-        return error_response(&BrokerError::Invalid(format!(
-            "the form is more than {MAX_INTROSPECTION_BYTES} bytes"
-        )));
-    }
-    let tokens: Vec<String> = form_urlencoded::parse(&body)
-        .filter(|(name, _)| name == "token")
-        .map(|(_, value)| value.into_owned())
-        .collect();
-    let [token] = tokens.as_slice() else {
-        return error_response(&BrokerError::Invalid(
-            "give the credential as exactly one token parameter".into(),
-        ));
+    let token = match super::oauth::token_param(&headers, &body, MAX_INTROSPECTION_BYTES) {
+        Ok(token) => token,
+        Err(error) => return error_response(&error),
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(introspection(&state, token.trim())),
+        axum::Json(introspection(&state, &token)),
     )
         .into_response()
 }
