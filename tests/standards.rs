@@ -17,24 +17,44 @@ use support::*;
 const POLICY: &str = r#"permit(principal, action == Action::"issue", resource == Tenant::"acme");"#;
 
 /// A folder with `@sd-jwt/jwt-status-list` installed from npm, made once
-/// under the target directory and reused.
+/// under the target directory and reused. The tests of this file run in
+/// parallel and would otherwise both install into the same folder at once,
+/// so the first caller installs (into a folder of its own, renamed into
+/// place when complete) and the others wait for it.
 fn status_list_reader() -> PathBuf {
+    static READER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READER.get_or_init(install_status_list_reader).clone()
+}
+
+fn install_status_list_reader() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("npm-status-list");
-    let installed = dir.join("node_modules/@sd-jwt/jwt-status-list/package.json");
-    if !installed.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .arg("@sd-jwt/jwt-status-list@0.17.0")
-            .output()
-            .expect("npm must be installed to run this test");
-        assert!(
-            out.status.success() && installed.exists(),
-            "npm install @sd-jwt/jwt-status-list failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let package = Path::new("node_modules/@sd-jwt/jwt-status-list/package.json");
+    if dir.join(package).exists() {
+        return dir;
     }
+    let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).unwrap();
+    let out = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&partial)
+        .arg("@sd-jwt/jwt-status-list@0.17.0")
+        .output()
+        .expect("npm must be installed to run this test");
+    assert!(
+        out.status.success() && partial.join(package).exists(),
+        "npm install @sd-jwt/jwt-status-list failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another process may have finished first; its folder is as good.
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::rename(&partial, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    assert!(
+        dir.join(package).exists(),
+        "the status list reader is not installed"
+    );
     dir
 }
 
