@@ -19,3 +19,7 @@ pub mod issuer {
 pub mod feed {
     tonic::include_proto!("lapse.feed.v1");
 }
+
+/// The server side of `Feed`, sending events encoded once for every
+/// subscriber.
+pub mod frames;

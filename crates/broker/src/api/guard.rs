@@ -21,9 +21,9 @@ use crate::core::SharedCore;
 /// Calls that have no server-side deadline: they stream, or wait within a
 /// bound of their own (`WaitPropagated`, at most `feed::wait::MAX_WAIT`).
 const WITHOUT_DEADLINE: [&str; 3] = [
-    "/lapse.v1.Feed/Subscribe",
-    "/lapse.v1.RaftPeer/InstallSnapshot",
-    "/lapse.v1.Cluster/WaitPropagated",
+    "/lapse.feed.v1.Feed/Subscribe",
+    "/lapse.peer.v1.RaftPeer/InstallSnapshot",
+    "/lapse.cluster.v1.Cluster/WaitPropagated",
 ];
 
 /// The broker's rate limits per caller, shared by the services it guards.
@@ -204,6 +204,21 @@ mod tests {
             status.message().contains("limits.request_timeout_ms"),
             "{status:?}"
         );
+    }
+
+    #[test]
+    fn the_calls_without_a_deadline_are_paths_the_services_serve() {
+        // Each path is `/<package>.<Service>/<Method>`; a path of another
+        // package (as these once were) matches no call and exempts nothing.
+        let services = [
+            lapse_wire::feed::feed_server::SERVICE_NAME,
+            lapse_wire::peer::raft_peer_server::SERVICE_NAME,
+            lapse_wire::cluster::cluster_server::SERVICE_NAME,
+        ];
+        for (path, service) in WITHOUT_DEADLINE.iter().zip(services) {
+            let (named, _method) = path[1..].rsplit_once('/').unwrap();
+            assert_eq!(named, service, "{path}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,11 +6,13 @@
 //!
 //! - a **publisher** task wakes when the applied state changes and
 //!   broadcasts one delta from the last published epoch to the current one
-//!   (so deltas coalesce under load), encoded once for every subscriber;
+//!   (so deltas coalesce under load): the filter delta and the feed event
+//!   carrying it are each encoded once, and every subscriber at the epoch
+//!   it follows from is sent those bytes;
 //! - a **heartbeat** task confirms, at a fixed interval, that this broker's
 //!   state is current (a read index from the leader, then waiting to apply
 //!   up to it) and only then broadcasts a heartbeat with the epoch and the
-//!   cluster's time. A broker cut off from the leader sends no heartbeats,
+//!   cluster's time, likewise encoded once. A broker cut off from the leader sends no heartbeats,
 //!   so its verifiers go stale and fail closed or move to another broker;
 //! - each **subscriber** session (see [`crate::api::feed`]) sends a snapshot or the
 //!   deltas since the verifier's epoch, then follows the broadcast. The
@@ -33,7 +35,9 @@ use std::time::Duration;
 
 use lapse_filter::{Message, Snapshot, StateDigest, Statement, encode_message};
 use lapse_ledger::feed;
-use lapse_wire::feed::Voucher;
+use lapse_wire::feed::feed_event::Kind as EventKind;
+use lapse_wire::feed::{FeedEvent, Heartbeat, Voucher};
+use lapse_wire::frames::FeedFrame;
 use prost::bytes::Bytes;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
@@ -46,8 +50,14 @@ use propagation::{LocalReport, Tracker};
 /// One broadcast to every subscriber.
 #[derive(Debug)]
 pub enum Update {
-    /// The encoded delta from `from` to `to`.
-    Delta { from: u64, to: u64, bytes: Bytes },
+    /// The encoded delta from `from` to `to`, and the event carrying it
+    /// encoded once for every subscriber at `from`.
+    Delta {
+        from: u64,
+        to: u64,
+        bytes: Bytes,
+        frame: FeedFrame,
+    },
     /// The broker confirmed that `epoch` was current at `cluster_time_ms`;
     /// the voucher signs that, with the digest of the state at `epoch`
     /// (absent on a broker with no certificate).
@@ -55,6 +65,8 @@ pub enum Update {
         epoch: u64,
         cluster_time_ms: u64,
         voucher: Option<Voucher>,
+        /// The heartbeat event for subscribers at `epoch`, encoded once.
+        frame: FeedFrame,
     },
     /// The broker could not confirm its state; no heartbeat this time.
     Withheld { reason: String },
@@ -201,6 +213,24 @@ impl FeedHub {
     /// The cluster's time as this broker knows it (see [`crate::time`]).
     pub fn cluster_now(&self) -> u64 {
         self.core.cluster_now()
+    }
+
+    /// A feed event from this broker moving a subscriber to `epoch`.
+    fn event(
+        &self,
+        kind: EventKind,
+        epoch: u64,
+        from_epoch: u64,
+        cluster_time_ms: u64,
+    ) -> FeedEvent {
+        FeedEvent {
+            kind: Some(kind),
+            epoch,
+            from_epoch,
+            cluster_time_ms,
+            broker_id: self.core.id(),
+            max_credential_ttl_ms: self.max_ttl_ms(),
+        }
     }
 
     pub(crate) fn max_ttl_ms(&self) -> u64 {
@@ -369,6 +399,12 @@ impl FeedHub {
                 Some(Ok(Some((to, bytes)))) => Some(Update::Delta {
                     from: published,
                     to,
+                    frame: FeedFrame::shared(&self.event(
+                        EventKind::Delta(bytes.clone()),
+                        to,
+                        published,
+                        self.cluster_now(),
+                    )),
                     bytes,
                 }),
                 None | Some(Ok(None)) => None,
@@ -410,10 +446,15 @@ impl FeedHub {
                     };
                     *self.last_confirmed.lock().expect("confirm lock") =
                         Some((tokio::time::Instant::now(), epoch));
+                    let heartbeat = EventKind::Heartbeat(Heartbeat {
+                        interval_ms: self.settings.heartbeat_ms,
+                        voucher: voucher.clone(),
+                    });
                     let update = Update::Heartbeat {
                         epoch,
                         cluster_time_ms,
                         voucher,
+                        frame: FeedFrame::shared(&self.event(heartbeat, epoch, 0, cluster_time_ms)),
                     };
                     let _ = self.updates.send(Arc::new(update));
                     self.heartbeats_sent.fetch_add(1, Ordering::Relaxed);

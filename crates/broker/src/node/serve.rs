@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lapse_credential::ReplayCache;
 use lapse_wire::cluster::cluster_server::ClusterServer;
-use lapse_wire::feed::feed_server::FeedServer;
+use lapse_wire::frames::FeedFrameServer;
 use lapse_wire::issuer::issuer_server::IssuerServer;
 use lapse_wire::peer::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
@@ -152,7 +152,7 @@ where
     })
     .max_decoding_message_size(limits.max_request_bytes);
     let issuer = Guarded::new(issuer, Some(callers.clone()), deadline);
-    let feed = FeedServer::new(FeedService {
+    let feed = FeedFrameServer::new(FeedService {
         hub: parts.feed.clone(),
     });
     let feed = Guarded::new(feed, None, deadline);

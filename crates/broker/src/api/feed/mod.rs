@@ -1,0 +1,117 @@
+//! The `Feed` gRPC service: one session per subscribed verifier.
+//!
+//! [`FeedService::subscribe`] checks the subscriber (its certificate, its
+//! `Hello`, this broker's limits) and answers with its session
+//! ([`session`]) as the response's stream; use reports it sends are
+//! handled in [`uses`].
+
+mod session;
+mod uses;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapse_wire::feed::FeedRequest;
+use lapse_wire::feed::feed_request::Kind as RequestKind;
+use lapse_wire::frames::{FeedFrame, FrameFeed};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::feed::FeedHub;
+use session::Session;
+
+/// How long a new subscriber has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest verifier id and region accepted.
+const MAX_NAME_BYTES: usize = 128;
+
+pub struct FeedService {
+    pub hub: Arc<FeedHub>,
+}
+
+fn check_name(what: &str, value: &str, allow_empty: bool) -> Result<(), Status> {
+    if value.is_empty() && !allow_empty {
+        return Err(Status::invalid_argument(format!("{what} is empty")));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{what} is {} bytes; at most {MAX_NAME_BYTES}",
+            value.len()
+        )));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-:/@".contains(*c)))
+    {
+        return Err(Status::invalid_argument(format!(
+            "{what} {value:?} contains {c:?}; use letters, digits and . _ - : / @"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl FrameFeed for FeedService {
+    type Stream = futures::stream::BoxStream<'static, Result<FeedFrame, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<FeedRequest>>,
+    ) -> Result<Response<Self::Stream>, Status> {
+        // With TLS only a verifier may subscribe, under its certified name.
+        let certified = super::auth::check_verifier(&self.hub.core, &request)?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "no Hello within {} s",
+                    HELLO_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::invalid_argument("the stream closed before a Hello"));
+            }
+            Ok(Ok(Some(FeedRequest {
+                kind: Some(RequestKind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a subscription must be a Hello",
+                ));
+            }
+        };
+        check_name("verifier_id", &hello.verifier_id, false)?;
+        if let Some(name) = &certified
+            && !super::auth::verifier_id_matches(name, &hello.verifier_id)
+        {
+            return Err(Status::permission_denied(format!(
+                "verifier_id {:?} is not this verifier's: its certificate names {name:?} (use {name:?} or \"{name}/<suffix>\")",
+                hello.verifier_id
+            )));
+        }
+        check_name("region", &hello.region, true)?;
+        let hub = &self.hub;
+        let identity_slot = match &certified {
+            Some(name) => Some(hub.identity_slot(name).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "the certificate of verifier {name:?} already holds its maximum of {} subscriptions on broker {} (feed.max_subscribers_per_identity)",
+                    hub.settings.max_subscribers_per_identity,
+                    hub.core.id()
+                ))
+            })?),
+            None => None,
+        };
+        let permit = hub.permits.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "broker {} already serves its maximum of {} verifiers; try another broker",
+                hub.core.id(),
+                hub.settings.max_subscribers
+            ))
+        })?;
+        // Subscribe to the broadcast before reading the state, so nothing
+        // published in between is missed.
+        let updates = hub.updates.subscribe();
+        let session = Session::new(hub.clone(), hello, inbound, updates, permit, identity_slot);
+        Ok(Response::new(session.into_stream()))
+    }
+}
