@@ -442,6 +442,8 @@ pub struct Reached {
     pub holding: usize,
     pub subscribed: usize,
     pub waited: Duration,
+    /// From the commit to when the broker saw the share reached.
+    pub after_commit: Option<Duration>,
 }
 
 /// Ask the cluster to wait until the wanted share of subscribed verifiers
@@ -475,6 +477,7 @@ pub async fn wait_for_epoch(
             holding: answer.holding as usize,
             subscribed: answer.subscribed as usize,
             waited: Duration::from_millis(answer.waited_ms),
+            after_commit: answer.after_commit_ms.map(Duration::from_millis),
         })
     } else {
         Err(Failure::new(exit::NOT_PROPAGATED, answer.reason))

@@ -240,6 +240,7 @@ fn print_revoked(
                 "verifiers": r.holding,
                 "subscribed": r.subscribed,
                 "waited_ms": r.waited.as_millis() as u64,
+                "after_commit_ms": r.after_commit.map(|d| d.as_millis() as u64),
             })),
         }));
     } else {
@@ -257,11 +258,13 @@ fn print_revoked(
             moment(reply.committed_at_ms)
         );
         if let Some(r) = reached {
+            let when = match r.after_commit {
+                Some(after) => format!("{} ms after the commit", after.as_millis()),
+                None => format!("after waiting {} ms", r.waited.as_millis()),
+            };
             println!(
-                "applied by {} of {} subscribed verifiers ({} ms after the commit was acknowledged)",
-                r.holding,
-                r.subscribed,
-                r.waited.as_millis()
+                "applied by {} of {} subscribed verifiers ({when})",
+                r.holding, r.subscribed
             );
         }
     }

@@ -122,10 +122,11 @@ fn the_readme_tour_runs_as_written_and_shows_a_revocation_taking_effect() {
         "the verifiers should accept, then refuse:\n{stdout}\n{stderr}"
     );
     // `lapse propagation` tells the truth: its largest delay is the one
-    // revocation made while the verifiers were subscribed, about what
-    // `revoke --wait` saw (its time runs from the acknowledgement, the
-    // samples' from the commit stamp, and --wait polls), not the seconds
-    // since revocations made before the verifiers started.
+    // revocation made while the verifiers were subscribed, no more than
+    // what `revoke --wait` saw (both run from the commit stamp on the
+    // cluster's clock; --wait's to when it saw every verifier hold the
+    // epoch, so however late the wait began), not the seconds since
+    // revocations made before the verifiers started.
     let waited_ms: f64 = stdout
         .lines()
         .find_map(|l| {

@@ -105,19 +105,24 @@ impl ClusterService {
             .feed
             .wait_propagated(request.epoch, share, timeout)
             .await;
-        let (reached, progress, waited, reason) = match waited {
-            Waited::Reached { progress, waited } => (true, progress, waited, String::new()),
+        let (reached, progress, waited, after_commit, reason) = match waited {
+            Waited::Reached {
+                progress,
+                waited,
+                after_commit,
+            } => (true, progress, waited, after_commit, String::new()),
             Waited::NotReached {
                 progress,
                 waited,
                 reason,
-            } => (false, progress, waited, reason),
+            } => (false, progress, waited, None, reason),
         };
         Ok(Response::new(pb::WaitPropagatedResponse {
             reached,
             holding: progress.holding as u32,
             subscribed: progress.subscribed as u32,
             waited_ms: waited.as_millis() as u64,
+            after_commit_ms: after_commit.map(|d| d.as_millis() as u64),
             missing_count: progress.missing.len() as u32,
             missing: progress.missing.into_iter().take(NAMED).collect(),
             unreachable_brokers: progress.unreachable,

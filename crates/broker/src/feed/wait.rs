@@ -79,6 +79,11 @@ pub enum Waited {
     Reached {
         progress: Progress,
         waited: Duration,
+        /// From the epoch's commit stamp to when the wait saw it reached,
+        /// on the cluster's clock: at least every holding verifier's
+        /// delay, however late the wait itself began. `None` when the
+        /// epoch is no revocation this broker still knows the time of.
+        after_commit: Option<Duration>,
     },
     /// Not reached; `reason` says what is missing.
     NotReached {
@@ -114,7 +119,14 @@ impl FeedHub {
                 };
             }
             if progress.enough(share) {
-                return Waited::Reached { progress, waited };
+                let after_commit = self.commit_ms(epoch).map(|committed| {
+                    Duration::from_millis(self.cluster_now().saturating_sub(committed))
+                });
+                return Waited::Reached {
+                    progress,
+                    waited,
+                    after_commit,
+                };
             }
             if waited >= timeout {
                 let reason = shortfall(epoch, &progress, timeout);
@@ -126,6 +138,17 @@ impl FeedHub {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+impl FeedHub {
+    /// When the revocation that made `epoch` was committed (cluster time).
+    fn commit_ms(&self, epoch: u64) -> Option<u64> {
+        self.core.view().read(|a| {
+            lapse_ledger::feed::revocations_since(&a.ledger, epoch.saturating_sub(1))
+                .get(&epoch)
+                .copied()
+        })
     }
 }
 
