@@ -1,5 +1,6 @@
 //! Following the feed: subscribe to one broker of a list, apply what it
-//! sends, ack each applied epoch, and move to the next broker when the
+//! sends, ack the epochs applied (at most every [`ACK_INTERVAL`], by the
+//! latest), and move to the next broker when the
 //! current one fails, refuses, goes quiet or sends something unusable.
 //! A new subscription resumes from the epoch held, so a failover misses
 //! nothing. Emergency uses (break-glass and fail-open acceptances) go up
@@ -228,10 +229,16 @@ async fn follow_one(
         verifier,
         reports: Vec::new(),
     };
+    let mut acks = Acks::default();
     loop {
         let patience = config.idle_timeout.saturating_sub(alive_at.elapsed());
+        let ack_due = acks.due();
         let received = tokio::select! {
             received = tokio::time::timeout(patience, events.message()) => received,
+            _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                acks.flush(stats, &requests);
+                continue;
+            }
             // Reports wait for the first event: until then the broker may
             // still refuse the subscription.
             _ = uses_queued.notified(), if delivered => {
@@ -285,13 +292,22 @@ async fn follow_one(
         // The first event of a subscription is acked whatever it changed:
         // the broker counts a verifier as holding an epoch only once it
         // acks it, not for the epoch its hello claimed.
-        apply_and_ack(verifier, config, stats, &requests, &event, !delivered)?;
+        apply_and_ack(verifier, config, &mut acks, &event, !delivered)?;
+        acks.send_if_due(stats, &requests);
         if !delivered || owed {
             owed = !report_uses(&mut in_flight, config, stats, &requests);
         }
         delivered = true;
     }
 }
+
+/// Acks are sent at most this often: the first ack after a quiet spell
+/// goes at once, and epochs applied within this time of the last ack are
+/// acked together, by the latest, when it ends. A burst of revocations
+/// costs the broker one ack per interval per verifier instead of one per
+/// event, and a delay measured from a coalesced ack is late by at most
+/// this.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Most reports one subscription waits on the broker to record; more
 /// wait in the queue.
@@ -414,14 +430,13 @@ async fn subscribe(
     Ok((subscribed.into_inner(), requests))
 }
 
-/// Apply one event; ack when the epoch held changed (or `always`). A rejected event
-/// leaves the state as it was and ends this subscription: another broker
-/// may do better.
+/// Apply one event; owe an ack when the epoch held changed (or `always`).
+/// A rejected event leaves the state as it was and ends this
+/// subscription: another broker may do better.
 fn apply_and_ack(
     verifier: &Verifier,
     config: &FollowConfig,
-    stats: &FollowStats,
-    requests: &mpsc::Sender<FeedRequest>,
+    acks: &mut Acks,
     event: &FeedEvent,
     always: bool,
 ) -> Result<(), String> {
@@ -434,6 +449,52 @@ fn apply_and_ack(
         if changed && let Some(OnApply(hook)) = &config.on_apply {
             hook(epoch);
         }
+        acks.owe(epoch, always);
+    }
+    Ok(())
+}
+
+/// The acks a subscription owes, coalesced over [`ACK_INTERVAL`].
+#[derive(Default)]
+struct Acks {
+    /// The latest epoch applied and not yet acked.
+    owed: Option<u64>,
+    /// Send it at once, whatever the interval (the first of a
+    /// subscription).
+    now: bool,
+    last_sent: Option<tokio::time::Instant>,
+}
+
+impl Acks {
+    fn owe(&mut self, epoch: u64, now: bool) {
+        self.owed = Some(epoch);
+        self.now |= now;
+    }
+
+    /// When the owed ack must go, if one is owed.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.owed?;
+        Some(match self.last_sent {
+            Some(at) if !self.now => at + ACK_INTERVAL,
+            _ => tokio::time::Instant::now(),
+        })
+    }
+
+    fn send_if_due(&mut self, stats: &FollowStats, requests: &mpsc::Sender<FeedRequest>) {
+        if self
+            .due()
+            .is_some_and(|due| due <= tokio::time::Instant::now())
+        {
+            self.flush(stats, requests);
+        }
+    }
+
+    fn flush(&mut self, stats: &FollowStats, requests: &mpsc::Sender<FeedRequest>) {
+        let Some(epoch) = self.owed.take() else {
+            return;
+        };
+        self.now = false;
+        self.last_sent = Some(tokio::time::Instant::now());
         let ack = FeedRequest {
             kind: Some(RequestKind::Ack(Ack { epoch })),
         };
@@ -441,5 +502,48 @@ fn apply_and_ack(
             stats.acks.fetch_add(1, Ordering::Relaxed);
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod ack_tests {
+    use super::*;
+
+    fn acked(outbound: &mut mpsc::Receiver<FeedRequest>) -> Vec<u64> {
+        let mut epochs = Vec::new();
+        while let Ok(FeedRequest {
+            kind: Some(RequestKind::Ack(Ack { epoch })),
+        }) = outbound.try_recv()
+        {
+            epochs.push(epoch);
+        }
+        epochs
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_acked_once_by_its_latest_epoch_and_a_quiet_ack_at_once() {
+        let stats = FollowStats::default();
+        let (requests, mut outbound) = mpsc::channel(64);
+        let mut acks = Acks::default();
+        // The first ack of a subscription goes at once.
+        acks.owe(5, true);
+        acks.send_if_due(&stats, &requests);
+        assert_eq!(acked(&mut outbound), [5]);
+        // A burst within the interval waits, then goes as one ack.
+        for epoch in 6..=9 {
+            acks.owe(epoch, false);
+            acks.send_if_due(&stats, &requests);
+        }
+        assert_eq!(acked(&mut outbound), Vec::<u64>::new());
+        let due = acks.due().expect("an ack is owed");
+        tokio::time::sleep_until(due).await;
+        acks.send_if_due(&stats, &requests);
+        assert_eq!(acked(&mut outbound), [9]);
+        assert_eq!(acks.due(), None);
+        // After a quiet spell the next ack goes at once.
+        tokio::time::sleep(ACK_INTERVAL * 10).await;
+        acks.owe(10, false);
+        acks.send_if_due(&stats, &requests);
+        assert_eq!(acked(&mut outbound), [10]);
+        assert_eq!(stats.acks.load(Ordering::Relaxed), 3);
+    }
 }
