@@ -87,6 +87,18 @@ pub struct VerifierArgs {
     /// Do not serve the local verify API.
     #[arg(long, conflicts_with = "http")]
     no_http: bool,
+    /// Relay the feed: serve it on this address to other verifiers, which
+    /// name it in their --brokers (before a broker to fall back on). Events
+    /// and the brokers' signed heartbeats pass through unchanged; the
+    /// leaves' acks go up to the brokers, so `lapse propagation` and
+    /// `revoke --wait` count them. With TLS, leaves present verifier
+    /// certificates; without, loopback addresses only. Needs --count 1.
+    #[arg(long, value_name = "ADDRESS")]
+    relay: Option<SocketAddr>,
+    /// Verifiers a relay serves at once; more are refused and move on to
+    /// the next address in their list.
+    #[arg(long, default_value_t = 10_000, requires = "relay")]
+    relay_max_leaves: usize,
     /// Connections the verify API holds open at once; more are closed at
     /// once (counted in /metrics).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -148,6 +160,15 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         idle_timeout: args.idle_timeout,
         age_out_every: args.age_out_every,
         tls: None,
+        relay: args.relay.map(|address| {
+            (
+                address,
+                lapse_verifier::relay::RelayConfig {
+                    max_leaves: args.relay_max_leaves,
+                    ..Default::default()
+                },
+            )
+        }),
         api_limits: lapse_verifier::http::ApiLimits {
             connections: lapse_pki::ConnectionLimits {
                 max_connections: args.http_max_connections as usize,
@@ -169,6 +190,18 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         return Err(Failure::new(
             exit::USAGE,
             "--age-out-every: give a positive interval, such as 10s",
+        ));
+    }
+    if args.relay.is_some() && args.count != 1 {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--relay: a relay serves the state of one verifier; leave out --count or give --count 1",
+        ));
+    }
+    if args.relay.is_some() && args.relay_max_leaves == 0 {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--relay-max-leaves: a relay must take at least one leaf",
         ));
     }
     if let Some(problem) = config.problem() {
@@ -218,6 +251,9 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
         args.region,
         args.brokers.join(", ")
     );
+    if let Some(relay) = args.relay {
+        println!("relaying the feed on {relay}");
+    }
     daemon::run(config, listener, crate::commands::wait_for_stop())
         .await
         .map_err(|message| Failure::new(exit::FAILURE, message))

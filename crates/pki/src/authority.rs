@@ -192,7 +192,13 @@ impl Authority {
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
-            Role::Verifier(_) | Role::Operator(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            // A verifier dials brokers, and may serve the feed on to
+            // other verifiers (a relay).
+            Role::Verifier(_) => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Role::Operator(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());

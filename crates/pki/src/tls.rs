@@ -245,6 +245,10 @@ pub enum Expect {
     AnyBroker,
     /// Exactly this broker (a peer by its node id).
     Broker(u64),
+    /// A source of the revocation feed: a broker, or a verifier relaying
+    /// it (`lapse verifier --relay`). The feed's state is signed by the
+    /// brokers, so who relays it needs no more trust than membership.
+    FeedSource,
 }
 
 /// Always the same certificate; a reload builds new configurations.
@@ -309,6 +313,13 @@ impl ServerCertVerifier for BrokerVerifier {
                 }),
                 Expect::Broker(want),
             ) => *id == want,
+            (
+                Some(Principal {
+                    role: Role::Broker(_) | Role::Verifier(_),
+                    ..
+                }),
+                Expect::FeedSource,
+            ) => true,
             _ => false,
         };
         if acceptable {

@@ -492,6 +492,7 @@ impl tower::Service<http::Uri> for TlsConnector {
 fn describe(host: &str, port: u16, expect: Expect, error: io::Error) -> String {
     let wanted = match expect {
         Expect::AnyBroker => "a broker of this cluster".to_owned(),
+        Expect::FeedSource => "a broker or relay of this cluster".to_owned(),
         Expect::Broker(id) => format!("broker {id}"),
     };
     let reason = error

@@ -39,6 +39,8 @@ pub struct DaemonConfig {
     pub tls: Option<Arc<lapse_pki::Tls>>,
     /// What the verify API admits.
     pub api_limits: crate::http::ApiLimits,
+    /// Serve the feed on to other verifiers (`--relay`): where, and how.
+    pub relay: Option<(std::net::SocketAddr, crate::relay::RelayConfig)>,
 }
 
 impl DaemonConfig {
@@ -55,6 +57,14 @@ impl DaemonConfig {
         }
         if let Some(problem) = self.api_limits.problem() {
             return Some(format!("the verify API's limits: {problem}"));
+        }
+        if self.relay.is_some() && self.count != 1 {
+            return Some("a relay serves the state of one verifier: run it with --count 1".into());
+        }
+        if let Some((_, relay)) = &self.relay
+            && relay.max_leaves == 0
+        {
+            return Some("a relay must take at least one leaf".into());
         }
 
         self.brokers
@@ -117,6 +127,24 @@ pub async fn run(
         follow_config.region = config.region.clone();
         follow_config.idle_timeout = config.idle_timeout;
         follow_config.tls = config.tls.clone();
+        if let Some((address, relay_config)) = &config.relay {
+            let mut relay_config = relay_config.clone();
+            relay_config.require_verifier_certificate |= config.tls.is_some();
+            let relay = crate::relay::Relay::new(verifier.clone(), relay_config);
+            let passing = relay.clone();
+            follow_config.on_event =
+                Some(crate::OnEvent(Arc::new(move |event| passing.passed(event))));
+            follow_config.downstream = Some(relay.clone());
+            tasks.push(
+                serve_relay(
+                    relay,
+                    *address,
+                    config.tls.clone(),
+                    stopped(stop_rx.clone()),
+                )
+                .await?,
+            );
+        }
         // Spread the verifiers of one process over the brokers.
         follow_config
             .brokers
@@ -166,6 +194,55 @@ pub async fn run(
     Ok(())
 }
 
+/// Bind the relay's feed on `address` and serve it until `stop`: with
+/// `tls`, mutual TLS under this verifier's certificate (leaves present
+/// theirs), otherwise plaintext, which only a loopback address may take.
+async fn serve_relay(
+    relay: Arc<crate::relay::Relay>,
+    address: std::net::SocketAddr,
+    tls: Option<Arc<lapse_pki::Tls>>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    if tls.is_none() && !address.ip().is_loopback() {
+        return Err(format!(
+            "--relay {address}: a relay without TLS serves loopback only; give the verifier its certificate (--tls-dir) or a loopback address"
+        ));
+    }
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("--relay {address}: cannot listen: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%local, "relaying the feed");
+    let service = lapse_wire::frames::FeedFrameServer::new(crate::relay::RelayService(relay))
+        .max_decoding_message_size(1 << 20);
+    let gate = lapse_pki::ConnectionGate::new(lapse_pki::ConnectionLimits::default());
+    let accepted = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(service);
+    Ok(match tls {
+        Some(tls) => {
+            let incoming =
+                lapse_pki::TlsIncoming::stream(tls, lapse_pki::tls::ALPN_H2, accepted, gate);
+            tokio::spawn(async move {
+                if let Err(error) = server.serve_with_incoming_shutdown(incoming, stop).await {
+                    tracing::error!(%error, "the relay stopped");
+                }
+            })
+        }
+        None => {
+            let incoming = lapse_pki::limits::admit_stream(gate, accepted);
+            tokio::spawn(async move {
+                if let Err(error) = server.serve_with_incoming_shutdown(incoming, stop).await {
+                    tracing::error!(%error, "the relay stopped");
+                }
+            })
+        }
+    })
+}
+
 /// Drop expired state `every` so often until `stop` resolves.
 async fn age_out(verifier: Verifier, every: Duration, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
@@ -196,6 +273,7 @@ mod tests {
             age_out_every: AGE_OUT_EVERY,
             tls: None,
             api_limits: Default::default(),
+            relay: None,
         }
     }
 

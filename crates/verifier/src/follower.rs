@@ -52,6 +52,39 @@ pub struct FollowConfig {
     /// certificate. `None` dials in plaintext (brokers that run
     /// `insecure_plaintext`, on loopback).
     pub tls: Option<Arc<lapse_pki::Tls>>,
+    /// Called with each event applied, before its ack (a relay passes it
+    /// on to its leaves).
+    pub on_event: Option<OnEvent>,
+    /// Verifiers served from this one (a relay's leaves), reported up
+    /// each subscription.
+    pub downstream: Option<Arc<dyn Downstream>>,
+}
+
+/// A callback run with each event applied.
+#[derive(Clone)]
+pub struct OnEvent(pub Arc<dyn Fn(&FeedEvent) + Send + Sync>);
+
+impl std::fmt::Debug for OnEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEvent")
+    }
+}
+
+/// What a relay reports up its subscription about the verifiers it
+/// serves.
+pub trait Downstream: Send + Sync {
+    /// Woken when there is something new to report.
+    fn changed(&self) -> &tokio::sync::Notify;
+    /// The reports to send: on `all`, every leaf (the first of a
+    /// subscription: the broker knows none); else those that changed
+    /// since the last reports.
+    fn report(&self, all: bool) -> Vec<FeedRequest>;
+}
+
+impl std::fmt::Debug for dyn Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Downstream")
+    }
 }
 
 /// A callback run after each epoch change (keep it short: it runs on the
@@ -77,6 +110,8 @@ impl FollowConfig {
             channels: None,
             on_apply: None,
             tls: None,
+            on_event: None,
+            downstream: None,
         }
     }
 }
@@ -159,7 +194,7 @@ pub async fn follow(
             .map(|address| {
                 feed_endpoint(address, &config).map(|e| match &config.tls {
                     Some(tls) => {
-                        lapse_pki::TlsConnector::new(tls.clone(), lapse_pki::Expect::AnyBroker)
+                        lapse_pki::TlsConnector::new(tls.clone(), lapse_pki::Expect::FeedSource)
                             .channel(e)
                     }
                     None => e.connect_lazy(),
@@ -230,6 +265,8 @@ async fn follow_one(
         reports: Vec::new(),
     };
     let mut acks = Acks::default();
+    let downstream = config.downstream.as_deref();
+    let mut leaves_sent_at = tokio::time::Instant::now() - ACK_INTERVAL;
     loop {
         let patience = config.idle_timeout.saturating_sub(alive_at.elapsed());
         let ack_due = acks.due();
@@ -237,6 +274,16 @@ async fn follow_one(
             received = tokio::time::timeout(patience, events.message()) => received,
             _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
                 acks.flush(stats, &requests);
+                continue;
+            }
+            _ = notified(downstream), if delivered && downstream.is_some() => {
+                // Coalesced like acks: leaves that ack the same event
+                // within the interval go up in one report.
+                tokio::time::sleep_until(leaves_sent_at + ACK_INTERVAL).await;
+                leaves_sent_at = tokio::time::Instant::now();
+                if let Some(downstream) = downstream {
+                    send_reports(downstream.report(false), &requests);
+                }
                 continue;
             }
             // Reports wait for the first event: until then the broker may
@@ -294,6 +341,11 @@ async fn follow_one(
         // acks it, not for the epoch its hello claimed.
         apply_and_ack(verifier, config, &mut acks, &event, !delivered)?;
         acks.send_if_due(stats, &requests);
+        if !delivered && let Some(downstream) = downstream {
+            // A new subscription: the broker knows none of the leaves.
+            send_reports(downstream.report(true), &requests);
+            leaves_sent_at = tokio::time::Instant::now();
+        }
         if !delivered || owed {
             owed = !report_uses(&mut in_flight, config, stats, &requests);
         }
@@ -451,7 +503,31 @@ fn apply_and_ack(
         }
         acks.owe(epoch, always);
     }
+    if let Some(OnEvent(hook)) = &config.on_event {
+        hook(event);
+    }
     Ok(())
+}
+
+/// Woken when `downstream` has something to report (never without one).
+async fn notified(downstream: Option<&dyn Downstream>) {
+    match downstream {
+        Some(downstream) => downstream.changed().notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hand a relay's reports to the subscription. What does not fit in its
+/// queue now (64 requests, drained as fast as the connection sends) is
+/// dropped: a leaf's next ack reports it again, and a leaf whose going
+/// was lost stays counted until the relay's subscription ends.
+fn send_reports(reports: Vec<FeedRequest>, requests: &mpsc::Sender<FeedRequest>) {
+    for report in reports {
+        if requests.try_send(report).is_err() {
+            tracing::debug!("the subscription's queue is full; a leaf report waits for the next");
+            break;
+        }
+    }
 }
 
 /// The acks a subscription owes, coalesced over [`ACK_INTERVAL`].

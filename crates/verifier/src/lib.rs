@@ -5,7 +5,8 @@
 //! credentials offline against it, in cluster time. [`follow`] keeps it
 //! current from a list of brokers' feeds, with failover and acks;
 //! [`http::serve`] offers the same verification to other languages on
-//! loopback; [`daemon::run`] is a whole verifier process.
+//! loopback; [`daemon::run`] is a whole verifier process; a [`relay`]
+//! serves the feed it follows on to other verifiers.
 //!
 //! Staleness: the verifier counts as fresh only for a bounded time after a
 //! heartbeat that its broker confirmed with the leader. When stale it
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod event;
 pub mod follower;
 pub mod http;
+pub mod relay;
 mod verifier;
 mod vouched;
 
@@ -32,7 +34,8 @@ pub use break_glass::{BreakGlassConfig, EmergencyUse, UseKind};
 pub use clock::{Clock, OffsetEstimator, SystemClock};
 pub use event::{Body, Decoded, FeedError, MAX_EVENT_BYTES, decode_event, decode_event_bytes};
 pub use follower::{
-    FollowConfig, FollowStats, FollowedBroker, OnApply, broker_uri, feed_endpoint, follow,
+    ACK_INTERVAL, Downstream, FollowConfig, FollowStats, FollowedBroker, OnApply, OnEvent,
+    broker_uri, feed_endpoint, follow,
 };
 pub use verifier::{
     Accepted, AcceptedAgent, BreakGlassAccepted, Expect, Proof, Rejection, Verifier,

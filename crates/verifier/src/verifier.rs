@@ -241,6 +241,13 @@ impl Verifier {
         inner.state.as_ref().map(|s| s.epoch)
     }
 
+    /// A copy of the state held, if any (a relay serves it to leaves that
+    /// start or fall behind).
+    pub fn state_snapshot(&self) -> Option<lapse_filter::Snapshot> {
+        let inner = self.inner.read().expect("verifier lock");
+        inner.state.clone()
+    }
+
     /// The cluster's time as this verifier estimates it (its own wall
     /// clock until the first heartbeat).
     pub fn cluster_now_ms(&self) -> u64 {

@@ -28,7 +28,7 @@ pub struct FeedService {
     pub hub: Arc<FeedHub>,
 }
 
-fn check_name(what: &str, value: &str, allow_empty: bool) -> Result<(), Status> {
+pub(super) fn check_name(what: &str, value: &str, allow_empty: bool) -> Result<(), Status> {
     if value.is_empty() && !allow_empty {
         return Err(Status::invalid_argument(format!("{what} is empty")));
     }

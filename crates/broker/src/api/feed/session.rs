@@ -15,13 +15,15 @@
 //! subscription slot until it goes away (HTTP/2 keepalive finds a dead
 //! peer within `HTTP2_KEEPALIVE_INTERVAL` plus its timeout).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapse_wire::feed::feed_event::Kind as EventKind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
-use lapse_wire::feed::{FeedEvent, FeedRequest, Heartbeat, Hello, UsesRecorded, Withheld};
+use lapse_wire::feed::{
+    FeedEvent, FeedRequest, Heartbeat, Hello, LeafReport, UsesRecorded, Withheld,
+};
 use lapse_wire::frames::FeedFrame;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
@@ -63,6 +65,9 @@ pub(super) struct Session {
     sent: u64,
     /// Frames to send before waiting again.
     ready: VecDeque<FeedFrame>,
+    /// The verifiers this subscriber relays the feed to, as it reported
+    /// them (at most `feed.max_subscribers`).
+    leaves: HashSet<String>,
     started: bool,
     ended: bool,
     _permit: OwnedSemaphorePermit,
@@ -89,6 +94,7 @@ impl Session {
             reported: 0,
             sent: 0,
             ready: VecDeque::new(),
+            leaves: HashSet::new(),
             started: false,
             ended: false,
             _permit: permit,
@@ -213,9 +219,68 @@ impl Session {
                 ));
                 Ok(())
             }
+            Some(RequestKind::Leaves(report)) => {
+                self.on_leaves(report);
+                Ok(())
+            }
             _ => Err(End::Fail(Status::invalid_argument(
-                "after the Hello a subscriber sends only Acks and UseReports",
+                "after the Hello a subscriber sends only Acks, UseReports and LeafReports",
             ))),
+        }
+    }
+
+    /// A relay's report on its leaves: each is tracked as a subscriber of
+    /// this broker while the relay's subscription lasts. A leaf name that
+    /// is no verifier id, or one beyond `feed.max_subscribers` leaves,
+    /// is skipped (and logged); an acked epoch beyond what this broker sent
+    /// the relay counts as what it sent.
+    fn on_leaves(&mut self, report: LeafReport) {
+        let now = self.hub.cluster_now();
+        let most = self.hub.settings.max_subscribers;
+        let mut skipped = 0usize;
+        let acked_most = report
+            .leaves
+            .iter()
+            .filter(|leaf| !leaf.gone)
+            .map(|leaf| leaf.acked_epoch.min(self.sent))
+            .max();
+        if let Some(epoch) = acked_most {
+            self.hub.note_commits_through(epoch);
+        }
+        let mut tracker = self.hub.tracker.lock().expect("tracker lock");
+        for leaf in report.leaves.iter().take(most) {
+            let named = super::check_name("leaf verifier_id", &leaf.verifier_id, false)
+                .and_then(|()| super::check_name("leaf region", &leaf.region, true));
+            if named.is_err() || leaf.verifier_id == self.hello.verifier_id {
+                skipped += 1;
+                continue;
+            }
+            if leaf.gone {
+                if self.leaves.remove(&leaf.verifier_id) {
+                    tracker.disconnected(&leaf.verifier_id, now);
+                }
+                continue;
+            }
+            let epoch = leaf.acked_epoch.min(self.sent);
+            if !self.leaves.contains(&leaf.verifier_id) {
+                if self.leaves.len() >= most {
+                    skipped += 1;
+                    continue;
+                }
+                self.leaves.insert(leaf.verifier_id.clone());
+                tracker.connected(
+                    &leaf.verifier_id,
+                    &leaf.region,
+                    self.hub.core.id(),
+                    epoch,
+                    now,
+                );
+            }
+            tracker.ack(&leaf.verifier_id, epoch, now);
+        }
+        skipped += report.leaves.len().saturating_sub(most);
+        if skipped > 0 {
+            tracing::warn!(relay = %self.hello.verifier_id, skipped, "a relay reported leaves that were not taken");
         }
     }
 
@@ -372,10 +437,11 @@ impl Drop for Session {
             return;
         }
         let now = self.hub.cluster_now();
-        self.hub
-            .tracker
-            .lock()
-            .expect("tracker lock")
-            .disconnected(&self.hello.verifier_id, now);
+        let mut tracker = self.hub.tracker.lock().expect("tracker lock");
+        tracker.disconnected(&self.hello.verifier_id, now);
+        // A relay's leaves go with it (they will subscribe elsewhere).
+        for leaf in self.leaves.drain() {
+            tracker.disconnected(&leaf, now);
+        }
     }
 }

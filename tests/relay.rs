@@ -1,0 +1,271 @@
+//! Relays on real processes: three brokers, a `lapse verifier --relay`
+//! following them, and leaves (`lapse verifier` processes) that name the
+//! relay first and a broker after it. A revocation reaches every leaf
+//! through the relay and `revoke --wait all` counts them all; killing the
+//! relay moves its leaves to the broker without one accepting a revoked
+//! credential, and the next revocation reaches them there.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::edge::VerifierProcess;
+use support::*;
+
+const WORKLOAD: &str = "spiffe://example.org/payments";
+const POLICY: &str = r#"
+permit(principal == Workload::"spiffe://example.org/payments",
+       action == Action::"issue", resource == Tenant::"acme")
+when { ["payments:read"].containsAll(context.scopes)
+       && ["billing"].containsAll(context.audiences)
+       && context.ttl_seconds <= 900 };
+"#;
+const LEAVES: usize = 3;
+
+/// Issue a credential through broker 1: (token, status index).
+fn issue(cluster: &TestCluster) -> (String, u64) {
+    let token = join_token(cluster, "acme", WORKLOAD);
+    let issued = cli_json(
+        cluster,
+        1,
+        &[
+            "issue",
+            "--join-token",
+            &token,
+            "--audience",
+            "billing",
+            "--scope",
+            "payments:read",
+            "--json",
+        ],
+    );
+    (
+        issued["credential"].as_str().unwrap().to_owned(),
+        issued["status_index"].as_u64().unwrap(),
+    )
+}
+
+/// The cluster's propagation report.
+fn report(cluster: &TestCluster) -> Option<Value> {
+    let out = cluster.cli(2, &["propagation", "--json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Connected verifiers the report names, with their acked epochs.
+fn connected(report: &Value) -> Vec<(String, u64)> {
+    report["verifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["connected"] == true)
+        .map(|v| {
+            (
+                v["verifier"].as_str().unwrap_or_default().to_owned(),
+                v["acked_epoch"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// The address the one verifier of `process` follows now, if any.
+fn following(process: &VerifierProcess) -> Option<String> {
+    let status = process.status();
+    let (_, one) = status.iter().next()?;
+    one["following_broker"]["address"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn revoke_and_wait(cluster: &TestCluster, index: u64) -> Value {
+    let out = cluster.cli(
+        1,
+        &[
+            "revoke",
+            "index",
+            &index.to_string(),
+            "--wait",
+            "all",
+            "--wait-timeout",
+            "30s",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn logs(processes: &[&VerifierProcess]) -> String {
+    processes
+        .iter()
+        .map(|p| p.log_tail())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaves_follow_a_relay_are_counted_and_fail_over_when_it_dies() {
+    let cluster = TestCluster::start_with(3, FAST_RAFT, |_| {
+        format!(
+            "[issuance]\nhttp_listen = \"127.0.0.1:{}\"\nlease_block = 20\n[feed]\nheartbeat_ms = 100\n",
+            free_port()
+        )
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 3).await;
+    set_policy(&cluster, "acme", POLICY);
+    let (first, first_index) = issue(&cluster);
+    let (second, second_index) = issue(&cluster);
+    let dir = cluster.dir.path();
+    let brokers: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+
+    let relay_address = format!("127.0.0.1:{}", free_port());
+    let relay = VerifierProcess::start(
+        dir,
+        "relay-1",
+        "eu-west",
+        1,
+        &brokers,
+        &["--relay", &relay_address],
+    );
+    // Each leaf names the relay first and broker 3 after it.
+    let leaf_brokers = [relay_address.clone(), cluster.address(3)];
+    let leaves: Vec<VerifierProcess> = (0..LEAVES)
+        .map(|i| {
+            VerifierProcess::start(
+                dir,
+                &format!("leaf-{i}"),
+                "edge",
+                1,
+                &leaf_brokers,
+                &["--idle-timeout", "1s"],
+            )
+        })
+        .collect();
+    let all: Vec<&VerifierProcess> = std::iter::once(&relay).chain(&leaves).collect();
+
+    // Every leaf follows the relay, and the brokers count them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let through_relay = leaves
+            .iter()
+            .filter(|leaf| following(leaf).as_deref() == Some(relay_address.as_str()))
+            .count();
+        let counted = report(&cluster)
+            .map(|r| {
+                connected(&r)
+                    .iter()
+                    .filter(|(id, epoch)| id.starts_with("leaf-") && *epoch > 0)
+                    .count()
+            })
+            .unwrap_or(0);
+        let accepted = leaves
+            .iter()
+            .filter(|leaf| leaf.verify_all(&first).0 == 1)
+            .count();
+        if through_relay == LEAVES && counted == LEAVES && accepted == LEAVES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaves through the relay {through_relay}, counted {counted}, accepting {accepted}\n{}\n{}",
+            cluster.logs(),
+            logs(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A revocation reaches every leaf through the relay, and --wait counts
+    // the relay and its leaves.
+    let revoked = revoke_and_wait(&cluster, first_index);
+    assert_eq!(revoked["propagated"]["subscribed"], LEAVES + 1, "{revoked}");
+    assert_eq!(revoked["propagated"]["verifiers"], LEAVES + 1, "{revoked}");
+    for leaf in &leaves {
+        let (valid, answers) = leaf.verify_all(&first);
+        assert_eq!(valid, 0, "{answers:?}");
+        assert_eq!(answers[0]["reason"], "revoked", "{answers:?}");
+        assert_eq!(leaf.verify_all(&second).0, 1);
+    }
+    // The leaves' delays are in the report, measured through the relay.
+    let measured = report(&cluster).unwrap();
+    let leaf_samples: u64 = measured["verifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v["verifier"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("leaf-"))
+        })
+        .map(|v| v["delay"]["samples"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(leaf_samples >= LEAVES as u64, "{measured}");
+
+    // Kill the relay: the leaves move to broker 3, never accepting the
+    // revoked credential on the way.
+    drop(relay);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for leaf in &leaves {
+            let (valid, answers) = leaf.verify_all(&first);
+            assert_eq!(
+                valid, 0,
+                "a leaf accepted a revoked credential: {answers:?}"
+            );
+        }
+        let moved = leaves
+            .iter()
+            .filter(|leaf| following(leaf).as_deref() == Some(cluster.address(3).as_str()))
+            .count();
+        if moved == LEAVES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{moved} of {LEAVES} leaves moved to the broker\n{}",
+            logs(&leaves.iter().collect::<Vec<_>>())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The relay is gone from the count; the next revocation reaches every
+    // leaf directly.
+    let revoked = revoke_and_wait(&cluster, second_index);
+    assert_eq!(revoked["propagated"]["subscribed"], LEAVES, "{revoked}");
+    assert_eq!(revoked["propagated"]["verifiers"], LEAVES, "{revoked}");
+    for leaf in &leaves {
+        assert_eq!(leaf.verify_all(&first).0, 0);
+        assert_eq!(leaf.verify_all(&second).0, 0);
+    }
+}
+
+#[test]
+fn a_relay_refuses_what_it_cannot_serve() {
+    // Several verifiers in one process have several states: a relay has one.
+    let out = lapse()
+        .args(["verifier", "--brokers", "127.0.0.1:1", "--id", "relay"])
+        .args(["--audience", "billing", "--insecure-plaintext", "--no-http"])
+        .args(["--relay", "127.0.0.1:0", "--count", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--count 1"));
+    // Without TLS, loopback only.
+    let out = lapse()
+        .args(["verifier", "--brokers", "127.0.0.1:1", "--id", "relay"])
+        .args(["--audience", "billing", "--insecure-plaintext", "--no-http"])
+        .args(["--relay", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback only"),
+        "{out:?}"
+    );
+}
