@@ -3,12 +3,17 @@
 //! relay first and a broker after it. A revocation reaches every leaf
 //! through the relay and `revoke --wait all` counts them all; killing the
 //! relay moves its leaves to the broker without one accepting a revoked
-//! credential, and the next revocation reaches them there.
+//! credential, and the next revocation reaches them there. With mutual
+//! TLS, a hop that strips revocations from what a relay passes on is
+//! caught by the leaf behind it, which checks the brokers' signatures.
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
+use lapse_pki::{Expect, Role, Tls, TlsConnector, TlsFiles};
+use lapse_sim::relay::{Relay as Hop, Tamper};
 use serde_json::Value;
 use support::edge::VerifierProcess;
 use support::*;
@@ -268,4 +273,185 @@ fn a_relay_refuses_what_it_cannot_serve() {
         String::from_utf8_lossy(&out.stderr).contains("loopback only"),
         "{out:?}"
     );
+}
+
+/// Poll `check` until it holds, or fail with `what` after a minute.
+async fn eventually(what: impl Fn() -> String, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{}", what());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The one verifier's answer for `token`: "valid" or its reason.
+fn verdict(process: &VerifierProcess, token: &str) -> String {
+    let (_, answers) = process.verify_all(token);
+    if answers[0]["valid"] == true {
+        "valid".into()
+    } else {
+        answers[0]["reason"].as_str().unwrap_or("?").into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hop_that_strips_revocations_after_a_relay_is_caught_by_the_leaf() {
+    let cluster = TestCluster::start_tls_with(3, FAST_RAFT, |_| {
+        format!(
+            "[issuance]\nhttp_listen = \"127.0.0.1:{}\"\nlease_block = 20\n[feed]\nheartbeat_ms = 100\n",
+            free_port()
+        )
+    });
+    cluster.wait_for_leader().await;
+    wait_for_keys(&cluster, 3).await;
+    set_policy(&cluster, "acme", POLICY);
+    let (credential, index) = issue(&cluster);
+    let certs = cluster.certs();
+    let ca = certs.join("ca.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let day = Duration::from_secs(86_400);
+
+    // The relay: a real `lapse verifier --relay` with its certificate.
+    let (cert, key) = issue_cert(
+        certs,
+        Role::Verifier("relay-1".into()),
+        SystemTime::now(),
+        day,
+    );
+    let relay_address = format!("127.0.0.1:{}", free_port());
+    let brokers: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+    let (ca_arg, cert_arg, key_arg) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let relay = VerifierProcess::start_tls(
+        dir.path(),
+        "relay-1",
+        "eu-west",
+        1,
+        &brokers,
+        &[
+            "--relay",
+            &relay_address,
+            "--ca",
+            &ca_arg,
+            "--cert",
+            &cert_arg,
+            "--key",
+            &key_arg,
+        ],
+    );
+
+    // A hostile hop after it: it follows the relay over mutual TLS (the
+    // relay's certificate is a verifier's) and strips revocations.
+    let (cert, key) = issue_cert(certs, Role::Verifier("hop".into()), SystemTime::now(), day);
+    let tls = Tls::open(
+        TlsFiles {
+            ca: ca.clone(),
+            cert: Some(cert),
+            key: Some(key),
+        },
+        SystemTime::now(),
+    )
+    .unwrap();
+    let upstream = tonic::transport::Endpoint::from_shared(format!("http://{relay_address}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2));
+    let upstream = TlsConnector::new(tls, Expect::FeedSource).channel(upstream);
+    let hop = Hop::new(
+        vec![upstream],
+        Some("hop".into()),
+        Tamper {
+            drop_revocations: true,
+            ..Tamper::default()
+        },
+    );
+    let stats = hop.stats();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hop_address = listener.local_addr().unwrap().to_string();
+    let _hop = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(hop.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    // The leaf reaches the relay only through the hop, and checks the
+    // brokers' heartbeat signatures against the cluster CA.
+    let leaf = VerifierProcess::start(
+        dir.path(),
+        "leaf",
+        "edge",
+        1,
+        std::slice::from_ref(&hop_address),
+        &[
+            "--insecure-plaintext",
+            "--staleness",
+            "2s",
+            "--signed-by",
+            &ca_arg,
+        ],
+    );
+    let relay_log = dir.path().join("verifier-relay-1.log");
+    let both = || {
+        let head: String = std::fs::read_to_string(&relay_log)
+            .unwrap_or_default()
+            .lines()
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "{head}\n...\n{}\n---\n{}",
+            relay.log_tail(),
+            leaf.log_tail()
+        )
+    };
+    eventually(
+        || {
+            format!(
+                "the leaf never accepted through the relay\n{}\n{}",
+                both(),
+                cluster
+                    .logs()
+                    .lines()
+                    .filter(|l| l.contains("feed") || l.contains("relay") || l.contains("verifier"))
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        },
+        || verdict(&leaf, &credential) == "valid" && verdict(&relay, &credential) == "valid",
+    )
+    .await;
+
+    let revoked = cli_json(
+        &cluster,
+        1,
+        &["revoke", "index", &index.to_string(), "--json"],
+    );
+    assert!(revoked["epoch"].as_u64().is_some(), "{revoked}");
+    eventually(
+        || format!("the relay never applied the revocation\n{}", both()),
+        || verdict(&relay, &credential) == "revoked",
+    )
+    .await;
+    eventually(
+        || "the hop never stripped the revocation".into(),
+        || stats.dropped_revocations.load(Ordering::SeqCst) >= 1,
+    )
+    .await;
+    // The leaf's state is not the one the brokers vouch for: it drops it
+    // and refuses (stale), and never accepts the revoked credential.
+    eventually(
+        || format!("the leaf never noticed\n{}", both()),
+        || {
+            leaf.status()["leaf"]["unvouched_drops"].as_u64() >= Some(1)
+                && verdict(&leaf, &credential) != "valid"
+        },
+    )
+    .await;
+    for _ in 0..20 {
+        assert_ne!(verdict(&leaf, &credential), "valid", "{}", both());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -31,9 +31,36 @@ impl VerifierProcess {
         brokers: &[String],
         extra: &[&str],
     ) -> Self {
+        Self::start_with(lapse(), dir, prefix, region, count, brokers, extra)
+    }
+
+    /// As [`Self::start`], for brokers with TLS: `extra` names the
+    /// verifier's `--ca`, `--cert` and `--key`.
+    pub fn start_tls(
+        dir: &std::path::Path,
+        prefix: &str,
+        region: &str,
+        count: u32,
+        brokers: &[String],
+        extra: &[&str],
+    ) -> Self {
+        let mut command = lapse();
+        command.env_remove("LAPSE_INSECURE_PLAINTEXT");
+        Self::start_with(command, dir, prefix, region, count, brokers, extra)
+    }
+
+    fn start_with(
+        mut command: std::process::Command,
+        dir: &std::path::Path,
+        prefix: &str,
+        region: &str,
+        count: u32,
+        brokers: &[String],
+        extra: &[&str],
+    ) -> Self {
         let http = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("verifier-{prefix}.log"));
-        let child = lapse()
+        let child = command
             .args(["verifier", "--brokers", &brokers.join(",")])
             .args(["--id", prefix, "--region", region])
             .args(["--count", &count.to_string(), "--http", &http])
