@@ -155,9 +155,25 @@ impl BitWriter<'_> {
 
 /// Cost in bits of Rice-coding `gaps` with parameter `k`, saturating.
 fn rice_cost(gaps: &[u64], k: u8) -> u64 {
-    gaps.iter().fold(0u64, |acc, g| {
-        acc.saturating_add((g >> k) + 1 + u64::from(k))
-    })
+    gaps.iter()
+        .fold(0u64, |acc, &g| acc.saturating_add(rice_code_bits(g, k)))
+}
+
+/// Bits of one Rice code.
+#[inline]
+fn rice_code_bits(g: u64, k: u8) -> u64 {
+    (g >> k) + 1 + u64::from(k)
+}
+
+/// The Rice parameters [`choose_rice_k`] picks among for `count` gaps
+/// summing to `sum`, and the first guess: `floor(log2(mean gap))` and its
+/// neighbours within two, clamped to `0..=MAX_RICE_K`. `count` must be > 0.
+fn rice_k_candidates(count: u64, sum: u128) -> (u8, u8, u8) {
+    let mean = (sum / u128::from(count.max(1))).max(1);
+    let est = (127 - mean.leading_zeros()).min(u32::from(MAX_RICE_K)) as u8;
+    let lo = est.saturating_sub(2);
+    let hi = (est + 2).min(MAX_RICE_K);
+    (lo, hi, est)
 }
 
 /// Pick the Rice parameter: start from `floor(log2(mean gap))` (for a random
@@ -168,13 +184,87 @@ pub(crate) fn choose_rice_k(gaps: &[u64]) -> u8 {
         return 0;
     }
     let sum: u128 = gaps.iter().map(|&g| u128::from(g)).sum();
-    let mean = (sum / gaps.len() as u128).max(1);
-    let est = (127 - mean.leading_zeros()).min(u32::from(MAX_RICE_K)) as u8;
-    let lo = est.saturating_sub(2);
-    let hi = (est + 2).min(MAX_RICE_K);
+    let (lo, hi, est) = rice_k_candidates(gaps.len() as u64, sum);
     (lo..=hi)
         .min_by_key(|&k| (rice_cost(gaps, k), k))
         .unwrap_or(est)
+}
+
+/// [`choose_rice_k`] over gaps that are not held in a slice: `gaps` is
+/// called twice (once for the mean, once for the candidates' costs), and
+/// must yield the same sequence both times.
+pub(crate) fn choose_rice_k_streamed<I: Iterator<Item = u64>>(gaps: impl Fn() -> I) -> u8 {
+    let (mut count, mut sum) = (0u64, 0u128);
+    for g in gaps() {
+        count += 1;
+        sum += u128::from(g);
+    }
+    if count == 0 {
+        return 0;
+    }
+    let (lo, hi, est) = rice_k_candidates(count, sum);
+    let mut costs = [0u64; 5];
+    for g in gaps() {
+        for (c, k) in costs.iter_mut().zip(lo..=hi) {
+            *c = c.saturating_add(rice_code_bits(g, k));
+        }
+    }
+    (lo..=hi)
+        .zip(costs)
+        .min_by_key(|&(k, c)| (c, k))
+        .map_or(est, |(k, _)| k)
+}
+
+/// What [`choose_rice_k`] needs of a gap sequence read once, for checking
+/// that a decoded parameter `k` is the canonical one without holding the
+/// gaps: their count and sum, and the cost of every parameter within four of
+/// `k` (the candidates always lie within two of the estimate, so if `k` is
+/// one of them, so are all the others).
+#[derive(Debug, Clone)]
+pub(crate) struct RiceStats {
+    k: u8,
+    count: u64,
+    sum: u128,
+    costs: [u64; 9],
+}
+
+impl RiceStats {
+    pub(crate) fn new(k: u8) -> Self {
+        Self {
+            k,
+            count: 0,
+            sum: 0,
+            costs: [0; 9],
+        }
+    }
+
+    /// Account for one more gap.
+    #[inline]
+    pub(crate) fn add(&mut self, g: u64) {
+        self.count += 1;
+        self.sum += u128::from(g);
+        let first = self.k.saturating_sub(4);
+        let last = self.k.saturating_add(4).min(MAX_RICE_K);
+        for (c, k) in self.costs.iter_mut().zip(first..=last) {
+            *c = c.saturating_add(rice_code_bits(g, k));
+        }
+    }
+
+    /// Whether `k` is the parameter [`choose_rice_k`] picks for these gaps.
+    pub(crate) fn is_canonical(&self) -> bool {
+        if self.count == 0 {
+            return self.k == 0;
+        }
+        let (lo, hi, est) = rice_k_candidates(self.count, self.sum);
+        if !(lo..=hi).contains(&self.k) {
+            return false;
+        }
+        let first = self.k.saturating_sub(4);
+        let chosen = (lo..=hi)
+            .min_by_key(|&k| (self.costs[usize::from(k - first)], k))
+            .unwrap_or(est);
+        chosen == self.k
+    }
 }
 
 /// Largest Rice parameter accepted on the wire.
@@ -182,13 +272,13 @@ pub(crate) const MAX_RICE_K: u8 = 63;
 
 /// Append `gaps` Rice-coded with parameter `k`, padded with zero bits to a
 /// byte boundary.
-pub(crate) fn rice_encode(out: &mut Vec<u8>, gaps: &[u64], k: u8) {
+pub(crate) fn rice_encode(out: &mut Vec<u8>, gaps: impl IntoIterator<Item = u64>, k: u8) {
     let mut w = BitWriter {
         out,
         acc: 0,
         nbits: 0,
     };
-    for &g in gaps {
+    for g in gaps {
         let q = g >> k;
         for _ in 0..q {
             w.bit(true);
@@ -280,7 +370,7 @@ mod tests {
             (&huge, 63),
         ] {
             let mut b = Vec::new();
-            rice_encode(&mut b, gaps, k);
+            rice_encode(&mut b, gaps.iter().copied(), k);
             let mut got = Vec::new();
             let mut r = Reader::new(&b);
             rice_decode(&mut r, gaps.len(), k, |g| {
@@ -300,5 +390,29 @@ mod tests {
         assert!((5..=7).contains(&k), "k = {k}");
         assert_eq!(choose_rice_k(&[]), 0);
         assert!(choose_rice_k(&[u64::MAX, u64::MAX]) <= MAX_RICE_K);
+    }
+
+    proptest::proptest! {
+        /// The streamed choice and the one-pass canonical check agree with
+        /// `choose_rice_k` on every gap list, for every wire parameter.
+        #[test]
+        fn streamed_k_matches_slice_k(
+            gaps in proptest::collection::vec(
+                proptest::prop_oneof![0u64..4, 0u64..1000, 0u64..(1 << 30), proptest::prelude::any::<u64>()],
+                0..64,
+            ),
+            huge in proptest::prelude::any::<bool>(),
+        ) {
+            let gaps: Vec<u64> = if huge { gaps.iter().map(|g| g >> 1).collect() } else { gaps.into_iter().map(|g| g % (1 << 40)).collect() };
+            let k = choose_rice_k(&gaps);
+            proptest::prop_assert_eq!(choose_rice_k_streamed(|| gaps.iter().copied()), k);
+            for wire_k in 0..=MAX_RICE_K {
+                let mut stats = RiceStats::new(wire_k);
+                for &g in &gaps {
+                    stats.add(g);
+                }
+                proptest::prop_assert_eq!(stats.is_canonical(), wire_k == k, "wire k {}", wire_k);
+            }
+        }
     }
 }

@@ -105,7 +105,7 @@ impl RevokedDelta {
             let gaps = gaps_from(first + 1, rest);
             let k = choose_rice_k(&gaps);
             out.push(k);
-            rice_encode(out, &gaps, k);
+            rice_encode(out, gaps, k);
         }
     }
 

@@ -48,20 +48,45 @@ pub(crate) fn decode_indices(
     start: u64,
     mut check: impl FnMut(u64) -> Result<(), FilterError>,
 ) -> Result<Vec<u64>, FilterError> {
-    if count.saturating_mul(u64::from(k) + 1) > (r.remaining() as u64).saturating_mul(8) {
-        return Err(FilterError::Truncated);
-    }
-    let count_usize = usize::try_from(count).map_err(|_| FilterError::Truncated)?;
+    let count_usize = check_count_fits(r, count, k)?;
     let mut out: Vec<u64> = Vec::with_capacity(count_usize);
-    rice_decode(r, count_usize, k, |g| {
-        let index = match out.last() {
-            None => start.checked_add(g),
-            Some(&p) => p.checked_add(g).and_then(|x| x.checked_add(1)),
-        }
-        .ok_or_else(|| FilterError::Corrupt("index overflows u64".into()))?;
+    decode_gaps(r, count_usize, k, start, |index, _| {
         check(index)?;
         out.push(index);
         Ok(())
     })?;
     Ok(out)
+}
+
+/// Refuse a count of Rice codes that the input left cannot hold (every
+/// code takes at least `k + 1` bits), so whatever the caller allocates for
+/// `count` items is bounded by the input size.
+pub(crate) fn check_count_fits(r: &Reader<'_>, count: u64, k: u8) -> Result<usize, FilterError> {
+    if count.saturating_mul(u64::from(k) + 1) > (r.remaining() as u64).saturating_mul(8) {
+        return Err(FilterError::Truncated);
+    }
+    usize::try_from(count).map_err(|_| FilterError::Truncated)
+}
+
+/// Decode `count` Rice-coded gaps (see [`gaps_from`]), handing `sink` each
+/// absolute index and the gap it was coded as; indices that would overflow
+/// `u64` are refused. Holds nothing itself.
+pub(crate) fn decode_gaps(
+    r: &mut Reader<'_>,
+    count: usize,
+    k: u8,
+    start: u64,
+    mut sink: impl FnMut(u64, u64) -> Result<(), FilterError>,
+) -> Result<(), FilterError> {
+    let mut prev: Option<u64> = None;
+    rice_decode(r, count, k, |g| {
+        let index = match prev {
+            None => start.checked_add(g),
+            Some(p) => p.checked_add(g).and_then(|x| x.checked_add(1)),
+        }
+        .ok_or_else(|| FilterError::Corrupt("index overflows u64".into()))?;
+        sink(index, g)?;
+        prev = Some(index);
+        Ok(())
+    })
 }

@@ -5,7 +5,8 @@
 //!
 //! - [`RevokedSet`]: the exact set of revoked status indices inside a live
 //!   window, Rice-coded close to the `log2 C(U, R)` bound
-//!   ([`information_bound_bits`]);
+//!   ([`information_bound_bits`]) on the wire and held as Elias-Fano in
+//!   memory, within 1.1x of the same bound;
 //! - [`RevokedDelta`]: indices revoked since the previous epoch plus window
 //!   moves, so verifiers can follow along cheaply;
 //! - [`SecretSet`]: SHA-256 hashes of leaked static secrets, a Bloom filter
@@ -30,6 +31,7 @@ pub mod format;
 mod gaps;
 mod keys;
 mod rules;
+mod succinct;
 pub mod vouch;
 
 pub use bloom::{MAX_PLANNED_ITEMS, MAX_SECRETS, MIN_PLANNED_ITEMS, SecretHash, SecretSet};
