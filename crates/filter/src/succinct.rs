@@ -37,22 +37,26 @@ pub(crate) struct EliasFano {
 }
 
 /// Position (0-based) of the `r`-th set bit of `x` (0-based `r`); requires
-/// `x.count_ones() > r`.
-fn select_in_word(mut x: u64, mut r: u32) -> u64 {
-    let mut base = 0u64;
-    loop {
-        let c = (x & 0xff).count_ones();
-        if c > r || base >= 56 {
-            break;
-        }
-        r -= c;
-        x >>= 8;
-        base += 8;
+/// `x.count_ones() > r`. Broadword (no data-dependent branches): byte-wise
+/// prefix popcounts locate the byte, then the bits below it are cleared.
+#[inline]
+fn select_in_word(x: u64, r: u32) -> u64 {
+    const L8: u64 = 0x0101_0101_0101_0101;
+    const H8: u64 = 0x8080_8080_8080_8080;
+    let mut s = x - ((x >> 1) & 0x5555_5555_5555_5555);
+    s = (s & 0x3333_3333_3333_3333) + ((s >> 2) & 0x3333_3333_3333_3333);
+    s = (s + (s >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // Byte i of `prefix` holds the number of ones in bytes 0..=i.
+    let prefix = s.wrapping_mul(L8);
+    // High bit of byte i set where prefix[i] <= r: those bytes come before.
+    let before = (((u64::from(r) * L8) | H8) - prefix) & H8;
+    let byte = ((before >> 7).wrapping_mul(L8) >> 56) * 8;
+    let below = ((prefix << 8) >> byte) & 0xff;
+    let mut b = (x >> byte) & 0xff;
+    for _ in 0..(u64::from(r) - below) {
+        b &= b - 1;
     }
-    for _ in 0..r {
-        x &= x.wrapping_sub(1);
-    }
-    base + u64::from(x.trailing_zeros())
+    byte + u64::from(b.trailing_zeros())
 }
 
 impl EliasFano {
