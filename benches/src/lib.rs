@@ -6,7 +6,7 @@
 //! percentile reported ([`stats`]).
 //!
 //! The benchmarks themselves are the `[[bench]]` targets in `benches/`:
-//! `revoke`, `issue`, `verify` and `propagation`, each run as
+//! `revoke`, `issue`, `verify`, `propagation` and `revoked_set`, each run as
 //! `cargo bench -p lapse-benches --bench <name> -- <options>`. BENCHMARKS.md
 //! records their figures.
 

@@ -11,9 +11,10 @@
 //!   `buckets = ((span - 1) >> l) + 1 <= 2n`;
 //! - `samples`: the position where bucket `j * SAMPLE_EVERY` starts, for every
 //!   `j`: `4 * ceil(buckets / SAMPLE_EVERY)` bytes. Finding where bucket `h`
-//!   starts takes one sample and a popcount scan over at most
-//!   `SAMPLE_EVERY` zeros (for a uniform set, about `SAMPLE_EVERY / 0.6`
-//!   bits, seven words on average).
+//!   starts takes one sample and a popcount scan over fewer than
+//!   `SAMPLE_EVERY` zeros (for a uniform set with `n / span` near a power
+//!   of two over 100, about 0.6 of the bits are zeros: three or four words
+//!   on average, seven at most).
 //!
 //! Every buffer is a boxed slice allocated at its exact size, so
 //! [`EliasFano::heap_bytes`] is exactly what the sequence holds.
