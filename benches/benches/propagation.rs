@@ -51,6 +51,12 @@ struct PropagationBench {
     /// Verifiers sharing one connection to each broker (1: a connection each).
     #[arg(long, default_value_t = 50)]
     per_connection: usize,
+    /// Relays in this process between the brokers and the verifiers
+    /// (`lapse verifier --relay`, each following the brokers); the
+    /// verifiers then follow the relays, two hops from a broker. 0: the
+    /// verifiers follow the brokers.
+    #[arg(long, default_value_t = 0)]
+    relays: usize,
     /// Pause between revocations.
     #[arg(long, default_value_t = 10)]
     pause_ms: u64,
@@ -127,7 +133,13 @@ async fn run(args: &PropagationBench, transport: Transport) -> anyhow::Result<Me
     let leader = leading_broker(&brokers, addresses[0]);
     let (admin, first_index) = lease(&dialer, leader, args.revocations + 10).await?;
     let broker_list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-    let fleet = Fleet::start(&dialer, &broker_list, args.verifiers, args.per_connection)?;
+    let (stop_relays, relays_stopped) = tokio::sync::watch::channel(false);
+    let sources = if args.relays == 0 {
+        broker_list
+    } else {
+        start_relays(&dialer, &broker_list, args.relays, relays_stopped).await?
+    };
+    let fleet = Fleet::start(&dialer, &sources, args.verifiers, args.per_connection)?;
     let subscribed = Instant::now();
     if !fleet.wait_all(1, Duration::from_secs(120)).await {
         bail!(
@@ -140,6 +152,7 @@ async fn run(args: &PropagationBench, transport: Transport) -> anyhow::Result<Me
     let brokers_view = brokers_view(&dialer, leader).await?;
     let fleet_summary = fleet.summary();
     fleet.stop();
+    let _ = stop_relays.send(true);
     shutdown(brokers).await;
     Ok(Measured {
         transport,
@@ -151,6 +164,59 @@ async fn run(args: &PropagationBench, transport: Transport) -> anyhow::Result<Me
         brokers: brokers_view,
         fleet: fleet_summary,
     })
+}
+
+/// Start `count` relays following `brokers` (relay `i` prefers broker
+/// `i mod 3`), each serving its feed on a loopback port: their addresses.
+async fn start_relays(
+    dialer: &Dialer,
+    brokers: &[String],
+    count: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<String>> {
+    use lapse_verifier::relay::{Relay, RelayConfig};
+    let mut addresses = Vec::new();
+    for i in 0..count {
+        let verifier = lapse_verifier::Verifier::new(dialer.verify_config());
+        let relay = Relay::new(
+            verifier.clone(),
+            RelayConfig {
+                require_verifier_certificate: dialer.verifier_tls().is_some(),
+                ..RelayConfig::default()
+            },
+        );
+        let mut config = lapse_verifier::FollowConfig::new(
+            brokers.to_vec(),
+            format!("{}/relay-{i}", lapse_benches::transport::VERIFIER),
+        );
+        config.brokers.rotate_left(i % brokers.len());
+        config.tls = dialer.verifier_tls();
+        config.region = "relays".into();
+        let passing = relay.clone();
+        config.on_event = Some(lapse_verifier::OnEvent(std::sync::Arc::new(move |event| {
+            passing.passed(event)
+        })));
+        config.downstream = Some(relay.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addresses.push(listener.local_addr()?.to_string());
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        lapse_verifier::daemon::relay_on(
+            relay,
+            listener,
+            dialer.verifier_tls(),
+            stopped(stop.clone()),
+        )
+        .map_err(anyhow::Error::msg)?;
+        tokio::spawn(lapse_verifier::follow(
+            verifier,
+            config,
+            std::sync::Arc::new(lapse_verifier::FollowStats::default()),
+            stopped(stop.clone()),
+        ));
+    }
+    Ok(addresses)
 }
 
 /// An operator's client of the leader, and the first of `count` status
@@ -281,6 +347,7 @@ fn report(args: &PropagationBench, runs: &[Measured], costs: Option<&HeartbeatCo
                     "system": "lapse",
                     "transport": m.transport.name(),
                     "watchers": args.verifiers,
+                    "relays": args.relays,
                     "puts": m.last.len(),
                     "timeouts": m.timeouts,
                     "subscribe_s": m.subscribe_time.as_secs_f64(),
@@ -323,8 +390,13 @@ fn report(args: &PropagationBench, runs: &[Measured], costs: Option<&HeartbeatCo
     for m in runs {
         let (last_p50, last_p99, last_max) = m.last.summary_ms();
         let (each_p50, each_p99, each_max) = m.each.summary_ms();
+        let hops = if args.relays == 0 {
+            String::new()
+        } else {
+            format!(" behind {} relays (two hops)", args.relays)
+        };
         println!(
-            "{}: {} verifiers subscribed in {:.1} s; {} revocations measured ({} timed out)",
+            "{}: {} verifiers{hops} subscribed in {:.1} s; {} revocations measured ({} timed out)",
             m.transport.name(),
             args.verifiers,
             m.subscribe_time.as_secs_f64(),

@@ -52,10 +52,10 @@ impl Fleet {
             let verifier = Verifier::new(verify.clone());
             let mut config = FollowConfig::new(brokers.to_vec(), format!("{VERIFIER}/{i}"));
             config.tls = dialer.verifier_tls();
-            config.brokers.rotate_left(i % 3);
+            config.brokers.rotate_left(i % brokers.len());
             if per_connection > 1 {
                 let mut pool = pools[i / per_connection].clone();
-                pool.rotate_left(i % 3);
+                pool.rotate_left(i % brokers.len());
                 config.channels = Some(pool);
             }
             config.region = format!("region-{}", i % 3);

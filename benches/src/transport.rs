@@ -140,6 +140,10 @@ impl Dialer {
     pub fn lazy(&self, address: &str, caller: Caller) -> anyhow::Result<Channel> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))?.tcp_nodelay(true);
         Ok(match self.identity(caller) {
+            // A verifier's feed may come from a broker or a relay.
+            Some(tls) if caller == Caller::Verifier => {
+                TlsConnector::new(tls, Expect::FeedSource).channel(endpoint)
+            }
             Some(tls) => TlsConnector::new(tls, Expect::AnyBroker).channel(endpoint),
             None => endpoint.connect_lazy(),
         })

@@ -205,12 +205,22 @@ async fn serve_relay(
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     if tls.is_none() && !address.ip().is_loopback() {
         return Err(format!(
-            "--relay {address}: a relay without TLS serves loopback only; give the verifier its certificate (--tls-dir) or a loopback address"
+            "--relay {address}: a relay without TLS serves loopback only; give the verifier its certificate (--ca, --cert, --key) or a loopback address"
         ));
     }
     let listener = TcpListener::bind(address)
         .await
         .map_err(|e| format!("--relay {address}: cannot listen: {e}"))?;
+    relay_on(relay, listener, tls, stop)
+}
+
+/// Serve `relay`'s feed on `listener` until `stop` (see [`serve_relay`]).
+pub fn relay_on(
+    relay: Arc<crate::relay::Relay>,
+    listener: TcpListener,
+    tls: Option<Arc<lapse_pki::Tls>>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, "relaying the feed");
     let service = lapse_wire::frames::FeedFrameServer::new(crate::relay::RelayService(relay))
