@@ -100,3 +100,54 @@ where
         latencies,
     })
 }
+
+/// Make `calls` calls at `per_second`, open loop: call `n` is due at
+/// `n / per_second` after the start and is sent then, whether or not the
+/// calls before it have been answered, on `channels` in turn. Each latency
+/// runs from when the call was due (not when it was sent), so a client that
+/// falls behind counts the delay it caused (no coordinated omission).
+pub async fn run_open_loop<F, Fut>(
+    name: &'static str,
+    calls: u64,
+    per_second: f64,
+    channels: &[Channel],
+    call: F,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(&Channel, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    anyhow::ensure!(per_second > 0.0, "an open-loop rate must be positive");
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(calls as usize);
+    let mut n = 0u64;
+    while n < calls {
+        // Send every call due by now, then sleep until the next is due.
+        let due_by_now = (started.elapsed().as_secs_f64() * per_second) as u64 + 1;
+        while n < calls.min(due_by_now) {
+            let due = started + Duration::from_secs_f64(n as f64 / per_second);
+            let channel = channels[n as usize % channels.len()].clone();
+            let call = call.clone();
+            tasks.push(tokio::spawn(async move {
+                call(&channel, n).await?;
+                Ok::<_, tonic::Status>(due.elapsed())
+            }));
+            n += 1;
+        }
+        if n < calls {
+            let next = started + Duration::from_secs_f64(n as f64 / per_second);
+            tokio::time::sleep_until(next).await;
+        }
+    }
+    let mut latencies = Latencies::new();
+    for task in tasks {
+        latencies.record(task.await??);
+    }
+    Ok(Phase {
+        name,
+        operations: calls,
+        items: calls,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}

@@ -1,6 +1,7 @@
 //! What Lapse's benchmarks share: an in-process three-broker cluster
 //! ([`cluster`]) in plaintext or with mutual TLS ([`transport`]), gRPC
-//! client helpers and timed phases of calls ([`client`]), the verifiers of
+//! client helpers and timed phases of calls ([`client`]), the CPU time of
+//! the brokers beside the clients ([`cpu`]), the verifiers of
 //! the propagation benchmark ([`fleet`]), what signed heartbeats cost on
 //! one thread ([`heartbeat`]), and one latency histogram for every
 //! percentile reported ([`stats`]).
@@ -12,6 +13,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod cpu;
 pub mod fleet;
 pub mod heartbeat;
 pub mod stats;
