@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use lapse_credential::SigningKeyPair;
-use lapse_ledger::evidence::{GENESIS_SHA256, record_sha256, seal};
-use lapse_ledger::{Applied, Command, IssuanceRecord, MAX_AUDIT_BATCH, RequestId, Sha256};
+use lapse_ledger::evidence::{EVIDENCE_DOMAIN, GENESIS_SHA256, record_sha256};
+use lapse_ledger::{Applied, Command, IssuanceRecord, MAX_AUDIT_BATCH, RequestId, Seal, Sha256};
+use sha2::Digest as _;
 
 use crate::core::SharedCore;
 
@@ -37,16 +38,35 @@ pub type Signer = Option<Arc<SigningKeyPair>>;
 
 type Job = (IssuanceRecord, Signer, Reply);
 
-/// Seal `record` as the successor of `previous` (updated to its hash).
-fn seal_next(record: &mut IssuanceRecord, signer: &Signer, previous: &mut Sha256) {
-    match signer {
-        Some(key) => {
-            let sign = |message: &[u8]| key.sign_raw(message);
-            seal(record, *previous, Some((key.key_id().clone(), &sign)));
+/// Seal `record` as the successor of `previous` (updated to its hash), and
+/// return its encoding, seal included: what the file holds and the next
+/// record's `previous` hashes.
+///
+/// The same seal as [`lapse_ledger::evidence::seal`] (the tests check it
+/// against [`lapse_ledger::evidence::ChainCheck`]), made with two encodings
+/// of the record instead of four and no copy of it: the signature is over
+/// the digest of the record with its seal's signature empty, which is how
+/// the record stands before it is signed.
+fn seal_next(record: &mut IssuanceRecord, signer: &Signer, previous: &mut Sha256) -> Vec<u8> {
+    record.seal = Some(Seal {
+        previous_sha256: *previous,
+        key_id: signer.as_ref().map(|key| key.key_id().clone()),
+        signature: Vec::new(),
+    });
+    if let Some(key) = signer {
+        let unsigned = postcard::to_stdvec(record).expect("records always serialise");
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(EVIDENCE_DOMAIN);
+        hasher.update(&unsigned);
+        let digest: Sha256 = hasher.finalize().into();
+        let signature = key.sign_raw(&digest).to_vec();
+        if let Some(seal) = &mut record.seal {
+            seal.signature = signature;
         }
-        None => seal(record, *previous, None),
     }
-    *previous = record_sha256(record);
+    let payload = postcard::to_stdvec(record).expect("records always serialise");
+    *previous = sha2::Sha256::digest(&payload).into();
+    payload
 }
 
 pub struct AuditLog {
@@ -144,9 +164,7 @@ impl AuditLog {
                     for (record, signer, _) in &mut batch {
                         record.sequence = next_sequence;
                         next_sequence += 1;
-                        seal_next(record, signer, &mut previous);
-                        let payload =
-                            postcard::to_stdvec(record).expect("records always serialise");
+                        let payload = seal_next(record, signer, &mut previous);
                         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
                         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
                         bytes.extend_from_slice(&payload);
@@ -165,14 +183,21 @@ impl AuditLog {
                         previous = chain_before;
                     } else {
                         length += bytes.len() as u64;
-                        pending
-                            .lock()
-                            .expect("audit lock")
-                            .extend(batch.iter().map(|(record, _, _)| record.clone()));
                     }
+                    // Kept for shipping (moved, not copied) before anyone
+                    // hears its record is written.
+                    let mut replies = Vec::with_capacity(batch.len());
+                    let mut records = Vec::with_capacity(batch.len());
                     for (record, _, reply) in batch {
+                        replies.push((record.sequence, reply));
+                        records.push(record);
+                    }
+                    if written.is_ok() {
+                        pending.lock().expect("audit lock").extend(records);
+                    }
+                    for (sequence, reply) in replies {
                         let _ = reply.send(match &written {
-                            Ok(()) => Ok(record.sequence),
+                            Ok(()) => Ok(sequence),
                             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                         });
                     }

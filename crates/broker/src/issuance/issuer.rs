@@ -307,12 +307,13 @@ impl Issuer {
         audiences: &[String],
         ttl_seconds: u64,
     ) -> (Decision, DecisionInputs) {
+        // Parsed and hashed once per version: no copy of the text per request.
         let policy = self.core.view().read(|applied| {
             applied
                 .ledger
                 .policies
                 .get(&attested.tenant)
-                .map(|p| (p.version, p.text.clone()))
+                .map(|p| self.policies.current(&attested.tenant, p.version, &p.text))
         });
         let inputs = DecisionInputs {
             kind: attested.decision_kind(),
@@ -340,13 +341,9 @@ impl Issuer {
             on_behalf_of: attested.agent.on_behalf_of.clone(),
             intent: attested.agent.intent.clone(),
             presented_sha256: attested.presented_sha256,
-            policy_sha256: policy
-                .as_ref()
-                .map(|(_, text)| Sha256::digest(text.as_bytes()).into()),
+            policy_sha256: policy.as_ref().map(|p| p.sha256),
         };
-        let decision = self
-            .policies
-            .decide(policy.as_ref().map(|(v, t)| (*v, t.as_str())), &inputs);
+        let decision = super::policy::decide_cached(policy.as_deref(), &inputs);
         (decision, inputs)
     }
 
@@ -544,6 +541,13 @@ impl Issuer {
             seal: None,
         })
         .await?;
+        // Answered from now on: a refresh or exchange presenting it again
+        // here skips its signature check (see `signed.rs`).
+        self.keys.recently_signed().insert(
+            Sha256::digest(credential.as_bytes()).into(),
+            key.key_id().clone(),
+            claims.clone(),
+        );
         self.stats.granted_lifetime(
             attested.tenant.as_str(),
             claims.exp.saturating_sub(claims.iat),

@@ -10,16 +10,24 @@ use std::time::Duration;
 use lapse_credential::{KeyId, SigningKeyPair};
 use lapse_ledger::{Applied, Command, RequestId};
 
+use super::signed::RecentlySigned;
 use crate::core::SharedCore;
 use crate::error::{BrokerError, answer};
 
-/// The key this broker signs with, once committed.
+/// The key this broker signs with, once committed, and the credentials it
+/// signed recently.
 #[derive(Default)]
 pub struct KeyRing {
     active: RwLock<Option<Arc<SigningKeyPair>>>,
+    signed: RecentlySigned,
 }
 
 impl KeyRing {
+    /// The credentials this broker signed recently (see [`RecentlySigned`]).
+    pub fn recently_signed(&self) -> &RecentlySigned {
+        &self.signed
+    }
+
     /// The committed key to sign with, if there is one and the ledger has
     /// not revoked it.
     pub fn signing_key(&self, core: &SharedCore) -> Option<Arc<SigningKeyPair>> {

@@ -12,4 +12,5 @@ pub mod leases;
 pub mod nonce;
 pub mod policy;
 mod requests;
+pub mod signed;
 pub mod stats;

@@ -351,33 +351,60 @@ enum RequestError {
 }
 
 /// A policy set as parsed, or why it did not parse.
-type Parsed = std::sync::Arc<Result<PolicySet, PolicyError>>;
+type Parsed = Result<PolicySet, PolicyError>;
 
-/// Parsed policy sets by tenant and version, so each version is parsed once.
+/// A tenant's policy as cached: its version, the SHA-256 of its text (the
+/// evidence names it), and the text parsed.
+pub struct CachedPolicy {
+    pub version: u64,
+    pub sha256: [u8; 32],
+    parsed: Parsed,
+}
+
+/// Parsed policy sets by tenant and version, so each version is parsed
+/// (and hashed) once.
 #[derive(Default)]
 pub struct PolicyCache {
-    parsed: std::sync::Mutex<std::collections::BTreeMap<TenantId, (u64, Parsed)>>,
+    parsed: std::sync::Mutex<std::collections::BTreeMap<TenantId, std::sync::Arc<CachedPolicy>>>,
 }
 
 impl PolicyCache {
+    /// The tenant's policy at `version`, parsed and hashed from `text` the
+    /// first time this version is asked for.
+    pub fn current(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+        text: &str,
+    ) -> std::sync::Arc<CachedPolicy> {
+        let mut cache = self.parsed.lock().expect("policy cache lock");
+        match cache.get(tenant) {
+            Some(cached) if cached.version == version => cached.clone(),
+            _ => {
+                let cached = std::sync::Arc::new(CachedPolicy {
+                    version,
+                    sha256: Sha256::digest(text.as_bytes()).into(),
+                    parsed: parse(text),
+                });
+                cache.insert(tenant.clone(), cached.clone());
+                cached
+            }
+        }
+    }
+
     /// Decide `ask` against `policy`, the tenant's current (version, text).
     pub fn decide(&self, policy: Option<(u64, &str)>, ask: &DecisionInputs) -> Decision {
         let Some((version, text)) = policy else {
             return decide_parsed(None, ask);
         };
-        let parsed = {
-            let mut cache = self.parsed.lock().expect("policy cache lock");
-            match cache.get(&ask.tenant) {
-                Some((cached, parsed)) if *cached == version => parsed.clone(),
-                _ => {
-                    let parsed = std::sync::Arc::new(parse(text));
-                    cache.insert(ask.tenant.clone(), (version, parsed.clone()));
-                    parsed
-                }
-            }
-        };
-        decide_parsed(Some((version, &parsed)), ask)
+        let cached = self.current(&ask.tenant, version, text);
+        decide_cached(Some(&cached), ask)
     }
+}
+
+/// Decide `ask` against a tenant's cached policy (`None`: no policy, so deny).
+pub fn decide_cached(policy: Option<&CachedPolicy>, ask: &DecisionInputs) -> Decision {
+    decide_parsed(policy.map(|p| (p.version, &p.parsed)), ask)
 }
 
 /// Decide `ask` against a tenant's policy (`None`: no policy, so deny).
