@@ -83,8 +83,8 @@ impl CpuReading {
 
     /// CPU time used since `earlier` by everything but the client.
     pub fn others_since(&self, earlier: &CpuReading) -> Duration {
-        (self.process.saturating_sub(earlier.process))
-            .saturating_sub(self.client.saturating_sub(earlier.client))
+        let process = self.process.saturating_sub(earlier.process);
+        process.saturating_sub(self.client.saturating_sub(earlier.client))
     }
 
     /// CPU time used since `earlier` by the client.

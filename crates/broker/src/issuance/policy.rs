@@ -298,10 +298,12 @@ fn uid(kind: Kind, id: &str) -> Option<EntityUid> {
     ))
 }
 
-/// The request context for `ask`: one field per context attribute of
+/// The request context for `ask` as JSON (what [`context`] builds, for
+/// the tests): one field per context attribute of
 /// [`SCHEMA`]. An absent task, subject or intent is the empty string, the
 /// current actor is the first of the `act` chain (empty when undelegated),
 /// and `delegators` the rest of it.
+#[cfg(test)]
 fn context_json(ask: &DecisionInputs) -> serde_json::Value {
     let actor = ask.actors.first().map_or("", |a| a.as_str());
     let delegators: Vec<&str> = ask.actors.iter().skip(1).map(|a| a.as_str()).collect();
@@ -322,10 +324,60 @@ fn context_json(ask: &DecisionInputs) -> serde_json::Value {
     })
 }
 
+/// The same context as [`context_json`], built as Cedar values directly:
+/// no JSON written and parsed back on every decision.
+fn context(ask: &DecisionInputs) -> Result<Context, RequestError> {
+    use cedar_policy::RestrictedExpression as E;
+    let strings = |items: &[String]| E::new_set(items.iter().map(|i| E::new_string(i.clone())));
+    let long = |n: u64| E::new_long(n.min(i64::MAX as u64) as i64);
+    let text = |t: &Option<String>| E::new_string(t.clone().unwrap_or_default());
+    let actor = ask
+        .actors
+        .first()
+        .map_or(String::new(), |a| a.as_str().to_owned());
+    let delegators = E::new_set(
+        ask.actors
+            .iter()
+            .skip(1)
+            .map(|a| E::new_string(a.as_str().to_owned())),
+    );
+    Context::from_pairs([
+        ("scopes".to_owned(), strings(&ask.scopes)),
+        ("audiences".to_owned(), strings(&ask.audiences)),
+        ("ttl_seconds".to_owned(), long(ask.ttl_seconds)),
+        (
+            "refresh".to_owned(),
+            E::new_bool(ask.kind == DecisionKind::Refresh),
+        ),
+        ("chain_age_seconds".to_owned(), long(ask.chain_age_seconds)),
+        (
+            "exchange".to_owned(),
+            E::new_bool(ask.kind == DecisionKind::Exchange),
+        ),
+        ("parent_scopes".to_owned(), strings(&ask.parent_scopes)),
+        ("actor".to_owned(), E::new_string(actor)),
+        ("delegators".to_owned(), delegators),
+        ("delegation_depth".to_owned(), long(u64::from(ask.depth))),
+        ("task".to_owned(), text(&ask.task)),
+        ("on_behalf_of".to_owned(), text(&ask.on_behalf_of)),
+        ("intent".to_owned(), text(&ask.intent)),
+    ])
+    .map_err(|e| RequestError::Context(e.to_string()))
+}
+
+/// The Cedar request for `ask`, with `context` as JSON, checked against
+/// [`SCHEMA`] (see [`request_with`]).
+#[cfg(test)]
+fn request(ask: &DecisionInputs, context: serde_json::Value) -> Result<Request, RequestError> {
+    let context = Context::from_json_value(context, None)
+        .map_err(|e| RequestError::Context(e.to_string()))?;
+    request_with(ask, context)
+}
+
 /// The Cedar request for `ask`, with `context`, checked against [`SCHEMA`]:
 /// a request the schema does not describe is an error (and the issuance is
 /// refused with it as the reason), never a decision.
-fn request(ask: &DecisionInputs, context: serde_json::Value) -> Result<Request, RequestError> {
+fn request_with(ask: &DecisionInputs, context: Context) -> Result<Request, RequestError> {
     let (Some(principal), Some(action), Some(resource)) = (
         uid(Kind::Workload, ask.workload.as_str()),
         uid(Kind::Action, "issue"),
@@ -333,8 +385,6 @@ fn request(ask: &DecisionInputs, context: serde_json::Value) -> Result<Request, 
     ) else {
         return Err(RequestError::Ids);
     };
-    let context = Context::from_json_value(context, None)
-        .map_err(|e| RequestError::Context(e.to_string()))?;
     Request::new(principal, action, resource, context, Some(schema()))
         .map_err(|e| RequestError::Schema(e.to_string()))
 }
@@ -444,7 +494,7 @@ fn decide_parsed(
             );
         }
     };
-    let request = match request(ask, context_json(ask)) {
+    let request = match context(ask).and_then(|context| request_with(ask, context)) {
         Ok(request) => request,
         Err(reason) => return refuse(version, reason.to_string()),
     };
