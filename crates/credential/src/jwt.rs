@@ -11,7 +11,7 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 
 use crate::claims::Claims;
 use crate::ids::KeyId;
@@ -284,57 +284,159 @@ pub(crate) fn check_times(
     Ok(())
 }
 
-/// Verify a Lapse credential.
-pub fn verify(
-    token: &str,
-    keys: &impl KeyLookup,
-    options: &VerifyOptions,
-) -> Result<Verified, VerifyError> {
-    let header = header_json(token)?;
-    let alg = header
-        .get("alg")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    if alg != "EdDSA" {
-        return Err(VerifyError::UnsupportedAlgorithm(quoted(alg)));
+/// A credential whose header passed and whose signature decoded, not yet
+/// checked against any key: what [`check_signature`] and
+/// [`crate::batch::verify_batch`] check. It borrows the token.
+#[derive(Debug, Clone)]
+pub struct Unverified<'a> {
+    /// `header.payload`, the bytes the signature covers.
+    signing_input: &'a str,
+    /// The payload, still base64url.
+    payload: &'a str,
+    signature: ed25519_dalek::Signature,
+    kid: String,
+}
+
+impl<'a> Unverified<'a> {
+    /// Read a compact credential's header and signature, checking what
+    /// needs no key: three parts, `alg: EdDSA`, `typ: lapse+jwt`, no
+    /// `crit`, a signature of 64 bytes, a `kid`.
+    pub fn parse(token: &'a str) -> Result<Self, VerifyError> {
+        let header = header_json(token)?;
+        let alg = header
+            .get("alg")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        if alg != "EdDSA" {
+            return Err(VerifyError::UnsupportedAlgorithm(quoted(alg)));
+        }
+        if !type_is(&header, CREDENTIAL_TYPE) {
+            return Err(VerifyError::WrongType {
+                expected: CREDENTIAL_TYPE,
+                found: quoted(
+                    header
+                        .get("typ")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default(),
+                ),
+            });
+        }
+        // `header_json` saw three parts.
+        let (signing_input, signature) = token.rsplit_once('.').unwrap_or_default();
+        let payload = signing_input.split_once('.').unwrap_or_default().1;
+        // A truncated or mangled signature is a malformed token, not a forgery.
+        let Some(bytes) = URL_SAFE_NO_PAD
+            .decode(signature)
+            .ok()
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+        else {
+            return Err(VerifyError::Malformed(
+                "the signature is not 64 bytes of base64url".into(),
+            ));
+        };
+        let kid = header
+            .get("kid")
+            .and_then(|v| v.as_str())
+            .ok_or(VerifyError::MissingKeyId)?
+            .to_owned();
+        Ok(Self {
+            signing_input,
+            payload,
+            signature: ed25519_dalek::Signature::from_bytes(&bytes),
+            kid,
+        })
     }
-    if !type_is(&header, CREDENTIAL_TYPE) {
-        return Err(VerifyError::WrongType {
-            expected: CREDENTIAL_TYPE,
-            found: quoted(
-                header
-                    .get("typ")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default(),
-            ),
-        });
+
+    /// The `kid` the header names (not yet checked against anything).
+    pub fn key_id(&self) -> &str {
+        &self.kid
     }
-    // A truncated or mangled signature is a malformed token, not a forgery.
-    let signature = token.rsplit('.').next().unwrap_or_default();
-    if !matches!(URL_SAFE_NO_PAD.decode(signature), Ok(bytes) if bytes.len() == 64) {
-        return Err(VerifyError::Malformed(
-            "the signature is not 64 bytes of base64url".into(),
-        ));
+
+    /// The key the header names, from `keys`.
+    pub fn key(&self, keys: &impl KeyLookup) -> Result<CredentialKey, VerifyError> {
+        let public_key = keys
+            .public_key(&self.kid)
+            .ok_or_else(|| VerifyError::UnknownKeyId(quoted(&self.kid)))?;
+        let key_id = KeyId::new(&self.kid).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        CredentialKey::new(key_id, public_key)
     }
-    let kid = header
-        .get("kid")
-        .and_then(|v| v.as_str())
-        .ok_or(VerifyError::MissingKeyId)?;
-    let public_key = keys
-        .public_key(kid)
-        .ok_or_else(|| VerifyError::UnknownKeyId(crate::jwt::quoted(kid)))?;
-    let key_id = KeyId::new(kid).map_err(|e| VerifyError::Malformed(e.to_string()))?;
-    let data = jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &DecodingKey::from_ed_der(&public_key),
-        &no_clock_validation(Algorithm::EdDSA),
-    )
-    .map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
-        _ => VerifyError::Malformed(e.to_string()),
-    })?;
-    let claims: Claims =
-        serde_json::from_value(data.claims).map_err(|e| VerifyError::BadClaims(e.to_string()))?;
+
+    /// Check the signature with `key` (ed25519-dalek's `verify`, as the
+    /// JWT libraries do).
+    pub fn check_signature(&self, key: &CredentialKey) -> Result<(), VerifyError> {
+        use ed25519_dalek::Verifier as _;
+        key.key
+            .verify(self.signing_input.as_bytes(), &self.signature)
+            .map_err(|_| VerifyError::BadSignature)
+    }
+
+    /// The claims, decoded. Only meaningful once the signature is checked.
+    pub fn claims(&self) -> Result<Claims, VerifyError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(self.payload)
+            .map_err(|e| VerifyError::Malformed(format!("payload is not base64url: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => VerifyError::BadClaims(e.to_string()),
+            _ => VerifyError::Malformed(format!("payload is not JSON: {e}")),
+        })
+    }
+
+    pub(crate) fn parts(&self) -> (&[u8], &ed25519_dalek::Signature) {
+        (self.signing_input.as_bytes(), &self.signature)
+    }
+}
+
+/// A credential key, its point decoded once.
+#[derive(Debug, Clone)]
+pub struct CredentialKey {
+    key_id: KeyId,
+    bytes: [u8; 32],
+    pub(crate) key: ed25519_dalek::VerifyingKey,
+}
+
+impl CredentialKey {
+    pub fn new(key_id: KeyId, public_key: [u8; 32]) -> Result<Self, VerifyError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key).map_err(|_| {
+            VerifyError::Malformed(format!(
+                "key {:?} is not an Ed25519 public key",
+                key_id.as_str()
+            ))
+        })?;
+        Ok(Self {
+            key_id,
+            bytes: public_key,
+            key,
+        })
+    }
+
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+
+/// Verify a Lapse credential's signature and decode its claims, checking
+/// nothing the claims say: the caller must still [`check_claims`] (at its
+/// own `now`, for every use). What this returns depends only on the token
+/// and the key, so it may be remembered; what [`check_claims`] decides may
+/// not.
+pub fn verify_signature(token: &str, keys: &impl KeyLookup) -> Result<Verified, VerifyError> {
+    let unverified = Unverified::parse(token)?;
+    let key = unverified.key(keys)?;
+    unverified.check_signature(&key)?;
+    let claims = unverified.claims()?;
+    Ok(Verified {
+        key_id: key.key_id,
+        claims,
+    })
+}
+
+/// Check what a credential's claims say against `options`: `exp`, `nbf`
+/// and `iat` against `now` with the leeway, the audience and the issuer.
+pub fn check_claims(claims: &Claims, options: &VerifyOptions) -> Result<(), VerifyError> {
     check_times(
         Some(claims.exp),
         Some(claims.nbf),
@@ -362,5 +464,17 @@ pub fn verify(
             found: quoted(&claims.iss),
         });
     }
-    Ok(Verified { key_id, claims })
+    Ok(())
+}
+
+/// Verify a Lapse credential: its signature ([`verify_signature`]), then
+/// its claims ([`check_claims`]).
+pub fn verify(
+    token: &str,
+    keys: &impl KeyLookup,
+    options: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    let verified = verify_signature(token, keys)?;
+    check_claims(&verified.claims, options)?;
+    Ok(verified)
 }

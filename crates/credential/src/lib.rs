@@ -1,11 +1,13 @@
 //! The Lapse credential: validated identifiers, claims, EdDSA JWT signing
 //! and verification at an explicit `now`, Ed25519 JWKs, DPoP proofs,
-//! verification of external attestation JWTs, and break-glass credentials
-//! signed offline ([`break_glass`]).
+//! verification of external attestation JWTs, break-glass credentials
+//! signed offline ([`break_glass`]), and batch verification of credential
+//! signatures ([`batch`]).
 //!
 //! Pure: no clock, no OS randomness, no IO. Time is an argument; key
 //! generation takes its seed from the caller.
 
+pub mod batch;
 pub mod break_glass;
 mod claims;
 mod dpop;
@@ -28,6 +30,7 @@ pub use external::{DEFAULT_MAX_TOKEN_AGE_SECONDS, ExternalIssuer, MAX_JWKS_BYTES
 pub use ids::{IdError, KeyId, StatusIndex, TenantId, WorkloadId};
 pub use jwk::{Jwk, JwkError, JwkSet};
 pub use jwt::{
-    AudienceCheck, CREDENTIAL_TYPE, CredentialError, DEFAULT_ISSUER, KeyLookup, SigningKeyPair,
-    Verified, VerifyError, VerifyOptions, peek_key_id, verify, verify_raw,
+    AudienceCheck, CREDENTIAL_TYPE, CredentialError, CredentialKey, DEFAULT_ISSUER, KeyLookup,
+    SigningKeyPair, Unverified, Verified, VerifyError, VerifyOptions, check_claims, peek_key_id,
+    verify, verify_raw, verify_signature,
 };

@@ -12,7 +12,8 @@
 //!   Every refusal is `{"valid": false, "reason": "...", "detail": "...",
 //!   "error": "..."}` (`error` says it in words).
 //!   With several verifiers in one process, `?verifier=<id>` picks one;
-//!   `POST /v1/verify-all` answers for each.
+//!   `POST /v1/verify-all` answers for each, the credential's signature
+//!   checked once for all of them that hold the key that signed it.
 //!   A key-bound credential (`cnf.jkt`) needs its DPoP proof (RFC 9449):
 //!   `"dpop": {"proof": "...", "method": "GET", "uri": "https://..."}`,
 //!   the method and URI of the request the proof came with (the proof may
@@ -64,7 +65,7 @@ use serde_json::{Value, json};
 
 use crate::follower::FollowStats;
 use crate::verifier::VerifierStatus;
-use crate::verifier::{Expect, Rejection, Verifier};
+use crate::verifier::{CheckedSignature, Expect, Rejection, Verifier};
 use lapse_metrics::{Labels, Scrape, Value as Sample};
 
 mod guard;
@@ -327,8 +328,16 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody
 }
 
 /// One verifier's answer; `first` when no other verifier of this process
-/// checked this request's DPoP proof before (only the first remembers it).
-fn verdict(served: &Served, token: &str, request: &VerifyBody, first: bool) -> (StatusCode, Value) {
+/// checked this request's DPoP proof before (only the first remembers it);
+/// `checked`, the token's signature as another verifier of the process
+/// checked it, if one did.
+fn verdict(
+    served: &Served,
+    token: &str,
+    request: &VerifyBody,
+    first: bool,
+    checked: Option<&CheckedSignature>,
+) -> (StatusCode, Value) {
     let dpop = request.dpop.as_ref().and_then(|d| {
         Some(crate::verifier::Proof {
             proof: d.proof.as_deref()?,
@@ -342,7 +351,7 @@ fn verdict(served: &Served, token: &str, request: &VerifyBody, first: bool) -> (
         tenant: request.tenant.as_deref(),
         dpop,
     };
-    match served.verifier.verify(token, &expect) {
+    match served.verifier.verify_checked(token, &expect, checked) {
         Ok(accepted) => {
             let mut body = serde_json::to_value(&accepted).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut body {
@@ -398,7 +407,7 @@ async fn verify_one(
             format!("no verifier {id:?} in this process"),
         );
     };
-    let (status, body) = verdict(served, &token, &request, true);
+    let (status, body) = verdict(served, &token, &request, true, None);
     (status, axum::Json(body)).into_response()
 }
 
@@ -415,12 +424,19 @@ async fn verify_all(
         Ok(parsed) => parsed,
         Err(response) => return *response,
     };
+    // The signature is checked once, by the first verifier; each verifier
+    // takes it only while it holds the same key (`Verifier::verify_checked`).
+    let checked = state
+        .verifiers
+        .values()
+        .next()
+        .and_then(|first| first.verifier.check_signatures(&[&token]).pop().flatten());
     let answers: Vec<Value> = state
         .verifiers
         .values()
         .enumerate()
         .map(|(n, served)| {
-            let (status, mut body) = verdict(served, &token, &request, n == 0);
+            let (status, mut body) = verdict(served, &token, &request, n == 0, checked.as_ref());
             if let Value::Object(map) = &mut body {
                 map.insert("status".into(), json!(status.as_u16()));
             }

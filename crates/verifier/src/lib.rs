@@ -38,6 +38,6 @@ pub use follower::{
     broker_uri, feed_endpoint, follow,
 };
 pub use verifier::{
-    Accepted, AcceptedAgent, BreakGlassAccepted, Expect, Proof, Rejection, Verifier,
-    VerifierStatus, VerifyConfig, WithheldNotice,
+    Accepted, AcceptedAgent, BreakGlassAccepted, CheckedSignature, Expect, Proof, Rejection,
+    Verifier, VerifierStatus, VerifyConfig, WithheldNotice,
 };

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use lapse_credential::break_glass::{BreakGlassOptions, is_break_glass, verify_break_glass};
-use lapse_credential::{AudienceCheck, VerifyError, VerifyOptions, verify};
+use lapse_credential::{AudienceCheck, Unverified, VerifyError, VerifyOptions, check_claims};
 use lapse_filter::{CredentialFacts, RevokedBy, SecretHash, Snapshot};
 use lapse_wire::feed::FeedEvent;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use crate::event::{Body, Decoded, FeedError, decode_event};
 use crate::vouched::{FeedKeys, Vouched, check_voucher};
 
 mod answers;
+mod cache;
 mod emergency;
 mod possession;
 
@@ -23,6 +24,8 @@ pub use answers::{
     Accepted, AcceptedAgent, BreakGlassAccepted, Rejection, VerifierStatus, WithheldNotice,
 };
 pub use possession::Proof;
+
+use cache::{SignatureCache, Signed, TokenHash};
 
 /// How a verifier judges credentials.
 #[derive(Debug, Clone)]
@@ -62,6 +65,14 @@ pub struct VerifyConfig {
     /// How many recent DPoP proof ids are remembered to refuse replays; a
     /// proof that finds the memory full is refused (retry shortly).
     pub dpop_replay_capacity: usize,
+    /// How many verified signatures are remembered (default 16,384; 0
+    /// remembers none), so that a repeated credential costs a SHA-256
+    /// instead of an Ed25519 verification. Only the signature and the
+    /// decoded claims are remembered, and only while the key that signed
+    /// stays in the key set: time, audience, issuer, tenant, DPoP proof and
+    /// every revocation check run on every call. The memory holds at most
+    /// this many entries, whatever it is sent.
+    pub signature_cache: usize,
 }
 
 impl Default for VerifyConfig {
@@ -77,6 +88,7 @@ impl Default for VerifyConfig {
             break_glass: None,
             dpop_max_age_seconds: 60,
             dpop_replay_capacity: 100_000,
+            signature_cache: 16_384,
         }
     }
 }
@@ -119,7 +131,9 @@ struct Inner {
     /// it and `state`, so an event nobody vouched for can make the
     /// verifier refuse more, never accept more.
     vouched: Option<Vouched>,
-    /// `state` changed since it was last vouched for.
+    /// `state` changed since it was last vouched for. While false, `state`
+    /// is a copy of the vouched state, and a verification checks one of
+    /// them for revocations.
     unvouched_changes: bool,
     /// The epoch digest of `state`, once computed (cleared when it changes).
     epoch_digest: Option<lapse_filter::StateDigest>,
@@ -176,6 +190,24 @@ pub struct Verifier {
     uses_queued: Arc<tokio::sync::Notify>,
     /// Recent DPoP proof ids, to refuse replays (bounded).
     proofs_seen: Arc<Mutex<lapse_credential::ReplayCache>>,
+    /// Signatures verified recently (bounded, see `cache.rs`).
+    signatures: Arc<SignatureCache>,
+}
+
+/// A credential whose signature a verifier checked, for another verifier
+/// of the process to verify the same credential without checking the
+/// signature again ([`Verifier::verify_checked`]). It counts only for the
+/// credential it was made for, and only while the verifier using it holds
+/// the same key under the same id.
+#[derive(Clone)]
+pub struct CheckedSignature(Arc<Signed>);
+
+impl std::fmt::Debug for CheckedSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedSignature")
+            .field("key_id", &self.0.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -222,8 +254,14 @@ impl Verifier {
                 config.dpop_replay_capacity,
                 config.dpop_max_age_seconds + 2 * config.leeway_seconds,
             ))),
+            signatures: Arc::new(SignatureCache::new(config.signature_cache)),
             config: Arc::new(config),
         }
+    }
+
+    /// How many verified signatures the verifier remembers now.
+    pub fn remembered_signatures(&self) -> usize {
+        self.signatures.len()
     }
 
     /// A receiver that sees the epoch held change (0 before any state).
@@ -424,6 +462,19 @@ impl Verifier {
     /// break-glass credential, and every acceptance while stale, is an
     /// emergency use: logged, counted and queued for reporting.
     pub fn verify(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
+        self.verify_checked(token, expect, None)
+    }
+
+    /// [`Verifier::verify`], taking the signature as checked when `checked`
+    /// was made for this very credential (by its hash) and this verifier's
+    /// key set holds the key that signed it, with the same bytes. Anything
+    /// else is judged as by `verify`.
+    pub fn verify_checked(
+        &self,
+        token: &str,
+        expect: &Expect,
+        checked: Option<&CheckedSignature>,
+    ) -> Result<Accepted, Rejection> {
         let break_glass = self.config.break_glass.is_some() && is_break_glass(token);
         let no_audience = expect.audience.is_none()
             && self.config.audience.is_none()
@@ -433,7 +484,7 @@ impl Verifier {
         } else if break_glass {
             self.verify_break_glass(token, expect)
         } else {
-            self.verify_inner(token, expect)
+            self.verify_inner(token, expect, checked.map(|c| &c.0))
         };
         use std::sync::atomic::Ordering::Relaxed;
         match &result {
@@ -463,7 +514,15 @@ impl Verifier {
         result
     }
 
-    fn verify_inner(&self, token: &str, expect: &Expect) -> Result<Accepted, Rejection> {
+    fn verify_inner(
+        &self,
+        token: &str,
+        expect: &Expect,
+        checked: Option<&Arc<Signed>>,
+    ) -> Result<Accepted, Rejection> {
+        // The key of the signature memory, and the credential's own hash
+        // for the leaked-secret check.
+        let token_hash: TokenHash = Sha256::digest(token.as_bytes()).into();
         let inner = self.inner.read().expect("verifier lock");
         let stale = self.staleness(&inner);
         if let Some(rejection) = &stale
@@ -486,39 +545,27 @@ impl Verifier {
             now_seconds: now_ms / 1000,
             leeway_seconds: self.config.leeway_seconds,
         };
-        let verified = verify(token, &keys, &options).map_err(|e| match e {
-            VerifyError::WrongType { .. } if is_break_glass(token) => Rejection::Invalid {
-                detail:
-                    "a break-glass credential; this verifier accepts no break-glass credentials"
-                        .into(),
-            },
-            VerifyError::UnknownKeyId(kid) => Rejection::Invalid {
-                detail: format!("no key {kid:?} in the revocation feed"),
-            },
-            other => Rejection::Invalid {
-                detail: other.to_string(),
-            },
-        })?;
-        let claims = &verified.claims;
+        let checked = checked.filter(|c| c.token_hash == token_hash).cloned();
+        let (signed, key) = self.signed(token, &token_hash, &keys, checked)?;
+        let claims = &signed.claims;
+        check_claims(claims, &options).map_err(|e| invalid(e, token))?;
         // Checked after the signature: a forged context never gets here.
         if let Some(problem) = claims.agent.problem() {
             return Err(Rejection::Invalid {
                 detail: format!("malformed agent context: {problem}"),
             });
         }
-        let kid = verified.key_id.as_str();
+        let kid = signed.key_id.as_str();
         let issued_at_ms = claims.iat.saturating_mul(1000);
-        if let Some(key) = keys.get(kid) {
-            let leeway_ms = self.config.leeway_seconds * 1000;
-            // `iat` is whole seconds: the signing moment lies in [iat, iat + 1 s).
-            if issued_at_ms.saturating_add(1000 + leeway_ms) < key.not_before_ms
-                || issued_at_ms > key.not_after_ms.saturating_add(leeway_ms)
-            {
-                return Err(Rejection::KeyOutsideWindow {
-                    key_id: kid.to_owned(),
-                    issued_at_ms,
-                });
-            }
+        let leeway_ms = self.config.leeway_seconds * 1000;
+        // `iat` is whole seconds: the signing moment lies in [iat, iat + 1 s).
+        if issued_at_ms.saturating_add(1000 + leeway_ms) < key.not_before_ms
+            || issued_at_ms > key.not_after_ms.saturating_add(leeway_ms)
+        {
+            return Err(Rejection::KeyOutsideWindow {
+                key_id: kid.to_owned(),
+                issued_at_ms,
+            });
         }
         if let Some(tenant) = expect.tenant
             && claims.tenant.as_str() != tenant
@@ -529,7 +576,6 @@ impl Verifier {
             });
         }
         let index = claims.status_index().0;
-        let token_hash: SecretHash = Sha256::digest(token.as_bytes()).into();
         let (tenant, subject) = (claims.tenant.as_str(), claims.sub.as_str());
         let task = claims.agent.task.as_deref();
         let facts = CredentialFacts {
@@ -543,7 +589,15 @@ impl Verifier {
             secret_hash: Some(&token_hash),
         };
         let revoked = |state: &Snapshot| state.revoked_by(&facts);
-        if let Some(by) = current.and_then(revoked).or_else(|| revoked(vouched)) {
+        // With nothing received since the last vouched state, the state
+        // received is a copy of the vouched one (see `Inner::changed`):
+        // one check covers both.
+        let by = match current {
+            Some(current) if !inner.unvouched_changes => revoked(current),
+            Some(current) => revoked(current).or_else(|| revoked(vouched)),
+            None => revoked(vouched),
+        };
+        if let Some(by) = by {
             return Err(Rejection::Revoked {
                 by: revoked_words(by, index, kid, tenant, subject, task),
             });
@@ -565,6 +619,114 @@ impl Verifier {
             break_glass: None,
             agent: AcceptedAgent::of(&claims.agent),
         })
+    }
+
+    /// What the credential's signature establishes, and the key that
+    /// signed it as `keys` hold it: from `checked` or the signature memory
+    /// while `keys` hold the key that signed with the same bytes, else by
+    /// verifying the signature (and remembering what it established).
+    fn signed(
+        &self,
+        token: &str,
+        token_hash: &TokenHash,
+        keys: &FeedKeys,
+        checked: Option<Arc<Signed>>,
+    ) -> Result<(Arc<Signed>, KeyWindow), Rejection> {
+        if let Some(signed) = checked.or_else(|| self.signatures.get(token_hash)) {
+            match key_window(keys, &signed.key_id, &signed.public_key) {
+                Some(window) => {
+                    self.signatures.recall();
+                    return Ok((signed, window));
+                }
+                // The key left the key set or changed: judged anew below.
+                None => self.signatures.remove(token_hash),
+            }
+        }
+        let unverified = Unverified::parse(token).map_err(|e| invalid(e, token))?;
+        let key = unverified.key(keys).map_err(|e| invalid(e, token))?;
+        unverified
+            .check_signature(&key)
+            .map_err(|e| invalid(e, token))?;
+        let signed = Arc::new(Signed {
+            token_hash: *token_hash,
+            key_id: key.key_id().as_str().to_owned(),
+            public_key: *key.public_key(),
+            claims: unverified.claims().map_err(|e| invalid(e, token))?,
+        });
+        self.signatures.insert(signed.clone());
+        let window = key_window(keys, &signed.key_id, &signed.public_key).ok_or_else(|| {
+            Rejection::Invalid {
+                detail: format!("no key {:?} in the revocation feed", signed.key_id),
+            }
+        })?;
+        Ok((signed, window))
+    }
+
+    /// Check the signatures of `tokens` together, in one Ed25519 batch
+    /// (each alone when the batch fails, so each gets its own answer),
+    /// skipping those the signature memory already holds. For each token,
+    /// what its signature established, or `None` when it established
+    /// nothing (its verification says why). What is checked is remembered.
+    pub fn check_signatures(&self, tokens: &[&str]) -> Vec<Option<CheckedSignature>> {
+        let mut checked = vec![None; tokens.len()];
+        let mut pending = Vec::new();
+        {
+            let inner = self.inner.read().expect("verifier lock");
+            let Some(vouched) = inner.vouched.as_ref() else {
+                return checked;
+            };
+            let keys = FeedKeys {
+                vouched: &vouched.state,
+                current: inner.state.as_ref(),
+            };
+            for (n, token) in tokens.iter().enumerate() {
+                let token_hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+                if let Some(signed) = self.signatures.get(&token_hash)
+                    && key_window(&keys, &signed.key_id, &signed.public_key).is_some()
+                {
+                    checked[n] = Some(CheckedSignature(signed));
+                    continue;
+                }
+                let Ok(unverified) = Unverified::parse(token) else {
+                    continue;
+                };
+                if let Ok(key) = unverified.key(&keys) {
+                    pending.push((n, token_hash, unverified, key));
+                }
+            }
+        }
+        let items: Vec<_> = pending.iter().map(|(_, _, u, k)| (u, k)).collect();
+        let answers = lapse_credential::batch::verify_batch(&items);
+        for ((n, token_hash, unverified, key), answer) in pending.iter().zip(answers) {
+            if answer.is_err() {
+                continue;
+            }
+            let Ok(claims) = unverified.claims() else {
+                continue;
+            };
+            let signed = Arc::new(Signed {
+                token_hash: *token_hash,
+                key_id: key.key_id().as_str().to_owned(),
+                public_key: *key.public_key(),
+                claims,
+            });
+            self.signatures.insert(signed.clone());
+            checked[*n] = Some(CheckedSignature(signed));
+        }
+        checked
+    }
+
+    /// Verify several credentials, their signatures checked in one batch
+    /// ([`Verifier::check_signatures`]): each answer is the one
+    /// [`Verifier::verify`] gives for that credential alone.
+    pub fn verify_batch(&self, requests: &[(&str, Expect)]) -> Vec<Result<Accepted, Rejection>> {
+        let tokens: Vec<&str> = requests.iter().map(|(token, _)| *token).collect();
+        let checked = self.check_signatures(&tokens);
+        requests
+            .iter()
+            .zip(&checked)
+            .map(|((token, expect), checked)| self.verify_checked(token, expect, checked.as_ref()))
+            .collect()
     }
 
     /// Whether a static secret has been revoked as leaked (by the sha256 of
@@ -702,7 +864,55 @@ impl Verifier {
             emergency_uses_pending: uses_pending,
             emergency_uses_reported: uses_reported,
             emergency_uses_dropped: uses_dropped,
+            signatures_remembered: self.signatures.len(),
+            signature_memory_capacity: self.signatures.capacity(),
+            signatures_recalled: self.signatures.recalled(),
         }
+    }
+}
+
+/// When a key may have signed: the narrower of the windows the vouched
+/// state and the state received give it.
+struct KeyWindow {
+    not_before_ms: u64,
+    not_after_ms: u64,
+}
+
+/// The window of key `kid` while the vouched state and the state received
+/// both hold it with exactly `bytes`; `None` otherwise. Copies no key.
+fn key_window(keys: &FeedKeys, kid: &str, bytes: &[u8; 32]) -> Option<KeyWindow> {
+    let vouched = keys.vouched.keys.get(kid)?;
+    if vouched.bytes.as_slice() != bytes.as_slice() {
+        return None;
+    }
+    let mut window = KeyWindow {
+        not_before_ms: vouched.not_before_ms,
+        not_after_ms: vouched.not_after_ms,
+    };
+    if let Some(current) = keys.current {
+        let other = current.keys.get(kid)?;
+        if other.algorithm != vouched.algorithm || other.bytes != vouched.bytes {
+            return None;
+        }
+        window.not_before_ms = window.not_before_ms.max(other.not_before_ms);
+        window.not_after_ms = window.not_after_ms.min(other.not_after_ms);
+    }
+    Some(window)
+}
+
+/// A credential refused for what its signature or claims say.
+fn invalid(error: VerifyError, token: &str) -> Rejection {
+    match error {
+        VerifyError::WrongType { .. } if is_break_glass(token) => Rejection::Invalid {
+            detail: "a break-glass credential; this verifier accepts no break-glass credentials"
+                .into(),
+        },
+        VerifyError::UnknownKeyId(kid) => Rejection::Invalid {
+            detail: format!("no key {kid:?} in the revocation feed"),
+        },
+        other => Rejection::Invalid {
+            detail: other.to_string(),
+        },
     }
 }
 

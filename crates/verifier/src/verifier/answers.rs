@@ -189,6 +189,12 @@ pub struct VerifierStatus {
     pub emergency_uses_reported: u64,
     /// Emergency uses lost because the queue was full.
     pub emergency_uses_dropped: u64,
+    /// Verified signatures remembered now, and the most that may be.
+    pub signatures_remembered: usize,
+    pub signature_memory_capacity: usize,
+    /// Verifications whose signature was taken from memory (or from
+    /// another verifier of the process that checked it).
+    pub signatures_recalled: u64,
 }
 
 /// A broker's word that it withholds heartbeats.
