@@ -3,19 +3,25 @@
 //! One thread, one verifier holding a filter with `--revoked` revoked
 //! indices (one in a hundred of the window), 1,000 subject rules, 1,000
 //! task rules and one key, fresh (a heartbeat applied), checking 1,024
-//! distinct credentials in a loop; beside it, raw Ed25519 verification of
+//! distinct credentials in a loop with its signature memory off (each
+//! credential as if never seen); beside it, raw Ed25519 verification of
 //! the same signatures over the same signing input, and the same verifier
 //! checking 1,024 delegated credentials of depth 4 (four actors, four
 //! ancestors' indices checked against the revoked set, a task checked
-//! against the task rules). Three runs of each; the run with the median
-//! ratio is reported. Then chains of depth 1 to 8, three runs each, and
+//! against the task rules). Then batches of `--batch` credentials: raw
+//! Ed25519 batch verification of their signatures, and the verifier's
+//! `verify_batch` (memory off), per credential; and repeated credentials:
+//! the same 1,024 credentials through a verifier whose signature memory
+//! holds them, every check but the signature (time, audience, key window,
+//! every revocation check) still run on each. Three runs of each; the run
+//! with the median ratio is reported. Then chains of depth 1 to 8, three runs each, and
 //! the filter's encoded size: the same at every depth, since a delegated
 //! credential carries its ancestors' indices and the filter holds only the
 //! revoked ones (beside the size a filter would need if it had to list
 //! every credential delegated from each revoked one).
 //!
 //! ```sh
-//! cargo bench -p lapse-benches --bench verify -- [--seconds 2] [--revoked 100000] [--json]
+//! cargo bench -p lapse-benches --bench verify -- [--seconds 2] [--revoked 100000] [--batch 64] [--json]
 //! ```
 
 use std::time::Duration;
@@ -25,9 +31,10 @@ use base64::Engine;
 use clap::Parser;
 use lapse_benches::stats::rate;
 use lapse_benches::{CargoBench, print_json};
+use lapse_credential::batch::batch_passes;
 use lapse_credential::{
-    Actor, AgentContext, Claims, KeyId, MAX_DELEGATION_DEPTH, SigningKeyPair, StatusClaim,
-    StatusListRef, TenantId, WorkloadId, verify_raw,
+    Actor, AgentContext, Claims, CredentialKey, KeyId, MAX_DELEGATION_DEPTH, SigningKeyPair,
+    StatusClaim, StatusListRef, TenantId, Unverified, WorkloadId, verify_raw,
 };
 use lapse_filter::{
     KeyAlgorithm, KeySet, Message, PublicKey, RevokedSet, RuleSet, SecretSet, Snapshot,
@@ -51,9 +58,23 @@ struct VerifyBench {
     /// Revoked indices in the verifier's filter.
     #[arg(long, default_value_t = 100_000)]
     revoked: u64,
+    /// Credentials per batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Instead of measuring, serve the local verify API on this loopback
+    /// address with the same loaded verifier (signature memory on), for
+    /// a load generator (`benches/verify_http.sh`), until killed or
+    /// `--seconds` pass. The per-IP rate limit is raised to 10,000,000 a
+    /// second so that it does not cap the load; every other guard is as
+    /// served.
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
+    /// With `--serve`: write the 1,024 credentials here, one a line.
+    #[arg(long)]
+    tokens_out: Option<std::path::PathBuf>,
     #[command(flatten)]
     cargo: CargoBench,
 }
@@ -68,15 +89,49 @@ fn main() -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let universe = args.revoked * 100;
-    let verifier = loaded_verifier(&signer, now_s, args.revoked)?;
+    if let Some(address) = args.serve {
+        return serve(&args, address, &signer, now_s, universe);
+    }
+    // Distinct credentials: nothing remembered.
+    let verifier = loaded_verifier(&signer, now_s, args.revoked, 0)?;
+    // Repeated credentials: every one remembered.
+    let remembering = loaded_verifier(&signer, now_s, args.revoked, 16_384)?;
     let tokens = credentials(&signer, now_s, universe, 0)?;
     let delegated = credentials(&signer, now_s, universe, 4)?;
     let expect = Expect::default();
     for token in tokens.iter().chain(&delegated) {
         verifier.verify(token, &expect).map_err(err)?;
+        remembering.verify(token, &expect).map_err(err)?;
     }
     let raw = raw_signatures(&tokens)?;
     let public = signer.public_key();
+    let key = CredentialKey::new(signer.key_id().clone(), public).map_err(err)?;
+    let parsed: Vec<Unverified> = tokens
+        .iter()
+        .map(|t| Unverified::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    let batch = args.batch.clamp(1, tokens.len());
+    let batches: Vec<Vec<(&Unverified, &CredentialKey)>> = parsed
+        .chunks(batch)
+        .filter(|chunk| chunk.len() == batch)
+        .map(|chunk| chunk.iter().map(|u| (u, &key)).collect())
+        .collect();
+    let requests: Vec<Vec<(&str, Expect)>> = tokens
+        .chunks(batch)
+        .filter(|chunk| chunk.len() == batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|t| (t.as_str(), Expect::default()))
+                .collect()
+        })
+        .collect();
+    for requests in &requests {
+        if verifier.verify_batch(requests).iter().any(Result::is_err) {
+            anyhow::bail!("a batch of valid credentials was refused");
+        }
+    }
     let seconds = Duration::from_secs(args.seconds);
     let mut runs = Vec::new();
     for _ in 0..3 {
@@ -94,7 +149,32 @@ fn main() -> anyhow::Result<()> {
                     .is_ok(),
             );
         });
-        runs.push((raw_rate, verifier_rate, delegated_rate));
+        let raw_batch_rate = batch as f64
+            * rate(seconds, |n| {
+                assert!(batch_passes(&batches[n % batches.len()]));
+            });
+        let verifier_batch_rate = batch as f64
+            * rate(seconds, |n| {
+                std::hint::black_box(verifier.verify_batch(&requests[n % requests.len()]));
+            });
+        let repeated_rate = rate(seconds, |n| {
+            std::hint::black_box(
+                remembering
+                    .verify(&tokens[n % tokens.len()], &expect)
+                    .is_ok(),
+            );
+        });
+        runs.push(Run {
+            raw: raw_rate,
+            verifier: verifier_rate,
+            delegated: delegated_rate,
+            raw_batch: raw_batch_rate,
+            verifier_batch: verifier_batch_rate,
+            repeated: repeated_rate,
+        });
+    }
+    if remembering.status().signatures_recalled == 0 {
+        anyhow::bail!("the repeated credentials were not taken from memory");
     }
     let mut depths = Vec::new();
     for depth in 1..=MAX_DELEGATION_DEPTH {
@@ -123,6 +203,63 @@ fn main() -> anyhow::Result<()> {
     }
     report(&args, runs, &depths);
     Ok(())
+}
+
+/// Serve the verify API at `address` with a loaded verifier for
+/// `--seconds`, the credentials written to `--tokens-out`.
+fn serve(
+    args: &VerifyBench,
+    address: std::net::SocketAddr,
+    signer: &SigningKeyPair,
+    now_s: u64,
+    universe: u64,
+) -> anyhow::Result<()> {
+    lapse_verifier::http::check_loopback(address).map_err(err)?;
+    let verifier = loaded_verifier(signer, now_s, args.revoked, 16_384)?;
+    if let Some(path) = &args.tokens_out {
+        let tokens = credentials(signer, now_s, universe, 0)?;
+        std::fs::write(path, tokens.join("\n") + "\n")
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    let served = lapse_verifier::http::Served {
+        id: "bench".into(),
+        region: "local".into(),
+        verifier,
+        stats: Default::default(),
+    };
+    let limits = lapse_verifier::http::ApiLimits {
+        rate: lapse_pki::RateLimits {
+            per_second: 10_000_000,
+            burst: 10_000_000,
+            max_callers: 4_096,
+        },
+        ..Default::default()
+    };
+    let seconds = Duration::from_secs(args.seconds);
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        println!("serving on {}", listener.local_addr()?);
+        lapse_verifier::http::serve(
+            listener,
+            vec![served],
+            None,
+            limits,
+            tokio::time::sleep(seconds),
+        )
+        .await?;
+        anyhow::Ok(())
+    })
+}
+
+/// One run's rates, per second on one thread.
+struct Run {
+    raw: f64,
+    verifier: f64,
+    delegated: f64,
+    /// Credentials per second, in batches.
+    raw_batch: f64,
+    verifier_batch: f64,
+    repeated: f64,
 }
 
 /// Verification at one delegation depth, and what the filter costs there.
@@ -164,12 +301,19 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-/// A fresh verifier holding [`snapshot`].
-fn loaded_verifier(signer: &SigningKeyPair, now_s: u64, revoked: u64) -> anyhow::Result<Verifier> {
+/// A fresh verifier holding [`snapshot`], remembering at most
+/// `signature_cache` verified signatures.
+fn loaded_verifier(
+    signer: &SigningKeyPair,
+    now_s: u64,
+    revoked: u64,
+    signature_cache: usize,
+) -> anyhow::Result<Verifier> {
     let snapshot = snapshot(signer, now_s, revoked)?;
     let verifier = Verifier::new(VerifyConfig {
         staleness: Duration::from_secs(3600),
         audience: Some("bench".into()),
+        signature_cache,
         ..VerifyConfig::default()
     });
     let event = |kind, epoch| FeedEvent {
@@ -301,10 +445,25 @@ fn raw_signatures(tokens: &[String]) -> anyhow::Result<Vec<RawSignature>> {
 }
 
 /// Report the run with the median ratio of verifier to raw rate, and the
-/// median of each depth.
-fn report(args: &VerifyBench, mut runs: Vec<(f64, f64, f64)>, depths: &[Depth]) {
-    runs.sort_by(|a, b| (a.1 / a.0).total_cmp(&(b.1 / b.0)));
-    let (raw_rate, verifier_rate, delegated_rate) = runs[1];
+/// median of each depth; batches and repeated credentials by their own
+/// medians.
+fn report(args: &VerifyBench, mut runs: Vec<Run>, depths: &[Depth]) {
+    let median = |runs: &[Run], of: fn(&Run) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(of).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let raw_batch = median(&runs, |r| r.raw_batch);
+    let verifier_batch = median(&runs, |r| r.verifier_batch);
+    let repeated = median(&runs, |r| r.repeated);
+    let repeated_ratio = median(&runs, |r| r.repeated / r.raw);
+    runs.sort_by(|a, b| (a.verifier / a.raw).total_cmp(&(b.verifier / b.raw)));
+    let Run {
+        raw: raw_rate,
+        verifier: verifier_rate,
+        delegated: delegated_rate,
+        ..
+    } = runs[runs.len() / 2];
     let report = json!({
         "revoked_indices": args.revoked,
         "raw_ed25519_per_second": raw_rate,
@@ -313,9 +472,21 @@ fn report(args: &VerifyBench, mut runs: Vec<(f64, f64, f64)>, depths: &[Depth]) 
         "ratio": verifier_rate / raw_rate,
         "verify_us": 1e6 / verifier_rate,
         "delegated_depth_4_us": 1e6 / delegated_rate,
+        "batch": args.batch,
+        "raw_ed25519_batch_per_second": raw_batch,
+        "verifier_batch_per_second": verifier_batch,
+        "repeated_per_second": repeated,
+        "repeated_over_raw": repeated_ratio,
         "runs": runs
             .iter()
-            .map(|(r, v, d)| json!({"raw": r, "verifier": v, "delegated_depth_4": d}))
+            .map(|r| json!({
+                "raw": r.raw,
+                "verifier": r.verifier,
+                "delegated_depth_4": r.delegated,
+                "raw_batch": r.raw_batch,
+                "verifier_batch": r.verifier_batch,
+                "repeated": r.repeated,
+            }))
             .collect::<Vec<_>>(),
         "depths": depths
             .iter()
@@ -344,10 +515,33 @@ fn report(args: &VerifyBench, mut runs: Vec<(f64, f64, f64)>, depths: &[Depth]) 
             1e6 / delegated_rate,
             100.0 * delegated_rate / verifier_rate
         );
-        for (n, (r, v, d)) in runs.iter().enumerate() {
+        println!(
+            "  raw Ed25519 batch of {:<3}  {raw_batch:>10.0} /s  ({:.1} us each, {:.2}x single)",
+            args.batch,
+            1e6 / raw_batch,
+            raw_batch / raw_rate
+        );
+        println!(
+            "  verifier batch of {:<3}     {verifier_batch:>10.0} /s  ({:.1} us each, {:.2}x single)",
+            args.batch,
+            1e6 / verifier_batch,
+            verifier_batch / verifier_rate
+        );
+        println!(
+            "  repeated (remembered)     {repeated:>10.0} /s  ({:.2} us each, revocation checked)",
+            1e6 / repeated
+        );
+        for (n, r) in runs.iter().enumerate() {
             println!(
-                "  run {}: raw {r:.0} /s, depth 0 {v:.0} /s, depth 4 {d:.0} /s",
-                n + 1
+                "  run {}: raw {:.0} /s, depth 0 {:.0} /s ({:.2}), depth 4 {:.0} /s, raw batch {:.0} /s, verifier batch {:.0} /s, repeated {:.0} /s",
+                n + 1,
+                r.raw,
+                r.verifier,
+                r.verifier / r.raw,
+                r.delegated,
+                r.raw_batch,
+                r.verifier_batch,
+                r.repeated
             );
         }
         println!("chains of depth 1 to {MAX_DELEGATION_DEPTH} (3 runs each, sorted; median us):");
