@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     let key = CredentialKey::new(signer.key_id().clone(), public).map_err(err)?;
     let parsed: Vec<Unverified> = tokens
         .iter()
-        .map(|t| Unverified::parse(t))
+        .map(|t| Unverified::parse(t.as_str()))
         .collect::<Result<_, _>>()
         .map_err(err)?;
     let batch = args.batch.clamp(1, tokens.len());

@@ -39,7 +39,8 @@
 //!   or `null` while it is between brokers; `fail_open`,
 //!   `accepted_while_stale`, the break-glass keys and counters, and the
 //!   emergency uses pending, reported (`use_reports`: reports sent) and
-//!   dropped.
+//!   dropped; and the signature memory: `signatures_remembered`,
+//!   `signature_memory_capacity` and `signatures_recalled`.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /healthz`: 200 when every verifier is fresh, 503 otherwise.
 //!
