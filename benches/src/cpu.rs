@@ -104,16 +104,29 @@ mod tests {
     }
 
     #[test]
-    fn this_process_uses_some_time() {
+    fn this_process_and_a_named_thread_use_some_time() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        // Spin on a thread of a known name until the clock it is read by
+        // (10 ms ticks) moves, however busy the machine: the fact, not a
+        // time, is what the test waits for.
         let started = process_cpu();
-        let mut x = 0u64;
-        let until = std::time::Instant::now() + Duration::from_millis(50);
-        while std::time::Instant::now() < until {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        if cfg!(target_os = "linux") {
-            assert!(process_cpu() > started);
-            assert!(threads_cpu("no-such-thread-name", true) > Duration::ZERO);
-        }
+        let spinner = std::thread::Builder::new()
+            .name("cpu-test-spin".into())
+            .spawn(move || {
+                let mut x = 0u64;
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while threads_cpu("cpu-test-spin", false).is_zero() || thread_cpu().is_zero() {
+                    assert!(std::time::Instant::now() < deadline, "no CPU time in 60 s");
+                    for _ in 0..100_000 {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                }
+                x
+            })
+            .unwrap();
+        spinner.join().unwrap();
+        assert!(process_cpu() > started);
     }
 }
