@@ -31,6 +31,7 @@ use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::{FeedEvent, FeedRequest, Hello, Leaf, LeafReport};
 use lapse_wire::frames::{FeedFrame, FrameFeed};
+use lapse_wire::names::{check_name, verifier_id_matches};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 use tonic::{Request, Response, Status, Streaming};
@@ -41,8 +42,6 @@ use crate::Verifier;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a leaf waits for a relay that holds no state yet.
 const FIRST_STATE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest leaf id and region taken.
-const MAX_NAME_BYTES: usize = 128;
 /// Leaves named in one `LeafReport`; more go in the next.
 const LEAVES_PER_REPORT: usize = 1024;
 /// Events a lagging leaf may be behind before it is sent a snapshot.
@@ -302,27 +301,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn check_name(what: &str, value: &str, allow_empty: bool) -> Result<(), Status> {
-    if value.is_empty() && !allow_empty {
-        return Err(Status::invalid_argument(format!("{what} is empty")));
-    }
-    if value.len() > MAX_NAME_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{what} is {} bytes; at most {MAX_NAME_BYTES}",
-            value.len()
-        )));
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._-:/@".contains(*c)))
-    {
-        return Err(Status::invalid_argument(format!(
-            "{what} {value:?} contains {c:?}; use letters, digits and . _ - : / @"
-        )));
-    }
-    Ok(())
-}
-
 /// The relay's `Feed` service.
 pub struct RelayService(pub Arc<Relay>);
 
@@ -372,10 +350,7 @@ impl FrameFeed for RelayService {
         check_name("region", &hello.region, true)?;
         if let Some(name) = &certified {
             let id = &hello.verifier_id;
-            let under = id
-                .strip_prefix(name.as_str())
-                .is_some_and(|rest| rest.is_empty() || (rest.starts_with('/') && rest.len() > 1));
-            if !under {
+            if !verifier_id_matches(name, id) {
                 return Err(Status::permission_denied(format!(
                     "verifier_id {id:?} is not this verifier's: its certificate names {name:?}"
                 )));

@@ -23,3 +23,6 @@ pub mod feed {
 /// The server side of `Feed`, sending events encoded once for every
 /// subscriber.
 pub mod frames;
+
+/// The names feed subscribers give, checked alike by brokers and relays.
+pub mod names;

@@ -193,26 +193,3 @@ pub fn check_verifier<T>(
         )),
     }
 }
-
-/// Whether a `Hello`'s verifier id belongs to the certified `name`.
-pub fn verifier_id_matches(name: &str, id: &str) -> bool {
-    id == name
-        || id
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::verifier_id_matches;
-
-    #[test]
-    fn a_verifier_id_is_its_name_or_under_it() {
-        assert!(verifier_id_matches("edge", "edge"));
-        assert!(verifier_id_matches("edge", "edge/7"));
-        assert!(!verifier_id_matches("edge", "edge/"));
-        assert!(!verifier_id_matches("edge", "edge-2"));
-        assert!(!verifier_id_matches("edge", "edg"));
-        assert!(!verifier_id_matches("edge", "other/edge"));
-    }
-}

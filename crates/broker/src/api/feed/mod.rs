@@ -14,6 +14,7 @@ use std::time::Duration;
 use lapse_wire::feed::FeedRequest;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::frames::{FeedFrame, FrameFeed};
+use lapse_wire::names::{check_name, verifier_id_matches};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::feed::FeedHub;
@@ -21,32 +22,9 @@ use session::Session;
 
 /// How long a new subscriber has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest verifier id and region accepted.
-const MAX_NAME_BYTES: usize = 128;
 
 pub struct FeedService {
     pub hub: Arc<FeedHub>,
-}
-
-pub(super) fn check_name(what: &str, value: &str, allow_empty: bool) -> Result<(), Status> {
-    if value.is_empty() && !allow_empty {
-        return Err(Status::invalid_argument(format!("{what} is empty")));
-    }
-    if value.len() > MAX_NAME_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{what} is {} bytes; at most {MAX_NAME_BYTES}",
-            value.len()
-        )));
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._-:/@".contains(*c)))
-    {
-        return Err(Status::invalid_argument(format!(
-            "{what} {value:?} contains {c:?}; use letters, digits and . _ - : / @"
-        )));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -82,7 +60,7 @@ impl FrameFeed for FeedService {
         };
         check_name("verifier_id", &hello.verifier_id, false)?;
         if let Some(name) = &certified
-            && !super::auth::verifier_id_matches(name, &hello.verifier_id)
+            && !verifier_id_matches(name, &hello.verifier_id)
         {
             return Err(Status::permission_denied(format!(
                 "verifier_id {:?} is not this verifier's: its certificate names {name:?} (use {name:?} or \"{name}/<suffix>\")",

@@ -25,6 +25,7 @@ use lapse_wire::feed::{
     FeedEvent, FeedRequest, Heartbeat, Hello, LeafReport, UsesRecorded, Withheld,
 };
 use lapse_wire::frames::FeedFrame;
+use lapse_wire::names::check_name;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tonic::{Status, Streaming};
@@ -249,8 +250,8 @@ impl Session {
         }
         let mut tracker = self.hub.tracker.lock().expect("tracker lock");
         for leaf in report.leaves.iter().take(most) {
-            let named = super::check_name("leaf verifier_id", &leaf.verifier_id, false)
-                .and_then(|()| super::check_name("leaf region", &leaf.region, true));
+            let named = check_name("leaf verifier_id", &leaf.verifier_id, false)
+                .and_then(|()| check_name("leaf region", &leaf.region, true));
             if named.is_err() || leaf.verifier_id == self.hello.verifier_id {
                 skipped += 1;
                 continue;
