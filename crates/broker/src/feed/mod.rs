@@ -50,12 +50,11 @@ use propagation::{LocalReport, Tracker};
 /// One broadcast to every subscriber.
 #[derive(Debug)]
 pub enum Update {
-    /// The encoded delta from `from` to `to`, and the event carrying it
-    /// encoded once for every subscriber at `from`.
+    /// The delta from `from` to `to`, as the event carrying it encoded
+    /// once for every subscriber at `from`.
     Delta {
         from: u64,
         to: u64,
-        bytes: Bytes,
         frame: FeedFrame,
     },
     /// The broker confirmed that `epoch` was current at `cluster_time_ms`;
@@ -400,12 +399,11 @@ impl FeedHub {
                     from: published,
                     to,
                     frame: FeedFrame::shared(&self.event(
-                        EventKind::Delta(bytes.clone()),
+                        EventKind::Delta(bytes),
                         to,
                         published,
                         self.cluster_now(),
                     )),
-                    bytes,
                 }),
                 None | Some(Ok(None)) => None,
                 Some(Err(error)) => {
