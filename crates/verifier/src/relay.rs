@@ -180,9 +180,14 @@ impl Relay {
             },
             Some(Kind::UsesRecorded(_)) | None => return,
         };
+        // Its envelope only: the kind (a voucher, a state) is not kept.
         *lock(&self.last) = Some(FeedEvent {
             kind: None,
-            ..event.clone()
+            epoch: event.epoch,
+            from_epoch: event.from_epoch,
+            cluster_time_ms: event.cluster_time_ms,
+            broker_id: event.broker_id,
+            max_credential_ttl_ms: event.max_credential_ttl_ms,
         });
         let _ = self.updates.send(Arc::new(passed));
     }
