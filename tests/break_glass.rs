@@ -380,9 +380,12 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
     assert_eq!(first_status(&open)["accepted_while_stale"], 0);
 
     // Every use so far has been recorded by the brokers (their answer
-    // came back), so the one made while cut off is the only one pending.
+    // came back), so the one made while cut off is the only one pending:
+    // none is queued, and none reported and awaiting its answer (which
+    // would be queued again when the cut ends the subscription).
     eventually(30, describe, || {
-        first_status(&edge)["emergency_uses_pending"] == 0
+        let status = first_status(&edge);
+        status["emergency_uses_pending"] == 0 && status["emergency_uses_unconfirmed"] == 0
     })
     .await;
 
@@ -407,6 +410,7 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
     let status = first_status(&edge);
     assert_eq!(status["accepted_while_stale"], 1, "{status}");
     assert_eq!(status["emergency_uses_pending"], 1, "{status}");
+    assert_eq!(status["emergency_uses_unconfirmed"], 0, "{status}");
     let status = first_status(&open);
     assert_eq!(status["fail_open"], true, "{status}");
     assert_eq!(status["accepted_while_stale"], 1, "{status}");

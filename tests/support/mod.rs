@@ -34,12 +34,33 @@ pub fn lapse() -> Command {
     command
 }
 
-/// A free loopback port (bound, read, released).
+/// A loopback port no other test of this process was given, that was
+/// free when chosen. Taken below the kernel's ephemeral range: a port
+/// the kernel hands out for `:0` is also where it puts the local end of
+/// outgoing connections, so one bound, read and released could be taken
+/// by any connection before the server it was meant for binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // The ephemeral range starts at 32768 unless configured otherwise.
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let top = ephemeral_low.clamp(12_000, 65_000);
+    let span = 10_000;
+    let bottom = top - span;
+    // Test binaries run one after another, but a process of the last may
+    // linger: each starts at its own offset.
+    let start = (std::process::id() * 7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = bottom + (start + n) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port in {bottom}..{top}");
 }
 
 pub struct Node {

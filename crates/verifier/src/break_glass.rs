@@ -200,6 +200,10 @@ pub(crate) struct UseQueue {
     pub(crate) dropped: u64,
     /// Uses handed over for reporting (each entry counts its `count`).
     pub(crate) handed_over: u64,
+    /// Entries handed over whose recording no broker has confirmed yet:
+    /// they come back (with [`UseQueue::give_back`]) if the subscription
+    /// ends first.
+    pub(crate) unconfirmed: usize,
 }
 
 /// What recording a use did.
@@ -253,11 +257,18 @@ impl UseQueue {
             self.handed_over += u64::from(use_.count);
             taken.push(use_);
         }
+        self.unconfirmed += taken.len();
         taken
+    }
+
+    /// A broker confirmed it recorded `entries` handed-over entries.
+    pub(crate) fn confirmed(&mut self, entries: usize) {
+        self.unconfirmed = self.unconfirmed.saturating_sub(entries);
     }
 
     /// Take back entries that could not be delivered.
     pub(crate) fn give_back(&mut self, uses: Vec<EmergencyUse>) {
+        self.unconfirmed = self.unconfirmed.saturating_sub(uses.len());
         for use_ in uses {
             self.handed_over = self.handed_over.saturating_sub(u64::from(use_.count));
             self.record(use_);
@@ -302,12 +313,15 @@ mod tests {
             (first[0].count, first[0].at_ms, first[0].last_at_ms),
             (2, 5, 9)
         );
-        assert_eq!(queue.handed_over, 2);
+        assert_eq!((queue.handed_over, queue.unconfirmed), (2, 1));
         queue.give_back(first);
         assert_eq!((queue.handed_over, queue.len()), (0, USE_QUEUE_CAPACITY));
+        assert_eq!(queue.unconfirmed, 0);
         let all = queue.take(usize::MAX);
         assert_eq!(all.len(), USE_QUEUE_CAPACITY);
-        assert_eq!(queue.len(), 0);
+        assert_eq!((queue.len(), queue.unconfirmed), (0, USE_QUEUE_CAPACITY));
+        queue.confirmed(USE_QUEUE_CAPACITY - 1);
+        assert_eq!(queue.unconfirmed, 1);
     }
 
     #[test]

@@ -377,6 +377,7 @@ impl InFlight<'_> {
     fn recorded(&mut self, report_id: u64) {
         if let Some(at) = self.reports.iter().position(|(id, _)| *id == report_id) {
             let (_, uses) = self.reports.swap_remove(at);
+            self.verifier.emergency_uses_recorded(uses.len());
             tracing::info!(uses = uses.len(), "emergency uses recorded by the cluster");
         }
     }

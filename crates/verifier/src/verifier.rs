@@ -786,9 +786,9 @@ impl Verifier {
     /// The verifier's health.
     pub fn status(&self) -> VerifierStatus {
         use std::sync::atomic::Ordering::Relaxed;
-        let (uses_pending, uses_reported, uses_dropped) = {
+        let (uses_pending, uses_unconfirmed, uses_reported, uses_dropped) = {
             let uses = self.uses.lock().unwrap_or_else(PoisonError::into_inner);
-            (uses.len(), uses.handed_over, uses.dropped)
+            (uses.len(), uses.unconfirmed, uses.handed_over, uses.dropped)
         };
         let inner = self.inner.read().expect("verifier lock");
         let since = inner
@@ -862,6 +862,7 @@ impl Verifier {
             break_glass_accepted: self.counters.break_glass_accepted.load(Relaxed),
             break_glass_rejected: self.counters.break_glass_rejected.load(Relaxed),
             emergency_uses_pending: uses_pending,
+            emergency_uses_unconfirmed: uses_unconfirmed,
             emergency_uses_reported: uses_reported,
             emergency_uses_dropped: uses_dropped,
             signatures_remembered: self.signatures.len(),

@@ -205,6 +205,11 @@ pub(super) fn exposition(
         "Credentials whose emergency use (break-glass or fail-open) waits to be reported to a broker.",
         per_verifier(&statuses, |s| Some((s.emergency_uses_pending as u64).into())),
     );
+    scrape.gauges(
+        "lapse_verifier_emergency_uses_unconfirmed",
+        "Credentials whose emergency use was reported to a broker that has not yet confirmed recording it.",
+        per_verifier(&statuses, |s| Some((s.emergency_uses_unconfirmed as u64).into())),
+    );
     scrape.counters(
         "lapse_verifier_emergency_uses",
         "Emergency uses, by whether they were handed to a broker or dropped from a full queue.",

@@ -185,6 +185,10 @@ pub struct VerifierStatus {
     /// Emergency uses (break-glass and fail-open acceptances) waiting to
     /// be reported to a broker, as credentials.
     pub emergency_uses_pending: usize,
+    /// Emergency uses handed to a broker whose recording it has not yet
+    /// confirmed, as credentials: they are queued again if the
+    /// subscription ends first.
+    pub emergency_uses_unconfirmed: usize,
     /// Emergency uses handed to a broker subscription for reporting.
     pub emergency_uses_reported: u64,
     /// Emergency uses lost because the queue was full.

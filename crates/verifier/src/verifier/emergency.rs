@@ -87,6 +87,15 @@ impl Verifier {
             .give_back(uses);
     }
 
+    /// A broker confirmed it recorded `entries` of the emergency uses
+    /// handed over with [`Verifier::take_emergency_uses`].
+    pub fn emergency_uses_recorded(&self, entries: usize) {
+        self.uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .confirmed(entries);
+    }
+
     /// Wakes (once per wake-up, even if nobody was waiting) when an
     /// emergency use is queued.
     pub fn emergency_uses_queued(&self) -> Arc<tokio::sync::Notify> {
