@@ -17,13 +17,8 @@ fn dev_cluster_serves_and_stops_cleanly_on_ctrl_c() {
     let data = dir.path().join(".lapse-dev");
     let certs = data.join("certs");
     // Three consecutive free ports, found by probing.
-    let base = loop {
-        let base = free_port();
-        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if base < 65000 && (1..3).all(|n| free(base + n)) && (100..103).all(|n| free(base + n)) {
-            break base;
-        }
-    };
+    // Brokers on base..=base+2, their HTTPS on base+100..=base+102.
+    let base = free_ports(103);
     let mut child = lapse()
         .env_remove("LAPSE_INSECURE_PLAINTEXT")
         .current_dir(dir.path())

@@ -288,13 +288,8 @@ fn a_lapse_dev_credential_names_a_status_list_that_resolves_over_https() {
     use std::io::{BufRead, BufReader};
     let reader = status_list_reader();
     let dir = tempfile::tempdir().unwrap();
-    let base = loop {
-        let base = free_port();
-        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if base < 65000 && (1..3).all(|n| free(base + n)) && (100..103).all(|n| free(base + n)) {
-            break base;
-        }
-    };
+    // Brokers on base..=base+2, their HTTPS on base+100..=base+102.
+    let base = free_ports(103);
     let mut dev = lapse()
         .env_remove("LAPSE_INSECURE_PLAINTEXT")
         .current_dir(dir.path())

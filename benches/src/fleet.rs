@@ -14,7 +14,20 @@ use tonic::transport::Channel;
 use crate::transport::{Caller, Dialer, VERIFIER};
 
 /// When one verifier reached each epoch.
-type ApplyLog = Arc<Mutex<Vec<(u64, Instant)>>>;
+pub type ApplyLog = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+/// For each of `logs` that reached `epoch` (or a later one), how long after
+/// `since` it first held it (zero if before).
+pub fn delays_of(logs: &[ApplyLog], epoch: u64, since: Instant) -> Vec<Duration> {
+    let mut delays = Vec::with_capacity(logs.len());
+    for log in logs {
+        let log = log.lock().expect("log lock");
+        if let Some((_, at)) = log.iter().find(|(held, _)| *held >= epoch) {
+            delays.push(at.saturating_duration_since(since));
+        }
+    }
+    delays
+}
 
 /// Verifiers following the feed until the fleet is stopped.
 pub struct Fleet {
@@ -109,14 +122,7 @@ impl Fleet {
     /// For each verifier that applied `epoch` (or a later one), how long
     /// after `since` it first held it (zero if before).
     pub fn delays(&self, epoch: u64, since: Instant) -> Vec<Duration> {
-        let mut delays = Vec::with_capacity(self.logs.len());
-        for log in &self.logs {
-            let log = log.lock().expect("log lock");
-            if let Some((_, at)) = log.iter().find(|(held, _)| *held >= epoch) {
-                delays.push(at.saturating_duration_since(since));
-            }
-        }
-        delays
+        delays_of(&self.logs, epoch, since)
     }
 
     /// What the verifiers' own counters say, summed.

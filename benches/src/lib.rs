@@ -3,14 +3,16 @@
 //! client helpers and timed phases of calls ([`client`]), the CPU time of
 //! the brokers beside the clients ([`cpu`]), the verifiers of
 //! the propagation benchmark ([`fleet`]), what signed heartbeats cost on
-//! one thread ([`heartbeat`]), and one latency histogram for every
-//! percentile reported ([`stats`]).
+//! one thread ([`heartbeat`]), one latency histogram for every
+//! percentile reported ([`stats`]), and heap bytes live by side, brokers or
+//! clients ([`alloc`]).
 //!
 //! The benchmarks themselves are the `[[bench]]` targets in `benches/`:
 //! `revoke`, `issue`, `verify`, `propagation` and `revoked_set`, each run as
 //! `cargo bench -p lapse-benches --bench <name> -- <options>`. BENCHMARKS.md
 //! records their figures.
 
+pub mod alloc;
 pub mod client;
 pub mod cluster;
 pub mod cpu;

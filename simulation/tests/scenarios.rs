@@ -34,6 +34,29 @@ fn check(scenario: &Scenario, seed: u64) {
             .join("\n")
     );
     assert!(outcome.counts.issued > 0 && outcome.counts.revocations_acked > 0);
+    if scenario.name == "relay-tier" {
+        relays_served_their_regions(&outcome, seed);
+    }
+}
+
+/// In `relay-tier`, each relay served every verifier of its region (six)
+/// before its fault: the scenario tests the relays, not only the brokers'
+/// feed the verifiers fail over to.
+fn relays_served_their_regions(outcome: &lapse_sim::RunOutcome, seed: u64) {
+    for (relay, fault_at_s) in [("r-ap", 8.0), ("r-us", 18.0)] {
+        let served = outcome.trace.iter().any(|line| {
+            let mut words = line.split_whitespace();
+            let at_s: f64 = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(f64::MAX);
+            at_s < fault_at_s && words.next() == Some(relay) && line.ends_with("serving 6 leaves")
+        });
+        assert!(
+            served,
+            "seed {seed}: {relay} served no leaves before its fault"
+        );
+    }
 }
 
 /// One test per scenario file, so that the test threads share the files
@@ -64,6 +87,7 @@ scenario_files! {
     loss_and_latency: "loss-and-latency.toml",
     minority_partition: "minority-partition.toml",
     region_cut_off: "region-cut-off.toml",
+    relay_tier: "relay-tier.toml",
     slow_verifier: "slow-verifier.toml",
     wan_five_voters_clock_step: "wan-five-voters-clock-step.toml",
     wan_five_voters_leader_crash: "wan-five-voters-leader-crash.toml",

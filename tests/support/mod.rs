@@ -35,13 +35,21 @@ pub fn lapse() -> Command {
 }
 
 /// A loopback port no other test of this process was given, that was
-/// free when chosen. Taken below the kernel's ephemeral range: a port
-/// the kernel hands out for `:0` is also where it puts the local end of
-/// outgoing connections, so one bound, read and released could be taken
-/// by any connection before the server it was meant for binds it.
+/// free when chosen. See [`free_ports`].
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `count` consecutive loopback ports, none given to another
+/// test of this process, all free when chosen. Taken below the kernel's
+/// ephemeral range: a port the kernel hands out for `:0` is also where it
+/// puts the local end of outgoing connections, so one bound, read and
+/// released could be taken by any connection before the server it was
+/// meant for binds it.
+pub fn free_ports(count: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let count = u32::from(count.max(1));
     // The ephemeral range starts at 32768 unless configured otherwise.
     let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -54,13 +62,17 @@ pub fn free_port() -> u16 {
     // linger: each starts at its own offset.
     let start = (std::process::id() * 7919) % span;
     for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = bottom + (start + n) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return port as u16;
+        let n = NEXT.fetch_add(count, Ordering::Relaxed);
+        let first = bottom + (start + n) % span;
+        if first + count > top {
+            continue;
+        }
+        let free = |port: u32| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok();
+        if (first..first + count).all(free) {
+            return first as u16;
         }
     }
-    panic!("no free loopback port in {bottom}..{top}");
+    panic!("no {count} free loopback ports in {bottom}..{top}");
 }
 
 pub struct Node {

@@ -77,6 +77,10 @@ pub struct Region {
 pub enum RelayMode {
     /// Passes it on unchanged.
     Honest,
+    /// Lapse's own relay tier (`lapse verifier --relay`): a verifier that
+    /// follows the brokers, checks what it applies, serves its feed to the
+    /// region's verifiers and reports their acks upstream.
+    Tier,
     /// Strips every revocation from deltas, keeping their epochs, and
     /// passes heartbeats on unchanged: a hostile hop that verifiers must
     /// catch by the broker's signed digest.

@@ -121,8 +121,13 @@ impl Scenario {
             .collect();
         let brokers: Vec<String> = self.brokers().into_iter().map(|b| b.host).collect();
         let hosts = self.all_hosts();
-        let known_target =
-            |t: &str| t == "leader" || brokers.iter().any(|b| b == t) || t.starts_with("v-");
+        let relays: Vec<String> = self.relay_hosts().into_iter().map(|r| r.0).collect();
+        let known_target = |t: &str| {
+            t == "leader"
+                || brokers.iter().any(|b| b == t)
+                || relays.iter().any(|r| r == t)
+                || t.starts_with("v-")
+        };
         for fault in &self.faults {
             if !(0.0..=self.duration_s as f64).contains(&fault.at_s) {
                 return Err(format!(

@@ -72,19 +72,7 @@ fn start_verifier(
     channels: &[Channel],
     clock: Arc<SimClock>,
 ) -> Verifier {
-    let settings = &world.scenario.verifier;
-    let verifier = Verifier::with_clock(
-        VerifyConfig {
-            staleness: Duration::from_millis(settings.staleness_ms),
-            fail_open: settings.fail_open || world.variant == Variant::VerifierIgnoresStaleness,
-            leeway_seconds: settings.leeway_s,
-            trust: (world.variant != Variant::VerifierSkipsSignatures).then(|| world.pki.checker()),
-            // The audience the clients' credentials are issued for.
-            audience: Some("sim".into()),
-            ..VerifyConfig::default()
-        },
-        clock,
-    );
+    let verifier = Verifier::with_clock(verify_config(world), clock);
     world.hosts.verifier_started(
         id.to_owned(),
         region.to_owned(),
@@ -109,6 +97,20 @@ fn start_verifier(
         std::future::pending(),
     ));
     verifier
+}
+
+/// How the scenario's verifiers (and relays of the relay tier) verify.
+pub(in crate::harness) fn verify_config(world: &World) -> VerifyConfig {
+    let settings = &world.scenario.verifier;
+    VerifyConfig {
+        staleness: Duration::from_millis(settings.staleness_ms),
+        fail_open: settings.fail_open || world.variant == Variant::VerifierIgnoresStaleness,
+        leeway_seconds: settings.leeway_s,
+        trust: (world.variant != Variant::VerifierSkipsSignatures).then(|| world.pki.checker()),
+        // The audience the clients' credentials are issued for.
+        audience: Some("sim".into()),
+        ..VerifyConfig::default()
+    }
 }
 
 /// Verifier `id` applied `epoch`: trace it, check it, and sample the
