@@ -41,7 +41,7 @@ use lapse_benches::alloc::{Counting, Side, enable, live, mark_thread};
 use lapse_benches::client::request;
 use lapse_benches::cluster::{bench_auth, leading_broker, shutdown, start_bench_cluster};
 use lapse_benches::cpu::CpuReading;
-use lapse_benches::fleet::{ApplyLog, Fleet, FleetSummary, delays_of};
+use lapse_benches::fleet::{ApplyLog, Fleet, FleetOptions, FleetSummary, delays_of};
 use lapse_benches::heartbeat::{HeartbeatCosts, heartbeat_costs};
 use lapse_benches::stats::Latencies;
 use lapse_benches::transport::{Caller, Dialer, Transport};
@@ -83,6 +83,11 @@ struct PropagationBench {
     /// threads) and report the brokers' CPU time and heap per subscriber.
     #[arg(long)]
     broker_cost: bool,
+    /// How often the brokers send each subscriber a heartbeat (200: as
+    /// deployed). Verifiers leave a source silent for three heartbeats
+    /// (at least 2 s, their default).
+    #[arg(long, default_value_t = 200)]
+    heartbeat_ms: u64,
     /// Pause between revocations.
     #[arg(long, default_value_t = 10)]
     pause_ms: u64,
@@ -231,6 +236,7 @@ async fn run(
     let subscribers = args.verifiers + args.relays + 16;
     let (brokers, addresses, dialer) = start_bench_cluster(temporary.path(), transport, |config| {
         config.feed.max_subscribers = subscribers;
+        config.feed.heartbeat_ms = args.heartbeat_ms;
     })
     .await?;
     let leader = leading_broker(&brokers, addresses[0]);
@@ -250,6 +256,7 @@ async fn run(
     } else {
         runtime
             .spawn(start_relays(
+                idle_timeout(args),
                 dialer.clone(),
                 broker_list,
                 args.relays,
@@ -259,7 +266,18 @@ async fn run(
     };
     let fleet = {
         let _fleet_runtime = runtime.enter();
-        Fleet::start(&dialer, &sources, args.verifiers, args.per_connection)?
+        let options = FleetOptions {
+            // Behind relays, each verifier stays with its relay.
+            pinned: args.relays > 0,
+            idle_timeout: Some(idle_timeout(args)),
+        };
+        Fleet::start_with(
+            &dialer,
+            &sources,
+            args.verifiers,
+            args.per_connection,
+            &options,
+        )?
     };
     let subscribed = Instant::now();
     if !fleet.wait_all(1, Duration::from_secs(300)).await {
@@ -308,6 +326,7 @@ async fn run(
 /// `i mod 3`), each serving its feed on a loopback port: their addresses,
 /// and when each relay applied each epoch.
 async fn start_relays(
+    idle: Duration,
     dialer: Dialer,
     brokers: Vec<String>,
     count: usize,
@@ -334,6 +353,7 @@ async fn start_relays(
         config.brokers.rotate_left(i % brokers.len());
         config.tls = dialer.verifier_tls();
         config.region = "relays".into();
+        config.idle_timeout = idle;
         let passing = relay.clone();
         config.on_event = Some(lapse_verifier::OnEvent(std::sync::Arc::new(move |event| {
             passing.passed(event)
@@ -465,6 +485,12 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
     Ok(measured)
+}
+
+/// How long verifiers and relays wait on a silent source: three
+/// heartbeats, at least 2 s.
+fn idle_timeout(args: &PropagationBench) -> Duration {
+    Duration::from_millis((3 * args.heartbeat_ms).max(2000))
 }
 
 /// The brokers' CPU time per revocation (and its pause) with nobody

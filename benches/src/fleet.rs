@@ -49,8 +49,30 @@ impl Fleet {
         count: usize,
         per_connection: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            dialer,
+            brokers,
+            count,
+            per_connection,
+            &FleetOptions::default(),
+        )
+    }
+
+    /// [`Fleet::start`] with `options`.
+    pub fn start_with(
+        dialer: &Dialer,
+        brokers: &[String],
+        count: usize,
+        per_connection: usize,
+        options: &FleetOptions,
+    ) -> anyhow::Result<Self> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let pools = connection_pools(dialer, brokers, count.div_ceil(per_connection).max(1))?;
+        let groups = count.div_ceil(per_connection).max(1);
+        let pools = if options.pinned {
+            pinned_pools(dialer, brokers, count, per_connection)?
+        } else {
+            connection_pools(dialer, brokers, groups)?
+        };
         let verify = dialer.verify_config();
         let progress = Arc::new(Progress {
             target: AtomicU64::new(1),
@@ -65,8 +87,17 @@ impl Fleet {
             let verifier = Verifier::new(verify.clone());
             let mut config = FollowConfig::new(brokers.to_vec(), format!("{VERIFIER}/{i}"));
             config.tls = dialer.verifier_tls();
+            if let Some(idle_timeout) = options.idle_timeout {
+                config.idle_timeout = idle_timeout;
+            }
             config.brokers.rotate_left(i % brokers.len());
-            if per_connection > 1 {
+            if options.pinned {
+                // Its one source, on the connection it shares.
+                config.brokers.truncate(1);
+                config.channels = Some(vec![
+                    pools[pinned_group(i, brokers.len(), per_connection)][0].clone(),
+                ]);
+            } else if per_connection > 1 {
                 let mut pool = pools[i / per_connection].clone();
                 pool.rotate_left(i % brokers.len());
                 config.channels = Some(pool);
@@ -155,6 +186,49 @@ pub struct FleetSummary {
     pub heartbeats: u64,
     /// Feed events refused.
     pub rejected_events: u64,
+}
+
+/// How a [`Fleet`] follows.
+#[derive(Debug, Clone, Default)]
+pub struct FleetOptions {
+    /// Each verifier follows only its preferred source (verifier `i`,
+    /// source `i mod n`), never failing over, and the verifiers of one
+    /// source share its connections, `per_connection` to each: a fleet of
+    /// 100,000 behind relays needs only its share of connections, not one
+    /// to every relay per group.
+    pub pinned: bool,
+    /// How long a verifier waits on a silent source before leaving it
+    /// (default: the verifier's own).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The connection group of pinned verifier `i` of `sources`: its source's
+/// verifiers in order, `per_connection` to a group.
+fn pinned_group(i: usize, sources: usize, per_connection: usize) -> usize {
+    // Group g serves source g mod sources.
+    let (source, rank) = (i % sources, i / sources);
+    source + sources * (rank / per_connection)
+}
+
+/// For pinned verifiers: one lazily connected channel per group of
+/// [`pinned_group`], to that group's source.
+fn pinned_pools(
+    dialer: &Dialer,
+    sources: &[String],
+    count: usize,
+    per_connection: usize,
+) -> anyhow::Result<Vec<Vec<Channel>>> {
+    let groups = (0..count)
+        .map(|i| pinned_group(i, sources.len(), per_connection) + 1)
+        .max()
+        .unwrap_or(0);
+    (0..groups)
+        .map(|group| {
+            Ok(vec![
+                dialer.lazy(&sources[group % sources.len()], Caller::Verifier)?,
+            ])
+        })
+        .collect()
 }
 
 /// `groups` sets of lazily connected channels, one channel per broker in
