@@ -236,6 +236,8 @@ async fn run(
     let subscribers = args.verifiers + args.relays + 16;
     let (brokers, addresses, dialer) = start_bench_cluster(temporary.path(), transport, |config| {
         config.feed.max_subscribers = subscribers;
+        // Every verifier of the benchmark presents the one certificate.
+        config.feed.max_subscribers_per_identity = subscribers;
         config.feed.heartbeat_ms = args.heartbeat_ms;
     })
     .await?;

@@ -1,7 +1,10 @@
 //! Compiles `proto/` with the pure-Rust `protox`, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it was compiled: a build script
+    // compiled in another checkout of the same sources may be reused here.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest).join("../../proto");
     let files = [
         "lapse/v1/peer.proto",
         "lapse/v1/cluster.proto",

@@ -57,6 +57,57 @@ pub struct RuleSet {
     tasks: BTreeMap<(String, String), u64>,
 }
 
+/// A (tenant, name) key looked up by borrowed parts: the rule maps are
+/// keyed by owned pairs, and a lookup on every verification should not
+/// allocate two strings to ask. `(String, String)` borrows as
+/// `dyn PairKey`, which orders exactly as the tuple does.
+trait PairKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl PairKey for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl PairKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PairKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn PairKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn PairKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn PairKey + '_ {}
+
+impl PartialOrd for dyn PairKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn PairKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+/// The cutoff `map` holds for (`tenant`, `name`), without allocating.
+fn cutoff_of(map: &BTreeMap<(String, String), u64>, tenant: &str, name: &str) -> Option<u64> {
+    map.get(&(tenant, name) as &dyn PairKey).copied()
+}
+
 fn check_str(s: &str) -> Result<(), FilterError> {
     if s.len() as u64 > MAX_STRING_BYTES {
         return Err(FilterError::TooLarge {
@@ -193,16 +244,10 @@ impl RuleSet {
             Some(RevokedBy::KeyId)
         } else if self.tenants.get(tenant).is_some_and(|&c| issued_at_ms < c) {
             Some(RevokedBy::Tenant)
-        } else if self
-            .subjects
-            .get(&(tenant.to_owned(), subject.to_owned()))
-            .is_some_and(|&c| issued_at_ms < c)
-        {
+        } else if cutoff_of(&self.subjects, tenant, subject).is_some_and(|c| issued_at_ms < c) {
             Some(RevokedBy::Subject)
         } else if task.is_some_and(|task| {
-            self.tasks
-                .get(&(tenant.to_owned(), task.to_owned()))
-                .is_some_and(|&c| issued_at_ms < c)
+            cutoff_of(&self.tasks, tenant, task).is_some_and(|c| issued_at_ms < c)
         }) {
             Some(RevokedBy::Task)
         } else {
