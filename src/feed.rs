@@ -99,6 +99,13 @@ pub struct VerifierArgs {
     /// the next address in their list.
     #[arg(long, default_value_t = 10_000, requires = "relay")]
     relay_max_leaves: usize,
+    /// Credentials whose verified signature each verifier remembers (by
+    /// their bytes, each at most 8 KiB), so a credential presented again
+    /// costs a lookup instead of an Ed25519 verification. Every other check
+    /// (time, audience, every revocation) still runs on every call. 0
+    /// remembers none.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(0..=262_144))]
+    signature_memory: u32,
     /// Connections the verify API holds open at once; more are closed at
     /// once (counted in /metrics).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -155,6 +162,7 @@ pub async fn verifier(args: VerifierArgs) -> Result<(), Failure> {
                 .map(signature_checker)
                 .transpose()?,
             break_glass: break_glass_config(&args)?,
+            signature_cache: args.signature_memory as usize,
             ..VerifyConfig::default()
         },
         idle_timeout: args.idle_timeout,

@@ -567,6 +567,17 @@ fn the_verifier_refuses_bad_addresses_on_the_command_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    // The signature memory is bounded: more than it allows is refused.
+    for memory in ["262145", "lots", "1e3"] {
+        let out = lapse()
+            .args(["verifier", "--brokers", "127.0.0.1:1", "--any-audience"])
+            .args(["--no-http", "--signature-memory", memory])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{memory}: {stderr}");
+        assert!(stderr.contains("--signature-memory"), "{memory}: {stderr}");
+    }
 }
 
 #[test]

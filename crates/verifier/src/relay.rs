@@ -432,8 +432,13 @@ impl LeafSession {
 
     async fn start(&mut self) -> Result<(), Option<Status>> {
         let mut epochs = self.relay.verifier.epochs();
-        let held = tokio::time::timeout(FIRST_STATE_TIMEOUT, epochs.wait_for(|e| *e > 0)).await;
-        if !matches!(held, Ok(Ok(_))) && self.relay.verifier.epoch().is_none() {
+        // `wait_for` returns the watch's value held for reading: dropped
+        // here, before the verifier's state is read below (the verifier
+        // publishes its epoch to the watch after releasing its state).
+        let held = tokio::time::timeout(FIRST_STATE_TIMEOUT, epochs.wait_for(|e| *e > 0))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if !held && self.relay.verifier.epoch().is_none() {
             return Err(Some(Status::unavailable(
                 "this relay holds no feed state yet; try another relay or a broker",
             )));

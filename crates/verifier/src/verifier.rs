@@ -264,7 +264,9 @@ impl Verifier {
         self.signatures.len()
     }
 
-    /// A receiver that sees the epoch held change (0 before any state).
+    /// A receiver that sees the epoch held change (0 before any state). Do
+    /// not hold its value (`borrow`, `wait_for`) while calling into the
+    /// verifier: drop it first.
     pub fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
         self.epochs.subscribe()
     }
@@ -304,18 +306,25 @@ impl Verifier {
     /// epoch held afterwards.
     pub fn apply(&self, event: &FeedEvent) -> Result<u64, FeedError> {
         let decoded = decode_event(event);
-        let mut inner = self.inner.write().expect("verifier lock");
-        let result = decoded.and_then(|decoded| self.apply_decoded(&mut inner, decoded));
-        match &result {
-            Ok(epoch) => {
-                inner.applied_events += 1;
-                self.epochs.send_if_modified(|held| {
-                    let changed = *held != *epoch;
-                    *held = *epoch;
-                    changed
-                });
+        let result = {
+            let mut inner = self.inner.write().expect("verifier lock");
+            let result = decoded.and_then(|decoded| self.apply_decoded(&mut inner, decoded));
+            match &result {
+                Ok(_) => inner.applied_events += 1,
+                Err(_) => inner.rejected_events += 1,
             }
-            Err(_) => inner.rejected_events += 1,
+            result
+        };
+        // Published once the state's lock is released: whoever holds the
+        // watch's value (a relay's leaf waiting for a first state) may take
+        // the state's lock while holding it, and the watch's writer waits
+        // for such readers.
+        if let Ok(epoch) = &result {
+            self.epochs.send_if_modified(|held| {
+                let changed = *held != *epoch;
+                *held = *epoch;
+                changed
+            });
         }
         result
     }
@@ -520,9 +529,17 @@ impl Verifier {
         expect: &Expect,
         checked: Option<&Arc<Signed>>,
     ) -> Result<Accepted, Rejection> {
-        // The key of the signature memory, and the credential's own hash
-        // for the leaked-secret check.
-        let token_hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+        // What a check of this very credential established, if one was
+        // made (a batch) or remembered; and the credential's own hash for
+        // the leaked-secret check, which such a check already holds.
+        let remembered = checked
+            .filter(|c| &*c.token == token)
+            .cloned()
+            .or_else(|| self.signatures.get(token));
+        let token_hash: TokenHash = match &remembered {
+            Some(signed) => signed.token_hash,
+            None => Sha256::digest(token.as_bytes()).into(),
+        };
         let inner = self.inner.read().expect("verifier lock");
         let stale = self.staleness(&inner);
         if let Some(rejection) = &stale
@@ -545,8 +562,7 @@ impl Verifier {
             now_seconds: now_ms / 1000,
             leeway_seconds: self.config.leeway_seconds,
         };
-        let checked = checked.filter(|c| c.token_hash == token_hash).cloned();
-        let (signed, key) = self.signed(token, &token_hash, &keys, checked)?;
+        let (signed, key) = self.signed(token, &token_hash, &keys, remembered)?;
         let claims = &signed.claims;
         check_claims(claims, &options).map_err(|e| invalid(e, token))?;
         // Checked after the signature: a forged context never gets here.
@@ -622,24 +638,25 @@ impl Verifier {
     }
 
     /// What the credential's signature establishes, and the key that
-    /// signed it as `keys` hold it: from `checked` or the signature memory
-    /// while `keys` hold the key that signed with the same bytes, else by
-    /// verifying the signature (and remembering what it established).
+    /// signed it as `keys` hold it: from `remembered` (a check of this very
+    /// credential) while `keys` hold the key that signed with the same
+    /// bytes, else by verifying the signature (and remembering what it
+    /// established).
     fn signed(
         &self,
         token: &str,
         token_hash: &TokenHash,
         keys: &FeedKeys,
-        checked: Option<Arc<Signed>>,
+        remembered: Option<Arc<Signed>>,
     ) -> Result<(Arc<Signed>, KeyWindow), Rejection> {
-        if let Some(signed) = checked.or_else(|| self.signatures.get(token_hash)) {
+        if let Some(signed) = remembered {
             match key_window(keys, &signed.key_id, &signed.public_key) {
                 Some(window) => {
                     self.signatures.recall();
                     return Ok((signed, window));
                 }
                 // The key left the key set or changed: judged anew below.
-                None => self.signatures.remove(token_hash),
+                None => self.signatures.remove(token),
             }
         }
         let unverified = Unverified::parse(token).map_err(|e| invalid(e, token))?;
@@ -648,6 +665,7 @@ impl Verifier {
             .check_signature(&key)
             .map_err(|e| invalid(e, token))?;
         let signed = Arc::new(Signed {
+            token: token.into(),
             token_hash: *token_hash,
             key_id: key.key_id().as_str().to_owned(),
             public_key: *key.public_key(),
@@ -680,8 +698,7 @@ impl Verifier {
                 current: inner.state.as_ref(),
             };
             for (n, token) in tokens.iter().enumerate() {
-                let token_hash: TokenHash = Sha256::digest(token.as_bytes()).into();
-                if let Some(signed) = self.signatures.get(&token_hash)
+                if let Some(signed) = self.signatures.get(token)
                     && key_window(&keys, &signed.key_id, &signed.public_key).is_some()
                 {
                     checked[n] = Some(CheckedSignature(signed));
@@ -691,13 +708,14 @@ impl Verifier {
                     continue;
                 };
                 if let Ok(key) = unverified.key(&keys) {
-                    pending.push((n, token_hash, unverified, key));
+                    let token_hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+                    pending.push((n, *token, token_hash, unverified, key));
                 }
             }
         }
-        let items: Vec<_> = pending.iter().map(|(_, _, u, k)| (u, k)).collect();
+        let items: Vec<_> = pending.iter().map(|(_, _, _, u, k)| (u, k)).collect();
         let answers = lapse_credential::batch::verify_batch(&items);
-        for ((n, token_hash, unverified, key), answer) in pending.iter().zip(answers) {
+        for ((n, token, token_hash, unverified, key), answer) in pending.iter().zip(answers) {
             if answer.is_err() {
                 continue;
             }
@@ -705,6 +723,7 @@ impl Verifier {
                 continue;
             };
             let signed = Arc::new(Signed {
+                token: (*token).into(),
                 token_hash: *token_hash,
                 key_id: key.key_id().as_str().to_owned(),
                 public_key: *key.public_key(),

@@ -972,3 +972,47 @@ async fn a_key_bound_credential_copied_from_a_log_is_refused_without_its_keys_pr
     // A bearer credential needs no proof.
     assert!(verdict(&v, &credential(9, "spiffe://example.org/a", "acme")).is_ok());
 }
+
+/// A relay's leaf waits on the epoch watch and then reads the verifier's
+/// state; the follower applies events and publishes each epoch on the
+/// watch. Both at once, many times over: the follower must not hold the
+/// state's lock while it waits for the watch's readers, or the two wait on
+/// each other for ever (this deadlocked a relay serving 1,000 leaves).
+#[test]
+fn reading_the_state_while_holding_the_epoch_watch_does_not_deadlock_with_apply() {
+    const EVENTS: u64 = 2_000;
+    let v = ready();
+    let applier = {
+        let v = v.clone();
+        std::thread::spawn(move || {
+            for epoch in 10..10 + EVENTS {
+                v.apply(&delta_event(delta(epoch, epoch + 1, vec![epoch + 100])))
+                    .unwrap();
+            }
+        })
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = {
+        let v = v.clone();
+        std::thread::spawn(move || {
+            let mut epochs = v.epochs();
+            loop {
+                let held = epochs.borrow_and_update();
+                // As a leaf does after `wait_for`, with the watch held.
+                let epoch = v.epoch();
+                drop(held);
+                if epoch == Some(10 + EVENTS) {
+                    break;
+                }
+            }
+            done.send(()).unwrap();
+        })
+    };
+    // A failure bound, not a wait on time: with the deadlock, neither
+    // thread ever finishes.
+    finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("apply and a reader holding the epoch watch deadlocked");
+    applier.join().unwrap();
+    reader.join().unwrap();
+}

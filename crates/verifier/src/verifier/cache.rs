@@ -1,20 +1,24 @@
 //! The verifier's bounded memory of verified signatures: what lets a
-//! repeated credential cost a hash instead of an Ed25519 verification.
+//! repeated credential cost a lookup instead of an Ed25519 verification.
 //!
 //! An entry says only "these bytes carry a valid signature by this key and
-//! decode to these claims": it is keyed by the SHA-256 of the compact
-//! credential, and holds the key's id and bytes, so a hit counts only while
-//! the verifier's key set still holds that key with those bytes. Everything
-//! else (time, issuer, audience, tenant, key window, DPoP proof, every
-//! revocation check) is judged again on every call.
+//! decode to these claims": it holds the credential's own bytes, found by
+//! a keyed hash of its signature segment and taken only when the presented
+//! credential is byte for byte the one remembered. It also holds the
+//! credential's SHA-256 (for the leaked-secret check), the key's id and
+//! bytes, so a hit counts only while the verifier's key set still holds
+//! that key with those bytes. Everything else (time, issuer, audience,
+//! tenant, key window, DPoP proof, every revocation check) is judged again
+//! on every call.
 //!
 //! Only a credential whose signature verified is ever remembered, so input
 //! that does not carry a valid signature by a key of the feed cannot fill
 //! it; and whatever fills it, it holds at most its capacity, evicting the
-//! oldest entry of a shard first.
+//! oldest entry of a shard first, and no credential longer than
+//! [`MAX_REMEMBERED_BYTES`].
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,10 +27,15 @@ use lapse_credential::Claims;
 /// The SHA-256 of a compact credential.
 pub(crate) type TokenHash = [u8; 32];
 
-/// What a verified signature established.
-#[derive(Debug)]
+/// Longest credential remembered: longer ones are verified every time.
+pub(crate) const MAX_REMEMBERED_BYTES: usize = 8 * 1024;
+
+/// What a verified signature established. Its `Debug` leaves out the
+/// credential, a bearer secret.
 pub(crate) struct Signed {
-    /// The hash of the credential it was established for.
+    /// The credential it was established for, as presented.
+    pub token: Box<str>,
+    /// Its SHA-256.
     pub token_hash: TokenHash,
     pub key_id: String,
     /// The key's bytes as the feed held them then.
@@ -34,22 +43,34 @@ pub(crate) struct Signed {
     pub claims: Claims,
 }
 
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("key_id", &self.key_id)
+            .field("token_bytes", &self.token.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Shards, so that threads verifying at once rarely wait on each other.
 const SHARDS: usize = 16;
 
-/// A bounded map from credential hash to [`Signed`]: at most `capacity`
+/// A bounded map from credential to [`Signed`]: at most `capacity`
 /// entries, the oldest of a shard evicted first.
 pub(crate) struct SignatureCache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    /// Keys the hash of a credential's signature segment, per process: a
+    /// client cannot choose credentials that collide.
+    hasher: RandomState,
     recalled: AtomicU64,
 }
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<TokenHash, Arc<Signed>, BuildHasherDefault<Prefix>>,
+    entries: HashMap<u64, Arc<Signed>, BuildHasherDefault<Passthrough>>,
     /// Insertion order, oldest first.
-    order: VecDeque<TokenHash>,
+    order: VecDeque<u64>,
 }
 
 impl SignatureCache {
@@ -60,38 +81,54 @@ impl SignatureCache {
         Self {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             per_shard: capacity / shards,
+            hasher: RandomState::new(),
             recalled: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, hash: &TokenHash) -> &Mutex<Shard> {
-        &self.shards[usize::from(hash[31]) % self.shards.len()]
+    /// The key of `token`: a keyed hash of its signature segment (the
+    /// part after its last dot), which differs between any two credentials
+    /// a key signed. A collision only costs a miss: a hit also compares
+    /// the whole credential.
+    fn key(&self, token: &str) -> u64 {
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        self.hasher.hash_one(signature)
     }
 
-    pub fn get(&self, hash: &TokenHash) -> Option<Arc<Signed>> {
-        if self.per_shard == 0 {
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        &self.shards[(key >> 59) as usize % self.shards.len()]
+    }
+
+    /// What remembering `token` established, if it is remembered.
+    pub fn get(&self, token: &str) -> Option<Arc<Signed>> {
+        if self.per_shard == 0 || token.len() > MAX_REMEMBERED_BYTES {
             return None;
         }
+        let key = self.key(token);
         let shard = self
-            .shard(hash)
+            .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        shard.entries.get(hash).cloned()
+        shard
+            .entries
+            .get(&key)
+            .filter(|signed| &*signed.token == token)
+            .cloned()
     }
 
     pub fn insert(&self, signed: Arc<Signed>) {
-        if self.per_shard == 0 {
+        if self.per_shard == 0 || signed.token.len() > MAX_REMEMBERED_BYTES {
             return;
         }
-        let hash = signed.token_hash;
+        let key = self.key(&signed.token);
         let mut shard = self
-            .shard(&hash)
+            .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.entries.insert(hash, signed).is_some() {
+        if shard.entries.insert(key, signed).is_some() {
             return;
         }
-        shard.order.push_back(hash);
+        shard.order.push_back(key);
         while shard.order.len() > self.per_shard {
             if let Some(oldest) = shard.order.pop_front() {
                 shard.entries.remove(&oldest);
@@ -99,14 +136,15 @@ impl SignatureCache {
         }
     }
 
-    /// Forget one entry (its key left the key set).
-    pub fn remove(&self, hash: &TokenHash) {
+    /// Forget `token` (its key left the key set).
+    pub fn remove(&self, token: &str) {
+        let key = self.key(token);
         let mut shard = self
-            .shard(hash)
+            .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.entries.remove(hash).is_some() {
-            shard.order.retain(|h| h != hash);
+        if shard.entries.remove(&key).is_some() {
+            shard.order.retain(|k| *k != key);
         }
     }
 
@@ -139,12 +177,11 @@ impl SignatureCache {
     }
 }
 
-/// Hashes a SHA-256 digest by its first eight bytes: the digest is already
-/// uniform, and only credentials whose signature verified are stored.
+/// Hashes a key that is already a keyed hash: passed through.
 #[derive(Default)]
-struct Prefix(u64);
+struct Passthrough(u64);
 
-impl Hasher for Prefix {
+impl Hasher for Passthrough {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -154,16 +191,21 @@ impl Hasher for Prefix {
             self.0 ^= u64::from(*byte) << (8 * n);
         }
     }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn token(n: u32) -> String {
+        format!("header.payload-{n}.signature-{n}")
+    }
+
     fn signed(n: u32) -> Arc<Signed> {
-        let mut token_hash = [0u8; 32];
-        token_hash[..4].copy_from_slice(&n.to_le_bytes());
-        token_hash[31] = n as u8;
         let claims: Claims = serde_json::from_value(serde_json::json!({
             "iss": "lapse", "sub": "spiffe://t/w", "aud": ["a"], "iat": 1, "nbf": 1,
             "exp": 2, "jti": "j", "tenant": "t", "scopes": [],
@@ -171,7 +213,8 @@ mod tests {
         }))
         .unwrap();
         Arc::new(Signed {
-            token_hash,
+            token: token(n).into(),
+            token_hash: [0; 32],
             key_id: "k".into(),
             public_key: [0; 32],
             claims,
@@ -188,8 +231,8 @@ mod tests {
                 assert!(cache.len() <= capacity, "{capacity}: {}", cache.len());
             }
             assert!(cache.len() + SHARDS >= capacity.min(5000), "{capacity}");
-            assert!(cache.get(&signed(4999).token_hash).is_some() || capacity == 0);
-            assert!(cache.get(&signed(0).token_hash).is_none());
+            assert!(cache.get(&token(4999)).is_some() || capacity == 0);
+            assert!(cache.get(&token(0)).is_none());
         }
     }
 
@@ -200,9 +243,34 @@ mod tests {
         cache.insert(signed(1));
         cache.insert(signed(2));
         assert_eq!(cache.len(), 2);
-        assert!(cache.get(&signed(1).token_hash).is_some());
-        cache.remove(&signed(1).token_hash);
-        assert!(cache.get(&signed(1).token_hash).is_none());
+        assert!(cache.get(&token(1)).is_some());
+        cache.remove(&token(1));
+        assert!(cache.get(&token(1)).is_none());
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn only_the_very_credential_remembered_is_recalled() {
+        let cache = SignatureCache::new(64);
+        cache.insert(signed(1));
+        // The same signature on another header or payload is not it.
+        assert!(cache.get("header.payload-2.signature-1").is_none());
+        assert!(cache.get("other.payload-1.signature-1").is_none());
+        assert!(cache.get("header.payload-1.signature-1").is_some());
+        // Nor is a prefix or an extension of it.
+        assert!(cache.get("header.payload-1.signature-").is_none());
+        assert!(cache.get("header.payload-1.signature-1x").is_none());
+    }
+
+    #[test]
+    fn overlong_credentials_are_not_remembered() {
+        let cache = SignatureCache::new(64);
+        let mut long = signed(1);
+        Arc::get_mut(&mut long).unwrap().token =
+            format!("h.{}.s", "p".repeat(MAX_REMEMBERED_BYTES)).into();
+        let token = long.token.to_string();
+        cache.insert(long);
+        assert_eq!(cache.len(), 0);
+        assert!(cache.get(&token).is_none());
     }
 }
