@@ -519,6 +519,89 @@ async fn the_feed_refuses_bad_subscribers_and_resyncs_slow_ones() {
     assert_eq!(slow_indices, 1_600);
 }
 
+/// Connected verifiers in broker 1's propagation report, with their acked
+/// epochs.
+fn connected_on_broker_1(cluster: &TestCluster) -> BTreeMap<String, u64> {
+    let out = cluster.cli(1, &["propagation", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["verifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["connected"] == true)
+        .map(|v| {
+            (
+                v["verifier"].as_str().unwrap_or_default().to_owned(),
+                v["acked_epoch"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// A subscriber that reports leaves as a relay does, hostile: more leaves
+/// than the broker takes, malformed names, its own name, and epochs it was
+/// never sent. The broker takes at most `max_subscribers` leaves, none
+/// malformed or named as the relay, each at no more than the epoch sent,
+/// and keeps serving; a leaf reported gone is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_leaf_report_is_bounded_and_changes_only_what_it_may() {
+    use lapse_wire::feed::{Leaf, LeafReport};
+    let (cluster, _) = start("max_subscribers = 4\n");
+    cluster.wait_for_leader().await;
+    let mut client = feed_client(&cluster.address(1), None).await;
+    let (reply, relay) = subscribe(&mut client, hello("relay-x", None)).await;
+    let mut events = reply.unwrap();
+    let first = events.message().await.unwrap().unwrap();
+    let sent = first.epoch;
+    let leaf = |id: String, acked_epoch: u64, gone: bool| Leaf {
+        verifier_id: id,
+        region: "edge".into(),
+        acked_epoch,
+        gone,
+    };
+    let mut leaves: Vec<Leaf> = (0..10)
+        .map(|n| leaf(format!("leaf-{n}"), u64::MAX, false))
+        .collect();
+    leaves.push(leaf("bad id\n".into(), 1, false));
+    leaves.push(leaf("x".repeat(300), 1, false));
+    leaves.push(leaf("relay-x".into(), u64::MAX, false));
+    let report = |leaves: Vec<Leaf>| FeedRequest {
+        kind: Some(RequestKind::Leaves(LeafReport { leaves })),
+    };
+    relay.send(report(leaves)).await.unwrap();
+    let taken = found(30, "the reported leaves in the propagation report", || {
+        let connected = connected_on_broker_1(&cluster);
+        let leaves: BTreeMap<String, u64> = connected
+            .into_iter()
+            .filter(|(id, _)| id != "relay-x")
+            .collect();
+        (!leaves.is_empty()).then_some(leaves)
+    })
+    .await;
+    assert_eq!(taken.len(), 4, "{taken:?}");
+    for (id, acked) in &taken {
+        assert!(id.starts_with("leaf-"), "{taken:?}");
+        assert!(*acked <= sent, "{id} at {acked}, sent {sent}: {taken:?}");
+    }
+    // Still served: the next event (a heartbeat) arrives.
+    assert!(events.message().await.unwrap().is_some());
+    // A leaf reported gone is no longer counted as connected.
+    let gone = taken.keys().next().unwrap().clone();
+    relay
+        .send(report(vec![leaf(gone.clone(), 0, true)]))
+        .await
+        .unwrap();
+    eventually(30, "the leaf reported gone leaves the report", || {
+        !connected_on_broker_1(&cluster).contains_key(&gone)
+    })
+    .await;
+}
+
 /// Apply a raw subscription's events to a verifier until it holds
 /// `epoch`: (snapshots received, revoked indices held).
 async fn follow_to(

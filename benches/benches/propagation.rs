@@ -83,6 +83,10 @@ struct PropagationBench {
     /// threads) and report the brokers' CPU time and heap per subscriber.
     #[arg(long)]
     broker_cost: bool,
+    /// At most this many verifiers subscribing at once, each until it
+    /// applied its first state (default: all at once).
+    #[arg(long)]
+    subscribing: Option<usize>,
     /// How often the brokers send each subscriber a heartbeat (200: as
     /// deployed). Verifiers leave a source silent for three heartbeats
     /// (at least 2 s, their default).
@@ -272,6 +276,7 @@ async fn run(
             // Behind relays, each verifier stays with its relay.
             pinned: args.relays > 0,
             idle_timeout: Some(idle_timeout(args)),
+            subscribing: args.subscribing,
         };
         Fleet::start_with(
             &dialer,

@@ -74,6 +74,9 @@ impl Fleet {
             connection_pools(dialer, brokers, groups)?
         };
         let verify = dialer.verify_config();
+        let ramp = options
+            .subscribing
+            .map(|most| Arc::new(tokio::sync::Semaphore::new(most.max(1))));
         let progress = Arc::new(Progress {
             target: AtomicU64::new(1),
             reached: AtomicUsize::new(0),
@@ -105,22 +108,35 @@ impl Fleet {
             config.region = format!("region-{}", i % 3);
             let log: ApplyLog = Arc::default();
             let (record, progress_of) = (log.clone(), progress.clone());
+            // Held from subscribing until the first state is applied.
+            let subscribing: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> = Arc::default();
+            let first_state = subscribing.clone();
             config.on_apply = Some(OnApply(Arc::new(move |epoch| {
                 record
                     .lock()
                     .expect("log lock")
                     .push((epoch, Instant::now()));
                 progress_of.reached(i, epoch);
+                first_state.lock().expect("permit lock").take();
             })));
             let mut stop = stop_rx.clone();
-            tokio::spawn(follow(
-                verifier.clone(),
-                config,
-                Arc::new(FollowStats::default()),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            ));
+            let (verifier_of, ramp) = (verifier.clone(), ramp.clone());
+            tokio::spawn(async move {
+                if let Some(ramp) = ramp
+                    && let Ok(permit) = ramp.acquire_owned().await
+                {
+                    *subscribing.lock().expect("permit lock") = Some(permit);
+                }
+                follow(
+                    verifier_of,
+                    config,
+                    Arc::new(FollowStats::default()),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+            });
             logs.push(log);
             verifiers.push(verifier);
         }
@@ -200,6 +216,11 @@ pub struct FleetOptions {
     /// How long a verifier waits on a silent source before leaving it
     /// (default: the verifier's own).
     pub idle_timeout: Option<Duration>,
+    /// At most this many verifiers subscribing at once: each waits for a
+    /// turn, and gives it up once it applied its first state. A hundred
+    /// thousand verifiers on two cores asking at once would time out on
+    /// each other. `None`: all at once.
+    pub subscribing: Option<usize>,
 }
 
 /// The connection group of pinned verifier `i` of `sources`: its source's

@@ -40,7 +40,9 @@ pub struct FollowConfig {
     pub idle_timeout: Duration,
     /// Time allowed to connect and subscribe.
     pub connect_timeout: Duration,
-    /// Pause after every broker in the list failed once.
+    /// Pause after every broker in the list failed once; doubled for each
+    /// further round that fails (up to 8 times) and spread by the
+    /// verifier's id, so verifiers refused together come back apart.
     pub retry_pause: Duration,
     /// Connections to use instead of opening one per broker, in the order
     /// of `brokers`: many verifiers in one process can share a few HTTP/2
@@ -204,6 +206,11 @@ pub async fn follow(
     };
     let mut next = 0usize;
     let mut failures_in_round = 0usize;
+    // Rounds in a row in which every broker failed: the pause after each
+    // doubles, so that many verifiers refused at once (a relay or broker
+    // that restarted, or one too busy to answer) come back spread out
+    // instead of all together.
+    let mut failed_rounds = 0u32;
     loop {
         if channels.is_empty() {
             tracing::error!("no brokers to follow");
@@ -216,7 +223,10 @@ pub async fn follow(
         };
         stats.set_following(None);
         match ended {
-            Ok(()) => failures_in_round = 0,
+            Ok(()) => {
+                failures_in_round = 0;
+                failed_rounds = 0;
+            }
             Err(reason) => {
                 tracing::info!(broker = %config.brokers[index], %reason, "leaving broker");
                 failures_in_round += 1;
@@ -226,12 +236,33 @@ pub async fn follow(
         next = index + 1;
         if failures_in_round >= channels.len() {
             failures_in_round = 0;
+            let pause = retry_pause(&config, failed_rounds);
+            failed_rounds = failed_rounds.saturating_add(1);
             tokio::select! {
                 _ = &mut stop => return,
-                _ = tokio::time::sleep(config.retry_pause) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
+}
+
+/// Longest pause between rounds of failed subscriptions: 8 times
+/// `retry_pause` (1.6 s by default), short beside the staleness bound a
+/// verifier has to come back within once a broker answers again.
+const MAX_BACKOFF_DOUBLINGS: u32 = 3;
+
+/// The pause after `failed_rounds` rounds in a row in which every broker
+/// failed: `retry_pause` doubled for each (at most 8 times it), then
+/// spread over its upper half by the verifier's id and the round, so
+/// verifiers refused together do not retry together. Derived, not drawn:
+/// a simulation seed still replays a run exactly.
+fn retry_pause(config: &FollowConfig, failed_rounds: u32) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let full = config.retry_pause * (1u32 << failed_rounds.min(MAX_BACKOFF_DOUBLINGS));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (config.verifier_id.as_str(), failed_rounds).hash(&mut hasher);
+    let share = (hasher.finish() % 1024) as u32;
+    full / 2 + full / 2 * share / 1024
 }
 
 /// Follow one broker until it fails. `Ok` when it ended cleanly after
@@ -622,5 +653,36 @@ mod ack_tests {
         acks.send_if_due(&stats, &requests);
         assert_eq!(acked(&mut outbound), [10]);
         assert_eq!(stats.acks.load(Ordering::Relaxed), 3);
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_grow_to_a_bound_and_spread_verifiers_apart() {
+        let config = |id: &str| FollowConfig::new(vec!["127.0.0.1:1".into()], id);
+        let base = config("v").retry_pause;
+        let mut last = Duration::ZERO;
+        for round in 0..10 {
+            let pause = retry_pause(&config("v"), round);
+            let full = base * (1 << round.min(MAX_BACKOFF_DOUBLINGS));
+            assert!(
+                pause >= full / 2 && pause <= full,
+                "round {round}: {pause:?}"
+            );
+            if round <= MAX_BACKOFF_DOUBLINGS {
+                assert!(pause * 2 > last, "round {round}: {pause:?} after {last:?}");
+            }
+            last = pause;
+        }
+        // The same verifier and round, the same pause (a seed replays).
+        assert_eq!(retry_pause(&config("v"), 2), retry_pause(&config("v"), 2));
+        // A hundred verifiers refused together do not all wait alike.
+        let pauses: std::collections::BTreeSet<Duration> = (0..100)
+            .map(|n| retry_pause(&config(&format!("v-{n}")), 3))
+            .collect();
+        assert!(pauses.len() > 50, "{}", pauses.len());
     }
 }
