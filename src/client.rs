@@ -72,6 +72,11 @@ Exit codes:
      lapse audit explain: the decision does not come out the same";
 }
 
+/// Largest answer the CLI takes from a broker: a propagation report names
+/// every verifier (about 86 bytes each, so 100,000 verifiers behind relays
+/// are 8.6 MB), beyond gRPC's default of 4 MiB.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
     /// Address of any broker of the cluster.
@@ -207,7 +212,8 @@ impl Connection {
     }
 
     pub async fn client_to(&self, address: &str) -> Result<ClusterClient<Channel>, Failure> {
-        Ok(ClusterClient::new(self.channel_to(address).await?))
+        Ok(ClusterClient::new(self.channel_to(address).await?)
+            .max_decoding_message_size(MAX_ANSWER_BYTES))
     }
 
     /// A connected channel to `address`.

@@ -92,6 +92,8 @@ impl Fleet {
             config.tls = dialer.verifier_tls();
             if let Some(idle_timeout) = options.idle_timeout {
                 config.idle_timeout = idle_timeout;
+                // As patient to subscribe as to hear from a source.
+                config.connect_timeout = config.connect_timeout.max(idle_timeout);
             }
             config.brokers.rotate_left(i % brokers.len());
             if options.pinned {
@@ -213,8 +215,8 @@ pub struct FleetOptions {
     /// 100,000 behind relays needs only its share of connections, not one
     /// to every relay per group.
     pub pinned: bool,
-    /// How long a verifier waits on a silent source before leaving it
-    /// (default: the verifier's own).
+    /// How long a verifier waits on a silent source before leaving it,
+    /// and at least as long to subscribe (default: the verifier's own).
     pub idle_timeout: Option<Duration>,
     /// At most this many verifiers subscribing at once: each waits for a
     /// turn, and gives it up once it applied its first state. A hundred
