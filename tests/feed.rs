@@ -528,19 +528,7 @@ fn connected_on_broker_1(cluster: &TestCluster) -> BTreeMap<String, u64> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["verifiers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["connected"] == true)
-        .map(|v| {
-            (
-                v["verifier"].as_str().unwrap_or_default().to_owned(),
-                v["acked_epoch"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
+    connected_verifiers(&serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// A subscriber that reports leaves as a relay does, hostile: more leaves

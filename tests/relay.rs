@@ -59,22 +59,6 @@ fn report(cluster: &TestCluster) -> Option<Value> {
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// Connected verifiers the report names, with their acked epochs.
-fn connected(report: &Value) -> Vec<(String, u64)> {
-    report["verifiers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["connected"] == true)
-        .map(|v| {
-            (
-                v["verifier"].as_str().unwrap_or_default().to_owned(),
-                v["acked_epoch"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
 /// The address the one verifier of `process` follows now, if any.
 fn following(process: &VerifierProcess) -> Option<String> {
     let status = process.status();
@@ -165,9 +149,9 @@ async fn leaves_follow_a_relay_are_counted_and_fail_over_when_it_dies() {
             .count();
         let counted = report(&cluster)
             .map(|r| {
-                connected(&r)
+                connected_verifiers(&r)
                     .iter()
-                    .filter(|(id, epoch)| id.starts_with("leaf-") && *epoch > 0)
+                    .filter(|(id, epoch)| id.starts_with("leaf-") && **epoch > 0)
                     .count()
             })
             .unwrap_or(0);

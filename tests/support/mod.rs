@@ -694,3 +694,21 @@ pub async fn wait_for_active_keys(cluster: &TestCluster) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The verifiers a `lapse propagation --json` report names as connected,
+/// with the epoch each acked.
+pub fn connected_verifiers(report: &serde_json::Value) -> BTreeMap<String, u64> {
+    report["verifiers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|v| v["connected"] == true)
+        .map(|v| {
+            (
+                v["verifier"].as_str().unwrap_or_default().to_owned(),
+                v["acked_epoch"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
