@@ -75,6 +75,22 @@ pub fn channel(address: &str, timeout: Duration) -> Channel {
     dial(endpoint)
 }
 
+/// One lazily dialled channel per address in `config.brokers`, set up as
+/// the follower sets up its own (timeouts, keepalive pings), over the
+/// simulated network.
+pub fn dial_feeds(config: &lapse_verifier::FollowConfig) -> Vec<Channel> {
+    config
+        .brokers
+        .iter()
+        .map(|address| {
+            dial(
+                lapse_verifier::feed_endpoint(address, config)
+                    .expect("simulation addresses are valid URIs"),
+            )
+        })
+        .collect()
+}
+
 /// Turn an endpoint into a channel that dials through turmoil.
 pub fn dial(endpoint: Endpoint) -> Channel {
     endpoint.connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {

@@ -34,15 +34,7 @@ pub(in crate::harness) async fn relay_host(
     let mut endpoint_config = FollowConfig::new(brokers.clone(), host.clone());
     endpoint_config.connect_timeout =
         Duration::from_millis(world.scenario.workload.request_timeout_ms);
-    let upstream = brokers
-        .iter()
-        .map(|b| {
-            net::dial(
-                lapse_verifier::feed_endpoint(b, &endpoint_config)
-                    .expect("simulation addresses are valid URIs"),
-            )
-        })
-        .collect();
+    let upstream = net::dial_feeds(&endpoint_config);
     let tamper = Tamper {
         drop_revocations: mode == RelayMode::DropRevocations,
         ..Tamper::default()
@@ -73,17 +65,7 @@ async fn tier_relay_host(world: Arc<World>, host: String, brokers: Vec<String>) 
     config.region = "relays".into();
     config.connect_timeout = Duration::from_millis(world.scenario.workload.request_timeout_ms);
     // Over the simulated network, as the region's verifiers connect.
-    config.channels = Some(
-        brokers
-            .iter()
-            .map(|b| {
-                net::dial(
-                    lapse_verifier::feed_endpoint(b, &config)
-                        .expect("simulation addresses are valid URIs"),
-                )
-            })
-            .collect(),
-    );
+    config.channels = Some(net::dial_feeds(&config));
     let passing = relay.clone();
     config.on_event = Some(OnEvent(Arc::new(move |event| passing.passed(event))));
     config.downstream = Some(relay.clone());

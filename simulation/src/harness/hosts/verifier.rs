@@ -36,14 +36,7 @@ pub(in crate::harness) async fn verifier_host(
     // sets up its own (keepalive pings find a connection that died).
     let mut endpoint_config = FollowConfig::new(brokers.clone(), host.clone());
     endpoint_config.connect_timeout = timeout;
-    let channels: Vec<Channel> = brokers
-        .iter()
-        .map(|b| {
-            let endpoint = lapse_verifier::feed_endpoint(b, &endpoint_config)
-                .expect("simulation addresses are valid URIs");
-            net::dial(endpoint)
-        })
-        .collect();
+    let channels: Vec<Channel> = net::dial_feeds(&endpoint_config);
     let clock = Arc::new(world.hosts.clock(&host, &world.scenario.clocks));
     for n in 0..count {
         let id = format!("{host}/{n}");
