@@ -27,6 +27,12 @@ use crate::break_glass::MAX_USES_PER_REPORT;
 use crate::event::MAX_EVENT_BYTES;
 use crate::verifier::Verifier;
 
+mod acks;
+mod uses;
+
+use acks::Acks;
+use uses::{InFlight, report_uses};
+
 /// How a verifier follows the feed.
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
@@ -392,96 +398,6 @@ async fn follow_one(
 /// this.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(2);
 
-/// Most reports one subscription waits on the broker to record; more
-/// wait in the queue.
-const MAX_REPORTS_IN_FLIGHT: usize = 16;
-
-/// Reports a subscription sent whose uses the broker has not yet said it
-/// recorded. Whatever is left when the subscription ends goes back to the
-/// queue, to be sent again on the next one.
-struct InFlight<'a> {
-    verifier: &'a Verifier,
-    reports: Vec<(u64, Vec<EmergencyUse>)>,
-}
-
-impl InFlight<'_> {
-    fn recorded(&mut self, report_id: u64) {
-        if let Some(at) = self.reports.iter().position(|(id, _)| *id == report_id) {
-            let (_, uses) = self.reports.swap_remove(at);
-            self.verifier.emergency_uses_recorded(uses.len());
-            tracing::info!(uses = uses.len(), "emergency uses recorded by the cluster");
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        for (_, uses) in self.reports.drain(..) {
-            self.verifier.give_back_emergency_uses(uses);
-        }
-    }
-}
-
-/// A report's id: a digest of the verifier and the uses, so the same
-/// report sent again is recorded once.
-fn report_id(verifier_id: &str, uses: &[EmergencyUse]) -> u64 {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(verifier_id.as_bytes());
-    for use_ in uses {
-        hasher.update([0, use_.kind as u8]);
-        hasher.update(use_.jti.as_bytes());
-        hasher.update([0]);
-        hasher.update(use_.at_ms.to_le_bytes());
-        hasher.update(use_.last_at_ms.to_le_bytes());
-        hasher.update(use_.count.to_le_bytes());
-    }
-    let digest = hasher.finalize();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest[..8]);
-    // 0 means "no answer wanted".
-    u64::from_le_bytes(id).max(1)
-}
-
-/// Hand the pending emergency uses to the subscription, in reports of at
-/// most [`MAX_USES_PER_REPORT`], and hold them until the broker says they
-/// are recorded. What the stream cannot take now is given back for the
-/// next try. Whether everything pending was handed over.
-fn report_uses(
-    in_flight: &mut InFlight<'_>,
-    config: &FollowConfig,
-    stats: &FollowStats,
-    requests: &mpsc::Sender<FeedRequest>,
-) -> bool {
-    let verifier = in_flight.verifier;
-    loop {
-        if in_flight.reports.len() >= MAX_REPORTS_IN_FLIGHT {
-            return false;
-        }
-        let uses = verifier.take_emergency_uses(MAX_USES_PER_REPORT);
-        if uses.is_empty() {
-            return true;
-        }
-        let report_id = report_id(&config.verifier_id, &uses);
-        let report = FeedRequest {
-            kind: Some(RequestKind::UseReport(UseReport {
-                uses: uses
-                    .iter()
-                    .map(|u| u.to_wire(&config.verifier_id))
-                    .collect(),
-                report_id,
-            })),
-        };
-        if requests.try_send(report).is_err() {
-            verifier.give_back_emergency_uses(uses);
-            return false;
-        }
-        stats.use_reports.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(uses = uses.len(), "emergency uses reported to the broker");
-        in_flight.reports.push((report_id, uses));
-    }
-}
-
 /// Open a subscription on `channel`, saying hello with the epoch held.
 async fn subscribe(
     verifier: &Verifier,
@@ -559,100 +475,6 @@ fn send_reports(reports: Vec<FeedRequest>, requests: &mpsc::Sender<FeedRequest>)
             tracing::debug!("the subscription's queue is full; a leaf report waits for the next");
             break;
         }
-    }
-}
-
-/// The acks a subscription owes, coalesced over [`ACK_INTERVAL`].
-#[derive(Default)]
-struct Acks {
-    /// The latest epoch applied and not yet acked.
-    owed: Option<u64>,
-    /// Send it at once, whatever the interval (the first of a
-    /// subscription).
-    now: bool,
-    last_sent: Option<tokio::time::Instant>,
-}
-
-impl Acks {
-    fn owe(&mut self, epoch: u64, now: bool) {
-        self.owed = Some(epoch);
-        self.now |= now;
-    }
-
-    /// When the owed ack must go, if one is owed.
-    fn due(&self) -> Option<tokio::time::Instant> {
-        self.owed?;
-        Some(match self.last_sent {
-            Some(at) if !self.now => at + ACK_INTERVAL,
-            _ => tokio::time::Instant::now(),
-        })
-    }
-
-    fn send_if_due(&mut self, stats: &FollowStats, requests: &mpsc::Sender<FeedRequest>) {
-        if self
-            .due()
-            .is_some_and(|due| due <= tokio::time::Instant::now())
-        {
-            self.flush(stats, requests);
-        }
-    }
-
-    fn flush(&mut self, stats: &FollowStats, requests: &mpsc::Sender<FeedRequest>) {
-        let Some(epoch) = self.owed.take() else {
-            return;
-        };
-        self.now = false;
-        self.last_sent = Some(tokio::time::Instant::now());
-        let ack = FeedRequest {
-            kind: Some(RequestKind::Ack(Ack { epoch })),
-        };
-        if requests.try_send(ack).is_ok() {
-            stats.acks.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-#[cfg(test)]
-mod ack_tests {
-    use super::*;
-
-    fn acked(outbound: &mut mpsc::Receiver<FeedRequest>) -> Vec<u64> {
-        let mut epochs = Vec::new();
-        while let Ok(FeedRequest {
-            kind: Some(RequestKind::Ack(Ack { epoch })),
-        }) = outbound.try_recv()
-        {
-            epochs.push(epoch);
-        }
-        epochs
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_is_acked_once_by_its_latest_epoch_and_a_quiet_ack_at_once() {
-        let stats = FollowStats::default();
-        let (requests, mut outbound) = mpsc::channel(64);
-        let mut acks = Acks::default();
-        // The first ack of a subscription goes at once.
-        acks.owe(5, true);
-        acks.send_if_due(&stats, &requests);
-        assert_eq!(acked(&mut outbound), [5]);
-        // A burst within the interval waits, then goes as one ack.
-        for epoch in 6..=9 {
-            acks.owe(epoch, false);
-            acks.send_if_due(&stats, &requests);
-        }
-        assert_eq!(acked(&mut outbound), Vec::<u64>::new());
-        let due = acks.due().expect("an ack is owed");
-        tokio::time::sleep_until(due).await;
-        acks.send_if_due(&stats, &requests);
-        assert_eq!(acked(&mut outbound), [9]);
-        assert_eq!(acks.due(), None);
-        // After a quiet spell the next ack goes at once.
-        tokio::time::sleep(ACK_INTERVAL * 10).await;
-        acks.owe(10, false);
-        acks.send_if_due(&stats, &requests);
-        assert_eq!(acked(&mut outbound), [10]);
-        assert_eq!(stats.acks.load(Ordering::Relaxed), 3);
     }
 }
 
