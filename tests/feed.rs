@@ -437,7 +437,7 @@ async fn subscribe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_refuses_bad_subscribers_and_resyncs_slow_ones() {
-    let (cluster, _) = start("max_subscribers = 2\nbuffered_updates = 4\nsubscriber_queue = 1\n");
+    let (cluster, _) = start("max_subscribers = 2\nbuffered_updates = 4\n");
     cluster.wait_for_leader().await;
     let address = cluster.address(1);
     let mut client = feed_client(&address, None).await;

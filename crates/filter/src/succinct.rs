@@ -1,29 +1,49 @@
 //! `EliasFano`: a static, strictly increasing sequence of offsets in
 //! `[0, span)` held in about `n (2 + log2(span / n))` bits, with a small
-//! select0 sampling index so that membership and rank read a few words.
+//! select0 index so that membership reads a few words and takes no
+//! data-dependent branch in the common case.
 //!
 //! Layout (`n` offsets, `l = floor(log2(span / n))` low bits each):
 //!
-//! - `low`: the low `l` bits of every offset, packed LSB-first, `n * l` bits;
+//! - `low`: the low `l` bits of every offset, packed LSB-first, `n * l` bits,
+//!   plus one zero word of padding (when `l > 0`) so that a 64-bit window
+//!   can be read at any offset's bits without a bounds branch;
 //! - `high`: for offset `i` with high part `h = offset >> l`, bit `i + h` is
 //!   set; bucket `h` (the offsets sharing high part `h`) is a run of ones
 //!   closed by one zero, so the bit vector is `n + buckets` bits long with
-//!   `buckets = ((span - 1) >> l) + 1 <= 2n`;
-//! - `samples`: the position where bucket `j * SAMPLE_EVERY` starts, for every
-//!   `j`: `4 * ceil(buckets / SAMPLE_EVERY)` bytes. Finding where bucket `h`
-//!   starts takes one sample and a popcount scan over fewer than
-//!   `SAMPLE_EVERY` zeros (for a uniform set with `n / span` near a power
-//!   of two over 100, about 0.6 of the bits are zeros: three or four words
-//!   on average, seven at most).
+//!   `buckets = ((span - 1) >> l) + 1 <= 2n`, plus two zero words of
+//!   padding so that a 128-bit window can be read at any bit;
+//! - `index`: for every block of [`BLOCK_BUCKETS`] (1024) buckets, five
+//!   `u32`s: where the block's first bucket starts in `high`, then sixteen
+//!   bytes, byte `j` the number of ones (offsets) in the block's group `j`
+//!   of [`GROUP_BUCKETS`] (64) buckets (the sixteenth is unused, 0): 20
+//!   bytes per 1024 buckets. Where group `g` starts is the block's start
+//!   plus `64 j` zeros plus a masked SIMD-within-a-register sum of the
+//!   bytes before it; the zero closing bucket `h` is then the `(h % 64)`-th
+//!   zero of a 128-bit window read there (a group of 64 buckets spans 64
+//!   zeros and, for a uniform set, about 41 ones);
+//! - `exceptions`: a block with a group holding 255 ones or more (only a
+//!   clumped set has one) keeps, instead of the bytes, the index of its 16
+//!   group starts here (`u32` each): 64 bytes per such block, and there are
+//!   fewer than `n / 255` of them.
 //!
-//! Every buffer is a boxed slice allocated at its exact size, so
-//! [`EliasFano::heap_bytes`] is exactly what the sequence holds.
+//! So the index takes `20 * ceil(buckets / 1024)` bytes (about 0.16 bits
+//! per bucket) for any set without such clumps. Every buffer is a boxed
+//! slice allocated at its exact size, so [`EliasFano::heap_bytes`] is
+//! exactly what the sequence holds.
 
 use crate::error::FilterError;
 
-/// Buckets between two select0 samples: 4 bytes per 256 buckets, about
-/// 1/64 of a bit per bucket, against a scan of at most 256 zeros.
-const SAMPLE_EVERY: u64 = 256;
+/// Buckets per group: a group's start is found from the index alone.
+const GROUP_BUCKETS: u64 = 64;
+/// Groups per block: one absolute `u32` start and sixteen one-byte counts.
+const BLOCK_GROUPS: u64 = 16;
+/// Buckets per block of the index.
+const BLOCK_BUCKETS: u64 = GROUP_BUCKETS * BLOCK_GROUPS;
+/// `u32`s per block in `index`.
+const BLOCK_WORDS: usize = 5;
+/// In a block's first `u32`: its group starts are in `exceptions`.
+const EXCEPTION: u32 = 1 << 31;
 
 /// The static sequence; see the module documentation for the layout.
 #[derive(Debug, Clone, Default)]
@@ -34,30 +54,87 @@ pub(crate) struct EliasFano {
     low_mask: u64,
     low: Box<[u64]>,
     high: Box<[u64]>,
-    samples: Box<[u32]>,
+    index: Box<[u32]>,
+    exceptions: Box<[u32]>,
 }
 
-/// Position (0-based) of the `r`-th set bit of `x` (0-based `r`); requires
-/// `x.count_ones() > r`. Broadword (no data-dependent branches): byte-wise
-/// prefix popcounts locate the byte, then the bits below it are cleared.
+/// `SELECT_IN_BYTE[b * 8 + r]`: position of the `r`-th set bit of byte `b`
+/// (0 where `b` has `r` or fewer ones). A static table (2 KiB, shared by
+/// every sequence), not held per sequence.
+static SELECT_IN_BYTE: [u8; 2048] = select_in_byte_table();
+
+const fn select_in_byte_table() -> [u8; 2048] {
+    let mut t = [0u8; 2048];
+    let mut b = 0;
+    while b < 256 {
+        let mut r = 0;
+        let mut bit = 0;
+        while bit < 8 {
+            if (b >> bit) & 1 == 1 {
+                t[b * 8 + r] = bit as u8;
+                r += 1;
+            }
+            bit += 1;
+        }
+        b += 1;
+    }
+    t
+}
+
+const L8: u64 = 0x0101_0101_0101_0101;
+const H8: u64 = 0x8080_8080_8080_8080;
+
+/// Byte `i` of the result holds the number of ones in bytes `0..=i` of `x`
+/// (so its top byte is `x.count_ones()`).
 #[inline]
-fn select_in_word(x: u64, r: u32) -> u64 {
-    const L8: u64 = 0x0101_0101_0101_0101;
-    const H8: u64 = 0x8080_8080_8080_8080;
+fn byte_prefix_counts(x: u64) -> u64 {
     let mut s = x - ((x >> 1) & 0x5555_5555_5555_5555);
     s = (s & 0x3333_3333_3333_3333) + ((s >> 2) & 0x3333_3333_3333_3333);
     s = (s + (s >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
-    // Byte i of `prefix` holds the number of ones in bytes 0..=i.
-    let prefix = s.wrapping_mul(L8);
+    s.wrapping_mul(L8)
+}
+
+/// Position (0-based) of the `r`-th set bit of `x` (0-based `r`), or `None`
+/// if `x` has `r` or fewer ones. No data-dependent branch past that check:
+/// byte-wise prefix popcounts locate the byte, a table the bit in it.
+#[inline]
+fn select_in_word(x: u64, r: u64) -> Option<u64> {
+    let prefix = byte_prefix_counts(x);
+    if r >= prefix >> 56 {
+        return None;
+    }
     // High bit of byte i set where prefix[i] <= r: those bytes come before.
-    let before = (((u64::from(r) * L8) | H8) - prefix) & H8;
+    let before = ((r * L8) | H8).wrapping_sub(prefix) & H8;
     let byte = ((before >> 7).wrapping_mul(L8) >> 56) * 8;
     let below = ((prefix << 8) >> byte) & 0xff;
-    let mut b = (x >> byte) & 0xff;
-    for _ in 0..(u64::from(r) - below) {
-        b &= b - 1;
-    }
-    byte + u64::from(b.trailing_zeros())
+    let b = (x >> byte) & 0xff;
+    let k = ((b << 3) | ((r - below) & 7)) as usize;
+    Some(byte + u64::from(SELECT_IN_BYTE[k]))
+}
+
+/// Position of the `r`-th zero (0-based) of the 128-bit window `w`, or
+/// `None` if it holds `r` or fewer zeros.
+#[inline]
+fn select0_128(w: u128, r: u64) -> Option<u64> {
+    let z0 = !(w as u64);
+    let z1 = !((w >> 64) as u64);
+    let c0 = u64::from(z0.count_ones());
+    let (z, r, base) = if r < c0 {
+        (z0, r, 0)
+    } else {
+        (z1, r - c0, 64)
+    };
+    select_in_word(z, r).map(|s| base + s)
+}
+
+/// The sum of the sixteen bytes of `x`.
+#[inline]
+fn byte_sum(x: u128) -> u64 {
+    const M: u128 = 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    // Eight 16-bit lanes of pair sums, folded to four lanes (each <= 1020).
+    let pairs = (x & M) + ((x >> 8) & M);
+    let lanes = (pairs as u64) + ((pairs >> 64) as u64);
+    lanes.wrapping_mul(0x0001_0001_0001_0001) >> 48
 }
 
 impl EliasFano {
@@ -66,9 +143,10 @@ impl EliasFano {
         self.len
     }
 
-    /// Heap bytes held: the low bits, the high bits and the samples.
+    /// Heap bytes held: the low bits, the high bits (each with its
+    /// padding), the index and the exceptions.
     pub(crate) fn heap_bytes(&self) -> usize {
-        (self.low.len() + self.high.len()) * 8 + self.samples.len() * 4
+        (self.low.len() + self.high.len()) * 8 + (self.index.len() + self.exceptions.len()) * 4
     }
 
     /// The low bits of offset `i` (`i < len`).
@@ -92,29 +170,94 @@ impl EliasFano {
         self.high[(p / 64) as usize] >> (p % 64) & 1 == 1
     }
 
-    /// Position in `high` where bucket `h` starts (`h < buckets`).
+    /// Position in `high` where group `g` (buckets `64 g ..`) starts
+    /// (`g < ceil(buckets / 64)`).
     #[inline]
-    fn bucket_start(&self, h: u64) -> u64 {
-        let j = h / SAMPLE_EVERY;
-        let pos = u64::from(self.samples[j as usize]);
-        let mut r = h - j * SAMPLE_EVERY;
-        if r == 0 {
-            return pos;
+    fn group_start(&self, g: u64) -> u64 {
+        let b = (g / BLOCK_GROUPS) as usize * BLOCK_WORDS;
+        let j = g % BLOCK_GROUPS;
+        let rec: &[u32; BLOCK_WORDS] = self.index[b..b + BLOCK_WORDS]
+            .try_into()
+            .expect("a block is five words");
+        let head = rec[0];
+        if head & EXCEPTION != 0 {
+            let e = (head & !EXCEPTION) as usize * BLOCK_GROUPS as usize;
+            return u64::from(self.exceptions[e + j as usize]);
         }
-        let mut w = (pos / 64) as usize;
-        let mut z = !self.high[w] & (u64::MAX << (pos % 64));
+        let counts = u128::from(rec[1])
+            | u128::from(rec[2]) << 32
+            | u128::from(rec[3]) << 64
+            | u128::from(rec[4]) << 96;
+        let before = counts & ((1u128 << (8 * j)) - 1);
+        u64::from(head) + GROUP_BUCKETS * j + byte_sum(before)
+    }
+
+    /// The 128 bits of `high` from bit `p` on (`p < n + buckets`; the
+    /// padding words make the reads safe).
+    #[inline]
+    fn high_window(&self, p: u64) -> u128 {
+        let w = (p / 64) as usize;
+        let s = p % 64;
+        let words: &[u64; 3] = self.high[w..w + 3]
+            .try_into()
+            .expect("three words");
+        let lo = (words[0] >> s) | ((words[1] << 1) << (63 - s));
+        let hi = (words[1] >> s) | ((words[2] << 1) << (63 - s));
+        u128::from(lo) | u128::from(hi) << 64
+    }
+
+    /// 64 bits of `low` from the low bits of offset `i` on (`i < len`,
+    /// `low_bits > 0`).
+    #[inline]
+    fn low_window(&self, i: u64) -> u64 {
+        let bit = i * u64::from(self.low_bits);
+        let w = (bit / 64) as usize;
+        let s = bit % 64;
+        let words: &[u64; 2] = self.low[w..w + 2].try_into().expect("two words");
+        (words[0] >> s) | ((words[1] << 1) << (63 - s))
+    }
+
+    /// Position in `high` of the `k`-th zero (0-based, `k < buckets`): the
+    /// zero that closes bucket `k`.
+    #[inline]
+    fn select0(&self, k: u64) -> u64 {
+        let p = self.group_start(k / GROUP_BUCKETS);
+        let r = k % GROUP_BUCKETS;
+        match select0_128(self.high_window(p), r) {
+            Some(t) => p + t,
+            None => self.select0_scan(p, r),
+        }
+    }
+
+    /// Position of the `r`-th zero (0-based) at or after `p`, word by word:
+    /// for a group with more than about 64 ones.
+    #[cold]
+    fn select0_scan(&self, p: u64, mut r: u64) -> u64 {
+        let mut w = (p / 64) as usize;
+        let mut z = !self.high[w] & (u64::MAX << (p % 64));
         loop {
-            let c = u64::from(z.count_ones());
-            if c >= r {
-                return w as u64 * 64 + select_in_word(z, (r - 1) as u32) + 1;
+            if let Some(s) = select_in_word(z, r) {
+                return w as u64 * 64 + s;
             }
-            r -= c;
+            r -= u64::from(z.count_ones());
             w += 1;
             z = !self.high[w];
         }
     }
 
+    /// Position in `high` where bucket `h` starts (`h < buckets`).
+    #[inline]
+    fn bucket_start(&self, h: u64) -> u64 {
+        if h == 0 { 0 } else { self.select0(h - 1) + 1 }
+    }
+
     /// Whether `offset` is in the sequence.
+    ///
+    /// One index block, one 128-bit window of `high` (select of the zero
+    /// closing bucket `h`; the run of ones below it is the bucket) and one
+    /// 64-bit window of `low` holding the bucket's last four offsets,
+    /// compared without branches. Larger buckets, wider low parts and
+    /// groups with more than about 64 ones take a loop instead.
     #[inline]
     pub(crate) fn contains(&self, offset: u64) -> bool {
         if offset >= self.span {
@@ -122,15 +265,48 @@ impl EliasFano {
         }
         let h = offset >> self.low_bits;
         let lo = offset & self.low_mask;
-        let mut p = self.bucket_start(h);
-        let mut i = (p - h) as usize;
-        while self.high_bit(p) {
-            let v = self.low_of(i);
-            if v >= lo {
+        let p = self.group_start(h / GROUP_BUCKETS);
+        let r = h % GROUP_BUCKETS;
+        let w = self.high_window(p);
+        let Some(t) = select0_128(w, r) else {
+            return self.bucket_contains(self.select0_scan(p, r), h, lo);
+        };
+        // The ones right below the closing zero (inside the window, since
+        // the bucket starts at or after `p`) are bucket `h`.
+        let c = u64::from(((w << (127 - t)) << 1).leading_ones());
+        let end = p + t - h;
+        if self.low_bits == 0 {
+            return c > 0;
+        }
+        if c > 4 || self.low_bits > 16 {
+            return self.bucket_contains(p + t, h, lo);
+        }
+        // The (up to) four offsets before `end` are in one 64-bit window;
+        // the last `c` of them are bucket `h`.
+        let first = end.saturating_sub(4);
+        let k = end - first;
+        let win = self.low_window(first);
+        let l = u64::from(self.low_bits);
+        let mut found = false;
+        for j in 0..4u64 {
+            let shift = (k.wrapping_sub(1 + j).wrapping_mul(l)) & 63;
+            let v = (win >> shift) & self.low_mask;
+            found |= (j < c) & (v == lo);
+        }
+        found
+    }
+
+    /// Whether bucket `h`, closed by the zero at `e`, holds low part `lo`:
+    /// a loop back over its ones.
+    #[cold]
+    fn bucket_contains(&self, e: u64, h: u64, lo: u64) -> bool {
+        let mut p = e;
+        while p > 0 && self.high_bit(p - 1) {
+            p -= 1;
+            let v = self.low_of((p - h) as usize);
+            if v <= lo {
                 return v == lo;
             }
-            i += 1;
-            p += 1;
         }
         false
     }
@@ -213,8 +389,9 @@ pub(crate) struct EfBuilder {
 impl EfBuilder {
     /// A builder for exactly `len` strictly increasing offsets in
     /// `[0, span)`. Allocates `len * (l + 1) + ((span - 1) >> l) + 1` bits
-    /// (`l = floor(log2(span / len))`), at most `len * 66 + 1` bits, so
-    /// `len` must already be bounded; `len > span` is refused.
+    /// (`l = floor(log2(span / len))`) and three words of padding, at most
+    /// `len * 66 + 193` bits, so `len` must already be bounded; `len > span`
+    /// is refused. The index is allocated by [`EfBuilder::finish`].
     pub(crate) fn new(span: u64, len: usize) -> Result<Self, FilterError> {
         if len as u64 > span {
             return Err(FilterError::Corrupt(
@@ -236,9 +413,14 @@ impl EfBuilder {
             u64::MAX >> (64 - low_bits)
         };
         let buckets = ((span - 1) >> low_bits) + 1;
-        let low_words = (len as u64 * u64::from(low_bits)).div_ceil(64) as usize;
-        let high_words = (len as u64 + buckets).div_ceil(64) as usize;
-        let n_samples = buckets.div_ceil(SAMPLE_EVERY) as usize;
+        // One word of padding after the low bits (when there are any) and
+        // two after the high bits: the windows `contains` reads.
+        let low_words = if low_bits == 0 {
+            0
+        } else {
+            (len as u64 * u64::from(low_bits)).div_ceil(64) as usize + 1
+        };
+        let high_words = (len as u64 + buckets).div_ceil(64) as usize + 2;
         Ok(Self {
             ef: EliasFano {
                 len,
@@ -247,7 +429,8 @@ impl EfBuilder {
                 low_mask,
                 low: vec![0; low_words].into_boxed_slice(),
                 high: vec![0; high_words].into_boxed_slice(),
-                samples: vec![0; n_samples].into_boxed_slice(),
+                index: Box::default(),
+                exceptions: Box::default(),
             },
             next: 0,
             last: None,
@@ -280,36 +463,87 @@ impl EfBuilder {
         Ok(())
     }
 
-    /// The finished sequence, once exactly `len` offsets were pushed.
+    /// The finished sequence, once exactly `len` offsets were pushed: the
+    /// index is built in one pass over `high`.
     pub(crate) fn finish(mut self) -> Result<EliasFano, FilterError> {
         if self.next != self.ef.len {
             return Err(FilterError::Corrupt("fewer offsets than announced".into()));
         }
         let ef = &mut self.ef;
-        // samples[j] = start of bucket j * SAMPLE_EVERY = one past the
-        // (j * SAMPLE_EVERY)-th zero (1-based). Padding bits past the end of
-        // `high` are zeros too, but they come after every real zero, and
-        // only real zeros are ever targeted.
-        let mut filled = usize::from(!ef.samples.is_empty());
-        let mut target = SAMPLE_EVERY;
-        let mut seen = 0u64;
-        for (w, &word) in ef.high.iter().enumerate() {
-            if filled >= ef.samples.len() {
-                break;
-            }
-            let z = !word;
-            let c = u64::from(z.count_ones());
-            while filled < ef.samples.len() && seen + c >= target {
-                let p = w as u64 * 64 + select_in_word(z, (target - seen - 1) as u32);
-                ef.samples[filled] = u32::try_from(p + 1)
-                    .map_err(|_| FilterError::Corrupt("sequence too long".into()))?;
-                filled += 1;
-                target += SAMPLE_EVERY;
-            }
-            seen += c;
+        if ef.len == 0 {
+            return Ok(self.ef);
         }
+        let buckets = ((ef.span - 1) >> ef.low_bits) + 1;
+        let starts = group_starts(&ef.high, buckets.div_ceil(GROUP_BUCKETS) as usize);
+        let too_long = || FilterError::Corrupt("sequence too long".into());
+        let mut index = Vec::with_capacity(starts.len().div_ceil(BLOCK_GROUPS as usize) * 5);
+        let mut exceptions = Vec::new();
+        for block in starts.chunks(BLOCK_GROUPS as usize) {
+            let head = u32::try_from(block[0])
+                .ok()
+                .filter(|&h| h & EXCEPTION == 0)
+                .ok_or_else(too_long)?;
+            // Ones in group j = the distance to the next group's start,
+            // less its 64 zeros; the block's last group needs none.
+            let counts: Vec<u64> = block
+                .windows(2)
+                .map(|w| w[1] - w[0] - GROUP_BUCKETS)
+                .collect();
+            if counts.iter().all(|&c| c < 255) {
+                let mut bytes = [0u8; 16];
+                for (b, &c) in bytes.iter_mut().zip(&counts) {
+                    *b = c as u8;
+                }
+                index.push(head);
+                index.extend(
+                    bytes
+                        .chunks(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+            } else {
+                let k = u32::try_from(exceptions.len() / BLOCK_GROUPS as usize)
+                    .ok()
+                    .filter(|&k| k & EXCEPTION == 0)
+                    .ok_or_else(too_long)?;
+                index.extend([k | EXCEPTION, 0, 0, 0, 0]);
+                for j in 0..BLOCK_GROUPS as usize {
+                    let s = block.get(j).copied().unwrap_or(0);
+                    exceptions.push(u32::try_from(s).map_err(|_| too_long())?);
+                }
+            }
+        }
+        ef.index = index.into_boxed_slice();
+        ef.exceptions = exceptions.into_boxed_slice();
         Ok(self.ef)
     }
+}
+
+/// Where each of the first `groups` groups of 64 buckets starts in `high`:
+/// group `g > 0` starts one past the `64 g`-th zero (1-based). The padding
+/// bits past the end of `high` are zeros too, but they come after every
+/// real zero, and only real zeros are targeted.
+fn group_starts(high: &[u64], groups: usize) -> Vec<u64> {
+    let mut starts = Vec::with_capacity(groups);
+    if groups == 0 {
+        return starts;
+    }
+    starts.push(0);
+    let mut target = GROUP_BUCKETS;
+    let mut seen = 0u64;
+    for (w, &word) in high.iter().enumerate() {
+        if starts.len() >= groups {
+            break;
+        }
+        let z = !word;
+        let c = u64::from(z.count_ones());
+        while starts.len() < groups && seen + c >= target {
+            let s = select_in_word(z, target - seen - 1).expect("the zero is in this word");
+            starts.push(w as u64 * 64 + s + 1);
+            target += GROUP_BUCKETS;
+        }
+        seen += c;
+    }
+    starts
 }
 
 /// Build from strictly increasing offsets in `[0, span)`, exactly `len` of

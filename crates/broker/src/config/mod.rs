@@ -338,8 +338,6 @@ impl BrokerConfig {
             || feed.max_subscribers == 0
             || feed.max_subscribers_per_identity == 0
             || feed.buffered_updates == 0
-            || feed.subscriber_queue == 0
-            || feed.send_timeout_ms == 0
             || feed.verifier_staleness_ms == 0
         {
             return invalid("every [feed] setting must be above zero".into());

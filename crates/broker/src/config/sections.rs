@@ -480,11 +480,6 @@ pub struct FeedConfig {
     /// Updates kept for subscribers that are behind; one further behind is
     /// resynchronised with a snapshot.
     pub buffered_updates: usize,
-    /// Events queued for one subscriber's connection.
-    pub subscriber_queue: usize,
-    /// A subscriber that takes longer than this to accept an event is
-    /// disconnected.
-    pub send_timeout_ms: u64,
     /// How long a disconnected verifier stays in propagation reports.
     pub forget_after_seconds: u64,
     /// The staleness bound this broker's verifiers use (`lapse verifier
@@ -501,8 +496,6 @@ impl Default for FeedConfig {
             max_subscribers: 10_000,
             max_subscribers_per_identity: 1_000,
             buffered_updates: 1024,
-            subscriber_queue: 16,
-            send_timeout_ms: 10_000,
             forget_after_seconds: 600,
             verifier_staleness_ms: 2_000,
         }
