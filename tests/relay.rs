@@ -171,6 +171,24 @@ async fn leaves_follow_a_relay_are_counted_and_fail_over_when_it_dies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The relay says how many leaves it serves, in its status and metrics.
+    let (relay_id, relay_status) = relay.status().into_iter().next().unwrap();
+    assert_eq!(
+        relay_status["relay"],
+        serde_json::json!({"leaves": LEAVES, "max_leaves": 10_000}),
+        "{relay_status}"
+    );
+    let (_, metrics) = support::edge::http_request(&relay.http, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "lapse_verifier_relay_leaves{{verifier=\"{relay_id}\",region=\"eu-west\"}} {LEAVES}\n"
+        )),
+        "{metrics}"
+    );
+    // A leaf is not a relay.
+    let (_, leaf_status) = leaves[0].status().into_iter().next().unwrap();
+    assert_eq!(leaf_status.get("relay"), None, "{leaf_status}");
+
     // A revocation reaches every leaf through the relay, and --wait counts
     // the relay and its leaves.
     let revoked = revoke_and_wait(&cluster, first_index);

@@ -226,6 +226,7 @@ fn serve(
         region: "local".into(),
         verifier,
         stats: Default::default(),
+        relay: None,
     };
     let limits = lapse_verifier::http::ApiLimits {
         rate: lapse_pki::RateLimits {

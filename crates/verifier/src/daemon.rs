@@ -127,6 +127,7 @@ pub async fn run(
         follow_config.region = config.region.clone();
         follow_config.idle_timeout = config.idle_timeout;
         follow_config.tls = config.tls.clone();
+        let mut relayed = None;
         if let Some((address, relay_config)) = &config.relay {
             let mut relay_config = relay_config.clone();
             relay_config.require_verifier_certificate |= config.tls.is_some();
@@ -135,6 +136,7 @@ pub async fn run(
             follow_config.on_event =
                 Some(crate::OnEvent(Arc::new(move |event| passing.passed(event))));
             follow_config.downstream = Some(relay.clone());
+            relayed = Some(relay.clone());
             tasks.push(
                 serve_relay(
                     relay,
@@ -165,6 +167,7 @@ pub async fn run(
             region: config.region.clone(),
             verifier,
             stats,
+            relay: relayed,
         });
     }
     let http = listener.map(|listener| {

@@ -88,6 +88,8 @@ pub struct Served {
     pub region: String,
     pub verifier: Verifier,
     pub stats: Arc<FollowStats>,
+    /// The relay this verifier serves its feed through (`--relay`).
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 #[derive(Clone)]
@@ -540,6 +542,12 @@ fn status_of(served: &Served) -> Value {
                     .load(std::sync::atomic::Ordering::Relaxed)
             ),
         );
+        if let Some(relay) = &served.relay {
+            map.insert(
+                "relay".into(),
+                json!({"leaves": relay.leaves(), "max_leaves": relay.max_leaves()}),
+            );
+        }
     }
     status
 }
@@ -588,6 +596,7 @@ mod tests {
             region: "eu".into(),
             verifier: Verifier::new(VerifyConfig::default()),
             stats: Arc::new(FollowStats::default()),
+            relay: None,
         };
         assert_eq!(status_of(&served)["following_broker"], Value::Null);
         served.stats.set_following(Some(FollowedBroker {
@@ -618,6 +627,7 @@ mod tests {
             region: region.into(),
             verifier: Verifier::new(VerifyConfig::default()),
             stats: Arc::new(FollowStats::default()),
+            relay: None,
         };
         let verifiers = BTreeMap::from([
             ("v-0".to_string(), served("v-0", "eu")),

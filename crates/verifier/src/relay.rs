@@ -143,6 +143,11 @@ impl Relay {
             .count()
     }
 
+    /// Most leaves it serves at once.
+    pub fn max_leaves(&self) -> usize {
+        self.config.max_leaves
+    }
+
     /// Pass on an event the relay's verifier applied (the follower calls
     /// this; see [`crate::FollowConfig::on_event`]).
     pub fn passed(&self, event: &FeedEvent) {

@@ -271,6 +271,7 @@ async fn the_verify_api_tells_who_acts_for_whom_under_which_task() {
         region: "eu".into(),
         verifier: v,
         stats: Arc::new(FollowStats::default()),
+        relay: None,
     };
     let server = tokio::spawn(lapse_verifier::http::serve(
         listener,

@@ -220,6 +220,23 @@ pub(super) fn exposition(
             ]
         }),
     );
+    let relays: Vec<(Labels, Sample)> = verifiers
+        .iter()
+        .filter_map(|(id, served)| {
+            let relay = served.relay.as_ref()?;
+            let labels = Labels::new()
+                .with("verifier", id)
+                .with("region", &served.region);
+            Some((labels, (relay.leaves() as u64).into()))
+        })
+        .collect();
+    if !relays.is_empty() {
+        scrape.gauges(
+            "lapse_verifier_relay_leaves",
+            "Verifiers subscribed to this relay now (at most --relay-max-leaves).",
+            relays,
+        );
+    }
     if let Some(seconds) = certificate_expiry {
         scrape.gauge(
             "lapse_tls_certificate_expiry_timestamp_seconds",
