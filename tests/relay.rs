@@ -426,6 +426,64 @@ async fn a_hop_that_strips_revocations_after_a_relay_is_caught_by_the_leaf() {
     )
     .await;
 
+    // Over TLS the relay serves verifiers only, each under its own name:
+    // an operator's or a broker's certificate, a verifier naming another
+    // verifier, and a first message that is not a Hello are all refused,
+    // and none of them counts as a leaf.
+    let refusals = [
+        (
+            Role::Operator("alice".into()),
+            "alice",
+            None,
+            "the feed is for verifiers",
+        ),
+        (
+            Role::Broker(9),
+            "broker-9",
+            None,
+            "the feed is for verifiers",
+        ),
+        (
+            Role::Verifier("mallory".into()),
+            "leaf",
+            None,
+            "is not this verifier's",
+        ),
+        (
+            Role::Verifier("mallory".into()),
+            "mallory",
+            Some(()),
+            "must be a Hello",
+        ),
+    ];
+    for (role, id, not_hello, words) in refusals {
+        let status = subscribe_to_relay(
+            certs,
+            &ca,
+            role.clone(),
+            id,
+            not_hello.is_some(),
+            &relay_address,
+        )
+        .await
+        .expect_err("the relay must refuse");
+        let expected = if not_hello.is_some() {
+            tonic::Code::InvalidArgument
+        } else {
+            tonic::Code::PermissionDenied
+        };
+        assert_eq!(status.code(), expected, "{role:?} as {id}: {status:?}");
+        assert!(
+            status.message().contains(words),
+            "{role:?} as {id}: {status:?}"
+        );
+    }
+    let (_, relay_status) = relay.status().into_iter().next().unwrap();
+    assert_eq!(
+        relay_status["relay"]["leaves"], 1,
+        "only the hop: {relay_status}"
+    );
+
     let revoked = cli_json(
         &cluster,
         1,
@@ -456,4 +514,56 @@ async fn a_hop_that_strips_revocations_after_a_relay_is_caught_by_the_leaf() {
         assert_ne!(verdict(&leaf, &credential), "valid", "{}", both());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Subscribe to the relay at `address` over mutual TLS with a certificate
+/// for `role`, saying hello as `id` (or, with `not_hello`, acking first):
+/// the relay's first answer.
+async fn subscribe_to_relay(
+    certs: &std::path::Path,
+    ca: &std::path::Path,
+    role: Role,
+    id: &str,
+    not_hello: bool,
+    address: &str,
+) -> Result<(), tonic::Status> {
+    use lapse_wire::feed::feed_client::FeedClient;
+    use lapse_wire::feed::feed_request::Kind as RequestKind;
+    use lapse_wire::feed::{Ack, FeedRequest, Hello};
+    let (cert, key) = issue_cert(certs, role, SystemTime::now(), Duration::from_secs(3600));
+    let tls = Tls::open(
+        TlsFiles {
+            ca: ca.to_path_buf(),
+            cert: Some(cert),
+            key: Some(key),
+        },
+        SystemTime::now(),
+    )
+    .unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10));
+    let channel = TlsConnector::new(tls, Expect::FeedSource)
+        .connect(endpoint)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let first = if not_hello {
+        RequestKind::Ack(Ack { epoch: 1 })
+    } else {
+        RequestKind::Hello(Hello {
+            verifier_id: id.into(),
+            region: "edge".into(),
+            resume_epoch: None,
+        })
+    };
+    requests
+        .send(FeedRequest { kind: Some(first) })
+        .await
+        .unwrap();
+    let mut stream = FeedClient::new(channel)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await?
+        .into_inner();
+    stream.message().await.map(|_| ())
 }
