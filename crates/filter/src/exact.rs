@@ -32,11 +32,13 @@ const DRIFT_SHARE: u64 = 64;
 /// In memory the set is succinct: an Elias-Fano sequence of offsets from
 /// `origin` (the base it was last built at) over a span of `universe`, with
 /// `l = floor(log2(universe / n))` low bits per index packed, the high parts
-/// in unary in an `n + (universe >> l) + 1` bit vector, and one 4-byte
-/// select0 sample per 256 high buckets; about `n (2 + l)` bits. For a
-/// uniform set of 100,000 in 10,000,000 that is 6% above
-/// `log2 C(universe, n)` ([`information_bound_bits`]), and 2.4% more for the
-/// samples (1.084x in all). Beside it:
+/// in unary in an `n + (universe >> l) + 1` bit vector, and a select0
+/// index of 20 bytes per 1024 high buckets (where each block of 1024
+/// starts, and a one-byte count of the indices in each group of 64
+/// buckets); about `n (2 + l)` bits. For a uniform set of 100,000 in
+/// 10,000,000 that is 6% above `log2 C(universe, n)`
+/// ([`information_bound_bits`]), and 3% more for the index (1.090x in
+/// all). Beside it:
 ///
 /// - a sorted buffer of pending additions, at most
 ///   `max(32, len / 1024)` indices (8 bytes each) after any
@@ -53,11 +55,14 @@ const DRIFT_SHARE: u64 = 64;
 /// for the live indices plus at most `len / 1024` 8-byte pending indices,
 /// `len / 256` dead indices and `universe / 64 >> l` dead bucket bits:
 /// under 1.1x the information bound at `universe = 10^7, len = 10^5`
-/// (1.084x fresh, 1.091x at worst under a stream of deltas in
+/// (1.090x fresh, 1.098x at worst under a stream of deltas in
 /// `tests/revoked_model.rs`). The packed size depends only on `universe`
-/// and `len`, not on how the indices are spread.
-/// Lookups read one sample, a few words of the high bits and one or two
-/// low-bit words, plus a binary search of the (usually empty) buffer.
+/// and `len`, not on how the indices are spread, except that a block of
+/// 1024 buckets with a group of 64 buckets holding 255 indices or more
+/// (only a tightly clumped set has one) takes 64 bytes more.
+/// Lookups read one index block, two or three words of the high bits and
+/// two low-bit words, with no data-dependent branch for a bucket of up to
+/// four indices, plus a binary search of the (usually empty) buffer.
 #[derive(Clone)]
 pub struct RevokedSet {
     base: u64,
@@ -198,9 +203,9 @@ impl RevokedSet {
     }
 
     /// Bytes of heap memory the set holds: the packed form (low bits, high
-    /// bits and select samples, each allocated at its exact size) and the
-    /// capacity of the pending-additions buffer. The struct itself (72
-    /// bytes) is not counted.
+    /// bits, select index and its exceptions, each allocated at its exact
+    /// size) and the capacity of the pending-additions buffer. The struct
+    /// itself (208 bytes on a 64-bit target) is not counted.
     pub fn heap_bytes(&self) -> usize {
         self.packed.heap_bytes() + self.pending.capacity() * std::mem::size_of::<u64>()
     }

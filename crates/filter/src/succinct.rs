@@ -7,13 +7,13 @@
 //!
 //! - `low`: the low `l` bits of every offset, packed LSB-first, `n * l` bits,
 //!   plus one zero word of padding (when `l > 0`) so that a 64-bit window
-//!   can be read at any offset's bits without a bounds branch;
+//!   from any offset's low bits stays inside the buffer;
 //! - `high`: for offset `i` with high part `h = offset >> l`, bit `i + h` is
 //!   set; bucket `h` (the offsets sharing high part `h`) is a run of ones
 //!   closed by one zero, so the bit vector is `n + buckets` bits long with
 //!   `buckets = ((span - 1) >> l) + 1 <= 2n`, plus two zero words of
-//!   padding so that a 128-bit window can be read at any bit;
-//! - `index`: for every block of [`BLOCK_BUCKETS`] (1024) buckets, five
+//!   padding so that a 128-bit window from any of its bits stays inside;
+//! - `index`: for every block of 1024 (16 [`GROUP_BUCKETS`]) buckets, five
 //!   `u32`s: where the block's first bucket starts in `high`, then sixteen
 //!   bytes, byte `j` the number of ones (offsets) in the block's group `j`
 //!   of [`GROUP_BUCKETS`] (64) buckets (the sixteenth is unused, 0): 20
@@ -38,8 +38,6 @@ use crate::error::FilterError;
 const GROUP_BUCKETS: u64 = 64;
 /// Groups per block: one absolute `u32` start and sixteen one-byte counts.
 const BLOCK_GROUPS: u64 = 16;
-/// Buckets per block of the index.
-const BLOCK_BUCKETS: u64 = GROUP_BUCKETS * BLOCK_GROUPS;
 /// `u32`s per block in `index`.
 const BLOCK_WORDS: usize = 5;
 /// In a block's first `u32`: its group starts are in `exceptions`.
@@ -52,10 +50,43 @@ pub(crate) struct EliasFano {
     span: u64,
     low_bits: u32,
     low_mask: u64,
+    /// Masks to compare four low parts at once.
+    lanes: Lanes,
     low: Box<[u64]>,
     high: Box<[u64]>,
     index: Box<[u32]>,
     exceptions: Box<[u32]>,
+}
+
+/// Masks over four `low_bits`-wide fields of a 64-bit word, for
+/// `1 <= low_bits <= 16` (all zero otherwise): the bits of four low parts
+/// read at once.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lanes {
+    /// Bit 0 of each field.
+    ones: u64,
+    /// All bits of each field but its top bit.
+    rest: u64,
+    /// `last[c]`: the top bit of each of the last (most significant) `c`
+    /// fields.
+    last: [u64; 5],
+}
+
+impl Lanes {
+    fn new(low_bits: u32) -> Self {
+        if !(1..=16).contains(&low_bits) {
+            return Self::default();
+        }
+        let field = |j: u32| 1u64 << (j * low_bits);
+        let ones: u64 = (0..4).map(field).sum();
+        let top = ones << (low_bits - 1);
+        let rest = ones.wrapping_mul((1 << low_bits) - 1) ^ top;
+        let mut last = [0; 5];
+        for c in 1..5 {
+            last[c] = last[c - 1] | field(4 - c as u32) << (low_bits - 1);
+        }
+        Self { ones, rest, last }
+    }
 }
 
 /// `SELECT_IN_BYTE[b * 8 + r]`: position of the `r`-th set bit of byte `b`
@@ -81,6 +112,18 @@ const fn select_in_byte_table() -> [u8; 2048] {
     t
 }
 
+/// `BYTES_BELOW[j]`: the low `j` bytes of a `u128` set (a table rather
+/// than a variable shift, which a `u128` makes a few instructions long).
+static BYTES_BELOW: [u128; 16] = {
+    let mut t = [0u128; 16];
+    let mut j = 1;
+    while j < 16 {
+        t[j] = (t[j - 1] << 8) | 0xff;
+        j += 1;
+    }
+    t
+};
+
 const L8: u64 = 0x0101_0101_0101_0101;
 const H8: u64 = 0x8080_8080_8080_8080;
 
@@ -94,37 +137,46 @@ fn byte_prefix_counts(x: u64) -> u64 {
     s.wrapping_mul(L8)
 }
 
-/// Position (0-based) of the `r`-th set bit of `x` (0-based `r`), or `None`
-/// if `x` has `r` or fewer ones. No data-dependent branch past that check:
-/// byte-wise prefix popcounts locate the byte, a table the bit in it.
+/// Position (0-based) of the `r`-th set bit of `x` (0-based `r`), given
+/// `prefix = byte_prefix_counts(x)`; requires `r < x.count_ones()`. No
+/// data-dependent branch: the byte-wise prefix counts locate the byte, a
+/// table the bit in it.
 #[inline]
-fn select_in_word(x: u64, r: u64) -> Option<u64> {
-    let prefix = byte_prefix_counts(x);
-    if r >= prefix >> 56 {
-        return None;
-    }
+fn select_with_prefix(x: u64, prefix: u64, r: u64) -> u64 {
     // High bit of byte i set where prefix[i] <= r: those bytes come before.
     let before = ((r * L8) | H8).wrapping_sub(prefix) & H8;
     let byte = ((before >> 7).wrapping_mul(L8) >> 56) * 8;
     let below = ((prefix << 8) >> byte) & 0xff;
     let b = (x >> byte) & 0xff;
-    let k = ((b << 3) | ((r - below) & 7)) as usize;
-    Some(byte + u64::from(SELECT_IN_BYTE[k]))
+    let k = ((b << 3) | (r.wrapping_sub(below) & 7)) as usize;
+    byte + u64::from(SELECT_IN_BYTE[k])
+}
+
+/// Position (0-based) of the `r`-th set bit of `x` (0-based `r`), or `None`
+/// if `x` has `r` or fewer ones.
+#[inline]
+fn select_in_word(x: u64, r: u64) -> Option<u64> {
+    let prefix = byte_prefix_counts(x);
+    (r < prefix >> 56).then(|| select_with_prefix(x, prefix, r))
 }
 
 /// Position of the `r`-th zero (0-based) of the 128-bit window `w`, or
-/// `None` if it holds `r` or fewer zeros.
+/// `None` if it holds `r` or fewer zeros. Both halves are counted at once,
+/// then one is picked without a branch.
 #[inline]
 fn select0_128(w: u128, r: u64) -> Option<u64> {
     let z0 = !(w as u64);
     let z1 = !((w >> 64) as u64);
-    let c0 = u64::from(z0.count_ones());
-    let (z, r, base) = if r < c0 {
-        (z0, r, 0)
-    } else {
-        (z1, r - c0, 64)
-    };
-    select_in_word(z, r).map(|s| base + s)
+    let p0 = byte_prefix_counts(z0);
+    let p1 = byte_prefix_counts(z1);
+    let c0 = p0 >> 56;
+    // All ones when the zero is in the upper half: a mask rather than a
+    // branch, which would be mispredicted about a third of the time.
+    let upper = u64::from(r >= c0).wrapping_neg();
+    let z = z0 ^ ((z0 ^ z1) & upper);
+    let p = p0 ^ ((p0 ^ p1) & upper);
+    let r = r - (c0 & upper);
+    (r < p >> 56).then(|| (upper & 64) + select_with_prefix(z, p, r))
 }
 
 /// The sum of the sixteen bytes of `x`.
@@ -188,7 +240,7 @@ impl EliasFano {
             | u128::from(rec[2]) << 32
             | u128::from(rec[3]) << 64
             | u128::from(rec[4]) << 96;
-        let before = counts & ((1u128 << (8 * j)) - 1);
+        let before = counts & BYTES_BELOW[j as usize];
         u64::from(head) + GROUP_BUCKETS * j + byte_sum(before)
     }
 
@@ -198,9 +250,7 @@ impl EliasFano {
     fn high_window(&self, p: u64) -> u128 {
         let w = (p / 64) as usize;
         let s = p % 64;
-        let words: &[u64; 3] = self.high[w..w + 3]
-            .try_into()
-            .expect("three words");
+        let words: &[u64; 3] = self.high[w..w + 3].try_into().expect("three words");
         let lo = (words[0] >> s) | ((words[1] << 1) << (63 - s));
         let hi = (words[1] >> s) | ((words[2] << 1) << (63 - s));
         u128::from(lo) | u128::from(hi) << 64
@@ -272,28 +322,29 @@ impl EliasFano {
             return self.bucket_contains(self.select0_scan(p, r), h, lo);
         };
         // The ones right below the closing zero (inside the window, since
-        // the bucket starts at or after `p`) are bucket `h`.
-        let c = u64::from(((w << (127 - t)) << 1).leading_ones());
+        // the bucket starts at or after `p`) are bucket `h`: counted in the
+        // window's half holding the zero, and in the lower half too when
+        // they reach down past the middle.
+        let (w0, w1) = (w as u64, (w >> 64) as u64);
+        let upper = u64::from(t >= 64).wrapping_neg();
+        let half = w0 ^ ((w0 ^ w1) & upper);
+        let s = t % 64;
+        let c = u64::from(((half << (63 - s)) << 1).leading_ones());
+        let c = c + (u64::from(w0.leading_ones()) & upper & u64::from(c == s).wrapping_neg());
         let end = p + t - h;
         if self.low_bits == 0 {
             return c > 0;
         }
-        if c > 4 || self.low_bits > 16 {
+        if c > 4 || end < 4 || self.low_bits > 16 {
             return self.bucket_contains(p + t, h, lo);
         }
-        // The (up to) four offsets before `end` are in one 64-bit window;
-        // the last `c` of them are bucket `h`.
-        let first = end.saturating_sub(4);
-        let k = end - first;
-        let win = self.low_window(first);
-        let l = u64::from(self.low_bits);
-        let mut found = false;
-        for j in 0..4u64 {
-            let shift = (k.wrapping_sub(1 + j).wrapping_mul(l)) & 63;
-            let v = (win >> shift) & self.low_mask;
-            found |= (j < c) & (v == lo);
-        }
-        found
+        // The four offsets before `end` are in one 64-bit window,
+        // `low_bits` each; the last `c` of them are bucket `h`. Fields equal
+        // to `lo` are found all at once, without carries between fields.
+        let x = self.low_window(end - 4) ^ lo.wrapping_mul(self.lanes.ones);
+        let rest = self.lanes.rest;
+        let equal = !(((x & rest) + rest) | x);
+        equal & self.lanes.last[c as usize] != 0
     }
 
     /// Whether bucket `h`, closed by the zero at `e`, holds low part `lo`:
@@ -427,6 +478,7 @@ impl EfBuilder {
                 span,
                 low_bits,
                 low_mask,
+                lanes: Lanes::new(low_bits),
                 low: vec![0; low_words].into_boxed_slice(),
                 high: vec![0; high_words].into_boxed_slice(),
                 index: Box::default(),
@@ -485,15 +537,14 @@ impl EfBuilder {
                 .ok_or_else(too_long)?;
             // Ones in group j = the distance to the next group's start,
             // less its 64 zeros; the block's last group needs none.
-            let counts: Vec<u64> = block
-                .windows(2)
-                .map(|w| w[1] - w[0] - GROUP_BUCKETS)
-                .collect();
-            if counts.iter().all(|&c| c < 255) {
-                let mut bytes = [0u8; 16];
-                for (b, &c) in bytes.iter_mut().zip(&counts) {
-                    *b = c as u8;
-                }
+            let mut bytes = [0u8; 16];
+            let mut fits = true;
+            for (b, w) in bytes.iter_mut().zip(block.windows(2)) {
+                let ones = w[1] - w[0] - GROUP_BUCKETS;
+                fits &= ones < 255;
+                *b = ones.min(255) as u8;
+            }
+            if fits {
                 index.push(head);
                 index.extend(
                     bytes
@@ -604,13 +655,216 @@ mod tests {
         check(2_000_000, &clumped);
     }
 
+    /// splitmix64, for reproducible random inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// A word with about `density / 64` of its bits set.
+        fn word(&mut self, density: u64) -> u64 {
+            (0..64).fold(0, |w, b| w | u64::from(self.next() % 64 < density) << b)
+        }
+
+        /// `n` distinct sorted values below `span`.
+        fn set(&mut self, span: u64, n: usize) -> Vec<u64> {
+            let mut v = std::collections::BTreeSet::new();
+            while v.len() < n {
+                v.insert(self.next() % span);
+            }
+            v.into_iter().collect()
+        }
+    }
+
+    /// Positions of the zeros of `high` below `n + buckets`, by testing
+    /// every bit.
+    fn naive_zeros(ef: &EliasFano) -> Vec<u64> {
+        let bits = ef.len as u64 + ((ef.span - 1) >> ef.low_bits) + 1;
+        (0..bits).filter(|&p| !ef.high_bit(p)).collect()
+    }
+
+    /// `check`, plus: `select0` agrees with a bit-by-bit select for every
+    /// bucket, `contains` with the sorted list for random probes, and
+    /// `heap_bytes` with the layout's arithmetic.
+    fn check_index(span: u64, v: &[u64]) -> EliasFano {
+        let ef = build(span, v.len(), v.iter().copied()).unwrap();
+        if v.len() <= 2000 {
+            check(span, v);
+        } else {
+            // `check` is quadratic; every offset, its neighbours and a few
+            // ranks instead.
+            for (i, &x) in v.iter().enumerate() {
+                assert!(ef.contains(x), "{x}");
+                for y in [x.wrapping_sub(1), x + 1] {
+                    assert_eq!(ef.contains(y), v.binary_search(&y).is_ok(), "{y}");
+                }
+                if i % 97 == 0 {
+                    assert_eq!(ef.rank(x), i);
+                    assert_eq!(ef.iter_from(x + 1).next(), v.get(i + 1).copied());
+                }
+            }
+        }
+        if v.is_empty() {
+            assert_eq!(ef.heap_bytes(), 0);
+            return ef;
+        }
+        let zeros = naive_zeros(&ef);
+        let buckets = ((span - 1) >> ef.low_bits) + 1;
+        assert_eq!(zeros.len() as u64, buckets);
+        for (k, &z) in zeros.iter().enumerate() {
+            assert_eq!(ef.select0(k as u64), z, "select0({k}) span {span}");
+        }
+        let mut rng = Rng(span ^ v.len() as u64);
+        for _ in 0..2000 {
+            let x = rng.next() % span;
+            assert_eq!(ef.contains(x), v.binary_search(&x).is_ok(), "{x}");
+        }
+        let l = u64::from(ef.low_bits);
+        let low_words = if l == 0 {
+            0
+        } else {
+            (v.len() as u64 * l).div_ceil(64) + 1
+        };
+        let high_words = (v.len() as u64 + buckets).div_ceil(64) + 2;
+        let blocks = buckets.div_ceil(1024);
+        let expected = (low_words + high_words) * 8 + blocks * 20 + ef.exceptions.len() as u64 * 4;
+        assert_eq!(ef.heap_bytes() as u64, expected);
+        assert_eq!(ef.index.len() as u64, blocks * 5);
+        assert_eq!(ef.exceptions.len() % 16, 0);
+        ef
+    }
+
     #[test]
     fn select_in_word_matches_naive() {
-        for x in [1u64, 0x8000_0000_0000_0000, u64::MAX, 0xf0f0_0f0f_1234_8001] {
+        let mut rng = Rng(7);
+        let mut words = vec![
+            0u64,
+            1,
+            0x8000_0000_0000_0000,
+            u64::MAX,
+            0xf0f0_0f0f_1234_8001,
+        ];
+        for density in [1, 8, 25, 32, 40, 56, 63] {
+            words.extend((0..50).map(|_| rng.word(density)));
+        }
+        for x in words {
             let ones: Vec<u64> = (0..64).filter(|b| x >> b & 1 == 1).collect();
-            for (r, &b) in ones.iter().enumerate() {
-                assert_eq!(select_in_word(x, r as u32), b, "{x:#x} r={r}");
+            for r in 0..=64u64 {
+                assert_eq!(
+                    select_in_word(x, r),
+                    ones.get(r as usize).copied(),
+                    "{x:#x} r={r}"
+                );
             }
+        }
+    }
+
+    #[test]
+    fn select0_128_and_byte_sum_match_naive() {
+        let mut rng = Rng(11);
+        for density in [0, 10, 25, 40, 60, 64] {
+            for _ in 0..50 {
+                let w = u128::from(rng.word(density)) | u128::from(rng.word(density)) << 64;
+                let zeros: Vec<u64> = (0..128).filter(|b| w >> b & 1 == 0).collect();
+                for r in 0..=128u64 {
+                    assert_eq!(
+                        select0_128(w, r),
+                        zeros.get(r as usize).copied(),
+                        "{w:#x} r={r}"
+                    );
+                }
+                let bytes = w.to_le_bytes();
+                for j in 0..16 {
+                    let sum: u64 = bytes[..j].iter().map(|&b| u64::from(b)).sum();
+                    assert_eq!(byte_sum(w & BYTES_BELOW[j]), sum, "{w:#x} j={j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn index_matches_naive_select() {
+        // Empty, one element, low_bits = 0, spans that are not multiples of
+        // a group or a block, all elements in one bucket.
+        check_index(1, &[0]);
+        check_index(1, &[]);
+        check_index(7, &[3]);
+        check_index(1000, &[999]);
+        check_index(65, &(0..65).collect::<Vec<_>>());
+        check_index(70_001, &(0..64).map(|x| x + 4096).collect::<Vec<_>>());
+        check_index(
+            1 << 23,
+            &(0..16).map(|x| x + 77 * 65_536).collect::<Vec<_>>(),
+        );
+        let mut rng = Rng(3);
+        // Uniform sets at every low_bits from 0 to 20 and a few densities
+        // in between, spans of odd sizes.
+        for (span, n) in [
+            (3000, 2999),
+            (3001, 1500),
+            (10_007, 2000),
+            (65_537, 1000),
+            (100_003, 1000),
+            (1_000_003, 10_000),
+            (1_048_577, 1),
+            (5_000_011, 100),
+            (3_000_017, 30),
+            (70_000_000, 50),
+        ] {
+            let v = rng.set(span, n);
+            check_index(span, &v);
+        }
+    }
+
+    #[test]
+    fn clumps_take_the_slow_paths() {
+        // A group of 64 buckets holding 255 ones or more: its block's group
+        // starts are exceptions. Buckets of more than four offsets and
+        // groups of more than 64 ones are looked up by the loops.
+        let clumped: Vec<u64> = (0..2000).chain(1_000_000..1_000_300).collect();
+        let ef = check_index(2_000_000, &clumped);
+        // Both clumps (2,000 and 300 ones in a group).
+        assert_eq!(ef.exceptions.len(), 32);
+        let mut rng = Rng(5);
+        let mut v = rng.set(10_000_000, 50_000);
+        v.retain(|x| !(4_000_000..4_100_000).contains(x));
+        v.extend(4_000_000..4_020_000);
+        v.extend((4_050_000..4_060_000).step_by(3));
+        v.sort_unstable();
+        let ef = check_index(10_000_000, &v);
+        assert!(!ef.exceptions.is_empty());
+        // Every other index: buckets hold 2^(l-1) offsets each.
+        let half: Vec<u64> = (0..40_000).map(|x| x * 2).collect();
+        let ef = check_index(80_000, &half);
+        assert!(ef.exceptions.is_empty());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Random sets, uniform or clumped, of any density: `select0`
+        /// agrees with a bit-by-bit select, `contains` and `rank` with the
+        /// sorted list, `heap_bytes` with the layout.
+        #[test]
+        fn index_agrees_with_naive(
+            span in 1u64..300_000,
+            points in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..1500),
+            runs in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u64..700), 0..4),
+        ) {
+            let mut v: Vec<u64> = points.iter().map(|&p| p % span).collect();
+            for (start, len) in runs {
+                let start = start % span;
+                v.extend(start..(start + len).min(span));
+            }
+            v.sort_unstable();
+            v.dedup();
+            check_index(span, &v);
         }
     }
 
