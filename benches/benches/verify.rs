@@ -75,6 +75,10 @@ struct VerifyBench {
     /// With `--serve`: write the 1,024 credentials here, one a line.
     #[arg(long)]
     tokens_out: Option<std::path::PathBuf>,
+    /// Only verify remembered credentials, for `--seconds`, and print the
+    /// rate: a loop for a profiler (`perf record`) with nothing else in it.
+    #[arg(long)]
+    repeated_only: bool,
     #[command(flatten)]
     cargo: CargoBench,
 }
@@ -102,6 +106,17 @@ fn main() -> anyhow::Result<()> {
     for token in tokens.iter().chain(&delegated) {
         verifier.verify(token, &expect).map_err(err)?;
         remembering.verify(token, &expect).map_err(err)?;
+    }
+    if args.repeated_only {
+        let repeated = rate(Duration::from_secs(args.seconds), |n| {
+            std::hint::black_box(
+                remembering
+                    .verify(&tokens[n % tokens.len()], &expect)
+                    .is_ok(),
+            );
+        });
+        println!("repeated (remembered) {repeated:.0} /s");
+        return Ok(());
     }
     let raw = raw_signatures(&tokens)?;
     let public = signer.public_key();

@@ -36,7 +36,13 @@ pub fn list_uri(issuer: &str, list: u64) -> String {
 /// The list a status list `uri` names, if it ends `/statuslists/<k>` with
 /// `k` at least 1.
 pub fn list_of_uri(uri: &str) -> Option<u64> {
-    let (_, number) = uri.rsplit_once(LISTS_SEGMENT)?;
+    // Read on every verification: the number after the last slash, then
+    // the segment before it (no substring search).
+    let slash = uri.rfind('/')?;
+    let number = &uri[slash + 1..];
+    if !uri[..=slash].ends_with(LISTS_SEGMENT) {
+        return None;
+    }
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -165,8 +171,21 @@ mod tests {
             "https://a/statuslists/x1",
             "https://a/lists/1",
             "https://a/statuslists/-1",
+            "https://a/statuslists/1/2",
+            "https://a/statuslists/1/",
+            "statuslists/1",
+            "/statuslists",
+            "",
         ] {
             assert_eq!(list_of_uri(bad), None, "{bad}");
+        }
+        for good in [
+            "/statuslists/5",
+            "https://a/statuslists/statuslists/5",
+            "https://a/x/statuslists/5",
+            "https://a/statuslists/x/statuslists/5",
+        ] {
+            assert_eq!(list_of_uri(good), Some(5), "{good}");
         }
         assert_eq!(index_of("https://a/statuslists/1", STATUS_LIST_SIZE), None);
         assert_eq!(

@@ -3,6 +3,7 @@
 //! cutoff, and every credential signed by a revoked key id.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::codec::{Reader, put_str, put_varint};
 use crate::error::FilterError;
@@ -55,6 +56,79 @@ pub struct RuleSet {
     tenants: BTreeMap<String, u64>,
     key_ids: BTreeSet<String>,
     tasks: BTreeMap<(String, String), u64>,
+    /// Fingerprints of the subject and task rules' pairs, derived from the
+    /// maps (see [`Prints`]).
+    prints: Prints,
+}
+
+/// Fingerprints of the (tenant, subject) pairs of the subject rules and the
+/// (tenant, task) pairs of the task rules: a credential whose pair has no
+/// fingerprint here (almost every credential) is covered by no such rule,
+/// found with one hash instead of string comparisons down an ordered map
+/// of up to [`MAX_RULES`] entries. A fingerprint present only sends the
+/// lookup on to the map, so a collision costs time, never an answer; and
+/// the fingerprints are ordered, so no choice of rules makes a lookup
+/// slower than a search of 64-bit integers.
+///
+/// Derived from the maps: every insertion adds its pair's fingerprint and
+/// removals rebuild the set, so two rule sets with equal maps have equal
+/// fingerprints, and equality and `Debug` look at the maps alone.
+#[derive(Clone, Default)]
+struct Prints(BTreeSet<u64>);
+
+/// Which map a fingerprint is of.
+#[derive(Clone, Copy, Hash)]
+enum PairKind {
+    Subject,
+    Task,
+}
+
+/// The fingerprint of `(tenant, name)` in the map `kind`: SipHash with
+/// fixed keys, so the same everywhere (it is never encoded).
+fn fingerprint(kind: PairKind, tenant: &str, name: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (kind, tenant, name).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Prints {
+    fn add(&mut self, kind: PairKind, tenant: &str, name: &str) {
+        self.0.insert(fingerprint(kind, tenant, name));
+    }
+
+    fn may_hold(&self, kind: PairKind, tenant: &str, name: &str) -> bool {
+        !self.0.is_empty() && self.0.contains(&fingerprint(kind, tenant, name))
+    }
+
+    /// The fingerprints of exactly these maps.
+    fn of(
+        subjects: &BTreeMap<(String, String), u64>,
+        tasks: &BTreeMap<(String, String), u64>,
+    ) -> Self {
+        let mut prints = Prints::default();
+        for (t, s) in subjects.keys() {
+            prints.add(PairKind::Subject, t, s);
+        }
+        for (t, task) in tasks.keys() {
+            prints.add(PairKind::Task, t, task);
+        }
+        prints
+    }
+}
+
+impl PartialEq for Prints {
+    /// Derived from the maps, which the rule sets' equality compares.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Prints {}
+
+impl std::fmt::Debug for Prints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} fingerprints", self.0.len())
+    }
 }
 
 /// A (tenant, name) key looked up by borrowed parts: the rule maps are
@@ -162,6 +236,7 @@ impl RuleSet {
             Some(c) => *c = (*c).max(issued_before_ms),
             None => {
                 check_room("subject rules", self.subjects.len())?;
+                self.prints.add(PairKind::Subject, tenant, subject);
                 self.subjects.insert(key, issued_before_ms);
             }
         }
@@ -200,6 +275,7 @@ impl RuleSet {
             Some(c) => *c = (*c).max(issued_before_ms),
             None => {
                 check_room("task rules", self.tasks.len())?;
+                self.prints.add(PairKind::Task, tenant, task);
                 self.tasks.insert(key, issued_before_ms);
             }
         }
@@ -244,10 +320,13 @@ impl RuleSet {
             Some(RevokedBy::KeyId)
         } else if self.tenants.get(tenant).is_some_and(|&c| issued_at_ms < c) {
             Some(RevokedBy::Tenant)
-        } else if cutoff_of(&self.subjects, tenant, subject).is_some_and(|c| issued_at_ms < c) {
+        } else if self.prints.may_hold(PairKind::Subject, tenant, subject)
+            && cutoff_of(&self.subjects, tenant, subject).is_some_and(|c| issued_at_ms < c)
+        {
             Some(RevokedBy::Subject)
         } else if task.is_some_and(|task| {
-            cutoff_of(&self.tasks, tenant, task).is_some_and(|c| issued_at_ms < c)
+            self.prints.may_hold(PairKind::Task, tenant, task)
+                && cutoff_of(&self.tasks, tenant, task).is_some_and(|c| issued_at_ms < c)
         }) {
             Some(RevokedBy::Task)
         } else {
@@ -260,6 +339,7 @@ impl RuleSet {
     pub fn merge(&mut self, other: &RuleSet) -> Result<(), FilterError> {
         self.check_merge(other)?;
         for ((t, s), &c) in &other.subjects {
+            self.prints.add(PairKind::Subject, t, s);
             let cutoff = self.subjects.entry((t.clone(), s.clone())).or_insert(c);
             *cutoff = (*cutoff).max(c);
         }
@@ -269,6 +349,7 @@ impl RuleSet {
         }
         self.key_ids.extend(other.key_ids.iter().cloned());
         for ((t, task), &c) in &other.tasks {
+            self.prints.add(PairKind::Task, t, task);
             let cutoff = self.tasks.entry((t.clone(), task.clone())).or_insert(c);
             *cutoff = (*cutoff).max(c);
         }
@@ -344,9 +425,13 @@ impl RuleSet {
     /// `keep` (a verifier drops rules once every credential they cover
     /// expired).
     pub fn retain_cutoffs(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let pairs = (self.subjects.len(), self.tasks.len());
         self.subjects.retain(|_, cutoff| keep(*cutoff));
         self.tenants.retain(|_, cutoff| keep(*cutoff));
         self.tasks.retain(|_, cutoff| keep(*cutoff));
+        if (self.subjects.len(), self.tasks.len()) != pairs {
+            self.prints = Prints::of(&self.subjects, &self.tasks);
+        }
     }
 
     /// Whether there are no rules.
@@ -404,6 +489,7 @@ impl RuleSet {
                 return Err(FilterError::NotSorted);
             }
             prev = Some(key.clone());
+            rules.prints.add(PairKind::Subject, &key.0, &key.1);
             rules.subjects.insert(key, c);
         }
         let n = r.count("tenant rules", MAX_RULES, 2)?;
@@ -436,6 +522,7 @@ impl RuleSet {
                 return Err(FilterError::NotSorted);
             }
             prev = Some(key.clone());
+            rules.prints.add(PairKind::Task, &key.0, &key.1);
             rules.tasks.insert(key, c);
         }
         Ok(rules)

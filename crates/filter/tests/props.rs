@@ -200,6 +200,49 @@ proptest! {
         prop_assert_eq!(back.revokes(&t, &s, task.as_deref(), &k, at), expect);
     }
 
+    /// Subject and task lookups (which a fingerprint of each rule's pair
+    /// lets skip the ordered maps) answer as the maps say, for every pair
+    /// a rule names and for others, after rules are added, merged in, aged
+    /// out, decoded and cloned.
+    #[test]
+    fn rule_lookups_match_the_maps_through_every_change(
+        a in arb_rules(),
+        b in arb_rules(),
+        keep_from in any::<u64>(),
+        probes in prop::collection::vec(("[a-d]{0,3}", "[a-zé0-9:/._-]{0,6}", any::<u64>()), 0..16),
+    ) {
+        let check = |r: &RuleSet| -> Result<(), TestCaseError> {
+            let mut pairs: Vec<(String, String, u64)> = probes.clone();
+            for ((t, s), &c) in r.subjects().iter().chain(r.tasks()) {
+                pairs.push((t.clone(), s.clone(), c.saturating_sub(1)));
+                pairs.push((t.clone(), s.clone(), c));
+            }
+            for (t, name, at) in pairs {
+                let by_subject = r.subjects().get(&(t.clone(), name.clone())).is_some_and(|&c| at < c);
+                let by_task = r.tasks().get(&(t.clone(), name.clone())).is_some_and(|&c| at < c);
+                let by_tenant = r.tenants().get(&t).is_some_and(|&c| at < c);
+                // As a subject, with no task.
+                prop_assert_eq!(r.revokes(&t, &name, None, "none", at), by_tenant || by_subject);
+                // As a task, of a subject no rule names.
+                prop_assert_eq!(r.revokes(&t, "\u{0}", Some(&name), "none", at), by_tenant || by_task);
+            }
+            Ok(())
+        };
+        let mut r = a.clone();
+        check(&r)?;
+        r.merge(&b).unwrap();
+        check(&r)?;
+        check(&r.clone())?;
+        check(&RuleSet::decode(&r.encode()).unwrap())?;
+        r.retain_cutoffs(|c| c >= keep_from);
+        check(&r)?;
+        r.revoke_subject("zz", "late", 5).unwrap();
+        r.revoke_task("zz", "late-task", 5).unwrap();
+        check(&r)?;
+        prop_assert!(r.revokes("zz", "late", None, "none", 4));
+        prop_assert!(r.revokes("zz", "x", Some("late-task"), "none", 4));
+    }
+
     /// A task rule revokes exactly its tenant's credentials of its task
     /// issued before its cutoff; merging keeps the later cutoff, in either
     /// order.
