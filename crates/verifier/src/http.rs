@@ -61,12 +61,12 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::follower::FollowStats;
 use crate::verifier::VerifierStatus;
-use crate::verifier::{CheckedSignature, Expect, Rejection, Verifier};
+use crate::verifier::{Accepted, CheckedSignature, Expect, Rejection, Verifier};
 use lapse_metrics::{Labels, Scrape, Value as Sample};
 
 mod guard;
@@ -330,17 +330,66 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, VerifyBody
     Ok((token, parsed))
 }
 
+/// One verifier's answer to a credential, written straight to JSON (no
+/// intermediate `Value`): the accepted credential's fields beside
+/// `valid: true`, or why it was refused. `status`, the HTTP status it
+/// would have alone, only in `verify-all`'s list.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Verdict<'a> {
+    Accepted {
+        valid: bool,
+        #[serde(flatten)]
+        accepted: Box<Accepted>,
+        verifier: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
+    Refused {
+        valid: bool,
+        reason: &'static str,
+        error: String,
+        detail: String,
+        verifier: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
+}
+
+impl Verdict<'_> {
+    fn valid(&self) -> bool {
+        matches!(self, Verdict::Accepted { .. })
+    }
+
+    fn with_status(mut self, code: StatusCode) -> Self {
+        match &mut self {
+            Verdict::Accepted { status, .. } | Verdict::Refused { status, .. } => {
+                *status = Some(code.as_u16());
+            }
+        }
+        self
+    }
+}
+
+/// `verify-all`'s answer.
+#[derive(Serialize)]
+struct AllVerdicts<'a> {
+    verifiers: usize,
+    valid: usize,
+    answers: Vec<Verdict<'a>>,
+}
+
 /// One verifier's answer; `first` when no other verifier of this process
 /// checked this request's DPoP proof before (only the first remembers it);
 /// `checked`, the token's signature as another verifier of the process
 /// checked it, if one did.
-fn verdict(
-    served: &Served,
+fn verdict<'a>(
+    served: &'a Served,
     token: &str,
     request: &VerifyBody,
     first: bool,
     checked: Option<&CheckedSignature>,
-) -> (StatusCode, Value) {
+) -> (StatusCode, Verdict<'a>) {
     let dpop = request.dpop.as_ref().and_then(|d| {
         Some(crate::verifier::Proof {
             proof: d.proof.as_deref()?,
@@ -355,14 +404,15 @@ fn verdict(
         dpop,
     };
     match served.verifier.verify_checked(token, &expect, checked) {
-        Ok(accepted) => {
-            let mut body = serde_json::to_value(&accepted).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut body {
-                map.insert("valid".into(), Value::Bool(true));
-                map.insert("verifier".into(), Value::String(served.id.clone()));
-            }
-            (StatusCode::OK, body)
-        }
+        Ok(accepted) => (
+            StatusCode::OK,
+            Verdict::Accepted {
+                valid: true,
+                accepted: Box::new(accepted),
+                verifier: &served.id,
+                status: None,
+            },
+        ),
         Err(rejection) => {
             let status = match rejection {
                 Rejection::Stale { .. } | Rejection::NoState => StatusCode::SERVICE_UNAVAILABLE,
@@ -373,15 +423,17 @@ fn verdict(
                 // The request's fault: it named no audience to check.
                 Rejection::NoAudience => StatusCode::BAD_REQUEST,
             };
+            let error = rejection.to_string();
             (
                 status,
-                json!({
-                    "valid": false,
-                    "reason": rejection.code(),
-                    "error": rejection.to_string(),
-                    "detail": rejection.to_string(),
-                    "verifier": served.id,
-                }),
+                Verdict::Refused {
+                    valid: false,
+                    reason: rejection.code(),
+                    detail: error.clone(),
+                    error,
+                    verifier: &served.id,
+                    status: None,
+                },
             )
         }
     }
@@ -434,24 +486,20 @@ async fn verify_all(
         .values()
         .next()
         .and_then(|first| first.verifier.check_signatures(&[&token]).pop().flatten());
-    let answers: Vec<Value> = state
+    let answers: Vec<Verdict> = state
         .verifiers
         .values()
         .enumerate()
         .map(|(n, served)| {
-            let (status, mut body) = verdict(served, &token, &request, n == 0, checked.as_ref());
-            if let Value::Object(map) = &mut body {
-                map.insert("status".into(), json!(status.as_u16()));
-            }
-            body
+            let (status, answer) = verdict(served, &token, &request, n == 0, checked.as_ref());
+            answer.with_status(status)
         })
         .collect();
-    let valid = answers.iter().filter(|a| a["valid"] == true).count();
-    axum::Json(json!({
-        "verifiers": answers.len(),
-        "valid": valid,
-        "answers": answers,
-    }))
+    axum::Json(AllVerdicts {
+        verifiers: answers.len(),
+        valid: answers.iter().filter(|a| a.valid()).count(),
+        answers,
+    })
     .into_response()
 }
 
