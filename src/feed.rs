@@ -339,8 +339,13 @@ pub struct PropagationArgs {
     #[arg(long)]
     epoch: Option<u64>,
     /// List every verifier, not only the lagging ones.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "summary")]
     all: bool,
+    /// Ask the brokers for the counts and delay summaries, and at most 100
+    /// lagging or gone verifiers by name, instead of every verifier: for
+    /// fleets of many thousands.
+    #[arg(long)]
+    summary: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -362,6 +367,7 @@ pub async fn propagation(args: PropagationArgs) -> Result<(), Failure> {
         .admin(
             client.propagation(connection.request(pb::PropagationRequest {
                 epoch: args.epoch.unwrap_or(0),
+                summary: args.summary,
             })),
         )
         .await?;
@@ -384,19 +390,16 @@ pub async fn propagation(args: PropagationArgs) -> Result<(), Failure> {
             })).collect::<Vec<_>>(),
             "lagging": lagging.iter().map(|v| &v.verifier_id).collect::<Vec<_>>(),
             "unreachable_brokers": report.unreachable_brokers,
+            "verifier_count": report.verifier_count,
+            "holding": report.holding,
+            "connected": report.connected,
+            "unlisted": report.unlisted,
         }));
         return Ok(());
     }
-    let holding = report
-        .verifiers
-        .iter()
-        .filter(|v| v.acked_epoch >= report.epoch)
-        .count();
     println!(
-        "epoch {}: held by {holding} of {} verifiers ({} connected)",
-        report.epoch,
-        report.verifiers.len(),
-        report.verifiers.iter().filter(|v| v.connected).count()
+        "epoch {}: held by {} of {} verifiers ({} connected)",
+        report.epoch, report.holding, report.verifier_count, report.connected
     );
     println!(
         "{:<16} {:>9} {:>10} {:>10} {:>10} {:>10}",
@@ -441,6 +444,12 @@ pub async fn propagation(args: PropagationArgs) -> Result<(), Failure> {
                 state
             );
         }
+    }
+    if report.unlisted > 0 {
+        println!(
+            "... and {} more lagging or gone, not listed (--summary)",
+            report.unlisted
+        );
     }
     if !report.unreachable_brokers.is_empty() {
         println!(

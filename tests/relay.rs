@@ -250,6 +250,38 @@ async fn leaves_follow_a_relay_are_counted_and_fail_over_when_it_dies() {
         assert_eq!(leaf.verify_all(&first).0, 0);
         assert_eq!(leaf.verify_all(&second).0, 0);
     }
+
+    // A summary report counts every verifier and names only the lagging
+    // or gone: here the dead relay, as the full report's lagging list does.
+    let full = report(&cluster).unwrap();
+    let summary = cli_json(&cluster, 2, &["propagation", "--summary", "--json"]);
+    let names = |report: &Value| -> Vec<String> {
+        report["verifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["verifier"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let lagging: Vec<String> = full["lagging"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(lagging.len(), 1, "only the relay: {full}");
+    assert!(lagging[0].starts_with("relay-1"), "{full}");
+    assert_eq!(names(&summary), lagging, "{summary}");
+    assert_eq!(summary["verifier_count"], LEAVES + 1, "{summary}");
+    assert_eq!(summary["connected"], LEAVES, "{summary}");
+    assert_eq!(summary["holding"], LEAVES, "{summary}");
+    assert_eq!(summary["unlisted"], 0, "{summary}");
+    assert_eq!(summary["overall"], full["overall"], "{summary}\n{full}");
+    assert_eq!(names(&full).len(), LEAVES + 1, "{full}");
+    assert_eq!(full["verifier_count"], LEAVES + 1, "{full}");
+    // --summary and --all ask for opposite things.
+    let out = cluster.cli(2, &["propagation", "--summary", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]

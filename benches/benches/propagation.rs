@@ -542,7 +542,13 @@ async fn brokers_view(
     // The report names every verifier: 8.6 MB at 100,000.
     Ok(ClusterClient::new(channel)
         .max_decoding_message_size(64 << 20)
-        .propagation(request(&bench_auth(), pb::PropagationRequest { epoch: 0 }))
+        .propagation(request(
+            &bench_auth(),
+            pb::PropagationRequest {
+                epoch: 0,
+                summary: false,
+            },
+        ))
         .await?
         .into_inner()
         .overall)

@@ -24,13 +24,17 @@ fn delay_summary(region: &str, histogram: &Histogram, verifiers: u32) -> pb::Del
     }
 }
 
+/// Verifiers a summary report names at most.
+const SUMMARY_LISTED: usize = 100;
+
 impl ClusterService {
     pub(super) async fn propagation_report(
         &self,
         request: Request<pb::PropagationRequest>,
     ) -> Result<Response<pb::PropagationResponse>, Status> {
         self.permit(&request, crate::access::Action::ReadPropagation, None)?;
-        let epoch = match request.into_inner().epoch {
+        let asked = request.into_inner();
+        let epoch = match asked.epoch {
             0 => self.feed.current_epoch(),
             asked => asked,
         };
@@ -49,9 +53,33 @@ impl ClusterService {
                 delay_summary(region, histogram, verifiers)
             })
             .collect();
+        let holds = |acked: u64| acked >= epoch;
+        let holding = report
+            .verifiers
+            .values()
+            .filter(|record| holds(record.acked_epoch))
+            .count();
+        let connected = report
+            .verifiers
+            .values()
+            .filter(|record| record.connections > 0)
+            .count();
+        // With `summary`, the lagging and the gone only, a bounded number.
+        let listed = |record: &&crate::feed::propagation::VerifierRecord| {
+            !asked.summary || !holds(record.acked_epoch) || record.connections == 0
+        };
+        let mut unlisted = 0;
         let verifiers = report
             .verifiers
             .iter()
+            .filter(|(_, record)| listed(record))
+            .enumerate()
+            .filter(|(n, _)| {
+                let keep = !asked.summary || *n < SUMMARY_LISTED;
+                unlisted += usize::from(!keep);
+                keep
+            })
+            .map(|(_, entry)| entry)
             .map(|(id, record)| pb::VerifierProgress {
                 verifier_id: id.clone(),
                 region: record.region.clone(),
@@ -70,6 +98,10 @@ impl ClusterService {
             overall: Some(delay_summary("", &overall, report.verifiers.len() as u32)),
             regions,
             unreachable_brokers,
+            verifier_count: report.verifiers.len() as u32,
+            holding: holding as u32,
+            connected: connected as u32,
+            unlisted: unlisted as u32,
         }))
     }
 }
