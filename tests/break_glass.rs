@@ -3,7 +3,9 @@
 //! accepting the credential within its limits and refusing it beyond them
 //! (wrong audience, too long, wrong key, revoked), still accepting it when
 //! cut off from every broker, and its uses, and a fail-open verifier's,
-//! reaching the brokers once the verifiers reconnect.
+//! reaching the brokers once the verifiers reconnect; and a leaf's uses
+//! reaching the brokers through its relay, which forwards only the uses a
+//! leaf reports under its own name.
 
 mod support;
 
@@ -491,5 +493,202 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("no signing key with id k-nobody"),
         "{unknown:?}"
+    );
+}
+
+/// The relay's answer to a subscriber saying hello as `id` and then
+/// sending `report`: the status that ended the stream, if one did within
+/// ten seconds.
+async fn relay_answer(
+    relay: &str,
+    id: &str,
+    report: lapse_wire::feed::UseReport,
+) -> Option<tonic::Status> {
+    use lapse_wire::feed::feed_client::FeedClient;
+    use lapse_wire::feed::feed_request::Kind as RequestKind;
+    use lapse_wire::feed::{FeedRequest, Hello};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    for kind in [
+        RequestKind::Hello(Hello {
+            verifier_id: id.into(),
+            region: "edge".into(),
+            resume_epoch: None,
+        }),
+        RequestKind::UseReport(report),
+    ] {
+        requests
+            .send(FeedRequest { kind: Some(kind) })
+            .await
+            .unwrap();
+    }
+    let mut stream = FeedClient::new(channel)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .ok()?
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_uses_behind_a_relay_reach_the_cluster_through_it() {
+    let cluster = TestCluster::start_with(3, FAST_RAFT, |_| {
+        "[issuance]\nlease_block = 20\n[feed]\nheartbeat_ms = 100\n".to_owned()
+    });
+    let keys = cluster.dir.path().join("glass");
+    let out = lapse()
+        .args(["break-glass", "keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = keys.join("break-glass.key");
+    let public = keys.join("break-glass.pub.jwk");
+    let brokers: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+    let relay_address = format!("127.0.0.1:{}", free_port());
+    let relay = VerifierProcess::start(
+        cluster.dir.path(),
+        "relay",
+        "eu",
+        1,
+        &brokers,
+        &["--relay", &relay_address],
+    );
+    // The leaf knows only the relay: it never follows a broker.
+    let leaf = VerifierProcess::start(
+        cluster.dir.path(),
+        "leaf",
+        "edge",
+        1,
+        std::slice::from_ref(&relay_address),
+        &[
+            "--break-glass-key",
+            public.to_str().unwrap(),
+            "--break-glass-audience",
+            "billing",
+            "--break-glass-max-ttl",
+            "30m",
+        ],
+    );
+    cluster.wait_for_leader().await;
+    let describe = || {
+        format!(
+            "{}\n{}\n{}",
+            cluster.logs(),
+            relay.log_tail(),
+            leaf.log_tail()
+        )
+    };
+    eventually(60, describe, || {
+        let status = first_status(&leaf);
+        status["fresh"] == true
+            && status["following_broker"]["address"].as_str() == Some(relay_address.as_str())
+    })
+    .await;
+    let leaf_id = leaf.status().keys().next().unwrap().clone();
+
+    let minted = mint(&key, ONCALL, &["--aud", "billing", "--ttl", "10m"]);
+    let (code, body) = verify(&leaf, token(&minted));
+    assert_eq!(code, 200, "{body}");
+    let jti = minted["jti"].as_str().unwrap().to_owned();
+    // The use goes up through the relay, is recorded, and the answer comes
+    // back down: the leaf holds nothing more, without ever meeting a broker.
+    eventually(60, describe, || {
+        let status = first_status(&leaf);
+        reported(&cluster, "break_glass", &jti)
+            && status["emergency_uses_pending"] == 0
+            && status["emergency_uses_unconfirmed"] == 0
+            && status["following_broker"]["address"].as_str() == Some(relay_address.as_str())
+    })
+    .await;
+    let audit = cli_json(
+        &cluster,
+        1,
+        &[
+            "audit",
+            "--control",
+            "--action",
+            "break_glass_use",
+            "--json",
+        ],
+    );
+    let event = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["outcome"].as_str().is_some_and(|o| o.contains(&jti)))
+        .unwrap_or_else(|| panic!("no event for {jti}: {audit}"))
+        .clone();
+    assert!(
+        event["principal"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("verifier:relay")),
+        "{event}"
+    );
+    assert!(
+        event["outcome"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("by verifier {leaf_id} (relayed)")),
+        "{event}"
+    );
+    let (_, relay_status) = relay.status().into_iter().next().unwrap();
+    eventually(30, describe, || {
+        relay.status().into_values().next().unwrap()["relay"]["forwarded_use_reports"] == 0
+    })
+    .await;
+    assert_eq!(relay_status["relay"]["leaves"], 1, "{relay_status}");
+
+    // A subscriber reporting uses under another verifier's name, or more
+    // uses than a verifier sends, is cut off, and nothing is forwarded.
+    let foreign = lapse_wire::feed::UseReport {
+        uses: vec![lapse_wire::feed::EmergencyUse {
+            verifier_id: "someone-else".into(),
+            jti: "forged".into(),
+            ..Default::default()
+        }],
+        report_id: 7,
+    };
+    let status = relay_answer(&relay_address, "mallory", foreign)
+        .await
+        .expect("the relay must end the stream");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("only its own"), "{status:?}");
+    let flood = lapse_wire::feed::UseReport {
+        uses: (0..65)
+            .map(|n| lapse_wire::feed::EmergencyUse {
+                verifier_id: "mallory".into(),
+                jti: format!("flood-{n}"),
+                ..Default::default()
+            })
+            .collect(),
+        report_id: 8,
+    };
+    let status = relay_answer(&relay_address, "mallory", flood)
+        .await
+        .expect("the relay must end the stream");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        relay.status().into_values().next().unwrap()["relay"]["forwarded_use_reports"],
+        0
+    );
+    assert!(
+        !broker_logs(&cluster).contains("forged"),
+        "a forged use reached a broker"
     );
 }

@@ -175,7 +175,7 @@ async fn leaves_follow_a_relay_are_counted_and_fail_over_when_it_dies() {
     let (relay_id, relay_status) = relay.status().into_iter().next().unwrap();
     assert_eq!(
         relay_status["relay"],
-        serde_json::json!({"leaves": LEAVES, "max_leaves": 10_000}),
+        serde_json::json!({"leaves": LEAVES, "max_leaves": 10_000, "forwarded_use_reports": 0}),
         "{relay_status}"
     );
     let (_, metrics) = support::edge::http_request(&relay.http, "GET", "/metrics", "").unwrap();

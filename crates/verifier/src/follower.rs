@@ -351,6 +351,10 @@ async fn follow_one(
         // The answer to a report: its uses are in the replicated audit.
         if let Some(Kind::UsesRecorded(recorded)) = &event.kind {
             in_flight.recorded(recorded.report_id);
+            // A relay passes it on to the leaves whose report it was.
+            if let Some(OnEvent(hook)) = &config.on_event {
+                hook(&event);
+            }
             if owed {
                 owed = !report_uses(&mut in_flight, config, stats, &requests);
             }

@@ -593,7 +593,11 @@ fn status_of(served: &Served) -> Value {
         if let Some(relay) = &served.relay {
             map.insert(
                 "relay".into(),
-                json!({"leaves": relay.leaves(), "max_leaves": relay.max_leaves()}),
+                json!({
+                    "leaves": relay.leaves(),
+                    "max_leaves": relay.max_leaves(),
+                    "forwarded_use_reports": relay.forwarded_uses(),
+                }),
             );
         }
     }

@@ -19,8 +19,15 @@
 //!   relays and brokers, and a relay that dies or goes quiet is left for
 //!   the next.
 //!
-//! Emergency-use reports from leaves are not relayed: a leaf keeps them
-//! and reports them when it follows a broker.
+//! - **Emergency uses flow up too.** A leaf's `UseReport` (break-glass
+//!   credentials it accepted, acceptances while stale) is forwarded on the
+//!   relay's own subscription, and kept until the broker answers
+//!   `UsesRecorded`, which the relay passes down to its leaves (a leaf
+//!   ignores the ids of reports not its own). The relay forwards only uses
+//!   a leaf reports under its own name, holds at most
+//!   [`MAX_FORWARDED_REPORTS`] unanswered, and sends them all again on
+//!   each new upstream subscription; a leaf keeps its uses until they are
+//!   recorded, so a relay that dies with them loses nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,7 +36,7 @@ use std::time::Duration;
 use lapse_filter::{Message, encode_message};
 use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
-use lapse_wire::feed::{FeedEvent, FeedRequest, Hello, Leaf, LeafReport};
+use lapse_wire::feed::{FeedEvent, FeedRequest, Hello, Leaf, LeafReport, UseReport};
 use lapse_wire::frames::{FeedFrame, FrameFeed};
 use lapse_wire::names::{check_name, verifier_id_matches};
 use tokio::sync::broadcast::error::RecvError;
@@ -46,6 +53,9 @@ const FIRST_STATE_TIMEOUT: Duration = Duration::from_secs(5);
 const LEAVES_PER_REPORT: usize = 1024;
 /// Events a lagging leaf may be behind before it is sent a snapshot.
 const BROADCAST_BUFFER: usize = 256;
+/// Leaves' use reports forwarded and not yet recorded; a leaf whose report
+/// finds no room is told to try another source.
+pub const MAX_FORWARDED_REPORTS: usize = 64;
 
 /// How a relay serves its leaves.
 #[derive(Debug, Clone)]
@@ -91,6 +101,11 @@ enum Passed {
     Withheld {
         frame: FeedFrame,
     },
+    /// A broker recorded a use report: every leaf gets it, and the one
+    /// that sent the report stops holding it.
+    Recorded {
+        frame: FeedFrame,
+    },
 }
 
 /// What the relay knows of one leaf.
@@ -115,6 +130,9 @@ pub struct Relay {
     /// are what a snapshot from the relay says.
     last: Mutex<Option<FeedEvent>>,
     leaves: Mutex<HashMap<String, LeafEntry>>,
+    /// Leaves' use reports not yet recorded upstream, each with whether it
+    /// went up on the current subscription.
+    uses: Mutex<VecDeque<(UseReport, bool)>>,
     leaves_changed: Notify,
     permits: Arc<Semaphore>,
 }
@@ -130,6 +148,7 @@ impl Relay {
             snapshot: Mutex::new(None),
             last: Mutex::new(None),
             leaves: Mutex::new(HashMap::new()),
+            uses: Mutex::new(VecDeque::new()),
             leaves_changed: Notify::new(),
             config,
         })
@@ -151,6 +170,12 @@ impl Relay {
     /// Pass on an event the relay's verifier applied (the follower calls
     /// this; see [`crate::FollowConfig::on_event`]).
     pub fn passed(&self, event: &FeedEvent) {
+        if let Some(Kind::UsesRecorded(recorded)) = &event.kind {
+            lock(&self.uses).retain(|(report, _)| report.report_id != recorded.report_id);
+            let frame = FeedFrame::shared(event);
+            let _ = self.updates.send(Arc::new(Passed::Recorded { frame }));
+            return;
+        }
         let passed = match &event.kind {
             Some(Kind::Delta(_)) => {
                 let frame = FeedFrame::shared(event);
@@ -265,6 +290,48 @@ impl Relay {
         self.leaves_changed.notify_one();
     }
 
+    /// Forward `report` from leaf `id` up the relay's subscription. Refused
+    /// when a use names another verifier or the report holds more uses than
+    /// a verifier sends, and when [`MAX_FORWARDED_REPORTS`] wait already.
+    fn forward_uses(&self, id: &str, report: UseReport) -> Result<(), Status> {
+        if report.uses.len() > crate::break_glass::MAX_USES_PER_REPORT {
+            return Err(Status::invalid_argument(format!(
+                "a use report holds at most {} uses",
+                crate::break_glass::MAX_USES_PER_REPORT
+            )));
+        }
+        if report.uses.iter().any(|use_| use_.verifier_id != id) {
+            return Err(Status::invalid_argument(
+                "a leaf reports only its own emergency uses",
+            ));
+        }
+        if report.report_id == 0 || report.uses.is_empty() {
+            return Ok(());
+        }
+        let mut uses = lock(&self.uses);
+        if uses
+            .iter()
+            .any(|(held, _)| held.report_id == report.report_id)
+        {
+            return Ok(());
+        }
+        if uses.len() >= MAX_FORWARDED_REPORTS {
+            return Err(Status::resource_exhausted(format!(
+                "this relay holds {MAX_FORWARDED_REPORTS} use reports not yet recorded; report to another relay or a broker"
+            )));
+        }
+        tracing::info!(leaf = %id, uses = report.uses.len(), "forwarding a leaf's emergency uses");
+        uses.push_back((report, false));
+        drop(uses);
+        self.leaves_changed.notify_one();
+        Ok(())
+    }
+
+    /// Use reports forwarded and not yet recorded upstream.
+    pub fn forwarded_uses(&self) -> usize {
+        lock(&self.uses).len()
+    }
+
     fn leaf_gone(&self, id: &str) {
         if let Some(entry) = lock(&self.leaves).get_mut(id) {
             entry.sessions = entry.sessions.saturating_sub(1);
@@ -280,6 +347,17 @@ impl crate::follower::Downstream for Relay {
     }
 
     fn report(&self, all: bool) -> Vec<FeedRequest> {
+        // Leaves' uses first, each once per subscription until recorded.
+        let mut requests: Vec<FeedRequest> = lock(&self.uses)
+            .iter_mut()
+            .filter(|(_, sent)| all || !*sent)
+            .map(|(report, sent)| {
+                *sent = true;
+                FeedRequest {
+                    kind: Some(RequestKind::UseReport(report.clone())),
+                }
+            })
+            .collect();
         let mut leaves = lock(&self.leaves);
         let mut reported = Vec::new();
         for (id, entry) in leaves.iter_mut() {
@@ -296,14 +374,12 @@ impl crate::follower::Downstream for Relay {
         }
         // Reported gone, or gone with nothing to report: forgotten.
         leaves.retain(|_, entry| entry.sessions > 0);
-        reported
-            .chunks(LEAVES_PER_REPORT)
-            .map(|chunk| FeedRequest {
-                kind: Some(RequestKind::Leaves(LeafReport {
-                    leaves: chunk.to_vec(),
-                })),
-            })
-            .collect()
+        requests.extend(reported.chunks(LEAVES_PER_REPORT).map(|chunk| FeedRequest {
+            kind: Some(RequestKind::Leaves(LeafReport {
+                leaves: chunk.to_vec(),
+            })),
+        }));
+        requests
     }
 }
 
@@ -472,8 +548,10 @@ impl LeafSession {
                     self.relay.leaf_acked(&self.hello.verifier_id, epoch);
                     Ok(())
                 }
-                // Kept by the leaf until it follows a broker.
-                Some(RequestKind::UseReport(_)) => Ok(()),
+                Some(RequestKind::UseReport(report)) => self
+                    .relay
+                    .forward_uses(&self.hello.verifier_id, report)
+                    .map_err(Some),
                 _ => Err(Some(Status::invalid_argument(
                     "after the Hello a subscriber sends only Acks and UseReports",
                 ))),
@@ -515,7 +593,9 @@ impl LeafSession {
                     self.ready.push_back(frame.clone());
                 }
             }
-            Passed::Withheld { frame } => self.ready.push_back(frame.clone()),
+            Passed::Withheld { frame } | Passed::Recorded { frame } => {
+                self.ready.push_back(frame.clone())
+            }
         }
     }
 

@@ -79,8 +79,15 @@ pub(super) fn note_use_report(
                 justification: Some(cap(&use_.reason)).filter(|r| !r.is_empty()),
                 grant: None,
             };
+            // A relay reports its leaves' uses under its own name; the leaf
+            // it names is its word.
+            let relayed = if use_.verifier_id != verifier {
+                format!(", by verifier {} (relayed)", cap(&use_.verifier_id))
+            } else {
+                String::new()
+            };
             let outcome = Ok(format!(
-                "accepted {} time(s) from {} to {} (verifier clock): jti {}, sub {}, aud {:?}, key {}",
+                "accepted {} time(s) from {} to {} (verifier clock): jti {}, sub {}, aud {:?}, key {}{relayed}",
                 use_.count,
                 use_.at_ms,
                 use_.last_at_ms,
