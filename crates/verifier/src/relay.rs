@@ -56,6 +56,9 @@ const BROADCAST_BUFFER: usize = 256;
 /// Leaves' use reports forwarded and not yet recorded; a leaf whose report
 /// finds no room is told to try another source.
 pub const MAX_FORWARDED_REPORTS: usize = 64;
+/// Of those, from one leaf (a verifier waits on at most 16 itself), so one
+/// leaf cannot take every place.
+const MAX_FORWARDED_PER_LEAF: usize = 16;
 
 /// How a relay serves its leaves.
 #[derive(Debug, Clone)]
@@ -309,15 +312,20 @@ impl Relay {
             return Ok(());
         }
         let mut uses = lock(&self.uses);
+        let of_leaf = |held: &UseReport| held.uses.first().is_some_and(|u| u.verifier_id == id);
+        // The same report again (a leaf resends what waits on its next
+        // subscription) is forwarded once.
         if uses
             .iter()
-            .any(|(held, _)| held.report_id == report.report_id)
+            .any(|(held, _)| of_leaf(held) && held.report_id == report.report_id)
         {
             return Ok(());
         }
-        if uses.len() >= MAX_FORWARDED_REPORTS {
+        let from_leaf = uses.iter().filter(|(held, _)| of_leaf(held)).count();
+        if uses.len() >= MAX_FORWARDED_REPORTS || from_leaf >= MAX_FORWARDED_PER_LEAF {
             return Err(Status::resource_exhausted(format!(
-                "this relay holds {MAX_FORWARDED_REPORTS} use reports not yet recorded; report to another relay or a broker"
+                "this relay holds {} use reports not yet recorded ({from_leaf} of them this verifier's); report to another relay or a broker",
+                uses.len()
             )));
         }
         tracing::info!(leaf = %id, uses = report.uses.len(), "forwarding a leaf's emergency uses");
@@ -634,5 +642,106 @@ impl Drop for LeafSession {
         if self.started {
             self.relay.leaf_gone(&self.hello.verifier_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapse_wire::feed::EmergencyUse;
+
+    use super::*;
+    use crate::VerifyConfig;
+    use crate::follower::Downstream as _;
+
+    fn report(leaf: &str, id: u64, uses: usize) -> UseReport {
+        UseReport {
+            uses: (0..uses)
+                .map(|n| EmergencyUse {
+                    verifier_id: leaf.into(),
+                    jti: format!("{leaf}-{id}-{n}"),
+                    ..Default::default()
+                })
+                .collect(),
+            report_id: id,
+        }
+    }
+
+    fn queued(relay: &Relay) -> Vec<u64> {
+        relay
+            .report(true)
+            .into_iter()
+            .filter_map(|request| match request.kind {
+                Some(RequestKind::UseReport(report)) => Some(report.report_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_use_reports_are_bounded_per_leaf_and_in_all_and_leave_when_recorded() {
+        let relay = Relay::new(
+            Verifier::new(VerifyConfig::default()),
+            RelayConfig::default(),
+        );
+        // A leaf's own uses are forwarded, once per report id.
+        for id in 1..=MAX_FORWARDED_PER_LEAF as u64 {
+            relay.forward_uses("a", report("a", id, 1)).unwrap();
+        }
+        relay.forward_uses("a", report("a", 1, 1)).unwrap();
+        assert_eq!(relay.forwarded_uses(), MAX_FORWARDED_PER_LEAF);
+        // One leaf cannot take every place.
+        let refused = relay.forward_uses("a", report("a", 100, 1)).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        // Others still can, up to the relay's bound.
+        let mut id = 1_000;
+        for leaf in ["b", "c", "d"] {
+            for _ in 0..MAX_FORWARDED_PER_LEAF {
+                id += 1;
+                relay.forward_uses(leaf, report(leaf, id, 1)).unwrap();
+            }
+        }
+        assert_eq!(relay.forwarded_uses(), MAX_FORWARDED_REPORTS);
+        let refused = relay.forward_uses("e", report("e", 5_000, 1)).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        // Another verifier's uses, or more than a verifier sends: refused.
+        let foreign = relay.forward_uses("e", report("a", 2, 1)).unwrap_err();
+        assert_eq!(foreign.code(), tonic::Code::InvalidArgument, "{foreign:?}");
+        let oversized = relay
+            .forward_uses(
+                "e",
+                report("e", 3, crate::break_glass::MAX_USES_PER_REPORT + 1),
+            )
+            .unwrap_err();
+        assert_eq!(
+            oversized.code(),
+            tonic::Code::InvalidArgument,
+            "{oversized:?}"
+        );
+        // Each goes up once per subscription, and all again on a new one.
+        assert_eq!(queued(&relay).len(), MAX_FORWARDED_REPORTS);
+        assert!(
+            relay
+                .report(false)
+                .iter()
+                .all(|r| !matches!(r.kind, Some(RequestKind::UseReport(_))))
+        );
+        // Recorded upstream: it leaves, and makes room.
+        relay.passed(&FeedEvent {
+            kind: Some(Kind::UsesRecorded(lapse_wire::feed::UsesRecorded {
+                report_id: 1,
+            })),
+            ..Default::default()
+        });
+        assert_eq!(relay.forwarded_uses(), MAX_FORWARDED_REPORTS - 1);
+        assert!(!queued(&relay).contains(&1));
+        relay.forward_uses("a", report("a", 100, 1)).unwrap();
     }
 }
