@@ -87,6 +87,12 @@ pub trait Downstream: Send + Sync {
     /// subscription: the broker knows none); else those that changed
     /// since the last reports.
     fn report(&self, all: bool) -> Vec<FeedRequest>;
+    /// What of the last [`Downstream::report`] the subscription could not
+    /// take (its queue was full): what must not be lost is offered again
+    /// by the next one.
+    fn unsent(&self, reports: Vec<FeedRequest>) {
+        let _ = reports;
+    }
 }
 
 impl std::fmt::Debug for dyn Downstream {
@@ -319,7 +325,7 @@ async fn follow_one(
                 tokio::time::sleep_until(leaves_sent_at + ACK_INTERVAL).await;
                 leaves_sent_at = tokio::time::Instant::now();
                 if let Some(downstream) = downstream {
-                    send_reports(downstream.report(false), &requests);
+                    send_reports(downstream, false, &requests);
                 }
                 continue;
             }
@@ -384,7 +390,7 @@ async fn follow_one(
         acks.send_if_due(stats, &requests);
         if !delivered && let Some(downstream) = downstream {
             // A new subscription: the broker knows none of the leaves.
-            send_reports(downstream.report(true), &requests);
+            send_reports(downstream, true, &requests);
             leaves_sent_at = tokio::time::Instant::now();
         }
         if !delivered || owed {
@@ -470,14 +476,20 @@ async fn notified(downstream: Option<&dyn Downstream>) {
 }
 
 /// Hand a relay's reports to the subscription. What does not fit in its
-/// queue now (64 requests, drained as fast as the connection sends) is
-/// dropped: a leaf's next ack reports it again, and a leaf whose going
-/// was lost stays counted until the relay's subscription ends.
-fn send_reports(reports: Vec<FeedRequest>, requests: &mpsc::Sender<FeedRequest>) {
-    for report in reports {
-        if requests.try_send(report).is_err() {
-            tracing::debug!("the subscription's queue is full; a leaf report waits for the next");
-            break;
+/// queue now (64 requests, drained as fast as the connection sends) goes
+/// back to the relay ([`Downstream::unsent`]): its leaves' use reports are
+/// offered again with the next reports; a leaf's acks are reported again
+/// by its next ack, and a leaf whose going was lost stays counted until
+/// the relay's subscription ends.
+fn send_reports(downstream: &dyn Downstream, all: bool, requests: &mpsc::Sender<FeedRequest>) {
+    let mut reports = downstream.report(all).into_iter();
+    for report in reports.by_ref() {
+        if let Err(full) = requests.try_send(report) {
+            tracing::debug!("the subscription's queue is full; reports wait for the next");
+            let mut unsent = vec![full.into_inner()];
+            unsent.extend(reports);
+            downstream.unsent(unsent);
+            return;
         }
     }
 }

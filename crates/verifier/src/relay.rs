@@ -389,6 +389,23 @@ impl crate::follower::Downstream for Relay {
         }));
         requests
     }
+
+    fn unsent(&self, reports: Vec<FeedRequest>) {
+        let mut uses = lock(&self.uses);
+        for request in reports {
+            let Some(RequestKind::UseReport(unsent)) = request.kind else {
+                continue;
+            };
+            let leaf = unsent.uses.first().map(|u| u.verifier_id.as_str());
+            for (held, sent) in uses.iter_mut() {
+                if held.report_id == unsent.report_id
+                    && held.uses.first().map(|u| u.verifier_id.as_str()) == leaf
+                {
+                    *sent = false;
+                }
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -733,6 +750,20 @@ mod tests {
                 .iter()
                 .all(|r| !matches!(r.kind, Some(RequestKind::UseReport(_))))
         );
+        // What the subscription could not take is offered again.
+        let first = relay.report(false);
+        assert!(first.is_empty());
+        let all = relay.report(true);
+        relay.unsent(all.into_iter().skip(60).collect());
+        assert_eq!(
+            relay
+                .report(false)
+                .iter()
+                .filter(|r| matches!(r.kind, Some(RequestKind::UseReport(_))))
+                .count(),
+            MAX_FORWARDED_REPORTS - 60
+        );
+        assert!(relay.report(false).is_empty());
         // Recorded upstream: it leaves, and makes room.
         relay.passed(&FeedEvent {
             kind: Some(Kind::UsesRecorded(lapse_wire::feed::UsesRecorded {
