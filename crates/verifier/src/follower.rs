@@ -31,6 +31,7 @@ mod acks;
 mod uses;
 
 use acks::Acks;
+pub(crate) use uses::MAX_REPORTS_IN_FLIGHT;
 use uses::{InFlight, report_uses};
 
 /// How a verifier follows the feed.

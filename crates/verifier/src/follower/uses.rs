@@ -6,7 +6,7 @@ use super::*;
 
 /// Most reports one subscription waits on the broker to record; more
 /// wait in the queue.
-const MAX_REPORTS_IN_FLIGHT: usize = 16;
+pub(crate) const MAX_REPORTS_IN_FLIGHT: usize = 16;
 
 /// Reports a subscription sent whose uses the broker has not yet said it
 /// recorded. Whatever is left when the subscription ends goes back to the
