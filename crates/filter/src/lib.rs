@@ -23,6 +23,7 @@
 //! passed in by the caller.
 
 mod bloom;
+mod broadword;
 mod codec;
 mod delta;
 mod error;
@@ -32,6 +33,8 @@ mod gaps;
 mod keys;
 mod rules;
 mod succinct;
+#[cfg(test)]
+mod testing;
 pub mod vouch;
 
 pub use bloom::{MAX_PLANNED_ITEMS, MAX_SECRETS, MIN_PLANNED_ITEMS, SecretHash, SecretSet};
