@@ -9,10 +9,10 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::edge::{Proxy, VerifierProcess, http_request};
+use support::edge::{Proxy, VerifierProcess, hello, http_request, subscribe};
 use support::*;
 
 const ONCALL: &str = "spiffe://example.org/oncall";
@@ -49,6 +49,34 @@ fn mint(key: &Path, sub: &str, extra: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `lapse break-glass keygen --out dir`: the private key and the public JWK.
+fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = lapse()
+        .args(["break-glass", "keygen", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.join("break-glass.key"), dir.join("break-glass.pub.jwk"))
+}
+
+/// A verifier's flags to accept break-glass credentials signed by
+/// `public`, for `billing`, living at most 30 minutes.
+fn glass_flags(public: &Path) -> [&str; 6] {
+    [
+        "--break-glass-key",
+        public.to_str().unwrap(),
+        "--break-glass-audience",
+        "billing",
+        "--break-glass-max-ttl",
+        "30m",
+    ]
 }
 
 fn token(minted: &serde_json::Value) -> &str {
@@ -185,22 +213,8 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
     let cluster = TestCluster::start_with(3, FAST_RAFT, |_| {
         "[issuance]\nlease_block = 20\n[feed]\nheartbeat_ms = 100\n".to_owned()
     });
-    let keys = cluster.dir.path().join("glass");
-    let other = cluster.dir.path().join("other");
-    for dir in [&keys, &other] {
-        let out = lapse()
-            .args(["break-glass", "keygen", "--out"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let key = keys.join("break-glass.key");
-    let public = keys.join("break-glass.pub.jwk");
+    let (key, public) = keygen(&cluster.dir.path().join("glass"));
+    let (other_key, _) = keygen(&cluster.dir.path().join("other"));
 
     // The verifiers reach the brokers through proxies that can cut them off.
     let mut proxies = Vec::new();
@@ -208,19 +222,12 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
         proxies.push(Proxy::start(cluster.address(id)).await);
     }
     let via: Vec<String> = proxies.iter().map(|p| p.address.clone()).collect();
-    let glass_flags = [
-        "--staleness",
-        "1s",
-        "--idle-timeout",
-        "500ms",
-        "--break-glass-key",
-        public.to_str().unwrap(),
-        "--break-glass-audience",
-        "billing",
-        "--break-glass-max-ttl",
-        "30m",
-    ];
-    let edge = VerifierProcess::start(cluster.dir.path(), "edge", "eu", 1, &via, &glass_flags);
+    let edge_flags = [
+        &["--staleness", "1s", "--idle-timeout", "500ms"][..],
+        &glass_flags(&public),
+    ]
+    .concat();
+    let edge = VerifierProcess::start(cluster.dir.path(), "edge", "eu", 1, &via, &edge_flags);
     let open = VerifierProcess::start(
         cluster.dir.path(),
         "open",
@@ -279,11 +286,7 @@ async fn break_glass_is_accepted_within_limits_refused_beyond_and_reported_after
             "longer than the 1800 s",
         ),
         (
-            mint(
-                &other.join("break-glass.key"),
-                ONCALL,
-                &["--aud", "billing", "--ttl", "10m"],
-            ),
+            mint(&other_key, ONCALL, &["--aud", "billing", "--ttl", "10m"]),
             "no published key",
         ),
     ] {
@@ -506,31 +509,17 @@ async fn relay_answer(
 ) -> Option<tonic::Status> {
     use lapse_wire::feed::feed_client::FeedClient;
     use lapse_wire::feed::feed_request::Kind as RequestKind;
-    use lapse_wire::feed::{FeedRequest, Hello};
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let (requests, outbound) = tokio::sync::mpsc::channel(4);
-    for kind in [
-        RequestKind::Hello(Hello {
-            verifier_id: id.into(),
-            region: "edge".into(),
-            resume_epoch: None,
-        }),
-        RequestKind::UseReport(report),
-    ] {
-        requests
-            .send(FeedRequest { kind: Some(kind) })
-            .await
-            .unwrap();
-    }
-    let mut stream = FeedClient::new(channel)
-        .subscribe(tokio_stream::wrappers::ReceiverStream::new(outbound))
-        .await
-        .ok()?
-        .into_inner();
+    let report = lapse_wire::feed::FeedRequest {
+        kind: Some(RequestKind::UseReport(report)),
+    };
+    let (reply, _requests) =
+        subscribe(&mut FeedClient::new(channel), [hello(id, None), report]).await;
+    let mut stream = reply.ok()?;
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match stream.message().await {
@@ -550,15 +539,7 @@ async fn break_glass_uses_behind_a_relay_reach_the_cluster_through_it() {
     let cluster = TestCluster::start_with(3, FAST_RAFT, |_| {
         "[issuance]\nlease_block = 20\n[feed]\nheartbeat_ms = 100\n".to_owned()
     });
-    let keys = cluster.dir.path().join("glass");
-    let out = lapse()
-        .args(["break-glass", "keygen", "--out"])
-        .arg(&keys)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let key = keys.join("break-glass.key");
-    let public = keys.join("break-glass.pub.jwk");
+    let (key, public) = keygen(&cluster.dir.path().join("glass"));
     let brokers: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
     let relay_address = format!("127.0.0.1:{}", free_port());
     let relay = VerifierProcess::start(
@@ -576,14 +557,7 @@ async fn break_glass_uses_behind_a_relay_reach_the_cluster_through_it() {
         "edge",
         1,
         std::slice::from_ref(&relay_address),
-        &[
-            "--break-glass-key",
-            public.to_str().unwrap(),
-            "--break-glass-audience",
-            "billing",
-            "--break-glass-max-ttl",
-            "30m",
-        ],
+        &glass_flags(&public),
     );
     cluster.wait_for_leader().await;
     let describe = || {

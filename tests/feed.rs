@@ -9,11 +9,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use lapse_wire::feed::FeedRequest;
 use lapse_wire::feed::feed_client::FeedClient;
 use lapse_wire::feed::feed_event::Kind;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
-use lapse_wire::feed::{FeedRequest, Hello};
-use support::edge::{Proxy, VerifierProcess, http_request};
+use support::edge::{Proxy, VerifierProcess, hello, http_request, subscribe};
 use support::*;
 
 const WORKLOAD: &str = "spiffe://example.org/payments";
@@ -407,34 +407,6 @@ async fn feed_client(address: &str, window: Option<u32>) -> FeedClient<tonic::tr
     FeedClient::new(channel).max_decoding_message_size(64 << 20)
 }
 
-fn hello(id: &str, resume: Option<u64>) -> FeedRequest {
-    FeedRequest {
-        kind: Some(RequestKind::Hello(Hello {
-            verifier_id: id.to_owned(),
-            region: "test".into(),
-            resume_epoch: resume,
-        })),
-    }
-}
-
-/// Subscribe with `first` as the first message; the sender keeps the
-/// request stream open.
-async fn subscribe(
-    client: &mut FeedClient<tonic::transport::Channel>,
-    first: FeedRequest,
-) -> (
-    Result<tonic::Streaming<lapse_wire::feed::FeedEvent>, tonic::Status>,
-    tokio::sync::mpsc::Sender<FeedRequest>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tx.send(first).await.unwrap();
-    let reply = client
-        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .map(|r| r.into_inner());
-    (reply, tx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_refuses_bad_subscribers_and_resyncs_slow_ones() {
     let (cluster, _) = start("max_subscribers = 2\nbuffered_updates = 4\n");
@@ -446,15 +418,15 @@ async fn the_feed_refuses_bad_subscribers_and_resyncs_slow_ones() {
     let ack_first = FeedRequest {
         kind: Some(RequestKind::Ack(lapse_wire::feed::Ack { epoch: 1 })),
     };
-    let (reply, _keep) = subscribe(&mut client, ack_first).await;
+    let (reply, _keep) = subscribe(&mut client, [ack_first]).await;
     assert_eq!(reply.unwrap_err().code(), tonic::Code::InvalidArgument);
-    let (reply, _keep) = subscribe(&mut client, hello("bad id\n", None)).await;
+    let (reply, _keep) = subscribe(&mut client, [hello("bad id\n", None)]).await;
     let status = reply.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("verifier_id"), "{status:?}");
 
     // A subscriber that acks an epoch it was never sent is cut off.
-    let (reply, liar) = subscribe(&mut client, hello("liar", None)).await;
+    let (reply, liar) = subscribe(&mut client, [hello("liar", None)]).await;
     let mut events = reply.unwrap();
     let first = events.message().await.unwrap().unwrap();
     assert!(matches!(first.kind, Some(Kind::Snapshot(_))));
@@ -477,12 +449,12 @@ async fn the_feed_refuses_bad_subscribers_and_resyncs_slow_ones() {
     // A slow subscriber (tiny flow-control window, not reading) falls
     // behind the bounded buffer and is resynchronised with a snapshot.
     let mut slow_client = feed_client(&address, Some(1024)).await;
-    let (reply, _slow_keep) = subscribe(&mut slow_client, hello("slow", None)).await;
+    let (reply, _slow_keep) = subscribe(&mut slow_client, [hello("slow", None)]).await;
     let mut slow = reply.unwrap();
     // Only two subscribers at a time: a third is refused.
-    let (reply, _fast_keep) = subscribe(&mut client, hello("fast", None)).await;
+    let (reply, _fast_keep) = subscribe(&mut client, [hello("fast", None)]).await;
     let mut fast = reply.unwrap();
-    let (reply, _third) = subscribe(&mut client, hello("third", None)).await;
+    let (reply, _third) = subscribe(&mut client, [hello("third", None)]).await;
     assert_eq!(reply.unwrap_err().code(), tonic::Code::ResourceExhausted);
 
     let start = lease(&cluster, 1, 2_000).await.start;
@@ -542,7 +514,7 @@ async fn a_hostile_leaf_report_is_bounded_and_changes_only_what_it_may() {
     let (cluster, _) = start("max_subscribers = 4\n");
     cluster.wait_for_leader().await;
     let mut client = feed_client(&cluster.address(1), None).await;
-    let (reply, relay) = subscribe(&mut client, hello("relay-x", None)).await;
+    let (reply, relay) = subscribe(&mut client, [hello("relay-x", None)]).await;
     let mut events = reply.unwrap();
     let first = events.message().await.unwrap().unwrap();
     let sent = first.epoch;

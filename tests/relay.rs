@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lapse_pki::{Expect, Role, Tls, TlsConnector, TlsFiles};
 use lapse_sim::relay::{Relay as Hop, Tamper};
 use serde_json::Value;
-use support::edge::VerifierProcess;
+use support::edge::{VerifierProcess, hello, subscribe};
 use support::*;
 
 const WORKLOAD: &str = "spiffe://example.org/payments";
@@ -561,7 +561,7 @@ async fn subscribe_to_relay(
 ) -> Result<(), tonic::Status> {
     use lapse_wire::feed::feed_client::FeedClient;
     use lapse_wire::feed::feed_request::Kind as RequestKind;
-    use lapse_wire::feed::{Ack, FeedRequest, Hello};
+    use lapse_wire::feed::{Ack, FeedRequest};
     let (cert, key) = issue_cert(certs, role, SystemTime::now(), Duration::from_secs(3600));
     let tls = Tls::open(
         TlsFiles {
@@ -579,23 +579,13 @@ async fn subscribe_to_relay(
         .connect(endpoint)
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
-    let (requests, outbound) = tokio::sync::mpsc::channel(4);
     let first = if not_hello {
-        RequestKind::Ack(Ack { epoch: 1 })
+        FeedRequest {
+            kind: Some(RequestKind::Ack(Ack { epoch: 1 })),
+        }
     } else {
-        RequestKind::Hello(Hello {
-            verifier_id: id.into(),
-            region: "edge".into(),
-            resume_epoch: None,
-        })
+        hello(id, None)
     };
-    requests
-        .send(FeedRequest { kind: Some(first) })
-        .await
-        .unwrap();
-    let mut stream = FeedClient::new(channel)
-        .subscribe(tokio_stream::wrappers::ReceiverStream::new(outbound))
-        .await?
-        .into_inner();
-    stream.message().await.map(|_| ())
+    let (reply, _requests) = subscribe(&mut FeedClient::new(channel), [first]).await;
+    reply?.message().await.map(|_| ())
 }

@@ -231,3 +231,37 @@ impl Drop for Proxy {
         self.accept.abort();
     }
 }
+
+/// A feed `Hello` from verifier `id` (region `test`), resuming from
+/// `resume`.
+pub fn hello(id: &str, resume: Option<u64>) -> lapse_wire::feed::FeedRequest {
+    use lapse_wire::feed::feed_request::Kind;
+    lapse_wire::feed::FeedRequest {
+        kind: Some(Kind::Hello(lapse_wire::feed::Hello {
+            verifier_id: id.to_owned(),
+            region: "test".into(),
+            resume_epoch: resume,
+        })),
+    }
+}
+
+/// Subscribe to a feed (a broker's or a relay's) sending `first` before
+/// anything else; the sender keeps the request stream open, and sends
+/// more.
+pub async fn subscribe(
+    client: &mut lapse_wire::feed::feed_client::FeedClient<tonic::transport::Channel>,
+    first: impl IntoIterator<Item = lapse_wire::feed::FeedRequest>,
+) -> (
+    Result<tonic::Streaming<lapse_wire::feed::FeedEvent>, tonic::Status>,
+    tokio::sync::mpsc::Sender<lapse_wire::feed::FeedRequest>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for request in first {
+        tx.send(request).await.unwrap();
+    }
+    let reply = client
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map(|r| r.into_inner());
+    (reply, tx)
+}
