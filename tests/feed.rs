@@ -752,3 +752,39 @@ async fn a_broker_that_cannot_keep_verifiers_fresh_says_why_and_so_do_its_verifi
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_report_names_at_most_a_hundred_and_counts_the_rest() {
+    let (cluster, _) = start("");
+    cluster.wait_for_leader().await;
+    let dir = cluster.dir.path();
+    let many = VerifierProcess::start(dir, "many", "eu-west", 101, &brokers(&cluster), &[]);
+    wait_for_verifiers(&cluster, 101, &[&many]).await;
+    // All hold the epoch: a summary names none.
+    let summary = cli_json(&cluster, 1, &["propagation", "--summary", "--json"]);
+    assert_eq!(summary["verifiers"], serde_json::json!([]), "{summary}");
+    assert_eq!(summary["verifier_count"], 101, "{summary}");
+    assert_eq!(summary["connected"], 101, "{summary}");
+    // All gone: a summary names 100 of them and counts the other.
+    drop(many);
+    let summary = found(60, "every verifier reported gone", || {
+        let summary = cli_json(&cluster, 1, &["propagation", "--summary", "--json"]);
+        (summary["connected"] == 0).then_some(summary)
+    })
+    .await;
+    assert_eq!(
+        summary["verifiers"].as_array().unwrap().len(),
+        100,
+        "{summary}"
+    );
+    assert_eq!(summary["unlisted"], 1, "{summary}");
+    assert_eq!(summary["verifier_count"], 101, "{summary}");
+    let text = cluster.cli(1, &["propagation", "--summary"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("of 101 verifiers (0 connected)"), "{text}");
+    assert!(text.contains("... and 1 more lagging or gone"), "{text}");
+    // The full report still names every one.
+    let full = cli_json(&cluster, 1, &["propagation", "--all", "--json"]);
+    assert_eq!(full["verifiers"].as_array().unwrap().len(), 101, "{full}");
+    assert_eq!(full["unlisted"], 0, "{full}");
+}

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ClusterService, invalid};
 use crate::feed::histogram::Histogram;
+use crate::feed::propagation::VerifierRecord;
 use crate::feed::wait::{MAX_WAIT, Share, Waited};
 
 fn delay_summary(region: &str, histogram: &Histogram, verifiers: u32) -> pb::DelaySummary {
@@ -65,21 +66,25 @@ impl ClusterService {
             .filter(|record| record.connections > 0)
             .count();
         // With `summary`, the lagging and the gone only, a bounded number.
-        let listed = |record: &&crate::feed::propagation::VerifierRecord| {
+        let listed = |record: &&VerifierRecord| {
             !asked.summary || !holds(record.acked_epoch) || record.connections == 0
         };
-        let mut unlisted = 0;
+        let most = if asked.summary {
+            SUMMARY_LISTED
+        } else {
+            usize::MAX
+        };
+        let unlisted = report
+            .verifiers
+            .values()
+            .filter(listed)
+            .count()
+            .saturating_sub(most);
         let verifiers = report
             .verifiers
             .iter()
             .filter(|(_, record)| listed(record))
-            .enumerate()
-            .filter(|(n, _)| {
-                let keep = !asked.summary || *n < SUMMARY_LISTED;
-                unlisted += usize::from(!keep);
-                keep
-            })
-            .map(|(_, entry)| entry)
+            .take(most)
             .map(|(id, record)| pb::VerifierProgress {
                 verifier_id: id.clone(),
                 region: record.region.clone(),
