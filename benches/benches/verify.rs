@@ -107,14 +107,18 @@ fn main() -> anyhow::Result<()> {
         verifier.verify(token, &expect).map_err(err)?;
         remembering.verify(token, &expect).map_err(err)?;
     }
-    if args.repeated_only {
-        let repeated = rate(Duration::from_secs(args.seconds), |n| {
+    // Remembered credentials, in turn, for `seconds`: verifications a second.
+    let repeated = |seconds: Duration| {
+        rate(seconds, |n| {
             std::hint::black_box(
                 remembering
                     .verify(&tokens[n % tokens.len()], &expect)
                     .is_ok(),
             );
-        });
+        })
+    };
+    if args.repeated_only {
+        let repeated = repeated(Duration::from_secs(args.seconds));
         println!("repeated (remembered) {repeated:.0} /s");
         return Ok(());
     }
@@ -172,13 +176,7 @@ fn main() -> anyhow::Result<()> {
             * rate(seconds, |n| {
                 std::hint::black_box(verifier.verify_batch(&requests[n % requests.len()]));
             });
-        let repeated_rate = rate(seconds, |n| {
-            std::hint::black_box(
-                remembering
-                    .verify(&tokens[n % tokens.len()], &expect)
-                    .is_ok(),
-            );
-        });
+        let repeated_rate = repeated(seconds);
         runs.push(Run {
             raw: raw_rate,
             verifier: verifier_rate,
