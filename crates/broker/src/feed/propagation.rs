@@ -16,7 +16,7 @@
 //! epoch (a reconnect or a failover) was part of the fleet all along, so
 //! what it missed while away is measured.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +89,22 @@ pub const MAX_TRACKED_VERIFIERS: usize = 50_000;
 pub const MAX_TRACKED_REGIONS: usize = 1_024;
 
 /// The measuring state of one broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
+    /// [`MAX_TRACKED_VERIFIERS`], less in tests.
+    max_verifiers: usize,
     commits: BTreeMap<u64, u64>,
     /// Every revocation up to this epoch is in `commits`.
     noted_through: u64,
     verifiers: BTreeMap<String, VerifierRecord>,
+    /// The verifiers with no subscription open here, by when they were
+    /// last seen and id: the longest gone is evicted or forgotten first
+    /// without a scan of every verifier (a relay that moves brings its
+    /// thousands of leaves at once).
+    gone: BTreeSet<(u64, String)>,
+    /// A verifier was evicted or moved region since the regions were last
+    /// pruned.
+    regions_to_prune: bool,
     regions: BTreeMap<String, Histogram>,
     /// Per verifier, the epoch it said it held when it subscribed: what it
     /// holds up to there is not measured here. It is the verifier's claim,
@@ -102,6 +112,22 @@ pub struct Tracker {
     baselines: BTreeMap<String, u64>,
     /// Commit to the last verifier of each region.
     revoke_times: RevokeTimes,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self {
+            max_verifiers: MAX_TRACKED_VERIFIERS,
+            commits: BTreeMap::new(),
+            noted_through: 0,
+            verifiers: BTreeMap::new(),
+            gone: BTreeSet::new(),
+            regions_to_prune: false,
+            regions: BTreeMap::new(),
+            baselines: BTreeMap::new(),
+            revoke_times: RevokeTimes::default(),
+        }
+    }
 }
 
 impl Tracker {
@@ -140,17 +166,13 @@ impl Tracker {
         resume_epoch: u64,
         now_ms: u64,
     ) {
-        if !self.verifiers.contains_key(verifier) && self.verifiers.len() >= MAX_TRACKED_VERIFIERS {
-            let oldest = self
-                .verifiers
-                .iter()
-                .filter(|(_, r)| r.connections == 0)
-                .min_by_key(|(_, r)| r.last_seen_ms)
-                .map(|(id, _)| id.clone());
-            if let Some(id) = oldest {
-                self.verifiers.remove(&id);
-                self.baselines.remove(&id);
-            }
+        if !self.verifiers.contains_key(verifier)
+            && self.verifiers.len() >= self.max_verifiers
+            && let Some((_, id)) = self.gone.pop_first()
+        {
+            self.verifiers.remove(&id);
+            self.baselines.remove(&id);
+            self.regions_to_prune = true;
         }
         let record = self
             .verifiers
@@ -166,6 +188,10 @@ impl Tracker {
                 measured_from_ms: 0,
                 caught_up: 0,
             });
+        if record.connections == 0 {
+            self.gone
+                .remove(&(record.last_seen_ms, verifier.to_owned()));
+        }
         let baseline = resume_epoch.min(self.noted_through);
         let kept = self.baselines.entry(verifier.to_owned()).or_insert(0);
         *kept = (*kept).max(baseline);
@@ -174,7 +200,10 @@ impl Tracker {
             // first snapshot.
             record.measured_from_ms = now_ms;
         }
-        record.region = region.to_owned();
+        if record.region != region {
+            record.region = region.to_owned();
+            self.regions_to_prune = true;
+        }
         record.connections += 1;
         record.last_seen_ms = now_ms;
         if record.connections == 1 {
@@ -185,9 +214,14 @@ impl Tracker {
 
     pub fn disconnected(&mut self, verifier: &str, now_ms: u64) {
         if let Some(record) = self.verifiers.get_mut(verifier) {
+            if record.connections == 0 {
+                self.gone
+                    .remove(&(record.last_seen_ms, verifier.to_owned()));
+            }
             record.connections = record.connections.saturating_sub(1);
             record.last_seen_ms = now_ms;
             if record.connections == 0 {
+                self.gone.insert((now_ms, verifier.to_owned()));
                 self.revoke_times.left(verifier);
             }
         }
@@ -199,6 +233,12 @@ impl Tracker {
         let Some(record) = self.verifiers.get_mut(verifier) else {
             return 0;
         };
+        if record.connections == 0 && record.last_seen_ms != now_ms {
+            // Seen again, though not subscribed: gone since now.
+            self.gone
+                .remove(&(record.last_seen_ms, verifier.to_owned()));
+            self.gone.insert((now_ms, verifier.to_owned()));
+        }
         record.last_seen_ms = now_ms;
         if epoch <= record.acked_epoch {
             return 0;
@@ -238,13 +278,26 @@ impl Tracker {
         samples
     }
 
-    /// Drop verifiers that have been gone longer than `forget_ms`.
+    /// Drop verifiers that have been gone longer than `forget_ms`, and
+    /// the regions no verifier left is in. Runs with every heartbeat: it
+    /// looks at the longest gone only, and at the regions only when it
+    /// forgot someone.
     pub fn forget_gone(&mut self, now_ms: u64, forget_ms: u64) {
-        self.verifiers.retain(|_, record| {
-            record.connections > 0 || record.last_seen_ms.saturating_add(forget_ms) > now_ms
-        });
+        let mut prune = std::mem::take(&mut self.regions_to_prune);
+        while let Some((seen, _)) = self.gone.first()
+            && seen.saturating_add(forget_ms) <= now_ms
+        {
+            if let Some((_, id)) = self.gone.pop_first() {
+                self.verifiers.remove(&id);
+                self.baselines.remove(&id);
+                prune = true;
+            }
+        }
+        if !prune {
+            return;
+        }
+        // (Or one was evicted, or moved region.)
         let verifiers = &self.verifiers;
-        self.baselines.retain(|id, _| verifiers.contains_key(id));
         let regions: std::collections::BTreeSet<&String> =
             verifiers.values().map(|r| &r.region).collect();
         self.regions.retain(|region, _| regions.contains(region));
@@ -463,6 +516,55 @@ mod tests {
         assert_eq!(LocalReport::decode(&old), None);
         assert_eq!(LocalReport::decode(&[]), None);
         assert_eq!(LocalReport::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    /// The index of gone verifiers agrees with a scan of every record,
+    /// through any mix of subscriptions, acks, leaving, eviction at the
+    /// cap and forgetting.
+    #[test]
+    fn the_gone_index_matches_a_scan_of_the_records() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cap = 300;
+        let mut t = Tracker {
+            max_verifiers: cap,
+            ..Tracker::default()
+        };
+        t.note_commits((1..=50).map(|e| (e, e * 10)), 50);
+        let mut now = 0u64;
+        let mut evicted = 0;
+        for step in 0..40_000 {
+            now += rng.gen_range(0..3);
+            // Ids from a range wider than the cap, so eviction happens.
+            let id = format!("v{}", rng.gen_range(0..cap * 2));
+            match rng.gen_range(0..10) {
+                0..=3 => {
+                    let full = t.verifiers.len() >= cap && !t.verifiers.contains_key(&id);
+                    let before = t.verifiers.len();
+                    t.connected(&id, "eu", 1, 0, now);
+                    evicted += usize::from(full && t.verifiers.len() == before);
+                }
+                4..=6 => t.disconnected(&id, now),
+                7 | 8 => {
+                    t.ack(&id, rng.gen_range(1..=50), now);
+                }
+                _ => t.forget_gone(now, rng.gen_range(1..2_000)),
+            }
+            if step % 97 == 0 {
+                let scanned: BTreeSet<(u64, String)> = t
+                    .verifiers
+                    .iter()
+                    .filter(|(_, r)| r.connections == 0)
+                    .map(|(id, r)| (r.last_seen_ms, id.clone()))
+                    .collect();
+                assert_eq!(t.gone, scanned, "step {step}");
+                // Subscribed verifiers are capped elsewhere
+                // (`feed.max_subscribers`); the gone ones by the cap.
+                assert!(t.gone.len() <= cap, "step {step}");
+            }
+        }
+        assert!(evicted > 100, "eviction was not exercised: {evicted}");
+        assert!(t.baselines.keys().all(|id| t.verifiers.contains_key(id)));
     }
 
     fn report_of(t: &Tracker, id: u64) -> LocalReport {
