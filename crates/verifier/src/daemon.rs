@@ -217,6 +217,12 @@ async fn serve_relay(
     relay_on(relay, listener, tls, stop)
 }
 
+/// Subscriptions one connection to a relay may carry at once (several
+/// leaves in one process may share a connection, each with its stream);
+/// more wait in the client until one ends. The relay's leaves are capped
+/// by `max_leaves` and its connections by the connection gate.
+pub const RELAY_STREAMS_PER_CONNECTION: u32 = 1_024;
+
 /// Serve `relay`'s feed on `listener` until `stop` (see [`serve_relay`]).
 pub fn relay_on(
     relay: Arc<crate::relay::Relay>,
@@ -232,6 +238,7 @@ pub fn relay_on(
     let accepted = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(RELAY_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service);
@@ -347,5 +354,44 @@ mod tests {
         assert_eq!(status, Some(503));
         stop.send(()).unwrap();
         assert_eq!(daemon.await.unwrap(), Ok(()));
+    }
+
+    /// A client cannot open streams without bound on one connection to a
+    /// relay: the relay's HTTP/2 settings cap them.
+    #[tokio::test]
+    async fn a_relay_caps_the_streams_of_one_connection() {
+        let relay = crate::relay::Relay::new(
+            Verifier::new(VerifyConfig::default()),
+            crate::relay::RelayConfig::default(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = relay_on(relay, listener, None, async {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        // The relay's settings precede its first answer: once an answer
+        // is in, they are applied.
+        let request = tonic::codegen::http::Request::post(format!(
+            "http://{address}/lapse.feed.Feed/Subscribe"
+        ))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+        let (answer, _body) = client.send_request(request, true).unwrap();
+        answer.await.unwrap();
+        assert_eq!(
+            client.current_max_send_streams(),
+            RELAY_STREAMS_PER_CONNECTION as usize
+        );
+        drop(client);
+        stop.send(()).unwrap();
+        served.await.unwrap();
+        connection.abort();
     }
 }

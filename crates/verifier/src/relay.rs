@@ -112,8 +112,27 @@ struct LeafEntry {
     region: String,
     acked: u64,
     sessions: usize,
-    /// Changed since the last report.
+    /// Changed since the last report (its id is in [`Leaves::dirty`]).
     dirty: bool,
+}
+
+/// The relay's leaves, and which changed since the last report: a report
+/// costs what changed, not every leaf (a revocation changes them all
+/// within a few milliseconds, a heartbeat none).
+#[derive(Debug, Default)]
+struct Leaves {
+    entries: HashMap<String, LeafEntry>,
+    /// Ids whose entry is marked dirty, each once.
+    dirty: Vec<String>,
+}
+
+impl Leaves {
+    fn mark(dirty: &mut Vec<String>, id: &str, entry: &mut LeafEntry) {
+        if !entry.dirty {
+            entry.dirty = true;
+            dirty.push(id.to_owned());
+        }
+    }
 }
 
 /// The relay, shared by its upstream follower and its leaves' sessions.
@@ -127,7 +146,7 @@ pub struct Relay {
     /// The last event from upstream: its broker, time and maximum lifetime
     /// are what a snapshot from the relay says.
     last: Mutex<Option<FeedEvent>>,
-    leaves: Mutex<HashMap<String, LeafEntry>>,
+    leaves: Mutex<Leaves>,
     /// Leaves' use reports not yet recorded upstream.
     uses: Mutex<ForwardedUses>,
     leaves_changed: Notify,
@@ -144,7 +163,7 @@ impl Relay {
             recent: Mutex::new(VecDeque::with_capacity(config.recent_deltas)),
             snapshot: Mutex::new(None),
             last: Mutex::new(None),
-            leaves: Mutex::new(HashMap::new()),
+            leaves: Mutex::default(),
             uses: Mutex::default(),
             leaves_changed: Notify::new(),
             config,
@@ -154,6 +173,7 @@ impl Relay {
     /// Leaves subscribed now.
     pub fn leaves(&self) -> usize {
         lock(&self.leaves)
+            .entries
             .values()
             .filter(|leaf| leaf.sessions > 0)
             .count()
@@ -262,28 +282,32 @@ impl Relay {
 
     fn leaf_connected(&self, id: &str, region: &str, epoch: u64) {
         let mut leaves = lock(&self.leaves);
-        let entry = leaves.entry(id.to_owned()).or_insert_with(|| LeafEntry {
+        let Leaves { entries, dirty } = &mut *leaves;
+        let entry = entries.entry(id.to_owned()).or_insert_with(|| LeafEntry {
             region: region.to_owned(),
             acked: epoch,
             sessions: 0,
-            dirty: true,
+            dirty: false,
         });
         entry.sessions += 1;
         entry.region = region.to_owned();
-        entry.dirty = true;
+        Leaves::mark(dirty, id, entry);
         drop(leaves);
         self.leaves_changed.notify_one();
     }
 
     fn leaf_acked(&self, id: &str, epoch: u64) {
-        if let Some(entry) = lock(&self.leaves).get_mut(id)
+        let mut leaves = lock(&self.leaves);
+        let Leaves { entries, dirty } = &mut *leaves;
+        if let Some(entry) = entries.get_mut(id)
             && epoch > entry.acked
         {
             entry.acked = epoch;
-            entry.dirty = true;
+            Leaves::mark(dirty, id, entry);
         } else {
             return;
         }
+        drop(leaves);
         self.leaves_changed.notify_one();
     }
 
@@ -304,10 +328,13 @@ impl Relay {
     }
 
     fn leaf_gone(&self, id: &str) {
-        if let Some(entry) = lock(&self.leaves).get_mut(id) {
+        let mut leaves = lock(&self.leaves);
+        let Leaves { entries, dirty } = &mut *leaves;
+        if let Some(entry) = entries.get_mut(id) {
             entry.sessions = entry.sessions.saturating_sub(1);
-            entry.dirty = true;
+            Leaves::mark(dirty, id, entry);
         }
+        drop(leaves);
         self.leaves_changed.notify_one();
     }
 }
@@ -321,21 +348,38 @@ impl crate::follower::Downstream for Relay {
         // Leaves' uses first, each once per subscription until recorded.
         let mut requests = lock(&self.uses).requests(all);
         let mut leaves = lock(&self.leaves);
+        let Leaves { entries, dirty } = &mut *leaves;
+        let leaf = |id: &str, entry: &LeafEntry| Leaf {
+            verifier_id: id.to_owned(),
+            region: entry.region.clone(),
+            acked_epoch: entry.acked,
+            gone: entry.sessions == 0,
+        };
         let mut reported = Vec::new();
-        for (id, entry) in leaves.iter_mut() {
-            if !(entry.dirty || all) || (all && entry.sessions == 0) {
-                continue;
-            }
-            entry.dirty = false;
-            reported.push(Leaf {
-                verifier_id: id.clone(),
-                region: entry.region.clone(),
-                acked_epoch: entry.acked,
-                gone: entry.sessions == 0,
+        if all {
+            // A new subscription: the broker knows none, so every leaf
+            // subscribed now, and none of those gone.
+            dirty.clear();
+            entries.retain(|id, entry| {
+                entry.dirty = false;
+                if entry.sessions > 0 {
+                    reported.push(leaf(id, entry));
+                }
+                entry.sessions > 0
             });
+        } else {
+            for id in dirty.drain(..) {
+                let Some(entry) = entries.get_mut(&id) else {
+                    continue;
+                };
+                entry.dirty = false;
+                reported.push(leaf(&id, entry));
+                // Reported gone: forgotten.
+                if entry.sessions == 0 {
+                    entries.remove(&id);
+                }
+            }
         }
-        // Reported gone, or gone with nothing to report: forgotten.
-        leaves.retain(|_, entry| entry.sessions > 0);
         requests.extend(reported.chunks(LEAVES_PER_REPORT).map(|chunk| FeedRequest {
             kind: Some(RequestKind::Leaves(LeafReport {
                 leaves: chunk.to_vec(),
@@ -351,4 +395,68 @@ impl crate::follower::Downstream for Relay {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::VerifyConfig;
+    use crate::follower::Downstream;
+
+    /// The leaves each report names: (id, acked epoch, gone).
+    fn named(requests: Vec<FeedRequest>) -> Vec<(String, u64, bool)> {
+        let mut leaves: Vec<_> = requests
+            .into_iter()
+            .flat_map(|request| match request.kind {
+                Some(RequestKind::Leaves(report)) => report.leaves,
+                _ => Vec::new(),
+            })
+            .map(|leaf| (leaf.verifier_id, leaf.acked_epoch, leaf.gone))
+            .collect();
+        leaves.sort();
+        leaves
+    }
+
+    fn leaf(id: &str, acked: u64, gone: bool) -> (String, u64, bool) {
+        (id.to_owned(), acked, gone)
+    }
+
+    #[test]
+    fn reports_name_each_changed_leaf_once_and_forget_those_reported_gone() {
+        let relay = Relay::new(
+            Verifier::new(VerifyConfig::default()),
+            RelayConfig::default(),
+        );
+        relay.leaf_connected("a", "eu", 0);
+        relay.leaf_connected("b", "eu", 3);
+        assert_eq!(
+            named(relay.report(false)),
+            [leaf("a", 0, false), leaf("b", 3, false)]
+        );
+        assert!(named(relay.report(false)).is_empty(), "nothing changed");
+
+        relay.leaf_acked("a", 5);
+        relay.leaf_acked("a", 7);
+        relay.leaf_acked("b", 2); // behind what it said it held: no change
+        assert_eq!(named(relay.report(false)), [leaf("a", 7, false)]);
+
+        relay.leaf_gone("b");
+        relay.leaf_connected("c", "us", 1);
+        relay.leaf_gone("c");
+        assert_eq!(relay.leaves(), 1);
+        assert_eq!(
+            named(relay.report(false)),
+            [leaf("b", 3, true), leaf("c", 1, true)]
+        );
+        // Reported gone, so forgotten: a new subscription upstream names
+        // only the leaf subscribed now.
+        relay.leaf_acked("a", 9);
+        assert_eq!(named(relay.report(true)), [leaf("a", 9, false)]);
+        assert!(
+            named(relay.report(false)).is_empty(),
+            "the full report covered it"
+        );
+        assert_eq!(lock(&relay.leaves).entries.len(), 1);
+        assert!(lock(&relay.leaves).dirty.is_empty());
+    }
 }

@@ -58,11 +58,20 @@ impl FrameFeed for RelayService {
         };
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "no Hello within {} s",
+                    HELLO_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::invalid_argument("the stream closed before a Hello"));
+            }
             Ok(Ok(Some(FeedRequest {
                 kind: Some(RequestKind::Hello(hello)),
             }))) => hello,
-            Ok(Err(status)) => return Err(status),
-            _ => {
+            Ok(Ok(Some(_))) => {
                 return Err(Status::invalid_argument(
                     "the first message of a subscription must be a Hello",
                 ));
