@@ -478,6 +478,8 @@ fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[Run]) {
                     "open_loop_per_second": run.open_loop.per_second(),
                     "open_loop_broker_cores": run.open_loop.broker_cores(),
                     "open_loop_p50_ms": o50, "open_loop_p99_ms": o99, "open_loop_max_ms": omax,
+                    "open_loop_from_sent_p50_ms": run.open_loop.phase.from_sent.as_ref().map(|s| s.quantile_ms(0.5)),
+                    "open_loop_from_sent_p99_ms": run.open_loop.phase.from_sent.as_ref().map(|s| s.quantile_ms(0.99)),
                 });
                 if let Some(exchange) = &run.exchanges {
                     let (x50, x99, xmax) = exchange.phase.latencies.summary_ms();
@@ -576,6 +578,13 @@ fn report(args: &IssueBench, baseline: &SigningBaseline, runs: &[Run]) {
             "  {:<50} p50 {o50:.2} ms   p99 {o99:.2} ms   max {omax:.2} ms",
             "  open loop latency, from when each call was due"
         );
+        if let Some(sent) = &open.phase.from_sent {
+            let (s50, s99, smax) = sent.summary_ms();
+            println!(
+                "  {:<50} p50 {s50:.2} ms   p99 {s99:.2} ms   max {smax:.2} ms",
+                "  open loop latency, from when each call was sent"
+            );
+        }
         line(
             "  open loop: broker cores used",
             format!("{:.2}", open.broker_cores()),

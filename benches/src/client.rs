@@ -47,8 +47,13 @@ pub struct Phase {
     /// Items the calls carried (a batched call carries many).
     pub items: u64,
     pub elapsed: Duration,
-    /// Per call, from sending the request to the answer.
+    /// Per call, from sending the request to the answer (open loop: from
+    /// when it was due).
     pub latencies: Latencies,
+    /// Open loop only: per call, from when the client actually sent it to
+    /// the answer. The difference from `latencies` is the client's own
+    /// lateness (timer granularity, its run queue).
+    pub from_sent: Option<Latencies>,
 }
 
 /// Run `items` operations in calls of `per_call`, from `concurrency` tasks
@@ -98,6 +103,7 @@ where
         items,
         elapsed: started.elapsed(),
         latencies,
+        from_sent: None,
     })
 }
 
@@ -129,8 +135,9 @@ where
             let channel = channels[n as usize % channels.len()].clone();
             let call = call.clone();
             tasks.push(tokio::spawn(async move {
+                let sent = tokio::time::Instant::now();
                 call(&channel, n).await?;
-                Ok::<_, tonic::Status>(due.elapsed())
+                Ok::<_, tonic::Status>((due.elapsed(), sent.elapsed()))
             }));
             n += 1;
         }
@@ -140,8 +147,11 @@ where
         }
     }
     let mut latencies = Latencies::new();
+    let mut from_sent = Latencies::new();
     for task in tasks {
-        latencies.record(task.await??);
+        let (from_due, sent) = task.await??;
+        latencies.record(from_due);
+        from_sent.record(sent);
     }
     Ok(Phase {
         name,
@@ -149,5 +159,6 @@ where
         items: calls,
         elapsed: started.elapsed(),
         latencies,
+        from_sent: Some(from_sent),
     })
 }
