@@ -1,7 +1,37 @@
 //! The names a feed subscriber gives in its `Hello` (and a relay for its
-//! leaves): what brokers and relays accept as a verifier id or a region.
+//! leaves): what brokers and relays accept as a verifier id or a region;
+//! and the `Hello` itself, read alike by both.
+
+use std::time::Duration;
 
 use tonic::Status;
+
+use crate::feed::feed_request::Kind;
+use crate::feed::{FeedRequest, Hello};
+
+/// How long a new subscriber has to send its `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A subscription's first message as its `Hello`. `first` is `None` when
+/// nothing came within [`HELLO_TIMEOUT`]; anything but a `Hello` is
+/// INVALID_ARGUMENT saying what came instead, and a stream error is
+/// passed on.
+pub fn hello_of(first: Option<Result<Option<FeedRequest>, Status>>) -> Result<Hello, Status> {
+    match first {
+        None => Err(Status::invalid_argument(format!(
+            "no Hello within {} s",
+            HELLO_TIMEOUT.as_secs()
+        ))),
+        Some(Err(status)) => Err(status),
+        Some(Ok(None)) => Err(Status::invalid_argument("the stream closed before a Hello")),
+        Some(Ok(Some(FeedRequest {
+            kind: Some(Kind::Hello(hello)),
+        }))) => Ok(hello),
+        Some(Ok(Some(_))) => Err(Status::invalid_argument(
+            "the first message of a subscription must be a Hello",
+        )),
+    }
+}
 
 /// Longest verifier id and region accepted.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -61,5 +91,36 @@ mod tests {
         assert!(check_name("verifier_id", &"a".repeat(MAX_NAME_BYTES), false).is_ok());
         assert!(check_name("verifier_id", &"a".repeat(MAX_NAME_BYTES + 1), false).is_err());
         assert!(check_name("verifier_id", "edge 1", false).is_err());
+    }
+
+    #[test]
+    fn only_a_hello_in_time_opens_a_subscription() {
+        let hello = Hello {
+            verifier_id: "edge".into(),
+            ..Hello::default()
+        };
+        let sent = |kind| Some(Ok(Some(FeedRequest { kind })));
+        assert_eq!(
+            hello_of(sent(Some(Kind::Hello(hello.clone())))).ok(),
+            Some(hello)
+        );
+        let refused = |first| hello_of(first).unwrap_err();
+        let late = refused(None);
+        assert_eq!(late.code(), tonic::Code::InvalidArgument);
+        assert_eq!(late.message(), "no Hello within 5 s");
+        assert!(
+            refused(Some(Ok(None)))
+                .message()
+                .contains("closed before a Hello")
+        );
+        let ack = Kind::Ack(crate::feed::Ack { epoch: 1 });
+        assert!(
+            refused(sent(Some(ack)))
+                .message()
+                .contains("must be a Hello")
+        );
+        assert!(refused(sent(None)).message().contains("must be a Hello"));
+        let broken = refused(Some(Err(Status::cancelled("gone"))));
+        assert_eq!(broken.code(), tonic::Code::Cancelled);
     }
 }

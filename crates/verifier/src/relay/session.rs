@@ -10,7 +10,7 @@ use std::time::Duration;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::{FeedRequest, Hello};
 use lapse_wire::frames::{FeedFrame, FrameFeed};
-use lapse_wire::names::{check_name, verifier_id_matches};
+use lapse_wire::names::{HELLO_TIMEOUT, check_name, hello_of, verifier_id_matches};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -18,8 +18,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{Passed, Relay};
 
-/// How long a new leaf has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a leaf waits for a relay that holds no state yet.
 const FIRST_STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,26 +55,11 @@ impl FrameFeed for RelayService {
             None
         };
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "no Hello within {} s",
-                    HELLO_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(Err(status)) => return Err(status),
-            Ok(Ok(None)) => {
-                return Err(Status::invalid_argument("the stream closed before a Hello"));
-            }
-            Ok(Ok(Some(FeedRequest {
-                kind: Some(RequestKind::Hello(hello)),
-            }))) => hello,
-            Ok(Ok(Some(_))) => {
-                return Err(Status::invalid_argument(
-                    "the first message of a subscription must be a Hello",
-                ));
-            }
-        };
+        let hello = hello_of(
+            tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+                .await
+                .ok(),
+        )?;
         check_name("verifier_id", &hello.verifier_id, false)?;
         check_name("region", &hello.region, true)?;
         if let Some(name) = &certified {

@@ -9,19 +9,14 @@ mod session;
 mod uses;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lapse_wire::feed::FeedRequest;
-use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::frames::{FeedFrame, FrameFeed};
-use lapse_wire::names::{check_name, verifier_id_matches};
+use lapse_wire::names::{HELLO_TIMEOUT, check_name, hello_of, verifier_id_matches};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::feed::FeedHub;
 use session::Session;
-
-/// How long a new subscriber has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct FeedService {
     pub hub: Arc<FeedHub>,
@@ -38,26 +33,11 @@ impl FrameFeed for FeedService {
         // With TLS only a verifier may subscribe, under its certified name.
         let certified = super::auth::check_verifier(&self.hub.core, &request)?;
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "no Hello within {} s",
-                    HELLO_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(Err(status)) => return Err(status),
-            Ok(Ok(None)) => {
-                return Err(Status::invalid_argument("the stream closed before a Hello"));
-            }
-            Ok(Ok(Some(FeedRequest {
-                kind: Some(RequestKind::Hello(hello)),
-            }))) => hello,
-            Ok(Ok(Some(_))) => {
-                return Err(Status::invalid_argument(
-                    "the first message of a subscription must be a Hello",
-                ));
-            }
-        };
+        let hello = hello_of(
+            tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+                .await
+                .ok(),
+        )?;
         check_name("verifier_id", &hello.verifier_id, false)?;
         if let Some(name) = &certified
             && !verifier_id_matches(name, &hello.verifier_id)
