@@ -289,6 +289,13 @@ impl LedgerState {
     /// Apply one committed proposal at `log_index`. Deterministic: it reads
     /// no clock and no randomness, only the proposal and the state.
     pub fn apply(&mut self, log_index: u64, proposal: &Proposal) -> Response {
+        self.apply_owned(log_index, proposal.clone())
+    }
+
+    /// [`LedgerState::apply`] of a proposal the caller gives up: what it
+    /// carries to keep (shipped audit records) is moved into the state
+    /// rather than copied.
+    pub fn apply_owned(&mut self, log_index: u64, mut proposal: Proposal) -> Response {
         self.advance_to(log_index);
         self.cluster_time_ms = self.cluster_time_ms.max(proposal.stamped_at_ms);
         let now_ms = self.cluster_time_ms;
@@ -307,7 +314,12 @@ impl LedgerState {
             return response;
         }
 
-        let outcome = self.execute(log_index, now_ms, &proposal.request_id, &proposal.command);
+        let outcome = match &mut proposal.command {
+            Command::RecordIssuances { broker, records } => {
+                self.record_issuances(*broker, std::mem::take(records))
+            }
+            command => self.execute(log_index, now_ms, &proposal.request_id, command),
+        };
         let response = Response {
             log_index,
             applied_at_ms: now_ms,

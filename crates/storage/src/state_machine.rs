@@ -206,23 +206,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {
-            let index = entry.log_id.index();
+            let (log_id, index) = (entry.log_id, entry.log_id.index());
             let response = {
                 let mut applied = self.view.applied.write().expect("state lock");
-                let response = match &entry.payload {
+                // The entry is ours: what it carries moves into the state.
+                let response = match entry.payload {
                     EntryPayload::Blank => {
                         applied.ledger.apply_internal(index);
                         None
                     }
-                    EntryPayload::Normal(proposal) => Some(applied.ledger.apply(index, proposal)),
+                    EntryPayload::Normal(proposal) => {
+                        Some(applied.ledger.apply_owned(index, proposal))
+                    }
                     EntryPayload::Membership(membership) => {
                         applied.ledger.apply_internal(index);
-                        applied.membership =
-                            StoredMembership::new(Some(entry.log_id), membership.clone());
+                        applied.membership = StoredMembership::new(Some(log_id), membership);
                         None
                     }
                 };
-                applied.last_applied = Some(entry.log_id);
+                applied.last_applied = Some(log_id);
                 if self.checkpoint_every > 0 && index % self.checkpoint_every == 0 {
                     let digest = applied.ledger.digest();
                     applied.checkpoints.record(index, digest);

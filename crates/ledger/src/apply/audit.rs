@@ -7,10 +7,10 @@ use crate::state::LedgerState;
 impl LedgerState {
     /// `RecordIssuances`: store each record under `(broker, sequence)`; a
     /// record shipped again replaces the earlier copy.
-    pub(super) fn record_issuances(
+    pub(crate) fn record_issuances(
         &mut self,
         broker: NodeId,
-        records: &[IssuanceRecord],
+        records: Vec<IssuanceRecord>,
     ) -> Outcome {
         if records.is_empty() || records.len() > MAX_AUDIT_BATCH {
             return Err(Refusal::BadAuditBatch {
@@ -18,17 +18,16 @@ impl LedgerState {
                 max: MAX_AUDIT_BATCH,
             });
         }
+        let count = records.len();
         for record in records {
-            self.audit.insert((broker, record.sequence), record.clone());
             if let (Some(index), Some(tenant)) = (record.index, &record.tenant)
                 && index.0 >= self.window_base()
             {
                 self.issued_tenants.insert(index.0, tenant.clone());
             }
+            self.audit.insert((broker, record.sequence), record);
         }
-        Ok(Applied::IssuancesRecorded {
-            count: records.len(),
-        })
+        Ok(Applied::IssuancesRecorded { count })
     }
 }
 

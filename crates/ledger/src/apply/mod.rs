@@ -89,7 +89,9 @@ impl LedgerState {
                 text,
                 expected_version,
             } => self.set_policy(epoch, now_ms, tenant, text, *expected_version),
-            Command::RecordIssuances { broker, records } => self.record_issuances(*broker, records),
+            Command::RecordIssuances { broker, records } => {
+                self.record_issuances(*broker, records.clone())
+            }
             // Changes nothing: the leader needed only the entry's replication.
             Command::ConfirmLeadership => Ok(Applied::LeadershipConfirmed),
             Command::BindRole { principal, role } => self.bind_role(principal, role),
