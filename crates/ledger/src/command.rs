@@ -405,6 +405,11 @@ pub struct ControlEvent {
 
 /// The most audit records one `RecordIssuances` command may carry.
 pub const MAX_AUDIT_BATCH: usize = 1024;
+/// The most shipped issuance audit records the ledger keeps, whatever the
+/// retention (a record takes one to two KiB here; the brokers' local logs
+/// keep theirs, and `lapse audit export` takes them out): beyond it the
+/// oldest leave first.
+pub const MAX_KEPT_AUDIT_RECORDS: usize = 500_000;
 /// The longest accepted policy text, in bytes.
 pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 /// How many keys the cluster never registered (offline break-glass keys)

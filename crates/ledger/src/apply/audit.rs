@@ -1,7 +1,9 @@
 //! Issuance audit: `RecordIssuances` keeps the audit records a broker ships
 //! from its local log, for the retention window.
 
-use crate::command::{Applied, IssuanceRecord, MAX_AUDIT_BATCH, NodeId, Outcome, Refusal};
+use crate::command::{
+    Applied, IssuanceRecord, MAX_AUDIT_BATCH, MAX_KEPT_AUDIT_RECORDS, NodeId, Outcome, Refusal,
+};
 use crate::state::LedgerState;
 
 impl LedgerState {
@@ -27,7 +29,37 @@ impl LedgerState {
             }
             self.audit.insert((broker, record.sequence), record);
         }
+        self.keep_at_most_audit_records(MAX_KEPT_AUDIT_RECORDS);
         Ok(Applied::IssuancesRecorded { count })
+    }
+
+    /// Drop the oldest shipped records until at most `most` are kept. Each
+    /// broker's records are in sequence order, so the oldest of all is
+    /// the earliest of the brokers' first records (by its time, then by
+    /// broker): the same on every replica.
+    pub(crate) fn keep_at_most_audit_records(&mut self, most: usize) {
+        while self.audit.len() > most {
+            let mut oldest: Option<((NodeId, u64), u64)> = None;
+            let mut next = self.audit.first_key_value().map(|(key, _)| key.0);
+            while let Some(broker) = next {
+                let Some((key, record)) = self.audit.range((broker, 0)..).next() else {
+                    break;
+                };
+                if oldest.is_none_or(|(_, at)| record.at_ms < at) {
+                    oldest = Some((*key, record.at_ms));
+                }
+                next = broker
+                    .checked_add(1)
+                    .and_then(|after| self.audit.range((after, 0)..).next())
+                    .map(|(key, _)| key.0);
+            }
+            match oldest {
+                Some((key, _)) => {
+                    self.audit.remove(&key);
+                }
+                None => break,
+            }
+        }
     }
 }
 
@@ -65,6 +97,33 @@ mod tests {
 
     fn ship(broker: NodeId, records: Vec<IssuanceRecord>) -> Command {
         Command::RecordIssuances { broker, records }
+    }
+
+    #[test]
+    fn beyond_the_most_kept_the_oldest_records_leave_first() {
+        let mut ledger = Ledger::new();
+        let at = |sequence: u64, at_ms: u64| IssuanceRecord {
+            at_ms,
+            ..record(sequence, true)
+        };
+        // Broker 2's records are older than broker 7's, except its last.
+        ledger.run(
+            "s1",
+            1_000,
+            ship(7, vec![at(1, 1_000), at(2, 1_010), at(3, 1_020)]),
+        );
+        ledger.run(
+            "s2",
+            1_000,
+            ship(2, vec![at(1, 900), at(2, 1_005), at(3, 1_030)]),
+        );
+        ledger.state.keep_at_most_audit_records(6);
+        assert_eq!(ledger.state.audit.len(), 6, "nothing beyond the bound goes");
+        ledger.state.keep_at_most_audit_records(3);
+        let kept: Vec<(u64, u64)> = ledger.state.audit.keys().copied().collect();
+        assert_eq!(kept, [(2, 3), (7, 2), (7, 3)]);
+        ledger.state.keep_at_most_audit_records(0);
+        assert!(ledger.state.audit.is_empty());
     }
 
     #[test]
