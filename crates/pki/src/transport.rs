@@ -188,6 +188,28 @@ pub struct PeerIdentity {
     pub remote: Option<SocketAddr>,
 }
 
+impl PeerIdentity {
+    /// The verifier name the client certificate of `request`'s connection
+    /// proves, for a feed subscription (a broker's or a relay's); else
+    /// PERMISSION_DENIED for another role's certificate and
+    /// UNAUTHENTICATED for none.
+    pub fn certified_verifier<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+        let principal = request
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|identity| identity.principal.as_ref());
+        match principal.map(|p| &p.role) {
+            Some(crate::Role::Verifier(name)) => Ok(name.clone()),
+            Some(other) => Err(tonic::Status::permission_denied(format!(
+                "the feed is for verifiers; the client certificate names {other}"
+            ))),
+            None => Err(tonic::Status::unauthenticated(
+                "the feed needs a verifier certificate of this cluster (lapse certs verifier)",
+            )),
+        }
+    }
+}
+
 /// An accepted connection after its TLS handshake.
 pub struct Secured {
     stream: tokio_rustls::server::TlsStream<TcpStream>,

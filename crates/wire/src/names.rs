@@ -12,6 +12,23 @@ use crate::feed::{FeedRequest, Hello};
 /// How long a new subscriber has to send its `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Check a subscriber's `Hello`: its verifier id and region are names
+/// ([`check_name`]), and with a certified verifier name (TLS) the id is
+/// that name or under it ([`verifier_id_matches`]); else
+/// INVALID_ARGUMENT or PERMISSION_DENIED saying why.
+pub fn check_hello(hello: &Hello, certified: Option<&str>) -> Result<(), Status> {
+    check_name("verifier_id", &hello.verifier_id, false)?;
+    if let Some(name) = certified
+        && !verifier_id_matches(name, &hello.verifier_id)
+    {
+        return Err(Status::permission_denied(format!(
+            "verifier_id {:?} is not this verifier's: its certificate names {name:?} (use {name:?} or \"{name}/<suffix>\")",
+            hello.verifier_id
+        )));
+    }
+    check_name("region", &hello.region, true)
+}
+
 /// A subscription's first message as its `Hello`. `first` is `None` when
 /// nothing came within [`HELLO_TIMEOUT`]; anything but a `Hello` is
 /// INVALID_ARGUMENT saying what came instead, and a stream error is

@@ -183,13 +183,5 @@ pub fn check_verifier<T>(
     if core.tls().is_none() {
         return Ok(None);
     }
-    match principal(request).map(|p| &p.role) {
-        Some(Role::Verifier(name)) => Ok(Some(name.clone())),
-        Some(other) => Err(Status::permission_denied(format!(
-            "the feed is for verifiers; the client certificate names {other}"
-        ))),
-        None => Err(Status::unauthenticated(
-            "the feed needs a verifier certificate of this cluster (lapse certs verifier)",
-        )),
-    }
+    PeerIdentity::certified_verifier(request).map(Some)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use lapse_wire::feed::feed_request::Kind as RequestKind;
 use lapse_wire::feed::{FeedRequest, Hello};
 use lapse_wire::frames::{FeedFrame, FrameFeed};
-use lapse_wire::names::{HELLO_TIMEOUT, check_name, hello_of, verifier_id_matches};
+use lapse_wire::names::{HELLO_TIMEOUT, check_hello, hello_of};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -33,24 +33,9 @@ impl FrameFeed for RelayService {
         request: Request<Streaming<FeedRequest>>,
     ) -> Result<Response<Self::Stream>, Status> {
         let relay = self.0.clone();
+        // With TLS only a verifier may subscribe, under its certified name.
         let certified = if relay.config.require_verifier_certificate {
-            let principal = request
-                .extensions()
-                .get::<lapse_pki::PeerIdentity>()
-                .and_then(|identity| identity.principal.as_ref());
-            match principal.map(|p| &p.role) {
-                Some(lapse_pki::Role::Verifier(name)) => Some(name.clone()),
-                Some(other) => {
-                    return Err(Status::permission_denied(format!(
-                        "the feed is for verifiers; the client certificate names {other}"
-                    )));
-                }
-                None => {
-                    return Err(Status::unauthenticated(
-                        "the feed needs a verifier certificate of this cluster (lapse certs verifier)",
-                    ));
-                }
-            }
+            Some(lapse_pki::PeerIdentity::certified_verifier(&request)?)
         } else {
             None
         };
@@ -60,16 +45,7 @@ impl FrameFeed for RelayService {
                 .await
                 .ok(),
         )?;
-        check_name("verifier_id", &hello.verifier_id, false)?;
-        check_name("region", &hello.region, true)?;
-        if let Some(name) = &certified {
-            let id = &hello.verifier_id;
-            if !verifier_id_matches(name, id) {
-                return Err(Status::permission_denied(format!(
-                    "verifier_id {id:?} is not this verifier's: its certificate names {name:?}"
-                )));
-            }
-        }
+        check_hello(&hello, certified.as_deref())?;
         let permit = relay.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "this relay already serves its maximum of {} verifiers; try another",

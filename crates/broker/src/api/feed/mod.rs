@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use lapse_wire::feed::FeedRequest;
 use lapse_wire::frames::{FeedFrame, FrameFeed};
-use lapse_wire::names::{HELLO_TIMEOUT, check_name, hello_of, verifier_id_matches};
+use lapse_wire::names::{HELLO_TIMEOUT, check_hello, hello_of};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::feed::FeedHub;
@@ -38,16 +38,7 @@ impl FrameFeed for FeedService {
                 .await
                 .ok(),
         )?;
-        check_name("verifier_id", &hello.verifier_id, false)?;
-        if let Some(name) = &certified
-            && !verifier_id_matches(name, &hello.verifier_id)
-        {
-            return Err(Status::permission_denied(format!(
-                "verifier_id {:?} is not this verifier's: its certificate names {name:?} (use {name:?} or \"{name}/<suffix>\")",
-                hello.verifier_id
-            )));
-        }
-        check_name("region", &hello.region, true)?;
+        check_hello(&hello, certified.as_deref())?;
         let hub = &self.hub;
         let identity_slot = match &certified {
             Some(name) => Some(hub.identity_slot(name).ok_or_else(|| {
